@@ -1,14 +1,7 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! dbsnap's snapshot archive format (v1) and a reader for pg_dump's custom
+//! archive format.
+//!
+//! Pure readers and writers over `Read`/`Write`/`Seek`: no network, no
+//! processes. See `DESIGN.md` for the layout.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub mod version;

@@ -1,14 +1,16 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! PostgreSQL for dbsnap: libpq-compatible connection settings, connections
+//! over tokio-postgres with rustls, catalog queries, snapshot transactions,
+//! schema-version detection, and the client programs (pg_dump).
+//!
+//! This crate never logs or formats a password.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod connect;
+pub mod conninfo;
+pub mod error;
+pub mod schema_version;
+pub mod snapshot;
+pub mod tools;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use connect::{connect, server_info, ServerInfo};
+pub use conninfo::{ConnInfo, SslMode};
+pub use error::{PgError, PgErrorKind};

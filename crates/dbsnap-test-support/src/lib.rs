@@ -35,7 +35,11 @@ pub fn versions() -> Vec<u32> {
         .unwrap_or_else(|_| "15,18".into())
         .split(',')
         .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().expect("DBSNAP_TEST_PG_VERSIONS holds majors"))
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("DBSNAP_TEST_PG_VERSIONS holds majors")
+        })
         .collect()
 }
 
@@ -130,7 +134,13 @@ impl Cluster {
             chown(dir.path(), uid, gid);
             chown(&pwfile, uid, gid);
         }
-        let cluster = Cluster { major, port: free_port(), bin, dir, run_as };
+        let cluster = Cluster {
+            major,
+            port: free_port(),
+            bin,
+            dir,
+            run_as,
+        };
         cluster.run_checked(
             cluster
                 .command("initdb")
@@ -176,14 +186,20 @@ impl Cluster {
         if let Some((uid, gid)) = self.run_as {
             c.uid(uid).gid(gid);
         }
-        c.env_remove("PGPASSWORD").env_remove("PGSERVICE").env("LC_ALL", "C");
+        c.env_remove("PGPASSWORD")
+            .env_remove("PGSERVICE")
+            .env("LC_ALL", "C");
         c
     }
 
     fn run_checked(&self, cmd: &mut Command, what: &str) -> Output {
-        let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{what}: {e}"));
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
         if !out.status.success() {
-            let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
             panic!(
                 "{what} failed: {}\n{}\nserver log:\n{log}",
                 String::from_utf8_lossy(&out.stdout),
@@ -223,7 +239,10 @@ impl Cluster {
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let out = self.psql_raw(db, sql);
         if !out.status.success() {
-            panic!("psql failed on {db}: {}\nSQL: {sql}", String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "psql failed on {db}: {}\nSQL: {sql}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         String::from_utf8(out.stdout).unwrap()
     }
@@ -233,8 +252,26 @@ impl Cluster {
         Command::new(self.bin.join("psql"))
             .env("PGPASSWORD", SUPERUSER_PASSWORD)
             .env("LC_ALL", "C")
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-            .args(["-p", &self.port.to_string(), "-U", SUPERUSER, "-d", db, "-c", sql])
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+            ])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                SUPERUSER,
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
             .stdin(Stdio::null())
             .output()
             .expect("run psql")
@@ -245,7 +282,15 @@ impl Cluster {
         let out = Command::new(self.bin.join("psql"))
             .env("PGPASSWORD", SUPERUSER_PASSWORD)
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-            .args(["-p", &self.port.to_string(), "-U", SUPERUSER, "-d", db, "-f"])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                SUPERUSER,
+                "-d",
+                db,
+                "-f",
+            ])
             .arg(path)
             .stdin(Stdio::null())
             .output()
@@ -272,7 +317,11 @@ impl Cluster {
             .stdin(Stdio::null())
             .output()
             .expect("run pg_dump");
-        assert!(out.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pg_dump failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         // pg_dump >= 17.6 prints a random \restrict key; it is not schema.
         String::from_utf8(out.stdout)
             .unwrap()

@@ -1,0 +1,364 @@
+//! Opening connections with tokio-postgres and rustls, honouring libpq's
+//! sslmode semantics (tokio-postgres itself only knows disable/prefer/require;
+//! certificate checks are done here).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use tokio_postgres::Client;
+
+use crate::conninfo::{ConnInfo, SslMode};
+use crate::error::{PgError, PgErrorKind};
+
+/// Default connect timeout when none is configured, in seconds.
+pub const DEFAULT_CONNECT_TIMEOUT: u64 = 30;
+
+/// Facts about the server behind a connection.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServerInfo {
+    /// `server_version_num`, e.g. 150018.
+    pub version_num: u32,
+    /// `server_version`, e.g. "15.18 (Debian 15.18-0+deb12u1)".
+    pub version: String,
+    /// An identity of the running instance: databases with equal identities
+    /// share one transaction-ID space.
+    pub instance_id: String,
+    /// Whether the connected role is a superuser.
+    pub is_superuser: bool,
+}
+
+impl ServerInfo {
+    /// Major version (e.g. 15).
+    pub fn major(&self) -> u32 {
+        self.version_num / 10000
+    }
+}
+
+/// Opens a connection to `info`; the connection task runs on the current
+/// tokio runtime until the client is dropped.
+pub async fn connect(info: &ConnInfo) -> Result<Client, PgError> {
+    let target = info.display();
+    if info.sslmode == SslMode::Allow {
+        // libpq's allow: plain first, TLS only if the server insists.
+        match connect_mode(info, SslMode::Disable).await {
+            Ok(c) => return Ok(c),
+            Err(e) if matches!(e.kind, PgErrorKind::Auth | PgErrorKind::Unreachable) => {
+                tracing::debug!(target = %target, "plain connection refused; retrying with TLS");
+                return connect_mode(info, SslMode::Require).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    connect_mode(info, info.sslmode).await
+}
+
+async fn connect_mode(info: &ConnInfo, mode: SslMode) -> Result<Client, PgError> {
+    let target = info.display();
+    let config = pg_config(info, mode)?;
+    let tls = tls_connector(info, mode).map_err(|e| e.on(&target))?;
+    let (client, connection) = config
+        .connect(tls)
+        .await
+        .map_err(|e| PgError::from_pg(e, &target, "could not connect"))?;
+    let t = target.clone();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(target = %t, "connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+fn pg_config(info: &ConnInfo, mode: SslMode) -> Result<tokio_postgres::Config, PgError> {
+    let mut c = tokio_postgres::Config::new();
+    for (i, h) in info.hosts.iter().enumerate() {
+        if info.is_unix_socket(i) {
+            c.host_path(h);
+        } else if h.is_empty() {
+            // hostaddr only: use the address as host name too.
+            c.host(
+                info.hostaddrs
+                    .get(i)
+                    .map(String::as_str)
+                    .unwrap_or_default(),
+            );
+        } else {
+            c.host(h);
+        }
+        c.port(info.port(i));
+    }
+    if !info.hostaddrs.is_empty() {
+        for a in &info.hostaddrs {
+            let ip: IpAddr = a.parse().map_err(|_| {
+                PgError::new(PgErrorKind::Config, format!("invalid hostaddr \"{a}\""))
+                    .hint("hostaddr takes numeric IP addresses")
+            })?;
+            c.hostaddr(ip);
+        }
+    }
+    c.user(&info.user).dbname(&info.dbname);
+    if let Some(p) = &info.password {
+        c.password(p.as_bytes());
+    }
+    if let Some(a) = &info.application_name {
+        c.application_name(a);
+    } else {
+        c.application_name("dbsnap");
+    }
+    if let Some(o) = &info.options {
+        c.options(o);
+    }
+    let timeout = info.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    if timeout > 0 {
+        c.connect_timeout(Duration::from_secs(timeout.max(2)));
+    }
+    c.ssl_mode(match mode {
+        SslMode::Disable | SslMode::Allow => tokio_postgres::config::SslMode::Disable,
+        SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        _ => tokio_postgres::config::SslMode::Require,
+    });
+    if let Some(cb) = &info.channel_binding {
+        use tokio_postgres::config::ChannelBinding;
+        c.channel_binding(match cb.as_str() {
+            "disable" => ChannelBinding::Disable,
+            "require" => ChannelBinding::Require,
+            _ => ChannelBinding::Prefer,
+        });
+    }
+    if let Some(t) = &info.target_session_attrs {
+        use tokio_postgres::config::TargetSessionAttrs;
+        c.target_session_attrs(match t.as_str() {
+            "read-write" => TargetSessionAttrs::ReadWrite,
+            "read-only" => TargetSessionAttrs::ReadOnly,
+            _ => TargetSessionAttrs::Any,
+        });
+    }
+    Ok(c)
+}
+
+fn home_file(name: &str) -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".postgresql").join(name))
+}
+
+fn tls_connector(
+    info: &ConnInfo,
+    mode: SslMode,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, PgError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // libpq: an existing root certificate turns `require` into `verify-ca`.
+    let root_path = info
+        .sslrootcert
+        .clone()
+        .map(PathBuf::from)
+        .or_else(|| home_file("root.crt").filter(|p| p.exists()));
+    let (roots, check_name) = match mode {
+        SslMode::VerifyCa | SslMode::VerifyFull => {
+            let Some(path) = root_path else {
+                return Err(PgError::new(
+                    PgErrorKind::Config,
+                    format!("sslmode={} needs a root certificate, and ~/.postgresql/root.crt does not exist", mode.as_str()),
+                )
+                .hint("set sslrootcert (or PGSSLROOTCERT) to the CA file, or sslrootcert=system"));
+            };
+            (Some(load_roots(&path)?), mode == SslMode::VerifyFull)
+        }
+        SslMode::Require if root_path.is_some() => {
+            (Some(load_roots(root_path.as_ref().unwrap())?), false)
+        }
+        _ => (None, false),
+    };
+    let inner = match roots {
+        Some(store) => Some(
+            WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
+                .build()
+                .map_err(|e| {
+                    PgError::new(PgErrorKind::Config, format!("bad root certificates: {e}"))
+                })?,
+        ),
+        None => None,
+    };
+    let verifier = Arc::new(Verifier {
+        inner,
+        check_name,
+        provider: provider.clone(),
+    });
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PgError::new(PgErrorKind::Config, format!("TLS setup: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let cert = info
+        .sslcert
+        .clone()
+        .map(PathBuf::from)
+        .or_else(|| home_file("postgresql.crt").filter(|p| p.exists()));
+    let key = info
+        .sslkey
+        .clone()
+        .map(PathBuf::from)
+        .or_else(|| home_file("postgresql.key").filter(|p| p.exists()));
+    let config = match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let certs = read_pem_certs(&cert)?;
+            let key_bytes = std::fs::read(&key).map_err(|e| io_config(&key, e))?;
+            let key = rustls_pemfile::private_key(&mut key_bytes.as_slice())
+                .ok()
+                .flatten()
+                .ok_or_else(|| {
+                    PgError::new(
+                        PgErrorKind::Config,
+                        format!("no private key in \"{}\"", key.display()),
+                    )
+                })?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                PgError::new(PgErrorKind::Config, format!("client certificate: {e}"))
+            })?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+fn io_config(path: &std::path::Path, e: std::io::Error) -> PgError {
+    PgError::new(
+        PgErrorKind::Config,
+        format!("could not read \"{}\": {e}", path.display()),
+    )
+}
+
+fn read_pem_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, PgError> {
+    let bytes = std::fs::read(path).map_err(|e| io_config(path, e))?;
+    rustls_pemfile::certs(&mut bytes.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            PgError::new(
+                PgErrorKind::Config,
+                format!("bad certificate file \"{}\": {e}", path.display()),
+            )
+        })
+}
+
+fn load_roots(path: &std::path::Path) -> Result<rustls::RootCertStore, PgError> {
+    let mut store = rustls::RootCertStore::empty();
+    if path.as_os_str() == "system" {
+        store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        return Ok(store);
+    }
+    for cert in read_pem_certs(path)? {
+        store.add(cert).map_err(|e| {
+            PgError::new(
+                PgErrorKind::Config,
+                format!("bad root certificate in \"{}\": {e}", path.display()),
+            )
+        })?;
+    }
+    Ok(store)
+}
+
+/// Certificate checks per sslmode: none (prefer/require without roots),
+/// chain only (verify-ca), chain and name (verify-full).
+#[derive(Debug)]
+struct Verifier {
+    inner: Option<Arc<WebPkiServerVerifier>>,
+    check_name: bool,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(inner) = &self.inner else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Reads version, instance identity and role facts.
+pub async fn server_info(client: &Client, target: &str) -> Result<ServerInfo, PgError> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int4, current_setting('server_version'), \
+                    pg_postmaster_start_time()::text, \
+                    coalesce(inet_server_addr()::text, 'socket') || ':' || coalesce(inet_server_port(), 0)::text, \
+                    (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
+            &[],
+        )
+        .await
+        .map_err(|e| PgError::from_pg(e, target, "could not read server facts"))?;
+    let version_num: i32 = row.get(0);
+    // system_identifier is the best identity; it may be restricted, so it is optional.
+    let sysid = match client
+        .query_one(
+            "SELECT system_identifier::text FROM pg_control_system()",
+            &[],
+        )
+        .await
+    {
+        Ok(r) => Some(r.get::<_, String>(0)),
+        Err(_) => None,
+    };
+    let started: String = row.get(2);
+    let instance_id = match sysid {
+        Some(s) => format!("{s}/{started}"),
+        None => format!("{}/{started}", row.get::<_, String>(3)),
+    };
+    Ok(ServerInfo {
+        version_num: version_num as u32,
+        version: row.get(1),
+        instance_id,
+        is_superuser: row.get::<_, Option<bool>>(4).unwrap_or(false),
+    })
+}

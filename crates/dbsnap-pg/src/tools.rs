@@ -1,0 +1,228 @@
+//! Finding and running PostgreSQL's client programs (pg_dump, pg_restore).
+//!
+//! A program is chosen by version: for dumping, never older than the
+//! server; among those that fit, the oldest (its archives are readable by
+//! the most pg_restore versions). Passwords reach children through a private
+//! password file, never through argv.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::conninfo::{pgpass_escape, ConnInfo};
+use crate::error::{PgError, PgErrorKind};
+
+/// One installed client program.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Program {
+    /// Absolute path.
+    pub path: PathBuf,
+    /// Major version.
+    pub major: u32,
+    /// Full version as printed (`pg_dump (PostgreSQL) 15.18`).
+    pub version: String,
+}
+
+/// Directories searched for client programs, in order: `extra` (config
+/// `pg_bin`), `DBSNAP_PG_BIN` (colon separated), `PATH`, then
+/// `/usr/lib/postgresql/*/bin`.
+pub fn search_dirs(extra: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = extra.to_vec();
+    for var in ["DBSNAP_PG_BIN", "PATH"] {
+        if let Some(v) = std::env::var_os(var) {
+            dirs.extend(std::env::split_paths(&v));
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir("/usr/lib/postgresql") {
+        let mut versions: Vec<PathBuf> = rd.flatten().map(|e| e.path().join("bin")).collect();
+        versions.sort();
+        dirs.extend(versions);
+    }
+    dirs
+}
+
+fn version_of(path: &Path) -> Option<(u32, String)> {
+    let out = Command::new(path)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)" or "... 9.6.24"
+    let num = text.split_whitespace().nth(2)?;
+    let mut parts = num.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next()?.parse().ok()?;
+    let major = if major < 10 {
+        major * 10 + parts.next()?.parse::<u32>().ok()?
+    } else {
+        major
+    };
+    Some((major, text))
+}
+
+/// Every distinct `name` found in the search directories, with versions.
+pub fn find_all(name: &str, extra: &[PathBuf]) -> Vec<Program> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for dir in search_dirs(extra) {
+        let p = dir.join(name);
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
+        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+            continue;
+        }
+        let canonical = std::fs::canonicalize(&p).unwrap_or(p.clone());
+        if !seen.insert(canonical) {
+            continue;
+        }
+        if let Some((major, version)) = version_of(&p) {
+            out.push(Program {
+                path: p,
+                major,
+                version,
+            });
+        }
+    }
+    out
+}
+
+/// The pg_dump to use for a server of `server_major`: the oldest whose major
+/// is at least the server's.
+pub fn pg_dump_for(server_major: u32, extra: &[PathBuf]) -> Result<Program, PgError> {
+    let all = find_all("pg_dump", extra);
+    if let Some(p) = all
+        .iter()
+        .filter(|p| p.major >= server_major)
+        .min_by_key(|p| p.major)
+    {
+        return Ok(p.clone());
+    }
+    let found = if all.is_empty() {
+        "no pg_dump was found".to_string()
+    } else {
+        format!(
+            "found only {}",
+            all.iter()
+                .map(|p| format!("{} ({})", p.path.display(), p.major))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    Err(PgError::new(
+        PgErrorKind::Tooling,
+        format!("pg_dump {server_major} or newer is needed for a PostgreSQL {server_major} server; {found}"),
+    )
+    .hint(format!(
+        "install the PostgreSQL {server_major} client (e.g. apt-get install postgresql-client-{server_major}), \
+         or point pg_bin in dbsnap.toml / DBSNAP_PG_BIN at its bin directory"
+    )))
+}
+
+/// A private directory holding a password file for child programs; removed
+/// on drop.
+pub struct Secrets {
+    dir: tempfile::TempDir,
+}
+
+impl Secrets {
+    /// Creates the private (0700) directory.
+    pub fn new() -> Result<Secrets, PgError> {
+        let dir = tempfile::Builder::new()
+            .prefix("dbsnap-secrets-")
+            .tempdir()
+            .map_err(|e| {
+                PgError::new(
+                    PgErrorKind::Io,
+                    format!("could not create a private temporary directory: {e}"),
+                )
+            })?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).map_err(
+            |e| PgError::new(PgErrorKind::Io, format!("chmod temporary directory: {e}")),
+        )?;
+        Ok(Secrets { dir })
+    }
+
+    /// Prepares `cmd` to connect as `info`: connection string in `-d`
+    /// without password, password (if any) in a 0600 password file named by
+    /// PGPASSFILE, prompts disabled.
+    pub fn configure(&self, cmd: &mut Command, info: &ConnInfo, tag: &str) -> Result<(), PgError> {
+        cmd.env_remove("PGPASSWORD")
+            .env_remove("PGSERVICE")
+            .env_remove("PGSERVICEFILE");
+        let mut info = info.clone();
+        if info.application_name.is_none() {
+            info.application_name = Some(format!("dbsnap {tag}"));
+        }
+        if let Some(pw) = &info.password {
+            let path = self.dir.path().join(format!("pgpass-{}", sanitize(tag)));
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| {
+                    PgError::new(
+                        PgErrorKind::Io,
+                        format!("could not write a password file: {e}"),
+                    )
+                })?;
+            writeln!(f, "*:*:*:*:{}", pgpass_escape(pw)).map_err(|e| {
+                PgError::new(
+                    PgErrorKind::Io,
+                    format!("could not write a password file: {e}"),
+                )
+            })?;
+            cmd.env("PGPASSFILE", &path);
+        }
+        cmd.arg("--no-password")
+            .arg("-d")
+            .arg(info.to_libpq_string_without_password());
+        Ok(())
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// Classifies a failed program's stderr into an error kind with a hint.
+pub fn classify_stderr(program: &str, stderr: &str, target: &str) -> PgError {
+    let last: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = last[last.len().saturating_sub(8)..].join("\n");
+    let lower = stderr.to_lowercase();
+    let (kind, hint) = if lower.contains("password authentication failed")
+        || lower.contains("no password supplied")
+    {
+        (PgErrorKind::Auth, "check the user name and password")
+    } else if lower.contains("database") && lower.contains("does not exist") {
+        (PgErrorKind::NoDatabase, "check the database name")
+    } else if lower.contains("permission denied") {
+        (PgErrorKind::Privilege, "grant the role read access to every object (e.g. pg_read_all_data) or dump as the owner")
+    } else if lower.contains("server version mismatch") {
+        (
+            PgErrorKind::Tooling,
+            "install a pg_dump at least as new as the server",
+        )
+    } else if lower.contains("could not connect") || lower.contains("connection to server") {
+        (
+            PgErrorKind::Unreachable,
+            "check that the server is reachable",
+        )
+    } else {
+        (
+            PgErrorKind::Program,
+            "see the log file for the program's full output",
+        )
+    };
+    PgError::new(kind, format!("{program} failed: {tail}"))
+        .on(target)
+        .hint(hint)
+}
