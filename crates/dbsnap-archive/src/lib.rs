@@ -4,4 +4,6 @@
 //! Pure readers and writers over `Read`/`Write`/`Seek`: no network, no
 //! processes. See `DESIGN.md` for the layout.
 
+pub mod pgdump;
+pub mod snapshot;
 pub mod version;

@@ -1,0 +1,668 @@
+//! The dbsnap snapshot archive, format v1: one tar file holding
+//! `dbsnap.json` (metadata) first, one pg_dump custom archive per database,
+//! optional extras, and `manifest.json` (size and SHA-256 of every member)
+//! last, so a streamed archive verifies without seeking.
+//!
+//! The writer streams members of unknown size straight into the tar by
+//! writing a placeholder header and patching it once the size is known; it
+//! never buffers a member in memory.
+
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::version::SchemaVersion;
+
+/// Name of the metadata member (always first).
+pub const METADATA_MEMBER: &str = "dbsnap.json";
+/// Name of the manifest member (always last).
+pub const MANIFEST_MEMBER: &str = "manifest.json";
+/// Format version written by this crate.
+pub const FORMAT_VERSION: &str = "1.0";
+/// Major format version this crate reads.
+pub const FORMAT_MAJOR: u32 = 1;
+/// Largest metadata or manifest member accepted (they are small).
+const MAX_JSON_MEMBER: u64 = 64 << 20;
+
+/// How the moment of a snapshot was made consistent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsistencyMethod {
+    /// Identical transaction snapshots in every database.
+    Snapshot,
+    /// Writers briefly blocked by SHARE locks while snapshots were taken.
+    Barrier,
+    /// The application was stopped while snapshots were taken.
+    Quiesce,
+    /// Each database on its own, like pg_dump.
+    None,
+}
+
+impl ConsistencyMethod {
+    /// Lowercase name, as on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsistencyMethod::Snapshot => "snapshot",
+            ConsistencyMethod::Barrier => "barrier",
+            ConsistencyMethod::Quiesce => "quiesce",
+            ConsistencyMethod::None => "none",
+        }
+    }
+}
+
+/// Record of how the cut was established.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consistency {
+    /// Method used.
+    pub method: ConsistencyMethod,
+    /// True only if all databases were captured at one moment.
+    pub consistent_cut: bool,
+    /// Attempts needed (snapshot method).
+    pub attempts: u32,
+    /// The shared transaction snapshot (`xmin:xmax:xip`), when one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+}
+
+/// One database in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseEntry {
+    /// Database name on the server.
+    pub name: String,
+    /// Archive member holding its pg_dump custom archive.
+    pub member: String,
+    /// Server, as `host:port` (no user, no password).
+    pub server: String,
+    /// `server_version`.
+    pub server_version: String,
+    /// `server_version_num`.
+    pub server_version_num: u32,
+    /// The pg_dump that wrote the member.
+    pub pg_dump_version: String,
+    /// Schema version at the snapshot, if a migration table was found.
+    pub schema_version: Option<SchemaVersion>,
+}
+
+/// Contents of `dbsnap.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// Archive format version (`1.0`).
+    pub format_version: String,
+    /// Tool name and version that wrote it.
+    pub tool_version: String,
+    /// When the cut was taken (RFC 3339, UTC).
+    pub created_at: String,
+    /// Target name, when from config.
+    pub target: Option<String>,
+    /// File name prefix.
+    pub prefix: String,
+    /// How the cut was made.
+    pub consistency: Consistency,
+    /// Databases, in archive order.
+    pub databases: Vec<DatabaseEntry>,
+}
+
+impl Metadata {
+    /// The version token used in file names: the first database with a
+    /// schema version, else `none`.
+    pub fn version_token(&self) -> String {
+        self.databases
+            .iter()
+            .find_map(|d| d.schema_version.as_ref())
+            .map(|v| v.file_token())
+            .unwrap_or_else(|| "none".into())
+    }
+}
+
+/// One member's size and checksum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberEntry {
+    /// Member path inside the tar.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Lowercase hex SHA-256.
+    pub sha256: String,
+}
+
+/// Contents of `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Archive format version.
+    pub format_version: String,
+    /// Every member before the manifest, in order.
+    pub members: Vec<MemberEntry>,
+}
+
+/// Errors reading or writing a snapshot archive.
+#[derive(Debug, Error)]
+pub enum ArchiveError {
+    /// I/O failure.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// Not a dbsnap archive.
+    #[error("not a dbsnap snapshot: {0}")]
+    NotSnapshot(String),
+    /// Written by a newer, incompatible dbsnap.
+    #[error("snapshot format {0} is not supported by this dbsnap (reads {FORMAT_MAJOR}.x)\nhint: upgrade dbsnap to read it")]
+    UnsupportedFormat(String),
+    /// Ends early.
+    #[error("snapshot is truncated: {0}")]
+    Truncated(String),
+    /// Contents do not match the manifest or are malformed.
+    #[error("snapshot is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Hex SHA-256 of a byte slice.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+fn header_for(name: &str, size: u64, mtime: u64) -> io::Result<tar::Header> {
+    let mut h = tar::Header::new_gnu();
+    h.set_path(name)?;
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_mtime(mtime);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    Ok(h)
+}
+
+fn padding(size: u64) -> usize {
+    ((512 - (size % 512)) % 512) as usize
+}
+
+/// Streams a snapshot archive into `W`.
+pub struct SnapshotWriter<W: Write + Seek> {
+    out: W,
+    mtime: u64,
+    members: Vec<MemberEntry>,
+}
+
+impl<W: Write + Seek> SnapshotWriter<W> {
+    /// Starts an archive and writes `dbsnap.json` as its first member.
+    pub fn new(mut out: W, metadata: &Metadata, mtime: u64) -> Result<Self, ArchiveError> {
+        out.seek(SeekFrom::Start(0))?;
+        let mut w = SnapshotWriter {
+            out,
+            mtime,
+            members: Vec::new(),
+        };
+        let json = serde_json::to_vec_pretty(metadata).map_err(io::Error::other)?;
+        w.add_bytes(METADATA_MEMBER, &json)?;
+        Ok(w)
+    }
+
+    /// Adds a member from memory.
+    pub fn add_bytes(&mut self, name: &str, data: &[u8]) -> Result<(), ArchiveError> {
+        let h = header_for(name, data.len() as u64, self.mtime)?;
+        self.out.write_all(h.as_bytes())?;
+        self.out.write_all(data)?;
+        self.out
+            .write_all(&[0u8; 512][..padding(data.len() as u64)])?;
+        self.members.push(MemberEntry {
+            name: name.into(),
+            size: data.len() as u64,
+            sha256: sha256_hex(data),
+        });
+        Ok(())
+    }
+
+    /// Adds a member of known size and checksum by copying from `src`
+    /// (e.g. a spool file written while the checksum was computed).
+    pub fn add_precomputed(
+        &mut self,
+        name: &str,
+        src: &mut impl Read,
+        size: u64,
+        sha256: &str,
+    ) -> Result<(), ArchiveError> {
+        let h = header_for(name, size, self.mtime)?;
+        self.out.write_all(h.as_bytes())?;
+        let copied = io::copy(&mut src.take(size), &mut self.out)?;
+        if copied != size {
+            return Err(ArchiveError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("member {name}: expected {size} bytes, got {copied}"),
+            )));
+        }
+        self.out.write_all(&[0u8; 512][..padding(size)])?;
+        self.members.push(MemberEntry {
+            name: name.into(),
+            size,
+            sha256: sha256.into(),
+        });
+        Ok(())
+    }
+
+    /// Starts a member of unknown size; write its bytes to the returned
+    /// stream, then call [`MemberStream::finish`].
+    pub fn stream_member(&mut self, name: &str) -> Result<MemberStream<'_, W>, ArchiveError> {
+        let header_pos = self.out.stream_position()?;
+        // Placeholder: rewritten with the real size by `finish`.
+        self.out
+            .write_all(header_for(name, 0, self.mtime)?.as_bytes())?;
+        Ok(MemberStream {
+            w: self,
+            name: name.into(),
+            header_pos,
+            hasher: Sha256::new(),
+            size: 0,
+        })
+    }
+
+    /// Members written so far.
+    pub fn members(&self) -> &[MemberEntry] {
+        &self.members
+    }
+
+    /// Writes `manifest.json` and the end-of-archive marker; returns the
+    /// output (not yet fsynced) and the manifest.
+    pub fn finish(mut self) -> Result<(W, Manifest), ArchiveError> {
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION.into(),
+            members: self.members.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?;
+        let h = header_for(MANIFEST_MEMBER, json.len() as u64, self.mtime)?;
+        self.out.write_all(h.as_bytes())?;
+        self.out.write_all(&json)?;
+        self.out
+            .write_all(&[0u8; 512][..padding(json.len() as u64)])?;
+        self.out.write_all(&[0u8; 1024])?;
+        self.out.flush()?;
+        Ok((self.out, manifest))
+    }
+}
+
+/// A member being streamed into the archive.
+pub struct MemberStream<'a, W: Write + Seek> {
+    w: &'a mut SnapshotWriter<W>,
+    name: String,
+    header_pos: u64,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<W: Write + Seek> Write for MemberStream<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.w.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.out.flush()
+    }
+}
+
+impl<W: Write + Seek> MemberStream<'_, W> {
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Patches the member's header with its size and records its checksum.
+    pub fn finish(self) -> Result<MemberEntry, ArchiveError> {
+        let out = &mut self.w.out;
+        let end = out.stream_position()?;
+        out.seek(SeekFrom::Start(self.header_pos))?;
+        out.write_all(header_for(&self.name, self.size, self.w.mtime)?.as_bytes())?;
+        out.seek(SeekFrom::Start(end))?;
+        out.write_all(&[0u8; 512][..padding(self.size)])?;
+        let entry = MemberEntry {
+            name: self.name,
+            size: self.size,
+            sha256: hex::encode(self.hasher.finalize()),
+        };
+        self.w.members.push(entry.clone());
+        Ok(entry)
+    }
+}
+
+fn entry_name(e: &tar::Entry<'_, impl Read>) -> Result<String, ArchiveError> {
+    Ok(e.path()
+        .map_err(|err| ArchiveError::Corrupt(format!("bad member name: {err}")))?
+        .to_string_lossy()
+        .into_owned())
+}
+
+fn map_tar_err(e: io::Error, what: &str) -> ArchiveError {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => ArchiveError::Truncated(format!("ended inside {what}")),
+        io::ErrorKind::InvalidData | io::ErrorKind::Other => {
+            ArchiveError::Corrupt(format!("{what}: {e}"))
+        }
+        _ => ArchiveError::Io(e),
+    }
+}
+
+fn parse_metadata(bytes: &[u8]) -> Result<Metadata, ArchiveError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ArchiveError::Corrupt(format!("{METADATA_MEMBER} is not valid JSON: {e}")))?;
+    let fv = value
+        .get("format_version")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    let major = fv.split('.').next().and_then(|m| m.parse::<u32>().ok());
+    match major {
+        Some(FORMAT_MAJOR) => {}
+        Some(_) => return Err(ArchiveError::UnsupportedFormat(fv.to_string())),
+        None => {
+            return Err(ArchiveError::Corrupt(format!(
+                "{METADATA_MEMBER} has no format_version"
+            )))
+        }
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ArchiveError::Corrupt(format!("{METADATA_MEMBER}: {e}")))
+}
+
+/// Reads only the metadata (first member): cheap on any size of file.
+pub fn read_metadata<R: Read>(input: R) -> Result<Metadata, ArchiveError> {
+    let mut ar = tar::Archive::new(input);
+    let mut entries = ar.entries().map_err(|e| map_tar_err(e, "archive"))?;
+    let mut first = match entries.next() {
+        Some(e) => e.map_err(|e| map_tar_err(e, "first member header"))?,
+        None => return Err(ArchiveError::NotSnapshot("empty or not a tar file".into())),
+    };
+    let name = entry_name(&first)?;
+    if name != METADATA_MEMBER {
+        return Err(ArchiveError::NotSnapshot(format!(
+            "first member is \"{name}\", not {METADATA_MEMBER}"
+        )));
+    }
+    if first.size() > MAX_JSON_MEMBER {
+        return Err(ArchiveError::Corrupt(format!(
+            "{METADATA_MEMBER} is {} bytes",
+            first.size()
+        )));
+    }
+    let mut buf = Vec::new();
+    first
+        .read_to_end(&mut buf)
+        .map_err(|e| map_tar_err(e, METADATA_MEMBER))?;
+    parse_metadata(&buf)
+}
+
+/// What a member visitor sees.
+pub struct MemberVisit<'a> {
+    /// Member name.
+    pub name: &'a str,
+    /// Size from the tar header.
+    pub size: u64,
+}
+
+/// Outcome of [`verify`].
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The metadata.
+    pub metadata: Metadata,
+    /// The manifest.
+    pub manifest: Manifest,
+}
+
+/// Reads a whole archive, checking every member's size and SHA-256 against
+/// the manifest (which is last), in one pass. `inspect` is given each
+/// member's bytes as they stream (for deeper checks such as parsing a
+/// pg_dump member); its error aborts the walk.
+pub fn verify<R: Read>(
+    input: R,
+    mut inspect: impl FnMut(&MemberVisit<'_>, &mut dyn Read) -> Result<(), ArchiveError>,
+) -> Result<Verified, ArchiveError> {
+    let mut ar = tar::Archive::new(input);
+    let entries = ar.entries().map_err(|e| map_tar_err(e, "archive"))?;
+    let mut seen: Vec<MemberEntry> = Vec::new();
+    let mut metadata: Option<Metadata> = None;
+    let mut manifest: Option<Manifest> = None;
+    for entry in entries {
+        let what = seen
+            .last()
+            .map(|m| format!("the header after member \"{}\"", m.name))
+            .unwrap_or("the first header".into());
+        let mut entry = entry.map_err(|e| map_tar_err(e, &what))?;
+        let name = entry_name(&entry)?;
+        if manifest.is_some() {
+            return Err(ArchiveError::Corrupt(format!(
+                "member \"{name}\" after {MANIFEST_MEMBER}"
+            )));
+        }
+        let size = entry.size();
+        if name == METADATA_MEMBER || name == MANIFEST_MEMBER {
+            if size > MAX_JSON_MEMBER {
+                return Err(ArchiveError::Corrupt(format!("{name} is {size} bytes")));
+            }
+            let mut buf = Vec::new();
+            entry
+                .read_to_end(&mut buf)
+                .map_err(|e| map_tar_err(e, &format!("member \"{name}\"")))?;
+            if buf.len() as u64 != size {
+                return Err(ArchiveError::Truncated(format!("member \"{name}\"")));
+            }
+            if name == METADATA_MEMBER {
+                if !seen.is_empty() {
+                    return Err(ArchiveError::Corrupt(format!(
+                        "{METADATA_MEMBER} is not the first member"
+                    )));
+                }
+                metadata = Some(parse_metadata(&buf)?);
+                seen.push(MemberEntry {
+                    name,
+                    size,
+                    sha256: sha256_hex(&buf),
+                });
+            } else {
+                manifest = Some(serde_json::from_slice(&buf).map_err(|e| {
+                    ArchiveError::Corrupt(format!("{MANIFEST_MEMBER} is not valid: {e}"))
+                })?);
+            }
+            continue;
+        }
+        if metadata.is_none() {
+            return Err(ArchiveError::NotSnapshot(format!(
+                "first member is \"{name}\", not {METADATA_MEMBER}"
+            )));
+        }
+        let mut hashing = HashingReader {
+            inner: &mut entry,
+            hasher: Sha256::new(),
+            count: 0,
+        };
+        inspect(&MemberVisit { name: &name, size }, &mut hashing)?;
+        // Whatever the inspector did not read still counts.
+        io::copy(&mut hashing, &mut io::sink())
+            .map_err(|e| map_tar_err(e, &format!("member \"{name}\"")))?;
+        if hashing.count != size {
+            return Err(ArchiveError::Truncated(format!(
+                "member \"{name}\" has {} of {size} bytes",
+                hashing.count
+            )));
+        }
+        seen.push(MemberEntry {
+            name,
+            size,
+            sha256: hex::encode(hashing.hasher.finalize()),
+        });
+    }
+    let metadata =
+        metadata.ok_or_else(|| ArchiveError::NotSnapshot("no dbsnap.json member".into()))?;
+    let manifest = manifest.ok_or_else(|| {
+        ArchiveError::Truncated(format!(
+            "no {MANIFEST_MEMBER} at the end (last complete member: \"{}\")",
+            seen.last().map(|m| m.name.as_str()).unwrap_or("")
+        ))
+    })?;
+    for (i, want) in manifest.members.iter().enumerate() {
+        let got = seen.get(i).ok_or_else(|| {
+            ArchiveError::Truncated(format!("member \"{}\" is missing", want.name))
+        })?;
+        if got.name != want.name {
+            return Err(ArchiveError::Corrupt(format!(
+                "member {} is \"{}\", manifest says \"{}\"",
+                i + 1,
+                got.name,
+                want.name
+            )));
+        }
+        if got.size != want.size {
+            return Err(ArchiveError::Corrupt(format!(
+                "member \"{}\" is {} bytes, manifest says {}",
+                got.name, got.size, want.size
+            )));
+        }
+        if got.sha256 != want.sha256 {
+            return Err(ArchiveError::Corrupt(format!(
+                "member \"{}\" fails its SHA-256 checksum",
+                got.name
+            )));
+        }
+    }
+    if let Some(extra) = seen.get(manifest.members.len()) {
+        return Err(ArchiveError::Corrupt(format!(
+            "member \"{}\" is not in the manifest",
+            extra.name
+        )));
+    }
+    for db in &metadata.databases {
+        if !manifest.members.iter().any(|m| m.name == db.member) {
+            return Err(ArchiveError::Corrupt(format!(
+                "database \"{}\" has no member \"{}\"",
+                db.name, db.member
+            )));
+        }
+    }
+    Ok(Verified { metadata, manifest })
+}
+
+struct HashingReader<'a, R: Read> {
+    inner: &'a mut R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> Read for HashingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn meta() -> Metadata {
+        Metadata {
+            format_version: FORMAT_VERSION.into(),
+            tool_version: "dbsnap test".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            target: None,
+            prefix: "db-snapshot".into(),
+            consistency: Consistency {
+                method: ConsistencyMethod::None,
+                consistent_cut: false,
+                attempts: 1,
+                snapshot: None,
+            },
+            databases: vec![DatabaseEntry {
+                name: "a".into(),
+                member: "a.dump".into(),
+                server: "h:1".into(),
+                server_version: "15".into(),
+                server_version_num: 150000,
+                pg_dump_version: "15".into(),
+                schema_version: None,
+            }],
+        }
+    }
+
+    fn build() -> Vec<u8> {
+        let mut w = SnapshotWriter::new(Cursor::new(Vec::new()), &meta(), 0).unwrap();
+        let mut s = w.stream_member("a.dump").unwrap();
+        for i in 0..1000u32 {
+            s.write_all(&i.to_le_bytes()).unwrap();
+        }
+        s.finish().unwrap();
+        w.add_bytes("extras/x.yaml", b"hello").unwrap();
+        w.finish().unwrap().0.into_inner()
+    }
+
+    #[test]
+    fn round_trip_and_stock_tar_reads_it() {
+        let bytes = build();
+        let v = verify(Cursor::new(&bytes), |_, _| Ok(())).unwrap();
+        assert_eq!(v.metadata, meta());
+        assert_eq!(v.manifest.members.len(), 3);
+        assert_eq!(v.manifest.members[1].size, 4000);
+        assert_eq!(read_metadata(Cursor::new(&bytes)).unwrap(), meta());
+        let mut ar = tar::Archive::new(Cursor::new(&bytes));
+        let names: Vec<String> = ar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["dbsnap.json", "a.dump", "extras/x.yaml", "manifest.json"]
+        );
+    }
+
+    #[test]
+    fn every_flipped_byte_and_every_truncation_is_caught() {
+        let bytes = build();
+        for i in (0..bytes.len()).step_by(97) {
+            let mut b = bytes.clone();
+            b[i] ^= 0x20;
+            if b == bytes {
+                continue;
+            }
+            // Either an error, or the flip was in padding that no reader looks at.
+            if verify(Cursor::new(&b), |_, _| Ok(())).is_ok() {
+                assert!(is_padding(&bytes, i), "flip at {i} not caught");
+            }
+            let _ = read_metadata(Cursor::new(&b));
+        }
+        for cut in (0..bytes.len() - 1024).step_by(101) {
+            assert!(
+                verify(Cursor::new(&bytes[..cut]), |_, _| Ok(())).is_err(),
+                "truncation at {cut} not caught"
+            );
+            let _ = read_metadata(Cursor::new(&bytes[..cut]));
+        }
+    }
+
+    /// Bytes no reader interprets: tar padding after member data, and the
+    /// second end-of-archive block.
+    fn is_padding(bytes: &[u8], i: usize) -> bool {
+        if i >= bytes.len() - 512 {
+            return true;
+        }
+        let mut ar = tar::Archive::new(Cursor::new(bytes));
+        ar.entries().unwrap().any(|e| {
+            let e = e.unwrap();
+            let end = e.raw_file_position() as usize + e.size() as usize;
+            i >= end && i < end.div_ceil(512) * 512
+        })
+    }
+
+    #[test]
+    fn refuses_unknown_major() {
+        let mut m = meta();
+        m.format_version = "2.0".into();
+        let mut w = SnapshotWriter::new(Cursor::new(Vec::new()), &m, 0).unwrap();
+        w.add_bytes("a.dump", b"x").unwrap();
+        let bytes = w.finish().unwrap().0.into_inner();
+        assert!(matches!(
+            read_metadata(Cursor::new(&bytes)),
+            Err(ArchiveError::UnsupportedFormat(_))
+        ));
+    }
+}
