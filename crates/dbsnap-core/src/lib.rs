@@ -1,14 +1,14 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! dbsnap's operations: plan and execute `create`, establish consistent
+//! cuts, list, inspect and verify snapshots.
+//!
+//! No terminal I/O here: progress goes through [`create::Progress`], results
+//! are returned as values for the binary to print.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod config;
+pub mod consistency;
+pub mod create;
+pub mod error;
+pub mod hooks;
+pub mod inspect;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use error::CoreError;

@@ -7,6 +7,7 @@
 pub mod connect;
 pub mod conninfo;
 pub mod error;
+pub mod local;
 pub mod schema_version;
 pub mod snapshot;
 pub mod tools;

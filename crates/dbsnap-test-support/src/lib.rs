@@ -7,9 +7,8 @@
 //! A test that asks for a server that cannot be started panics with the
 //! reason: tests never pass silently without a database.
 
-use std::net::TcpListener;
+use dbsnap_pg::local::{LocalServer, LocalServerOptions};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,32 +65,6 @@ pub fn bin_dir(major: u32) -> PathBuf {
     );
 }
 
-fn postgres_ids() -> Option<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        if f.len() > 3 && f[0] == "postgres" {
-            Some((f[2].parse().ok()?, f[3].parse().ok()?))
-        } else {
-            None
-        }
-    })
-}
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
-}
-
-/// A free TCP port on the loopback interface.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind a loopback port")
-}
-
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A running throwaway PostgreSQL server.
@@ -101,8 +74,8 @@ pub struct Cluster {
     /// TCP port on 127.0.0.1.
     pub port: u16,
     bin: PathBuf,
+    server: LocalServer,
     dir: tempfile::TempDir,
-    run_as: Option<(u32, u32)>,
 }
 
 impl Cluster {
@@ -114,99 +87,36 @@ impl Cluster {
     /// Starts a fresh cluster with extra `postgresql.conf` lines.
     pub fn start_with(major: u32, conf: &[&str]) -> Cluster {
         let bin = bin_dir(major);
-        let run_as = if is_root() {
-            Some(postgres_ids().expect(
-                "running as root but there is no `postgres` user; run `bash scripts/setup.sh`",
-            ))
-        } else {
-            None
-        };
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = tempfile::Builder::new()
             .prefix(&format!("dbsnap-pg{major}-{n}-"))
             .tempdir()
             .expect("create a temporary directory");
+        // The server user must be able to reach its directory inside.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let data = dir.path().join("data");
-        let pwfile = dir.path().join("pwfile");
-        std::fs::write(&pwfile, SUPERUSER_PASSWORD).unwrap();
-        if let Some((uid, gid)) = run_as {
-            chown(dir.path(), uid, gid);
-            chown(&pwfile, uid, gid);
-        }
-        let cluster = Cluster {
+        let mut conf: Vec<String> = conf.iter().map(|s| s.to_string()).collect();
+        conf.push("shared_buffers = 64MB".into());
+        conf.push("log_min_messages = warning".into());
+        let server = LocalServer::start(LocalServerOptions {
+            bin_dir: bin.clone(),
+            dir: dir.path().join("pg"),
+            superuser: SUPERUSER.into(),
+            password: SUPERUSER_PASSWORD.into(),
+            conf,
+        })
+        .unwrap_or_else(|e| panic!("could not start a PostgreSQL {major} test cluster: {e}"));
+        Cluster {
             major,
-            port: free_port(),
+            port: server.port,
             bin,
+            server,
             dir,
-            run_as,
-        };
-        cluster.run_checked(
-            cluster
-                .command("initdb")
-                .arg("-D")
-                .arg(&data)
-                .args(["-U", SUPERUSER, "--auth=scram-sha-256", "--encoding=UTF8"])
-                .args(["--locale=C", "--no-sync"])
-                .arg(format!("--pwfile={}", pwfile.display())),
-            "initdb",
-        );
-        let mut conf_text = format!(
-            "\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n\
-             fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
-             max_connections = 200\nshared_buffers = 64MB\nlog_min_messages = warning\n",
-            cluster.port,
-            cluster.dir.path().display()
-        );
-        for line in conf {
-            conf_text.push_str(line);
-            conf_text.push('\n');
         }
-        let conf_path = data.join("postgresql.conf");
-        let mut existing = std::fs::read_to_string(&conf_path).unwrap();
-        existing.push_str(&conf_text);
-        std::fs::write(&conf_path, existing).unwrap();
-        // pg_ctl -w polls for readiness itself, with a bound.
-        cluster.run_checked(
-            cluster
-                .command("pg_ctl")
-                .args(["-w", "-t", "120", "-D"])
-                .arg(&data)
-                .arg("-l")
-                .arg(cluster.dir.path().join("server.log"))
-                .arg("start"),
-            "pg_ctl start",
-        );
-        cluster
     }
 
     /// A command for one of this version's binaries, run as the server user.
     pub fn command(&self, program: &str) -> Command {
-        let mut c = Command::new(self.bin.join(program));
-        if let Some((uid, gid)) = self.run_as {
-            c.uid(uid).gid(gid);
-        }
-        c.env_remove("PGPASSWORD")
-            .env_remove("PGSERVICE")
-            .env("LC_ALL", "C");
-        c
-    }
-
-    fn run_checked(&self, cmd: &mut Command, what: &str) -> Output {
-        let out = cmd
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        if !out.status.success() {
-            let log =
-                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
-            panic!(
-                "{what} failed: {}\n{}\nserver log:\n{log}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        out
+        self.server.command(program)
     }
 
     /// Directory of this version's binaries.
@@ -362,23 +272,11 @@ impl Cluster {
 
     /// The server log so far.
     pub fn server_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+        std::fs::read_to_string(self.server.log_path()).unwrap_or_default()
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self
-            .command("pg_ctl")
-            .args(["-D"])
-            .arg(self.dir.path().join("data"))
-            .args(["-m", "immediate", "-w", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-fn chown(path: &Path, uid: u32, gid: u32) {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown to postgres");
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    dbsnap_pg::local::free_port().expect("free port")
 }

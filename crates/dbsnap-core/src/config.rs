@@ -1,0 +1,179 @@
+//! `dbsnap.toml`: named targets and defaults, and where dbsnap keeps its
+//! files (`DBSNAP_HOME`, default `~/.dbsnap`).
+//!
+//! Lookup order for the config file: `--config`, else `./dbsnap.toml`, else
+//! `$DBSNAP_HOME/config.toml`; none at all is fine (flags alone work).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use dbsnap_archive::snapshot::ConsistencyMethod;
+use dbsnap_pg::schema_version::VersionSpec;
+use serde::Deserialize;
+
+use crate::error::CoreError;
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Extra directories holding pg_dump/pg_restore, searched first.
+    #[serde(default)]
+    pub pg_bin: Vec<PathBuf>,
+    /// Default repository directory.
+    pub dir: Option<PathBuf>,
+    /// Named targets.
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetConfig>,
+    /// Where the file was read from.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// One application's databases and how to snapshot them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Connection strings (URIs or key=value), one per database.
+    pub databases: Vec<String>,
+    /// Snapshot file name prefix (default `db-snapshot`).
+    pub prefix: Option<String>,
+    /// Consistency method.
+    pub consistency: Option<ConsistencyMethod>,
+    /// Repository directory for this target.
+    pub dir: Option<PathBuf>,
+    /// Command that stops the application (quiesce, destructive restores).
+    pub stop_cmd: Option<String>,
+    /// Command that starts it again; always run after `stop_cmd`.
+    pub start_cmd: Option<String>,
+    /// pg_dump `--compress` value (e.g. `0`, `gzip:1`, `zstd:3`).
+    pub compress: Option<String>,
+    /// Schema-version settings for every database of the target.
+    #[serde(default)]
+    pub schema_version: VersionSpec,
+    /// Per-database overrides, by database name.
+    #[serde(default)]
+    pub schema_versions: BTreeMap<String, VersionSpec>,
+}
+
+/// dbsnap's home: `DBSNAP_HOME`, else `~/.dbsnap`.
+pub fn home() -> PathBuf {
+    if let Some(h) = std::env::var_os("DBSNAP_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    let user_home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    user_home.join(".dbsnap")
+}
+
+/// Default repository: `$DBSNAP_HOME/snapshots`.
+pub fn default_snapshot_dir() -> PathBuf {
+    home().join("snapshots")
+}
+
+/// Log directory: `$DBSNAP_HOME/logs`.
+pub fn log_dir() -> PathBuf {
+    home().join("logs")
+}
+
+impl Config {
+    /// Loads the config per the lookup order; `explicit` must exist.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, CoreError> {
+        let path = match explicit {
+            Some(p) => {
+                if !p.is_file() {
+                    return Err(CoreError::Config {
+                        message: format!("config file \"{}\" not found", p.display()),
+                        hint: "check the --config path".into(),
+                    });
+                }
+                Some(p.to_path_buf())
+            }
+            None => [PathBuf::from("dbsnap.toml"), home().join("config.toml")]
+                .into_iter()
+                .find(|p| p.is_file()),
+        };
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| CoreError::Config {
+            message: format!("could not read \"{}\": {e}", path.display()),
+            hint: "check the file's permissions".into(),
+        })?;
+        let mut config = Self::parse(&text).map_err(|message| CoreError::Config {
+            message: format!("invalid config \"{}\": {message}", path.display()),
+            hint: "see the README's dbsnap.toml section".into(),
+        })?;
+        config.source = Some(path);
+        Ok(config)
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim().to_string())
+    }
+
+    /// A named target, or an error listing the known ones.
+    pub fn target(&self, name: &str) -> Result<&TargetConfig, CoreError> {
+        self.targets.get(name).ok_or_else(|| CoreError::Config {
+            message: format!(
+                "target \"{name}\" is not defined{}",
+                self.source
+                    .as_ref()
+                    .map(|p| format!(" in \"{}\"", p.display()))
+                    .unwrap_or(" (no config file found)".into())
+            ),
+            hint: if self.targets.is_empty() {
+                "define [targets.<name>] in dbsnap.toml, or pass -d <connection string>".into()
+            } else {
+                format!(
+                    "known targets: {}",
+                    self.targets.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_target() {
+        let c = Config::parse(
+            r#"
+            pg_bin = ["/opt/pg/bin"]
+            [targets.platform]
+            databases = ["postgres://app@db/app-core", "host=db dbname=app-backend"]
+            prefix = "platform"
+            consistency = "barrier"
+            stop_cmd = "kubectl scale deploy/app --replicas=0"
+            start_cmd = "kubectl scale deploy/app --replicas=1"
+            [targets.platform.schema_version]
+            tool = "golang-migrate"
+            [targets.platform.schema_versions.app-backend]
+            query = "select id from versions"
+            "#,
+        )
+        .unwrap();
+        let t = c.target("platform").unwrap();
+        assert_eq!(t.databases.len(), 2);
+        assert_eq!(t.consistency, Some(ConsistencyMethod::Barrier));
+        assert_eq!(t.schema_version.tool.as_deref(), Some("golang-migrate"));
+        assert!(t.schema_versions["app-backend"].query.is_some());
+        assert!(c
+            .target("nope")
+            .unwrap_err()
+            .to_string()
+            .contains("known targets: platform"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(Config::parse("[targets.x]\ndatabses = []")
+            .unwrap_err()
+            .contains("databses"));
+    }
+}

@@ -1,0 +1,739 @@
+//! `create`: one consistent snapshot of all of a target's databases.
+//!
+//! Plan: resolve and connect every database, read server facts, choose a
+//! pg_dump per server, refuse what cannot work (duplicates, a consistent
+//! cut across instances). Execute: establish the cut, read schema versions
+//! inside it, dump every database concurrently with `pg_dump --snapshot`
+//! (the largest streams straight into the archive, the others into spool
+//! files appended after), write the manifest, fsync, rename into place.
+//!
+//! The dump step sits behind [`DumpEngine`] so a native engine can replace
+//! pg_dump's data path while writing the same archive format.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dbsnap_archive::snapshot::{
+    ConsistencyMethod, DatabaseEntry, Metadata, SnapshotWriter, FORMAT_VERSION,
+};
+use dbsnap_archive::version::{sanitize_token, SchemaVersion};
+use dbsnap_pg::schema_version::{self, VersionSpec};
+use dbsnap_pg::tools::{self, Program, Secrets};
+use dbsnap_pg::{ConnInfo, PgError, PgErrorKind, ServerInfo};
+use dbsnap_storage::LocalRepository;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio_postgres::Client;
+
+use crate::consistency::{self, CutLimits, Leader, QuiesceHooks};
+use crate::error::CoreError;
+
+/// What to snapshot and how.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// Connection strings, one per database.
+    pub databases: Vec<String>,
+    /// Target name, recorded in the metadata.
+    pub target: Option<String>,
+    /// File name prefix.
+    pub prefix: String,
+    /// Consistency method.
+    pub consistency: ConsistencyMethod,
+    /// Repository directory.
+    pub dir: PathBuf,
+    /// Extra directories to find pg_dump in.
+    pub pg_bin: Vec<PathBuf>,
+    /// Quiesce hooks.
+    pub hooks: QuiesceHooks,
+    /// pg_dump `--compress` value.
+    pub compress: Option<String>,
+    /// Schema-version settings for all databases.
+    pub version_spec: VersionSpec,
+    /// Per-database overrides by name.
+    pub version_specs: BTreeMap<String, VersionSpec>,
+    /// Limits of the consistency methods.
+    pub limits: CutLimits,
+}
+
+/// Receives progress; implemented by the terminal UI.
+pub trait Progress: Send + Sync {
+    /// A phase started (`connecting`, `consistent cut`, ...).
+    fn phase(&self, _message: &str) {}
+    /// Dumping of database `index` started.
+    fn dump_started(&self, _index: usize, _name: &str) {}
+    /// `bytes` written so far for database `index`.
+    fn dump_bytes(&self, _index: usize, _bytes: u64) {}
+    /// Database `index` is fully dumped.
+    fn dump_finished(&self, _index: usize, _bytes: u64) {}
+}
+
+/// Progress that goes nowhere.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// One database in the result.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedDatabase {
+    /// Database name.
+    pub name: String,
+    /// Archive member.
+    pub member: String,
+    /// Member size in bytes.
+    pub bytes: u64,
+    /// Server version.
+    pub server_version: String,
+    /// Schema version display string.
+    pub schema_version: Option<String>,
+    /// Migration tool detected.
+    pub schema_tool: Option<String>,
+    /// Whether the tool records a failed/half-applied migration.
+    pub dirty: bool,
+    /// pg_dump used.
+    pub pg_dump: String,
+}
+
+/// What `create` produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreateResult {
+    /// Snapshot file.
+    pub file: PathBuf,
+    /// Its size.
+    pub size: u64,
+    /// When the cut was taken.
+    pub created_at: String,
+    /// Per database.
+    pub databases: Vec<CreatedDatabase>,
+    /// Consistency record.
+    pub consistency: dbsnap_archive::snapshot::Consistency,
+    /// Wall time, seconds.
+    pub duration_secs: f64,
+    /// Warnings worth showing (dirty schema versions, ...).
+    pub warnings: Vec<String>,
+    /// The start hook failed after the cut (the snapshot is complete).
+    pub start_hook_failure: Option<String>,
+}
+
+/// Produces one database's pg_dump custom archive as a byte stream.
+pub trait DumpEngine: Send + Sync {
+    /// Starts dumping `info` at exported snapshot `snapshot`; returns a
+    /// running job whose output is read until end of stream.
+    fn start(&self, job: &DumpJob, secrets: &Secrets) -> Result<RunningDump, CoreError>;
+}
+
+/// Inputs of one database dump.
+#[derive(Debug, Clone)]
+pub struct DumpJob {
+    /// Connection settings.
+    pub info: ConnInfo,
+    /// Printable name.
+    pub display: String,
+    /// Exported snapshot id.
+    pub snapshot: String,
+    /// pg_dump to run.
+    pub program: Program,
+    /// `--compress` value.
+    pub compress: Option<String>,
+}
+
+/// A dump in progress: a byte stream plus a way to wait for and stop it.
+pub struct RunningDump {
+    /// The archive bytes.
+    pub output: Box<dyn Read + Send>,
+    child: Arc<Mutex<Child>>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+/// The pg_dump engine: runs `pg_dump -Fc --snapshot`.
+pub struct PgDumpEngine;
+
+impl DumpEngine for PgDumpEngine {
+    fn start(&self, job: &DumpJob, secrets: &Secrets) -> Result<RunningDump, CoreError> {
+        let mut cmd = Command::new(&job.program.path);
+        cmd.arg("--format=custom")
+            .arg(format!("--snapshot={}", job.snapshot));
+        if let Some(c) = &job.compress {
+            cmd.arg(format!("--compress={c}"));
+        }
+        secrets.configure(&mut cmd, &job.info, &job.info.dbname)?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        tracing::info!(database = %job.display, pg_dump = %job.program.path.display(), "starting pg_dump");
+        let mut child = cmd.spawn().map_err(|e| {
+            PgError::new(
+                PgErrorKind::Tooling,
+                format!("could not run {}: {e}", job.program.path.display()),
+            )
+        })?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        Ok(RunningDump {
+            output: Box::new(stdout),
+            child: Arc::new(Mutex::new(child)),
+            stderr,
+        })
+    }
+}
+
+impl RunningDump {
+    fn kill(&self) {
+        if let Ok(mut c) = self.child.lock() {
+            let _ = c.kill();
+        }
+    }
+
+    fn wait(self, display_name: &str) -> Result<(), CoreError> {
+        let status = self
+            .child
+            .lock()
+            .map_err(|_| CoreError::Internal("poisoned".into()))?
+            .wait();
+        let stderr = self.stderr.join().unwrap_or_default();
+        for line in stderr.lines() {
+            tracing::info!(database = %display_name, "pg_dump: {line}");
+        }
+        match status {
+            Ok(s) if s.success() => Ok(()),
+            Ok(_) => Err(tools::classify_stderr("pg_dump", &stderr, display_name).into()),
+            Err(e) => Err(CoreError::Internal(format!("waiting for pg_dump: {e}"))),
+        }
+    }
+}
+
+struct Opened {
+    info: ConnInfo,
+    display: String,
+    client: Client,
+    server: ServerInfo,
+}
+
+/// Takes a snapshot per `opts`.
+pub async fn create(
+    opts: &CreateOptions,
+    progress: &dyn Progress,
+) -> Result<CreateResult, CoreError> {
+    create_with(opts, progress, &PgDumpEngine).await
+}
+
+/// [`create`] with a given dump engine.
+pub async fn create_with(
+    opts: &CreateOptions,
+    progress: &dyn Progress,
+    engine: &dyn DumpEngine,
+) -> Result<CreateResult, CoreError> {
+    let started = Instant::now();
+    if opts.databases.is_empty() {
+        return Err(CoreError::Config {
+            message: "no database to snapshot".into(),
+            hint: "pass -d <connection string> (repeatable) or --target <name> from dbsnap.toml"
+                .into(),
+        });
+    }
+    let infos = resolve_all(&opts.databases)?;
+    progress.phase("connecting");
+    let opened = connect_all(&infos).await?;
+    check_duplicates_after_connect(&opened)?;
+    check_instances(opts.consistency, &opened)?;
+    let mut programs = Vec::new();
+    for o in &opened {
+        let p = tools::pg_dump_for(o.server.major(), &opts.pg_bin).map_err(|e| e.on(&o.display))?;
+        tracing::info!(database = %o.display, server = %o.server.version, pg_dump = %p.version, "chose pg_dump");
+        programs.push(p);
+    }
+    let repo = LocalRepository::new(&opts.dir);
+    for stale in repo.remove_stale()? {
+        tracing::info!("removed leftover of an interrupted run: {stale}");
+    }
+
+    progress.phase(&format!("consistent cut ({})", opts.consistency.as_str()));
+    let leaders: Vec<Leader<'_>> = opened
+        .iter()
+        .map(|o| Leader {
+            display: o.display.clone(),
+            info: &o.info,
+            client: &o.client,
+            version_num: o.server.version_num,
+        })
+        .collect();
+    let cut = consistency::establish(opts.consistency, &leaders, &opts.limits, &opts.hooks).await?;
+    let created = time::OffsetDateTime::now_utc();
+
+    // Inside the snapshot transactions: schema versions and sizes.
+    let mut versions: Vec<Option<SchemaVersion>> = Vec::new();
+    let mut sizes = Vec::new();
+    let mut warnings = Vec::new();
+    for o in &opened {
+        let spec = opts
+            .version_specs
+            .get(&o.info.dbname)
+            .unwrap_or(&opts.version_spec);
+        let v = schema_version::detect(&o.client, spec, &o.display).await?;
+        if let Some(v) = &v {
+            if v.dirty {
+                let w = format!(
+                    "{}: schema version {} is dirty ({}): a migration failed or is running; the snapshot records it",
+                    o.display,
+                    v.display(),
+                    v.failed.join(", ")
+                );
+                tracing::warn!("{w}");
+                warnings.push(w);
+            }
+        }
+        versions.push(v);
+        let size: i64 = o
+            .client
+            .query_one("SELECT pg_database_size(current_database())", &[])
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        sizes.push(size);
+    }
+
+    let members = member_names(&opened);
+    let metadata = Metadata {
+        format_version: FORMAT_VERSION.into(),
+        tool_version: format!("dbsnap {}", env!("CARGO_PKG_VERSION")),
+        created_at: created
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        target: opts.target.clone(),
+        prefix: opts.prefix.clone(),
+        consistency: cut.consistency.clone(),
+        databases: opened
+            .iter()
+            .zip(&members)
+            .zip(&versions)
+            .zip(&programs)
+            .map(|(((o, m), v), p)| DatabaseEntry {
+                name: o.info.dbname.clone(),
+                member: m.clone(),
+                server: server_of(&o.info),
+                server_version: o.server.version.clone(),
+                server_version_num: o.server.version_num,
+                pg_dump_version: p.version.clone(),
+                schema_version: v.clone(),
+            })
+            .collect(),
+    };
+    let file_name = format!(
+        "{}-{}-{}.tar",
+        sanitize_token(&opts.prefix),
+        metadata.version_token(),
+        created
+            .format(time::macros::format_description!(
+                "[year][month][day]T[hour][minute][second]Z"
+            ))
+            .unwrap_or_default()
+    );
+
+    progress.phase("dumping");
+    let jobs: Vec<DumpJob> = opened
+        .iter()
+        .zip(&cut.snapshots)
+        .zip(&programs)
+        .map(|((o, s), p)| DumpJob {
+            info: o.info.clone(),
+            display: o.display.clone(),
+            snapshot: s.exported.clone(),
+            program: p.clone(),
+            compress: opts.compress.clone(),
+        })
+        .collect();
+    // The largest database streams straight into the archive; the others spool.
+    let direct = sizes
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, s)| **s)
+        .map(|(i, _)| i)
+        .unwrap_or(0);
+    let written = write_archive(
+        &repo, &file_name, &metadata, &jobs, &members, direct, engine, progress,
+    )
+    .await;
+    // Leader transactions end only after every dump has finished.
+    for o in &opened {
+        dbsnap_pg::snapshot::rollback(&o.client).await;
+    }
+    let (path, member_sizes) = written?;
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    tracing::info!(file = %path.display(), size, "snapshot written");
+    Ok(CreateResult {
+        file: path,
+        size,
+        created_at: metadata.created_at.clone(),
+        databases: metadata
+            .databases
+            .iter()
+            .zip(&member_sizes)
+            .zip(&programs)
+            .map(|((d, b), p)| CreatedDatabase {
+                name: d.name.clone(),
+                member: d.member.clone(),
+                bytes: *b,
+                server_version: d.server_version.clone(),
+                schema_version: d.schema_version.as_ref().map(|v| v.display()),
+                schema_tool: d.schema_version.as_ref().map(|v| v.tool.clone()),
+                dirty: d.schema_version.as_ref().is_some_and(|v| v.dirty),
+                pg_dump: p.path.display().to_string(),
+            })
+            .collect(),
+        consistency: cut.consistency,
+        duration_secs: started.elapsed().as_secs_f64(),
+        warnings,
+        start_hook_failure: cut.start_failure,
+    })
+}
+
+fn resolve_all(strings: &[String]) -> Result<Vec<ConnInfo>, CoreError> {
+    let mut infos: Vec<ConnInfo> = Vec::new();
+    for s in strings {
+        let info = ConnInfo::resolve(s).map_err(PgError::from)?;
+        if let Some(prev) = infos
+            .iter()
+            .find(|p| p.hosts == info.hosts && p.ports == info.ports && p.dbname == info.dbname)
+        {
+            return Err(duplicate(&prev.display()));
+        }
+        infos.push(info);
+    }
+    Ok(infos)
+}
+
+fn duplicate(display: &str) -> CoreError {
+    CoreError::Config {
+        message: format!("database {display} is given twice"),
+        hint: "name each database once".into(),
+    }
+}
+
+async fn connect_all(infos: &[ConnInfo]) -> Result<Vec<Opened>, CoreError> {
+    let futures = infos.iter().map(|info| async move {
+        let display = info.display();
+        let client = dbsnap_pg::connect(info).await?;
+        let server = dbsnap_pg::server_info(&client, &display).await?;
+        Ok::<_, PgError>(Opened {
+            info: info.clone(),
+            display,
+            client,
+            server,
+        })
+    });
+    let mut out = Vec::new();
+    for r in futures::future::join_all(futures).await {
+        out.push(r?);
+    }
+    Ok(out)
+}
+
+fn check_duplicates_after_connect(opened: &[Opened]) -> Result<(), CoreError> {
+    for (i, a) in opened.iter().enumerate() {
+        if let Some(b) = opened[..i].iter().find(|b| {
+            b.server.instance_id == a.server.instance_id && b.info.dbname == a.info.dbname
+        }) {
+            return Err(CoreError::Config {
+                message: format!("{} and {} are the same database", b.display, a.display),
+                hint: "name each database once".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_instances(method: ConsistencyMethod, opened: &[Opened]) -> Result<(), CoreError> {
+    if !matches!(
+        method,
+        ConsistencyMethod::Snapshot | ConsistencyMethod::Barrier
+    ) {
+        return Ok(());
+    }
+    let first = &opened[0];
+    if let Some(other) = opened
+        .iter()
+        .find(|o| o.server.instance_id != first.server.instance_id)
+    {
+        return Err(CoreError::Consistency {
+            message: format!(
+                "{} and {} are on different PostgreSQL instances; --consistency {} needs one instance \
+                 (transaction ids are only comparable within an instance)",
+                first.display,
+                other.display,
+                method.as_str()
+            ),
+            hint: "use --consistency quiesce with --stop-cmd/--start-cmd (stop the app), or --consistency none".into(),
+        });
+    }
+    Ok(())
+}
+
+fn server_of(info: &ConnInfo) -> String {
+    info.hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| format!("{h}:{}", info.port(i)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `<db>.dump`, made unique and safe as a file name.
+fn member_names(opened: &[Opened]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for o in opened {
+        let base = sanitize_member(&o.info.dbname);
+        let mut name = format!("{base}.dump");
+        let mut n = 2;
+        while names.contains(&name) {
+            name = format!("{base}-{n}.dump");
+            n += 1;
+        }
+        names.push(name);
+    }
+    names
+}
+
+fn sanitize_member(s: &str) -> String {
+    let t: String = s
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if t.is_empty() || t.starts_with('.') {
+        format!("db{t}")
+    } else {
+        t
+    }
+}
+
+struct Spooled {
+    file: File,
+    size: u64,
+    sha256: String,
+}
+
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+const CHUNK: usize = 256 * 1024;
+
+/// Copies a dump's output into `out`, reporting progress. Write errors are
+/// storage errors (full disk); read errors belong to the dump.
+fn pump(
+    input: &mut dyn Read,
+    out: &mut dyn Write,
+    index: usize,
+    progress: &dyn Progress,
+    path: &std::path::Path,
+) -> Result<u64, CoreError> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CoreError::Internal(format!("reading pg_dump output: {e}"))),
+        };
+        out.write_all(&buf[..n])
+            .map_err(|e| CoreError::write_io(path, e))?;
+        total += n as u64;
+        progress.dump_bytes(index, total);
+    }
+    Ok(total)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_archive(
+    repo: &LocalRepository,
+    file_name: &str,
+    metadata: &Metadata,
+    jobs: &[DumpJob],
+    members: &[String],
+    direct: usize,
+    engine: &dyn DumpEngine,
+    progress: &dyn Progress,
+) -> Result<(PathBuf, Vec<u64>), CoreError> {
+    let mut pending = repo.begin(file_name)?;
+    let tmp_path = pending.temp_path().to_path_buf();
+    let mtime = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+    let writer =
+        SnapshotWriter::new(pending.try_clone_file()?, metadata, mtime).map_err(|e| match e {
+            dbsnap_archive::snapshot::ArchiveError::Io(io) => CoreError::write_io(&tmp_path, io),
+            other => other.into(),
+        })?;
+    let mut spools: Vec<Option<(File, PathBuf)>> = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        spools.push(if i == direct {
+            None
+        } else {
+            Some(pending.spool(m)?)
+        });
+    }
+    let secrets = Secrets::new()?;
+    let mut running = Vec::new();
+    for job in jobs {
+        match engine.start(job, &secrets) {
+            Ok(r) => running.push(r),
+            Err(e) => {
+                running.iter().for_each(RunningDump::kill);
+                return Err(e);
+            }
+        }
+    }
+    // Children are killed if anything fails, so no dump outlives the run.
+    let kill_handles: Vec<Arc<Mutex<Child>>> = running.iter().map(|r| r.child.clone()).collect();
+    let aborting = Arc::new(AtomicBool::new(false));
+    let first_failure: Arc<Mutex<Option<usize>>> = Arc::new(Mutex::new(None));
+    let abort_all = {
+        let kill_handles = kill_handles.clone();
+        let aborting = aborting.clone();
+        let first_failure = first_failure.clone();
+        move |index: usize| {
+            if !aborting.swap(true, Ordering::SeqCst) {
+                if let Ok(mut f) = first_failure.lock() {
+                    *f = Some(index);
+                }
+            }
+            for c in &kill_handles {
+                if let Ok(mut c) = c.lock() {
+                    let _ = c.kill();
+                }
+            }
+        }
+    };
+
+    let result = std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        let mut writer = Some(writer);
+        for ((i, mut run), spool) in running.into_iter().enumerate().zip(spools) {
+            let job = &jobs[i];
+            let member = &members[i];
+            let abort_all = abort_all.clone();
+            let tmp_path = tmp_path.clone();
+            let mut direct_writer = if i == direct { writer.take() } else { None };
+            let handle = scope.spawn(move || -> Result<(Option<SnapshotWriter<File>>, Option<Spooled>, u64), CoreError> {
+                progress.dump_started(i, &job.info.dbname);
+                let outcome = (|| -> Result<(Option<Spooled>, u64), CoreError> {
+                    if let Some(w) = direct_writer.as_mut() {
+                        let mut stream = w.stream_member(member).map_err(|e| archive_io(&tmp_path, e))?;
+                        let n = pump(&mut run.output, &mut stream, i, progress, &tmp_path)?;
+                        stream.finish().map_err(|e| archive_io(&tmp_path, e))?;
+                        Ok((None, n))
+                    } else {
+                        let (file, path) = spool.expect("spool for non-direct member");
+                        let mut hw = HashingWriter { inner: file, hasher: Sha256::new(), size: 0 };
+                        let n = pump(&mut run.output, &mut hw, i, progress, &path)?;
+                        let sha256 = hex::encode(hw.hasher.finalize());
+                        Ok((Some(Spooled { file: hw.inner, size: hw.size, sha256 }), n))
+                    }
+                })();
+                if outcome.is_err() {
+                    abort_all(i);
+                }
+                let waited = run.wait(&job.display);
+                if waited.is_err() {
+                    abort_all(i);
+                }
+                let (spooled, n) = outcome?;
+                waited?;
+                progress.dump_finished(i, n);
+                Ok((direct_writer, spooled, n))
+            });
+            handles.push(handle);
+        }
+        let mut results = Vec::new();
+        for h in handles {
+            results.push(
+                h.join()
+                    .unwrap_or_else(|_| Err(CoreError::Internal("dump thread panicked".into()))),
+            );
+        }
+        results
+    });
+
+    // Report the root cause, not the dumps we killed because of it.
+    if result.iter().any(Result::is_err) {
+        let root = first_failure.lock().ok().and_then(|f| *f);
+        let mut indexed: Vec<(usize, CoreError)> = result
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.err().map(|e| (i, e)))
+            .collect();
+        let pos = indexed
+            .iter()
+            .position(|(i, _)| Some(*i) == root)
+            .unwrap_or(0);
+        return Err(indexed.swap_remove(pos).1);
+    }
+    let mut writer = None;
+    let mut spooled = Vec::new();
+    let mut sizes = Vec::new();
+    for r in result {
+        let (w, s, n) = r?;
+        if w.is_some() {
+            writer = w;
+        }
+        spooled.push(s);
+        sizes.push(n);
+    }
+    let mut writer = writer.expect("direct writer returned");
+    for (i, s) in spooled.into_iter().enumerate() {
+        if let Some(mut s) = s {
+            s.file
+                .seek(SeekFrom::Start(0))
+                .map_err(|e| CoreError::write_io(&tmp_path, e))?;
+            writer
+                .add_precomputed(&members[i], &mut s.file, s.size, &s.sha256)
+                .map_err(|e| archive_io(&tmp_path, e))?;
+        }
+    }
+    writer.finish().map_err(|e| archive_io(&tmp_path, e))?;
+    let path = pending.commit()?;
+    Ok((path, sizes))
+}
+
+fn archive_io(path: &std::path::Path, e: dbsnap_archive::snapshot::ArchiveError) -> CoreError {
+    match e {
+        dbsnap_archive::snapshot::ArchiveError::Io(io) => CoreError::write_io(path, io),
+        other => other.into(),
+    }
+}
+
+/// How long a cut may take by default.
+pub fn default_limits() -> CutLimits {
+    CutLimits {
+        max_attempts: 200,
+        max_wait: Duration::from_secs(30),
+        lock_timeout: Duration::from_secs(2),
+    }
+}

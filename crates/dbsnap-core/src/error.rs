@@ -1,0 +1,136 @@
+//! Errors of dbsnap's operations, each with what to do about it, and the
+//! documented exit code it maps to.
+
+use dbsnap_archive::snapshot::ArchiveError;
+use dbsnap_pg::{PgError, PgErrorKind};
+use dbsnap_storage::StorageError;
+use thiserror::Error;
+
+/// Documented exit codes (see the README).
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Unexpected internal error.
+    pub const INTERNAL: u8 = 1;
+    /// Bad arguments or configuration.
+    pub const USAGE: u8 = 2;
+    /// A server could not be reached.
+    pub const UNREACHABLE: u8 = 3;
+    /// Authentication failed.
+    pub const AUTH: u8 = 4;
+    /// A database does not exist.
+    pub const NO_DATABASE: u8 = 5;
+    /// A privilege is missing.
+    pub const PRIVILEGE: u8 = 6;
+    /// pg_dump/pg_restore missing or too old.
+    pub const TOOLING: u8 = 7;
+    /// A consistent cut could not be established.
+    pub const CONSISTENCY: u8 = 8;
+    /// Local storage failed (full disk, I/O).
+    pub const STORAGE: u8 = 9;
+    /// A snapshot failed verification (corrupt, truncated, not a snapshot).
+    pub const VERIFY: u8 = 10;
+    /// A stop/start hook command failed.
+    pub const HOOK: u8 = 11;
+    /// A server-side or pg_dump failure not covered above.
+    pub const SERVER: u8 = 12;
+    /// Interrupted (Ctrl-C / SIGTERM).
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// An operation's failure.
+#[derive(Debug, Error)]
+pub enum CoreError {
+    /// Talking to PostgreSQL or running pg_dump failed.
+    #[error("{0}")]
+    Pg(#[from] PgError),
+    /// Reading or writing the archive failed.
+    #[error("{0}")]
+    Archive(#[from] ArchiveError),
+    /// The repository failed.
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    /// Bad configuration or arguments.
+    #[error("{message}\nhint: {hint}")]
+    Config {
+        /// What is wrong.
+        message: String,
+        /// What to do.
+        hint: String,
+    },
+    /// No consistent cut could be made.
+    #[error("{message}\nhint: {hint}")]
+    Consistency {
+        /// What happened.
+        message: String,
+        /// What to do.
+        hint: String,
+    },
+    /// A hook command failed.
+    #[error("{0}")]
+    Hook(String),
+    /// A member failed verification.
+    #[error("{file}: {message}")]
+    Verify {
+        /// Snapshot file.
+        file: String,
+        /// First failure.
+        message: String,
+    },
+    /// Interrupted by a signal.
+    #[error("interrupted{0}")]
+    Interrupted(String),
+    /// Anything else.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl CoreError {
+    /// The exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CoreError::Pg(e) => match e.kind {
+                PgErrorKind::Config => exit::USAGE,
+                PgErrorKind::Unreachable => exit::UNREACHABLE,
+                PgErrorKind::Auth => exit::AUTH,
+                PgErrorKind::NoDatabase => exit::NO_DATABASE,
+                PgErrorKind::Privilege => exit::PRIVILEGE,
+                PgErrorKind::Tooling => exit::TOOLING,
+                PgErrorKind::Io => exit::STORAGE,
+                PgErrorKind::Program | PgErrorKind::Server => exit::SERVER,
+            },
+            CoreError::Archive(ArchiveError::Io(_)) => exit::STORAGE,
+            CoreError::Archive(_) | CoreError::Verify { .. } => exit::VERIFY,
+            CoreError::Storage(_) => exit::STORAGE,
+            CoreError::Config { .. } => exit::USAGE,
+            CoreError::Consistency { .. } => exit::CONSISTENCY,
+            CoreError::Hook(_) => exit::HOOK,
+            CoreError::Interrupted(_) => exit::INTERRUPTED,
+            CoreError::Internal(_) => exit::INTERNAL,
+        }
+    }
+
+    /// A short machine-readable name for `--json` output.
+    pub fn kind_name(&self) -> &'static str {
+        match self.exit_code() {
+            exit::USAGE => "usage",
+            exit::UNREACHABLE => "unreachable",
+            exit::AUTH => "auth",
+            exit::NO_DATABASE => "no_database",
+            exit::PRIVILEGE => "privilege",
+            exit::TOOLING => "tooling",
+            exit::CONSISTENCY => "consistency",
+            exit::STORAGE => "storage",
+            exit::VERIFY => "verify",
+            exit::HOOK => "hook",
+            exit::SERVER => "server",
+            exit::INTERRUPTED => "interrupted",
+            _ => "internal",
+        }
+    }
+
+    /// Wraps an I/O error on the archive being written, recognising a full disk.
+    pub fn write_io(path: &std::path::Path, e: std::io::Error) -> CoreError {
+        CoreError::Storage(StorageError::io(path, e))
+    }
+}
