@@ -247,23 +247,27 @@ async fn quiesce(leaders: &[Leader<'_>], hooks: &QuiesceHooks) -> Result<Cut, Co
             hint: "pass --stop-cmd and --start-cmd (or stop_cmd/start_cmd in dbsnap.toml)".into(),
         });
     };
+    let mut guard = hooks::StartGuard::new(None);
     let work = async {
+        // Armed before the stop command: a half-run stop still gets its start.
+        guard = hooks::StartGuard::new(hooks.start_cmd.as_deref());
         hooks::run("stop", stop).await?;
         begin_all(leaders).await?;
         take_all(leaders).await
     };
-    // The start command runs whatever happens, including a signal.
     let outcome = tokio::select! {
         r = work => r,
         s = hooks::termination_signal() => Err(CoreError::Interrupted(format!(" by {s} while the application was stopped"))),
     };
-    let start_failure = match hooks.start_cmd.as_deref() {
-        Some(start) => hooks::run("start", start)
+    let start_failure = match guard.disarm() {
+        Some(start) => hooks::run("start", &start)
             .await
             .err()
             .map(|e| e.to_string()),
         None => {
-            tracing::warn!("no --start-cmd given: the application stays stopped");
+            if hooks.start_cmd.is_none() {
+                tracing::warn!("no --start-cmd given: the application stays stopped");
+            }
             None
         }
     };

@@ -221,7 +221,7 @@ struct Opened {
 /// Takes a snapshot per `opts`.
 pub async fn create(
     opts: &CreateOptions,
-    progress: &dyn Progress,
+    progress: &Arc<dyn Progress>,
 ) -> Result<CreateResult, CoreError> {
     create_with(opts, progress, &PgDumpEngine).await
 }
@@ -229,7 +229,7 @@ pub async fn create(
 /// [`create`] with a given dump engine.
 pub async fn create_with(
     opts: &CreateOptions,
-    progress: &dyn Progress,
+    progress: &Arc<dyn Progress>,
     engine: &dyn DumpEngine,
 ) -> Result<CreateResult, CoreError> {
     let started = Instant::now();
@@ -267,7 +267,8 @@ pub async fn create_with(
         })
         .collect();
     let cut = consistency::establish(opts.consistency, &leaders, &opts.limits, &opts.hooks).await?;
-    let created = time::OffsetDateTime::now_utc();
+    let now = time::OffsetDateTime::now_utc();
+    let created = now.replace_millisecond(now.millisecond()).unwrap_or(now);
 
     // Inside the snapshot transactions: schema versions and sizes.
     let mut versions: Vec<Option<SchemaVersion>> = Vec::new();
@@ -581,9 +582,21 @@ async fn write_archive(
     members: &[String],
     direct: usize,
     engine: &dyn DumpEngine,
-    progress: &dyn Progress,
+    progress: &Arc<dyn Progress>,
 ) -> Result<(PathBuf, Vec<u64>), CoreError> {
-    let mut pending = repo.begin(file_name)?;
+    // Two snapshots in the same second get distinct names.
+    let mut attempt = 1;
+    let mut pending = loop {
+        let name = if attempt == 1 {
+            file_name.to_string()
+        } else {
+            format!("{}-{attempt}.tar", file_name.trim_end_matches(".tar"))
+        };
+        match repo.begin(&name) {
+            Err(dbsnap_storage::StorageError::Exists(_)) if attempt < 100 => attempt += 1,
+            other => break other?,
+        }
+    };
     let tmp_path = pending.temp_path().to_path_buf();
     let mtime = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
     let writer =
@@ -632,7 +645,17 @@ async fn write_archive(
         }
     };
 
-    let result = std::thread::scope(|scope| {
+    let _kill_on_cancel = KillOnDrop(kill_handles.clone());
+    let (jobs_owned, members_owned, progress_owned, tmp_owned) = (
+        jobs.to_vec(),
+        members.to_vec(),
+        progress.clone(),
+        tmp_path.clone(),
+    );
+    // Blocking copies run off the async workers, so signals are still handled.
+    let result = tokio::task::spawn_blocking(move || {
+    let (jobs, members, progress, tmp_path) = (&jobs_owned, &members_owned, &*progress_owned, tmp_owned);
+    std::thread::scope(|scope| {
         let mut handles = Vec::new();
         let mut writer = Some(writer);
         for ((i, mut run), spool) in running.into_iter().enumerate().zip(spools) {
@@ -679,7 +702,10 @@ async fn write_archive(
             );
         }
         results
-    });
+    })
+    })
+    .await
+    .map_err(|e| CoreError::Internal(format!("dump task failed: {e}")))?;
 
     // Report the root cause, not the dumps we killed because of it.
     if result.iter().any(Result::is_err) {
@@ -707,19 +733,39 @@ async fn write_archive(
         sizes.push(n);
     }
     let mut writer = writer.expect("direct writer returned");
-    for (i, s) in spooled.into_iter().enumerate() {
-        if let Some(mut s) = s {
-            s.file
-                .seek(SeekFrom::Start(0))
-                .map_err(|e| CoreError::write_io(&tmp_path, e))?;
-            writer
-                .add_precomputed(&members[i], &mut s.file, s.size, &s.sha256)
-                .map_err(|e| archive_io(&tmp_path, e))?;
+    let members_owned = members.to_vec();
+    let path = tokio::task::spawn_blocking(move || -> Result<PathBuf, CoreError> {
+        for (i, s) in spooled.into_iter().enumerate() {
+            if let Some(mut s) = s {
+                s.file
+                    .seek(SeekFrom::Start(0))
+                    .map_err(|e| CoreError::write_io(&tmp_path, e))?;
+                writer
+                    .add_precomputed(&members_owned[i], &mut s.file, s.size, &s.sha256)
+                    .map_err(|e| archive_io(&tmp_path, e))?;
+            }
+        }
+        writer.finish().map_err(|e| archive_io(&tmp_path, e))?;
+        Ok(pending.commit()?)
+    })
+    .await
+    .map_err(|e| CoreError::Internal(format!("finishing the archive failed: {e}")))??;
+    Ok((path, sizes))
+}
+
+/// Kills the dumps if the run is abandoned (a signal drops the future).
+struct KillOnDrop(Vec<Arc<Mutex<Child>>>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            if let Ok(mut c) = c.lock() {
+                if matches!(c.try_wait(), Ok(None)) {
+                    let _ = c.kill();
+                }
+            }
         }
     }
-    writer.finish().map_err(|e| archive_io(&tmp_path, e))?;
-    let path = pending.commit()?;
-    Ok((path, sizes))
 }
 
 fn archive_io(path: &std::path::Path, e: dbsnap_archive::snapshot::ArchiveError) -> CoreError {

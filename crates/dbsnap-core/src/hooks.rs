@@ -53,3 +53,46 @@ pub async fn termination_signal() -> &'static str {
         _ = term.recv() => "SIGTERM",
     }
 }
+
+/// Runs the start command when dropped unless disarmed: the application is
+/// brought back even if the work between stop and start is cancelled (the
+/// future dropped on a signal) or panics.
+pub struct StartGuard {
+    cmd: Option<String>,
+}
+
+impl StartGuard {
+    /// Arms the guard for `cmd` (none: nothing to run).
+    pub fn new(cmd: Option<&str>) -> Self {
+        StartGuard {
+            cmd: cmd.map(str::to_string),
+        }
+    }
+
+    /// Takes the command out; the caller runs it.
+    pub fn disarm(&mut self) -> Option<String> {
+        self.cmd.take()
+    }
+}
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        if let Some(cmd) = self.cmd.take() {
+            tracing::warn!(command = %cmd, "interrupted while the application was stopped; running the start command");
+            match std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&cmd)
+                .stdin(std::process::Stdio::null())
+                .status()
+            {
+                Ok(s) if s.success() => tracing::info!("start command succeeded"),
+                Ok(s) => tracing::error!(
+                    "start command `{cmd}` failed ({s}); start the application by hand"
+                ),
+                Err(e) => tracing::error!(
+                    "could not run start command `{cmd}`: {e}; start the application by hand"
+                ),
+            }
+        }
+    }
+}

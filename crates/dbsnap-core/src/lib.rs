@@ -7,6 +7,7 @@
 pub mod config;
 pub mod consistency;
 pub mod create;
+pub mod demo;
 pub mod error;
 pub mod hooks;
 pub mod inspect;

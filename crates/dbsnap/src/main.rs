@@ -1,3 +1,44 @@
-fn main() {
-    println!("Hello, world!");
+//! The `dbsnap` command: parses arguments, merges them with `dbsnap.toml`,
+//! calls dbsnap-core, prints results (text or `--json`), maps errors to the
+//! documented exit codes. No logic beyond that lives here.
+
+mod cli;
+mod logging;
+mod output;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let json = cli.json();
+    let log = match logging::init(&cli) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!("warning: no log file: {e}");
+            None
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::from(dbsnap_core::error::exit::INTERNAL);
+        }
+    };
+    let result = runtime.block_on(cli::run(cli));
+    let code = match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e}");
+            output::print_error(&e, json, log.as_ref().map(|l| l.path.as_path()));
+            e.exit_code()
+        }
+    };
+    ExitCode::from(code)
 }

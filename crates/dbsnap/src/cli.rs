@@ -1,0 +1,344 @@
+//! Command-line arguments and one small handler per command: build the
+//! library's options (flags over `dbsnap.toml` over defaults), call it, print.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dbsnap_archive::snapshot::ConsistencyMethod;
+use dbsnap_core::config::{self, Config};
+use dbsnap_core::consistency::{CutLimits, QuiesceHooks};
+use dbsnap_core::create::{self, CreateOptions, Progress};
+use dbsnap_core::error::exit;
+use dbsnap_core::{demo, inspect, CoreError};
+
+use crate::{output, progress};
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0 ok                       7 pg_dump missing or older than the server
+  1 internal error           8 no consistent cut (busy, or different instances)
+  2 bad arguments/config     9 local storage failed (full disk, I/O)
+  3 server unreachable      10 snapshot failed verification
+  4 authentication failed   11 stop/start command failed
+  5 database does not exist 12 other server or pg_dump failure
+  6 privilege missing      130 interrupted
+
+Environment: DBSNAP_HOME (default ~/.dbsnap: snapshots/, logs/, config.toml),
+DBSNAP_PG_BIN (extra directories with pg_dump), and libpq's PGHOST, PGPORT,
+PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, PGSSLROOTCERT, PGAPPNAME,
+PGCONNECT_TIMEOUT, PGPASSFILE, PGSERVICE, PGSERVICEFILE.";
+
+/// Consistent, verifiable snapshots of an application's PostgreSQL databases.
+#[derive(Debug, Parser)]
+#[command(name = "dbsnap", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Config file (default: ./dbsnap.toml, else $DBSNAP_HOME/config.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More detail on standard error (-v: info, -vv: debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// No progress display.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Take a consistent snapshot of every database of a target.
+    Create(CreateArgs),
+    /// List the snapshots in the repository, newest first.
+    List(ListArgs),
+    /// Print the schema versions recorded in a snapshot (reads only its metadata).
+    ExtractVersion(FileArgs),
+    /// Check every member's checksum and that each database dump is readable.
+    Verify(FileArgs),
+    /// Start a throwaway PostgreSQL with a sample platform, snapshot it, list and verify.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Consistency {
+    /// Identical transaction snapshots in every database (default; no impact on the app).
+    Snapshot,
+    /// Block writers for milliseconds with SHARE locks while snapshots are taken.
+    Barrier,
+    /// Run --stop-cmd, take the snapshots, run --start-cmd.
+    Quiesce,
+    /// Each database on its own, like pg_dump (no cross-database guarantee).
+    None,
+}
+
+impl From<Consistency> for ConsistencyMethod {
+    fn from(c: Consistency) -> Self {
+        match c {
+            Consistency::Snapshot => ConsistencyMethod::Snapshot,
+            Consistency::Barrier => ConsistencyMethod::Barrier,
+            Consistency::Quiesce => ConsistencyMethod::Quiesce,
+            Consistency::None => ConsistencyMethod::None,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Database connection string (URI or key=value); repeat for each database.
+    #[arg(short = 'd', long = "database", value_name = "CONNSTR")]
+    pub databases: Vec<String>,
+    /// Named target from the config file.
+    #[arg(short, long)]
+    pub target: Option<String>,
+    /// Repository directory (default: $DBSNAP_HOME/snapshots).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Snapshot file name prefix (default: db-snapshot).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// How to make one moment across databases.
+    #[arg(long, value_enum)]
+    pub consistency: Option<Consistency>,
+    /// Command that stops the application (for --consistency quiesce).
+    #[arg(long, value_name = "CMD")]
+    pub stop_cmd: Option<String>,
+    /// Command that starts it again; always run after --stop-cmd.
+    #[arg(long, value_name = "CMD")]
+    pub start_cmd: Option<String>,
+    /// pg_dump --compress value (e.g. 0, 1-9, gzip:1, zstd:3 with pg_dump 16+).
+    #[arg(long)]
+    pub compress: Option<String>,
+    /// Directory with pg_dump (searched before PATH); repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Vec<PathBuf>,
+    /// Most attempts at a consistent cut.
+    #[arg(long, default_value_t = 200)]
+    pub max_attempts: u32,
+    /// Most seconds spent establishing a consistent cut.
+    #[arg(long, default_value_t = 30)]
+    pub max_wait: u64,
+    /// Lock timeout of each write-barrier attempt, milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub lock_timeout: u64,
+    /// Print the result as JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Repository directory (default: $DBSNAP_HOME/snapshots, or the target's).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Named target whose repository to list.
+    #[arg(short, long)]
+    pub target: Option<String>,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FileArgs {
+    /// Snapshot file: a path, or a name in --dir.
+    #[arg(short, long, value_name = "FILE")]
+    pub file: PathBuf,
+    /// Repository directory used to resolve a bare file name.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the server running and the files when done.
+    #[arg(long)]
+    pub keep: bool,
+    /// Working directory (default: a new temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Sample job rows to generate.
+    #[arg(long, default_value_t = 20_000)]
+    pub rows: u32,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Cli {
+    /// Whether output is JSON.
+    pub fn json(&self) -> bool {
+        match &self.command {
+            Command::Create(a) => a.json,
+            Command::List(a) => a.json,
+            Command::ExtractVersion(a) | Command::Verify(a) => a.json,
+            Command::Demo(a) => a.json,
+        }
+    }
+
+    /// Command name for the log file.
+    pub fn command_name(&self) -> &'static str {
+        match &self.command {
+            Command::Create(_) => "create",
+            Command::List(_) => "list",
+            Command::ExtractVersion(_) => "extract-version",
+            Command::Verify(_) => "verify",
+            Command::Demo(_) => "demo",
+        }
+    }
+}
+
+/// Runs the command; returns the exit code on success paths.
+pub async fn run(cli: Cli) -> Result<u8, CoreError> {
+    let show_progress = !cli.no_progress && !cli.json();
+    match cli.command {
+        Command::Create(args) => {
+            let config = Config::load(cli.config.as_deref())?;
+            create_cmd(args, &config, show_progress).await
+        }
+        Command::List(args) => {
+            let config = Config::load(cli.config.as_deref())?;
+            let dir = match (&args.dir, &args.target) {
+                (Some(d), _) => d.clone(),
+                (None, Some(t)) => config
+                    .target(t)?
+                    .dir
+                    .clone()
+                    .or(config.dir.clone())
+                    .unwrap_or_else(config::default_snapshot_dir),
+                (None, None) => config
+                    .dir
+                    .clone()
+                    .unwrap_or_else(config::default_snapshot_dir),
+            };
+            let rows = inspect::list(&dir)?;
+            output::print_list(&dir, &rows, args.json);
+            Ok(exit::OK)
+        }
+        Command::ExtractVersion(args) => {
+            let path = resolve_file(&args, cli.config.as_deref())?;
+            let meta = inspect::read_metadata(&path)?;
+            output::print_versions(&path, &meta, args.json);
+            Ok(exit::OK)
+        }
+        Command::Verify(args) => {
+            let path = resolve_file(&args, cli.config.as_deref())?;
+            let report = inspect::verify(&path)?;
+            output::print_verify(&report, args.json);
+            Ok(if report.ok { exit::OK } else { exit::VERIFY })
+        }
+        Command::Demo(args) => {
+            let ui = progress::Ui::new(show_progress);
+            let sink: Arc<dyn Progress> = ui.clone();
+            let opts = demo::DemoOptions {
+                dir: args.dir,
+                keep: args.keep,
+                rows: args.rows,
+            };
+            let result = demo::run(&opts, &sink).await;
+            ui.finish();
+            let result = result?;
+            output::print_demo(&result, args.json);
+            Ok(if result.verify.ok {
+                exit::OK
+            } else {
+                exit::VERIFY
+            })
+        }
+    }
+}
+
+fn resolve_file(args: &FileArgs, config_path: Option<&Path>) -> Result<PathBuf, CoreError> {
+    if args.file.components().count() > 1 || args.file.exists() {
+        return Ok(args.file.clone());
+    }
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => Config::load(config_path)?
+            .dir
+            .unwrap_or_else(config::default_snapshot_dir),
+    };
+    Ok(dir.join(&args.file))
+}
+
+async fn create_cmd(
+    args: CreateArgs,
+    config: &Config,
+    show_progress: bool,
+) -> Result<u8, CoreError> {
+    let target = match &args.target {
+        Some(t) => Some(config.target(t)?.clone()),
+        None => None,
+    };
+    let t = target.clone().unwrap_or_default();
+    if !args.databases.is_empty() && args.target.is_some() {
+        return Err(CoreError::Config {
+            message: "--database and --target both name databases".into(),
+            hint: "use one of them".into(),
+        });
+    }
+    let databases = if args.databases.is_empty() {
+        t.databases.clone()
+    } else {
+        args.databases.clone()
+    };
+    let mut pg_bin = args.pg_bin.clone();
+    pg_bin.extend(config.pg_bin.iter().cloned());
+    let opts = CreateOptions {
+        databases,
+        target: args.target.clone(),
+        prefix: args
+            .prefix
+            .clone()
+            .or(t.prefix.clone())
+            .unwrap_or_else(|| "db-snapshot".into()),
+        consistency: args
+            .consistency
+            .map(Into::into)
+            .or(t.consistency)
+            .unwrap_or(ConsistencyMethod::Snapshot),
+        dir: args
+            .dir
+            .clone()
+            .or(t.dir.clone())
+            .or(config.dir.clone())
+            .unwrap_or_else(config::default_snapshot_dir),
+        pg_bin,
+        hooks: QuiesceHooks {
+            stop_cmd: args.stop_cmd.clone().or(t.stop_cmd.clone()),
+            start_cmd: args.start_cmd.clone().or(t.start_cmd.clone()),
+        },
+        compress: args.compress.clone().or(t.compress.clone()),
+        version_spec: t.schema_version.clone(),
+        version_specs: t.schema_versions.clone(),
+        limits: CutLimits {
+            max_attempts: args.max_attempts,
+            max_wait: Duration::from_secs(args.max_wait),
+            lock_timeout: Duration::from_millis(args.lock_timeout),
+        },
+    };
+    let ui = progress::Ui::new(show_progress);
+    let sink: Arc<dyn Progress> = ui.clone();
+    // Ctrl-C / SIGTERM: dropping the work removes the partial file, kills
+    // pg_dump, and (quiesce) runs the start command (dbsnap-core's StartGuard).
+    let result = tokio::select! {
+        r = create::create(&opts, &sink) => r,
+        s = dbsnap_core::hooks::termination_signal() => {
+            Err(CoreError::Interrupted(format!(" by {s}; no snapshot was written")))
+        }
+    };
+    ui.finish();
+    let result = result?;
+    output::print_create(&result, args.json);
+    if let Some(f) = &result.start_hook_failure {
+        eprintln!(
+            "error: the snapshot is complete, but the application was not started again: {f}"
+        );
+        return Ok(exit::HOOK);
+    }
+    Ok(exit::OK)
+}

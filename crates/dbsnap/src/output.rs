@@ -1,0 +1,232 @@
+//! What dbsnap prints: plain text for people, one JSON document on standard
+//! output with `--json`. Errors go to standard error (and, with `--json`,
+//! as a JSON document on standard output too).
+
+use std::path::Path;
+
+use dbsnap_archive::snapshot::Metadata;
+use dbsnap_core::create::CreateResult;
+use dbsnap_core::demo::DemoResult;
+use dbsnap_core::inspect::{ListEntry, VerifyReport};
+use dbsnap_core::CoreError;
+use serde_json::json;
+
+/// `12.3 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// Prints an error with its hint.
+pub fn print_error(e: &CoreError, json: bool, log: Option<&Path>) {
+    eprintln!("error: {e}");
+    if let Some(l) = log {
+        eprintln!("log: {}", l.display());
+    }
+    if json {
+        print_json(&json!({
+            "ok": false,
+            "error": { "kind": e.kind_name(), "exit_code": e.exit_code(), "message": e.to_string() },
+            "log": log,
+        }));
+    }
+}
+
+/// Prints the result of `create`.
+pub fn print_create(r: &CreateResult, json: bool) {
+    if json {
+        let mut v = serde_json::to_value(r).unwrap_or_default();
+        v["ok"] = json!(true);
+        print_json(&v);
+        return;
+    }
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!("snapshot: {}", r.file.display());
+    println!(
+        "  size {}, {} database(s), {:.1}s",
+        human_bytes(r.size),
+        r.databases.len(),
+        r.duration_secs
+    );
+    let c = &r.consistency;
+    let how = match (c.method.as_str(), c.consistent_cut) {
+        ("snapshot", true) => format!(
+            "identical snapshots in every database after {} attempt(s)",
+            c.attempts
+        ),
+        ("barrier", _) => "write barrier (writers paused while snapshots were taken)".to_string(),
+        ("quiesce", _) => "application stopped while snapshots were taken".to_string(),
+        _ => "per database only (no cross-database guarantee)".to_string(),
+    };
+    println!("  consistency: {} — {how}", c.method.as_str());
+    for d in &r.databases {
+        println!(
+            "  {:<24} PostgreSQL {:<8} schema {:<28} {:>10}",
+            d.name,
+            d.server_version.split_whitespace().next().unwrap_or(""),
+            d.schema_version
+                .as_ref()
+                .map(|v| format!("{v} ({})", d.schema_tool.as_deref().unwrap_or("")))
+                .unwrap_or("-".into()),
+            human_bytes(d.bytes)
+        );
+    }
+}
+
+/// Prints `list`.
+pub fn print_list(dir: &Path, rows: &[ListEntry], json: bool) {
+    if json {
+        print_json(&json!({ "ok": true, "dir": dir, "snapshots": rows }));
+        return;
+    }
+    if rows.is_empty() {
+        println!("no snapshots in {}", dir.display());
+        return;
+    }
+    println!(
+        "{:>3}  {:<52} {:<21} {:>10}  {:<10} databases (versions)",
+        "#", "file", "created", "size", "consistency"
+    );
+    for (i, r) in rows.iter().enumerate() {
+        let dbs = if let Some(e) = &r.error {
+            format!("unreadable: {}", e.lines().next().unwrap_or(""))
+        } else {
+            r.databases
+                .iter()
+                .zip(&r.versions)
+                .map(|(d, v)| format!("{d} ({v})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let consistency = match (r.consistency.as_deref(), r.consistent_cut) {
+            (Some(m), Some(false)) if m != "none" => format!("{m}!"),
+            (Some(m), _) => m.to_string(),
+            _ => "-".into(),
+        };
+        println!(
+            "{:>3}  {:<52} {:<21} {:>10}  {:<10} {dbs}",
+            i + 1,
+            r.name,
+            r.created_at.as_deref().unwrap_or("-"),
+            human_bytes(r.size),
+            consistency
+        );
+    }
+}
+
+/// Prints `extract-version`.
+pub fn print_versions(path: &Path, m: &Metadata, json: bool) {
+    if json {
+        let dbs: Vec<_> = m
+            .databases
+            .iter()
+            .map(|d| {
+                json!({
+                    "name": d.name,
+                    "version": d.schema_version.as_ref().map(|v| v.display()),
+                    "tool": d.schema_version.as_ref().map(|v| v.tool.clone()),
+                    "dirty": d.schema_version.as_ref().map(|v| v.dirty),
+                    "schema_version": d.schema_version,
+                })
+            })
+            .collect();
+        print_json(&json!({
+            "ok": true, "file": path, "version": m.version_token(), "created_at": m.created_at,
+            "format_version": m.format_version, "databases": dbs,
+        }));
+        return;
+    }
+    for d in &m.databases {
+        match &d.schema_version {
+            Some(v) => println!("{}\t{}\t{}", d.name, v.display(), v.tool),
+            None => println!("{}\t-\t-", d.name),
+        }
+    }
+}
+
+/// Prints `verify`.
+pub fn print_verify(r: &VerifyReport, json: bool) {
+    if json {
+        let mut v = serde_json::to_value(r).unwrap_or_default();
+        v["ok"] = json!(r.ok);
+        print_json(&v);
+        return;
+    }
+    if r.ok {
+        println!("verified: {}", r.file.display());
+        for m in &r.members {
+            let extra = match (m.toc_entries, m.data_blocks) {
+                (Some(t), Some(d)) => format!(
+                    "pg_dump archive {}, {t} entries, {d} data blocks",
+                    m.archive_version.as_deref().unwrap_or("")
+                ),
+                _ => String::new(),
+            };
+            println!(
+                "  ok  {:<32} {:>10}  sha256 {}…  {extra}",
+                m.name,
+                human_bytes(m.size),
+                &m.sha256[..16]
+            );
+        }
+    } else {
+        eprintln!(
+            "FAILED: {}: {}",
+            r.file.display(),
+            r.error.as_deref().unwrap_or("unknown error")
+        );
+        eprintln!(
+            "hint: the file is damaged; use another snapshot (dbsnap list) and take a new one"
+        );
+    }
+}
+
+/// Prints the demo's story.
+pub fn print_demo(r: &DemoResult, json: bool) {
+    if json {
+        print_json(&serde_json::to_value(r).unwrap_or_default());
+        return;
+    }
+    println!("dbsnap demo");
+    println!(
+        "  started a throwaway PostgreSQL ({}) in {}",
+        r.server_bin.display(),
+        r.dir.display()
+    );
+    println!("  sample platform: {}", r.databases.join(", "));
+    println!();
+    print_create(&r.create, false);
+    println!();
+    print_list(&r.dir.join("snapshots"), &r.list, false);
+    println!();
+    print_verify(&r.verify, false);
+    println!();
+    if r.kept {
+        println!("kept: server running, files in {}", r.dir.display());
+        if let Some(s) = &r.stop_command {
+            println!("stop the server with: {s}");
+        }
+        println!(
+            "restore a member with stock tools: tar xf {} && pg_restore -l app-core.dump",
+            r.create.file.display()
+        );
+    } else {
+        println!("cleaned up (run `dbsnap demo --keep` to keep the server and the snapshot)");
+    }
+}
