@@ -280,3 +280,56 @@ impl Cluster {
 pub fn free_port() -> u16 {
     dbsnap_pg::local::free_port().expect("free port")
 }
+
+/// A schema with every kind of object the round-trip acceptance needs:
+/// sequences, identity columns, views, materialized views, functions,
+/// triggers, enums, domains, partitioned tables, foreign keys, large
+/// objects, bytea over 1 MiB, non-ASCII text, and a table of `big_rows`
+/// rows.
+pub fn rich_schema_sql(big_rows: u64) -> String {
+    format!(
+        r#"
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE DOMAIN email AS text CHECK (VALUE ~ '@');
+CREATE SEQUENCE custom_seq START 100 INCREMENT 5;
+SELECT setval('custom_seq', 1234);
+CREATE TABLE accounts (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    email email NOT NULL UNIQUE,
+    mood mood,
+    name text,
+    created timestamptz NOT NULL DEFAULT '2026-01-01 00:00:00+00'
+);
+INSERT INTO accounts (email, mood, name)
+  SELECT 'u' || g || '@example.org', (ARRAY['sad','ok','happy'])[1 + g % 3]::mood, 'Zoë Ñandú 東京 🚀 ' || g
+  FROM generate_series(1, 1000) g;
+CREATE TABLE orders (
+    id serial PRIMARY KEY,
+    account_id bigint NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    total numeric(12, 2),
+    note text
+);
+CREATE FUNCTION touch_note() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.note := coalesce(NEW.note, '') || '!'; RETURN NEW; END $$;
+CREATE TRIGGER orders_touch BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION touch_note();
+INSERT INTO orders (account_id, total, note) SELECT 1 + g % 1000, g * 1.25, 'n' || g FROM generate_series(1, 3000) g;
+CREATE FUNCTION order_total(a bigint) RETURNS numeric LANGUAGE sql STABLE AS $$
+  SELECT coalesce(sum(total), 0) FROM orders WHERE account_id = a $$;
+CREATE TABLE events (id bigint NOT NULL, ts date NOT NULL, payload text) PARTITION BY RANGE (ts);
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+INSERT INTO events SELECT g, date '2025-01-01' + (g % 700), md5(g::text) FROM generate_series(1, 5000) g;
+CREATE TABLE blobs (id int PRIMARY KEY, data bytea NOT NULL);
+INSERT INTO blobs SELECT 1, string_agg(decode(md5(g::text), 'hex'), ''::bytea) FROM generate_series(1, 90000) g;
+INSERT INTO blobs VALUES (2, '\x00ff00ff'::bytea);
+CREATE TABLE big (id bigint PRIMARY KEY, v int NOT NULL, t text);
+INSERT INTO big SELECT g, g % 1000, 'row ' || g FROM generate_series(1, {big_rows}) g;
+CREATE VIEW account_orders AS
+  SELECT a.id, a.email, count(o.id) AS orders FROM accounts a LEFT JOIN orders o ON o.account_id = a.id GROUP BY a.id;
+CREATE MATERIALIZED VIEW mood_counts AS SELECT mood, count(*) AS n FROM accounts GROUP BY mood;
+SELECT lo_from_bytea(0, convert_to('large object ü', 'UTF8'));
+SELECT lo_from_bytea(424242, decode(repeat('ab', 100000), 'hex'));
+COMMENT ON TABLE accounts IS 'Konten – ñ';
+"#
+    )
+}

@@ -1,0 +1,173 @@
+//! Helpers shared by the binary's end-to-end tests: run `dbsnap` with its
+//! own DBSNAP_HOME, parse `--json`, extract members with stock `tar`,
+//! restore with stock `pg_restore`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use dbsnap_test_support::{Cluster, SUPERUSER, SUPERUSER_PASSWORD};
+
+/// An isolated dbsnap home (snapshots, logs) for one test.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+impl Home {
+    pub fn new() -> Home {
+        Home {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn snapshots(&self) -> PathBuf {
+        self.dir.path().join("snapshots")
+    }
+
+    /// A `dbsnap` command with this home and no inherited PG* settings.
+    pub fn dbsnap(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dbsnap"));
+        c.env("DBSNAP_HOME", self.path())
+            .env_remove("DBSNAP_PG_BIN")
+            .current_dir(self.path());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("PG") {
+                c.env_remove(k);
+            }
+        }
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// All log files' contents.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        if let Ok(rd) = std::fs::read_dir(self.path().join("logs")) {
+            for e in rd.flatten() {
+                s.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+        s
+    }
+
+    /// Files in the snapshot directory (all, hidden included).
+    pub fn snapshot_dir_entries(&self) -> Vec<String> {
+        match std::fs::read_dir(self.snapshots()) {
+            Ok(rd) => {
+                let mut v: Vec<String> = rd
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
+                v.sort();
+                v
+            }
+            Err(_) => vec![],
+        }
+    }
+}
+
+/// Runs a command; returns exit code, stdout, stderr.
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out: Output = cmd.output().expect("run dbsnap");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs with `--json` appended; parses stdout.
+pub fn run_json(cmd: &mut Command) -> (i32, serde_json::Value, String) {
+    let (code, out, err) = run(cmd.arg("--json"));
+    let v = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {out}\nstderr: {err}"));
+    (code, v, err)
+}
+
+/// `dbsnap create` for the given databases of a cluster, with the cluster's
+/// own pg_dump directory; returns the JSON result (asserting success).
+pub fn create(home: &Home, cluster: &Cluster, dbs: &[&str], extra: &[&str]) -> serde_json::Value {
+    let mut cmd = home.dbsnap();
+    cmd.arg("create").arg("--pg-bin").arg(cluster.bin_dir());
+    for db in dbs {
+        cmd.arg("-d").arg(cluster.url(db));
+    }
+    cmd.args(extra);
+    let (code, v, err) = run_json(&mut cmd);
+    assert_eq!(code, 0, "create failed: {v}\n{err}");
+    v
+}
+
+/// Extracts every member of a snapshot with stock `tar` into a new directory.
+pub fn tar_extract(file: &Path, into: &Path) {
+    std::fs::create_dir_all(into).unwrap();
+    let st = Command::new("tar")
+        .arg("xf")
+        .arg(file)
+        .arg("-C")
+        .arg(into)
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar xf failed");
+}
+
+/// Restores a pg_dump custom archive into a new database with stock pg_restore.
+pub fn pg_restore_into(cluster: &Cluster, dump: &Path, db: &str) {
+    cluster.create_db(db);
+    let out = Command::new(cluster.bin_dir().join("pg_restore"))
+        .env("PGPASSWORD", SUPERUSER_PASSWORD)
+        .args([
+            "--exit-on-error",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &cluster.port.to_string(),
+            "-U",
+            SUPERUSER,
+            "-d",
+            db,
+        ])
+        .arg(dump)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pg_restore failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The COPY data of one table in a dump, as lines, via `pg_restore -a -t`.
+pub fn dump_table_rows(cluster: &Cluster, dump: &Path, table: &str) -> Vec<String> {
+    let out = Command::new(cluster.bin_dir().join("pg_restore"))
+        .args(["-a", "-t", table, "-f", "-"])
+        .arg(dump)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pg_restore -a failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut rows = Vec::new();
+    let mut in_copy = false;
+    for line in text.lines() {
+        if line.starts_with("COPY ") {
+            in_copy = true;
+            continue;
+        }
+        if in_copy {
+            if line == "\\." {
+                in_copy = false;
+                continue;
+            }
+            rows.push(line.to_string());
+        }
+    }
+    rows
+}
