@@ -63,10 +63,18 @@ async fn connect_mode(info: &ConnInfo, mode: SslMode) -> Result<Client, PgError>
     let target = info.display();
     let config = pg_config(info, mode)?;
     let tls = tls_connector(info, mode).map_err(|e| e.on(&target))?;
-    let (client, connection) = config
-        .connect(tls)
-        .await
-        .map_err(|e| PgError::from_pg(e, &target, "could not connect"))?;
+    let (client, connection) = config.connect(tls).await.map_err(|e| {
+        let db_error = e.as_db_error().is_some();
+        let mut err = PgError::from_pg(e, &target, "could not connect");
+        // Not an error the server sent: the server was not reached.
+        if !db_error && err.kind == PgErrorKind::Server {
+            err.kind = PgErrorKind::Unreachable;
+            err.hint = Some(
+                "check that the server is running and that host, port and sslmode are right".into(),
+            );
+        }
+        err
+    })?;
     let t = target.clone();
     tokio::spawn(async move {
         if let Err(e) = connection.await {

@@ -114,10 +114,11 @@ impl PgError {
         }
         // Not a server error: the connection itself failed or broke.
         let text = error_chain(&e);
+        let lower = text.to_lowercase();
         let kind = if e.is_closed()
-            || text.contains("connection")
-            || text.contains("timed out")
-            || text.contains("tls")
+            || ["connection", "connecting", "timed out", "tls"]
+                .iter()
+                .any(|w| lower.contains(w))
         {
             PgErrorKind::Unreachable
         } else {

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     let code = match result {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e}");
+            tracing::info!("failed (exit code {}): {e}", e.exit_code());
             output::print_error(&e, json, log.as_ref().map(|l| l.path.as_path()));
             e.exit_code()
         }
