@@ -14,6 +14,7 @@ pub async fn run(name: &str, cmd: &str) -> Result<(), CoreError> {
     let out = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
+        .env_remove("PGPASSWORD")
         .stdin(Stdio::null())
         .output()
         .await
@@ -82,6 +83,7 @@ impl Drop for StartGuard {
             match std::process::Command::new("sh")
                 .arg("-c")
                 .arg(&cmd)
+                .env_remove("PGPASSWORD")
                 .stdin(std::process::Stdio::null())
                 .status()
             {

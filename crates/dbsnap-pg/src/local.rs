@@ -76,6 +76,7 @@ pub fn find_server_bins() -> Vec<PathBuf> {
         {
             let major = Command::new(dir.join("postgres"))
                 .arg("--version")
+                .env_remove("PGPASSWORD")
                 .output()
                 .ok()
                 .and_then(|o| {

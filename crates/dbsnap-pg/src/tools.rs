@@ -45,6 +45,7 @@ pub fn search_dirs(extra: &[PathBuf]) -> Vec<PathBuf> {
 fn version_of(path: &Path) -> Option<(u32, String)> {
     let out = Command::new(path)
         .arg("--version")
+        .env_remove("PGPASSWORD")
         .stdin(Stdio::null())
         .output()
         .ok()?;
