@@ -333,11 +333,12 @@ fn entry_name(e: &tar::Entry<'_, impl Read>) -> Result<String, ArchiveError> {
 }
 
 fn map_tar_err(e: io::Error, what: &str) -> ArchiveError {
+    // The tar crate reports a short header block as a plain error.
+    let short = e.to_string().contains("failed to read entire block");
     match e.kind() {
         io::ErrorKind::UnexpectedEof => ArchiveError::Truncated(format!("ended inside {what}")),
-        io::ErrorKind::InvalidData | io::ErrorKind::Other => {
-            ArchiveError::Corrupt(format!("{what}: {e}"))
-        }
+        _ if short => ArchiveError::Truncated(format!("ended inside {what}")),
+        io::ErrorKind::InvalidData | io::ErrorKind::Other => ArchiveError::Corrupt(format!("{what}: {e}")),
         _ => ArchiveError::Io(e),
     }
 }

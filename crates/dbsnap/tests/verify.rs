@@ -1,0 +1,143 @@
+//! Acceptance: `verify` catches a flipped byte and a truncated file and
+//! names the member; `list` and `extract-version` survive damaged files;
+//! the pg_dump reader rejects every truncation of a real dump.
+
+mod common;
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use common::{run, run_json, tar_extract, Home};
+use dbsnap_archive::pgdump;
+use dbsnap_test_support::Cluster;
+
+fn member_offset(file: &Path, name: &str) -> (u64, u64) {
+    let bytes = std::fs::read(file).unwrap();
+    let mut ar = tar::Archive::new(Cursor::new(bytes));
+    for e in ar.entries().unwrap() {
+        let e = e.unwrap();
+        if e.path().unwrap().to_string_lossy() == name {
+            return (e.raw_file_position(), e.size());
+        }
+    }
+    panic!("no member {name}");
+}
+
+fn setup(major: u32) -> (Cluster, Home, PathBuf) {
+    let cluster = Cluster::start(major);
+    for db in ["core", "backend"] {
+        cluster.create_db(db);
+        cluster.psql(db, "CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 20000) g; SELECT lo_from_bytea(0, '\\xdeadbeef')");
+    }
+    let home = Home::new();
+    let v = common::create(&home, &cluster, &["core", "backend"], &[]);
+    (cluster, home, PathBuf::from(v["file"].as_str().unwrap()))
+}
+
+#[test]
+fn verify_names_the_damaged_member_and_list_survives() {
+    let (_cluster, home, good) = setup(15);
+    let dir = home.snapshots();
+    let copy = |name: &str| {
+        let p = dir.join(name);
+        std::fs::copy(&good, &p).unwrap();
+        p
+    };
+    // A flipped byte in the middle of the second database's dump.
+    let flipped = copy("flipped.tar");
+    let (off, size) = member_offset(&flipped, "backend.dump");
+    let mut bytes = std::fs::read(&flipped).unwrap();
+    bytes[(off + size / 2) as usize] ^= 0x01;
+    std::fs::write(&flipped, &bytes).unwrap();
+    let (code, v, _) = run_json(home.dbsnap().arg("verify").arg("--file").arg(&flipped));
+    assert_eq!(code, 10, "{v}");
+    assert_eq!(v["ok"], false);
+    let msg = v["error"].as_str().unwrap();
+    assert!(msg.contains("backend.dump"), "{msg}");
+    let (_, _, err) = run(home.dbsnap().arg("verify").arg("--file").arg(&flipped));
+    assert!(err.contains("FAILED") && err.contains("backend.dump"), "{err}");
+
+    // Truncated in the middle, and just before the end.
+    let full = std::fs::read(&good).unwrap();
+    for (name, len) in [("half.tar", full.len() / 2), ("almost.tar", full.len() - 1500), ("tiny.tar", 100)] {
+        let p = dir.join(name);
+        std::fs::write(&p, &full[..len]).unwrap();
+        let (code, v, _) = run_json(home.dbsnap().arg("verify").arg("--file").arg(&p));
+        assert_eq!(code, 10, "{name}: {v}");
+        let msg = v["error"].as_str().unwrap();
+        assert!(msg.contains("truncated") || msg.contains("manifest"), "{name}: {msg}");
+    }
+    // Damaged metadata; and a file that is not a tar at all.
+    let meta_flip = copy("metaflip.tar");
+    let (off, _) = member_offset(&meta_flip, "dbsnap.json");
+    let mut bytes = std::fs::read(&meta_flip).unwrap();
+    bytes[off as usize + 2] = b'#';
+    std::fs::write(&meta_flip, &bytes).unwrap();
+    std::fs::write(dir.join("garbage.tar"), b"this is not a snapshot").unwrap();
+
+    // list shows every file, the damaged ones with their error, and does not fail.
+    let (code, v, err) = run_json(home.dbsnap().arg("list"));
+    assert_eq!(code, 0, "{err}");
+    let rows = v["snapshots"].as_array().unwrap();
+    assert_eq!(rows.len(), 7, "{v}");
+    let row = |n: &str| rows.iter().find(|r| r["name"] == n).unwrap().clone();
+    assert!(row("garbage.tar")["error"].is_string());
+    assert!(row("metaflip.tar")["error"].is_string());
+    assert!(row("tiny.tar")["error"].is_string());
+    assert!(row("half.tar")["error"].is_null(), "metadata of a truncated file is still readable");
+    assert!(row(good.file_name().unwrap().to_str().unwrap())["error"].is_null());
+    let (code, _, err) = run(home.dbsnap().arg("list"));
+    assert_eq!(code, 0);
+    assert!(!err.contains("panicked"));
+
+    // extract-version reads only the metadata: fine on a truncated file, an error on damaged metadata.
+    let (code, v, _) = run_json(home.dbsnap().arg("extract-version").arg("--file").arg("half.tar").arg("--dir").arg(&dir));
+    assert_eq!(code, 0, "{v}");
+    for bad in ["metaflip.tar", "garbage.tar", "tiny.tar"] {
+        let (code, v, err) = run_json(home.dbsnap().arg("extract-version").arg("--file").arg(dir.join(bad)));
+        assert_eq!(code, 10, "{bad}: {v}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let (code, _, err) = run(home.dbsnap().arg("verify").arg("--file").arg(dir.join("nonexistent.tar")));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[test]
+fn pg_dump_reader_accepts_real_dumps_and_rejects_every_truncation() {
+    for major in [15, 18] {
+        let (cluster, _home, good) = setup(major);
+        let out = cluster.scratch().join("x");
+        tar_extract(&good, &out);
+        let dump = std::fs::read(out.join("core.dump")).unwrap();
+        let summary = pgdump::read_archive(Cursor::new(&dump)).unwrap();
+        assert_eq!(summary.dbname.as_deref(), Some("core"));
+        assert!(summary.entries.iter().any(|e| e.desc == "TABLE DATA" && e.tag == "t"));
+        assert!(summary.entries.iter().any(|e| e.desc.starts_with("BLOB")), "{:?}", summary.entries);
+        assert!(summary.data_blocks >= 2);
+        assert_eq!(summary.bytes, dump.len() as u64);
+        let step = (dump.len() / 400).max(1);
+        for cut in (0..dump.len()).step_by(step).chain([dump.len() - 1]) {
+            assert!(pgdump::read_archive(Cursor::new(&dump[..cut])).is_err(), "PostgreSQL {major}: truncation at {cut} of {} accepted", dump.len());
+        }
+        assert!(pgdump::read_archive(Cursor::new(b"PGDMP\x09\x00\x00")).is_err());
+        assert!(matches!(pgdump::read_archive(Cursor::new(b"-- plain SQL")), Err(pgdump::PgDumpError::NotCustomFormat(_))));
+    }
+}
+
+#[test]
+fn a_foreign_member_with_valid_checksums_is_not_a_readable_dump() {
+    use dbsnap_archive::snapshot::{self, SnapshotWriter};
+    let (_cluster, home, good) = setup(15);
+    let meta = snapshot::read_metadata(std::fs::File::open(&good).unwrap()).unwrap();
+    let path = home.snapshots().join("foreign.tar");
+    let f = std::fs::File::create(&path).unwrap();
+    let mut w = SnapshotWriter::new(f, &meta, 0).unwrap();
+    w.add_bytes("core.dump", b"PGDMP but not really a dump").unwrap();
+    w.add_bytes("backend.dump", b"plain text").unwrap();
+    w.finish().unwrap();
+    let (code, v, _) = run_json(home.dbsnap().arg("verify").arg("--file").arg(&path));
+    assert_eq!(code, 10, "{v}");
+    let msg = v["error"].as_str().unwrap();
+    assert!(msg.contains("core.dump") && msg.contains("not a readable pg_dump archive"), "{msg}");
+}
