@@ -1,0 +1,289 @@
+//! Schema-version detection against each migration tool's real table
+//! layout, on PostgreSQL 15 and 18, and comparison of real versions.
+
+use dbsnap_archive::version::{Comparison, VersionModel};
+use dbsnap_pg::schema_version::{detect, VersionSpec};
+use dbsnap_pg::ConnInfo;
+use dbsnap_test_support::Cluster;
+
+struct Case {
+    db: &'static str,
+    setup: &'static str,
+    tool: &'static str,
+    model: VersionModel,
+    applied: &'static [&'static str],
+    dirty: bool,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        db: "golang_migrate",
+        setup: "CREATE TABLE schema_migrations (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL);
+                INSERT INTO schema_migrations VALUES (20240102030405, false);",
+        tool: "golang-migrate",
+        model: VersionModel::Linear,
+        applied: &["20240102030405"],
+        dirty: false,
+    },
+    Case {
+        db: "golang_migrate_dirty",
+        setup: "CREATE TABLE schema_migrations (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL);
+                INSERT INTO schema_migrations VALUES (7, true);",
+        tool: "golang-migrate",
+        model: VersionModel::Linear,
+        applied: &["7"],
+        dirty: true,
+    },
+    Case {
+        db: "rails",
+        setup: "CREATE TABLE schema_migrations (version character varying NOT NULL PRIMARY KEY);
+                CREATE TABLE ar_internal_metadata (key character varying NOT NULL PRIMARY KEY, value character varying,
+                  created_at timestamp(6) NOT NULL, updated_at timestamp(6) NOT NULL);
+                INSERT INTO schema_migrations VALUES ('20230101000000'), ('20230201000000');",
+        tool: "rails",
+        model: VersionModel::Set,
+        applied: &["20230101000000", "20230201000000"],
+        dirty: false,
+    },
+    Case {
+        db: "dbmate",
+        setup: "CREATE TABLE schema_migrations (version character varying(128) NOT NULL PRIMARY KEY);
+                INSERT INTO schema_migrations VALUES ('20220101000000'), ('20220301000000');",
+        tool: "dbmate",
+        model: VersionModel::Set,
+        applied: &["20220101000000", "20220301000000"],
+        dirty: false,
+    },
+    Case {
+        db: "flyway",
+        setup: "CREATE TABLE flyway_schema_history (installed_rank integer NOT NULL PRIMARY KEY, version varchar(50),
+                  description varchar(200) NOT NULL, type varchar(20) NOT NULL, script varchar(1000) NOT NULL,
+                  checksum integer, installed_by varchar(100) NOT NULL, installed_on timestamp NOT NULL DEFAULT now(),
+                  execution_time integer NOT NULL, success boolean NOT NULL);
+                INSERT INTO flyway_schema_history VALUES
+                  (1, '1', '<< Flyway Schema Creation >>', 'SCHEMA', '\"public\"', NULL, 'u', now(), 0, true),
+                  (2, '1.1', 'init', 'SQL', 'V1_1__init.sql', 11, 'u', now(), 5, true),
+                  (3, '2', 'users', 'SQL', 'V2__users.sql', 22, 'u', now(), 5, true),
+                  (4, NULL, 'views', 'SQL', 'R__views.sql', 33, 'u', now(), 1, true),
+                  (5, '3', 'broken', 'SQL', 'V3__broken.sql', 44, 'u', now(), 1, false);",
+        tool: "flyway",
+        model: VersionModel::Set,
+        applied: &["1.1", "2", "R:R__views.sql"],
+        dirty: true,
+    },
+    Case {
+        db: "liquibase",
+        setup: "CREATE TABLE databasechangelog (id varchar(255) NOT NULL, author varchar(255) NOT NULL,
+                  filename varchar(255) NOT NULL, dateexecuted timestamp NOT NULL, orderexecuted integer NOT NULL,
+                  exectype varchar(10) NOT NULL, md5sum varchar(35), description varchar(255), comments varchar(255),
+                  tag varchar(255), liquibase varchar(20), contexts varchar(255), labels varchar(255), deployment_id varchar(10));
+                CREATE TABLE databasechangeloglock (id integer NOT NULL PRIMARY KEY, locked boolean NOT NULL,
+                  lockgranted timestamp, lockedby varchar(255));
+                INSERT INTO databasechangeloglock VALUES (1, false, NULL, NULL);
+                INSERT INTO databasechangelog (id, author, filename, dateexecuted, orderexecuted, exectype) VALUES
+                  ('1', 'alice', 'db/changelog.xml', now(), 1, 'EXECUTED'),
+                  ('2', 'bob', 'db/changelog.xml', now(), 2, 'EXECUTED');",
+        tool: "liquibase",
+        model: VersionModel::Set,
+        applied: &["1::alice::db/changelog.xml", "2::bob::db/changelog.xml"],
+        dirty: false,
+    },
+    Case {
+        db: "alembic",
+        setup: "CREATE TABLE alembic_version (version_num varchar(32) NOT NULL, CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num));
+                INSERT INTO alembic_version VALUES ('ae1027a6acf');",
+        tool: "alembic",
+        model: VersionModel::Heads,
+        applied: &["ae1027a6acf"],
+        dirty: false,
+    },
+    Case {
+        db: "django",
+        setup: "CREATE TABLE django_migrations (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+                  app varchar(255) NOT NULL, name varchar(255) NOT NULL, applied timestamptz NOT NULL);
+                INSERT INTO django_migrations (app, name, applied) VALUES
+                  ('contenttypes', '0001_initial', '2024-01-01'), ('auth', '0001_initial', '2024-01-02'),
+                  ('auth', '0002_alter_permission_name_max_length', '2024-01-03');",
+        tool: "django",
+        model: VersionModel::Set,
+        applied: &["contenttypes.0001_initial", "auth.0001_initial", "auth.0002_alter_permission_name_max_length"],
+        dirty: false,
+    },
+    Case {
+        db: "prisma",
+        setup: "CREATE TABLE _prisma_migrations (id varchar(36) PRIMARY KEY NOT NULL, checksum varchar(64) NOT NULL,
+                  finished_at timestamptz, migration_name varchar(255) NOT NULL, logs text, rolled_back_at timestamptz,
+                  started_at timestamptz NOT NULL DEFAULT now(), applied_steps_count integer NOT NULL DEFAULT 0);
+                INSERT INTO _prisma_migrations (id, checksum, finished_at, migration_name, started_at, applied_steps_count) VALUES
+                  ('a', 'x', '2024-01-01', '20240101_init', '2024-01-01', 1),
+                  ('b', 'y', '2024-02-01', '20240201_users', '2024-02-01', 1);
+                INSERT INTO _prisma_migrations (id, checksum, finished_at, migration_name, rolled_back_at, started_at) VALUES
+                  ('c', 'z', NULL, '20240301_bad', '2024-03-02', '2024-03-01');",
+        tool: "prisma",
+        model: VersionModel::Set,
+        applied: &["20240101_init", "20240201_users"],
+        dirty: false,
+    },
+    Case {
+        db: "goose",
+        setup: "CREATE TABLE goose_db_version (id serial NOT NULL PRIMARY KEY, version_id bigint NOT NULL,
+                  is_applied boolean NOT NULL, tstamp timestamp NULL DEFAULT now());
+                INSERT INTO goose_db_version (version_id, is_applied) VALUES (0, true), (1, true), (2, true), (3, true), (3, false);",
+        tool: "goose",
+        model: VersionModel::Set,
+        applied: &["1", "2"],
+        dirty: false,
+    },
+    Case {
+        db: "sqlx",
+        setup: "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL,
+                  installed_on TIMESTAMPTZ NOT NULL DEFAULT now(), success BOOLEAN NOT NULL, checksum BYTEA NOT NULL,
+                  execution_time BIGINT NOT NULL);
+                INSERT INTO _sqlx_migrations VALUES (20240101, 'init', now(), true, '\\x00', 1), (20240102, 'more', now(), false, '\\x00', 1);",
+        tool: "sqlx",
+        model: VersionModel::Set,
+        applied: &["20240101"],
+        dirty: true,
+    },
+    Case {
+        db: "ef_core",
+        setup: "CREATE TABLE \"__EFMigrationsHistory\" (\"MigrationId\" character varying(150) NOT NULL,
+                  \"ProductVersion\" character varying(32) NOT NULL, CONSTRAINT \"PK___EFMigrationsHistory\" PRIMARY KEY (\"MigrationId\"));
+                INSERT INTO \"__EFMigrationsHistory\" VALUES ('20240101000000_Initial', '8.0.0'), ('20240202000000_AddUsers', '8.0.0');",
+        tool: "ef-core",
+        model: VersionModel::Set,
+        applied: &["20240101000000_Initial", "20240202000000_AddUsers"],
+        dirty: false,
+    },
+    Case {
+        db: "diesel",
+        setup: "CREATE TABLE __diesel_schema_migrations (version VARCHAR(50) PRIMARY KEY NOT NULL,
+                  run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP);
+                INSERT INTO __diesel_schema_migrations (version) VALUES ('00000000000000'), ('20240101120000');",
+        tool: "diesel",
+        model: VersionModel::Set,
+        applied: &["00000000000000", "20240101120000"],
+        dirty: false,
+    },
+    Case {
+        db: "refinery",
+        setup: "CREATE TABLE refinery_schema_history (version int4 PRIMARY KEY, name varchar(255),
+                  applied_on varchar(255), checksum varchar(255));
+                INSERT INTO refinery_schema_history VALUES (1, 'initial', '2024-01-01', '1'), (2, 'users', '2024-01-02', '2');",
+        tool: "refinery",
+        model: VersionModel::Set,
+        applied: &["1", "2"],
+        dirty: false,
+    },
+    Case {
+        db: "knex",
+        setup: "CREATE TABLE knex_migrations (id serial PRIMARY KEY, name varchar(255), batch integer, migration_time timestamptz);
+                CREATE TABLE knex_migrations_lock (index serial PRIMARY KEY, is_locked integer);
+                INSERT INTO knex_migrations_lock (is_locked) VALUES (1);
+                INSERT INTO knex_migrations (name, batch, migration_time) VALUES ('20240101_init.js', 1, now());",
+        tool: "knex",
+        model: VersionModel::Set,
+        applied: &["20240101_init.js"],
+        dirty: true,
+    },
+    Case {
+        db: "typeorm",
+        setup: "CREATE TABLE migrations (id SERIAL PRIMARY KEY, timestamp bigint NOT NULL, name character varying NOT NULL);
+                INSERT INTO migrations (timestamp, name) VALUES (1700000000000, 'Init1700000000000'), (1700000000001, 'Users1700000000001');",
+        tool: "typeorm",
+        model: VersionModel::Set,
+        applied: &["Init1700000000000", "Users1700000000001"],
+        dirty: false,
+    },
+    Case {
+        db: "sequelize",
+        setup: "CREATE TABLE \"SequelizeMeta\" (name varchar(255) NOT NULL PRIMARY KEY);
+                INSERT INTO \"SequelizeMeta\" VALUES ('20240101-create-user.js');",
+        tool: "sequelize",
+        model: VersionModel::Set,
+        applied: &["20240101-create-user.js"],
+        dirty: false,
+    },
+    Case {
+        db: "atlas",
+        setup: "CREATE SCHEMA atlas_schema_revisions;
+                CREATE TABLE atlas_schema_revisions.atlas_schema_revisions (version varchar NOT NULL PRIMARY KEY,
+                  description varchar NOT NULL, type bigint NOT NULL DEFAULT 2, applied bigint NOT NULL DEFAULT 0,
+                  total bigint NOT NULL DEFAULT 0, executed_at timestamptz NOT NULL, execution_time bigint NOT NULL,
+                  error text NULL, error_stmt text NULL, hash varchar NOT NULL, partial_hashes jsonb NULL,
+                  operator_version varchar NOT NULL);
+                INSERT INTO atlas_schema_revisions.atlas_schema_revisions
+                  (version, description, applied, total, executed_at, execution_time, hash, operator_version) VALUES
+                  ('20240101000000', 'init', 3, 3, now(), 1, 'h', 'v0.20');",
+        tool: "atlas",
+        model: VersionModel::Set,
+        applied: &["20240101000000"],
+        dirty: false,
+    },
+];
+
+fn check(major: u32) {
+    let cluster = Cluster::start(major);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for case in CASES {
+        cluster.create_db(case.db);
+        cluster.psql(case.db, case.setup);
+        let info = ConnInfo::resolve(&cluster.url(case.db)).unwrap();
+        let v = rt.block_on(async {
+            let client = dbsnap_pg::connect(&info).await.unwrap();
+            detect(&client, &VersionSpec::default(), &info.display()).await.unwrap()
+        });
+        let v = v.unwrap_or_else(|| panic!("{}: nothing detected", case.db));
+        assert_eq!(v.tool, case.tool, "{}", case.db);
+        assert_eq!(v.model, case.model, "{}", case.db);
+        assert_eq!(v.applied, case.applied, "{}", case.db);
+        assert_eq!(v.dirty, case.dirty, "{}: {:?}", case.db, v.failed);
+    }
+
+    // No migration table: no version. A custom query: the rows it returns.
+    cluster.create_db("plain");
+    cluster.psql("plain", "CREATE TABLE app_versions (v text, bad boolean); INSERT INTO app_versions VALUES ('a', false), ('b', false)");
+    let info = ConnInfo::resolve(&cluster.url("plain")).unwrap();
+    rt.block_on(async {
+        let client = dbsnap_pg::connect(&info).await.unwrap();
+        assert!(detect(&client, &VersionSpec::default(), "plain").await.unwrap().is_none());
+        let spec = VersionSpec { query: Some("SELECT v, bad FROM app_versions ORDER BY v".into()), ..Default::default() };
+        let v = detect(&client, &spec, "plain").await.unwrap().unwrap();
+        assert_eq!((v.tool.as_str(), v.applied.clone()), ("custom", vec!["a".to_string(), "b".to_string()]));
+        let spec = VersionSpec { tool: Some("flyway".into()), ..Default::default() };
+        let err = detect(&client, &spec, "plain").await.unwrap_err();
+        assert!(err.to_string().contains("no flyway migration table"), "{err}");
+        let spec = VersionSpec { tool: Some("nosuchtool".into()), ..Default::default() };
+        assert!(detect(&client, &spec, "plain").await.unwrap_err().to_string().contains("unknown migration tool"));
+        let spec = VersionSpec { detect: Some(false), ..Default::default() };
+        assert!(detect(&client, &spec, "plain").await.unwrap().is_none());
+    });
+
+    // Comparison of real versions: apply one more migration.
+    let info = ConnInfo::resolve(&cluster.url("django")).unwrap();
+    rt.block_on(async {
+        let client = dbsnap_pg::connect(&info).await.unwrap();
+        let before = detect(&client, &VersionSpec::default(), "django").await.unwrap().unwrap();
+        client
+            .batch_execute("INSERT INTO django_migrations (app, name, applied) VALUES ('auth', '0003_more', '2024-02-01')")
+            .await
+            .unwrap();
+        let after = detect(&client, &VersionSpec::default(), "django").await.unwrap().unwrap();
+        assert_eq!(after.compare(&before), Comparison::LiveNewer);
+        assert_eq!(before.compare(&after), Comparison::LiveOlder);
+        assert_eq!(after.display(), "auth.0003_more");
+        client.batch_execute("DELETE FROM django_migrations WHERE name = '0001_initial' AND app = 'contenttypes'").await.unwrap();
+        let diverged = detect(&client, &VersionSpec::default(), "django").await.unwrap().unwrap();
+        assert_eq!(diverged.compare(&before), Comparison::Diverged);
+    });
+}
+
+#[test]
+fn detects_every_tool_pg15() {
+    check(15);
+}
+
+#[test]
+fn detects_every_tool_pg18() {
+    check(18);
+}
