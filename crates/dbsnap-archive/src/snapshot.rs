@@ -338,7 +338,9 @@ fn map_tar_err(e: io::Error, what: &str) -> ArchiveError {
     match e.kind() {
         io::ErrorKind::UnexpectedEof => ArchiveError::Truncated(format!("ended inside {what}")),
         _ if short => ArchiveError::Truncated(format!("ended inside {what}")),
-        io::ErrorKind::InvalidData | io::ErrorKind::Other => ArchiveError::Corrupt(format!("{what}: {e}")),
+        io::ErrorKind::InvalidData | io::ErrorKind::Other => {
+            ArchiveError::Corrupt(format!("{what}: {e}"))
+        }
         _ => ArchiveError::Io(e),
     }
 }

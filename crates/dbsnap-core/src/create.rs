@@ -521,6 +521,10 @@ fn sanitize_member(s: &str) -> String {
     }
 }
 
+/// What one dump thread hands back: the archive writer (if it streamed
+/// into it), its spool file (otherwise), and the bytes written.
+type DumpOutcome = (Option<SnapshotWriter<File>>, Option<Spooled>, u64);
+
 struct Spooled {
     file: File,
     size: u64,
@@ -653,59 +657,73 @@ async fn write_archive(
         tmp_path.clone(),
     );
     // Blocking copies run off the async workers, so signals are still handled.
-    let result = tokio::task::spawn_blocking(move || {
-    let (jobs, members, progress, tmp_path) = (&jobs_owned, &members_owned, &*progress_owned, tmp_owned);
-    std::thread::scope(|scope| {
-        let mut handles = Vec::new();
-        let mut writer = Some(writer);
-        for ((i, mut run), spool) in running.into_iter().enumerate().zip(spools) {
-            let job = &jobs[i];
-            let member = &members[i];
-            let abort_all = abort_all.clone();
-            let tmp_path = tmp_path.clone();
-            let mut direct_writer = if i == direct { writer.take() } else { None };
-            let handle = scope.spawn(move || -> Result<(Option<SnapshotWriter<File>>, Option<Spooled>, u64), CoreError> {
-                progress.dump_started(i, &job.info.dbname);
-                let outcome = (|| -> Result<(Option<Spooled>, u64), CoreError> {
-                    if let Some(w) = direct_writer.as_mut() {
-                        let mut stream = w.stream_member(member).map_err(|e| archive_io(&tmp_path, e))?;
-                        let n = pump(&mut run.output, &mut stream, i, progress, &tmp_path)?;
-                        stream.finish().map_err(|e| archive_io(&tmp_path, e))?;
-                        Ok((None, n))
-                    } else {
-                        let (file, path) = spool.expect("spool for non-direct member");
-                        let mut hw = HashingWriter { inner: file, hasher: Sha256::new(), size: 0 };
-                        let n = pump(&mut run.output, &mut hw, i, progress, &path)?;
-                        let sha256 = hex::encode(hw.hasher.finalize());
-                        Ok((Some(Spooled { file: hw.inner, size: hw.size, sha256 }), n))
-                    }
-                })();
-                if outcome.is_err() {
-                    abort_all(i);
+    let result =
+        tokio::task::spawn_blocking(move || {
+            let (jobs, members, progress, tmp_path) =
+                (&jobs_owned, &members_owned, &*progress_owned, tmp_owned);
+            std::thread::scope(|scope| {
+                let mut handles = Vec::new();
+                let mut writer = Some(writer);
+                for ((i, mut run), spool) in running.into_iter().enumerate().zip(spools) {
+                    let job = &jobs[i];
+                    let member = &members[i];
+                    let abort_all = abort_all.clone();
+                    let tmp_path = tmp_path.clone();
+                    let mut direct_writer = if i == direct { writer.take() } else { None };
+                    let handle = scope.spawn(move || -> Result<DumpOutcome, CoreError> {
+                        progress.dump_started(i, &job.info.dbname);
+                        let outcome = (|| -> Result<(Option<Spooled>, u64), CoreError> {
+                            if let Some(w) = direct_writer.as_mut() {
+                                let mut stream = w
+                                    .stream_member(member)
+                                    .map_err(|e| archive_io(&tmp_path, e))?;
+                                let n = pump(&mut run.output, &mut stream, i, progress, &tmp_path)?;
+                                stream.finish().map_err(|e| archive_io(&tmp_path, e))?;
+                                Ok((None, n))
+                            } else {
+                                let (file, path) = spool.expect("spool for non-direct member");
+                                let mut hw = HashingWriter {
+                                    inner: file,
+                                    hasher: Sha256::new(),
+                                    size: 0,
+                                };
+                                let n = pump(&mut run.output, &mut hw, i, progress, &path)?;
+                                let sha256 = hex::encode(hw.hasher.finalize());
+                                Ok((
+                                    Some(Spooled {
+                                        file: hw.inner,
+                                        size: hw.size,
+                                        sha256,
+                                    }),
+                                    n,
+                                ))
+                            }
+                        })();
+                        if outcome.is_err() {
+                            abort_all(i);
+                        }
+                        let waited = run.wait(&job.display);
+                        if waited.is_err() {
+                            abort_all(i);
+                        }
+                        let (spooled, n) = outcome?;
+                        waited?;
+                        progress.dump_finished(i, n);
+                        Ok((direct_writer, spooled, n))
+                    });
+                    handles.push(handle);
                 }
-                let waited = run.wait(&job.display);
-                if waited.is_err() {
-                    abort_all(i);
+                let mut results = Vec::new();
+                for h in handles {
+                    results.push(h.join().unwrap_or_else(|_| {
+                        Err(CoreError::Internal("dump thread panicked".into()))
+                    }));
                 }
-                let (spooled, n) = outcome?;
-                waited?;
-                progress.dump_finished(i, n);
-                Ok((direct_writer, spooled, n))
-            });
-            handles.push(handle);
-        }
-        let mut results = Vec::new();
-        for h in handles {
-            results.push(
-                h.join()
-                    .unwrap_or_else(|_| Err(CoreError::Internal("dump thread panicked".into()))),
-            );
-        }
-        results
-    })
-    })
-    .await
-    .map_err(|e| CoreError::Internal(format!("dump task failed: {e}")))?;
+                results
+            })
+        })
+        .await
+        .map_err(|e| CoreError::Internal(format!("dump task failed: {e}")))?;
 
     // Report the root cause, not the dumps we killed because of it.
     if result.iter().any(Result::is_err) {

@@ -91,7 +91,7 @@ pub fn find_server_bins() -> Vec<PathBuf> {
             }
         }
     }
-    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.0));
     dirs.into_iter().map(|(_, d)| d).collect()
 }
 

@@ -211,7 +211,11 @@ pub async fn detect(
             .unwrap_or(t)
             .trim_matches('"')
             .to_string()],
-        None => TOOLS.iter().map(|t| t.table.to_string()).chain(["ar_internal_metadata".to_string()]).collect(),
+        None => TOOLS
+            .iter()
+            .map(|t| t.table.to_string())
+            .chain(["ar_internal_metadata".to_string()])
+            .collect(),
     };
     let rows = client
         .query(

@@ -231,7 +231,9 @@ fn check(major: u32) {
         let info = ConnInfo::resolve(&cluster.url(case.db)).unwrap();
         let v = rt.block_on(async {
             let client = dbsnap_pg::connect(&info).await.unwrap();
-            detect(&client, &VersionSpec::default(), &info.display()).await.unwrap()
+            detect(&client, &VersionSpec::default(), &info.display())
+                .await
+                .unwrap()
         });
         let v = v.unwrap_or_else(|| panic!("{}: nothing detected", case.db));
         assert_eq!(v.tool, case.tool, "{}", case.db);
@@ -246,16 +248,41 @@ fn check(major: u32) {
     let info = ConnInfo::resolve(&cluster.url("plain")).unwrap();
     rt.block_on(async {
         let client = dbsnap_pg::connect(&info).await.unwrap();
-        assert!(detect(&client, &VersionSpec::default(), "plain").await.unwrap().is_none());
-        let spec = VersionSpec { query: Some("SELECT v, bad FROM app_versions ORDER BY v".into()), ..Default::default() };
+        assert!(detect(&client, &VersionSpec::default(), "plain")
+            .await
+            .unwrap()
+            .is_none());
+        let spec = VersionSpec {
+            query: Some("SELECT v, bad FROM app_versions ORDER BY v".into()),
+            ..Default::default()
+        };
         let v = detect(&client, &spec, "plain").await.unwrap().unwrap();
-        assert_eq!((v.tool.as_str(), v.applied.clone()), ("custom", vec!["a".to_string(), "b".to_string()]));
-        let spec = VersionSpec { tool: Some("flyway".into()), ..Default::default() };
+        assert_eq!(
+            (v.tool.as_str(), v.applied.clone()),
+            ("custom", vec!["a".to_string(), "b".to_string()])
+        );
+        let spec = VersionSpec {
+            tool: Some("flyway".into()),
+            ..Default::default()
+        };
         let err = detect(&client, &spec, "plain").await.unwrap_err();
-        assert!(err.to_string().contains("no flyway migration table"), "{err}");
-        let spec = VersionSpec { tool: Some("nosuchtool".into()), ..Default::default() };
-        assert!(detect(&client, &spec, "plain").await.unwrap_err().to_string().contains("unknown migration tool"));
-        let spec = VersionSpec { detect: Some(false), ..Default::default() };
+        assert!(
+            err.to_string().contains("no flyway migration table"),
+            "{err}"
+        );
+        let spec = VersionSpec {
+            tool: Some("nosuchtool".into()),
+            ..Default::default()
+        };
+        assert!(detect(&client, &spec, "plain")
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("unknown migration tool"));
+        let spec = VersionSpec {
+            detect: Some(false),
+            ..Default::default()
+        };
         assert!(detect(&client, &spec, "plain").await.unwrap().is_none());
     });
 

@@ -43,7 +43,7 @@ async fn writer(
     }
 }
 
-fn ids(cluster: &Cluster, dump: &PathBuf) -> BTreeMap<u64, BTreeSet<i64>> {
+fn ids(cluster: &Cluster, dump: &std::path::Path) -> Ids {
     let mut m: BTreeMap<u64, BTreeSet<i64>> = BTreeMap::new();
     for line in dump_table_rows(cluster, dump, "ids") {
         let mut f = line.split('\t');

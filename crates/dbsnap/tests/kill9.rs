@@ -24,8 +24,15 @@ fn kill_minus_nine_at_any_point_leaves_no_visible_snapshot() {
     for d in delays_ms {
         let mut cmd = home.dbsnap();
         cmd.arg("create").arg("--pg-bin").arg(cluster.bin_dir());
-        cmd.arg("-d").arg(cluster.url("a")).arg("-d").arg(cluster.url("b"));
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        cmd.arg("-d")
+            .arg(cluster.url("a"))
+            .arg("-d")
+            .arg(cluster.url("b"));
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(d));
         let _ = child.kill(); // SIGKILL
         let status = child.wait().unwrap();
@@ -38,7 +45,12 @@ fn kill_minus_nine_at_any_point_leaves_no_visible_snapshot() {
         let rows = v["snapshots"].as_array().unwrap();
         assert_eq!(rows.len(), completed, "kill after {d} ms: list shows {v}");
         for r in rows {
-            let (code, v, _) = run_json(home.dbsnap().arg("verify").arg("--file").arg(r["path"].as_str().unwrap()));
+            let (code, v, _) = run_json(
+                home.dbsnap()
+                    .arg("verify")
+                    .arg("--file")
+                    .arg(r["path"].as_str().unwrap()),
+            );
             assert_eq!(code, 0, "a listed snapshot does not verify: {v}");
         }
     }
@@ -47,19 +59,28 @@ fn kill_minus_nine_at_any_point_leaves_no_visible_snapshot() {
     loop {
         let ps = std::process::Command::new("sh")
             .arg("-c")
-            .arg(format!("pgrep -f 'pg_dum[p] .*port={} ' || true", cluster.port))
+            .arg(format!(
+                "pgrep -f 'pg_dum[p] .*port={} ' || true",
+                cluster.port
+            ))
             .output()
             .unwrap();
         if String::from_utf8_lossy(&ps.stdout).trim().is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "pg_dump processes outlived dbsnap");
+        assert!(
+            Instant::now() < deadline,
+            "pg_dump processes outlived dbsnap"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // The next create succeeds and removes the leftovers of killed runs.
     let v = common::create(&home, &cluster, &["a", "b"], &[]);
     assert_eq!(v["ok"], true);
     let entries = home.snapshot_dir_entries();
-    assert!(entries.iter().all(|e| !e.starts_with('.')), "leftovers remain: {entries:?}");
+    assert!(
+        entries.iter().all(|e| !e.starts_with('.')),
+        "leftovers remain: {entries:?}"
+    );
     assert_eq!(entries.len(), completed + 1);
 }

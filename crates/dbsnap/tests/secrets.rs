@@ -13,9 +13,18 @@ const PASSWORD: &str = "Sup3r-S3cret:Value\\x";
 #[test]
 fn password_never_leaks() {
     let cluster = Cluster::start(15);
-    cluster.psql("postgres", &format!("CREATE ROLE app LOGIN PASSWORD '{}'", PASSWORD.replace('\'', "''")));
+    cluster.psql(
+        "postgres",
+        &format!(
+            "CREATE ROLE app LOGIN PASSWORD '{}'",
+            PASSWORD.replace('\'', "''")
+        ),
+    );
     cluster.psql("postgres", "CREATE DATABASE app OWNER app");
-    cluster.psql("app", "CREATE TABLE t (id int); INSERT INTO t VALUES (1); ALTER TABLE t OWNER TO app");
+    cluster.psql(
+        "app",
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1); ALTER TABLE t OWNER TO app",
+    );
     let home = Home::new();
 
     // A pg_dump wrapper that records its argv and environment, then runs the real one.
@@ -35,7 +44,13 @@ fn password_never_leaks() {
 
     let encoded: String = PASSWORD
         .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b == b'-' { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect();
     let url = format!("postgres://app:{encoded}@127.0.0.1:{}/app", cluster.port);
     let mut outputs = String::new();
@@ -46,7 +61,9 @@ fn password_never_leaks() {
         if i == 0 {
             cmd.arg("-d").arg(&url);
         } else {
-            cmd.env("PGPASSWORD", PASSWORD).arg("-d").arg(format!("postgres://app@127.0.0.1:{}/app", cluster.port));
+            cmd.env("PGPASSWORD", PASSWORD)
+                .arg("-d")
+                .arg(format!("postgres://app@127.0.0.1:{}/app", cluster.port));
         }
         if *json {
             cmd.arg("--json");
@@ -60,29 +77,52 @@ fn password_never_leaks() {
     let env = std::fs::read_to_string(&env_log).unwrap();
     assert!(argv.contains("--snapshot="), "wrapper did not run: {argv}");
     assert!(env.contains("PGPASSFILE="), "password file not used: {env}");
-    assert!(env.lines().any(|l| l == "600"), "password file is not 0600: {env}");
+    assert!(
+        env.lines().any(|l| l == "600"),
+        "password file is not 0600: {env}"
+    );
     let extracted = home.path().join("x");
-    let files: Vec<_> = std::fs::read_dir(home.snapshots()).unwrap().map(|e| e.unwrap().path()).collect();
+    let files: Vec<_> = std::fs::read_dir(home.snapshots())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     let mut inside = String::new();
     for f in &files {
         tar_extract(f, &extracted);
         inside.push_str(&std::fs::read_to_string(extracted.join("dbsnap.json")).unwrap());
         inside.push_str(&std::fs::read_to_string(extracted.join("manifest.json")).unwrap());
     }
-    for (what, text) in
-        [("argv", &argv), ("child environment", &env), ("output", &outputs), ("logs", &home.logs()), ("snapshot metadata", &inside)]
-    {
+    for (what, text) in [
+        ("argv", &argv),
+        ("child environment", &env),
+        ("output", &outputs),
+        ("logs", &home.logs()),
+        ("snapshot metadata", &inside),
+    ] {
         assert!(!text.contains(PASSWORD), "password found in {what}");
         assert!(!text.contains(&encoded), "encoded password found in {what}");
-        assert!(!text.contains("Sup3r-S3cret"), "part of the password found in {what}");
+        assert!(
+            !text.contains("Sup3r-S3cret"),
+            "part of the password found in {what}"
+        );
     }
     // The temporary password files are gone.
     let leftovers = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("dbsnap-secrets-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("dbsnap-secrets-")
+        })
         .filter_map(|e| std::fs::read_dir(e.path()).ok())
-        .flat_map(|rd| rd.flatten().map(|f| std::fs::read_to_string(f.path()).unwrap_or_default()))
+        .flat_map(|rd| {
+            rd.flatten()
+                .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
+        })
         .any(|content| content.contains("Sup3r-S3cret"));
-    assert!(!leftovers, "a password file was left in the temporary directory");
+    assert!(
+        !leftovers,
+        "a password file was left in the temporary directory"
+    );
 }

@@ -55,17 +55,27 @@ fn verify_names_the_damaged_member_and_list_survives() {
     let msg = v["error"].as_str().unwrap();
     assert!(msg.contains("backend.dump"), "{msg}");
     let (_, _, err) = run(home.dbsnap().arg("verify").arg("--file").arg(&flipped));
-    assert!(err.contains("FAILED") && err.contains("backend.dump"), "{err}");
+    assert!(
+        err.contains("FAILED") && err.contains("backend.dump"),
+        "{err}"
+    );
 
     // Truncated in the middle, and just before the end.
     let full = std::fs::read(&good).unwrap();
-    for (name, len) in [("half.tar", full.len() / 2), ("almost.tar", full.len() - 1500), ("tiny.tar", 100)] {
+    for (name, len) in [
+        ("half.tar", full.len() / 2),
+        ("almost.tar", full.len() - 1500),
+        ("tiny.tar", 100),
+    ] {
         let p = dir.join(name);
         std::fs::write(&p, &full[..len]).unwrap();
         let (code, v, _) = run_json(home.dbsnap().arg("verify").arg("--file").arg(&p));
         assert_eq!(code, 10, "{name}: {v}");
         let msg = v["error"].as_str().unwrap();
-        assert!(msg.contains("truncated") || msg.contains("manifest"), "{name}: {msg}");
+        assert!(
+            msg.contains("truncated") || msg.contains("manifest"),
+            "{name}: {msg}"
+        );
     }
     // Damaged metadata; and a file that is not a tar at all.
     let meta_flip = copy("metaflip.tar");
@@ -84,21 +94,40 @@ fn verify_names_the_damaged_member_and_list_survives() {
     assert!(row("garbage.tar")["error"].is_string());
     assert!(row("metaflip.tar")["error"].is_string());
     assert!(row("tiny.tar")["error"].is_string());
-    assert!(row("half.tar")["error"].is_null(), "metadata of a truncated file is still readable");
+    assert!(
+        row("half.tar")["error"].is_null(),
+        "metadata of a truncated file is still readable"
+    );
     assert!(row(good.file_name().unwrap().to_str().unwrap())["error"].is_null());
     let (code, _, err) = run(home.dbsnap().arg("list"));
     assert_eq!(code, 0);
     assert!(!err.contains("panicked"));
 
     // extract-version reads only the metadata: fine on a truncated file, an error on damaged metadata.
-    let (code, v, _) = run_json(home.dbsnap().arg("extract-version").arg("--file").arg("half.tar").arg("--dir").arg(&dir));
+    let (code, v, _) = run_json(
+        home.dbsnap()
+            .arg("extract-version")
+            .arg("--file")
+            .arg("half.tar")
+            .arg("--dir")
+            .arg(&dir),
+    );
     assert_eq!(code, 0, "{v}");
     for bad in ["metaflip.tar", "garbage.tar", "tiny.tar"] {
-        let (code, v, err) = run_json(home.dbsnap().arg("extract-version").arg("--file").arg(dir.join(bad)));
+        let (code, v, err) = run_json(
+            home.dbsnap()
+                .arg("extract-version")
+                .arg("--file")
+                .arg(dir.join(bad)),
+        );
         assert_eq!(code, 10, "{bad}: {v}");
         assert!(!err.contains("panicked"), "{err}");
     }
-    let (code, _, err) = run(home.dbsnap().arg("verify").arg("--file").arg(dir.join("nonexistent.tar")));
+    let (code, _, err) = run(home
+        .dbsnap()
+        .arg("verify")
+        .arg("--file")
+        .arg(dir.join("nonexistent.tar")));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("not found"), "{err}");
 }
@@ -112,16 +141,30 @@ fn pg_dump_reader_accepts_real_dumps_and_rejects_every_truncation() {
         let dump = std::fs::read(out.join("core.dump")).unwrap();
         let summary = pgdump::read_archive(Cursor::new(&dump)).unwrap();
         assert_eq!(summary.dbname.as_deref(), Some("core"));
-        assert!(summary.entries.iter().any(|e| e.desc == "TABLE DATA" && e.tag == "t"));
-        assert!(summary.entries.iter().any(|e| e.desc.starts_with("BLOB")), "{:?}", summary.entries);
+        assert!(summary
+            .entries
+            .iter()
+            .any(|e| e.desc == "TABLE DATA" && e.tag == "t"));
+        assert!(
+            summary.entries.iter().any(|e| e.desc.starts_with("BLOB")),
+            "{:?}",
+            summary.entries
+        );
         assert!(summary.data_blocks >= 2);
         assert_eq!(summary.bytes, dump.len() as u64);
         let step = (dump.len() / 400).max(1);
         for cut in (0..dump.len()).step_by(step).chain([dump.len() - 1]) {
-            assert!(pgdump::read_archive(Cursor::new(&dump[..cut])).is_err(), "PostgreSQL {major}: truncation at {cut} of {} accepted", dump.len());
+            assert!(
+                pgdump::read_archive(Cursor::new(&dump[..cut])).is_err(),
+                "PostgreSQL {major}: truncation at {cut} of {} accepted",
+                dump.len()
+            );
         }
         assert!(pgdump::read_archive(Cursor::new(b"PGDMP\x09\x00\x00")).is_err());
-        assert!(matches!(pgdump::read_archive(Cursor::new(b"-- plain SQL")), Err(pgdump::PgDumpError::NotCustomFormat(_))));
+        assert!(matches!(
+            pgdump::read_archive(Cursor::new(b"-- plain SQL")),
+            Err(pgdump::PgDumpError::NotCustomFormat(_))
+        ));
     }
 }
 
@@ -133,11 +176,15 @@ fn a_foreign_member_with_valid_checksums_is_not_a_readable_dump() {
     let path = home.snapshots().join("foreign.tar");
     let f = std::fs::File::create(&path).unwrap();
     let mut w = SnapshotWriter::new(f, &meta, 0).unwrap();
-    w.add_bytes("core.dump", b"PGDMP but not really a dump").unwrap();
+    w.add_bytes("core.dump", b"PGDMP but not really a dump")
+        .unwrap();
     w.add_bytes("backend.dump", b"plain text").unwrap();
     w.finish().unwrap();
     let (code, v, _) = run_json(home.dbsnap().arg("verify").arg("--file").arg(&path));
     assert_eq!(code, 10, "{v}");
     let msg = v["error"].as_str().unwrap();
-    assert!(msg.contains("core.dump") && msg.contains("not a readable pg_dump archive"), "{msg}");
+    assert!(
+        msg.contains("core.dump") && msg.contains("not a readable pg_dump archive"),
+        "{msg}"
+    );
 }
