@@ -504,17 +504,8 @@ fn member_names(opened: &[Opened]) -> Vec<String> {
 }
 
 fn sanitize_member(s: &str) -> String {
-    let t: String = s
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if t.is_empty() || t.starts_with('.') {
+    let t = sanitize_token(s);
+    if t.starts_with('.') {
         format!("db{t}")
     } else {
         t

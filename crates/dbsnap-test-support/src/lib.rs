@@ -157,52 +157,32 @@ impl Cluster {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// psql as the superuser on `db`, stopping at the first error.
+    fn psql_command(&self, db: &str) -> Command {
+        let mut c = Command::new(self.bin.join("psql"));
+        c.env("PGPASSWORD", SUPERUSER_PASSWORD)
+            .env("LC_ALL", "C")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .args(["-U", SUPERUSER, "-d", db])
+            .stdin(Stdio::null());
+        c
+    }
+
     /// Runs SQL with psql; returns the raw output whatever the outcome.
     pub fn psql_raw(&self, db: &str, sql: &str) -> Output {
-        Command::new(self.bin.join("psql"))
-            .env("PGPASSWORD", SUPERUSER_PASSWORD)
-            .env("LC_ALL", "C")
-            .args([
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-            ])
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                SUPERUSER,
-                "-d",
-                db,
-                "-c",
-                sql,
-            ])
-            .stdin(Stdio::null())
+        self.psql_command(db)
+            .args(["-A", "-t", "-c", sql])
             .output()
             .expect("run psql")
     }
 
     /// Runs a SQL file (psql -f) on `db`.
     pub fn psql_file(&self, db: &str, path: &Path) {
-        let out = Command::new(self.bin.join("psql"))
-            .env("PGPASSWORD", SUPERUSER_PASSWORD)
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                SUPERUSER,
-                "-d",
-                db,
-                "-f",
-            ])
+        let out = self
+            .psql_command(db)
+            .arg("-f")
             .arg(path)
-            .stdin(Stdio::null())
             .output()
             .expect("run psql");
         assert!(

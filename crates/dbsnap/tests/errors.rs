@@ -192,16 +192,8 @@ fn full_disk_leaves_nothing_behind() {
         .collect();
     assert!(left.is_empty(), "files left on the full disk: {left:?}");
     // No pg_dump survives the failure.
-    let ps = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "pgrep -f 'pg_dum[p] .*port={} ' || true",
-            cluster.port
-        ))
-        .output()
-        .unwrap();
     assert!(
-        String::from_utf8_lossy(&ps.stdout).trim().is_empty(),
+        !common::pg_dump_running(cluster.port),
         "pg_dump still running"
     );
 }

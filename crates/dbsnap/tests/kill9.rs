@@ -57,15 +57,7 @@ fn kill_minus_nine_at_any_point_leaves_no_visible_snapshot() {
     // Orphaned pg_dumps die once their reader is gone (bounded wait).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let ps = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "pgrep -f 'pg_dum[p] .*port={} ' || true",
-                cluster.port
-            ))
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&ps.stdout).trim().is_empty() {
+        if !common::pg_dump_running(cluster.port) {
             break;
         }
         assert!(

@@ -171,3 +171,14 @@ pub fn dump_table_rows(cluster: &Cluster, dump: &Path, table: &str) -> Vec<Strin
     }
     rows
 }
+
+/// Whether a pg_dump for the cluster on `port` is still running.
+pub fn pg_dump_running(port: u16) -> bool {
+    // The bracket keeps pgrep from matching the shell running it.
+    let ps = Command::new("sh")
+        .arg("-c")
+        .arg(format!("pgrep -f 'pg_dum[p] .*port={port} ' || true"))
+        .output()
+        .unwrap();
+    !String::from_utf8_lossy(&ps.stdout).trim().is_empty()
+}
