@@ -119,6 +119,17 @@ impl Cluster {
         self.server.command(program)
     }
 
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.server.data_dir()
+    }
+
+    /// Replaces `pg_hba.conf` and reloads the server.
+    pub fn set_hba(&self, hba: &str) {
+        std::fs::write(self.data_dir().join("pg_hba.conf"), hba).unwrap();
+        self.psql("postgres", "SELECT pg_reload_conf()");
+    }
+
     /// Directory of this version's binaries.
     pub fn bin_dir(&self) -> &Path {
         &self.bin
