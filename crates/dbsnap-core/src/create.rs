@@ -246,8 +246,10 @@ pub async fn create_with(
     check_duplicates_after_connect(&opened)?;
     check_instances(opts.consistency, &opened)?;
     let mut programs = Vec::new();
+    let installed = tools::find_all("pg_dump", &opts.pg_bin);
     for o in &opened {
-        let p = tools::pg_dump_for(o.server.major(), &opts.pg_bin).map_err(|e| e.on(&o.display))?;
+        let p =
+            tools::choose_pg_dump(&installed, o.server.major()).map_err(|e| e.on(&o.display))?;
         tracing::info!(database = %o.display, server = %o.server.version, pg_dump = %p.version, "chose pg_dump");
         programs.push(p);
     }

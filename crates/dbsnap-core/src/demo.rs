@@ -44,6 +44,38 @@ pub struct DemoResult {
     pub kept: bool,
     /// How to stop a kept server.
     pub stop_command: Option<String>,
+    /// How to snapshot the kept platform again.
+    pub try_command: Option<String>,
+}
+
+/// For a kept demo: a 0600 password file and a `dbsnap.toml` whose target
+/// `demo` names both databases (URLs without the password).
+fn write_kept_config(
+    dir: &std::path::Path,
+    server: &LocalServer,
+    password: &str,
+) -> Result<PathBuf, CoreError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let pgpass = dir.join("pgpass");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&pgpass)
+        .map_err(|e| CoreError::write_io(&pgpass, e))?;
+    writeln!(f, "127.0.0.1:{}:*:postgres:{password}", server.port)
+        .map_err(|e| CoreError::write_io(&pgpass, e))?;
+    let config = dir.join("dbsnap.toml");
+    let text = format!(
+        "# Written by `dbsnap demo --keep`.\ndir = \"{}\"\n\n[targets.demo]\ndatabases = [\"{}\", \"{}\"]\n",
+        dir.join("snapshots").display(),
+        server.url_without_password("app-core"),
+        server.url_without_password("app-backend")
+    );
+    std::fs::write(&config, text).map_err(|e| CoreError::write_io(&config, e))?;
+    Ok(config)
 }
 
 const CORE_SQL: &str = r#"
@@ -103,7 +135,7 @@ pub async fn run(
         bin_dir: bin.clone(),
         dir: dir.join("server"),
         superuser: "postgres".into(),
-        password,
+        password: password.clone(),
         conf: vec![],
     })?;
     progress.phase("creating the sample platform (app-core, app-backend)");
@@ -151,16 +183,29 @@ pub async fn run(
     progress.phase("listing and verifying");
     let list = inspect::list(&repo)?;
     let verify = inspect::verify(&created.file)?;
-    let stop_command = if opts.keep {
+    let (stop_command, try_command) = if opts.keep {
         server.keep();
-        Some(format!(
-            "{} -D {} stop",
-            bin.join("pg_ctl").display(),
-            server.data_dir().display()
-        ))
+        let config = write_kept_config(&dir, &server, &password)?;
+        let as_server_user = if server.runs_as_other_user() {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        };
+        (
+            Some(format!(
+                "{as_server_user}{} -D {} stop",
+                bin.join("pg_ctl").display(),
+                server.data_dir().display()
+            )),
+            Some(format!(
+                "PGPASSFILE={} dbsnap --config {} create --target demo",
+                dir.join("pgpass").display(),
+                config.display()
+            )),
+        )
     } else {
         server.stop();
-        None
+        (None, None)
     };
     Ok(DemoResult {
         dir,
@@ -174,6 +219,7 @@ pub async fn run(
         verify,
         kept: opts.keep,
         stop_command,
+        try_command,
     })
 }
 

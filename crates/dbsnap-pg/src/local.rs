@@ -70,6 +70,12 @@ pub fn free_port() -> Result<u16, PgError> {
 pub fn find_server_bins() -> Vec<PathBuf> {
     let mut dirs: Vec<(u32, PathBuf)> = Vec::new();
     for dir in crate::tools::search_dirs(&[]) {
+        // PATH may hold symlinks (/usr/local/bin/postgres): use the real
+        // installation directory, where the client programs live too.
+        let dir = std::fs::canonicalize(dir.join("postgres"))
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or(dir);
         if dir.join("postgres").is_file()
             && dir.join("initdb").is_file()
             && dir.join("pg_ctl").is_file()
@@ -239,6 +245,11 @@ impl LocalServer {
             "postgres://{}@127.0.0.1:{}/{db}",
             self.opts.superuser, self.port
         )
+    }
+
+    /// Whether the server runs as another user (`postgres`, when started by root).
+    pub fn runs_as_other_user(&self) -> bool {
+        self.run_as.is_some()
     }
 
     /// Leaves the server running when dropped.

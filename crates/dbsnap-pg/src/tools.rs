@@ -95,7 +95,11 @@ pub fn find_all(name: &str, extra: &[PathBuf]) -> Vec<Program> {
 /// The pg_dump to use for a server of `server_major`: the oldest whose major
 /// is at least the server's.
 pub fn pg_dump_for(server_major: u32, extra: &[PathBuf]) -> Result<Program, PgError> {
-    let all = find_all("pg_dump", extra);
+    choose_pg_dump(&find_all("pg_dump", extra), server_major)
+}
+
+/// Chooses among already found pg_dumps (see [`pg_dump_for`]).
+pub fn choose_pg_dump(all: &[Program], server_major: u32) -> Result<Program, PgError> {
     if let Some(p) = all
         .iter()
         .filter(|p| p.major >= server_major)

@@ -219,6 +219,9 @@ pub fn print_demo(r: &DemoResult, json: bool) {
     println!();
     if r.kept {
         println!("kept: server running, files in {}", r.dir.display());
+        if let Some(s) = &r.try_command {
+            println!("snapshot it again with: {s}");
+        }
         if let Some(s) = &r.stop_command {
             println!("stop the server with: {s}");
         }

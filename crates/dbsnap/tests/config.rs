@@ -13,7 +13,10 @@ fn targets_from_the_config_file() {
         cluster.create_db(db);
     }
     cluster.psql("core", "CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL); INSERT INTO schema_migrations VALUES (3, false)");
-    cluster.psql("backend", "CREATE TABLE my_versions (id text); INSERT INTO my_versions VALUES ('v1'), ('v2')");
+    cluster.psql(
+        "backend",
+        "CREATE TABLE my_versions (id text); INSERT INTO my_versions VALUES ('v1'), ('v2')",
+    );
     let home = Home::new();
     let repo = home.path().join("platform-snaps");
     let config = format!(
@@ -46,7 +49,15 @@ query = "select id from my_versions order by id"
     assert_eq!(v["databases"][1]["schema_tool"], "custom");
 
     // Flags win over the file.
-    let (code, v, err) = run_json(home.dbsnap().args(["create", "--target", "platform", "--consistency", "snapshot", "--prefix", "adhoc"]));
+    let (code, v, err) = run_json(home.dbsnap().args([
+        "create",
+        "--target",
+        "platform",
+        "--consistency",
+        "snapshot",
+        "--prefix",
+        "adhoc",
+    ]));
     assert_eq!(code, 0, "{err}");
     assert_eq!(v["consistency"]["method"], "snapshot");
     assert!(v["file"].as_str().unwrap().contains("/adhoc-3-"));
@@ -61,7 +72,9 @@ query = "select id from my_versions order by id"
     std::fs::write(home.path().join("config.toml"), &config).unwrap();
     let (code, v, _) = run_json(home.dbsnap().args(["list", "--target", "platform"]));
     assert_eq!(code, 0, "{v}");
-    let (code, _, err) = run(home.dbsnap().args(["list", "--config", "/nonexistent/dbsnap.toml"]));
+    let (code, _, err) = run(home
+        .dbsnap()
+        .args(["list", "--config", "/nonexistent/dbsnap.toml"]));
     assert_eq!(code, 2);
     assert!(err.contains("not found"), "{err}");
 
@@ -70,7 +83,11 @@ query = "select id from my_versions order by id"
     assert_eq!(code, 2);
     assert!(err.contains("known targets: platform"), "{err}");
     // A typo in the file is reported with its location.
-    std::fs::write(home.path().join("config.toml"), "[targets.x]\ndatabses = []\n").unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[targets.x]\ndatabses = []\n",
+    )
+    .unwrap();
     let (code, _, err) = run(home.dbsnap().args(["create", "--target", "x"]));
     assert_eq!(code, 2);
     assert!(err.contains("databses"), "{err}");

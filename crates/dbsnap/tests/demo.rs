@@ -51,24 +51,44 @@ fn demo_takes_lists_and_verifies_a_snapshot_then_cleans_up() {
             .count()
             == 1
     );
-    // Stop it as the server user (the demo ran it as postgres when root).
-    let data = stop
-        .split(" -D ")
+    // The kept platform can be snapshotted again with the printed command.
+    let again = out
+        .lines()
+        .find_map(|l| l.strip_prefix("snapshot it again with: "))
+        .unwrap()
+        .to_string();
+    let pgpass = again
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .strip_prefix("PGPASSFILE=")
+        .unwrap()
+        .to_string();
+    let config = again
+        .split(" --config ")
         .nth(1)
         .unwrap()
-        .trim_end_matches(" stop")
+        .split_whitespace()
+        .next()
+        .unwrap()
         .to_string();
-    let pg_ctl = stop.split(" -D ").next().unwrap().to_string();
-    let st = if nix::unistd::Uid::effective().is_root() {
-        std::process::Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(&pg_ctl)
-            .args(["-D", &data, "-m", "immediate", "stop"])
-            .status()
-    } else {
-        std::process::Command::new(&pg_ctl)
-            .args(["-D", &data, "-m", "immediate", "stop"])
-            .status()
-    };
+    let (code, v, err) = run_json(
+        home.dbsnap()
+            .env("PGPASSFILE", &pgpass)
+            .args(["--config", &config, "create", "--target", "demo"]),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["databases"].as_array().unwrap().len(), 2);
+    assert!(
+        std::fs::read_dir(keep_dir.join("snapshots"))
+            .unwrap()
+            .count()
+            == 2
+    );
+    // Stop it with the printed command.
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{stop} -m immediate"))
+        .status();
     assert!(st.unwrap().success());
 }
