@@ -115,6 +115,18 @@ impl PgError {
         // Not a server error: the connection itself failed or broke.
         let text = error_chain(&e);
         let lower = text.to_lowercase();
+        if lower.contains("password missing") {
+            return PgError {
+                kind: PgErrorKind::Auth,
+                target: Some(target.to_string()),
+                message: format!("{doing}: the server asks for a password and none was given"),
+                detail: None,
+                hint: Some(
+                    "give it in the connection string, PGPASSWORD, ~/.pgpass or PGPASSFILE (a password file must be mode 0600)"
+                        .into(),
+                ),
+            };
+        }
         let kind = if e.is_closed()
             || ["connection", "connecting", "timed out", "tls"]
                 .iter()
