@@ -155,8 +155,17 @@ impl<R: Read> Reader<R> {
                 self.pos
             )));
         }
-        let mut buf = vec![0u8; len as usize];
-        self.exact(&mut buf, what)?;
+        // Grow with the data actually read: a corrupt length must not
+        // allocate a gigabyte up front.
+        let mut buf = Vec::with_capacity((len as usize).min(64 * 1024));
+        let got = (&mut self.inner).take(len as u64).read_to_end(&mut buf)?;
+        self.pos += got as u64;
+        if got as i64 != len {
+            return Err(PgDumpError::Truncated(format!(
+                "ended while reading {what} at byte {}",
+                self.pos
+            )));
+        }
         Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
     }
 
