@@ -32,6 +32,8 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(cli::run(cli));
+    // Blocking copy threads end once their pg_dump is gone; do not wait forever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     let code = match result {
         Ok(code) => code,
         Err(e) => {

@@ -76,3 +76,44 @@ fn kill_minus_nine_at_any_point_leaves_no_visible_snapshot() {
     );
     assert_eq!(entries.len(), completed + 1);
 }
+
+#[test]
+fn ctrl_c_during_the_dump_stops_cleanly() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let cluster = Cluster::start(15);
+    cluster.create_db("a");
+    cluster.psql("a", "CREATE TABLE t AS SELECT g, md5(g::text) || md5((g * 3)::text) AS v FROM generate_series(1, 1500000) g");
+    let home = Home::new();
+    let mut cmd = home.dbsnap();
+    cmd.arg("create")
+        .arg("--pg-bin")
+        .arg(cluster.bin_dir())
+        .arg("-d")
+        .arg(cluster.url("a"));
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until pg_dump runs, then interrupt.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !common::pg_dump_running(cluster.port) {
+        assert!(Instant::now() < deadline, "pg_dump never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(
+        home.snapshot_dir_entries().is_empty(),
+        "left: {:?}",
+        home.snapshot_dir_entries()
+    );
+    assert!(
+        !common::pg_dump_running(cluster.port),
+        "pg_dump outlived an interrupted dbsnap"
+    );
+}
