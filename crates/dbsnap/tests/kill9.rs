@@ -91,7 +91,7 @@ fn ctrl_c_during_the_dump_stops_cleanly() {
         .arg(cluster.bin_dir())
         .arg("-d")
         .arg(cluster.url("a"));
-    let mut child = cmd
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
