@@ -100,7 +100,7 @@ pub fn print_list(dir: &Path, rows: &[ListEntry], json: bool) {
         return;
     }
     println!(
-        "{:>3}  {:<52} {:<21} {:>10}  {:<10} databases (versions)",
+        "{:>3}  {:<52} {:<24} {:>10}  {:<10} databases (versions)",
         "#", "file", "created", "size", "consistency"
     );
     for (i, r) in rows.iter().enumerate() {
@@ -120,7 +120,7 @@ pub fn print_list(dir: &Path, rows: &[ListEntry], json: bool) {
             _ => "-".into(),
         };
         println!(
-            "{:>3}  {:<52} {:<21} {:>10}  {:<10} {dbs}",
+            "{:>3}  {:<52} {:<24} {:>10}  {:<10} {dbs}",
             i + 1,
             r.name,
             r.created_at.as_deref().unwrap_or("-"),
