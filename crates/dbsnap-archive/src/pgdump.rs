@@ -43,6 +43,9 @@ pub enum PgDumpError {
     /// Reading failed.
     #[error("reading pg_dump archive: {0}")]
     Io(#[from] io::Error),
+    /// A feature this reader does not handle.
+    #[error("pg_dump archive uses {0}")]
+    Unsupported(String),
 }
 
 /// One table-of-contents entry.
@@ -60,6 +63,12 @@ pub struct TocEntry {
     pub namespace: Option<String>,
     /// Owner, if any.
     pub owner: Option<String>,
+    /// Definition (SQL), if any.
+    pub defn: Option<String>,
+    /// COPY statement for TABLE DATA entries.
+    pub copy_stmt: Option<String>,
+    /// Dump ids this entry depends on.
+    pub dependencies: Vec<i64>,
 }
 
 /// What was learnt from reading a whole archive.
@@ -75,6 +84,8 @@ pub struct PgDumpSummary {
     pub pg_dump_version: Option<String>,
     /// Compression (algorithm byte for >= 1.15, level before).
     pub compression: i64,
+    /// Compression algorithm name (`none`, `gzip`, `lz4`, `zstd`).
+    pub compression_name: &'static str,
     /// TOC entries.
     pub entries: Vec<TocEntry>,
     /// Number of data blocks read.
@@ -199,6 +210,35 @@ impl<R: Read> Reader<R> {
 
 /// Reads a whole custom-format archive from `input`, checking its structure.
 pub fn read_archive<R: Read>(input: R) -> Result<PgDumpSummary, PgDumpError> {
+    read_archive_inner(input, false, &mut |_| Ok(()))
+}
+
+/// Reads a whole archive, handing `visit` the table of contents first, then
+/// every table's COPY data and every large object's bytes, decompressed, in
+/// archive order. Memory stays bounded: data is a stream.
+pub fn read_archive_data<R: Read, E>(
+    input: R,
+    mut visit: impl FnMut(DataItem<'_>) -> Result<(), E>,
+) -> Result<PgDumpSummary, DataError<E>> {
+    let mut failed: Option<E> = None;
+    let result = read_archive_inner(input, true, &mut |item| match visit(item) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            failed = Some(e);
+            Err(PgDumpError::Unsupported("an aborted read".into()))
+        }
+    });
+    result.map_err(|e| match failed.take() {
+        Some(v) => DataError::Visit(v),
+        None => DataError::Archive(e),
+    })
+}
+
+fn read_archive_inner<R: Read>(
+    input: R,
+    wants_contents: bool,
+    visit: &mut dyn FnMut(DataItem<'_>) -> Result<(), PgDumpError>,
+) -> Result<PgDumpSummary, PgDumpError> {
     let mut r = Reader {
         inner: input,
         pos: 0,
@@ -285,9 +325,9 @@ pub fn read_archive<R: Read>(input: R) -> Result<PgDumpSummary, PgDumpError> {
         if r.version >= v(1, 11) {
             r.int("TOC section")?;
         }
-        r.string("TOC definition")?;
+        let defn = r.string("TOC definition")?;
         r.string("TOC drop statement")?;
-        r.string("TOC copy statement")?;
+        let copy_stmt = r.string("TOC copy statement")?;
         let namespace = r.string("TOC namespace")?;
         if r.version >= v(1, 10) {
             r.string("TOC tablespace")?;
@@ -302,7 +342,10 @@ pub fn read_archive<R: Read>(input: R) -> Result<PgDumpSummary, PgDumpError> {
         if r.version >= v(1, 9) {
             r.string("TOC with-oids flag")?;
         }
-        while r.string("TOC dependency")?.is_some() {}
+        let mut dependencies = Vec::new();
+        while let Some(d) = r.string("TOC dependency")? {
+            dependencies.extend(d.trim().parse::<i64>().ok());
+        }
         // Custom format: data offset flag plus offset.
         let flag = r.byte("TOC data offset")?;
         r.skip(r.off_size as u64, "TOC data offset")?;
@@ -317,8 +360,13 @@ pub fn read_archive<R: Read>(input: R) -> Result<PgDumpSummary, PgDumpError> {
             tag,
             namespace,
             owner,
+            defn,
+            copy_stmt,
+            dependencies,
         });
     }
+    let compression_algo = Compression::from_header(r.version, compression)?;
+    visit(DataItem::Toc(&entries))?;
     let mut data_blocks = 0;
     while let Some(kind) = r.byte_or_eof()? {
         let id = r.int("data block id")?;
@@ -337,14 +385,54 @@ pub fn read_archive<R: Read>(input: R) -> Result<PgDumpSummary, PgDumpError> {
                 )))
             }
         }
+        let entry = entries
+            .iter()
+            .find(|e| e.dump_id == id)
+            .expect("known entry");
         match kind {
-            BLK_DATA => r.skip_chunks(&what)?,
+            BLK_DATA => {
+                if wants_contents {
+                    let mut chunks = ChunkReader {
+                        r: &mut r,
+                        remaining: 0,
+                        done: false,
+                    };
+                    let mut data = compression_algo.reader(&mut chunks)?;
+                    visit(DataItem::TableData {
+                        entry,
+                        data: &mut data,
+                    })?;
+                    drop(data);
+                    chunks.drain()?;
+                } else {
+                    r.skip_chunks(&what)?;
+                }
+            }
             BLK_BLOBS => loop {
                 let oid = r.int(&what)?;
                 if oid == 0 {
                     break;
                 }
-                r.skip_chunks(&what)?;
+                if wants_contents {
+                    let oid = u32::try_from(oid).map_err(|_| {
+                        PgDumpError::Corrupt(format!("large object oid {oid} out of range"))
+                    })?;
+                    let mut chunks = ChunkReader {
+                        r: &mut r,
+                        remaining: 0,
+                        done: false,
+                    };
+                    let mut data = compression_algo.reader(&mut chunks)?;
+                    visit(DataItem::LargeObject {
+                        entry,
+                        oid,
+                        data: &mut data,
+                    })?;
+                    drop(data);
+                    chunks.drain()?;
+                } else {
+                    r.skip_chunks(&what)?;
+                }
             },
             other => {
                 return Err(PgDumpError::Corrupt(format!(
@@ -364,6 +452,7 @@ pub fn read_archive<R: Read>(input: R) -> Result<PgDumpSummary, PgDumpError> {
         )));
     }
     Ok(PgDumpSummary {
+        compression_name: compression_algo.name(),
         version: (vmaj, vmin, vrev),
         dbname,
         server_version,
@@ -373,4 +462,235 @@ pub fn read_archive<R: Read>(input: R) -> Result<PgDumpSummary, PgDumpError> {
         data_blocks,
         bytes: r.pos,
     })
+}
+
+/// What [`read_archive_data`] hands its visitor.
+pub enum DataItem<'a> {
+    /// The table of contents, before any data.
+    Toc(&'a [TocEntry]),
+    /// A `TABLE DATA` entry's COPY text.
+    TableData {
+        /// The entry (its `copy_stmt` says where the data goes).
+        entry: &'a TocEntry,
+        /// The decompressed COPY data.
+        data: &'a mut dyn Read,
+    },
+    /// One large object's contents.
+    LargeObject {
+        /// The BLOBS entry.
+        entry: &'a TocEntry,
+        /// Its oid.
+        oid: u32,
+        /// The decompressed bytes.
+        data: &'a mut dyn Read,
+    },
+}
+
+/// An error of [`read_archive_data`]: the archive's, or the visitor's own.
+#[derive(Debug)]
+pub enum DataError<E> {
+    /// The archive is unreadable.
+    Archive(PgDumpError),
+    /// The visitor failed.
+    Visit(E),
+}
+
+impl<E> From<PgDumpError> for DataError<E> {
+    fn from(e: PgDumpError) -> Self {
+        DataError::Archive(e)
+    }
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for DataError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataError::Archive(e) => e.fmt(f),
+            DataError::Visit(e) => e.fmt(f),
+        }
+    }
+}
+
+/// How data blocks are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    None,
+    Gzip,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    fn from_header(version: u32, value: i64) -> Result<Self, PgDumpError> {
+        if version >= v(1, 15) {
+            return match value {
+                0 => Ok(Compression::None),
+                1 => Ok(Compression::Gzip),
+                2 => Ok(Compression::Lz4),
+                3 => Ok(Compression::Zstd),
+                other => Err(PgDumpError::Corrupt(format!(
+                    "unknown compression algorithm {other}"
+                ))),
+            };
+        }
+        // Before 1.15 the header holds a zlib level: 0 means none.
+        Ok(if value == 0 {
+            Compression::None
+        } else {
+            Compression::Gzip
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    fn reader<'a>(self, chunks: &'a mut dyn Read) -> Result<Box<dyn Read + 'a>, PgDumpError> {
+        match self {
+            Compression::None => Ok(Box::new(chunks)),
+            Compression::Gzip => Ok(Box::new(flate2::read::ZlibDecoder::new(chunks))),
+            other => Err(PgDumpError::Unsupported(format!(
+                "{} compression of data blocks; dump with --compress gzip (the default) or none",
+                other.name()
+            ))),
+        }
+    }
+}
+
+/// The bytes of one data stream: length-prefixed chunks ending with a zero length.
+struct ChunkReader<'a, R: Read> {
+    r: &'a mut Reader<R>,
+    remaining: u64,
+    done: bool,
+}
+
+impl<R: Read> ChunkReader<'_, R> {
+    /// Consumes what the consumer left unread, up to the end marker.
+    fn drain(&mut self) -> Result<(), PgDumpError> {
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match self.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(io_to_pgdump(e)),
+            }
+        }
+    }
+}
+
+fn io_to_pgdump(e: io::Error) -> PgDumpError {
+    match e.into_inner() {
+        Some(inner) => match inner.downcast::<PgDumpError>() {
+            Ok(p) => *p,
+            Err(other) => PgDumpError::Corrupt(format!("compressed data: {other}")),
+        },
+        None => PgDumpError::Corrupt("unreadable data block".into()),
+    }
+}
+
+impl<R: Read> Read for ChunkReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.remaining == 0 && !self.done {
+            let len = self.r.int("data chunk").map_err(io::Error::other)?;
+            if len == 0 {
+                self.done = true;
+            } else if len < 0 {
+                return Err(io::Error::other(PgDumpError::Corrupt(format!(
+                    "negative chunk length at byte {}",
+                    self.r.pos
+                ))));
+            } else {
+                self.remaining = len as u64;
+            }
+        }
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = (buf.len() as u64).min(self.remaining) as usize;
+        let got = self.r.inner.read(&mut buf[..n])?;
+        if got == 0 {
+            return Err(io::Error::other(PgDumpError::Truncated(format!(
+                "ended inside a data chunk at byte {}",
+                self.r.pos
+            ))));
+        }
+        self.r.pos += got as u64;
+        self.remaining -= got as u64;
+        Ok(got)
+    }
+}
+
+/// The COPY rows of a `TABLE DATA` stream, without pg_dump's end-of-data
+/// marker (`\.` and blank lines), counting the rows that pass through.
+pub struct CopyRows<R: Read> {
+    inner: R,
+    /// Bytes read but not yet released: the marker may be among them.
+    held: Vec<u8>,
+    eof: bool,
+    rows: u64,
+}
+
+/// How many trailing bytes are held back until the end is known.
+const MARKER_WINDOW: usize = 64;
+
+impl<R: Read> CopyRows<R> {
+    /// Wraps a decompressed TABLE DATA stream.
+    pub fn new(inner: R) -> Self {
+        CopyRows {
+            inner,
+            held: Vec::new(),
+            eof: false,
+            rows: 0,
+        }
+    }
+
+    /// Rows (newline-terminated lines) released so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    fn strip_marker(&mut self) {
+        while self.held.ends_with(b"\n\n") {
+            self.held.pop();
+        }
+        let at_line_start = self.held.len() == 3
+            || (self.held.len() > 3 && self.held[self.held.len() - 4] == b'\n');
+        if self.held.ends_with(b"\\.\n") && at_line_start {
+            self.held.truncate(self.held.len() - 3);
+        }
+    }
+}
+
+impl<R: Read> Read for CopyRows<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let releasable = if self.eof {
+                self.held.len()
+            } else {
+                self.held.len().saturating_sub(MARKER_WINDOW)
+            };
+            if releasable > 0 {
+                let n = releasable.min(buf.len());
+                buf[..n].copy_from_slice(&self.held[..n]);
+                self.rows += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+                self.held.drain(..n);
+                return Ok(n);
+            }
+            if self.eof {
+                return Ok(0);
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            let got = self.inner.read(&mut chunk)?;
+            if got == 0 {
+                self.eof = true;
+                self.strip_marker();
+            } else {
+                self.held.extend_from_slice(&chunk[..got]);
+            }
+        }
+    }
 }
