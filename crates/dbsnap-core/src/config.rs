@@ -48,6 +48,9 @@ pub struct TargetConfig {
     pub start_cmd: Option<String>,
     /// pg_dump `--compress` value (e.g. `0`, `gzip:1`, `zstd:3`).
     pub compress: Option<String>,
+    /// SQL checks that must return true after a restore.
+    #[serde(default)]
+    pub checks: Vec<String>,
     /// Schema-version settings for every database of the target.
     #[serde(default)]
     pub schema_version: VersionSpec,

@@ -39,6 +39,9 @@ use crate::error::CoreError;
 pub struct CreateOptions {
     /// Connection strings, one per database.
     pub databases: Vec<String>,
+    /// Already resolved connection settings (used instead of `databases`
+    /// when not empty, e.g. by restore's safety snapshot).
+    pub resolved: Vec<ConnInfo>,
     /// Target name, recorded in the metadata.
     pub target: Option<String>,
     /// File name prefix.
@@ -233,14 +236,14 @@ pub async fn create_with(
     engine: &dyn DumpEngine,
 ) -> Result<CreateResult, CoreError> {
     let started = Instant::now();
-    if opts.databases.is_empty() {
+    if opts.databases.is_empty() && opts.resolved.is_empty() {
         return Err(CoreError::Config {
             message: "no database to snapshot".into(),
             hint: "pass -d <connection string> (repeatable) or --target <name> from dbsnap.toml"
                 .into(),
         });
     }
-    let infos = resolve_all(&opts.databases)?;
+    let infos = if opts.resolved.is_empty() { resolve_all(&opts.databases)? } else { opts.resolved.clone() };
     progress.phase("connecting");
     let opened = connect_all(&infos).await?;
     check_duplicates_after_connect(&opened)?;

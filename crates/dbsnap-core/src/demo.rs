@@ -168,6 +168,7 @@ pub async fn run(
     let databases = vec![server.url("app-core"), server.url("app-backend")];
     let create_opts = CreateOptions {
         databases: databases.clone(),
+        resolved: Vec::new(),
         target: Some("demo".into()),
         prefix: "db-snapshot".into(),
         consistency: ConsistencyMethod::Snapshot,

@@ -34,6 +34,14 @@ pub mod exit {
     pub const HOOK: u8 = 11;
     /// A server-side or pg_dump failure not covered above.
     pub const SERVER: u8 = 12;
+    /// Restore refused: the live schema is older than the snapshot's.
+    pub const LIVE_OLDER: u8 = 13;
+    /// Restore refused: versions diverged, unknown, or dirty.
+    pub const VERSION_MISMATCH: u8 = 14;
+    /// A destructive action needs confirmation (`--yes` without a terminal), or was declined.
+    pub const NOT_CONFIRMED: u8 = 15;
+    /// A post-restore check failed (the restore was rolled back).
+    pub const CHECK_FAILED: u8 = 17;
     /// Interrupted (Ctrl-C / SIGTERM).
     pub const INTERRUPTED: u8 = 130;
 }
@@ -77,6 +85,22 @@ pub enum CoreError {
         /// First failure.
         message: String,
     },
+    /// The restore decision table refuses this restore.
+    #[error("{message}\nhint: {hint}")]
+    Refused {
+        /// What differs.
+        message: String,
+        /// What to do.
+        hint: String,
+        /// Exit code (LIVE_OLDER or VERSION_MISMATCH).
+        code: u8,
+    },
+    /// Confirmation missing or declined.
+    #[error("{0}")]
+    NotConfirmed(String),
+    /// A post-restore check failed.
+    #[error("{0}\nhint: the restore was rolled back; the database is unchanged")]
+    Check(String),
     /// Interrupted by a signal.
     #[error("interrupted{0}")]
     Interrupted(String),
@@ -106,6 +130,9 @@ impl CoreError {
             CoreError::Consistency { .. } => exit::CONSISTENCY,
             CoreError::Hook(_) => exit::HOOK,
             CoreError::Interrupted(_) => exit::INTERRUPTED,
+            CoreError::Refused { code, .. } => *code,
+            CoreError::NotConfirmed(_) => exit::NOT_CONFIRMED,
+            CoreError::Check(_) => exit::CHECK_FAILED,
             CoreError::Internal(_) => exit::INTERNAL,
         }
     }
@@ -125,6 +152,10 @@ impl CoreError {
             exit::HOOK => "hook",
             exit::SERVER => "server",
             exit::INTERRUPTED => "interrupted",
+            exit::LIVE_OLDER => "live_older",
+            exit::VERSION_MISMATCH => "version_mismatch",
+            exit::NOT_CONFIRMED => "not_confirmed",
+            exit::CHECK_FAILED => "check_failed",
             _ => "internal",
         }
     }

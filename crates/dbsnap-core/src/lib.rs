@@ -11,5 +11,16 @@ pub mod demo;
 pub mod error;
 pub mod hooks;
 pub mod inspect;
+pub mod restore;
 
 pub use error::CoreError;
+
+/// Crash-test hook: when `DBSNAP_FAILPOINT` names this point, the process
+/// dies on the spot (abort: no destructors, no cleanup), as under `kill -9`.
+/// Tests use it to prove every interruption point is recoverable.
+pub fn failpoint(name: &str) {
+    if std::env::var("DBSNAP_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
+}

@@ -59,6 +59,102 @@ pub enum Command {
     Verify(FileArgs),
     /// Start a throwaway PostgreSQL with a sample platform, snapshot it, list and verify.
     Demo(DemoArgs),
+    /// Restore a snapshot: data-only when schema versions match, drop-and-restore when the live one is newer.
+    Restore(RestoreArgs),
+    /// Swap back the databases replaced by a restore (the restored copies are kept).
+    Rollback(RollbackArgs),
+    /// Finish an interrupted restore: start the app again, remove half-loaded copies.
+    Resume(JsonArgs),
+    /// List (or drop, with --yes) the previous databases kept by restores.
+    Cleanup(CleanupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot file: a path, or a name in --dir (default: pick from a list).
+    #[arg(short, long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Repository directory (snapshots to pick from; safety snapshots go there).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Connection string of a database to restore into (repeatable); with --create, of the server.
+    #[arg(short = 'd', long = "database", value_name = "CONNSTR")]
+    pub databases: Vec<String>,
+    /// Named target from the config (default: the snapshot's target).
+    #[arg(short, long)]
+    pub target: Option<String>,
+    /// Restore only this snapshot database (repeatable).
+    #[arg(long, value_name = "DB")]
+    pub only: Vec<String>,
+    /// Restore snapshot database OLD into live database NEW (repeatable).
+    #[arg(long, value_name = "OLD=NEW")]
+    pub map: Vec<String>,
+    /// Drop and restore every database, whatever the schema versions.
+    #[arg(long)]
+    pub drop: bool,
+    /// Create databases that do not exist.
+    #[arg(long)]
+    pub create: bool,
+    /// Do not restore ownership (everything belongs to the connecting role).
+    #[arg(long)]
+    pub no_owner: bool,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Confirm without asking (required without a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Do not take a safety snapshot of the live databases first.
+    #[arg(long)]
+    pub no_safety_snapshot: bool,
+    /// Command that stops the application before any change.
+    #[arg(long, value_name = "CMD")]
+    pub stop_cmd: Option<String>,
+    /// Command that starts it again; always run after --stop-cmd.
+    #[arg(long, value_name = "CMD")]
+    pub start_cmd: Option<String>,
+    /// SQL that must return true after the restore (repeatable).
+    #[arg(long, value_name = "SQL")]
+    pub check: Vec<String>,
+    /// Directory with pg_restore/psql/pg_dump (searched before PATH); repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Vec<PathBuf>,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Restore run id (default: the latest that replaced a database).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Confirm without asking.
+    #[arg(short, long)]
+    pub yes: bool,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Also look on this server (connection string; repeatable).
+    #[arg(short = 'd', long = "database", value_name = "CONNSTR")]
+    pub databases: Vec<String>,
+    /// Drop the kept databases (without it, only list them).
+    #[arg(short, long)]
+    pub yes: bool,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -177,6 +273,10 @@ impl Cli {
             Command::List(a) => a.json,
             Command::ExtractVersion(a) | Command::Verify(a) => a.json,
             Command::Demo(a) => a.json,
+            Command::Restore(a) => a.json,
+            Command::Rollback(a) => a.json,
+            Command::Resume(a) => a.json,
+            Command::Cleanup(a) => a.json,
         }
     }
 
@@ -188,6 +288,10 @@ impl Cli {
             Command::ExtractVersion(_) => "extract-version",
             Command::Verify(_) => "verify",
             Command::Demo(_) => "demo",
+            Command::Restore(_) => "restore",
+            Command::Rollback(_) => "rollback",
+            Command::Resume(_) => "resume",
+            Command::Cleanup(_) => "cleanup",
         }
     }
 }
@@ -249,6 +353,13 @@ pub async fn run(cli: Cli) -> Result<u8, CoreError> {
                 exit::VERIFY
             })
         }
+        Command::Restore(args) => {
+            let config = Config::load(cli.config.as_deref())?;
+            crate::restore_cmd::run(args, &config, show_progress).await
+        }
+        Command::Rollback(args) => crate::restore_cmd::rollback(args).await,
+        Command::Resume(args) => crate::restore_cmd::resume(args).await,
+        Command::Cleanup(args) => crate::restore_cmd::cleanup(args).await,
     }
 }
 
@@ -290,6 +401,7 @@ async fn create_cmd(
     pg_bin.extend(config.pg_bin.iter().cloned());
     let opts = CreateOptions {
         databases,
+        resolved: Vec::new(),
         target: args.target.clone(),
         prefix: args
             .prefix

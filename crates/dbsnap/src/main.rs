@@ -6,6 +6,7 @@ mod cli;
 mod logging;
 mod output;
 mod progress;
+mod restore_cmd;
 
 use std::process::ExitCode;
 

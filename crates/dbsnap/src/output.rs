@@ -233,3 +233,94 @@ pub fn print_demo(r: &DemoResult, json: bool) {
         println!("cleaned up (run `dbsnap demo --keep` to keep the server and the snapshot)");
     }
 }
+
+/// Prints a JSON value with `"ok": true`, or runs `text` for people.
+pub fn print_value(v: &serde_json::Value, json: bool, text: impl FnOnce()) {
+    if json {
+        print_json(&json!({ "ok": true, "result": v }));
+    } else {
+        text();
+    }
+}
+
+/// Prints a restore plan.
+pub fn print_plan(p: &dbsnap_core::restore::Plan, json: bool, dry_run: bool) {
+    if json {
+        let mut v = serde_json::to_value(p).unwrap_or_default();
+        v["ok"] = json!(true);
+        v["dry_run"] = json!(dry_run);
+        print_json(&v);
+        return;
+    }
+    let out = &mut std::io::stderr();
+    use std::io::Write;
+    let _ = writeln!(out, "restore plan for {}", p.file.display());
+    let _ = writeln!(out, "  snapshot taken {} ({})", p.metadata.created_at, p.metadata.consistency.method.as_str());
+    for d in &p.databases {
+        let _ = writeln!(
+            out,
+            "  {:<20} -> {:<24} live {:<18} snapshot {:<18} {:?}",
+            d.snapshot_db,
+            d.server,
+            d.live_version.as_deref().unwrap_or(if d.exists { "-" } else { "(missing)" }),
+            d.snapshot_version.as_deref().unwrap_or("-"),
+            d.action
+        );
+        let _ = writeln!(out, "      {}", d.reason);
+    }
+    match (&p.stop_cmd, &p.start_cmd) {
+        (Some(stop), start) => {
+            let _ = writeln!(out, "  the app is stopped first (`{stop}`) and started again after (`{}`)", start.as_deref().unwrap_or("no start command!"));
+        }
+        _ => {
+            let _ = writeln!(out, "  no stop command: sessions still connected to a replaced database are ended");
+        }
+    }
+    if p.safety_snapshot {
+        let _ = writeln!(out, "  a safety snapshot of the live databases is taken first");
+    } else {
+        let _ = writeln!(out, "  no safety snapshot (--no-safety-snapshot)");
+    }
+    for w in &p.warnings {
+        let _ = writeln!(out, "  warning: {w}");
+    }
+    if dry_run {
+        let _ = writeln!(out, "dry run: nothing was changed");
+    }
+}
+
+/// Prints the result of a restore.
+pub fn print_restore(r: &dbsnap_core::restore::RestoreResult, json: bool) {
+    if json {
+        let mut v = serde_json::to_value(r).unwrap_or_default();
+        v["ok"] = json!(true);
+        print_json(&v);
+        return;
+    }
+    if let Some(s) = &r.safety_snapshot {
+        println!("safety snapshot: {}", s.display());
+    }
+    for d in &r.databases {
+        print!("restored {} ({:?}, {:.1}s)", d.database, d.action, d.seconds);
+        if let Some(k) = &d.kept_as {
+            print!("; previous database kept as {k} (dbsnap rollback / dbsnap cleanup)");
+        }
+        println!();
+        if let Some(rep) = &d.data_only {
+            println!(
+                "  {} tables ({} rows), {} sequences, {} large objects; row counts match the snapshot",
+                rep.tables.len(),
+                rep.tables.iter().map(|t| t.restored_rows).sum::<u64>(),
+                rep.sequences,
+                rep.large_objects
+            );
+        }
+        for i in &d.ignored {
+            println!("  ignored (version-specific): {i}");
+        }
+    }
+    if r.sessions_terminated > 0 {
+        println!("ended {} other session(s) on replaced databases", r.sessions_terminated);
+    }
+    println!("done in {:.1}s (run {})", r.duration_secs, r.id);
+}

@@ -1,0 +1,374 @@
+//! Data-only restore: replace every table's rows with the snapshot's, in
+//! one transaction, as the owner (no superuser needed).
+//!
+//! Inside the transaction: lock the tables, drop the foreign keys that touch
+//! them (cycles cannot block loading), disable their enabled user triggers,
+//! truncate, COPY every table from the archive stream, set sequences, load
+//! large objects, re-add the foreign keys (validated), re-enable triggers,
+//! refresh materialized views, compare row counts with the archive's, run
+//! the user's checks, commit. Any failure rolls everything back: the
+//! database is either unchanged or fully restored.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use dbsnap_archive::pgdump::{self, CopyRows, DataItem, TocEntry};
+use dbsnap_archive::snapshot;
+use dbsnap_pg::PgError;
+use futures::SinkExt;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+
+use super::pg_err;
+use crate::error::CoreError;
+
+/// What the archive reader thread sends to the loader.
+pub(crate) enum Msg {
+    Toc(Vec<TocEntry>),
+    TableStart(TocEntry),
+    Data(Bytes),
+    TableEnd(u64),
+    LoStart(u32),
+    LoEnd,
+}
+
+const CHUNK: usize = 256 * 1024;
+
+/// Streams one database member of `file` through the pg_dump reader on a
+/// blocking thread; the channel is bounded, so memory is too.
+pub(crate) fn stream_member(
+    file: PathBuf,
+    member: String,
+) -> (mpsc::Receiver<Msg>, tokio::task::JoinHandle<Result<(), CoreError>>) {
+    let (tx, rx) = mpsc::channel::<Msg>(16);
+    let handle = tokio::task::spawn_blocking(move || -> Result<(), CoreError> {
+        let f = std::fs::File::open(&file).map_err(|e| CoreError::write_io(&file, e))?;
+        let reader = std::io::BufReader::with_capacity(1 << 20, f);
+        let send = |m: Msg| tx.blocking_send(m).map_err(|_| std::io::Error::other("loader stopped"));
+        snapshot::with_member(reader, &member, |input| {
+            pgdump::read_archive_data(input, |item| -> std::io::Result<()> {
+                match item {
+                    DataItem::Toc(entries) => send(Msg::Toc(entries.to_vec())),
+                    DataItem::TableData { entry, data } => {
+                        send(Msg::TableStart(entry.clone()))?;
+                        let mut rows = CopyRows::new(data);
+                        pump(&mut rows, &send, Msg::Data)?;
+                        send(Msg::TableEnd(rows.rows()))
+                    }
+                    DataItem::LargeObject { oid, data, .. } => {
+                        send(Msg::LoStart(oid))?;
+                        pump(data, &send, Msg::Data)?;
+                        send(Msg::LoEnd)
+                    }
+                }
+            })
+            .map(|_| ())
+            .map_err(|e| snapshot::ArchiveError::Corrupt(format!("member \"{member}\": {e}")))
+        })?;
+        Ok(())
+    });
+    (rx, handle)
+}
+
+fn pump(
+    input: &mut dyn std::io::Read,
+    send: &dyn Fn(Msg) -> std::io::Result<()>,
+    wrap: fn(Bytes) -> Msg,
+) -> std::io::Result<()> {
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        let mut filled = 0;
+        while filled < CHUNK {
+            let n = input.read(&mut buf[filled..])?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        buf.truncate(filled);
+        send(wrap(Bytes::from(buf)))?;
+    }
+}
+
+/// One table's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableCount {
+    /// Qualified name.
+    pub table: String,
+    /// Rows in the snapshot.
+    pub snapshot_rows: u64,
+    /// Rows in the database after the restore.
+    pub restored_rows: u64,
+}
+
+/// What a data-only restore did.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct DataOnlyReport {
+    /// Tables loaded, with row counts.
+    pub tables: Vec<TableCount>,
+    /// Sequences set.
+    pub sequences: usize,
+    /// Large objects loaded.
+    pub large_objects: usize,
+    /// Foreign keys dropped and re-added.
+    pub foreign_keys: usize,
+    /// User triggers disabled during the load.
+    pub triggers: usize,
+}
+
+pub(crate) fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn qualified(e: &TocEntry) -> String {
+    match &e.namespace {
+        Some(ns) if !ns.is_empty() => format!("{}.{}", quote_ident(ns), quote_ident(&e.tag)),
+        _ => quote_ident(&e.tag),
+    }
+}
+
+
+/// Runs the data-only restore of `member` into the database behind `client`.
+pub(crate) async fn restore(
+    client: &mut Client,
+    target: &str,
+    file: PathBuf,
+    member: String,
+    checks: &[String],
+) -> Result<DataOnlyReport, CoreError> {
+    let (mut rx, reader) = stream_member(file, member);
+    let result = load(client, target, &mut rx, checks).await;
+    drop(rx);
+    let read = reader.await.map_err(|e| CoreError::Internal(format!("archive reader: {e}")))?;
+    match (result, read) {
+        (Ok(r), Ok(())) => Ok(r),
+        // The reader's error is the root cause when the loader merely saw the stream end.
+        (Err(_), Err(e)) | (Ok(_), Err(e)) => Err(e),
+        (Err(e), Ok(())) => Err(e),
+    }
+}
+
+async fn load(
+    client: &mut Client,
+    target: &str,
+    rx: &mut mpsc::Receiver<Msg>,
+    checks: &[String],
+) -> Result<DataOnlyReport, CoreError> {
+    let toc = match rx.recv().await {
+        Some(Msg::Toc(t)) => t,
+        _ => return Err(CoreError::Internal("archive stream ended before its table of contents".into())),
+    };
+    let tables: Vec<String> = toc.iter().filter(|e| e.desc == "TABLE DATA").map(qualified).collect();
+    let tx = client.transaction().await.map_err(pg_err(target, "begin"))?;
+    tx.batch_execute("SET LOCAL lock_timeout = '30s'; SET LOCAL statement_timeout = 0")
+        .await
+        .map_err(pg_err(target, "set timeouts"))?;
+
+    // Every table in the snapshot must exist: equal versions should mean equal schemas.
+    let missing: Vec<String> = tx
+        .query("SELECT t FROM unnest($1::text[]) t WHERE to_regclass(t) IS NULL", &[&tables])
+        .await
+        .map_err(pg_err(target, "look up tables"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !missing.is_empty() {
+        return Err(CoreError::Config {
+            message: format!(
+                "{target}: the live schema lacks tables the snapshot has ({}), although the schema versions are equal",
+                missing.join(", ")
+            ),
+            hint: "the schema was changed outside migrations; restore with --drop to replace it".into(),
+        });
+    }
+    // Tables with data plus their partition ancestors: foreign keys and triggers live there too.
+    let family: Vec<String> = tx
+        .query(
+            "SELECT DISTINCT a.relid::regclass::text FROM unnest($1::text[]) t, \
+             LATERAL pg_partition_ancestors(t::regclass) a",
+            &[&tables],
+        )
+        .await
+        .map_err(pg_err(target, "find partition parents"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !family.is_empty() {
+        tx.batch_execute(&format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", family.join(", ")))
+            .await
+            .map_err(|e| {
+                let mut err = PgError::from_pg(e, target, "lock the tables");
+                err.hint = Some("other sessions hold locks: stop the application (--stop-cmd) and retry".into());
+                CoreError::Pg(err)
+            })?;
+    }
+    let mut report = DataOnlyReport::default();
+
+    let fks: Vec<(String, String, String)> = tx
+        .query(
+            "SELECT c.conrelid::regclass::text, quote_ident(c.conname), pg_get_constraintdef(c.oid) \
+             FROM pg_constraint c WHERE c.contype = 'f' AND c.conparentid = 0 \
+               AND (c.conrelid = ANY($1::text[]::regclass[]) OR c.confrelid = ANY($1::text[]::regclass[])) \
+             ORDER BY 1, 2",
+            &[&family],
+        )
+        .await
+        .map_err(pg_err(target, "list foreign keys"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    for (table, name, _) in &fks {
+        tx.batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT {name}"))
+            .await
+            .map_err(pg_err(target, &format!("drop foreign key {name} on {table} for the load")))?;
+    }
+    report.foreign_keys = fks.len();
+
+    let triggers: Vec<(String, String, i8)> = tx
+        .query(
+            "SELECT tgrelid::regclass::text, quote_ident(tgname), tgenabled FROM pg_trigger \
+             WHERE NOT tgisinternal AND tgparentid = 0 AND tgenabled <> 'D' AND tgrelid = ANY($1::text[]::regclass[]) \
+             ORDER BY 1, 2",
+            &[&family],
+        )
+        .await
+        .map_err(pg_err(target, "list triggers"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    for (table, name, _) in &triggers {
+        tx.batch_execute(&format!("ALTER TABLE {table} DISABLE TRIGGER {name}"))
+            .await
+            .map_err(pg_err(target, &format!("disable trigger {name} on {table} for the load")))?;
+    }
+    report.triggers = triggers.len();
+
+    if !tables.is_empty() {
+        tx.batch_execute(&format!("TRUNCATE TABLE {}", tables.join(", ")))
+            .await
+            .map_err(pg_err(target, "truncate the tables"))?;
+    }
+    let has_blobs = toc.iter().any(|e| e.desc == "BLOBS");
+    if has_blobs {
+        tx.batch_execute("SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
+            .await
+            .map_err(pg_err(target, "remove the existing large objects"))?;
+    }
+
+    // The data, in archive order.
+    let mut current: Option<(TocEntry, std::pin::Pin<Box<tokio_postgres::CopyInSink<Bytes>>>)> = None;
+    let mut lo: Option<(u32, i64)> = None;
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Msg::Toc(_) => return Err(CoreError::Internal("second table of contents".into())),
+            Msg::TableStart(entry) => {
+                let stmt = entry.copy_stmt.clone().unwrap_or_default();
+                let stmt = stmt.trim().trim_end_matches(';').to_string();
+                if !stmt.starts_with("COPY ") {
+                    return Err(CoreError::Internal(format!("no COPY statement for table {}", entry.tag)));
+                }
+                let sink = tx.copy_in::<_, Bytes>(&stmt).await.map_err(pg_err(target, &format!("start loading {}", entry.tag)))?;
+                current = Some((entry, Box::pin(sink)));
+            }
+            Msg::Data(bytes) => {
+                if let Some((entry, sink)) = current.as_mut() {
+                    sink.send(bytes).await.map_err(pg_err(target, &format!("load {}", entry.tag)))?;
+                } else if let Some((oid, offset)) = lo.as_mut() {
+                    let len = bytes.len() as i64;
+                    tx.execute("SELECT lo_put($1, $2, $3)", &[&*oid, &*offset, &bytes.as_ref()])
+                        .await
+                        .map_err(pg_err(target, &format!("write large object {oid}")))?;
+                    *offset += len;
+                }
+            }
+            Msg::TableEnd(rows) => {
+                let (entry, sink) = current.take().ok_or_else(|| CoreError::Internal("table end without start".into()))?;
+                let mut sink = sink;
+                let loaded = sink.as_mut().finish().await.map_err(pg_err(target, &format!("load {}", entry.tag)))?;
+                if loaded != rows {
+                    return Err(CoreError::Internal(format!(
+                        "{target}: {} received {loaded} rows, the snapshot has {rows}",
+                        qualified(&entry)
+                    )));
+                }
+                report.tables.push(TableCount { table: qualified(&entry), snapshot_rows: rows, restored_rows: 0 });
+            }
+            Msg::LoStart(oid) => {
+                tx.execute("SELECT lo_create($1)", &[&oid]).await.map_err(pg_err(target, &format!("create large object {oid}")))?;
+                lo = Some((oid, 0));
+            }
+            Msg::LoEnd => {
+                lo = None;
+                report.large_objects += 1;
+            }
+        }
+    }
+    if current.is_some() || lo.is_some() {
+        return Err(CoreError::Internal("the archive stream ended inside a table".into()));
+    }
+
+    for e in toc.iter().filter(|e| e.desc == "SEQUENCE SET") {
+        if let Some(sql) = &e.defn {
+            tx.batch_execute(sql).await.map_err(pg_err(target, &format!("set sequence {}", e.tag)))?;
+            report.sequences += 1;
+        }
+    }
+    for (table, name, def) in &fks {
+        tx.batch_execute(&format!("ALTER TABLE {table} ADD CONSTRAINT {name} {def}"))
+            .await
+            .map_err(pg_err(target, &format!("re-add foreign key {name} on {table}")))?;
+    }
+    for (table, name, state) in &triggers {
+        let how = match *state as u8 {
+            b'R' => "ENABLE REPLICA",
+            b'A' => "ENABLE ALWAYS",
+            _ => "ENABLE",
+        };
+        tx.batch_execute(&format!("ALTER TABLE {table} {how} TRIGGER {name}"))
+            .await
+            .map_err(pg_err(target, &format!("re-enable trigger {name} on {table}")))?;
+    }
+    for e in toc.iter().filter(|e| e.desc == "MATERIALIZED VIEW DATA") {
+        if let Some(sql) = &e.defn {
+            tx.batch_execute(sql).await.map_err(pg_err(target, &format!("refresh materialized view {}", e.tag)))?;
+        }
+    }
+    // Row counts against the snapshot's.
+    for t in &mut report.tables {
+        let n: i64 = tx
+            .query_one(&format!("SELECT count(*) FROM ONLY {}", t.table), &[])
+            .await
+            .map_err(pg_err(target, &format!("count rows of {}", t.table)))?
+            .get(0);
+        t.restored_rows = n as u64;
+        if t.restored_rows != t.snapshot_rows {
+            return Err(CoreError::Check(format!(
+                "{target}: {} has {} rows after the load, the snapshot has {}",
+                t.table, t.restored_rows, t.snapshot_rows
+            )));
+        }
+    }
+    run_checks(&tx, target, checks).await?;
+    crate::failpoint("restore-data-loaded");
+    tx.commit().await.map_err(pg_err(target, "commit the restore"))?;
+    Ok(report)
+}
+
+/// Runs the user's SQL checks; each must return true.
+pub(crate) async fn run_checks(client: &impl tokio_postgres::GenericClient, target: &str, checks: &[String]) -> Result<(), CoreError> {
+    for q in checks {
+        let row = client
+            .query_opt(q.as_str(), &[])
+            .await
+            .map_err(|e| CoreError::Check(format!("{target}: check `{q}` failed: {}", dbsnap_pg::error::error_chain(&e))))?;
+        let ok = row.and_then(|r| r.try_get::<_, bool>(0).ok()).unwrap_or(false);
+        if !ok {
+            return Err(CoreError::Check(format!("{target}: check `{q}` did not return true")));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,675 @@
+//! `restore`: put a snapshot back, as DESIGN.md's decision table says.
+//!
+//! [`plan`] verifies the archive, connects to every live database, compares
+//! schema versions and decides an action per database, changing nothing.
+//! [`execute`] carries a plan out: stop the app (always started again),
+//! take a safety snapshot, restore each database (data-only in one
+//! transaction; drop-and-restore by swapping in a complete copy, or by
+//! replacing objects in one transaction), check, journal every step.
+
+pub mod data_only;
+pub mod recover;
+pub mod replace;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use dbsnap_archive::snapshot::{ConsistencyMethod, Metadata};
+use dbsnap_archive::version::{Comparison, SchemaVersion};
+use dbsnap_pg::schema_version::{self, VersionSpec};
+use dbsnap_pg::tools::{self, Program, Secrets};
+use dbsnap_pg::{ConnInfo, PgError, PgErrorKind};
+use serde::Serialize;
+
+use crate::consistency::QuiesceHooks;
+use crate::create::{self, CreateOptions, Progress};
+use crate::error::{exit, CoreError};
+use crate::hooks;
+use crate::inspect;
+use state::{DbRecord, Phase, RestoreState};
+
+/// What to restore, where, and how.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// The snapshot file.
+    pub file: PathBuf,
+    /// Connection strings of the databases to restore into (or of a server
+    /// with `--create`); empty: the snapshot target's, from the config.
+    pub databases: Vec<String>,
+    /// Config targets (name -> connection strings), to find the snapshot's.
+    pub targets: BTreeMap<String, Vec<String>>,
+    /// Restore only these snapshot databases.
+    pub only: Vec<String>,
+    /// Snapshot database name -> live database name.
+    pub map: BTreeMap<String, String>,
+    /// Force drop-and-restore for all.
+    pub drop: bool,
+    /// Create missing databases.
+    pub create: bool,
+    /// Do not restore object ownership.
+    pub no_owner: bool,
+    /// Skip the safety snapshot.
+    pub no_safety_snapshot: bool,
+    /// Repository for the safety snapshot.
+    pub dir: PathBuf,
+    /// Stop/start hooks.
+    pub hooks: QuiesceHooks,
+    /// Extra directories with pg_dump/pg_restore/psql.
+    pub pg_bin: Vec<PathBuf>,
+    /// SQL checks that must return true after the restore.
+    pub checks: Vec<String>,
+    /// Schema-version settings.
+    pub version_spec: VersionSpec,
+    /// Per-database overrides.
+    pub version_specs: BTreeMap<String, VersionSpec>,
+}
+
+/// What will happen to one database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Replace the rows, keep the schema: one transaction.
+    DataOnly,
+    /// Restore into a new database, then swap names (old one kept).
+    SwapRestore,
+    /// Drop the role's objects and recreate them: one transaction.
+    ReplaceInPlace,
+    /// The database does not exist: create it and restore.
+    Create,
+}
+
+impl Action {
+    /// Whether the action replaces the schema (needs typed confirmation).
+    pub fn drops_schema(self) -> bool {
+        matches!(self, Action::SwapRestore | Action::ReplaceInPlace)
+    }
+}
+
+/// The plan for one database.
+#[derive(Debug, Clone, Serialize)]
+pub struct DbPlan {
+    /// Name in the snapshot.
+    pub snapshot_db: String,
+    /// Archive member.
+    pub member: String,
+    /// Live database name.
+    pub live_db: String,
+    /// Where (`user@host:port/db`, no password).
+    pub server: String,
+    /// Whether the live database exists.
+    pub exists: bool,
+    /// Live schema version (display).
+    pub live_version: Option<String>,
+    /// Snapshot schema version (display).
+    pub snapshot_version: Option<String>,
+    /// How they compare.
+    pub comparison: Option<Comparison>,
+    /// What will be done.
+    pub action: Action,
+    /// Why.
+    pub reason: String,
+    #[serde(skip)]
+    info: ConnInfo,
+    #[serde(skip)]
+    pg_dump_major: u32,
+}
+
+/// A complete plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Snapshot file.
+    pub file: PathBuf,
+    /// Its metadata.
+    pub metadata: Metadata,
+    /// Per database, in snapshot order.
+    pub databases: Vec<DbPlan>,
+    /// Commands that will stop and start the app.
+    pub stop_cmd: Option<String>,
+    /// Start command.
+    pub start_cmd: Option<String>,
+    /// Whether a safety snapshot will be taken first.
+    pub safety_snapshot: bool,
+    /// Warnings (roles, version noise, ...).
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    /// Whether any database's schema will be replaced.
+    pub fn destructive(&self) -> bool {
+        self.databases.iter().any(|d| d.action.drops_schema())
+    }
+}
+
+/// Builds the plan: verifies the archive, reads the live side, decides.
+/// Changes nothing. A refusal from the decision table is an error with its
+/// exit code.
+pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan, CoreError> {
+    progress.phase("verifying the snapshot");
+    let report = inspect::verify(&opts.file)?;
+    if !report.ok {
+        return Err(CoreError::Verify {
+            file: opts.file.display().to_string(),
+            message: format!(
+                "{}; nothing was changed",
+                report.error.unwrap_or_else(|| "verification failed".into())
+            ),
+        });
+    }
+    let metadata = report.metadata.expect("verified snapshot has metadata");
+    for name in &opts.only {
+        if !metadata.databases.iter().any(|d| &d.name == name) {
+            return Err(CoreError::Config {
+                message: format!("--only {name}: the snapshot has no database \"{name}\""),
+                hint: format!(
+                    "the snapshot holds: {}",
+                    metadata.databases.iter().map(|d| d.name.clone()).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+    }
+    let connections = connection_strings(opts, &metadata)?;
+    progress.phase("reading the live databases");
+    let mut plans = Vec::new();
+    let mut warnings = Vec::new();
+    let mut refusals: Vec<(u8, String)> = Vec::new();
+    for db in metadata.databases.iter().filter(|d| opts.only.is_empty() || opts.only.contains(&d.name)) {
+        let live_name = opts.map.get(&db.name).cloned().unwrap_or_else(|| db.name.clone());
+        let info = live_conninfo(&connections, &live_name)?;
+        let target = info.display();
+        let (admin, _) = replace::admin_client(&info).await?;
+        let role = replace::role_facts(&admin, &target).await?;
+        let exists = replace::db_facts(&admin, &live_name, &target).await?.is_some();
+        let snapshot_version = db.schema_version.clone();
+        let mut live_version: Option<SchemaVersion> = None;
+        if exists {
+            let client = dbsnap_pg::connect(&info).await?;
+            let spec = opts.version_specs.get(&live_name).or(opts.version_specs.get(&db.name)).unwrap_or(&opts.version_spec);
+            live_version = schema_version::detect(&client, spec, &target).await?;
+        }
+        let comparison = match (&live_version, &snapshot_version) {
+            (Some(l), Some(s)) => Some(l.compare(s)),
+            _ => None,
+        };
+        let dirty = live_version.as_ref().is_some_and(|v| v.dirty) || snapshot_version.as_ref().is_some_and(|v| v.dirty);
+        let replace_action = if role.createdb || role.superuser { Action::SwapRestore } else { Action::ReplaceInPlace };
+        let (action, reason) = if !exists {
+            if opts.create {
+                (Action::Create, "the database does not exist: it will be created".to_string())
+            } else {
+                refusals.push((
+                    exit::NO_DATABASE,
+                    format!("{target}: database \"{live_name}\" does not exist (use --create to create it)"),
+                ));
+                continue;
+            }
+        } else if opts.drop {
+            (replace_action, "--drop: the database is replaced".to_string())
+        } else if dirty {
+            refusals.push((
+                exit::VERSION_MISMATCH,
+                format!(
+                    "{live_name}: a schema version is dirty (live {}, snapshot {}): a migration failed or is running",
+                    show(&live_version),
+                    show(&snapshot_version)
+                ),
+            ));
+            continue;
+        } else {
+            match comparison {
+                Some(Comparison::Equal) => (Action::DataOnly, "schema versions are equal: data-only restore".to_string()),
+                Some(Comparison::LiveNewer) => (
+                    replace_action,
+                    format!(
+                        "the live schema is newer ({} > {}): the database is replaced by the snapshot's",
+                        show(&live_version),
+                        show(&snapshot_version)
+                    ),
+                ),
+                Some(Comparison::LiveOlder) => {
+                    refusals.push((
+                        exit::LIVE_OLDER,
+                        format!(
+                            "{live_name}: the live schema ({}) is older than the snapshot's ({}): upgrade the app first, or use --drop",
+                            show(&live_version),
+                            show(&snapshot_version)
+                        ),
+                    ));
+                    continue;
+                }
+                Some(Comparison::Diverged) => {
+                    refusals.push((exit::VERSION_MISMATCH, diverged_message(&live_name, &live_version, &snapshot_version)));
+                    continue;
+                }
+                Some(Comparison::Unknown) | None => {
+                    refusals.push((
+                        exit::VERSION_MISMATCH,
+                        format!(
+                            "{live_name}: the schema versions cannot be compared (live {}, snapshot {})",
+                            describe(&live_version),
+                            describe(&snapshot_version)
+                        ),
+                    ));
+                    continue;
+                }
+            }
+        };
+        if action.drops_schema() || action == Action::Create {
+            // Roles the archive's objects belong to must exist, unless --no-owner.
+            let owners = archive_owners(&opts.file, &db.member)?;
+            let missing = replace::missing_roles(&admin, &owners, &target).await?;
+            if !missing.is_empty() && !opts.no_owner {
+                return Err(CoreError::Config {
+                    message: format!(
+                        "{target}: the snapshot's objects belong to roles the server lacks: {}",
+                        missing.join(", ")
+                    ),
+                    hint: "create those roles first, or pass --no-owner to restore everything as the connecting role".into(),
+                });
+            }
+            if action == Action::ReplaceInPlace {
+                warnings.push(format!(
+                    "{target}: the role cannot create databases; {live_name} will be replaced in place, inside one transaction \
+                     (objects owned by other roles are left alone)"
+                ));
+            }
+        }
+        plans.push(DbPlan {
+            snapshot_db: db.name.clone(),
+            member: db.member.clone(),
+            live_db: live_name,
+            server: target,
+            exists,
+            live_version: live_version.as_ref().map(|v| v.display()),
+            snapshot_version: snapshot_version.as_ref().map(|v| v.display()),
+            comparison,
+            action,
+            reason,
+            info,
+            pg_dump_major: major_of(&db.pg_dump_version),
+        });
+    }
+    if !refusals.is_empty() {
+        // Live older wins: its advice (upgrade first) is the most specific.
+        let code = refusals.iter().map(|r| r.0).find(|c| *c == exit::LIVE_OLDER).unwrap_or(refusals[0].0);
+        let message = format!(
+            "restore refused, nothing was changed:\n  {}",
+            refusals.iter().map(|r| r.1.clone()).collect::<Vec<_>>().join("\n  ")
+        );
+        if code == exit::NO_DATABASE {
+            return Err(PgError::new(PgErrorKind::NoDatabase, message).hint("pass --create, or --map to another name").into());
+        }
+        return Err(CoreError::Refused {
+            message,
+            hint: if code == exit::LIVE_OLDER {
+                "upgrade the application to the snapshot's version first, or use --drop to replace the database".into()
+            } else {
+                "use --drop to replace the database with the snapshot's (a safety snapshot is taken first)".into()
+            },
+            code,
+        });
+    }
+    Ok(Plan {
+        file: opts.file.clone(),
+        metadata,
+        databases: plans,
+        stop_cmd: opts.hooks.stop_cmd.clone(),
+        start_cmd: opts.hooks.start_cmd.clone(),
+        safety_snapshot: !opts.no_safety_snapshot,
+        warnings,
+    })
+}
+
+/// Maps a tokio-postgres error about `target` while `doing` something.
+pub(crate) fn pg_err(target: &str, doing: &str) -> impl Fn(tokio_postgres::Error) -> CoreError + use<> {
+    let (target, doing) = (target.to_string(), doing.to_string());
+    move |e| CoreError::Pg(PgError::from_pg(e, &target, &doing))
+}
+
+fn show(v: &Option<SchemaVersion>) -> String {
+    v.as_ref().map(|v| v.display()).unwrap_or_else(|| "none".into())
+}
+
+fn describe(v: &Option<SchemaVersion>) -> String {
+    match v {
+        Some(v) => format!("{} {}", v.tool, v.display()),
+        None => "no migration table".into(),
+    }
+}
+
+fn diverged_message(live: &str, l: &Option<SchemaVersion>, s: &Option<SchemaVersion>) -> String {
+    let (Some(l), Some(s)) = (l, s) else { return format!("{live}: schema versions diverged") };
+    let only_live: Vec<&String> = l.applied.iter().filter(|x| !s.applied.contains(x)).take(5).collect();
+    let only_snap: Vec<&String> = s.applied.iter().filter(|x| !l.applied.contains(x)).take(5).collect();
+    format!(
+        "{live}: schema versions diverged: only live has [{}], only the snapshot has [{}]",
+        only_live.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+        only_snap.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+    )
+}
+
+fn major_of(version: &str) -> u32 {
+    version
+        .split_whitespace()
+        .find_map(|w| w.split('.').next().and_then(|m| m.parse::<u32>().ok()).filter(|m| *m >= 9))
+        .unwrap_or(0)
+}
+
+fn connection_strings(opts: &RestoreOptions, metadata: &Metadata) -> Result<Vec<ConnInfo>, CoreError> {
+    let strings: Vec<String> = if !opts.databases.is_empty() {
+        opts.databases.clone()
+    } else if let Some(t) = metadata.target.as_ref().and_then(|t| opts.targets.get(t)) {
+        t.clone()
+    } else {
+        return Err(CoreError::Config {
+            message: format!(
+                "no connection for the snapshot's databases{}",
+                metadata.target.as_ref().map(|t| format!(" (target \"{t}\" is not in the config)")).unwrap_or_default()
+            ),
+            hint: "pass -d <connection string> for each database (or one for the server with --create)".into(),
+        });
+    };
+    strings.iter().map(|s| ConnInfo::resolve(s).map_err(|e| PgError::from(e).into())).collect()
+}
+
+/// The connection for live database `name`: a string naming it, else the
+/// only string given (a server), pointed at `name`.
+fn live_conninfo(connections: &[ConnInfo], name: &str) -> Result<ConnInfo, CoreError> {
+    if let Some(c) = connections.iter().find(|c| c.dbname == name) {
+        return Ok(c.clone());
+    }
+    if connections.len() == 1 {
+        return Ok(connections[0].with_dbname(name));
+    }
+    Err(CoreError::Config {
+        message: format!("no connection string names database \"{name}\""),
+        hint: "pass -d for it, use --map snapshot=live, or pass a single -d for the server".into(),
+    })
+}
+
+fn archive_owners(file: &std::path::Path, member: &str) -> Result<Vec<String>, CoreError> {
+    let f = std::fs::File::open(file).map_err(|e| CoreError::write_io(file, e))?;
+    let summary = dbsnap_archive::snapshot::with_member(std::io::BufReader::new(f), member, |r| {
+        dbsnap_archive::pgdump::read_archive(r)
+            .map_err(|e| dbsnap_archive::snapshot::ArchiveError::Corrupt(e.to_string()))
+    })?;
+    let mut owners: Vec<String> = summary.entries.iter().filter_map(|e| e.owner.clone()).filter(|o| !o.is_empty()).collect();
+    owners.sort();
+    owners.dedup();
+    Ok(owners)
+}
+
+/// One database's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct DbResult {
+    /// Live database.
+    pub database: String,
+    /// What was done.
+    pub action: Action,
+    /// Where the previous database was kept (swap).
+    pub kept_as: Option<String>,
+    /// Data-only details (tables, row counts).
+    pub data_only: Option<data_only::DataOnlyReport>,
+    /// Harmless errors pg_restore reported (version noise).
+    pub ignored: Vec<String>,
+    /// Seconds taken.
+    pub seconds: f64,
+}
+
+/// What `restore` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreResult {
+    /// Run id (state file name).
+    pub id: String,
+    /// Snapshot restored.
+    pub file: PathBuf,
+    /// The safety snapshot taken first.
+    pub safety_snapshot: Option<PathBuf>,
+    /// Per database.
+    pub databases: Vec<DbResult>,
+    /// Sessions ended on the live databases.
+    pub sessions_terminated: u64,
+    /// The start command failed after the restore (the restore stands).
+    pub start_hook_failure: Option<String>,
+    /// Wall time.
+    pub duration_secs: f64,
+}
+
+fn pick_program(name: &str, all: &[Program], archive_major: u32, server_major: u32) -> Result<Program, CoreError> {
+    let need = archive_major.max(server_major);
+    all.iter()
+        .filter(|p| p.major >= need)
+        .min_by_key(|p| p.major)
+        .or_else(|| all.iter().filter(|p| p.major >= archive_major).max_by_key(|p| p.major))
+        .cloned()
+        .ok_or_else(|| {
+            PgError::new(
+                PgErrorKind::Tooling,
+                format!("{name} {need} or newer is needed (archive from pg_dump {archive_major}, server {server_major})"),
+            )
+            .hint(format!("install postgresql-client-{need}, or set pg_bin / DBSNAP_PG_BIN"))
+            .into()
+        })
+}
+
+/// Carries out a plan. The app is stopped first and always started again;
+/// each step is journaled for `resume` and `rollback`.
+pub async fn execute(plan: &Plan, opts: &RestoreOptions, progress: &Arc<dyn Progress>) -> Result<RestoreResult, CoreError> {
+    let started = std::time::Instant::now();
+    let now = time::OffsetDateTime::now_utc();
+    let id = now
+        .format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z"))
+        .unwrap_or_default();
+    let mut journal = RestoreState {
+        id: id.clone(),
+        file: plan.file.display().to_string(),
+        started_at: now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        stop_cmd: plan.stop_cmd.clone(),
+        start_cmd: plan.start_cmd.clone(),
+        app_stopped: false,
+        safety_snapshot: None,
+        databases: plan
+            .databases
+            .iter()
+            .map(|d| DbRecord {
+                live: d.live_db.clone(),
+                admin_conn: d.info.with_dbname("postgres").to_libpq_string_without_password(),
+                new_name: None,
+                old_name: None,
+                phase: Phase::Planned,
+            })
+            .collect(),
+        finished: false,
+    };
+    journal.save()?;
+
+    // Stop the app; the guard starts it again whatever happens (also if this future is dropped).
+    let mut guard = hooks::StartGuard::new(None);
+    if let Some(stop) = &plan.stop_cmd {
+        guard = hooks::StartGuard::new(plan.start_cmd.as_deref());
+        progress.phase("stopping the application");
+        journal.app_stopped = true;
+        journal.save()?;
+        hooks::run("stop", stop).await?;
+    }
+    let outcome = tokio::select! {
+        r = run_steps(plan, opts, progress, &mut journal) => r,
+        s = hooks::termination_signal() => Err(CoreError::Interrupted(format!(" by {s}; see `dbsnap resume`"))),
+    };
+    let start_failure = match guard.disarm() {
+        Some(start) => {
+            progress.phase("starting the application");
+            hooks::run("start", &start).await.err().map(|e| e.to_string())
+        }
+        None => None,
+    };
+    journal.app_stopped = false;
+    journal.finished = true;
+    let _ = journal.save();
+    let (databases, safety, sessions) = outcome?;
+    Ok(RestoreResult {
+        id,
+        file: plan.file.clone(),
+        safety_snapshot: safety,
+        databases,
+        sessions_terminated: sessions,
+        start_hook_failure: start_failure,
+        duration_secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+type Steps = (Vec<DbResult>, Option<PathBuf>, u64);
+
+async fn run_steps(
+    plan: &Plan,
+    opts: &RestoreOptions,
+    progress: &Arc<dyn Progress>,
+    journal: &mut RestoreState,
+) -> Result<Steps, CoreError> {
+    // A safety snapshot of every existing database that will change.
+    let mut safety = None;
+    let existing: Vec<&DbPlan> = plan.databases.iter().filter(|d| d.exists).collect();
+    if plan.safety_snapshot && !existing.is_empty() {
+        progress.phase("taking a safety snapshot of the live databases");
+        let same_instance = existing.iter().all(|d| d.info.hosts == existing[0].info.hosts && d.info.ports == existing[0].info.ports);
+        let created = create::create(
+            &CreateOptions {
+                databases: Vec::new(),
+                resolved: existing.iter().map(|d| d.info.clone()).collect(),
+                target: plan.metadata.target.clone(),
+                prefix: "safety".into(),
+                consistency: if same_instance { ConsistencyMethod::Snapshot } else { ConsistencyMethod::None },
+                dir: opts.dir.clone(),
+                pg_bin: opts.pg_bin.clone(),
+                hooks: QuiesceHooks::default(),
+                compress: None,
+                version_spec: opts.version_spec.clone(),
+                version_specs: opts.version_specs.clone(),
+                limits: create::default_limits(),
+            },
+            progress,
+        )
+        .await?;
+        tracing::info!("safety snapshot: {}", created.file.display());
+        journal.safety_snapshot = Some(created.file.display().to_string());
+        journal.save()?;
+        safety = Some(created.file);
+    }
+    let restores = tools::find_all("pg_restore", &opts.pg_bin);
+    let secrets = Secrets::new()?;
+    let mut results = Vec::new();
+    let mut sessions = 0;
+    for (i, d) in plan.databases.iter().enumerate() {
+        let t0 = std::time::Instant::now();
+        progress.phase(&format!("restoring {} ({:?})", d.live_db, d.action));
+        let target = d.server.clone();
+        let mut result =
+            DbResult { database: d.live_db.clone(), action: d.action, kept_as: None, data_only: None, ignored: vec![], seconds: 0.0 };
+        match d.action {
+            Action::DataOnly => {
+                let mut client = dbsnap_pg::connect(&d.info).await?;
+                let report =
+                    data_only::restore(&mut client, &target, plan.file.clone(), d.member.clone(), &opts.checks).await?;
+                result.data_only = Some(report);
+                journal.databases[i].phase = Phase::Committed;
+                journal.save()?;
+            }
+            Action::ReplaceInPlace => {
+                let (admin, _) = replace::admin_client(&d.info).await?;
+                let server_major = server_major(&admin).await;
+                let program = pick_program("pg_restore", &restores, d.pg_dump_major, server_major)?;
+                let n = replace::terminate_sessions(&admin, &d.live_db, &target).await?;
+                if n > 0 {
+                    tracing::warn!("{target}: ended {n} other session(s) on {} before replacing it", d.live_db);
+                }
+                sessions += n;
+                let (file, member, info, no_owner) = (plan.file.clone(), d.member.clone(), d.info.clone(), opts.no_owner);
+                let psql = replace::psql_beside(&program);
+                let secrets_ref = &secrets;
+                let out = tokio::task::block_in_place(|| {
+                    replace::replace_in_place(&program, &psql, &file, &member, &info, no_owner, secrets_ref)
+                })?;
+                result.ignored = out.ignored;
+                let client = dbsnap_pg::connect(&d.info).await?;
+                if let Err(e) = data_only::run_checks(&client, &target, &opts.checks).await {
+                    return Err(CoreError::Check(format!(
+                        "{e}\nthe database was replaced; the previous contents are in the safety snapshot"
+                    )));
+                }
+                journal.databases[i].phase = Phase::Committed;
+                journal.save()?;
+            }
+            Action::SwapRestore | Action::Create => {
+                let (mut admin, _) = replace::admin_client(&d.info).await?;
+                let server_major = server_major(&admin).await;
+                let program = pick_program("pg_restore", &restores, d.pg_dump_major, server_major)?;
+                let facts = replace::db_facts(&admin, &d.live_db, &target).await?;
+                let load_name = if d.action == Action::Create {
+                    d.live_db.clone()
+                } else {
+                    replace::copy_name(&d.live_db, "new", &journal.id)
+                };
+                journal.databases[i].new_name = Some(load_name.clone());
+                journal.databases[i].phase = Phase::Loading;
+                journal.save()?;
+                replace::create_database(&admin, &load_name, facts.as_ref(), &target).await?;
+                let load_info = d.info.with_dbname(&load_name);
+                let (file, member, no_owner) = (plan.file.clone(), d.member.clone(), opts.no_owner);
+                let secrets_ref = &secrets;
+                let loaded = tokio::task::block_in_place(|| {
+                    replace::pg_restore(&program, &file, &member, &load_info, no_owner, secrets_ref)
+                });
+                let checked = match loaded {
+                    Ok(out) => {
+                        result.ignored = out.ignored;
+                        let client = dbsnap_pg::connect(&load_info).await?;
+                        data_only::run_checks(&client, &target, &opts.checks).await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = checked {
+                    // The live database was never touched; remove the partial copy.
+                    let _ = replace::drop_database(&admin, &load_name, &target).await;
+                    journal.databases[i].phase = Phase::Failed;
+                    journal.save()?;
+                    return Err(e);
+                }
+                if d.action == Action::SwapRestore {
+                    if facts.is_some() {
+                        replace::copy_database_settings(&admin, &d.live_db, &load_name, &target).await?;
+                    }
+                    journal.databases[i].phase = Phase::Ready;
+                    let old = replace::copy_name(&d.live_db, "old", &journal.id);
+                    journal.databases[i].old_name = Some(old.clone());
+                    journal.save()?;
+                    crate::failpoint("restore-copy-ready");
+                    let n = replace::terminate_sessions(&admin, &d.live_db, &target).await?;
+                    if n > 0 {
+                        tracing::warn!("{target}: ended {n} other session(s) on {} before the swap", d.live_db);
+                    }
+                    sessions += n;
+                    replace::swap(&mut admin, &d.live_db, &load_name, &old, &target).await?;
+                    crate::failpoint("restore-swapped");
+                    journal.databases[i].phase = Phase::Swapped;
+                    journal.save()?;
+                    result.kept_as = Some(old);
+                } else {
+                    journal.databases[i].phase = Phase::Committed;
+                    journal.save()?;
+                }
+            }
+        }
+        result.seconds = t0.elapsed().as_secs_f64();
+        results.push(result);
+    }
+    Ok((results, safety, sessions))
+}
+
+async fn server_major(client: &tokio_postgres::Client) -> u32 {
+    client
+        .query_one("SELECT current_setting('server_version_num')::int4", &[])
+        .await
+        .map(|r| r.get::<_, i32>(0) as u32 / 10000)
+        .unwrap_or(0)
+}

@@ -1,0 +1,168 @@
+//! After a restore: `resume` finishes an interrupted run (brings the app
+//! back, removes half-loaded copies, reports what had been done),
+//! `rollback` swaps a replaced database back, `cleanup` drops kept copies.
+
+use serde::Serialize;
+
+use super::replace;
+use super::state::{Phase, RestoreState};
+use crate::error::CoreError;
+use crate::hooks;
+use dbsnap_pg::{ConnInfo, PgError};
+
+/// What `resume` did for one interrupted run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resumed {
+    /// Run id.
+    pub id: String,
+    /// Snapshot that was being restored.
+    pub file: String,
+    /// Per database: name and the phase it was found in.
+    pub databases: Vec<(String, Phase)>,
+    /// Actions taken.
+    pub actions: Vec<String>,
+    /// Whether the app was started again.
+    pub started_app: bool,
+}
+
+async fn admin(conn: &str) -> Result<(tokio_postgres::Client, String), CoreError> {
+    let info = ConnInfo::resolve(conn).map_err(PgError::from)?;
+    let (client, admin) = replace::admin_client(&info).await?;
+    Ok((client, admin.display()))
+}
+
+async fn exists(client: &tokio_postgres::Client, name: &str, target: &str) -> Result<bool, CoreError> {
+    Ok(replace::db_facts(client, name, target).await?.is_some())
+}
+
+/// Finishes every interrupted restore.
+pub async fn resume() -> Result<Vec<Resumed>, CoreError> {
+    let mut out = Vec::new();
+    for mut st in RestoreState::all()?.into_iter().filter(|s| !s.finished) {
+        let mut actions = Vec::new();
+        for db in st.databases.iter_mut() {
+            let (client, target) = admin(&db.admin_conn).await?;
+            if matches!(db.phase, Phase::Loading | Phase::Ready) {
+                // Did the swap commit before the interruption? The kept name tells.
+                if let Some(old) = db.old_name.clone().filter(|_| db.phase == Phase::Ready) {
+                    if exists(&client, &old, &target).await? {
+                        db.phase = Phase::Swapped;
+                        actions.push(format!("{}: the swap had completed; the previous database is kept as {old}", db.live));
+                        continue;
+                    }
+                }
+                if let Some(new) = db.new_name.clone().filter(|n| n != &db.live) {
+                    replace::drop_database(&client, &new, &target).await?;
+                    actions.push(format!("{}: removed the incomplete copy {new}; the live database was not touched", db.live));
+                }
+                db.phase = Phase::Failed;
+            }
+        }
+        let mut started_app = false;
+        if st.app_stopped {
+            if let Some(start) = st.start_cmd.clone() {
+                hooks::run("start", &start).await?;
+                actions.push(format!("ran the start command `{start}`"));
+                started_app = true;
+            }
+            st.app_stopped = false;
+        }
+        st.finished = true;
+        st.save()?;
+        out.push(Resumed {
+            id: st.id.clone(),
+            file: st.file.clone(),
+            databases: st.databases.iter().map(|d| (d.live.clone(), d.phase)).collect(),
+            actions,
+            started_app,
+        });
+    }
+    Ok(out)
+}
+
+/// What `rollback` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolledBack {
+    /// Run id undone.
+    pub id: String,
+    /// (database, name the restored copy is now kept under).
+    pub databases: Vec<(String, String)>,
+}
+
+/// Swaps back the databases replaced by restore run `id` (default: the
+/// latest run that swapped any). The restored copy is kept, renamed.
+pub async fn rollback(id: Option<&str>) -> Result<RolledBack, CoreError> {
+    let runs = RestoreState::all()?;
+    let mut st = runs
+        .into_iter()
+        .find(|s| id.is_none_or(|i| s.id == i) && s.databases.iter().any(|d| d.phase == Phase::Swapped))
+        .ok_or_else(|| CoreError::Config {
+            message: match id {
+                Some(i) => format!("restore {i} replaced no database that can be swapped back"),
+                None => "no restore replaced a database that can be swapped back".into(),
+            },
+            hint: "only drop-and-restore by swap keeps the previous database; see `dbsnap cleanup --dry-run`".into(),
+        })?;
+    let mut done = Vec::new();
+    for db in st.databases.iter_mut().filter(|d| d.phase == Phase::Swapped) {
+        let old = db.old_name.clone().expect("swapped database has a kept name");
+        let (mut client, target) = admin(&db.admin_conn).await?;
+        if !exists(&client, &old, &target).await? {
+            return Err(CoreError::Config {
+                message: format!("{target}: the kept database {old} no longer exists (dropped by cleanup?)"),
+                hint: "restore the safety snapshot instead".into(),
+            });
+        }
+        let restored_as = replace::copy_name(&db.live, "rolledback", &st.id);
+        replace::swap(&mut client, &db.live, &old, &restored_as, &target).await?;
+        db.phase = Phase::RolledBack;
+        done.push((db.live.clone(), restored_as));
+    }
+    st.save()?;
+    Ok(RolledBack { id: st.id.clone(), databases: done })
+}
+
+/// A kept copy found by `cleanup`.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptCopy {
+    /// Server (no password).
+    pub server: String,
+    /// Database name.
+    pub name: String,
+    /// Size in bytes.
+    pub bytes: i64,
+}
+
+/// Lists (and with `drop`, drops) databases dbsnap kept (`__dbsnap_`
+/// names) on the servers of recorded restores and of `extra` connections.
+pub async fn cleanup(extra: &[String], drop: bool) -> Result<Vec<KeptCopy>, CoreError> {
+    let mut servers: Vec<String> = RestoreState::all()?.iter().flat_map(|s| s.databases.iter().map(|d| d.admin_conn.clone())).collect();
+    servers.extend(extra.iter().cloned());
+    servers.sort();
+    servers.dedup();
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for conn in servers {
+        let (client, target) = admin(&conn).await?;
+        let server = target.rsplit_once('/').map(|x| x.0.to_string()).unwrap_or(target.clone());
+        let rows = client
+            .query(
+                "SELECT datname::text, pg_database_size(oid) FROM pg_database WHERE datname LIKE '%\\_\\_dbsnap\\_%' ORDER BY 1",
+                &[],
+            )
+            .await
+            .map_err(|e| CoreError::Pg(PgError::from_pg(e, &target, "list kept databases")))?;
+        for r in rows {
+            let name: String = r.get(0);
+            if !seen.insert((server.clone(), name.clone())) {
+                continue;
+            }
+            if drop {
+                replace::drop_database(&client, &name, &target).await?;
+                tracing::info!("dropped kept database {name} on {server}");
+            }
+            out.push(KeptCopy { server: server.clone(), name, bytes: r.get(1) });
+        }
+    }
+    Ok(out)
+}

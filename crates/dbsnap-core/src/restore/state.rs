@@ -1,0 +1,127 @@
+//! The journal of a restore: one JSON file per run in
+//! `$DBSNAP_HOME/state/`, rewritten (write, fsync, rename) before and after
+//! every step that changes something, so an interrupted run (kill -9, power
+//! loss) can be completed by `dbsnap resume` and a swap undone by
+//! `dbsnap rollback`. It holds connection settings without passwords.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::CoreError;
+
+/// Where a database stands in a restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Nothing done yet.
+    Planned,
+    /// A new database is being filled (swap method).
+    Loading,
+    /// The new database is complete; the swap has not happened.
+    Ready,
+    /// Names were swapped: the restored copy is live, the old one kept.
+    Swapped,
+    /// Restored in place (data-only or replace-in-transaction): committed.
+    Committed,
+    /// Failed and rolled back: live database unchanged.
+    Failed,
+    /// Swapped back by `dbsnap rollback`.
+    RolledBack,
+}
+
+/// One database's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DbRecord {
+    /// Live database name.
+    pub live: String,
+    /// Connection to a maintenance database on its server (no password).
+    pub admin_conn: String,
+    /// Name of the copy being loaded (swap method).
+    pub new_name: Option<String>,
+    /// Name the previous live database was kept under (after a swap).
+    pub old_name: Option<String>,
+    /// Phase.
+    pub phase: Phase,
+}
+
+/// One restore run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreState {
+    /// Run id (UTC timestamp).
+    pub id: String,
+    /// The snapshot file restored.
+    pub file: String,
+    /// When it started.
+    pub started_at: String,
+    /// Command that stops the app.
+    pub stop_cmd: Option<String>,
+    /// Command that starts it.
+    pub start_cmd: Option<String>,
+    /// True between a successful stop command and the start command.
+    pub app_stopped: bool,
+    /// Safety snapshot taken before destructive steps.
+    pub safety_snapshot: Option<String>,
+    /// Per database.
+    pub databases: Vec<DbRecord>,
+    /// True once the run ended (successfully or not) and the app was started.
+    pub finished: bool,
+}
+
+/// The state directory: `$DBSNAP_HOME/state`.
+pub fn state_dir() -> PathBuf {
+    crate::config::home().join("state")
+}
+
+impl RestoreState {
+    /// Path of this run's file.
+    pub fn path(&self) -> PathBuf {
+        state_dir().join(format!("restore-{}.json", self.id))
+    }
+
+    /// Writes the file durably (temporary name, fsync, rename).
+    pub fn save(&self) -> Result<(), CoreError> {
+        let dir = state_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| CoreError::write_io(&dir, e))?;
+        let path = self.path();
+        let tmp = path.with_extension("json.tmp");
+        let json = serde_json::to_vec_pretty(self).map_err(|e| CoreError::Internal(e.to_string()))?;
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&json)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(&dir)?.sync_all()
+        };
+        write().map_err(|e| CoreError::write_io(&path, e))
+    }
+
+    /// Reads one state file.
+    pub fn load(path: &Path) -> Result<RestoreState, CoreError> {
+        let bytes = std::fs::read(path).map_err(|e| CoreError::write_io(path, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| CoreError::Config {
+            message: format!("state file \"{}\" is unreadable: {e}", path.display()),
+            hint: "inspect it by hand; delete it once the databases and the app are known to be fine".into(),
+        })
+    }
+
+    /// Every recorded run, newest first.
+    pub fn all() -> Result<Vec<RestoreState>, CoreError> {
+        let dir = state_dir();
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(CoreError::write_io(&dir, e)),
+        };
+        let mut out = Vec::new();
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("restore-") && name.ends_with(".json") {
+                out.push(Self::load(&e.path())?);
+            }
+        }
+        out.sort_by(|a, b| b.id.cmp(&a.id));
+        Ok(out)
+    }
+}

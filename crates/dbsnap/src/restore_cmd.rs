@@ -1,0 +1,232 @@
+//! `restore`, `rollback`, `resume`, `cleanup`: build options (flags over
+//! the config), plan, show the plan, confirm, execute, print.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use dbsnap_core::config::{self, Config};
+use dbsnap_core::consistency::QuiesceHooks;
+use dbsnap_core::create::Progress;
+use dbsnap_core::error::exit;
+use dbsnap_core::restore::{self, recover, Plan, RestoreOptions};
+use dbsnap_core::{inspect, CoreError};
+
+use crate::cli::{CleanupArgs, JsonArgs, RestoreArgs, RollbackArgs};
+use crate::{output, progress};
+
+fn interactive() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+fn not_confirmed(what: &str) -> CoreError {
+    CoreError::NotConfirmed(format!(
+        "{what} overwrites data and needs confirmation; there is no terminal to ask on\nhint: pass --yes to confirm (see the plan with --dry-run)"
+    ))
+}
+
+/// `dbsnap restore`.
+pub async fn run(args: RestoreArgs, config: &Config, show_progress: bool) -> Result<u8, CoreError> {
+    let dir = args.dir.clone().or(config.dir.clone()).unwrap_or_else(config::default_snapshot_dir);
+    let file = match &args.file {
+        Some(f) if f.components().count() > 1 || f.exists() => f.clone(),
+        Some(f) => dir.join(f),
+        None => pick_snapshot(&dir)?,
+    };
+    let metadata = inspect::read_metadata(&file)?;
+    let target_name = args.target.clone().or(metadata.target.clone());
+    let target = match &args.target {
+        Some(t) => Some(config.target(t)?.clone()),
+        None => target_name.as_ref().and_then(|t| config.targets.get(t)).cloned(),
+    };
+    let t = target.clone().unwrap_or_default();
+    let mut map = BTreeMap::new();
+    for m in &args.map {
+        let (a, b) = m.split_once('=').ok_or_else(|| CoreError::Config {
+            message: format!("--map {m}: expected OLD=NEW"),
+            hint: "e.g. --map app-core=app-core-copy".into(),
+        })?;
+        map.insert(a.to_string(), b.to_string());
+    }
+    let mut targets = BTreeMap::new();
+    if let (Some(name), Some(t)) = (&target_name, &target) {
+        targets.insert(name.clone(), t.databases.clone());
+    }
+    let mut pg_bin = args.pg_bin.clone();
+    pg_bin.extend(config.pg_bin.iter().cloned());
+    let mut checks = t.checks.clone();
+    checks.extend(args.check.iter().cloned());
+    let opts = RestoreOptions {
+        file: file.clone(),
+        databases: args.databases.clone(),
+        targets,
+        only: args.only.clone(),
+        map,
+        drop: args.drop,
+        create: args.create,
+        no_owner: args.no_owner,
+        no_safety_snapshot: args.no_safety_snapshot,
+        dir: t.dir.clone().unwrap_or(dir),
+        hooks: QuiesceHooks {
+            stop_cmd: args.stop_cmd.clone().or(t.stop_cmd.clone()),
+            start_cmd: args.start_cmd.clone().or(t.start_cmd.clone()),
+        },
+        pg_bin,
+        checks,
+        version_spec: t.schema_version.clone(),
+        version_specs: t.schema_versions.clone(),
+    };
+    let ui = progress::Ui::new(show_progress);
+    let sink: Arc<dyn Progress> = ui.clone();
+    let plan = restore::plan(&opts, &*sink).await;
+    ui.finish();
+    let plan = plan?;
+    if args.dry_run {
+        output::print_plan(&plan, args.json, true);
+        return Ok(exit::OK);
+    }
+    if !args.json {
+        output::print_plan(&plan, false, false);
+    }
+    if !args.yes {
+        confirm(&plan)?;
+    }
+    let ui = progress::Ui::new(show_progress);
+    let sink: Arc<dyn Progress> = ui.clone();
+    let result = restore::execute(&plan, &opts, &sink).await;
+    ui.finish();
+    let result = result?;
+    output::print_restore(&result, args.json);
+    if let Some(f) = &result.start_hook_failure {
+        eprintln!("error: the restore is complete, but the application was not started again: {f}");
+        return Ok(exit::HOOK);
+    }
+    Ok(exit::OK)
+}
+
+fn pick_snapshot(dir: &std::path::Path) -> Result<PathBuf, CoreError> {
+    if !interactive() {
+        return Err(CoreError::Config {
+            message: "no snapshot given".into(),
+            hint: "pass --file (see `dbsnap list`)".into(),
+        });
+    }
+    let rows: Vec<_> = inspect::list(dir)?.into_iter().filter(|r| r.error.is_none()).collect();
+    if rows.is_empty() {
+        return Err(CoreError::Config {
+            message: format!("no snapshots in {}", dir.display()),
+            hint: "pass --dir or --file".into(),
+        });
+    }
+    let items: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{}  {}  {}  {}",
+                r.name,
+                r.created_at.as_deref().unwrap_or("-"),
+                output::human_bytes(r.size),
+                r.databases.iter().zip(&r.versions).map(|(d, v)| format!("{d} {v}")).collect::<Vec<_>>().join(", ")
+            )
+        })
+        .collect();
+    let choice = dialoguer::Select::new()
+        .with_prompt("Snapshot to restore")
+        .items(&items)
+        .default(0)
+        .interact_opt()
+        .map_err(|e| CoreError::NotConfirmed(format!("no snapshot chosen: {e}")))?
+        .ok_or_else(|| CoreError::NotConfirmed("no snapshot chosen".into()))?;
+    Ok(rows[choice].path.clone())
+}
+
+fn confirm(plan: &Plan) -> Result<(), CoreError> {
+    if !interactive() {
+        return Err(not_confirmed("this restore"));
+    }
+    if plan.destructive() {
+        for d in plan.databases.iter().filter(|d| d.action.drops_schema()) {
+            let typed: String = dialoguer::Input::new()
+                .with_prompt(format!("{} will be replaced. Type its name to confirm", d.live_db))
+                .allow_empty(true)
+                .interact_text()
+                .map_err(|e| CoreError::NotConfirmed(format!("not confirmed: {e}")))?;
+            if typed.trim() != d.live_db {
+                return Err(CoreError::NotConfirmed(format!("not confirmed: expected \"{}\"; nothing was changed", d.live_db)));
+            }
+        }
+    } else {
+        let ok = dialoguer::Confirm::new()
+            .with_prompt("Replace the data of these databases with the snapshot's?")
+            .default(false)
+            .interact()
+            .map_err(|e| CoreError::NotConfirmed(format!("not confirmed: {e}")))?;
+        if !ok {
+            return Err(CoreError::NotConfirmed("declined; nothing was changed".into()));
+        }
+    }
+    Ok(())
+}
+
+/// `dbsnap rollback`.
+pub async fn rollback(args: RollbackArgs) -> Result<u8, CoreError> {
+    if !args.yes {
+        if !interactive() {
+            return Err(not_confirmed("a rollback"));
+        }
+        let ok = dialoguer::Confirm::new()
+            .with_prompt("Swap the previous databases back in (the restored copies are kept)?")
+            .default(false)
+            .interact()
+            .map_err(|e| CoreError::NotConfirmed(format!("not confirmed: {e}")))?;
+        if !ok {
+            return Err(CoreError::NotConfirmed("declined; nothing was changed".into()));
+        }
+    }
+    let r = recover::rollback(args.id.as_deref()).await?;
+    output::print_value(&serde_json::to_value(&r).unwrap_or_default(), args.json, || {
+        for (db, kept) in &r.databases {
+            println!("rolled back {db}: the previous database is live again; the restored copy is kept as {kept}");
+        }
+    });
+    Ok(exit::OK)
+}
+
+/// `dbsnap resume`.
+pub async fn resume(args: JsonArgs) -> Result<u8, CoreError> {
+    let r = recover::resume().await?;
+    output::print_value(&serde_json::to_value(&r).unwrap_or_default(), args.json, || {
+        if r.is_empty() {
+            println!("no interrupted restore");
+        }
+        for run in &r {
+            println!("restore {} of {}:", run.id, run.file);
+            for (db, phase) in &run.databases {
+                println!("  {db}: {phase:?}");
+            }
+            for a in &run.actions {
+                println!("  {a}");
+            }
+        }
+    });
+    Ok(exit::OK)
+}
+
+/// `dbsnap cleanup`.
+pub async fn cleanup(args: CleanupArgs) -> Result<u8, CoreError> {
+    let r = recover::cleanup(&args.databases, args.yes).await?;
+    output::print_value(&serde_json::to_value(&r).unwrap_or_default(), args.json, || {
+        if r.is_empty() {
+            println!("no kept databases");
+        }
+        for k in &r {
+            let what = if args.yes { "dropped" } else { "kept" };
+            println!("{what}: {} on {} ({})", k.name, k.server, output::human_bytes(k.bytes.max(0) as u64));
+        }
+        if !args.yes && !r.is_empty() {
+            println!("pass --yes to drop them");
+        }
+    });
+    Ok(exit::OK)
+}
