@@ -557,6 +557,25 @@ impl<R: Read> Read for HashingReader<'_, R> {
     }
 }
 
+/// Finds member `name` in a snapshot stream and hands its bytes to `f`.
+/// Reads sequentially (no seeking): the member is streamed, never buffered.
+pub fn with_member<R: Read, T>(
+    input: R,
+    name: &str,
+    f: impl FnOnce(&mut dyn Read) -> Result<T, ArchiveError>,
+) -> Result<T, ArchiveError> {
+    let mut ar = tar::Archive::new(input);
+    for entry in ar.entries().map_err(|e| map_tar_err(e, "archive"))? {
+        let mut entry = entry.map_err(|e| map_tar_err(e, "a member header"))?;
+        if entry_name(&entry)? == name {
+            return f(&mut entry);
+        }
+    }
+    Err(ArchiveError::Corrupt(format!(
+        "member \"{name}\" not found"
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -668,21 +687,4 @@ mod tests {
             Err(ArchiveError::UnsupportedFormat(_))
         ));
     }
-}
-
-/// Finds member `name` in a snapshot stream and hands its bytes to `f`.
-/// Reads sequentially (no seeking): the member is streamed, never buffered.
-pub fn with_member<R: Read, T>(
-    input: R,
-    name: &str,
-    f: impl FnOnce(&mut dyn Read) -> Result<T, ArchiveError>,
-) -> Result<T, ArchiveError> {
-    let mut ar = tar::Archive::new(input);
-    for entry in ar.entries().map_err(|e| map_tar_err(e, "archive"))? {
-        let mut entry = entry.map_err(|e| map_tar_err(e, "a member header"))?;
-        if entry_name(&entry)? == name {
-            return f(&mut entry);
-        }
-    }
-    Err(ArchiveError::Corrupt(format!("member \"{name}\" not found")))
 }

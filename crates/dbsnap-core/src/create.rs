@@ -243,7 +243,11 @@ pub async fn create_with(
                 .into(),
         });
     }
-    let infos = if opts.resolved.is_empty() { resolve_all(&opts.databases)? } else { opts.resolved.clone() };
+    let infos = if opts.resolved.is_empty() {
+        resolve_all(&opts.databases)?
+    } else {
+        opts.resolved.clone()
+    };
     progress.phase("connecting");
     let opened = connect_all(&infos).await?;
     check_duplicates_after_connect(&opened)?;

@@ -64,7 +64,7 @@ pub enum Command {
     /// Swap back the databases replaced by a restore (the restored copies are kept).
     Rollback(RollbackArgs),
     /// Finish an interrupted restore: start the app again, remove half-loaded copies.
-    Resume(JsonArgs),
+    Resume(ResumeArgs),
     /// List (or drop, with --yes) the previous databases kept by restores.
     Cleanup(CleanupArgs),
 }
@@ -126,6 +126,9 @@ pub struct RestoreArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
+    /// Connection string lending credentials for a server in the journal (repeatable).
+    #[arg(short = 'd', long = "database", value_name = "CONNSTR")]
+    pub databases: Vec<String>,
     /// Restore run id (default: the latest that replaced a database).
     #[arg(long)]
     pub id: Option<String>,
@@ -138,7 +141,10 @@ pub struct RollbackArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct JsonArgs {
+pub struct ResumeArgs {
+    /// Connection string lending credentials for a server in the journal (repeatable).
+    #[arg(short = 'd', long = "database", value_name = "CONNSTR")]
+    pub databases: Vec<String>,
     /// JSON output.
     #[arg(long)]
     pub json: bool,

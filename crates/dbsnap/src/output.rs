@@ -255,14 +255,21 @@ pub fn print_plan(p: &dbsnap_core::restore::Plan, json: bool, dry_run: bool) {
     let out = &mut std::io::stderr();
     use std::io::Write;
     let _ = writeln!(out, "restore plan for {}", p.file.display());
-    let _ = writeln!(out, "  snapshot taken {} ({})", p.metadata.created_at, p.metadata.consistency.method.as_str());
+    let _ = writeln!(
+        out,
+        "  snapshot taken {} ({})",
+        p.metadata.created_at,
+        p.metadata.consistency.method.as_str()
+    );
     for d in &p.databases {
         let _ = writeln!(
             out,
             "  {:<20} -> {:<24} live {:<18} snapshot {:<18} {:?}",
             d.snapshot_db,
             d.server,
-            d.live_version.as_deref().unwrap_or(if d.exists { "-" } else { "(missing)" }),
+            d.live_version
+                .as_deref()
+                .unwrap_or(if d.exists { "-" } else { "(missing)" }),
             d.snapshot_version.as_deref().unwrap_or("-"),
             d.action
         );
@@ -270,14 +277,24 @@ pub fn print_plan(p: &dbsnap_core::restore::Plan, json: bool, dry_run: bool) {
     }
     match (&p.stop_cmd, &p.start_cmd) {
         (Some(stop), start) => {
-            let _ = writeln!(out, "  the app is stopped first (`{stop}`) and started again after (`{}`)", start.as_deref().unwrap_or("no start command!"));
+            let _ = writeln!(
+                out,
+                "  the app is stopped first (`{stop}`) and started again after (`{}`)",
+                start.as_deref().unwrap_or("no start command!")
+            );
         }
         _ => {
-            let _ = writeln!(out, "  no stop command: sessions still connected to a replaced database are ended");
+            let _ = writeln!(
+                out,
+                "  no stop command: sessions still connected to a replaced database are ended"
+            );
         }
     }
     if p.safety_snapshot {
-        let _ = writeln!(out, "  a safety snapshot of the live databases is taken first");
+        let _ = writeln!(
+            out,
+            "  a safety snapshot of the live databases is taken first"
+        );
     } else {
         let _ = writeln!(out, "  no safety snapshot (--no-safety-snapshot)");
     }
@@ -301,7 +318,10 @@ pub fn print_restore(r: &dbsnap_core::restore::RestoreResult, json: bool) {
         println!("safety snapshot: {}", s.display());
     }
     for d in &r.databases {
-        print!("restored {} ({:?}, {:.1}s)", d.database, d.action, d.seconds);
+        print!(
+            "restored {} ({:?}, {:.1}s)",
+            d.database, d.action, d.seconds
+        );
         if let Some(k) = &d.kept_as {
             print!("; previous database kept as {k} (dbsnap rollback / dbsnap cleanup)");
         }
@@ -320,7 +340,10 @@ pub fn print_restore(r: &dbsnap_core::restore::RestoreResult, json: bool) {
         }
     }
     if r.sessions_terminated > 0 {
-        println!("ended {} other session(s) on replaced databases", r.sessions_terminated);
+        println!(
+            "ended {} other session(s) on replaced databases",
+            r.sessions_terminated
+        );
     }
     println!("done in {:.1}s (run {})", r.duration_secs, r.id);
 }

@@ -13,7 +13,7 @@ use dbsnap_core::error::exit;
 use dbsnap_core::restore::{self, recover, Plan, RestoreOptions};
 use dbsnap_core::{inspect, CoreError};
 
-use crate::cli::{CleanupArgs, JsonArgs, RestoreArgs, RollbackArgs};
+use crate::cli::{CleanupArgs, RestoreArgs, ResumeArgs, RollbackArgs};
 use crate::{output, progress};
 
 fn interactive() -> bool {
@@ -28,7 +28,11 @@ fn not_confirmed(what: &str) -> CoreError {
 
 /// `dbsnap restore`.
 pub async fn run(args: RestoreArgs, config: &Config, show_progress: bool) -> Result<u8, CoreError> {
-    let dir = args.dir.clone().or(config.dir.clone()).unwrap_or_else(config::default_snapshot_dir);
+    let dir = args
+        .dir
+        .clone()
+        .or(config.dir.clone())
+        .unwrap_or_else(config::default_snapshot_dir);
     let file = match &args.file {
         Some(f) if f.components().count() > 1 || f.exists() => f.clone(),
         Some(f) => dir.join(f),
@@ -38,7 +42,10 @@ pub async fn run(args: RestoreArgs, config: &Config, show_progress: bool) -> Res
     let target_name = args.target.clone().or(metadata.target.clone());
     let target = match &args.target {
         Some(t) => Some(config.target(t)?.clone()),
-        None => target_name.as_ref().and_then(|t| config.targets.get(t)).cloned(),
+        None => target_name
+            .as_ref()
+            .and_then(|t| config.targets.get(t))
+            .cloned(),
     };
     let t = target.clone().unwrap_or_default();
     let mut map = BTreeMap::new();
@@ -112,7 +119,10 @@ fn pick_snapshot(dir: &std::path::Path) -> Result<PathBuf, CoreError> {
             hint: "pass --file (see `dbsnap list`)".into(),
         });
     }
-    let rows: Vec<_> = inspect::list(dir)?.into_iter().filter(|r| r.error.is_none()).collect();
+    let rows: Vec<_> = inspect::list(dir)?
+        .into_iter()
+        .filter(|r| r.error.is_none())
+        .collect();
     if rows.is_empty() {
         return Err(CoreError::Config {
             message: format!("no snapshots in {}", dir.display()),
@@ -127,7 +137,12 @@ fn pick_snapshot(dir: &std::path::Path) -> Result<PathBuf, CoreError> {
                 r.name,
                 r.created_at.as_deref().unwrap_or("-"),
                 output::human_bytes(r.size),
-                r.databases.iter().zip(&r.versions).map(|(d, v)| format!("{d} {v}")).collect::<Vec<_>>().join(", ")
+                r.databases
+                    .iter()
+                    .zip(&r.versions)
+                    .map(|(d, v)| format!("{d} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })
         .collect();
@@ -148,12 +163,18 @@ fn confirm(plan: &Plan) -> Result<(), CoreError> {
     if plan.destructive() {
         for d in plan.databases.iter().filter(|d| d.action.drops_schema()) {
             let typed: String = dialoguer::Input::new()
-                .with_prompt(format!("{} will be replaced. Type its name to confirm", d.live_db))
+                .with_prompt(format!(
+                    "{} will be replaced. Type its name to confirm",
+                    d.live_db
+                ))
                 .allow_empty(true)
                 .interact_text()
                 .map_err(|e| CoreError::NotConfirmed(format!("not confirmed: {e}")))?;
             if typed.trim() != d.live_db {
-                return Err(CoreError::NotConfirmed(format!("not confirmed: expected \"{}\"; nothing was changed", d.live_db)));
+                return Err(CoreError::NotConfirmed(format!(
+                    "not confirmed: expected \"{}\"; nothing was changed",
+                    d.live_db
+                )));
             }
         }
     } else {
@@ -163,7 +184,9 @@ fn confirm(plan: &Plan) -> Result<(), CoreError> {
             .interact()
             .map_err(|e| CoreError::NotConfirmed(format!("not confirmed: {e}")))?;
         if !ok {
-            return Err(CoreError::NotConfirmed("declined; nothing was changed".into()));
+            return Err(CoreError::NotConfirmed(
+                "declined; nothing was changed".into(),
+            ));
         }
     }
     Ok(())
@@ -181,52 +204,71 @@ pub async fn rollback(args: RollbackArgs) -> Result<u8, CoreError> {
             .interact()
             .map_err(|e| CoreError::NotConfirmed(format!("not confirmed: {e}")))?;
         if !ok {
-            return Err(CoreError::NotConfirmed("declined; nothing was changed".into()));
+            return Err(CoreError::NotConfirmed(
+                "declined; nothing was changed".into(),
+            ));
         }
     }
-    let r = recover::rollback(args.id.as_deref()).await?;
-    output::print_value(&serde_json::to_value(&r).unwrap_or_default(), args.json, || {
-        for (db, kept) in &r.databases {
-            println!("rolled back {db}: the previous database is live again; the restored copy is kept as {kept}");
-        }
-    });
+    let r = recover::rollback(args.id.as_deref(), &args.databases).await?;
+    output::print_value(
+        &serde_json::to_value(&r).unwrap_or_default(),
+        args.json,
+        || {
+            for (db, kept) in &r.databases {
+                println!("rolled back {db}: the previous database is live again; the restored copy is kept as {kept}");
+            }
+        },
+    );
     Ok(exit::OK)
 }
 
 /// `dbsnap resume`.
-pub async fn resume(args: JsonArgs) -> Result<u8, CoreError> {
-    let r = recover::resume().await?;
-    output::print_value(&serde_json::to_value(&r).unwrap_or_default(), args.json, || {
-        if r.is_empty() {
-            println!("no interrupted restore");
-        }
-        for run in &r {
-            println!("restore {} of {}:", run.id, run.file);
-            for (db, phase) in &run.databases {
-                println!("  {db}: {phase:?}");
+pub async fn resume(args: ResumeArgs) -> Result<u8, CoreError> {
+    let r = recover::resume(&args.databases).await?;
+    output::print_value(
+        &serde_json::to_value(&r).unwrap_or_default(),
+        args.json,
+        || {
+            if r.is_empty() {
+                println!("no interrupted restore");
             }
-            for a in &run.actions {
-                println!("  {a}");
+            for run in &r {
+                println!("restore {} of {}:", run.id, run.file);
+                for (db, phase) in &run.databases {
+                    println!("  {db}: {phase:?}");
+                }
+                for a in &run.actions {
+                    println!("  {a}");
+                }
             }
-        }
-    });
+        },
+    );
     Ok(exit::OK)
 }
 
 /// `dbsnap cleanup`.
 pub async fn cleanup(args: CleanupArgs) -> Result<u8, CoreError> {
     let r = recover::cleanup(&args.databases, args.yes).await?;
-    output::print_value(&serde_json::to_value(&r).unwrap_or_default(), args.json, || {
-        if r.is_empty() {
-            println!("no kept databases");
-        }
-        for k in &r {
-            let what = if args.yes { "dropped" } else { "kept" };
-            println!("{what}: {} on {} ({})", k.name, k.server, output::human_bytes(k.bytes.max(0) as u64));
-        }
-        if !args.yes && !r.is_empty() {
-            println!("pass --yes to drop them");
-        }
-    });
+    output::print_value(
+        &serde_json::to_value(&r).unwrap_or_default(),
+        args.json,
+        || {
+            if r.is_empty() {
+                println!("no kept databases");
+            }
+            for k in &r {
+                let what = if args.yes { "dropped" } else { "kept" };
+                println!(
+                    "{what}: {} on {} ({})",
+                    k.name,
+                    k.server,
+                    output::human_bytes(k.bytes.max(0) as u64)
+                );
+            }
+            if !args.yes && !r.is_empty() {
+                println!("pass --yes to drop them");
+            }
+        },
+    );
     Ok(exit::OK)
 }

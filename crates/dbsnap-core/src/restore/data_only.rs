@@ -40,12 +40,18 @@ const CHUNK: usize = 256 * 1024;
 pub(crate) fn stream_member(
     file: PathBuf,
     member: String,
-) -> (mpsc::Receiver<Msg>, tokio::task::JoinHandle<Result<(), CoreError>>) {
+) -> (
+    mpsc::Receiver<Msg>,
+    tokio::task::JoinHandle<Result<(), CoreError>>,
+) {
     let (tx, rx) = mpsc::channel::<Msg>(16);
     let handle = tokio::task::spawn_blocking(move || -> Result<(), CoreError> {
         let f = std::fs::File::open(&file).map_err(|e| CoreError::write_io(&file, e))?;
         let reader = std::io::BufReader::with_capacity(1 << 20, f);
-        let send = |m: Msg| tx.blocking_send(m).map_err(|_| std::io::Error::other("loader stopped"));
+        let send = |m: Msg| {
+            tx.blocking_send(m)
+                .map_err(|_| std::io::Error::other("loader stopped"))
+        };
         snapshot::with_member(reader, &member, |input| {
             pgdump::read_archive_data(input, |item| -> std::io::Result<()> {
                 match item {
@@ -131,7 +137,6 @@ fn qualified(e: &TocEntry) -> String {
     }
 }
 
-
 /// Runs the data-only restore of `member` into the database behind `client`.
 pub(crate) async fn restore(
     client: &mut Client,
@@ -143,7 +148,9 @@ pub(crate) async fn restore(
     let (mut rx, reader) = stream_member(file, member);
     let result = load(client, target, &mut rx, checks).await;
     drop(rx);
-    let read = reader.await.map_err(|e| CoreError::Internal(format!("archive reader: {e}")))?;
+    let read = reader
+        .await
+        .map_err(|e| CoreError::Internal(format!("archive reader: {e}")))?;
     match (result, read) {
         (Ok(r), Ok(())) => Ok(r),
         // The reader's error is the root cause when the loader merely saw the stream end.
@@ -160,17 +167,31 @@ async fn load(
 ) -> Result<DataOnlyReport, CoreError> {
     let toc = match rx.recv().await {
         Some(Msg::Toc(t)) => t,
-        _ => return Err(CoreError::Internal("archive stream ended before its table of contents".into())),
+        _ => {
+            return Err(CoreError::Internal(
+                "archive stream ended before its table of contents".into(),
+            ))
+        }
     };
-    let tables: Vec<String> = toc.iter().filter(|e| e.desc == "TABLE DATA").map(qualified).collect();
-    let tx = client.transaction().await.map_err(pg_err(target, "begin"))?;
+    let tables: Vec<String> = toc
+        .iter()
+        .filter(|e| e.desc == "TABLE DATA")
+        .map(qualified)
+        .collect();
+    let tx = client
+        .transaction()
+        .await
+        .map_err(pg_err(target, "begin"))?;
     tx.batch_execute("SET LOCAL lock_timeout = '30s'; SET LOCAL statement_timeout = 0")
         .await
         .map_err(pg_err(target, "set timeouts"))?;
 
     // Every table in the snapshot must exist: equal versions should mean equal schemas.
     let missing: Vec<String> = tx
-        .query("SELECT t FROM unnest($1::text[]) t WHERE to_regclass(t) IS NULL", &[&tables])
+        .query(
+            "SELECT t FROM unnest($1::text[]) t WHERE to_regclass(t) IS NULL",
+            &[&tables],
+        )
         .await
         .map_err(pg_err(target, "look up tables"))?
         .iter()
@@ -188,8 +209,9 @@ async fn load(
     // Tables with data plus their partition ancestors: foreign keys and triggers live there too.
     let family: Vec<String> = tx
         .query(
-            "SELECT DISTINCT a.relid::regclass::text FROM unnest($1::text[]) t, \
-             LATERAL pg_partition_ancestors(t::regclass) a",
+            // pg_partition_ancestors returns nothing for a plain table: add the tables themselves.
+            "SELECT DISTINCT r::text FROM (SELECT t::regclass AS r FROM unnest($1::text[]) t \
+             UNION SELECT a.relid FROM unnest($1::text[]) t, LATERAL pg_partition_ancestors(t::regclass) a) s",
             &[&tables],
         )
         .await
@@ -198,13 +220,18 @@ async fn load(
         .map(|r| r.get(0))
         .collect();
     if !family.is_empty() {
-        tx.batch_execute(&format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", family.join(", ")))
-            .await
-            .map_err(|e| {
-                let mut err = PgError::from_pg(e, target, "lock the tables");
-                err.hint = Some("other sessions hold locks: stop the application (--stop-cmd) and retry".into());
-                CoreError::Pg(err)
-            })?;
+        tx.batch_execute(&format!(
+            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            family.join(", ")
+        ))
+        .await
+        .map_err(|e| {
+            let mut err = PgError::from_pg(e, target, "lock the tables");
+            err.hint = Some(
+                "other sessions hold locks: stop the application (--stop-cmd) and retry".into(),
+            );
+            CoreError::Pg(err)
+        })?;
     }
     let mut report = DataOnlyReport::default();
 
@@ -224,7 +251,10 @@ async fn load(
     for (table, name, _) in &fks {
         tx.batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT {name}"))
             .await
-            .map_err(pg_err(target, &format!("drop foreign key {name} on {table} for the load")))?;
+            .map_err(pg_err(
+                target,
+                &format!("drop foreign key {name} on {table} for the load"),
+            ))?;
     }
     report.foreign_keys = fks.len();
 
@@ -243,7 +273,10 @@ async fn load(
     for (table, name, _) in &triggers {
         tx.batch_execute(&format!("ALTER TABLE {table} DISABLE TRIGGER {name}"))
             .await
-            .map_err(pg_err(target, &format!("disable trigger {name} on {table} for the load")))?;
+            .map_err(pg_err(
+                target,
+                &format!("disable trigger {name} on {table} for the load"),
+            ))?;
     }
     report.triggers = triggers.len();
 
@@ -260,7 +293,10 @@ async fn load(
     }
 
     // The data, in archive order.
-    let mut current: Option<(TocEntry, std::pin::Pin<Box<tokio_postgres::CopyInSink<Bytes>>>)> = None;
+    let mut current: Option<(
+        TocEntry,
+        std::pin::Pin<Box<tokio_postgres::CopyInSink<Bytes>>>,
+    )> = None;
     let mut lo: Option<(u32, i64)> = None;
     while let Some(msg) = rx.recv().await {
         match msg {
@@ -269,36 +305,59 @@ async fn load(
                 let stmt = entry.copy_stmt.clone().unwrap_or_default();
                 let stmt = stmt.trim().trim_end_matches(';').to_string();
                 if !stmt.starts_with("COPY ") {
-                    return Err(CoreError::Internal(format!("no COPY statement for table {}", entry.tag)));
+                    return Err(CoreError::Internal(format!(
+                        "no COPY statement for table {}",
+                        entry.tag
+                    )));
                 }
-                let sink = tx.copy_in::<_, Bytes>(&stmt).await.map_err(pg_err(target, &format!("start loading {}", entry.tag)))?;
+                let sink = tx
+                    .copy_in::<_, Bytes>(&stmt)
+                    .await
+                    .map_err(pg_err(target, &format!("start loading {}", entry.tag)))?;
                 current = Some((entry, Box::pin(sink)));
             }
             Msg::Data(bytes) => {
                 if let Some((entry, sink)) = current.as_mut() {
-                    sink.send(bytes).await.map_err(pg_err(target, &format!("load {}", entry.tag)))?;
+                    sink.send(bytes)
+                        .await
+                        .map_err(pg_err(target, &format!("load {}", entry.tag)))?;
                 } else if let Some((oid, offset)) = lo.as_mut() {
                     let len = bytes.len() as i64;
-                    tx.execute("SELECT lo_put($1, $2, $3)", &[&*oid, &*offset, &bytes.as_ref()])
-                        .await
-                        .map_err(pg_err(target, &format!("write large object {oid}")))?;
+                    tx.execute(
+                        "SELECT lo_put($1, $2, $3)",
+                        &[&*oid, &*offset, &bytes.as_ref()],
+                    )
+                    .await
+                    .map_err(pg_err(target, &format!("write large object {oid}")))?;
                     *offset += len;
                 }
             }
             Msg::TableEnd(rows) => {
-                let (entry, sink) = current.take().ok_or_else(|| CoreError::Internal("table end without start".into()))?;
+                let (entry, sink) = current
+                    .take()
+                    .ok_or_else(|| CoreError::Internal("table end without start".into()))?;
                 let mut sink = sink;
-                let loaded = sink.as_mut().finish().await.map_err(pg_err(target, &format!("load {}", entry.tag)))?;
+                let loaded = sink
+                    .as_mut()
+                    .finish()
+                    .await
+                    .map_err(pg_err(target, &format!("load {}", entry.tag)))?;
                 if loaded != rows {
                     return Err(CoreError::Internal(format!(
                         "{target}: {} received {loaded} rows, the snapshot has {rows}",
                         qualified(&entry)
                     )));
                 }
-                report.tables.push(TableCount { table: qualified(&entry), snapshot_rows: rows, restored_rows: 0 });
+                report.tables.push(TableCount {
+                    table: qualified(&entry),
+                    snapshot_rows: rows,
+                    restored_rows: 0,
+                });
             }
             Msg::LoStart(oid) => {
-                tx.execute("SELECT lo_create($1)", &[&oid]).await.map_err(pg_err(target, &format!("create large object {oid}")))?;
+                tx.execute("SELECT lo_create($1)", &[&oid])
+                    .await
+                    .map_err(pg_err(target, &format!("create large object {oid}")))?;
                 lo = Some((oid, 0));
             }
             Msg::LoEnd => {
@@ -308,19 +367,26 @@ async fn load(
         }
     }
     if current.is_some() || lo.is_some() {
-        return Err(CoreError::Internal("the archive stream ended inside a table".into()));
+        return Err(CoreError::Internal(
+            "the archive stream ended inside a table".into(),
+        ));
     }
 
     for e in toc.iter().filter(|e| e.desc == "SEQUENCE SET") {
         if let Some(sql) = &e.defn {
-            tx.batch_execute(sql).await.map_err(pg_err(target, &format!("set sequence {}", e.tag)))?;
+            tx.batch_execute(sql)
+                .await
+                .map_err(pg_err(target, &format!("set sequence {}", e.tag)))?;
             report.sequences += 1;
         }
     }
     for (table, name, def) in &fks {
         tx.batch_execute(&format!("ALTER TABLE {table} ADD CONSTRAINT {name} {def}"))
             .await
-            .map_err(pg_err(target, &format!("re-add foreign key {name} on {table}")))?;
+            .map_err(pg_err(
+                target,
+                &format!("re-add foreign key {name} on {table}"),
+            ))?;
     }
     for (table, name, state) in &triggers {
         let how = match *state as u8 {
@@ -330,11 +396,17 @@ async fn load(
         };
         tx.batch_execute(&format!("ALTER TABLE {table} {how} TRIGGER {name}"))
             .await
-            .map_err(pg_err(target, &format!("re-enable trigger {name} on {table}")))?;
+            .map_err(pg_err(
+                target,
+                &format!("re-enable trigger {name} on {table}"),
+            ))?;
     }
     for e in toc.iter().filter(|e| e.desc == "MATERIALIZED VIEW DATA") {
         if let Some(sql) = &e.defn {
-            tx.batch_execute(sql).await.map_err(pg_err(target, &format!("refresh materialized view {}", e.tag)))?;
+            tx.batch_execute(sql).await.map_err(pg_err(
+                target,
+                &format!("refresh materialized view {}", e.tag),
+            ))?;
         }
     }
     // Row counts against the snapshot's.
@@ -354,20 +426,32 @@ async fn load(
     }
     run_checks(&tx, target, checks).await?;
     crate::failpoint("restore-data-loaded");
-    tx.commit().await.map_err(pg_err(target, "commit the restore"))?;
+    tx.commit()
+        .await
+        .map_err(pg_err(target, "commit the restore"))?;
     Ok(report)
 }
 
 /// Runs the user's SQL checks; each must return true.
-pub(crate) async fn run_checks(client: &impl tokio_postgres::GenericClient, target: &str, checks: &[String]) -> Result<(), CoreError> {
+pub(crate) async fn run_checks(
+    client: &impl tokio_postgres::GenericClient,
+    target: &str,
+    checks: &[String],
+) -> Result<(), CoreError> {
     for q in checks {
-        let row = client
-            .query_opt(q.as_str(), &[])
-            .await
-            .map_err(|e| CoreError::Check(format!("{target}: check `{q}` failed: {}", dbsnap_pg::error::error_chain(&e))))?;
-        let ok = row.and_then(|r| r.try_get::<_, bool>(0).ok()).unwrap_or(false);
+        let row = client.query_opt(q.as_str(), &[]).await.map_err(|e| {
+            CoreError::Check(format!(
+                "{target}: check `{q}` failed: {}",
+                dbsnap_pg::error::error_chain(&e)
+            ))
+        })?;
+        let ok = row
+            .and_then(|r| r.try_get::<_, bool>(0).ok())
+            .unwrap_or(false);
         if !ok {
-            return Err(CoreError::Check(format!("{target}: check `{q}` did not return true")));
+            return Err(CoreError::Check(format!(
+                "{target}: check `{q}` did not return true"
+            )));
         }
     }
     Ok(())

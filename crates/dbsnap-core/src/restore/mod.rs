@@ -164,7 +164,12 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
                 message: format!("--only {name}: the snapshot has no database \"{name}\""),
                 hint: format!(
                     "the snapshot holds: {}",
-                    metadata.databases.iter().map(|d| d.name.clone()).collect::<Vec<_>>().join(", ")
+                    metadata
+                        .databases
+                        .iter()
+                        .map(|d| d.name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             });
         }
@@ -174,29 +179,51 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
     let mut plans = Vec::new();
     let mut warnings = Vec::new();
     let mut refusals: Vec<(u8, String)> = Vec::new();
-    for db in metadata.databases.iter().filter(|d| opts.only.is_empty() || opts.only.contains(&d.name)) {
-        let live_name = opts.map.get(&db.name).cloned().unwrap_or_else(|| db.name.clone());
+    for db in metadata
+        .databases
+        .iter()
+        .filter(|d| opts.only.is_empty() || opts.only.contains(&d.name))
+    {
+        let live_name = opts
+            .map
+            .get(&db.name)
+            .cloned()
+            .unwrap_or_else(|| db.name.clone());
         let info = live_conninfo(&connections, &live_name)?;
         let target = info.display();
         let (admin, _) = replace::admin_client(&info).await?;
         let role = replace::role_facts(&admin, &target).await?;
-        let exists = replace::db_facts(&admin, &live_name, &target).await?.is_some();
+        let exists = replace::db_facts(&admin, &live_name, &target)
+            .await?
+            .is_some();
         let snapshot_version = db.schema_version.clone();
         let mut live_version: Option<SchemaVersion> = None;
         if exists {
             let client = dbsnap_pg::connect(&info).await?;
-            let spec = opts.version_specs.get(&live_name).or(opts.version_specs.get(&db.name)).unwrap_or(&opts.version_spec);
+            let spec = opts
+                .version_specs
+                .get(&live_name)
+                .or(opts.version_specs.get(&db.name))
+                .unwrap_or(&opts.version_spec);
             live_version = schema_version::detect(&client, spec, &target).await?;
         }
         let comparison = match (&live_version, &snapshot_version) {
             (Some(l), Some(s)) => Some(l.compare(s)),
             _ => None,
         };
-        let dirty = live_version.as_ref().is_some_and(|v| v.dirty) || snapshot_version.as_ref().is_some_and(|v| v.dirty);
-        let replace_action = if role.createdb || role.superuser { Action::SwapRestore } else { Action::ReplaceInPlace };
+        let dirty = live_version.as_ref().is_some_and(|v| v.dirty)
+            || snapshot_version.as_ref().is_some_and(|v| v.dirty);
+        let replace_action = if role.createdb || role.superuser {
+            Action::SwapRestore
+        } else {
+            Action::ReplaceInPlace
+        };
         let (action, reason) = if !exists {
             if opts.create {
-                (Action::Create, "the database does not exist: it will be created".to_string())
+                (
+                    Action::Create,
+                    "the database does not exist: it will be created".to_string(),
+                )
             } else {
                 refusals.push((
                     exit::NO_DATABASE,
@@ -205,7 +232,10 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
                 continue;
             }
         } else if opts.drop {
-            (replace_action, "--drop: the database is replaced".to_string())
+            (
+                replace_action,
+                "--drop: the database is replaced".to_string(),
+            )
         } else if dirty {
             refusals.push((
                 exit::VERSION_MISMATCH,
@@ -292,13 +322,23 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
     }
     if !refusals.is_empty() {
         // Live older wins: its advice (upgrade first) is the most specific.
-        let code = refusals.iter().map(|r| r.0).find(|c| *c == exit::LIVE_OLDER).unwrap_or(refusals[0].0);
+        let code = refusals
+            .iter()
+            .map(|r| r.0)
+            .find(|c| *c == exit::LIVE_OLDER)
+            .unwrap_or(refusals[0].0);
         let message = format!(
             "restore refused, nothing was changed:\n  {}",
-            refusals.iter().map(|r| r.1.clone()).collect::<Vec<_>>().join("\n  ")
+            refusals
+                .iter()
+                .map(|r| r.1.clone())
+                .collect::<Vec<_>>()
+                .join("\n  ")
         );
         if code == exit::NO_DATABASE {
-            return Err(PgError::new(PgErrorKind::NoDatabase, message).hint("pass --create, or --map to another name").into());
+            return Err(PgError::new(PgErrorKind::NoDatabase, message)
+                .hint("pass --create, or --map to another name")
+                .into());
         }
         return Err(CoreError::Refused {
             message,
@@ -322,13 +362,18 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
 }
 
 /// Maps a tokio-postgres error about `target` while `doing` something.
-pub(crate) fn pg_err(target: &str, doing: &str) -> impl Fn(tokio_postgres::Error) -> CoreError + use<> {
+pub(crate) fn pg_err(
+    target: &str,
+    doing: &str,
+) -> impl Fn(tokio_postgres::Error) -> CoreError + use<> {
     let (target, doing) = (target.to_string(), doing.to_string());
     move |e| CoreError::Pg(PgError::from_pg(e, &target, &doing))
 }
 
 fn show(v: &Option<SchemaVersion>) -> String {
-    v.as_ref().map(|v| v.display()).unwrap_or_else(|| "none".into())
+    v.as_ref()
+        .map(|v| v.display())
+        .unwrap_or_else(|| "none".into())
 }
 
 fn describe(v: &Option<SchemaVersion>) -> String {
@@ -339,24 +384,52 @@ fn describe(v: &Option<SchemaVersion>) -> String {
 }
 
 fn diverged_message(live: &str, l: &Option<SchemaVersion>, s: &Option<SchemaVersion>) -> String {
-    let (Some(l), Some(s)) = (l, s) else { return format!("{live}: schema versions diverged") };
-    let only_live: Vec<&String> = l.applied.iter().filter(|x| !s.applied.contains(x)).take(5).collect();
-    let only_snap: Vec<&String> = s.applied.iter().filter(|x| !l.applied.contains(x)).take(5).collect();
+    let (Some(l), Some(s)) = (l, s) else {
+        return format!("{live}: schema versions diverged");
+    };
+    let only_live: Vec<&String> = l
+        .applied
+        .iter()
+        .filter(|x| !s.applied.contains(x))
+        .take(5)
+        .collect();
+    let only_snap: Vec<&String> = s
+        .applied
+        .iter()
+        .filter(|x| !l.applied.contains(x))
+        .take(5)
+        .collect();
     format!(
         "{live}: schema versions diverged: only live has [{}], only the snapshot has [{}]",
-        only_live.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
-        only_snap.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        only_live
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        only_snap
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
 fn major_of(version: &str) -> u32 {
     version
         .split_whitespace()
-        .find_map(|w| w.split('.').next().and_then(|m| m.parse::<u32>().ok()).filter(|m| *m >= 9))
+        .find_map(|w| {
+            w.split('.')
+                .next()
+                .and_then(|m| m.parse::<u32>().ok())
+                .filter(|m| *m >= 9)
+        })
         .unwrap_or(0)
 }
 
-fn connection_strings(opts: &RestoreOptions, metadata: &Metadata) -> Result<Vec<ConnInfo>, CoreError> {
+fn connection_strings(
+    opts: &RestoreOptions,
+    metadata: &Metadata,
+) -> Result<Vec<ConnInfo>, CoreError> {
     let strings: Vec<String> = if !opts.databases.is_empty() {
         opts.databases.clone()
     } else if let Some(t) = metadata.target.as_ref().and_then(|t| opts.targets.get(t)) {
@@ -370,7 +443,10 @@ fn connection_strings(opts: &RestoreOptions, metadata: &Metadata) -> Result<Vec<
             hint: "pass -d <connection string> for each database (or one for the server with --create)".into(),
         });
     };
-    strings.iter().map(|s| ConnInfo::resolve(s).map_err(|e| PgError::from(e).into())).collect()
+    strings
+        .iter()
+        .map(|s| ConnInfo::resolve(s).map_err(|e| PgError::from(e).into()))
+        .collect()
 }
 
 /// The connection for live database `name`: a string naming it, else the
@@ -394,7 +470,12 @@ fn archive_owners(file: &std::path::Path, member: &str) -> Result<Vec<String>, C
         dbsnap_archive::pgdump::read_archive(r)
             .map_err(|e| dbsnap_archive::snapshot::ArchiveError::Corrupt(e.to_string()))
     })?;
-    let mut owners: Vec<String> = summary.entries.iter().filter_map(|e| e.owner.clone()).filter(|o| !o.is_empty()).collect();
+    let mut owners: Vec<String> = summary
+        .entries
+        .iter()
+        .filter_map(|e| e.owner.clone())
+        .filter(|o| !o.is_empty())
+        .collect();
     owners.sort();
     owners.dedup();
     Ok(owners)
@@ -436,7 +517,12 @@ pub struct RestoreResult {
     pub duration_secs: f64,
 }
 
-fn pick_program(name: &str, all: &[Program], archive_major: u32, server_major: u32) -> Result<Program, CoreError> {
+fn pick_program(
+    name: &str,
+    all: &[Program],
+    archive_major: u32,
+    server_major: u32,
+) -> Result<Program, CoreError> {
     let need = archive_major.max(server_major);
     all.iter()
         .filter(|p| p.major >= need)
@@ -455,16 +541,24 @@ fn pick_program(name: &str, all: &[Program], archive_major: u32, server_major: u
 
 /// Carries out a plan. The app is stopped first and always started again;
 /// each step is journaled for `resume` and `rollback`.
-pub async fn execute(plan: &Plan, opts: &RestoreOptions, progress: &Arc<dyn Progress>) -> Result<RestoreResult, CoreError> {
+pub async fn execute(
+    plan: &Plan,
+    opts: &RestoreOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<RestoreResult, CoreError> {
     let started = std::time::Instant::now();
     let now = time::OffsetDateTime::now_utc();
     let id = now
-        .format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z"))
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
         .unwrap_or_default();
     let mut journal = RestoreState {
         id: id.clone(),
         file: plan.file.display().to_string(),
-        started_at: now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        started_at: now
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
         stop_cmd: plan.stop_cmd.clone(),
         start_cmd: plan.start_cmd.clone(),
         app_stopped: false,
@@ -474,7 +568,10 @@ pub async fn execute(plan: &Plan, opts: &RestoreOptions, progress: &Arc<dyn Prog
             .iter()
             .map(|d| DbRecord {
                 live: d.live_db.clone(),
-                admin_conn: d.info.with_dbname("postgres").to_libpq_string_without_password(),
+                admin_conn: d
+                    .info
+                    .with_dbname("postgres")
+                    .to_libpq_string_without_password(),
                 new_name: None,
                 old_name: None,
                 phase: Phase::Planned,
@@ -500,7 +597,10 @@ pub async fn execute(plan: &Plan, opts: &RestoreOptions, progress: &Arc<dyn Prog
     let start_failure = match guard.disarm() {
         Some(start) => {
             progress.phase("starting the application");
-            hooks::run("start", &start).await.err().map(|e| e.to_string())
+            hooks::run("start", &start)
+                .await
+                .err()
+                .map(|e| e.to_string())
         }
         None => None,
     };
@@ -532,14 +632,20 @@ async fn run_steps(
     let existing: Vec<&DbPlan> = plan.databases.iter().filter(|d| d.exists).collect();
     if plan.safety_snapshot && !existing.is_empty() {
         progress.phase("taking a safety snapshot of the live databases");
-        let same_instance = existing.iter().all(|d| d.info.hosts == existing[0].info.hosts && d.info.ports == existing[0].info.ports);
+        let same_instance = existing.iter().all(|d| {
+            d.info.hosts == existing[0].info.hosts && d.info.ports == existing[0].info.ports
+        });
         let created = create::create(
             &CreateOptions {
                 databases: Vec::new(),
                 resolved: existing.iter().map(|d| d.info.clone()).collect(),
                 target: plan.metadata.target.clone(),
                 prefix: "safety".into(),
-                consistency: if same_instance { ConsistencyMethod::Snapshot } else { ConsistencyMethod::None },
+                consistency: if same_instance {
+                    ConsistencyMethod::Snapshot
+                } else {
+                    ConsistencyMethod::None
+                },
                 dir: opts.dir.clone(),
                 pg_bin: opts.pg_bin.clone(),
                 hooks: QuiesceHooks::default(),
@@ -564,13 +670,25 @@ async fn run_steps(
         let t0 = std::time::Instant::now();
         progress.phase(&format!("restoring {} ({:?})", d.live_db, d.action));
         let target = d.server.clone();
-        let mut result =
-            DbResult { database: d.live_db.clone(), action: d.action, kept_as: None, data_only: None, ignored: vec![], seconds: 0.0 };
+        let mut result = DbResult {
+            database: d.live_db.clone(),
+            action: d.action,
+            kept_as: None,
+            data_only: None,
+            ignored: vec![],
+            seconds: 0.0,
+        };
         match d.action {
             Action::DataOnly => {
                 let mut client = dbsnap_pg::connect(&d.info).await?;
-                let report =
-                    data_only::restore(&mut client, &target, plan.file.clone(), d.member.clone(), &opts.checks).await?;
+                let report = data_only::restore(
+                    &mut client,
+                    &target,
+                    plan.file.clone(),
+                    d.member.clone(),
+                    &opts.checks,
+                )
+                .await?;
                 result.data_only = Some(report);
                 journal.databases[i].phase = Phase::Committed;
                 journal.save()?;
@@ -581,14 +699,30 @@ async fn run_steps(
                 let program = pick_program("pg_restore", &restores, d.pg_dump_major, server_major)?;
                 let n = replace::terminate_sessions(&admin, &d.live_db, &target).await?;
                 if n > 0 {
-                    tracing::warn!("{target}: ended {n} other session(s) on {} before replacing it", d.live_db);
+                    tracing::warn!(
+                        "{target}: ended {n} other session(s) on {} before replacing it",
+                        d.live_db
+                    );
                 }
                 sessions += n;
-                let (file, member, info, no_owner) = (plan.file.clone(), d.member.clone(), d.info.clone(), opts.no_owner);
+                let (file, member, info, no_owner) = (
+                    plan.file.clone(),
+                    d.member.clone(),
+                    d.info.clone(),
+                    opts.no_owner,
+                );
                 let psql = replace::psql_beside(&program);
                 let secrets_ref = &secrets;
                 let out = tokio::task::block_in_place(|| {
-                    replace::replace_in_place(&program, &psql, &file, &member, &info, no_owner, secrets_ref)
+                    replace::replace_in_place(
+                        &program,
+                        &psql,
+                        &file,
+                        &member,
+                        &info,
+                        no_owner,
+                        secrets_ref,
+                    )
                 })?;
                 result.ignored = out.ignored;
                 let client = dbsnap_pg::connect(&d.info).await?;
@@ -637,7 +771,8 @@ async fn run_steps(
                 }
                 if d.action == Action::SwapRestore {
                     if facts.is_some() {
-                        replace::copy_database_settings(&admin, &d.live_db, &load_name, &target).await?;
+                        replace::copy_database_settings(&admin, &d.live_db, &load_name, &target)
+                            .await?;
                     }
                     journal.databases[i].phase = Phase::Ready;
                     let old = replace::copy_name(&d.live_db, "old", &journal.id);
@@ -646,7 +781,10 @@ async fn run_steps(
                     crate::failpoint("restore-copy-ready");
                     let n = replace::terminate_sessions(&admin, &d.live_db, &target).await?;
                     if n > 0 {
-                        tracing::warn!("{target}: ended {n} other session(s) on {} before the swap", d.live_db);
+                        tracing::warn!(
+                            "{target}: ended {n} other session(s) on {} before the swap",
+                            d.live_db
+                        );
                     }
                     sessions += n;
                     replace::swap(&mut admin, &d.live_db, &load_name, &old, &target).await?;

@@ -25,35 +25,61 @@ pub struct Resumed {
     pub started_app: bool,
 }
 
-async fn admin(conn: &str) -> Result<(tokio_postgres::Client, String), CoreError> {
-    let info = ConnInfo::resolve(conn).map_err(PgError::from)?;
+/// Credentials for the journal's password-less connections: a `-d` string
+/// for the same host and port lends its password.
+pub type Credentials = [String];
+
+async fn admin(
+    conn: &str,
+    creds: &Credentials,
+) -> Result<(tokio_postgres::Client, String), CoreError> {
+    let mut info = ConnInfo::resolve(conn).map_err(PgError::from)?;
+    for c in creds {
+        let c = ConnInfo::resolve(c).map_err(PgError::from)?;
+        if c.hosts == info.hosts && c.ports == info.ports && info.password.is_none() {
+            info.password = c.password.clone();
+            if c.user != info.user && c.password.is_some() {
+                info.user = c.user.clone();
+            }
+        }
+    }
     let (client, admin) = replace::admin_client(&info).await?;
     Ok((client, admin.display()))
 }
 
-async fn exists(client: &tokio_postgres::Client, name: &str, target: &str) -> Result<bool, CoreError> {
+async fn exists(
+    client: &tokio_postgres::Client,
+    name: &str,
+    target: &str,
+) -> Result<bool, CoreError> {
     Ok(replace::db_facts(client, name, target).await?.is_some())
 }
 
 /// Finishes every interrupted restore.
-pub async fn resume() -> Result<Vec<Resumed>, CoreError> {
+pub async fn resume(creds: &Credentials) -> Result<Vec<Resumed>, CoreError> {
     let mut out = Vec::new();
     for mut st in RestoreState::all()?.into_iter().filter(|s| !s.finished) {
         let mut actions = Vec::new();
         for db in st.databases.iter_mut() {
-            let (client, target) = admin(&db.admin_conn).await?;
+            let (client, target) = admin(&db.admin_conn, creds).await?;
             if matches!(db.phase, Phase::Loading | Phase::Ready) {
                 // Did the swap commit before the interruption? The kept name tells.
                 if let Some(old) = db.old_name.clone().filter(|_| db.phase == Phase::Ready) {
                     if exists(&client, &old, &target).await? {
                         db.phase = Phase::Swapped;
-                        actions.push(format!("{}: the swap had completed; the previous database is kept as {old}", db.live));
+                        actions.push(format!(
+                            "{}: the swap had completed; the previous database is kept as {old}",
+                            db.live
+                        ));
                         continue;
                     }
                 }
                 if let Some(new) = db.new_name.clone().filter(|n| n != &db.live) {
                     replace::drop_database(&client, &new, &target).await?;
-                    actions.push(format!("{}: removed the incomplete copy {new}; the live database was not touched", db.live));
+                    actions.push(format!(
+                        "{}: removed the incomplete copy {new}; the live database was not touched",
+                        db.live
+                    ));
                 }
                 db.phase = Phase::Failed;
             }
@@ -72,7 +98,11 @@ pub async fn resume() -> Result<Vec<Resumed>, CoreError> {
         out.push(Resumed {
             id: st.id.clone(),
             file: st.file.clone(),
-            databases: st.databases.iter().map(|d| (d.live.clone(), d.phase)).collect(),
+            databases: st
+                .databases
+                .iter()
+                .map(|d| (d.live.clone(), d.phase))
+                .collect(),
             actions,
             started_app,
         });
@@ -91,7 +121,7 @@ pub struct RolledBack {
 
 /// Swaps back the databases replaced by restore run `id` (default: the
 /// latest run that swapped any). The restored copy is kept, renamed.
-pub async fn rollback(id: Option<&str>) -> Result<RolledBack, CoreError> {
+pub async fn rollback(id: Option<&str>, creds: &Credentials) -> Result<RolledBack, CoreError> {
     let runs = RestoreState::all()?;
     let mut st = runs
         .into_iter()
@@ -104,12 +134,21 @@ pub async fn rollback(id: Option<&str>) -> Result<RolledBack, CoreError> {
             hint: "only drop-and-restore by swap keeps the previous database; see `dbsnap cleanup --dry-run`".into(),
         })?;
     let mut done = Vec::new();
-    for db in st.databases.iter_mut().filter(|d| d.phase == Phase::Swapped) {
-        let old = db.old_name.clone().expect("swapped database has a kept name");
-        let (mut client, target) = admin(&db.admin_conn).await?;
+    for db in st
+        .databases
+        .iter_mut()
+        .filter(|d| d.phase == Phase::Swapped)
+    {
+        let old = db
+            .old_name
+            .clone()
+            .expect("swapped database has a kept name");
+        let (mut client, target) = admin(&db.admin_conn, creds).await?;
         if !exists(&client, &old, &target).await? {
             return Err(CoreError::Config {
-                message: format!("{target}: the kept database {old} no longer exists (dropped by cleanup?)"),
+                message: format!(
+                    "{target}: the kept database {old} no longer exists (dropped by cleanup?)"
+                ),
                 hint: "restore the safety snapshot instead".into(),
             });
         }
@@ -119,7 +158,10 @@ pub async fn rollback(id: Option<&str>) -> Result<RolledBack, CoreError> {
         done.push((db.live.clone(), restored_as));
     }
     st.save()?;
-    Ok(RolledBack { id: st.id.clone(), databases: done })
+    Ok(RolledBack {
+        id: st.id.clone(),
+        databases: done,
+    })
 }
 
 /// A kept copy found by `cleanup`.
@@ -136,15 +178,21 @@ pub struct KeptCopy {
 /// Lists (and with `drop`, drops) databases dbsnap kept (`__dbsnap_`
 /// names) on the servers of recorded restores and of `extra` connections.
 pub async fn cleanup(extra: &[String], drop: bool) -> Result<Vec<KeptCopy>, CoreError> {
-    let mut servers: Vec<String> = RestoreState::all()?.iter().flat_map(|s| s.databases.iter().map(|d| d.admin_conn.clone())).collect();
+    let mut servers: Vec<String> = RestoreState::all()?
+        .iter()
+        .flat_map(|s| s.databases.iter().map(|d| d.admin_conn.clone()))
+        .collect();
     servers.extend(extra.iter().cloned());
     servers.sort();
     servers.dedup();
     let mut out = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for conn in servers {
-        let (client, target) = admin(&conn).await?;
-        let server = target.rsplit_once('/').map(|x| x.0.to_string()).unwrap_or(target.clone());
+        let (client, target) = admin(&conn, extra).await?;
+        let server = target
+            .rsplit_once('/')
+            .map(|x| x.0.to_string())
+            .unwrap_or(target.clone());
         let rows = client
             .query(
                 "SELECT datname::text, pg_database_size(oid) FROM pg_database WHERE datname LIKE '%\\_\\_dbsnap\\_%' ORDER BY 1",
@@ -161,7 +209,11 @@ pub async fn cleanup(extra: &[String], drop: bool) -> Result<Vec<KeptCopy>, Core
                 replace::drop_database(&client, &name, &target).await?;
                 tracing::info!("dropped kept database {name} on {server}");
             }
-            out.push(KeptCopy { server: server.clone(), name, bytes: r.get(1) });
+            out.push(KeptCopy {
+                server: server.clone(),
+                name,
+                bytes: r.get(1),
+            });
         }
     }
     Ok(out)

@@ -45,7 +45,6 @@ pub struct RoleFacts {
     pub createdb: bool,
 }
 
-
 /// Connects to a maintenance database on `info`'s server (`postgres`, else
 /// `template1`); returns the client and the settings used.
 pub async fn admin_client(info: &ConnInfo) -> Result<(Client, ConnInfo), CoreError> {
@@ -54,7 +53,9 @@ pub async fn admin_client(info: &ConnInfo) -> Result<(Client, ConnInfo), CoreErr
         let admin = info.with_dbname(db);
         match dbsnap_pg::connect(&admin).await {
             Ok(c) => return Ok((c, admin)),
-            Err(e) if e.kind == PgErrorKind::NoDatabase || e.kind == PgErrorKind::Auth => last = Some(e),
+            Err(e) if e.kind == PgErrorKind::NoDatabase || e.kind == PgErrorKind::Auth => {
+                last = Some(e)
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -64,14 +65,24 @@ pub async fn admin_client(info: &ConnInfo) -> Result<(Client, ConnInfo), CoreErr
 /// The role's privileges.
 pub async fn role_facts(client: &Client, target: &str) -> Result<RoleFacts, CoreError> {
     let r = client
-        .query_one("SELECT rolsuper, rolcreatedb FROM pg_roles WHERE rolname = current_user", &[])
+        .query_one(
+            "SELECT rolsuper, rolcreatedb FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
         .await
         .map_err(pg_err(target, "read role privileges"))?;
-    Ok(RoleFacts { superuser: r.get(0), createdb: r.get(1) })
+    Ok(RoleFacts {
+        superuser: r.get(0),
+        createdb: r.get(1),
+    })
 }
 
 /// Facts about database `name`, or None if it does not exist.
-pub async fn db_facts(admin: &Client, name: &str, target: &str) -> Result<Option<DbFacts>, CoreError> {
+pub async fn db_facts(
+    admin: &Client,
+    name: &str,
+    target: &str,
+) -> Result<Option<DbFacts>, CoreError> {
     let row = admin
         .query_opt(
             "SELECT pg_get_userbyid(datdba)::text, pg_encoding_to_char(encoding)::text, datcollate::text, datctype::text \
@@ -80,11 +91,20 @@ pub async fn db_facts(admin: &Client, name: &str, target: &str) -> Result<Option
         )
         .await
         .map_err(pg_err(target, "read database facts"))?;
-    Ok(row.map(|r| DbFacts { owner: r.get(0), encoding: r.get(1), collate: r.get(2), ctype: r.get(3) }))
+    Ok(row.map(|r| DbFacts {
+        owner: r.get(0),
+        encoding: r.get(1),
+        collate: r.get(2),
+        ctype: r.get(3),
+    }))
 }
 
 /// Roles the archive's objects belong to that the server lacks.
-pub async fn missing_roles(admin: &Client, owners: &[String], target: &str) -> Result<Vec<String>, CoreError> {
+pub async fn missing_roles(
+    admin: &Client,
+    owners: &[String],
+    target: &str,
+) -> Result<Vec<String>, CoreError> {
     let rows = admin
         .query(
             "SELECT o FROM unnest($1::text[]) o WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = o) ORDER BY 1",
@@ -108,11 +128,19 @@ pub fn copy_name(live: &str, tag: &str, id: &str) -> String {
 
 /// Creates database `name`, like `like` where given (owner when the role
 /// may grant it, encoding and locale).
-pub async fn create_database(admin: &Client, name: &str, like: Option<&DbFacts>, target: &str) -> Result<(), CoreError> {
+pub async fn create_database(
+    admin: &Client,
+    name: &str,
+    like: Option<&DbFacts>,
+    target: &str,
+) -> Result<(), CoreError> {
     let mut sql = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(name));
     if let Some(f) = like {
         let can_own: bool = admin
-            .query_one("SELECT pg_has_role(current_user, $1, 'MEMBER')", &[&f.owner])
+            .query_one(
+                "SELECT pg_has_role(current_user, $1, 'MEMBER')",
+                &[&f.owner],
+            )
             .await
             .map(|r| r.get(0))
             .unwrap_or(false);
@@ -136,7 +164,12 @@ pub async fn create_database(admin: &Client, name: &str, like: Option<&DbFacts>,
 }
 
 /// Copies database-level settings and grants from `from` to `to`.
-pub async fn copy_database_settings(admin: &Client, from: &str, to: &str, target: &str) -> Result<(), CoreError> {
+pub async fn copy_database_settings(
+    admin: &Client,
+    from: &str,
+    to: &str,
+    target: &str,
+) -> Result<(), CoreError> {
     let settings: Vec<String> = admin
         .query(
             "SELECT unnest(setconfig) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase \
@@ -151,7 +184,12 @@ pub async fn copy_database_settings(admin: &Client, from: &str, to: &str, target
     for s in settings {
         if let Some((k, v)) = s.split_once('=') {
             admin
-                .batch_execute(&format!("ALTER DATABASE {} SET {} = '{}'", quote_ident(to), quote_ident(k), v.replace('\'', "''")))
+                .batch_execute(&format!(
+                    "ALTER DATABASE {} SET {} = '{}'",
+                    quote_ident(to),
+                    quote_ident(k),
+                    v.replace('\'', "''")
+                ))
                 .await
                 .map_err(pg_err(target, &format!("copy setting {k} to {to}")))?;
         }
@@ -169,13 +207,19 @@ pub async fn copy_database_settings(admin: &Client, from: &str, to: &str, target
         .collect();
     if !grants.is_empty() {
         admin
-            .batch_execute(&format!("REVOKE ALL ON DATABASE {} FROM PUBLIC", quote_ident(to)))
+            .batch_execute(&format!(
+                "REVOKE ALL ON DATABASE {} FROM PUBLIC",
+                quote_ident(to)
+            ))
             .await
             .map_err(pg_err(target, "reset database grants"))?;
     }
     for (privilege, grantee) in grants {
         admin
-            .batch_execute(&format!("GRANT {privilege} ON DATABASE {} TO {grantee}", quote_ident(to)))
+            .batch_execute(&format!(
+                "GRANT {privilege} ON DATABASE {} TO {grantee}",
+                quote_ident(to)
+            ))
             .await
             .map_err(pg_err(target, &format!("grant {privilege} on {to}")))?;
     }
@@ -208,13 +252,22 @@ pub async fn terminate_sessions(admin: &Client, db: &str, target: &str) -> Resul
 }
 
 /// Renames `live` to `old` and `new` to `live` in one transaction.
-pub async fn swap(admin: &mut Client, live: &str, new: &str, old: &str, target: &str) -> Result<(), CoreError> {
+pub async fn swap(
+    admin: &mut Client,
+    live: &str,
+    new: &str,
+    old: &str,
+    target: &str,
+) -> Result<(), CoreError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
         terminate_sessions(admin, live, target).await?;
         terminate_sessions(admin, new, target).await?;
-        let tx = admin.transaction().await.map_err(pg_err(target, "begin the swap"))?;
+        let tx = admin
+            .transaction()
+            .await
+            .map_err(pg_err(target, "begin the swap"))?;
         let r = tx
             .batch_execute(&format!(
                 "ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} RENAME TO {}",
@@ -266,10 +319,15 @@ pub fn pg_restore(
         cmd.arg("--no-owner");
     }
     secrets.configure(&mut cmd, info, &format!("restore-{}", info.dbname))?;
-    cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| PgError::new(PgErrorKind::Tooling, format!("could not run {}: {e}", program.path.display())))?;
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| {
+        PgError::new(
+            PgErrorKind::Tooling,
+            format!("could not run {}: {e}", program.path.display()),
+        )
+    })?;
     let stdin = child.stdin.take().expect("piped stdin");
     let stderr = child.stderr.take().expect("piped stderr");
     let err_thread = std::thread::spawn(move || {
@@ -280,7 +338,9 @@ pub fn pg_restore(
         lines
     });
     let fed = feed_member(file, member, stdin);
-    let status = child.wait().map_err(|e| CoreError::Internal(format!("waiting for pg_restore: {e}")))?;
+    let status = child
+        .wait()
+        .map_err(|e| CoreError::Internal(format!("waiting for pg_restore: {e}")))?;
     let lines = err_thread.join().unwrap_or_default();
     for l in &lines {
         tracing::info!(database = %info.display(), "pg_restore: {l}");
@@ -289,19 +349,41 @@ pub fn pg_restore(
     judge_restore_output("pg_restore", status.success(), &lines, &info.display())
 }
 
-fn judge_restore_output(program: &str, success: bool, lines: &[String], target: &str) -> Result<RestoreOutput, CoreError> {
-    let errors: Vec<&String> = lines.iter().filter(|l| l.contains("error:") || l.starts_with("ERROR:")).collect();
-    let real: Vec<&&String> = errors.iter().filter(|l| !is_noise(l) && !l.contains("errors ignored on restore")).collect();
+fn judge_restore_output(
+    program: &str,
+    success: bool,
+    lines: &[String],
+    target: &str,
+) -> Result<RestoreOutput, CoreError> {
+    let errors: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("error:") || l.starts_with("ERROR:"))
+        .collect();
+    let real: Vec<&&String> = errors
+        .iter()
+        .filter(|l| !is_noise(l) && !l.contains("errors ignored on restore"))
+        .collect();
     if !real.is_empty() || (!success && errors.is_empty()) {
-        let detail = if real.is_empty() { lines.join("\n") } else { real.iter().take(5).map(|s| s.as_str()).collect::<Vec<_>>().join("\n") };
+        let detail = if real.is_empty() {
+            lines.join("\n")
+        } else {
+            real.iter()
+                .take(5)
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
         let mut err = dbsnap_pg::tools::classify_stderr(program, &detail, target);
         err.hint = Some(format!(
             "{}; see the log file for {program}'s full output",
-            err.hint.unwrap_or_else(|| "the restore was not applied".into())
+            err.hint
+                .unwrap_or_else(|| "the restore was not applied".into())
         ));
         return Err(err.into());
     }
-    Ok(RestoreOutput { ignored: errors.iter().map(|s| s.to_string()).collect() })
+    Ok(RestoreOutput {
+        ignored: errors.iter().map(|s| s.to_string()).collect(),
+    })
 }
 
 fn feed_member(file: &Path, member: &str, mut out: impl Write) -> Result<(), CoreError> {
@@ -337,24 +419,40 @@ pub fn replace_in_place(
     if no_owner {
         restore.arg("--no-owner");
     }
-    restore.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut restore = restore
-        .spawn()
-        .map_err(|e| PgError::new(PgErrorKind::Tooling, format!("could not run {}: {e}", pg_restore.path.display())))?;
+    restore
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut restore = restore.spawn().map_err(|e| {
+        PgError::new(
+            PgErrorKind::Tooling,
+            format!("could not run {}: {e}", pg_restore.path.display()),
+        )
+    })?;
     let mut cmd = Command::new(psql);
     cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1"]);
     secrets.configure(&mut cmd, info, &format!("replace-{}", info.dbname))?;
-    cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut psql_child = cmd
-        .spawn()
-        .map_err(|e| PgError::new(PgErrorKind::Tooling, format!("could not run {}: {e}", psql.display())))?;
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut psql_child = cmd.spawn().map_err(|e| {
+        PgError::new(
+            PgErrorKind::Tooling,
+            format!("could not run {}: {e}", psql.display()),
+        )
+    })?;
     let restore_in = restore.stdin.take().expect("piped");
     let restore_out = restore.stdout.take().expect("piped");
     let restore_err = restore.stderr.take().expect("piped");
     let mut psql_in = psql_child.stdin.take().expect("piped");
     let psql_err = psql_child.stderr.take().expect("piped");
     let collect = |r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || BufReader::new(r).lines().map_while(Result::ok).collect::<Vec<String>>())
+        std::thread::spawn(move || {
+            BufReader::new(r)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<String>>()
+        })
     };
     let restore_err = collect(Box::new(restore_err));
     let psql_err = collect(Box::new(psql_err));
@@ -382,26 +480,44 @@ pub fn replace_in_place(
         Ok(())
     })();
     drop(psql_in);
-    let psql_status = psql_child.wait().map_err(|e| CoreError::Internal(format!("waiting for psql: {e}")))?;
+    let psql_status = psql_child
+        .wait()
+        .map_err(|e| CoreError::Internal(format!("waiting for psql: {e}")))?;
     let _ = restore.kill();
-    let restore_status = restore.wait().map_err(|e| CoreError::Internal(format!("waiting for pg_restore: {e}")))?;
-    let fed = feeder.join().unwrap_or_else(|_| Err(CoreError::Internal("feeder panicked".into())));
+    let restore_status = restore
+        .wait()
+        .map_err(|e| CoreError::Internal(format!("waiting for pg_restore: {e}")))?;
+    let fed = feeder
+        .join()
+        .unwrap_or_else(|_| Err(CoreError::Internal("feeder panicked".into())));
     let psql_lines = psql_err.join().unwrap_or_default();
     let restore_lines = restore_err.join().unwrap_or_default();
     for l in psql_lines.iter().chain(&restore_lines) {
         tracing::info!(database = %info.display(), "restore: {l}");
     }
     if !psql_status.success() {
-        return judge_restore_output("psql", false, &psql_lines, &info.display()).map(|_| RestoreOutput::default()).and_then(|_| {
-            Err(CoreError::Internal(format!("psql failed: {}", psql_lines.join("\n"))))
-        });
+        return judge_restore_output("psql", false, &psql_lines, &info.display())
+            .map(|_| RestoreOutput::default())
+            .and_then(|_| {
+                Err(CoreError::Internal(format!(
+                    "psql failed: {}",
+                    psql_lines.join("\n")
+                )))
+            });
     }
     if let Err(e) = relay {
-        return Err(CoreError::Internal(format!("relaying the restore script: {e}")));
+        return Err(CoreError::Internal(format!(
+            "relaying the restore script: {e}"
+        )));
     }
     fed?;
     if !restore_status.success() {
-        return Err(dbsnap_pg::tools::classify_stderr("pg_restore", &restore_lines.join("\n"), &info.display()).into());
+        return Err(dbsnap_pg::tools::classify_stderr(
+            "pg_restore",
+            &restore_lines.join("\n"),
+            &info.display(),
+        )
+        .into());
     }
     Ok(RestoreOutput::default())
 }

@@ -85,7 +85,8 @@ impl RestoreState {
         std::fs::create_dir_all(&dir).map_err(|e| CoreError::write_io(&dir, e))?;
         let path = self.path();
         let tmp = path.with_extension("json.tmp");
-        let json = serde_json::to_vec_pretty(self).map_err(|e| CoreError::Internal(e.to_string()))?;
+        let json =
+            serde_json::to_vec_pretty(self).map_err(|e| CoreError::Internal(e.to_string()))?;
         let write = || -> std::io::Result<()> {
             use std::io::Write;
             let mut f = std::fs::File::create(&tmp)?;
@@ -102,7 +103,9 @@ impl RestoreState {
         let bytes = std::fs::read(path).map_err(|e| CoreError::write_io(path, e))?;
         serde_json::from_slice(&bytes).map_err(|e| CoreError::Config {
             message: format!("state file \"{}\" is unreadable: {e}", path.display()),
-            hint: "inspect it by hand; delete it once the databases and the app are known to be fine".into(),
+            hint:
+                "inspect it by hand; delete it once the databases and the app are known to be fine"
+                    .into(),
         })
     }
 

@@ -1,0 +1,475 @@
+//! Acceptance for `restore`: every row of the decision table with its exit
+//! code; data-only and drop-and-restore give the snapshot's exact data and
+//! schema; nothing changes on refusal, dry run, or a corrupt archive; hooks
+//! are balanced; rollback and cleanup work.
+
+mod common;
+
+use common::{run, run_json, Home};
+use dbsnap_test_support::{rich_schema_sql, Cluster};
+
+const MIGRATIONS: &str =
+    "CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL); \
+                          INSERT INTO schema_migrations VALUES (1, false);";
+
+/// A platform database with the rich schema at migration version 1.
+fn platform(cluster: &Cluster, db: &str) {
+    cluster.create_db(db);
+    let sql = cluster.scratch().join(format!("{db}.sql"));
+    std::fs::write(&sql, rich_schema_sql(20_000)).unwrap();
+    cluster.psql_file(db, &sql);
+    cluster.psql(db, MIGRATIONS);
+}
+
+struct State {
+    data: String,
+    schema: String,
+}
+
+fn state(cluster: &Cluster, db: &str) -> State {
+    State {
+        data: cluster.table_checksums(db),
+        schema: cluster.schema_dump(db),
+    }
+}
+
+fn assert_same(a: &State, b: &State, what: &str) {
+    assert_eq!(a.data, b.data, "{what}: data differs");
+    assert_eq!(a.schema, b.schema, "{what}: schema differs");
+}
+
+fn snapshot(home: &Home, cluster: &Cluster, dbs: &[&str]) -> String {
+    let v = common::create(home, cluster, dbs, &[]);
+    v["file"].as_str().unwrap().to_string()
+}
+
+fn restore(
+    home: &Home,
+    cluster: &Cluster,
+    file: &str,
+    urls: &[String],
+    extra: &[&str],
+) -> (i32, serde_json::Value, String) {
+    let mut cmd = home.dbsnap();
+    cmd.arg("restore")
+        .arg("--file")
+        .arg(file)
+        .arg("--pg-bin")
+        .arg(cluster.bin_dir());
+    for u in urls {
+        cmd.arg("-d").arg(u);
+    }
+    cmd.args(extra);
+    run_json(&mut cmd)
+}
+
+fn change_data(cluster: &Cluster, db: &str) {
+    cluster.psql(db, "DELETE FROM orders WHERE id % 3 = 0; UPDATE accounts SET name = 'changed' WHERE id < 50; \
+                      INSERT INTO big VALUES (99999999, 1, 'new'); SELECT setval('custom_seq', 9999); \
+                      SELECT lo_unlink(424242); DELETE FROM blobs WHERE id = 2");
+}
+
+fn data_only(major: u32) {
+    let cluster = Cluster::start(major);
+    platform(&cluster, "app");
+    let home = Home::new();
+    let before = state(&cluster, "app");
+    let file = snapshot(&home, &cluster, &["app"]);
+    change_data(&cluster, "app");
+    assert_ne!(state(&cluster, "app").data, before.data);
+    let hooks = home.path().join("hooks.log");
+    let (code, v, err) = restore(
+        &home,
+        &cluster,
+        &file,
+        &[cluster.url("app")],
+        &[
+            "--yes",
+            "--stop-cmd",
+            &format!("echo stop >> {}", hooks.display()),
+            "--start-cmd",
+            &format!("echo start >> {}", hooks.display()),
+        ],
+    );
+    assert_eq!(code, 0, "{err}\n{v}");
+    assert_eq!(v["databases"][0]["action"], "data_only");
+    let rep = &v["databases"][0]["data_only"];
+    assert_eq!(rep["tables"].as_array().unwrap().len(), 7, "{rep}");
+    assert_eq!(rep["large_objects"], 2);
+    assert!(v["safety_snapshot"].is_string(), "no safety snapshot: {v}");
+    assert_same(&state(&cluster, "app"), &before, "data-only restore");
+    assert_eq!(std::fs::read_to_string(&hooks).unwrap(), "stop\nstart\n");
+    // The safety snapshot holds the changed data and is itself restorable.
+    let (code, v, _) = run_json(
+        home.dbsnap()
+            .arg("verify")
+            .arg("--file")
+            .arg(v["safety_snapshot"].as_str().unwrap()),
+    );
+    assert_eq!(code, 0, "{v}");
+}
+
+#[test]
+fn data_only_restore_gives_the_snapshot_back_pg15() {
+    data_only(15);
+}
+
+#[test]
+fn data_only_restore_gives_the_snapshot_back_pg18() {
+    data_only(18);
+}
+
+#[test]
+fn data_only_as_a_non_superuser_owner_with_a_foreign_key_cycle() {
+    let cluster = Cluster::start(15);
+    cluster.psql(
+        "postgres",
+        "CREATE ROLE owner LOGIN PASSWORD 'ownerpw' NOSUPERUSER NOCREATEDB",
+    );
+    cluster.psql("postgres", "CREATE DATABASE app OWNER owner");
+    let owner_url = cluster.url_as("owner", Some("ownerpw"), "app");
+    let home = Home::new();
+    let schema = "SET ROLE owner;
+        CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL);
+        INSERT INTO schema_migrations VALUES (5, false);
+        CREATE TABLE a (id int PRIMARY KEY, b_id int);
+        CREATE TABLE b (id int PRIMARY KEY, a_id int REFERENCES a);
+        ALTER TABLE a ADD FOREIGN KEY (b_id) REFERENCES b;
+        INSERT INTO a SELECT g, NULL FROM generate_series(1, 1000) g;
+        INSERT INTO b SELECT g, g FROM generate_series(1, 1000) g;
+        UPDATE a SET b_id = id;
+        CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.b_id := NEW.b_id + 1000000; RETURN NEW; END $$;
+        CREATE TRIGGER a_stamp BEFORE INSERT ON a FOR EACH ROW EXECUTE FUNCTION stamp();
+        CREATE TABLE counter (id int GENERATED ALWAYS AS IDENTITY, v text);
+        INSERT INTO counter (v) SELECT 'x' FROM generate_series(1, 10);";
+    cluster.psql("app", schema);
+    let before = state(&cluster, "app");
+    let mut cmd = home.dbsnap();
+    cmd.args(["create", "--pg-bin"])
+        .arg(cluster.bin_dir())
+        .arg("-d")
+        .arg(&owner_url);
+    let (code, v, err) = run_json(&mut cmd);
+    assert_eq!(code, 0, "{err}");
+    let file = v["file"].as_str().unwrap().to_string();
+    cluster.psql(
+        "app",
+        "SET ROLE owner; UPDATE a SET b_id = NULL WHERE b_id > 500; DELETE FROM b WHERE id > 500 OR a_id > 700; \
+         DELETE FROM a WHERE id > 700; INSERT INTO counter (v) VALUES ('y')",
+    );
+    let (code, v, err) = restore(
+        &home,
+        &cluster,
+        &file,
+        std::slice::from_ref(&owner_url),
+        &["--yes"],
+    );
+    assert_eq!(code, 0, "{err}\n{v}");
+    assert_eq!(v["databases"][0]["action"], "data_only");
+    assert_eq!(v["databases"][0]["data_only"]["foreign_keys"], 2);
+    assert_eq!(v["databases"][0]["data_only"]["triggers"], 1);
+    assert_same(&state(&cluster, "app"), &before, "owner data-only restore");
+    // The trigger is enabled again and the foreign keys are back.
+    assert_eq!(
+        cluster
+            .psql(
+                "app",
+                "SELECT tgenabled FROM pg_trigger WHERE tgname = 'a_stamp'"
+            )
+            .trim(),
+        "O"
+    );
+    assert_eq!(
+        cluster
+            .psql(
+                "app",
+                "SELECT count(*) FROM pg_constraint WHERE contype = 'f'"
+            )
+            .trim(),
+        "2"
+    );
+    // The identity sequence continues after the snapshot's last value.
+    assert_eq!(
+        cluster
+            .psql("app", "INSERT INTO counter (v) VALUES ('z') RETURNING id")
+            .trim(),
+        "11"
+    );
+}
+
+#[test]
+fn live_newer_is_replaced_by_swap_and_can_be_rolled_back() {
+    let cluster = Cluster::start(15);
+    platform(&cluster, "app");
+    let home = Home::new();
+    let before = state(&cluster, "app");
+    let file = snapshot(&home, &cluster, &["app"]);
+    // A newer app version migrated the schema.
+    cluster.psql("app", "INSERT INTO schema_migrations VALUES (2, false); ALTER TABLE accounts ADD COLUMN plan text DEFAULT 'free'; CREATE TABLE audit (id int)");
+    let newer = state(&cluster, "app");
+    // Without a terminal and without --yes: refused, nothing changed.
+    let (code, _, err) = restore(&home, &cluster, &file, &[cluster.url("app")], &[]);
+    assert_eq!(code, 15, "{err}");
+    assert!(err.contains("--yes"), "{err}");
+    assert_same(&state(&cluster, "app"), &newer, "unconfirmed restore");
+    // Dry run: the plan, and nothing changed.
+    let (code, v, err) = restore(
+        &home,
+        &cluster,
+        &file,
+        &[cluster.url("app")],
+        &["--dry-run"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["databases"][0]["action"], "swap_restore");
+    assert_eq!(v["databases"][0]["comparison"], "live_newer");
+    assert_same(&state(&cluster, "app"), &newer, "dry run");
+    let (code, v, err) = restore(&home, &cluster, &file, &[cluster.url("app")], &["--yes"]);
+    assert_eq!(code, 0, "{err}\n{v}");
+    assert_eq!(v["databases"][0]["action"], "swap_restore");
+    let kept = v["databases"][0]["kept_as"].as_str().unwrap().to_string();
+    assert_same(&state(&cluster, "app"), &before, "swap restore");
+    assert_same(&state(&cluster, &kept), &newer, "kept copy");
+    // rollback: the newer database is live again, the restored one kept.
+    let (code, v, err) = run_json(
+        home.dbsnap()
+            .args(["rollback", "--yes", "-d"])
+            .arg(cluster.url("postgres")),
+    );
+    assert_eq!(code, 0, "{err}");
+    let restored_copy = v["result"]["databases"][0][1].as_str().unwrap().to_string();
+    assert_same(&state(&cluster, "app"), &newer, "after rollback");
+    assert_same(
+        &state(&cluster, &restored_copy),
+        &before,
+        "restored copy after rollback",
+    );
+    // cleanup lists, then drops, the kept copies.
+    let (code, v, _) = run_json(
+        home.dbsnap()
+            .args(["cleanup", "-d"])
+            .arg(cluster.url("postgres")),
+    );
+    assert_eq!(code, 0);
+    assert_eq!(v["result"].as_array().unwrap().len(), 1, "{v}");
+    let (code, _, err) = run_json(
+        home.dbsnap()
+            .args(["cleanup", "--yes", "-d"])
+            .arg(cluster.url("postgres")),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        cluster
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_database WHERE datname LIKE '%\\_\\_dbsnap\\_%'"
+            )
+            .trim(),
+        "0"
+    );
+}
+
+#[test]
+fn refusals_follow_the_decision_table_and_change_nothing() {
+    let cluster = Cluster::start(15);
+    platform(&cluster, "app");
+    let home = Home::new();
+    cluster.psql("app", "INSERT INTO schema_migrations VALUES (2, false)");
+    let file_v2 = snapshot(&home, &cluster, &["app"]);
+    let check = |code_want: i32, needle: &str, what: &str| {
+        let st = state(&cluster, "app");
+        let (code, v, err) = restore(&home, &cluster, &file_v2, &[cluster.url("app")], &["--yes"]);
+        assert_eq!(code, code_want, "{what}: {err}\n{v}");
+        assert!(err.contains(needle), "{what}: {err}");
+        assert!(err.contains("nothing was changed"), "{what}: {err}");
+        assert_same(&state(&cluster, "app"), &st, what);
+    };
+    // live older: golang-migrate at 1 < 2.
+    cluster.psql("app", "DELETE FROM schema_migrations WHERE version = 2");
+    check(13, "upgrade the app first", "live older");
+    // dirty.
+    cluster.psql(
+        "app",
+        "UPDATE schema_migrations SET version = 2, dirty = true",
+    );
+    check(14, "dirty", "dirty");
+    // unknown: no migration table on the live side.
+    cluster.psql("app", "DROP TABLE schema_migrations");
+    check(14, "cannot be compared", "unknown");
+    // diverged: set-based history with different members (Rails-style).
+    cluster.create_db("rails");
+    cluster.psql("rails", "CREATE TABLE schema_migrations (version varchar PRIMARY KEY); INSERT INTO schema_migrations VALUES ('1'), ('2')");
+    let rails_file = snapshot(&home, &cluster, &["rails"]);
+    cluster.psql("rails", "DELETE FROM schema_migrations WHERE version = '2'; INSERT INTO schema_migrations VALUES ('3')");
+    let (code, _, err) = restore(
+        &home,
+        &cluster,
+        &rails_file,
+        &[cluster.url("rails")],
+        &["--yes"],
+    );
+    assert_eq!(code, 14, "{err}");
+    assert!(
+        err.contains("only live has [3]") && err.contains("only the snapshot has [2]"),
+        "{err}"
+    );
+    // --drop overrides: the diverged database is replaced.
+    let (code, v, err) = restore(
+        &home,
+        &cluster,
+        &rails_file,
+        &[cluster.url("rails")],
+        &["--yes", "--drop"],
+    );
+    assert_eq!(code, 0, "{err}\n{v}");
+    assert_eq!(
+        cluster
+            .psql(
+                "rails",
+                "SELECT string_agg(version, ',' ORDER BY version) FROM schema_migrations"
+            )
+            .trim(),
+        "1,2"
+    );
+    // A missing database needs --create.
+    let (code, _, err) = restore(
+        &home,
+        &cluster,
+        &rails_file,
+        &[cluster.url("rails")],
+        &["--yes", "--map", "rails=rails_copy"],
+    );
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("--create"), "{err}");
+}
+
+#[test]
+fn a_corrupt_archive_changes_nothing() {
+    let cluster = Cluster::start(15);
+    platform(&cluster, "app");
+    let home = Home::new();
+    let file = snapshot(&home, &cluster, &["app"]);
+    change_data(&cluster, "app");
+    let st = state(&cluster, "app");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&file, &bytes).unwrap();
+    let (code, _, err) = restore(
+        &home,
+        &cluster,
+        &file,
+        &[cluster.url("app")],
+        &["--yes", "--drop"],
+    );
+    assert_eq!(code, 10, "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_same(&state(&cluster, "app"), &st, "corrupt archive");
+    assert_eq!(
+        cluster
+            .psql("postgres", "SELECT count(*) FROM pg_database")
+            .trim(),
+        "4"
+    );
+}
+
+#[test]
+fn a_failing_start_command_is_reported_and_the_restore_stands() {
+    let cluster = Cluster::start(15);
+    platform(&cluster, "app");
+    let home = Home::new();
+    let before = state(&cluster, "app");
+    let file = snapshot(&home, &cluster, &["app"]);
+    change_data(&cluster, "app");
+    let log = home.path().join("hooks.log");
+    let (code, v, err) = restore(
+        &home,
+        &cluster,
+        &file,
+        &[cluster.url("app")],
+        &[
+            "--yes",
+            "--no-safety-snapshot",
+            "--stop-cmd",
+            &format!("echo stop >> {}", log.display()),
+            "--start-cmd",
+            &format!("echo start >> {}; exit 4", log.display()),
+        ],
+    );
+    assert_eq!(code, 11, "{err}\n{v}");
+    assert!(
+        err.contains("the application was not started again"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "stop\nstart\n");
+    assert_same(
+        &state(&cluster, "app"),
+        &before,
+        "restore with failing start",
+    );
+    assert!(v["safety_snapshot"].is_null());
+}
+
+#[test]
+fn restore_a_pg15_snapshot_onto_a_fresh_pg18_server_with_create() {
+    let old = Cluster::start(15);
+    platform(&old, "app");
+    let home = Home::new();
+    let file = snapshot(&home, &old, &["app"]);
+    let new = Cluster::start(18);
+    let (code, v, err) = restore(
+        &home,
+        &new,
+        &file,
+        &[new.url("postgres")],
+        &["--yes", "--create"],
+    );
+    assert_eq!(code, 0, "{err}\n{v}");
+    assert_eq!(v["databases"][0]["action"], "create");
+    assert_eq!(new.table_checksums("app"), old.table_checksums("app"));
+    // The schema is the same as far as PostgreSQL 18's pg_dump tells.
+    let out = new.scratch().join("x");
+    common::tar_extract(std::path::Path::new(&file), &out);
+    common::pg_restore_into(&new, &out.join("app.dump"), "reference");
+    assert_eq!(new.schema_dump("app"), new.schema_dump("reference"));
+}
+
+#[test]
+fn only_and_map_restore_a_subset_under_another_name() {
+    let cluster = Cluster::start(15);
+    platform(&cluster, "core");
+    cluster.create_db("backend");
+    cluster.psql("backend", MIGRATIONS);
+    let home = Home::new();
+    let file = snapshot(&home, &cluster, &["core", "backend"]);
+    let (code, v, err) = restore(
+        &home,
+        &cluster,
+        &file,
+        &[cluster.url("postgres")],
+        &[
+            "--yes",
+            "--create",
+            "--only",
+            "core",
+            "--map",
+            "core=core_copy",
+            "--no-safety-snapshot",
+        ],
+    );
+    assert_eq!(code, 0, "{err}\n{v}");
+    assert_eq!(v["databases"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        cluster.table_checksums("core_copy"),
+        cluster.table_checksums("core")
+    );
+    let (code, _, err) = run(home
+        .dbsnap()
+        .arg("restore")
+        .arg("--file")
+        .arg(&file)
+        .args(["--only", "nope", "--yes", "-d"])
+        .arg(cluster.url("postgres")));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no database \"nope\""), "{err}");
+}
