@@ -1,0 +1,219 @@
+//! Acceptance: a restore killed at any point (crash hooks abort the process
+//! like kill -9) leaves each database exactly as before or fully restored;
+//! `resume` then brings the app back (stop/start balanced) and removes
+//! half-loaded copies; `rollback` undoes a completed swap. Also: replacing
+//! in place (no CREATEDB) is all-or-nothing.
+
+mod common;
+
+use common::{run_json, Home};
+use dbsnap_test_support::{rich_schema_sql, Cluster};
+
+fn platform(cluster: &Cluster) {
+    cluster.create_db("app");
+    let sql = cluster.scratch().join("app.sql");
+    std::fs::write(&sql, rich_schema_sql(5_000)).unwrap();
+    cluster.psql_file("app", &sql);
+    cluster.psql("app", "CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL); INSERT INTO schema_migrations VALUES (1, false)");
+}
+
+fn fingerprint(cluster: &Cluster, db: &str) -> String {
+    format!(
+        "{}\n{}",
+        cluster.table_checksums(db),
+        cluster.schema_dump(db)
+    )
+}
+
+fn crash_restore(
+    home: &Home,
+    cluster: &Cluster,
+    file: &str,
+    failpoint: &str,
+    log: &std::path::Path,
+) {
+    let mut cmd = home.dbsnap();
+    cmd.env("DBSNAP_FAILPOINT", failpoint)
+        .args([
+            "restore",
+            "--yes",
+            "--no-safety-snapshot",
+            "--file",
+            file,
+            "--pg-bin",
+        ])
+        .arg(cluster.bin_dir())
+        .arg("-d")
+        .arg(cluster.url("app"))
+        .args(["--stop-cmd", &format!("echo stop >> {}", log.display())])
+        .args(["--start-cmd", &format!("echo start >> {}", log.display())]);
+    let out = cmd.output().unwrap();
+    assert!(
+        !out.status.success(),
+        "{failpoint}: the restore was not interrupted"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("failpoint {failpoint}")));
+    // Killed while the app was stopped: not started again yet.
+    assert_eq!(
+        std::fs::read_to_string(log).unwrap(),
+        "stop\n",
+        "{failpoint}"
+    );
+}
+
+fn resume(home: &Home, cluster: &Cluster) -> serde_json::Value {
+    let (code, v, err) = run_json(
+        home.dbsnap()
+            .args(["resume", "-d"])
+            .arg(cluster.url("postgres")),
+    );
+    assert_eq!(code, 0, "{err}");
+    v
+}
+
+#[test]
+fn killed_during_the_data_load_leaves_the_database_as_before() {
+    let cluster = Cluster::start(15);
+    platform(&cluster);
+    let home = Home::new();
+    let file = common::create(&home, &cluster, &["app"], &[])["file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cluster.psql(
+        "app",
+        "DELETE FROM orders WHERE id < 100; UPDATE accounts SET name = 'x'",
+    );
+    let changed = fingerprint(&cluster, "app");
+    let log = home.path().join("hooks.log");
+    crash_restore(&home, &cluster, &file, "restore-data-loaded", &log);
+    assert_eq!(
+        fingerprint(&cluster, "app"),
+        changed,
+        "the uncommitted load must leave no trace"
+    );
+    let v = resume(&home, &cluster);
+    assert_eq!(v["result"][0]["started_app"], true, "{v}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "stop\nstart\n");
+    // Nothing left to resume.
+    let v = resume(&home, &cluster);
+    assert_eq!(v["result"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn killed_before_and_after_the_swap() {
+    let cluster = Cluster::start(15);
+    platform(&cluster);
+    let home = Home::new();
+    let snapshot_state = fingerprint(&cluster, "app");
+    let file = common::create(&home, &cluster, &["app"], &[])["file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cluster.psql(
+        "app",
+        "INSERT INTO schema_migrations VALUES (2, false); CREATE TABLE added_later (id int)",
+    );
+    let newer = fingerprint(&cluster, "app");
+
+    // Killed with the new copy complete, before the swap: live untouched, copy removed by resume.
+    let log = home.path().join("hooks1.log");
+    crash_restore(&home, &cluster, &file, "restore-copy-ready", &log);
+    assert_eq!(fingerprint(&cluster, "app"), newer);
+    let copies = || {
+        cluster
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_database WHERE datname LIKE '%\\_\\_dbsnap\\_%'",
+            )
+            .trim()
+            .to_string()
+    };
+    assert_eq!(copies(), "1");
+    let v = resume(&home, &cluster);
+    assert!(
+        v["result"][0]["actions"]
+            .to_string()
+            .contains("removed the incomplete copy"),
+        "{v}"
+    );
+    assert_eq!(copies(), "0");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "stop\nstart\n");
+
+    // Killed right after the swap committed, before the journal knew: resume sees it happened.
+    let log = home.path().join("hooks2.log");
+    crash_restore(&home, &cluster, &file, "restore-swapped", &log);
+    assert_eq!(fingerprint(&cluster, "app"), snapshot_state);
+    let v = resume(&home, &cluster);
+    assert!(
+        v["result"][0]["actions"]
+            .to_string()
+            .contains("the swap had completed"),
+        "{v}"
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "stop\nstart\n");
+    // ... and the swap can be rolled back.
+    let (code, _, err) = run_json(
+        home.dbsnap()
+            .args(["rollback", "--yes", "-d"])
+            .arg(cluster.url("postgres")),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(fingerprint(&cluster, "app"), newer);
+}
+
+#[test]
+fn replace_in_place_without_createdb_is_all_or_nothing() {
+    let cluster = Cluster::start(15);
+    cluster.psql(
+        "postgres",
+        "CREATE ROLE owner LOGIN PASSWORD 'ownerpw' NOSUPERUSER NOCREATEDB",
+    );
+    cluster.psql("postgres", "CREATE DATABASE app OWNER owner");
+    let sql = cluster.scratch().join("app.sql");
+    std::fs::write(&sql, format!("SET ROLE owner;\n{}", rich_schema_sql(5_000))).unwrap();
+    cluster.psql_file("app", &sql);
+    cluster.psql("app", "SET ROLE owner; CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL); INSERT INTO schema_migrations VALUES (1, false)");
+    let owner_url = cluster.url_as("owner", Some("ownerpw"), "app");
+    let home = Home::new();
+    let snapshot_state = fingerprint(&cluster, "app");
+    let mut cmd = home.dbsnap();
+    cmd.args(["create", "--pg-bin"])
+        .arg(cluster.bin_dir())
+        .arg("-d")
+        .arg(&owner_url);
+    let (code, v, err) = run_json(&mut cmd);
+    assert_eq!(code, 0, "{err}");
+    let file = v["file"].as_str().unwrap().to_string();
+    cluster.psql("app", "SET ROLE owner; INSERT INTO schema_migrations VALUES (2, false); ALTER TABLE accounts ADD COLUMN plan text; CREATE TABLE added_later (id int); DELETE FROM orders");
+    let newer = fingerprint(&cluster, "app");
+    let restore = |extra: &[&str]| {
+        let mut cmd = home.dbsnap();
+        cmd.args(["restore", "--yes", "--file", &file, "--pg-bin"])
+            .arg(cluster.bin_dir())
+            .arg("-d")
+            .arg(&owner_url)
+            .args(extra);
+        run_json(&mut cmd)
+    };
+    // An object owned by another role blocks the replacement: all of it rolls back.
+    cluster.psql(
+        "app",
+        "CREATE TABLE blocker (id int); CREATE VIEW accounts_view AS SELECT * FROM accounts",
+    );
+    let blocked = fingerprint(&cluster, "app");
+    let (code, v, err) = restore(&[]);
+    assert_ne!(code, 0, "{v}");
+    assert_eq!(
+        fingerprint(&cluster, "app"),
+        blocked,
+        "a failed in-place replacement changed the database: {err}"
+    );
+    cluster.psql("app", "DROP VIEW accounts_view; DROP TABLE blocker");
+    assert_eq!(fingerprint(&cluster, "app"), newer);
+    // Then it works, and gives the snapshot back.
+    let (code, v, err) = restore(&[]);
+    assert_eq!(code, 0, "{err}\n{v}");
+    assert_eq!(v["databases"][0]["action"], "replace_in_place");
+    assert_eq!(fingerprint(&cluster, "app"), snapshot_state);
+}
