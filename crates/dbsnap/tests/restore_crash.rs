@@ -217,3 +217,92 @@ fn replace_in_place_without_createdb_is_all_or_nothing() {
     assert_eq!(v["databases"][0]["action"], "replace_in_place");
     assert_eq!(fingerprint(&cluster, "app"), snapshot_state);
 }
+
+#[test]
+fn a_failing_check_rolls_back_every_kind_of_restore() {
+    let cluster = Cluster::start(15);
+    platform(&cluster);
+    let home = Home::new();
+    let file = common::create(&home, &cluster, &["app"], &[])["file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cluster.psql("app", "DELETE FROM orders WHERE id < 10");
+    let changed = fingerprint(&cluster, "app");
+    let restore = |extra: &[&str]| {
+        let mut cmd = home.dbsnap();
+        cmd.args([
+            "restore",
+            "--yes",
+            "--no-safety-snapshot",
+            "--file",
+            &file,
+            "--pg-bin",
+        ])
+        .arg(cluster.bin_dir())
+        .arg("-d")
+        .arg(cluster.url("app"))
+        .args([
+            "--check",
+            "select count(*) > 0 from accounts",
+            "--check",
+            "select count(*) = 0 from orders",
+        ])
+        .args(extra);
+        run_json(&mut cmd)
+    };
+    // Data-only: the check runs before COMMIT.
+    let (code, _, err) = restore(&[]);
+    assert_eq!(code, 17, "{err}");
+    assert!(err.contains("select count(*) = 0 from orders"), "{err}");
+    assert_eq!(fingerprint(&cluster, "app"), changed);
+    // Swap: the check runs on the copy, which is dropped; live untouched.
+    let (code, _, err) = restore(&["--drop"]);
+    assert_eq!(code, 17, "{err}");
+    assert_eq!(fingerprint(&cluster, "app"), changed);
+    assert_eq!(
+        cluster
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_database WHERE datname LIKE '%\\_\\_dbsnap\\_%'"
+            )
+            .trim(),
+        "0"
+    );
+}
+
+#[test]
+fn a_failing_check_rolls_back_an_in_place_replacement() {
+    let cluster = Cluster::start(15);
+    cluster.psql(
+        "postgres",
+        "CREATE ROLE owner LOGIN PASSWORD 'ownerpw' NOSUPERUSER NOCREATEDB",
+    );
+    cluster.psql("postgres", "CREATE DATABASE app OWNER owner");
+    cluster.psql("app", "SET ROLE owner; CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)");
+    let owner_url = cluster.url_as("owner", Some("ownerpw"), "app");
+    let home = Home::new();
+    let mut cmd = home.dbsnap();
+    cmd.args(["create", "--pg-bin"])
+        .arg(cluster.bin_dir())
+        .arg("-d")
+        .arg(&owner_url);
+    let (code, v, err) = run_json(&mut cmd);
+    assert_eq!(code, 0, "{err}");
+    let file = v["file"].as_str().unwrap().to_string();
+    cluster.psql(
+        "app",
+        "SET ROLE owner; DELETE FROM t WHERE id > 50; CREATE TABLE later (id int)",
+    );
+    let changed = fingerprint(&cluster, "app");
+    let mut cmd = home.dbsnap();
+    cmd.args(["restore", "--yes", "--drop", "--file", &file, "--pg-bin"])
+        .arg(cluster.bin_dir())
+        .arg("-d")
+        .arg(&owner_url)
+        .args(["--check", "select count(*) = 7 from t"]);
+    let (code, _, err) = run_json(&mut cmd);
+    assert_eq!(code, 17, "{err}");
+    assert!(err.contains("check failed"), "{err}");
+    assert_eq!(fingerprint(&cluster, "app"), changed);
+}

@@ -494,6 +494,8 @@ pub struct DbResult {
     pub data_only: Option<data_only::DataOnlyReport>,
     /// Harmless errors pg_restore reported (version noise).
     pub ignored: Vec<String>,
+    /// Tables whose row counts were checked against the snapshot.
+    pub row_counts: usize,
     /// Seconds taken.
     pub seconds: f64,
 }
@@ -676,6 +678,7 @@ async fn run_steps(
             kept_as: None,
             data_only: None,
             ignored: vec![],
+            row_counts: 0,
             seconds: 0.0,
         };
         match d.action {
@@ -689,6 +692,7 @@ async fn run_steps(
                     &opts.checks,
                 )
                 .await?;
+                result.row_counts = report.tables.len();
                 result.data_only = Some(report);
                 journal.databases[i].phase = Phase::Committed;
                 journal.save()?;
@@ -713,24 +717,24 @@ async fn run_steps(
                 );
                 let psql = replace::psql_beside(&program);
                 let secrets_ref = &secrets;
+                let counts = tokio::task::block_in_place(|| archive_row_counts(&file, &member))?;
+                let epilogue = checks_sql(&counts, &opts.checks);
                 let out = tokio::task::block_in_place(|| {
                     replace::replace_in_place(
                         &program,
                         &psql,
-                        &file,
-                        &member,
+                        replace::MemberRef {
+                            file: &file,
+                            member: &member,
+                        },
                         &info,
                         no_owner,
                         secrets_ref,
+                        &epilogue,
                     )
                 })?;
                 result.ignored = out.ignored;
-                let client = dbsnap_pg::connect(&d.info).await?;
-                if let Err(e) = data_only::run_checks(&client, &target, &opts.checks).await {
-                    return Err(CoreError::Check(format!(
-                        "{e}\nthe database was replaced; the previous contents are in the safety snapshot"
-                    )));
-                }
+                result.row_counts = counts.len();
                 journal.databases[i].phase = Phase::Committed;
                 journal.save()?;
             }
@@ -757,8 +761,14 @@ async fn run_steps(
                 let checked = match loaded {
                     Ok(out) => {
                         result.ignored = out.ignored;
+                        let counts =
+                            tokio::task::block_in_place(|| archive_row_counts(&file, &member))?;
+                        result.row_counts = counts.len();
                         let client = dbsnap_pg::connect(&load_info).await?;
-                        data_only::run_checks(&client, &target, &opts.checks).await
+                        match compare_counts(&client, &target, &counts).await {
+                            Ok(()) => data_only::run_checks(&client, &target, &opts.checks).await,
+                            Err(e) => Err(e),
+                        }
                     }
                     Err(e) => Err(e),
                 };
@@ -802,6 +812,85 @@ async fn run_steps(
         results.push(result);
     }
     Ok((results, safety, sessions))
+}
+
+/// Rows per table in a database member: (qualified table, rows).
+fn archive_row_counts(
+    file: &std::path::Path,
+    member: &str,
+) -> Result<Vec<(String, u64)>, CoreError> {
+    use dbsnap_archive::pgdump::{read_archive_data, CopyRows, DataItem};
+    let f = std::fs::File::open(file).map_err(|e| CoreError::write_io(file, e))?;
+    let mut counts = Vec::new();
+    dbsnap_archive::snapshot::with_member(
+        std::io::BufReader::with_capacity(1 << 20, f),
+        member,
+        |input| {
+            read_archive_data(input, |item| -> std::io::Result<()> {
+                if let DataItem::TableData { entry, data } = item {
+                    let mut rows = CopyRows::new(data);
+                    std::io::copy(&mut rows, &mut std::io::sink())?;
+                    let table = match &entry.namespace {
+                        Some(ns) if !ns.is_empty() => format!(
+                            "{}.{}",
+                            data_only::quote_ident(ns),
+                            data_only::quote_ident(&entry.tag)
+                        ),
+                        _ => data_only::quote_ident(&entry.tag),
+                    };
+                    counts.push((table, rows.rows()));
+                }
+                Ok(())
+            })
+            .map(|_| ())
+            .map_err(|e| {
+                dbsnap_archive::snapshot::ArchiveError::Corrupt(format!("member \"{member}\": {e}"))
+            })
+        },
+    )?;
+    Ok(counts)
+}
+
+async fn compare_counts(
+    client: &tokio_postgres::Client,
+    target: &str,
+    counts: &[(String, u64)],
+) -> Result<(), CoreError> {
+    for (table, want) in counts {
+        let got: i64 = client
+            .query_one(&format!("SELECT count(*) FROM ONLY {table}"), &[])
+            .await
+            .map_err(pg_err(target, &format!("count rows of {table}")))?
+            .get(0);
+        if got as u64 != *want {
+            return Err(CoreError::Check(format!(
+                "{target}: {table} has {got} rows after the restore, the snapshot has {want}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// SQL run just before COMMIT of an in-place replacement: row counts and
+/// the user's checks, raising (and so rolling back) on any failure.
+fn checks_sql(counts: &[(String, u64)], checks: &[String]) -> String {
+    // pg_restore's script empties search_path; the user's checks expect the default.
+    let mut sql = String::from("\nRESET search_path;\n");
+    for (table, want) in counts {
+        sql.push_str(&format!(
+            "DO $dbsnap$ BEGIN IF (SELECT count(*) FROM ONLY {table}) <> {want} THEN \
+             RAISE EXCEPTION 'dbsnap: % has % rows after the restore, the snapshot has {want}', '{t}', (SELECT count(*) FROM ONLY {table}); \
+             END IF; END $dbsnap$;\n",
+            t = table.replace('\'', "''")
+        ));
+    }
+    for q in checks {
+        sql.push_str(&format!(
+            "DO $dbsnap$ BEGIN IF NOT coalesce(({q}), false) THEN RAISE EXCEPTION 'dbsnap: check failed: %', '{}'; END IF; END $dbsnap$;\n",
+            q.replace('\'', "''")
+        ));
+    }
+    sql
 }
 
 async fn server_major(client: &tokio_postgres::Client) -> u32 {

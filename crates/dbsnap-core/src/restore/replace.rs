@@ -289,6 +289,15 @@ pub async fn swap(
     }
 }
 
+/// A database member inside a snapshot file.
+#[derive(Debug, Clone, Copy)]
+pub struct MemberRef<'a> {
+    /// The snapshot file.
+    pub file: &'a Path,
+    /// The member's name.
+    pub member: &'a str,
+}
+
 /// Output of a pg_restore run.
 #[derive(Debug, Default)]
 pub struct RestoreOutput {
@@ -408,11 +417,11 @@ fn feed_member(file: &Path, member: &str, mut out: impl Write) -> Result<(), Cor
 pub fn replace_in_place(
     pg_restore: &Program,
     psql: &Path,
-    file: &Path,
-    member: &str,
+    source: MemberRef<'_>,
     info: &ConnInfo,
     no_owner: bool,
     secrets: &Secrets,
+    epilogue: &str,
 ) -> Result<RestoreOutput, CoreError> {
     let mut restore = Command::new(&pg_restore.path);
     restore.args(["--single-transaction", "-f", "-"]);
@@ -456,26 +465,38 @@ pub fn replace_in_place(
     };
     let restore_err = collect(Box::new(restore_err));
     let psql_err = collect(Box::new(psql_err));
-    let (file, member) = (file.to_path_buf(), member.to_string());
+    let (file, member) = (source.file.to_path_buf(), source.member.to_string());
     let feeder = std::thread::spawn(move || feed_member(&file, &member, restore_in));
     // Relay the script, injecting the prelude after its BEGIN.
     let relay = (|| -> std::io::Result<()> {
         let mut reader = BufReader::with_capacity(1 << 20, restore_out);
         let mut line = Vec::new();
-        let mut injected = false;
+        let (mut injected, mut checked, mut in_copy) = (false, false, false);
         loop {
             line.clear();
             if reader.read_until(b'\n', &mut line)? == 0 {
                 break;
             }
+            let t = line.trim_ascii();
+            if in_copy {
+                in_copy = t != b"\\.";
+            } else if t.starts_with(b"COPY ") && t.ends_with(b"FROM stdin;") {
+                in_copy = true;
+            } else if !checked && injected && t == b"COMMIT;" {
+                // Checks run inside the transaction: a failure rolls everything back.
+                psql_in.write_all(epilogue.as_bytes())?;
+                checked = true;
+            }
             psql_in.write_all(&line)?;
-            if !injected && line.trim_ascii() == b"BEGIN;" {
+            if !injected && t == b"BEGIN;" {
                 psql_in.write_all(b"\nDROP OWNED BY CURRENT_USER;\n")?;
                 injected = true;
             }
         }
-        if !injected {
-            return Err(std::io::Error::other("pg_restore's script had no BEGIN"));
+        if !injected || !checked {
+            return Err(std::io::Error::other(
+                "pg_restore's script lacked its BEGIN or COMMIT",
+            ));
         }
         Ok(())
     })();
@@ -496,14 +517,18 @@ pub fn replace_in_place(
         tracing::info!(database = %info.display(), "restore: {l}");
     }
     if !psql_status.success() {
-        return judge_restore_output("psql", false, &psql_lines, &info.display())
-            .map(|_| RestoreOutput::default())
-            .and_then(|_| {
-                Err(CoreError::Internal(format!(
-                    "psql failed: {}",
-                    psql_lines.join("\n")
-                )))
-            });
+        // A check raised inside the transaction: everything rolled back.
+        if let Some(l) = psql_lines.iter().find(|l| l.contains("dbsnap: ")) {
+            let msg = l.split("dbsnap: ").nth(1).unwrap_or(l);
+            return Err(CoreError::Check(format!("{}: {msg}", info.display())));
+        }
+        let mut err =
+            dbsnap_pg::tools::classify_stderr("psql", &psql_lines.join("\n"), &info.display());
+        err.message = format!(
+            "{}; the transaction was rolled back, nothing was changed",
+            err.message
+        );
+        return Err(err.into());
     }
     if let Err(e) = relay {
         return Err(CoreError::Internal(format!(
