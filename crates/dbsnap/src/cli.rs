@@ -17,15 +17,17 @@ use crate::{output, progress};
 
 const AFTER_HELP: &str = "\
 Exit codes:
-  0 ok                       7 pg_dump missing or older than the server
-  1 internal error           8 no consistent cut (busy, or different instances)
-  2 bad arguments/config     9 local storage failed (full disk, I/O)
-  3 server unreachable      10 snapshot failed verification
-  4 authentication failed   11 stop/start command failed
-  5 database does not exist 12 other server or pg_dump failure
-  6 privilege missing      130 interrupted
+  0 ok                        9 local storage failed (full disk, I/O)
+  1 internal error           10 snapshot failed verification
+  2 bad arguments/config     11 stop/start command failed
+  3 server unreachable       12 other server or pg_dump failure
+  4 authentication failed    13 restore refused: live schema older than the snapshot
+  5 database does not exist  14 restore refused: versions diverged, unknown or dirty
+  6 privilege missing        15 confirmation needed (--yes) or declined
+  7 pg_dump/pg_restore missing or too old    17 post-restore check failed (rolled back)
+  8 no consistent cut (busy, or different instances)    130 interrupted
 
-Environment: DBSNAP_HOME (default ~/.dbsnap: snapshots/, logs/, config.toml),
+Environment: DBSNAP_HOME (default ~/.dbsnap: snapshots/, logs/, state/, config.toml),
 DBSNAP_PG_BIN (extra directories with pg_dump), and libpq's PGHOST, PGPORT,
 PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, PGSSLROOTCERT, PGAPPNAME,
 PGCONNECT_TIMEOUT, PGPASSFILE, PGSERVICE, PGSERVICEFILE.";
