@@ -392,18 +392,9 @@ fn read_archive_inner<R: Read>(
         match kind {
             BLK_DATA => {
                 if wants_contents {
-                    let mut chunks = ChunkReader {
-                        r: &mut r,
-                        remaining: 0,
-                        done: false,
-                    };
-                    let mut data = compression_algo.reader(&mut chunks)?;
-                    visit(DataItem::TableData {
-                        entry,
-                        data: &mut data,
+                    stream_item(&mut r, compression_algo, &mut |data| {
+                        visit(DataItem::TableData { entry, data })
                     })?;
-                    drop(data);
-                    chunks.drain()?;
                 } else {
                     r.skip_chunks(&what)?;
                 }
@@ -417,19 +408,9 @@ fn read_archive_inner<R: Read>(
                     let oid = u32::try_from(oid).map_err(|_| {
                         PgDumpError::Corrupt(format!("large object oid {oid} out of range"))
                     })?;
-                    let mut chunks = ChunkReader {
-                        r: &mut r,
-                        remaining: 0,
-                        done: false,
-                    };
-                    let mut data = compression_algo.reader(&mut chunks)?;
-                    visit(DataItem::LargeObject {
-                        entry,
-                        oid,
-                        data: &mut data,
+                    stream_item(&mut r, compression_algo, &mut |data| {
+                        visit(DataItem::LargeObject { entry, oid, data })
                     })?;
-                    drop(data);
-                    chunks.drain()?;
                 } else {
                     r.skip_chunks(&what)?;
                 }
@@ -559,6 +540,24 @@ impl Compression {
             ))),
         }
     }
+}
+
+/// Hands one data stream (a table's, or a large object's) to `f`,
+/// decompressed, then consumes whatever `f` left unread.
+fn stream_item<R: Read>(
+    r: &mut Reader<R>,
+    compression: Compression,
+    f: &mut dyn FnMut(&mut dyn Read) -> Result<(), PgDumpError>,
+) -> Result<(), PgDumpError> {
+    let mut chunks = ChunkReader {
+        r,
+        remaining: 0,
+        done: false,
+    };
+    let mut data = compression.reader(&mut chunks)?;
+    f(&mut data)?;
+    drop(data);
+    chunks.drain()
 }
 
 /// The bytes of one data stream: length-prefixed chunks ending with a zero length.

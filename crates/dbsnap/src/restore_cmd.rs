@@ -178,18 +178,25 @@ fn confirm(plan: &Plan) -> Result<(), CoreError> {
             }
         }
     } else {
-        let ok = dialoguer::Confirm::new()
-            .with_prompt("Replace the data of these databases with the snapshot's?")
-            .default(false)
-            .interact()
-            .map_err(|e| CoreError::NotConfirmed(format!("not confirmed: {e}")))?;
-        if !ok {
-            return Err(CoreError::NotConfirmed(
-                "declined; nothing was changed".into(),
-            ));
-        }
+        ask("Replace the data of these databases with the snapshot's?")?;
     }
     Ok(())
+}
+
+/// A yes/no question, default no; no is an error that changed nothing.
+fn ask(question: &str) -> Result<(), CoreError> {
+    let ok = dialoguer::Confirm::new()
+        .with_prompt(question)
+        .default(false)
+        .interact()
+        .map_err(|e| CoreError::NotConfirmed(format!("not confirmed: {e}")))?;
+    if ok {
+        Ok(())
+    } else {
+        Err(CoreError::NotConfirmed(
+            "declined; nothing was changed".into(),
+        ))
+    }
 }
 
 /// `dbsnap rollback`.
@@ -198,16 +205,7 @@ pub async fn rollback(args: RollbackArgs) -> Result<u8, CoreError> {
         if !interactive() {
             return Err(not_confirmed("a rollback"));
         }
-        let ok = dialoguer::Confirm::new()
-            .with_prompt("Swap the previous databases back in (the restored copies are kept)?")
-            .default(false)
-            .interact()
-            .map_err(|e| CoreError::NotConfirmed(format!("not confirmed: {e}")))?;
-        if !ok {
-            return Err(CoreError::NotConfirmed(
-                "declined; nothing was changed".into(),
-            ));
-        }
+        ask("Swap the previous databases back in (the restored copies are kept)?")?;
     }
     let r = recover::rollback(args.id.as_deref(), &args.databases).await?;
     output::print_value(

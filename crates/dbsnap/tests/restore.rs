@@ -144,14 +144,7 @@ fn data_only_as_a_non_superuser_owner_with_a_foreign_key_cycle() {
         INSERT INTO counter (v) SELECT 'x' FROM generate_series(1, 10);";
     cluster.psql("app", schema);
     let before = state(&cluster, "app");
-    let mut cmd = home.dbsnap();
-    cmd.args(["create", "--pg-bin"])
-        .arg(cluster.bin_dir())
-        .arg("-d")
-        .arg(&owner_url);
-    let (code, v, err) = run_json(&mut cmd);
-    assert_eq!(code, 0, "{err}");
-    let file = v["file"].as_str().unwrap().to_string();
+    let file = common::create_from_url(&home, &cluster, &owner_url);
     cluster.psql(
         "app",
         "SET ROLE owner; UPDATE a SET b_id = NULL WHERE b_id > 500; DELETE FROM b WHERE id > 500 OR a_id > 700; \

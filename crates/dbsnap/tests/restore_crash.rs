@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{run_json, Home};
+use common::{fingerprint, run_json, Home};
 use dbsnap_test_support::{rich_schema_sql, Cluster};
 
 fn platform(cluster: &Cluster) {
@@ -15,14 +15,6 @@ fn platform(cluster: &Cluster) {
     std::fs::write(&sql, rich_schema_sql(5_000)).unwrap();
     cluster.psql_file("app", &sql);
     cluster.psql("app", "CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL); INSERT INTO schema_migrations VALUES (1, false)");
-}
-
-fn fingerprint(cluster: &Cluster, db: &str) -> String {
-    format!(
-        "{}\n{}",
-        cluster.table_checksums(db),
-        cluster.schema_dump(db)
-    )
 }
 
 fn crash_restore(
@@ -177,14 +169,7 @@ fn replace_in_place_without_createdb_is_all_or_nothing() {
     let owner_url = cluster.url_as("owner", Some("ownerpw"), "app");
     let home = Home::new();
     let snapshot_state = fingerprint(&cluster, "app");
-    let mut cmd = home.dbsnap();
-    cmd.args(["create", "--pg-bin"])
-        .arg(cluster.bin_dir())
-        .arg("-d")
-        .arg(&owner_url);
-    let (code, v, err) = run_json(&mut cmd);
-    assert_eq!(code, 0, "{err}");
-    let file = v["file"].as_str().unwrap().to_string();
+    let file = common::create_from_url(&home, &cluster, &owner_url);
     cluster.psql("app", "SET ROLE owner; INSERT INTO schema_migrations VALUES (2, false); ALTER TABLE accounts ADD COLUMN plan text; CREATE TABLE added_later (id int); DELETE FROM orders");
     let newer = fingerprint(&cluster, "app");
     let restore = |extra: &[&str]| {
@@ -282,14 +267,7 @@ fn a_failing_check_rolls_back_an_in_place_replacement() {
     cluster.psql("app", "SET ROLE owner; CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)");
     let owner_url = cluster.url_as("owner", Some("ownerpw"), "app");
     let home = Home::new();
-    let mut cmd = home.dbsnap();
-    cmd.args(["create", "--pg-bin"])
-        .arg(cluster.bin_dir())
-        .arg("-d")
-        .arg(&owner_url);
-    let (code, v, err) = run_json(&mut cmd);
-    assert_eq!(code, 0, "{err}");
-    let file = v["file"].as_str().unwrap().to_string();
+    let file = common::create_from_url(&home, &cluster, &owner_url);
     cluster.psql(
         "app",
         "SET ROLE owner; DELETE FROM t WHERE id > 50; CREATE TABLE later (id int)",

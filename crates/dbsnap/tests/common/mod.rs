@@ -182,3 +182,24 @@ pub fn pg_dump_running(port: u16) -> bool {
         .unwrap();
     !String::from_utf8_lossy(&ps.stdout).trim().is_empty()
 }
+
+/// `dbsnap create` of one database given by URL; returns the snapshot path.
+pub fn create_from_url(home: &Home, cluster: &Cluster, url: &str) -> String {
+    let mut cmd = home.dbsnap();
+    cmd.args(["create", "--pg-bin"])
+        .arg(cluster.bin_dir())
+        .arg("-d")
+        .arg(url);
+    let (code, v, err) = run_json(&mut cmd);
+    assert_eq!(code, 0, "create failed: {err}");
+    v["file"].as_str().unwrap().to_string()
+}
+
+/// Data checksums and schema of a database, for before/after comparisons.
+pub fn fingerprint(cluster: &Cluster, db: &str) -> String {
+    format!(
+        "{}\n{}",
+        cluster.table_checksums(db),
+        cluster.schema_dump(db)
+    )
+}
