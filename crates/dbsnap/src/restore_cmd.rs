@@ -74,7 +74,8 @@ pub async fn run(args: RestoreArgs, config: &Config, show_progress: bool) -> Res
         create: args.create,
         no_owner: args.no_owner,
         no_safety_snapshot: args.no_safety_snapshot,
-        dir: t.dir.clone().unwrap_or(dir),
+        // Safety snapshots: --dir, else the target's repository, else the default.
+        dir: args.dir.clone().or(t.dir.clone()).unwrap_or(dir),
         hooks: QuiesceHooks {
             stop_cmd: args.stop_cmd.clone().or(t.stop_cmd.clone()),
             start_cmd: args.start_cmd.clone().or(t.start_cmd.clone()),

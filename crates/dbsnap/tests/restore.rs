@@ -466,3 +466,27 @@ fn only_and_map_restore_a_subset_under_another_name() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no database \"nope\""), "{err}");
 }
+
+#[test]
+fn a_pg18_snapshot_into_pg15_reports_version_noise_as_ignored() {
+    let new = Cluster::start(18);
+    new.create_db("app");
+    new.psql("app", "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 500) g");
+    let home = Home::new();
+    let file = snapshot(&home, &new, &["app"]);
+    let old = Cluster::start(15);
+    // pg_restore 18 is needed to read the archive; it talks to the 15 server.
+    let mut cmd = home.dbsnap();
+    cmd.args(["restore", "--yes", "--create", "--file", &file, "--pg-bin"])
+        .arg(new.bin_dir())
+        .arg("-d")
+        .arg(old.url("postgres"));
+    let (code, v, err) = run_json(&mut cmd);
+    assert_eq!(code, 0, "{err}\n{v}");
+    assert_eq!(old.table_checksums("app"), new.table_checksums("app"));
+    let ignored = v["databases"][0]["ignored"].to_string();
+    assert!(
+        ignored.contains("unrecognized configuration parameter"),
+        "{v}"
+    );
+}
