@@ -53,8 +53,26 @@ t0=$(now)
 t1=$(now)
 verify_time=$(elapsed "$t0" "$t1")
 
+# Restore: truncate + pg_restore --data-only of each database vs dbsnap's
+# data-only restore (equal schema versions), both one transaction per database.
+t0=$(now)
+for db in app-core app-backend; do
+  "$server_bin/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d "$db" -c \
+    "DO \$\$ DECLARE r record; BEGIN FOR r IN SELECT format('%I.%I', schemaname, tablename) t FROM pg_tables WHERE schemaname = 'public' LOOP EXECUTE 'TRUNCATE ' || r.t || ' CASCADE'; END LOOP; END \$\$" >/dev/null
+  "$server_bin/pg_restore" --data-only --single-transaction --disable-triggers -h 127.0.0.1 -p "$port" -U postgres -d "$db" "$work/$db.dump"
+done
+t1=$(now)
+pgr_time=$(elapsed "$t0" "$t1")
+
+t0=$(now)
+"$bin" --config "$work/demo/dbsnap.toml" restore --file "$file" --yes --no-safety-snapshot --no-progress --json > "$work/restore.json"
+t1=$(now)
+restore_time=$(elapsed "$t0" "$t1")
+
 printf '\n%-44s %10s %14s\n' "workflow" "seconds" "bytes"
 printf '%-44s %10s %14s\n' "pg_dump -Fc app-core; pg_dump -Fc app-backend" "$seq_time" "$seq_size"
 printf '%-44s %10s %14s\n' "dbsnap create (consistent cut, concurrent)" "$snap_time" "$snap_size"
 printf '%-44s %10s\n' "dbsnap verify" "$verify_time"
-printf 'dbsnap peak RSS: %s KiB\n' "$(cat "$work/rss")"
+printf '%-44s %10s\n' "truncate + pg_restore --data-only -1, each db" "$pgr_time"
+printf '%-44s %10s\n' "dbsnap restore (data-only, checked, 1 tx/db)" "$restore_time"
+printf 'dbsnap create peak RSS: %s KiB\n' "$(cat "$work/rss")"

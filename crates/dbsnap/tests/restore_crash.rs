@@ -284,3 +284,57 @@ fn a_failing_check_rolls_back_an_in_place_replacement() {
     assert!(err.contains("check failed"), "{err}");
     assert_eq!(fingerprint(&cluster, "app"), changed);
 }
+
+#[test]
+fn data_only_databases_commit_together_or_not_at_all() {
+    let cluster = Cluster::start(15);
+    platform(&cluster);
+    cluster.create_db("backend");
+    cluster.psql("backend", "CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL); INSERT INTO schema_migrations VALUES (1, false); CREATE TABLE jobs AS SELECT g AS id FROM generate_series(1, 100) g");
+    let home = Home::new();
+    let file = common::create(&home, &cluster, &["app", "backend"], &[])["file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cluster.psql("app", "DELETE FROM orders");
+    cluster.psql("backend", "DELETE FROM jobs WHERE id > 10");
+    let (app, backend) = (
+        fingerprint(&cluster, "app"),
+        fingerprint(&cluster, "backend"),
+    );
+    let restore = |check: &str| {
+        let mut cmd = home.dbsnap();
+        cmd.args([
+            "restore",
+            "--yes",
+            "--no-safety-snapshot",
+            "--file",
+            &file,
+            "--pg-bin",
+        ])
+        .arg(cluster.bin_dir())
+        .arg("-d")
+        .arg(cluster.url("app"))
+        .arg("-d")
+        .arg(cluster.url("backend"))
+        .args(["--check", check]);
+        run_json(&mut cmd)
+    };
+    // The check holds in app but not in backend: neither database changes.
+    let (code, _, err) = restore("select count(*) = 3000 from orders");
+    assert_eq!(code, 17, "{err}");
+    assert_eq!(fingerprint(&cluster, "app"), app);
+    assert_eq!(fingerprint(&cluster, "backend"), backend);
+    // A check both satisfy: both restored.
+    let (code, v, err) = restore("select true");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["databases"][0]["action"], "data_only");
+    assert_eq!(
+        cluster.psql("backend", "SELECT count(*) FROM jobs").trim(),
+        "100"
+    );
+    assert_eq!(
+        cluster.psql("app", "SELECT count(*) FROM orders").trim(),
+        "3000"
+    );
+}

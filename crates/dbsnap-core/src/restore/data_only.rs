@@ -18,7 +18,7 @@ use dbsnap_pg::PgError;
 use futures::SinkExt;
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction};
 
 use super::pg_err;
 use crate::error::CoreError;
@@ -138,13 +138,16 @@ fn qualified(e: &TocEntry) -> String {
 }
 
 /// Runs the data-only restore of `member` into the database behind `client`.
-pub(crate) async fn restore(
-    client: &mut Client,
+/// Loads everything and runs every check, but does not commit: the caller
+/// commits once every database of the restore is ready, so a failure in
+/// any of them rolls all of them back.
+pub(crate) async fn prepare<'c>(
+    client: &'c mut Client,
     target: &str,
     file: PathBuf,
     member: String,
     checks: &[String],
-) -> Result<DataOnlyReport, CoreError> {
+) -> Result<(Transaction<'c>, DataOnlyReport), CoreError> {
     let (mut rx, reader) = stream_member(file, member);
     let result = load(client, target, &mut rx, checks).await;
     drop(rx);
@@ -159,12 +162,12 @@ pub(crate) async fn restore(
     }
 }
 
-async fn load(
-    client: &mut Client,
+async fn load<'c>(
+    client: &'c mut Client,
     target: &str,
     rx: &mut mpsc::Receiver<Msg>,
     checks: &[String],
-) -> Result<DataOnlyReport, CoreError> {
+) -> Result<(Transaction<'c>, DataOnlyReport), CoreError> {
     let toc = match rx.recv().await {
         Some(Msg::Toc(t)) => t,
         _ => {
@@ -425,11 +428,7 @@ async fn load(
         }
     }
     run_checks(&tx, target, checks).await?;
-    crate::failpoint("restore-data-loaded");
-    tx.commit()
-        .await
-        .map_err(pg_err(target, "commit the restore"))?;
-    Ok(report)
+    Ok((tx, report))
 }
 
 /// Runs the user's SQL checks; each must return true.

@@ -664,6 +664,9 @@ async fn run_steps(
         journal.save()?;
         safety = Some(created.file);
     }
+    // Data-only databases load concurrently, each in its own transaction;
+    // they commit only once all are loaded and checked.
+    let mut data_only_reports = load_data_only(plan, opts, progress, journal).await?;
     let restores = tools::find_all("pg_restore", &opts.pg_bin);
     let secrets = Secrets::new()?;
     let mut results = Vec::new();
@@ -683,19 +686,12 @@ async fn run_steps(
         };
         match d.action {
             Action::DataOnly => {
-                let mut client = dbsnap_pg::connect(&d.info).await?;
-                let report = data_only::restore(
-                    &mut client,
-                    &target,
-                    plan.file.clone(),
-                    d.member.clone(),
-                    &opts.checks,
-                )
-                .await?;
-                result.row_counts = report.tables.len();
-                result.data_only = Some(report);
-                journal.databases[i].phase = Phase::Committed;
-                journal.save()?;
+                // Loaded together with the other data-only databases, below.
+                result.row_counts = data_only_reports
+                    .get(&i)
+                    .map(|r| r.tables.len())
+                    .unwrap_or(0);
+                result.data_only = data_only_reports.remove(&i);
             }
             Action::ReplaceInPlace => {
                 let (admin, _) = replace::admin_client(&d.info).await?;
@@ -812,6 +808,56 @@ async fn run_steps(
         results.push(result);
     }
     Ok((results, safety, sessions))
+}
+
+async fn load_data_only(
+    plan: &Plan,
+    opts: &RestoreOptions,
+    progress: &Arc<dyn Progress>,
+    journal: &mut RestoreState,
+) -> Result<BTreeMap<usize, data_only::DataOnlyReport>, CoreError> {
+    let jobs: Vec<(usize, &DbPlan)> = plan
+        .databases
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.action == Action::DataOnly)
+        .collect();
+    if jobs.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    progress.phase(&format!(
+        "loading {} (data-only)",
+        jobs.iter()
+            .map(|(_, d)| d.live_db.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let mut clients = Vec::new();
+    for (_, d) in &jobs {
+        clients.push(dbsnap_pg::connect(&d.info).await?);
+    }
+    let prepared =
+        futures::future::try_join_all(clients.iter_mut().zip(&jobs).map(|(client, (_, d))| {
+            data_only::prepare(
+                client,
+                &d.server,
+                plan.file.clone(),
+                d.member.clone(),
+                &opts.checks,
+            )
+        }))
+        .await?;
+    crate::failpoint("restore-data-loaded");
+    let mut reports = BTreeMap::new();
+    for ((tx, report), (i, d)) in prepared.into_iter().zip(&jobs) {
+        tx.commit()
+            .await
+            .map_err(pg_err(&d.server, "commit the restore"))?;
+        journal.databases[*i].phase = Phase::Committed;
+        journal.save()?;
+        reports.insert(*i, report);
+    }
+    Ok(reports)
 }
 
 /// Rows per table in a database member: (qualified table, rows).
