@@ -35,6 +35,9 @@ pub(crate) enum Msg {
 
 const CHUNK: usize = 256 * 1024;
 
+/// What the reader thread reports when the loader hung up first.
+const LOADER_STOPPED: &str = "loader stopped";
+
 /// Streams one database member of `file` through the pg_dump reader on a
 /// blocking thread; the channel is bounded, so memory is too.
 pub(crate) fn stream_member(
@@ -50,7 +53,7 @@ pub(crate) fn stream_member(
         let reader = std::io::BufReader::with_capacity(1 << 20, f);
         let send = |m: Msg| {
             tx.blocking_send(m)
-                .map_err(|_| std::io::Error::other("loader stopped"))
+                .map_err(|_| std::io::Error::other(LOADER_STOPPED))
         };
         snapshot::with_member(reader, &member, |input| {
             pgdump::read_archive_data(input, |item| -> std::io::Result<()> {
@@ -124,6 +127,24 @@ pub struct DataOnlyReport {
     pub foreign_keys: usize,
     /// User triggers disabled during the load.
     pub triggers: usize,
+    /// Indexes rebuilt after the load.
+    pub indexes: usize,
+}
+
+/// An index set aside during the load and rebuilt after it.
+struct DeferredIndex {
+    /// Table (as regclass text).
+    table: String,
+    /// Index name, quoted.
+    name: String,
+    /// CREATE INDEX statement.
+    index_def: String,
+    /// (constraint name, definition) when the index backs a constraint.
+    constraint: Option<(String, String)>,
+    clustered: bool,
+    replica_identity: bool,
+    /// Schema-qualified index name.
+    qualified: String,
 }
 
 pub(crate) fn quote_ident(s: &str) -> String {
@@ -156,7 +177,9 @@ pub(crate) async fn prepare<'c>(
         .map_err(|e| CoreError::Internal(format!("archive reader: {e}")))?;
     match (result, read) {
         (Ok(r), Ok(())) => Ok(r),
-        // The reader's error is the root cause when the loader merely saw the stream end.
+        // The reader stopped because the loader failed: the loader's error is the cause.
+        (Err(e), Err(r)) if r.to_string().contains(LOADER_STOPPED) => Err(e),
+        // Otherwise the archive is the cause (the loader only saw its stream end).
         (Err(_), Err(e)) | (Ok(_), Err(e)) => Err(e),
         (Err(e), Ok(())) => Err(e),
     }
@@ -288,6 +311,60 @@ async fn load<'c>(
             .await
             .map_err(pg_err(target, "truncate the tables"))?;
     }
+    // Indexes are rebuilt once after the load instead of maintained row by
+    // row, as pg_restore does. Only plain indexes and PRIMARY KEY / UNIQUE /
+    // EXCLUDE constraints of plain tables whose definition functions render
+    // them completely; anything with comments, statistics targets,
+    // tablespaces or partition links stays in place.
+    let indexes: Vec<DeferredIndex> = tx
+        .query(
+            "SELECT i.indrelid::regclass::text, quote_ident(ic.relname), pg_get_indexdef(i.indexrelid), \
+                    quote_ident(c.conname), CASE WHEN c.oid IS NULL THEN NULL ELSE pg_get_constraintdef(c.oid) END, \
+                    i.indisclustered, i.indisreplident, \
+                    quote_ident(n.nspname) || '.' || quote_ident(ic.relname) \
+             FROM pg_index i \
+             JOIN pg_class ic ON ic.oid = i.indexrelid \
+             JOIN pg_namespace n ON n.oid = ic.relnamespace \
+             JOIN pg_class t ON t.oid = i.indrelid \
+             LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid AND c.contype IN ('p', 'u', 'x') \
+             WHERE i.indrelid = ANY($1::text[]::regclass[]) AND t.relkind = 'r' AND NOT t.relispartition \
+               AND ic.reltablespace = 0 AND ic.reloptions IS NULL \
+               AND obj_description(i.indexrelid, 'pg_class') IS NULL \
+               AND (c.oid IS NULL OR obj_description(c.oid, 'pg_constraint') IS NULL) \
+               AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid) \
+               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = i.indexrelid AND d.deptype = 'e') \
+               AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = i.indexrelid AND coalesce(a.attstattarget::int, -1) >= 0) \
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint o WHERE o.conindid = i.indexrelid AND o.contype = 'f') \
+               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.deptype = 'n' AND \
+                     ((d.refclassid = 'pg_constraint'::regclass AND d.refobjid = c.oid) OR \
+                      (d.refclassid = 'pg_class'::regclass AND d.refobjid = i.indexrelid))) \
+             ORDER BY 1, 2",
+            &[&tables],
+        )
+        .await
+        .map_err(pg_err(target, "list indexes"))?
+        .iter()
+        .map(|r| DeferredIndex {
+            table: r.get(0),
+            name: r.get(1),
+            index_def: r.get(2),
+            constraint: r.get::<_, Option<String>>(3).zip(r.get::<_, Option<String>>(4)),
+            clustered: r.get(5),
+            replica_identity: r.get(6),
+            qualified: r.get(7),
+        })
+        .collect();
+    for ix in &indexes {
+        let sql = match &ix.constraint {
+            Some((con, _)) => format!("ALTER TABLE {} DROP CONSTRAINT {con}", ix.table),
+            None => format!("DROP INDEX {}", ix.qualified),
+        };
+        tx.batch_execute(&sql).await.map_err(pg_err(
+            target,
+            &format!("set index {} aside for the load", ix.name),
+        ))?;
+    }
+    report.indexes = indexes.len();
     let has_blobs = toc.iter().any(|e| e.desc == "BLOBS");
     if has_blobs {
         tx.batch_execute("SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
@@ -381,6 +458,31 @@ async fn load<'c>(
                 .await
                 .map_err(pg_err(target, &format!("set sequence {}", e.tag)))?;
             report.sequences += 1;
+        }
+    }
+    tx.batch_execute("SET LOCAL maintenance_work_mem = '256MB'")
+        .await
+        .map_err(pg_err(target, "set maintenance_work_mem"))?;
+    for ix in &indexes {
+        let sql = match &ix.constraint {
+            Some((con, def)) => format!("ALTER TABLE {} ADD CONSTRAINT {con} {def}", ix.table),
+            None => ix.index_def.clone(),
+        };
+        tx.batch_execute(&sql)
+            .await
+            .map_err(pg_err(target, &format!("rebuild index {}", ix.name)))?;
+        if ix.replica_identity {
+            tx.batch_execute(&format!(
+                "ALTER TABLE {} REPLICA IDENTITY USING INDEX {}",
+                ix.table, ix.name
+            ))
+            .await
+            .map_err(pg_err(target, &format!("replica identity of {}", ix.table)))?;
+        }
+        if ix.clustered {
+            tx.batch_execute(&format!("ALTER TABLE {} CLUSTER ON {}", ix.table, ix.name))
+                .await
+                .map_err(pg_err(target, &format!("cluster mark of {}", ix.qualified)))?;
         }
     }
     for (table, name, def) in &fks {
