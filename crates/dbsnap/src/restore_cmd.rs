@@ -132,9 +132,11 @@ fn pick_snapshot(dir: &std::path::Path) -> Result<PathBuf, CoreError> {
     }
     let items: Vec<String> = rows
         .iter()
-        .map(|r| {
+        .enumerate()
+        .map(|(i, r)| {
             format!(
-                "{}  {}  {}  {}",
+                "{:>2}) {}  {}  {}  {}",
+                i + 1,
                 r.name,
                 r.created_at.as_deref().unwrap_or("-"),
                 output::human_bytes(r.size),
