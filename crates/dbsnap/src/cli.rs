@@ -100,6 +100,9 @@ pub struct RestoreArgs {
     /// Do not restore ownership (everything belongs to the connecting role).
     #[arg(long)]
     pub no_owner: bool,
+    /// Create missing owner roles (NOLOGIN) before restoring.
+    #[arg(long)]
+    pub create_roles: bool,
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -73,6 +73,7 @@ pub async fn run(args: RestoreArgs, config: &Config, show_progress: bool) -> Res
         drop: args.drop,
         create: args.create,
         no_owner: args.no_owner,
+        create_roles: args.create_roles,
         no_safety_snapshot: args.no_safety_snapshot,
         // Safety snapshots: --dir, else the target's repository, else the default.
         dir: args.dir.clone().or(t.dir.clone()).unwrap_or(dir),

@@ -411,19 +411,53 @@ fn a_failing_start_command_is_reported_and_the_restore_stands() {
 fn restore_a_pg15_snapshot_onto_a_fresh_pg18_server_with_create() {
     let old = Cluster::start(15);
     platform(&old, "app");
+    old.psql("postgres", "CREATE ROLE appowner NOLOGIN");
+    old.psql(
+        "app",
+        "CREATE TABLE owned (id int); ALTER TABLE owned OWNER TO appowner",
+    );
     let home = Home::new();
     let file = snapshot(&home, &old, &["app"]);
     let new = Cluster::start(18);
-    let (code, v, err) = restore(
+    // The archive's owner role is missing on the new server: reported before anything starts.
+    let (code, _, err) = restore(
         &home,
         &new,
         &file,
         &[new.url("postgres")],
         &["--yes", "--create"],
     );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("appowner") && err.contains("--create-roles") && err.contains("--no-owner"),
+        "{err}"
+    );
+    assert_eq!(
+        new.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'app'"
+        )
+        .trim(),
+        "0"
+    );
+    let (code, v, err) = restore(
+        &home,
+        &new,
+        &file,
+        &[new.url("postgres")],
+        &["--yes", "--create", "--create-roles"],
+    );
     assert_eq!(code, 0, "{err}\n{v}");
     assert_eq!(v["databases"][0]["action"], "create");
     assert_eq!(new.table_checksums("app"), old.table_checksums("app"));
+    assert_eq!(
+        new.psql(
+            "app",
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'owned'"
+        )
+        .trim(),
+        "appowner"
+    );
     // The schema is the same as far as PostgreSQL 18's pg_dump tells.
     let out = new.scratch().join("x");
     common::tar_extract(std::path::Path::new(&file), &out);

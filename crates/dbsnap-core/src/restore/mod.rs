@@ -50,6 +50,8 @@ pub struct RestoreOptions {
     pub create: bool,
     /// Do not restore object ownership.
     pub no_owner: bool,
+    /// Create (NOLOGIN) the roles the archive's objects belong to when missing.
+    pub create_roles: bool,
     /// Skip the safety snapshot.
     pub no_safety_snapshot: bool,
     /// Repository for the safety snapshot.
@@ -133,6 +135,10 @@ pub struct Plan {
     pub safety_snapshot: bool,
     /// Warnings (roles, version noise, ...).
     pub warnings: Vec<String>,
+    /// Roles that will be created (`--create-roles`).
+    pub roles_to_create: Vec<String>,
+    #[serde(skip)]
+    role_servers: Vec<(ConnInfo, Vec<String>)>,
 }
 
 impl Plan {
@@ -179,6 +185,7 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
     let mut plans = Vec::new();
     let mut warnings = Vec::new();
     let mut refusals: Vec<(u8, String)> = Vec::new();
+    let mut roles_to_create: Vec<(ConnInfo, Vec<String>)> = Vec::new();
     for db in metadata
         .databases
         .iter()
@@ -289,13 +296,21 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
             // Roles the archive's objects belong to must exist, unless --no-owner.
             let owners = archive_owners(&opts.file, &db.member)?;
             let missing = replace::missing_roles(&admin, &owners, &target).await?;
-            if !missing.is_empty() && !opts.no_owner {
+            if !missing.is_empty() && opts.create_roles && !opts.no_owner {
+                warnings.push(format!(
+                    "{target}: roles {} will be created (NOLOGIN)",
+                    missing.join(", ")
+                ));
+                roles_to_create.push((info.clone(), missing));
+            } else if !missing.is_empty() && !opts.no_owner {
                 return Err(CoreError::Config {
                     message: format!(
                         "{target}: the snapshot's objects belong to roles the server lacks: {}",
                         missing.join(", ")
                     ),
-                    hint: "create those roles first, or pass --no-owner to restore everything as the connecting role".into(),
+                    hint: "create those roles first, pass --create-roles to create them, or --no-owner to restore \
+                           everything as the connecting role"
+                        .into(),
                 });
             }
             if action == Action::ReplaceInPlace {
@@ -358,6 +373,11 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
         start_cmd: opts.hooks.start_cmd.clone(),
         safety_snapshot: !opts.no_safety_snapshot,
         warnings,
+        roles_to_create: roles_to_create
+            .iter()
+            .flat_map(|(_, r)| r.clone())
+            .collect(),
+        role_servers: roles_to_create,
     })
 }
 
@@ -667,6 +687,19 @@ async fn run_steps(
     // Data-only databases load concurrently, each in its own transaction;
     // they commit only once all are loaded and checked.
     let mut data_only_reports = load_data_only(plan, opts, progress, journal).await?;
+    for (info, roles) in &plan.role_servers {
+        let (admin, _) = replace::admin_client(info).await?;
+        for role in roles {
+            tracing::info!("creating role {role} on {}", info.display());
+            admin
+                .batch_execute(&format!(
+                    "CREATE ROLE {} NOLOGIN",
+                    data_only::quote_ident(role)
+                ))
+                .await
+                .map_err(pg_err(&info.display(), &format!("create role {role}")))?;
+        }
+    }
     let restores = tools::find_all("pg_restore", &opts.pg_bin);
     let secrets = Secrets::new()?;
     let mut results = Vec::new();
