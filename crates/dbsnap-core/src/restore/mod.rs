@@ -701,7 +701,7 @@ async fn run_steps(
         }
     }
     let restores = tools::find_all("pg_restore", &opts.pg_bin);
-    let secrets = Secrets::new()?;
+    let secrets = Arc::new(Secrets::new()?);
     let mut results = Vec::new();
     let mut sessions = 0;
     for (i, d) in plan.databases.iter().enumerate() {
@@ -745,10 +745,13 @@ async fn run_steps(
                     opts.no_owner,
                 );
                 let psql = replace::psql_beside(&program);
-                let secrets_ref = &secrets;
-                let counts = tokio::task::block_in_place(|| archive_row_counts(&file, &member))?;
+                let counts = {
+                    let (file, member) = (file.clone(), member.clone());
+                    blocking(move || archive_row_counts(&file, &member)).await?
+                };
                 let epilogue = checks_sql(&counts, &opts.checks);
-                let out = tokio::task::block_in_place(|| {
+                let secrets = secrets.clone();
+                let out = blocking(move || {
                     replace::replace_in_place(
                         &program,
                         &psql,
@@ -758,10 +761,11 @@ async fn run_steps(
                         },
                         &info,
                         no_owner,
-                        secrets_ref,
+                        &secrets,
                         &epilogue,
                     )
-                })?;
+                })
+                .await?;
                 result.ignored = out.ignored;
                 result.row_counts = counts.len();
                 journal.databases[i].phase = Phase::Committed;
@@ -783,15 +787,27 @@ async fn run_steps(
                 replace::create_database(&admin, &load_name, facts.as_ref(), &target).await?;
                 let load_info = d.info.with_dbname(&load_name);
                 let (file, member, no_owner) = (plan.file.clone(), d.member.clone(), opts.no_owner);
-                let secrets_ref = &secrets;
-                let loaded = tokio::task::block_in_place(|| {
-                    replace::pg_restore(&program, &file, &member, &load_info, no_owner, secrets_ref)
-                });
+                let loaded = {
+                    let (file, member, load_info, secrets) = (
+                        file.clone(),
+                        member.clone(),
+                        load_info.clone(),
+                        secrets.clone(),
+                    );
+                    blocking(move || {
+                        replace::pg_restore(
+                            &program, &file, &member, &load_info, no_owner, &secrets,
+                        )
+                    })
+                    .await
+                };
                 let checked = match loaded {
                     Ok(out) => {
                         result.ignored = out.ignored;
-                        let counts =
-                            tokio::task::block_in_place(|| archive_row_counts(&file, &member))?;
+                        let counts = {
+                            let (file, member) = (file.clone(), member.clone());
+                            blocking(move || archive_row_counts(&file, &member)).await?
+                        };
                         result.row_counts = counts.len();
                         let client = dbsnap_pg::connect(&load_info).await?;
                         match compare_counts(&client, &target, &counts).await {
@@ -891,6 +907,16 @@ async fn load_data_only(
         reports.insert(*i, report);
     }
     Ok(reports)
+}
+
+/// Runs blocking work (programs, archive reads) off the async workers, so
+/// signals are still handled while it runs.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CoreError> + Send + 'static,
+) -> Result<T, CoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CoreError::Internal(format!("worker thread: {e}")))?
 }
 
 /// Rows per table in a database member: (qualified table, rows).
