@@ -338,3 +338,90 @@ fn data_only_databases_commit_together_or_not_at_all() {
         "3000"
     );
 }
+
+#[test]
+fn ctrl_c_during_a_restore_starts_the_app_and_resume_cleans_up() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let cluster = Cluster::start(15);
+    cluster.create_db("app");
+    cluster.psql("app", "CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL); INSERT INTO schema_migrations VALUES (1, false); \
+                         CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1500000) g; ALTER TABLE t ADD PRIMARY KEY (id)");
+    let home = Home::new();
+    let file = common::create(&home, &cluster, &["app"], &[])["file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cluster.psql("app", "INSERT INTO schema_migrations VALUES (2, false)");
+    let before = fingerprint(&cluster, "app");
+    let log = home.path().join("hooks.log");
+    let mut cmd = home.dbsnap();
+    cmd.args([
+        "restore",
+        "--yes",
+        "--no-safety-snapshot",
+        "--file",
+        &file,
+        "--pg-bin",
+    ])
+    .arg(cluster.bin_dir())
+    .arg("-d")
+    .arg(cluster.url("app"))
+    .args(["--stop-cmd", &format!("echo stop >> {}", log.display())])
+    .args(["--start-cmd", &format!("echo start >> {}", log.display())]);
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt while the copy is being loaded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while cluster
+        .psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE '%\\_\\_dbsnap\\_new%'",
+        )
+        .trim()
+        == "0"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the load never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "stop\nstart\n");
+    assert_eq!(fingerprint(&cluster, "app"), before);
+    // The half-loaded copy is removed by resume.
+    let (code, v, err) = run_json(
+        home.dbsnap()
+            .args(["resume", "-d"])
+            .arg(cluster.url("postgres")),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        v["result"][0]["actions"]
+            .to_string()
+            .contains("removed the incomplete copy"),
+        "{v}"
+    );
+    assert_eq!(
+        cluster
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_database WHERE datname LIKE '%\\_\\_dbsnap\\_%'"
+            )
+            .trim(),
+        "0"
+    );
+    // The app was already started: resume does not start it twice.
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "stop\nstart\n");
+}

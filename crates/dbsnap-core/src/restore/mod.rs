@@ -627,7 +627,11 @@ pub async fn execute(
         None => None,
     };
     journal.app_stopped = false;
-    journal.finished = true;
+    // A half-loaded copy (interrupted) is left for `resume` to remove.
+    journal.finished = !journal
+        .databases
+        .iter()
+        .any(|d| matches!(d.phase, Phase::Loading | Phase::Ready));
     let _ = journal.save();
     let (databases, safety, sessions) = outcome?;
     Ok(RestoreResult {
