@@ -68,12 +68,12 @@ pub struct CreateOptions {
 pub trait Progress: Send + Sync {
     /// A phase started (`connecting`, `consistent cut`, ...).
     fn phase(&self, _message: &str) {}
-    /// Dumping of database `index` started.
-    fn dump_started(&self, _index: usize, _name: &str) {}
-    /// `bytes` written so far for database `index`.
-    fn dump_bytes(&self, _index: usize, _bytes: u64) {}
-    /// Database `index` is fully dumped.
-    fn dump_finished(&self, _index: usize, _bytes: u64) {}
+    /// Dumping (or restoring) database `index` started.
+    fn transfer_started(&self, _index: usize, _name: &str) {}
+    /// `bytes` moved so far for database `index`.
+    fn transfer_bytes(&self, _index: usize, _bytes: u64) {}
+    /// Database `index` is done.
+    fn transfer_finished(&self, _index: usize, _bytes: u64) {}
 }
 
 /// Progress that goes nowhere.
@@ -572,7 +572,7 @@ fn pump(
         out.write_all(&buf[..n])
             .map_err(|e| CoreError::write_io(path, e))?;
         total += n as u64;
-        progress.dump_bytes(index, total);
+        progress.transfer_bytes(index, total);
     }
     Ok(total)
 }
@@ -671,7 +671,7 @@ async fn write_archive(
                     let tmp_path = tmp_path.clone();
                     let mut direct_writer = if i == direct { writer.take() } else { None };
                     let handle = scope.spawn(move || -> Result<DumpOutcome, CoreError> {
-                        progress.dump_started(i, &job.info.dbname);
+                        progress.transfer_started(i, &job.info.dbname);
                         let outcome = (|| -> Result<(Option<Spooled>, u64), CoreError> {
                             if let Some(w) = direct_writer.as_mut() {
                                 let mut stream = w
@@ -708,7 +708,7 @@ async fn write_archive(
                         }
                         let (spooled, n) = outcome?;
                         waited?;
-                        progress.dump_finished(i, n);
+                        progress.transfer_finished(i, n);
                         Ok((direct_writer, spooled, n))
                     });
                     handles.push(handle);

@@ -286,7 +286,8 @@ pub fn print_plan(p: &dbsnap_core::restore::Plan, json: bool, dry_run: bool) {
         _ => {
             let _ = writeln!(
                 out,
-                "  no stop command: sessions still connected to a replaced database are ended"
+                "  no stop command: the application keeps running (data-only waits for its table locks, \
+                 a replacement ends its sessions); --stop-cmd/--start-cmd stop and start it"
             );
         }
     }

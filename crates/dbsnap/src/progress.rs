@@ -60,7 +60,7 @@ impl Progress for Ui {
         bar.set_message(message.to_string());
     }
 
-    fn dump_started(&self, index: usize, name: &str) {
+    fn transfer_started(&self, index: usize, name: &str) {
         let Some(multi) = &self.multi else { return };
         let b = multi.add(ProgressBar::new_spinner());
         b.set_style(
@@ -77,13 +77,13 @@ impl Progress for Ui {
         bars[index] = Some(b);
     }
 
-    fn dump_bytes(&self, index: usize, bytes: u64) {
+    fn transfer_bytes(&self, index: usize, bytes: u64) {
         if let Some(b) = self.bar(index) {
             b.set_position(bytes);
         }
     }
 
-    fn dump_finished(&self, index: usize, bytes: u64) {
+    fn transfer_finished(&self, index: usize, bytes: u64) {
         if let Some(b) = self.bar(index) {
             b.set_position(bytes);
             b.finish_with_message("done");

@@ -168,9 +168,10 @@ pub(crate) async fn prepare<'c>(
     file: PathBuf,
     member: String,
     checks: &[String],
+    meter: &mut super::Meter,
 ) -> Result<(Transaction<'c>, DataOnlyReport), CoreError> {
     let (mut rx, reader) = stream_member(file, member);
-    let result = load(client, target, &mut rx, checks).await;
+    let result = load(client, target, &mut rx, checks, meter).await;
     drop(rx);
     let read = reader
         .await
@@ -190,6 +191,7 @@ async fn load<'c>(
     target: &str,
     rx: &mut mpsc::Receiver<Msg>,
     checks: &[String],
+    meter: &mut super::Meter,
 ) -> Result<(Transaction<'c>, DataOnlyReport), CoreError> {
     let toc = match rx.recv().await {
         Some(Msg::Toc(t)) => t,
@@ -397,6 +399,7 @@ async fn load<'c>(
                 current = Some((entry, Box::pin(sink)));
             }
             Msg::Data(bytes) => {
+                meter.add(bytes.len());
                 if let Some((entry, sink)) = current.as_mut() {
                     sink.send(bytes)
                         .await

@@ -690,7 +690,9 @@ async fn run_steps(
     }
     // Data-only databases load concurrently, each in its own transaction;
     // they commit only once all are loaded and checked.
+    let loading = std::time::Instant::now();
     let mut data_only_reports = load_data_only(plan, opts, progress, journal).await?;
+    let data_only_secs = loading.elapsed().as_secs_f64();
     for (info, roles) in &plan.role_servers {
         let (admin, _) = replace::admin_client(info).await?;
         for role in roles {
@@ -729,6 +731,9 @@ async fn run_steps(
                     .map(|r| r.tables.len())
                     .unwrap_or(0);
                 result.data_only = data_only_reports.remove(&i);
+                result.seconds = data_only_secs;
+                results.push(result);
+                continue;
             }
             Action::ReplaceInPlace => {
                 let (admin, _) = replace::admin_client(&d.info).await?;
@@ -755,6 +760,7 @@ async fn run_steps(
                 };
                 let epilogue = checks_sql(&counts, &opts.checks);
                 let secrets = secrets.clone();
+                let meter = Meter::new(progress, i, &d.live_db);
                 let out = blocking(move || {
                     replace::replace_in_place(
                         &program,
@@ -767,6 +773,7 @@ async fn run_steps(
                         no_owner,
                         &secrets,
                         &epilogue,
+                        meter,
                     )
                 })
                 .await?;
@@ -798,9 +805,10 @@ async fn run_steps(
                         load_info.clone(),
                         secrets.clone(),
                     );
+                    let meter = Meter::new(progress, i, &d.live_db);
                     blocking(move || {
                         replace::pg_restore(
-                            &program, &file, &member, &load_info, no_owner, &secrets,
+                            &program, &file, &member, &load_info, no_owner, &secrets, meter,
                         )
                     })
                     .await
@@ -889,17 +897,25 @@ async fn load_data_only(
     for (_, d) in &jobs {
         clients.push(dbsnap_pg::connect(&d.info).await?);
     }
+    let mut meters: Vec<Meter> = jobs
+        .iter()
+        .map(|(i, d)| Meter::new(progress, *i, &d.live_db))
+        .collect();
     let prepared =
-        futures::future::try_join_all(clients.iter_mut().zip(&jobs).map(|(client, (_, d))| {
-            data_only::prepare(
-                client,
-                &d.server,
-                plan.file.clone(),
-                d.member.clone(),
-                &opts.checks,
-            )
-        }))
+        futures::future::try_join_all(clients.iter_mut().zip(&jobs).zip(meters.iter_mut()).map(
+            |((client, (_, d)), meter)| {
+                data_only::prepare(
+                    client,
+                    &d.server,
+                    plan.file.clone(),
+                    d.member.clone(),
+                    &opts.checks,
+                    meter,
+                )
+            },
+        ))
         .await?;
+    meters.iter().for_each(Meter::finish);
     crate::failpoint("restore-data-loaded");
     let mut reports = BTreeMap::new();
     for ((tx, report), (i, d)) in prepared.into_iter().zip(&jobs) {
@@ -911,6 +927,34 @@ async fn load_data_only(
         reports.insert(*i, report);
     }
     Ok(reports)
+}
+
+/// Counts the bytes of one database's restore for the progress display.
+pub struct Meter {
+    progress: Arc<dyn Progress>,
+    index: usize,
+    total: u64,
+}
+
+impl Meter {
+    fn new(progress: &Arc<dyn Progress>, index: usize, name: &str) -> Meter {
+        progress.transfer_started(index, name);
+        Meter {
+            progress: progress.clone(),
+            index,
+            total: 0,
+        }
+    }
+
+    /// Adds `n` bytes.
+    pub fn add(&mut self, n: usize) {
+        self.total += n as u64;
+        self.progress.transfer_bytes(self.index, self.total);
+    }
+
+    pub(crate) fn finish(&self) {
+        self.progress.transfer_finished(self.index, self.total);
+    }
 }
 
 /// Runs blocking work (programs, archive reads) off the async workers, so

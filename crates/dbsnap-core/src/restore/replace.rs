@@ -321,6 +321,7 @@ pub fn pg_restore(
     info: &ConnInfo,
     no_owner: bool,
     secrets: &Secrets,
+    meter: super::Meter,
 ) -> Result<RestoreOutput, CoreError> {
     let mut cmd = Command::new(&program.path);
     cmd.args(["--no-password"]);
@@ -346,7 +347,7 @@ pub fn pg_restore(
         }
         lines
     });
-    let fed = feed_member(file, member, stdin);
+    let fed = feed_member(file, member, stdin, meter);
     let status = child
         .wait()
         .map_err(|e| CoreError::Internal(format!("waiting for pg_restore: {e}")))?;
@@ -395,7 +396,30 @@ fn judge_restore_output(
     })
 }
 
-fn feed_member(file: &Path, member: &str, mut out: impl Write) -> Result<(), CoreError> {
+/// Counts what passes through for the progress display.
+struct Metered<W: Write> {
+    inner: W,
+    meter: super::Meter,
+}
+
+impl<W: Write> Write for Metered<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.meter.add(n);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn feed_member(
+    file: &Path,
+    member: &str,
+    out: impl Write,
+    meter: super::Meter,
+) -> Result<(), CoreError> {
+    let mut out = Metered { inner: out, meter };
     let f = std::fs::File::open(file).map_err(|e| CoreError::write_io(file, e))?;
     let r = snapshot::with_member(BufReader::with_capacity(1 << 20, f), member, |input| {
         match std::io::copy(input, &mut out) {
@@ -405,6 +429,7 @@ fn feed_member(file: &Path, member: &str, mut out: impl Write) -> Result<(), Cor
             Err(e) => Err(snapshot::ArchiveError::Io(e)),
         }
     });
+    out.meter.finish();
     drop(out);
     r.map_err(CoreError::from)
 }
@@ -414,6 +439,7 @@ fn feed_member(file: &Path, member: &str, mut out: impl Write) -> Result<(), Cor
 /// goes through psql with ON_ERROR_STOP, after `DROP OWNED BY CURRENT_USER`
 /// injected right after its BEGIN. On any error psql stops and the
 /// transaction rolls back: the database is unchanged.
+#[allow(clippy::too_many_arguments)]
 pub fn replace_in_place(
     pg_restore: &Program,
     psql: &Path,
@@ -422,6 +448,7 @@ pub fn replace_in_place(
     no_owner: bool,
     secrets: &Secrets,
     epilogue: &str,
+    meter: super::Meter,
 ) -> Result<RestoreOutput, CoreError> {
     let mut restore = Command::new(&pg_restore.path);
     restore.args(["--single-transaction", "-f", "-"]);
@@ -466,7 +493,7 @@ pub fn replace_in_place(
     let restore_err = collect(Box::new(restore_err));
     let psql_err = collect(Box::new(psql_err));
     let (file, member) = (source.file.to_path_buf(), source.member.to_string());
-    let feeder = std::thread::spawn(move || feed_member(&file, &member, restore_in));
+    let feeder = std::thread::spawn(move || feed_member(&file, &member, restore_in, meter));
     // Relay the script, injecting the prelude after its BEGIN.
     let relay = (|| -> std::io::Result<()> {
         let mut reader = BufReader::with_capacity(1 << 20, restore_out);
