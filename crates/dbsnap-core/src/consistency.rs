@@ -247,18 +247,17 @@ async fn quiesce(leaders: &[Leader<'_>], hooks: &QuiesceHooks) -> Result<Cut, Co
             hint: "pass --stop-cmd and --start-cmd (or stop_cmd/start_cmd in dbsnap.toml)".into(),
         });
     };
-    let mut guard = hooks::StartGuard::new(None);
-    let work = async {
-        // Armed before the stop command: a half-run stop still gets its start.
-        guard = hooks::StartGuard::new(hooks.start_cmd.as_deref());
+    // Armed before the stop command: a half-run stop still gets its start.
+    // Signals are handled by the caller, which drops this future; the
+    // guard's drop then runs the start command (a second listener here
+    // could race the caller's and leave the start half-run).
+    let mut guard = hooks::StartGuard::new(hooks.start_cmd.as_deref());
+    let outcome = async {
         hooks::run("stop", stop).await?;
         begin_all(leaders).await?;
         take_all(leaders).await
-    };
-    let outcome = tokio::select! {
-        r = work => r,
-        s = hooks::termination_signal() => Err(CoreError::Interrupted(format!(" by {s} while the application was stopped"))),
-    };
+    }
+    .await;
     let start_failure = match guard.disarm() {
         Some(start) => hooks::run("start", &start)
             .await

@@ -605,15 +605,20 @@ pub async fn execute(
 
     // Stop the app; the guard starts it again whatever happens (also if this future is dropped).
     let mut guard = hooks::StartGuard::new(None);
-    if let Some(stop) = &plan.stop_cmd {
+    if plan.stop_cmd.is_some() {
         guard = hooks::StartGuard::new(plan.start_cmd.as_deref());
-        progress.phase("stopping the application");
         journal.app_stopped = true;
         journal.save()?;
-        hooks::run("stop", stop).await?;
     }
+    // One listener for signals, around the stop command and every step.
     let outcome = tokio::select! {
-        r = run_steps(plan, opts, progress, &mut journal) => r,
+        r = async {
+            if let Some(stop) = &plan.stop_cmd {
+                progress.phase("stopping the application");
+                hooks::run("stop", stop).await?;
+            }
+            run_steps(plan, opts, progress, &mut journal).await
+        } => r,
         s = hooks::termination_signal() => Err(CoreError::Interrupted(format!(" by {s}; see `dbsnap resume`"))),
     };
     let start_failure = match guard.disarm() {
