@@ -103,6 +103,9 @@ pub struct RestoreArgs {
     /// Create missing owner roles (NOLOGIN) before restoring.
     #[arg(long)]
     pub create_roles: bool,
+    /// Parallel pg_restore jobs when a database is replaced or created (extracts the member to a temporary file).
+    #[arg(short, long, default_value_t = 1)]
+    pub jobs: u32,
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,

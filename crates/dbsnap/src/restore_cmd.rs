@@ -74,6 +74,7 @@ pub async fn run(args: RestoreArgs, config: &Config, show_progress: bool) -> Res
         create: args.create,
         no_owner: args.no_owner,
         create_roles: args.create_roles,
+        jobs: args.jobs,
         no_safety_snapshot: args.no_safety_snapshot,
         // Safety snapshots: --dir, else the target's repository, else the default.
         dir: args.dir.clone().or(t.dir.clone()).unwrap_or(dir),

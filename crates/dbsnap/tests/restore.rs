@@ -528,3 +528,33 @@ fn a_pg18_snapshot_into_pg15_reports_version_noise_as_ignored() {
         "{v}"
     );
 }
+
+#[test]
+fn drop_and_restore_with_parallel_jobs_pg18() {
+    let cluster = Cluster::start(18);
+    platform(&cluster, "app");
+    let home = Home::new();
+    let before = state(&cluster, "app");
+    let file = snapshot(&home, &cluster, &["app"]);
+    cluster.psql(
+        "app",
+        "INSERT INTO schema_migrations VALUES (2, false); CREATE TABLE later (id int)",
+    );
+    let (code, v, err) = restore(
+        &home,
+        &cluster,
+        &file,
+        &[cluster.url("app")],
+        &["--yes", "--jobs", "2", "--no-safety-snapshot"],
+    );
+    assert_eq!(code, 0, "{err}\n{v}");
+    assert_eq!(v["databases"][0]["action"], "swap_restore");
+    assert_same(&state(&cluster, "app"), &before, "parallel swap restore");
+    // The temporary extracted member is gone.
+    let leftovers: Vec<String> = home
+        .snapshot_dir_entries()
+        .into_iter()
+        .filter(|e| e.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

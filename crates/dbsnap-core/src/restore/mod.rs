@@ -52,6 +52,9 @@ pub struct RestoreOptions {
     pub no_owner: bool,
     /// Create (NOLOGIN) the roles the archive's objects belong to when missing.
     pub create_roles: bool,
+    /// Parallel pg_restore jobs for drop-and-restore by swap and --create
+    /// (above 1 the member is extracted to a temporary file first).
+    pub jobs: u32,
     /// Skip the safety snapshot.
     pub no_safety_snapshot: bool,
     /// Repository for the safety snapshot.
@@ -802,7 +805,12 @@ async fn run_steps(
                 journal.save()?;
                 replace::create_database(&admin, &load_name, facts.as_ref(), &target).await?;
                 let load_info = d.info.with_dbname(&load_name);
-                let (file, member, no_owner) = (plan.file.clone(), d.member.clone(), opts.no_owner);
+                let (file, member, no_owner, jobs) = (
+                    plan.file.clone(),
+                    d.member.clone(),
+                    opts.no_owner,
+                    opts.jobs.max(1),
+                );
                 let loaded = {
                     let (file, member, load_info, secrets) = (
                         file.clone(),
@@ -812,8 +820,9 @@ async fn run_steps(
                     );
                     let meter = Meter::new(progress, i, &d.live_db);
                     blocking(move || {
+                        let flags = replace::RestoreFlags { no_owner, jobs };
                         replace::pg_restore(
-                            &program, &file, &member, &load_info, no_owner, &secrets, meter,
+                            &program, &file, &member, &load_info, flags, &secrets, meter,
                         )
                     })
                     .await

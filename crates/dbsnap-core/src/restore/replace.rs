@@ -312,45 +312,80 @@ fn is_noise(error: &str) -> bool {
     error.contains("unrecognized configuration parameter")
 }
 
-/// Streams member `member` of `file` into stock `pg_restore` connected to
-/// `info`. Errors other than version noise fail the run.
+/// How stock pg_restore is run.
+#[derive(Debug, Clone, Copy)]
+pub struct RestoreFlags {
+    /// `--no-owner`.
+    pub no_owner: bool,
+    /// Parallel jobs: above 1 the member is extracted to a temporary file
+    /// (pg_restore needs a seekable file for `-j`); 1 streams it.
+    pub jobs: u32,
+}
+
+/// Restores member `member` of `file` with stock `pg_restore` connected to
+/// `info`: streamed through stdin, or with `jobs` > 1 from a temporary
+/// extracted file. Errors other than version noise fail the run.
 pub fn pg_restore(
     program: &Program,
     file: &Path,
     member: &str,
     info: &ConnInfo,
-    no_owner: bool,
+    flags: RestoreFlags,
     secrets: &Secrets,
     meter: super::Meter,
 ) -> Result<RestoreOutput, CoreError> {
     let mut cmd = Command::new(&program.path);
     cmd.args(["--no-password"]);
-    if no_owner {
+    if flags.no_owner {
         cmd.arg("--no-owner");
     }
     secrets.configure(&mut cmd, info, &format!("restore-{}", info.dbname))?;
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut meter = Some(meter);
+    // A seekable copy for parallel jobs, next to the snapshot (same file system), removed on drop.
+    let extracted = if flags.jobs > 1 {
+        let dir = file
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = tempfile::Builder::new()
+            .prefix(".dbsnap-restore-")
+            .tempfile_in(dir)
+            .or_else(|_| {
+                tempfile::Builder::new()
+                    .prefix("dbsnap-restore-")
+                    .tempfile()
+            })
+            .map_err(|e| CoreError::write_io(dir, e))?;
+        feed_member(file, member, tmp.as_file(), meter.take().expect("meter"))?;
+        cmd.arg(format!("--jobs={}", flags.jobs)).arg(tmp.path());
+        cmd.stdin(Stdio::null());
+        Some(tmp)
+    } else {
+        cmd.stdin(Stdio::piped());
+        None
+    };
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| {
         PgError::new(
             PgErrorKind::Tooling,
             format!("could not run {}: {e}", program.path.display()),
         )
     })?;
-    let stdin = child.stdin.take().expect("piped stdin");
     let stderr = child.stderr.take().expect("piped stderr");
     let err_thread = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            lines.push(line);
-        }
-        lines
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
     });
-    let fed = feed_member(file, member, stdin, meter);
+    let fed = match (child.stdin.take(), meter.take()) {
+        (Some(stdin), Some(meter)) => feed_member(file, member, stdin, meter),
+        _ => Ok(()),
+    };
     let status = child
         .wait()
         .map_err(|e| CoreError::Internal(format!("waiting for pg_restore: {e}")))?;
+    drop(extracted);
     let lines = err_thread.join().unwrap_or_default();
     for l in &lines {
         tracing::info!(database = %info.display(), "pg_restore: {l}");
