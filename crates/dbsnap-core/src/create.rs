@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dbsnap_archive::snapshot::{
     ConsistencyMethod, DatabaseEntry, Metadata, SnapshotWriter, FORMAT_VERSION,
@@ -790,14 +790,5 @@ fn archive_io(path: &std::path::Path, e: dbsnap_archive::snapshot::ArchiveError)
     match e {
         dbsnap_archive::snapshot::ArchiveError::Io(io) => CoreError::write_io(path, io),
         other => other.into(),
-    }
-}
-
-/// How long a cut may take by default.
-pub fn default_limits() -> CutLimits {
-    CutLimits {
-        max_attempts: 200,
-        max_wait: Duration::from_secs(30),
-        lock_timeout: Duration::from_secs(2),
     }
 }

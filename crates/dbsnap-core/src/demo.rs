@@ -178,7 +178,7 @@ pub async fn run(
         compress: None,
         version_spec: Default::default(),
         version_specs: Default::default(),
-        limits: create::default_limits(),
+        limits: Default::default(),
     };
     let created = create::create(&create_opts, progress).await?;
     progress.phase("listing and verifying");

@@ -8,14 +8,20 @@ use std::process::Stdio;
 
 use crate::error::CoreError;
 
+/// `sh -c cmd` without standard input, and without PGPASSWORD.
+fn shell(cmd: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("sh");
+    c.arg("-c")
+        .arg(cmd)
+        .env_remove("PGPASSWORD")
+        .stdin(Stdio::null());
+    c
+}
+
 /// Runs hook `name` (`stop` or `start`).
 pub async fn run(name: &str, cmd: &str) -> Result<(), CoreError> {
     tracing::info!(hook = name, command = cmd, "running {name} command");
-    let out = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .env_remove("PGPASSWORD")
-        .stdin(Stdio::null())
+    let out = tokio::process::Command::from(shell(cmd))
         .output()
         .await
         .map_err(|e| CoreError::Hook(format!("could not run the {name} command `{cmd}`: {e}")))?;
@@ -80,13 +86,7 @@ impl Drop for StartGuard {
     fn drop(&mut self) {
         if let Some(cmd) = self.cmd.take() {
             tracing::warn!(command = %cmd, "interrupted while the application was stopped; running the start command");
-            match std::process::Command::new("sh")
-                .arg("-c")
-                .arg(&cmd)
-                .env_remove("PGPASSWORD")
-                .stdin(std::process::Stdio::null())
-                .status()
-            {
+            match shell(&cmd).status() {
                 Ok(s) if s.success() => tracing::info!("start command succeeded"),
                 Ok(s) => tracing::error!(
                     "start command `{cmd}` failed ({s}); start the application by hand"

@@ -84,6 +84,19 @@ pub fn list(dir: &Path) -> Result<Vec<ListEntry>, CoreError> {
     Ok(out)
 }
 
+/// Where `--file` points: a path as given (it has a directory part or
+/// exists), else a file name in the repository `dir`.
+pub fn resolve_snapshot(
+    file: &Path,
+    dir: impl FnOnce() -> Result<PathBuf, CoreError>,
+) -> Result<PathBuf, CoreError> {
+    if file.components().count() > 1 || file.exists() {
+        Ok(file.to_path_buf())
+    } else {
+        Ok(dir()?.join(file))
+    }
+}
+
 /// Reads only `dbsnap.json` from a snapshot file.
 pub fn read_metadata(path: &Path) -> Result<Metadata, CoreError> {
     let f = open(path)?;
@@ -121,6 +134,9 @@ pub struct VerifiedMember {
     pub data_blocks: Option<usize>,
     /// For database members: pg_dump archive format version.
     pub archive_version: Option<String>,
+    /// For database members: roles owning its objects (sorted, distinct).
+    #[serde(skip)]
+    pub owners: Vec<String>,
 }
 
 /// Result of `verify`.
@@ -136,6 +152,18 @@ pub struct VerifyReport {
     pub members: Vec<VerifiedMember>,
     /// Metadata, when readable.
     pub metadata: Option<Metadata>,
+}
+
+fn owners(summary: &pgdump::PgDumpSummary) -> Vec<String> {
+    let mut owners: Vec<String> = summary
+        .entries
+        .iter()
+        .filter_map(|e| e.owner.clone())
+        .filter(|o| !o.is_empty())
+        .collect();
+    owners.sort();
+    owners.dedup();
+    owners
 }
 
 /// Recomputes every member's checksum against the manifest and parses each
@@ -171,6 +199,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport, CoreError> {
                         data_blocks: d.map(|s| s.data_blocks),
                         archive_version: d
                             .map(|s| format!("{}.{}-{}", s.version.0, s.version.1, s.version.2)),
+                        owners: d.map(owners).unwrap_or_default(),
                     }
                 })
                 .collect();

@@ -92,19 +92,18 @@ pub fn find_all(name: &str, extra: &[PathBuf]) -> Vec<Program> {
     out
 }
 
-/// The pg_dump to use for a server of `server_major`: the oldest whose major
-/// is at least the server's.
-pub fn pg_dump_for(server_major: u32, extra: &[PathBuf]) -> Result<Program, PgError> {
-    choose_pg_dump(&find_all("pg_dump", extra), server_major)
+/// The oldest program whose major is at least `need`: new enough, and
+/// writing archives the most pg_restore versions read.
+pub fn oldest_at_least(all: &[Program], need: u32) -> Option<&Program> {
+    all.iter()
+        .filter(|p| p.major >= need)
+        .min_by_key(|p| p.major)
 }
 
-/// Chooses among already found pg_dumps (see [`pg_dump_for`]).
+/// The pg_dump for a server of `server_major` among those found
+/// ([`find_all`]): never older than the server.
 pub fn choose_pg_dump(all: &[Program], server_major: u32) -> Result<Program, PgError> {
-    if let Some(p) = all
-        .iter()
-        .filter(|p| p.major >= server_major)
-        .min_by_key(|p| p.major)
-    {
+    if let Some(p) = oldest_at_least(all, server_major) {
         return Ok(p.clone());
     }
     let found = if all.is_empty() {

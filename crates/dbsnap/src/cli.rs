@@ -378,16 +378,12 @@ pub async fn run(cli: Cli) -> Result<u8, CoreError> {
 }
 
 fn resolve_file(args: &FileArgs, config_path: Option<&Path>) -> Result<PathBuf, CoreError> {
-    if args.file.components().count() > 1 || args.file.exists() {
-        return Ok(args.file.clone());
-    }
-    let dir = match &args.dir {
-        Some(d) => d.clone(),
-        None => Config::load(config_path)?
+    inspect::resolve_snapshot(&args.file, || match &args.dir {
+        Some(d) => Ok(d.clone()),
+        None => Ok(Config::load(config_path)?
             .dir
-            .unwrap_or_else(config::default_snapshot_dir),
-    };
-    Ok(dir.join(&args.file))
+            .unwrap_or_else(config::default_snapshot_dir)),
+    })
 }
 
 async fn create_cmd(

@@ -34,8 +34,7 @@ pub async fn run(args: RestoreArgs, config: &Config, show_progress: bool) -> Res
         .or(config.dir.clone())
         .unwrap_or_else(config::default_snapshot_dir);
     let file = match &args.file {
-        Some(f) if f.components().count() > 1 || f.exists() => f.clone(),
-        Some(f) => dir.join(f),
+        Some(f) => inspect::resolve_snapshot(f, || Ok(dir.clone()))?,
         None => pick_snapshot(&dir)?,
     };
     let metadata = inspect::read_metadata(&file)?;

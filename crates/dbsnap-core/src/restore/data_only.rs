@@ -151,7 +151,7 @@ pub(crate) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-fn qualified(e: &TocEntry) -> String {
+pub(crate) fn qualified(e: &TocEntry) -> String {
     match &e.namespace {
         Some(ns) if !ns.is_empty() => format!("{}.{}", quote_ident(ns), quote_ident(&e.tag)),
         _ => quote_ident(&e.tag),

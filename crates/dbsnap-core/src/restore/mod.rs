@@ -167,6 +167,7 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
         });
     }
     let metadata = report.metadata.expect("verified snapshot has metadata");
+    let members = report.members;
     for name in &opts.only {
         if !metadata.databases.iter().any(|d| &d.name == name) {
             return Err(CoreError::Config {
@@ -297,7 +298,12 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
         };
         if action.drops_schema() || action == Action::Create {
             // Roles the archive's objects belong to must exist, unless --no-owner.
-            let owners = archive_owners(&opts.file, &db.member)?;
+            // Read by the verification pass above; no second read of the member.
+            let owners = members
+                .iter()
+                .find(|m| m.name == db.member)
+                .map(|m| m.owners.clone())
+                .unwrap_or_default();
             let missing = replace::missing_roles(&admin, &owners, &target).await?;
             if !missing.is_empty() && opts.create_roles && !opts.no_owner {
                 warnings.push(format!(
@@ -487,23 +493,6 @@ fn live_conninfo(connections: &[ConnInfo], name: &str) -> Result<ConnInfo, CoreE
     })
 }
 
-fn archive_owners(file: &std::path::Path, member: &str) -> Result<Vec<String>, CoreError> {
-    let f = std::fs::File::open(file).map_err(|e| CoreError::write_io(file, e))?;
-    let summary = dbsnap_archive::snapshot::with_member(std::io::BufReader::new(f), member, |r| {
-        dbsnap_archive::pgdump::read_archive(r)
-            .map_err(|e| dbsnap_archive::snapshot::ArchiveError::Corrupt(e.to_string()))
-    })?;
-    let mut owners: Vec<String> = summary
-        .entries
-        .iter()
-        .filter_map(|e| e.owner.clone())
-        .filter(|o| !o.is_empty())
-        .collect();
-    owners.sort();
-    owners.dedup();
-    Ok(owners)
-}
-
 /// One database's outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct DbResult {
@@ -549,9 +538,8 @@ fn pick_program(
     server_major: u32,
 ) -> Result<Program, CoreError> {
     let need = archive_major.max(server_major);
-    all.iter()
-        .filter(|p| p.major >= need)
-        .min_by_key(|p| p.major)
+    tools::oldest_at_least(all, need)
+        // None new enough for both: the newest that still reads the archive.
         .or_else(|| all.iter().filter(|p| p.major >= archive_major).max_by_key(|p| p.major))
         .cloned()
         .ok_or_else(|| {
@@ -686,7 +674,7 @@ async fn run_steps(
                 compress: None,
                 version_spec: opts.version_spec.clone(),
                 version_specs: opts.version_specs.clone(),
-                limits: create::default_limits(),
+                limits: Default::default(),
             },
             progress,
         )
@@ -745,7 +733,7 @@ async fn run_steps(
             }
             Action::ReplaceInPlace => {
                 let (admin, _) = replace::admin_client(&d.info).await?;
-                let server_major = server_major(&admin).await;
+                let server_major = dbsnap_pg::server_info(&admin, &target).await?.major();
                 let program = pick_program("pg_restore", &restores, d.pg_dump_major, server_major)?;
                 let n = replace::terminate_sessions(&admin, &d.live_db, &target).await?;
                 if n > 0 {
@@ -792,7 +780,7 @@ async fn run_steps(
             }
             Action::SwapRestore | Action::Create => {
                 let (mut admin, _) = replace::admin_client(&d.info).await?;
-                let server_major = server_major(&admin).await;
+                let server_major = dbsnap_pg::server_info(&admin, &target).await?.major();
                 let program = pick_program("pg_restore", &restores, d.pg_dump_major, server_major)?;
                 let facts = replace::db_facts(&admin, &d.live_db, &target).await?;
                 let load_name = if d.action == Action::Create {
@@ -997,14 +985,7 @@ fn archive_row_counts(
                 if let DataItem::TableData { entry, data } = item {
                     let mut rows = CopyRows::new(data);
                     std::io::copy(&mut rows, &mut std::io::sink())?;
-                    let table = match &entry.namespace {
-                        Some(ns) if !ns.is_empty() => format!(
-                            "{}.{}",
-                            data_only::quote_ident(ns),
-                            data_only::quote_ident(&entry.tag)
-                        ),
-                        _ => data_only::quote_ident(&entry.tag),
-                    };
+                    let table = data_only::qualified(entry);
                     counts.push((table, rows.rows()));
                 }
                 Ok(())
@@ -1058,12 +1039,4 @@ fn checks_sql(counts: &[(String, u64)], checks: &[String]) -> String {
         ));
     }
     sql
-}
-
-async fn server_major(client: &tokio_postgres::Client) -> u32 {
-    client
-        .query_one("SELECT current_setting('server_version_num')::int4", &[])
-        .await
-        .map(|r| r.get::<_, i32>(0) as u32 / 10000)
-        .unwrap_or(0)
 }
