@@ -48,7 +48,7 @@ fn restore(
     cluster: &Cluster,
     file: &str,
     urls: &[String],
-    extra: &[&str],
+    extra: &[impl AsRef<std::ffi::OsStr>],
 ) -> (i32, serde_json::Value, String) {
     let mut cmd = home.dbsnap();
     cmd.arg("restore")
@@ -84,12 +84,10 @@ fn data_only(major: u32) {
         &file,
         &[cluster.url("app")],
         &[
-            "--yes",
-            "--stop-cmd",
-            &format!("echo stop >> {}", hooks.display()),
-            "--start-cmd",
-            &format!("echo start >> {}", hooks.display()),
-        ],
+            ["--yes".to_string()].as_slice(),
+            &common::hook_args(&hooks, ""),
+        ]
+        .concat(),
     );
     assert_eq!(code, 0, "{err}\n{v}");
     assert_eq!(v["databases"][0]["action"], "data_only");
@@ -205,7 +203,13 @@ fn live_newer_is_replaced_by_swap_and_can_be_rolled_back() {
     cluster.psql("app", "INSERT INTO schema_migrations VALUES (2, false); ALTER TABLE accounts ADD COLUMN plan text DEFAULT 'free'; CREATE TABLE audit (id int)");
     let newer = state(&cluster, "app");
     // Without a terminal and without --yes: refused, nothing changed.
-    let (code, _, err) = restore(&home, &cluster, &file, &[cluster.url("app")], &[]);
+    let (code, _, err) = restore(
+        &home,
+        &cluster,
+        &file,
+        &[cluster.url("app")],
+        &[] as &[&str],
+    );
     assert_eq!(code, 15, "{err}");
     assert!(err.contains("--yes"), "{err}");
     assert_same(&state(&cluster, "app"), &newer, "unconfirmed restore");
@@ -255,15 +259,7 @@ fn live_newer_is_replaced_by_swap_and_can_be_rolled_back() {
             .arg(cluster.url("postgres")),
     );
     assert_eq!(code, 0, "{err}");
-    assert_eq!(
-        cluster
-            .psql(
-                "postgres",
-                "SELECT count(*) FROM pg_database WHERE datname LIKE '%\\_\\_dbsnap\\_%'"
-            )
-            .trim(),
-        "0"
-    );
+    assert_eq!(common::kept_copies(&cluster), "0");
 }
 
 #[test]
@@ -385,13 +381,10 @@ fn a_failing_start_command_is_reported_and_the_restore_stands() {
         &file,
         &[cluster.url("app")],
         &[
-            "--yes",
-            "--no-safety-snapshot",
-            "--stop-cmd",
-            &format!("echo stop >> {}", log.display()),
-            "--start-cmd",
-            &format!("echo start >> {}; exit 4", log.display()),
-        ],
+            ["--yes".to_string(), "--no-safety-snapshot".to_string()].as_slice(),
+            &common::hook_args(&log, "; exit 4"),
+        ]
+        .concat(),
     );
     assert_eq!(code, 11, "{err}\n{v}");
     assert!(

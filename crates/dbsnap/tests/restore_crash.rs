@@ -24,21 +24,9 @@ fn crash_restore(
     failpoint: &str,
     log: &std::path::Path,
 ) {
-    let mut cmd = home.dbsnap();
+    let mut cmd = common::quick_restore(home, cluster, file, &["app"]);
     cmd.env("DBSNAP_FAILPOINT", failpoint)
-        .args([
-            "restore",
-            "--yes",
-            "--no-safety-snapshot",
-            "--file",
-            file,
-            "--pg-bin",
-        ])
-        .arg(cluster.bin_dir())
-        .arg("-d")
-        .arg(cluster.url("app"))
-        .args(["--stop-cmd", &format!("echo stop >> {}", log.display())])
-        .args(["--start-cmd", &format!("echo start >> {}", log.display())]);
+        .args(common::hook_args(log, ""));
     let out = cmd.output().unwrap();
     assert!(
         !out.status.success(),
@@ -112,15 +100,7 @@ fn killed_before_and_after_the_swap() {
     let log = home.path().join("hooks1.log");
     crash_restore(&home, &cluster, &file, "restore-copy-ready", &log);
     assert_eq!(fingerprint(&cluster, "app"), newer);
-    let copies = || {
-        cluster
-            .psql(
-                "postgres",
-                "SELECT count(*) FROM pg_database WHERE datname LIKE '%\\_\\_dbsnap\\_%'",
-            )
-            .trim()
-            .to_string()
-    };
+    let copies = || common::kept_copies(&cluster);
     assert_eq!(copies(), "1");
     let v = resume(&home, &cluster);
     assert!(
@@ -215,19 +195,8 @@ fn a_failing_check_rolls_back_every_kind_of_restore() {
     cluster.psql("app", "DELETE FROM orders WHERE id < 10");
     let changed = fingerprint(&cluster, "app");
     let restore = |extra: &[&str]| {
-        let mut cmd = home.dbsnap();
+        let mut cmd = common::quick_restore(&home, &cluster, &file, &["app"]);
         cmd.args([
-            "restore",
-            "--yes",
-            "--no-safety-snapshot",
-            "--file",
-            &file,
-            "--pg-bin",
-        ])
-        .arg(cluster.bin_dir())
-        .arg("-d")
-        .arg(cluster.url("app"))
-        .args([
             "--check",
             "select count(*) > 0 from accounts",
             "--check",
@@ -245,15 +214,7 @@ fn a_failing_check_rolls_back_every_kind_of_restore() {
     let (code, _, err) = restore(&["--drop"]);
     assert_eq!(code, 17, "{err}");
     assert_eq!(fingerprint(&cluster, "app"), changed);
-    assert_eq!(
-        cluster
-            .psql(
-                "postgres",
-                "SELECT count(*) FROM pg_database WHERE datname LIKE '%\\_\\_dbsnap\\_%'"
-            )
-            .trim(),
-        "0"
-    );
+    assert_eq!(common::kept_copies(&cluster), "0");
 }
 
 #[test]
@@ -303,21 +264,8 @@ fn data_only_databases_commit_together_or_not_at_all() {
         fingerprint(&cluster, "backend"),
     );
     let restore = |check: &str| {
-        let mut cmd = home.dbsnap();
-        cmd.args([
-            "restore",
-            "--yes",
-            "--no-safety-snapshot",
-            "--file",
-            &file,
-            "--pg-bin",
-        ])
-        .arg(cluster.bin_dir())
-        .arg("-d")
-        .arg(cluster.url("app"))
-        .arg("-d")
-        .arg(cluster.url("backend"))
-        .args(["--check", check]);
+        let mut cmd = common::quick_restore(&home, &cluster, &file, &["app", "backend"]);
+        cmd.args(["--check", check]);
         run_json(&mut cmd)
     };
     // The check holds in app but not in backend: neither database changes.
@@ -355,20 +303,8 @@ fn ctrl_c_during_a_restore_starts_the_app_and_resume_cleans_up() {
     cluster.psql("app", "INSERT INTO schema_migrations VALUES (2, false)");
     let before = fingerprint(&cluster, "app");
     let log = home.path().join("hooks.log");
-    let mut cmd = home.dbsnap();
-    cmd.args([
-        "restore",
-        "--yes",
-        "--no-safety-snapshot",
-        "--file",
-        &file,
-        "--pg-bin",
-    ])
-    .arg(cluster.bin_dir())
-    .arg("-d")
-    .arg(cluster.url("app"))
-    .args(["--stop-cmd", &format!("echo stop >> {}", log.display())])
-    .args(["--start-cmd", &format!("echo start >> {}", log.display())]);
+    let mut cmd = common::quick_restore(&home, &cluster, &file, &["app"]);
+    cmd.args(common::hook_args(&log, ""));
     let child = cmd
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -413,15 +349,7 @@ fn ctrl_c_during_a_restore_starts_the_app_and_resume_cleans_up() {
             .contains("removed the incomplete copy"),
         "{v}"
     );
-    assert_eq!(
-        cluster
-            .psql(
-                "postgres",
-                "SELECT count(*) FROM pg_database WHERE datname LIKE '%\\_\\_dbsnap\\_%'"
-            )
-            .trim(),
-        "0"
-    );
+    assert_eq!(common::kept_copies(&cluster), "0");
     // The app was already started: resume does not start it twice.
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "stop\nstart\n");
 }

@@ -203,3 +203,44 @@ pub fn fingerprint(cluster: &Cluster, db: &str) -> String {
         cluster.schema_dump(db)
     )
 }
+
+/// `dbsnap restore --yes --no-safety-snapshot --file F` with the cluster's
+/// client programs, into the given databases of the cluster.
+pub fn quick_restore(home: &Home, cluster: &Cluster, file: &str, dbs: &[&str]) -> Command {
+    let mut cmd = home.dbsnap();
+    cmd.args([
+        "restore",
+        "--yes",
+        "--no-safety-snapshot",
+        "--file",
+        file,
+        "--pg-bin",
+    ])
+    .arg(cluster.bin_dir());
+    for db in dbs {
+        cmd.arg("-d").arg(cluster.url(db));
+    }
+    cmd
+}
+
+/// `--stop-cmd`/`--start-cmd` arguments that append `stop`/`start` to `log`
+/// (the start command then runs `start_extra`, e.g. `; exit 4`).
+pub fn hook_args(log: &Path, start_extra: &str) -> [String; 4] {
+    [
+        "--stop-cmd".into(),
+        format!("echo stop >> {}", log.display()),
+        "--start-cmd".into(),
+        format!("echo start >> {}{start_extra}", log.display()),
+    ]
+}
+
+/// How many databases dbsnap keeps or half-loaded (`__dbsnap_` names).
+pub fn kept_copies(cluster: &Cluster) -> String {
+    cluster
+        .psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE '%\\_\\_dbsnap\\_%'",
+        )
+        .trim()
+        .to_string()
+}
