@@ -6,4 +6,6 @@
 
 pub mod pgdump;
 pub mod snapshot;
+pub mod sql;
+pub mod toc;
 pub mod version;

@@ -83,6 +83,10 @@ pub struct DatabaseEntry {
     pub pg_dump_version: String,
     /// Schema version at the snapshot, if a migration table was found.
     pub schema_version: Option<SchemaVersion>,
+    /// How it was reached, as a libpq `key=value` string without password
+    /// (host, port, dbname, user, sslmode): restore's default connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
 }
 
 /// Contents of `dbsnap.json`.
@@ -602,6 +606,7 @@ mod tests {
                 server_version_num: 150000,
                 pg_dump_version: "15".into(),
                 schema_version: None,
+                connection: None,
             }],
         }
     }

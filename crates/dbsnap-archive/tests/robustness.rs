@@ -120,6 +120,7 @@ fn snapshot_readers_survive_mutations() {
             server_version_num: 150000,
             pg_dump_version: "15".into(),
             schema_version: None,
+            connection: None,
         }],
     };
     let mut w = SnapshotWriter::new(Cursor::new(Vec::new()), &meta, 0).unwrap();

@@ -329,11 +329,12 @@ pub async fn create_with(
             .map(|(((o, m), v), p)| DatabaseEntry {
                 name: o.info.dbname.clone(),
                 member: m.clone(),
-                server: server_of(&o.info),
+                server: o.info.server(),
                 server_version: o.server.version.clone(),
                 server_version_num: o.server.version_num,
                 pg_dump_version: p.version.clone(),
                 schema_version: v.clone(),
+                connection: Some(recorded_connection(&o.info)),
             })
             .collect(),
     };
@@ -487,13 +488,21 @@ fn check_instances(method: ConsistencyMethod, opened: &[Opened]) -> Result<(), C
     Ok(())
 }
 
-fn server_of(info: &ConnInfo) -> String {
-    info.hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| format!("{h}:{}", info.port(i)))
-        .collect::<Vec<_>>()
-        .join(",")
+/// What restore needs to reach a database again, without the password.
+fn recorded_connection(info: &ConnInfo) -> String {
+    let keep = ConnInfo {
+        password: None,
+        sslrootcert: None,
+        sslcert: None,
+        sslkey: None,
+        application_name: None,
+        options: None,
+        target_session_attrs: None,
+        channel_binding: None,
+        connect_timeout: None,
+        ..info.clone()
+    };
+    keep.to_libpq_string_without_password()
 }
 
 /// `<db>.dump`, made unique and safe as a file name.
@@ -512,9 +521,23 @@ fn member_names(opened: &[Opened]) -> Vec<String> {
     names
 }
 
+/// A readable member name: letters and digits of any script stay, so do
+/// `.`, `_` and `-`; anything else (`/`, spaces, controls) becomes `_`.
+/// Short enough for a plain tar header; never hidden.
 fn sanitize_member(s: &str) -> String {
-    let t = sanitize_token(s);
-    if t.starts_with('.') {
+    let mut t = String::new();
+    for c in s.chars() {
+        let c = if c.is_alphanumeric() || matches!(c, '.' | '_' | '-') {
+            c
+        } else {
+            '_'
+        };
+        if t.len() + c.len_utf8() > 80 {
+            break;
+        }
+        t.push(c);
+    }
+    if t.is_empty() || t.starts_with('.') {
         format!("db{t}")
     } else {
         t

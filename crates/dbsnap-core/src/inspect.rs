@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use dbsnap_archive::pgdump;
 use dbsnap_archive::snapshot::{self, ArchiveError, Metadata};
+use dbsnap_archive::toc::ArchiveFacts;
 use dbsnap_storage::LocalRepository;
 use serde::Serialize;
 
@@ -134,9 +135,10 @@ pub struct VerifiedMember {
     pub data_blocks: Option<usize>,
     /// For database members: pg_dump archive format version.
     pub archive_version: Option<String>,
-    /// For database members: roles owning its objects (sorted, distinct).
+    /// For database members: roles, database properties and object lists
+    /// read from its table of contents.
     #[serde(skip)]
-    pub owners: Vec<String>,
+    pub facts: ArchiveFacts,
 }
 
 /// Result of `verify`.
@@ -152,18 +154,6 @@ pub struct VerifyReport {
     pub members: Vec<VerifiedMember>,
     /// Metadata, when readable.
     pub metadata: Option<Metadata>,
-}
-
-fn owners(summary: &pgdump::PgDumpSummary) -> Vec<String> {
-    let mut owners: Vec<String> = summary
-        .entries
-        .iter()
-        .filter_map(|e| e.owner.clone())
-        .filter(|o| !o.is_empty())
-        .collect();
-    owners.sort();
-    owners.dedup();
-    owners
 }
 
 /// Recomputes every member's checksum against the manifest and parses each
@@ -199,7 +189,9 @@ pub fn verify(path: &Path) -> Result<VerifyReport, CoreError> {
                         data_blocks: d.map(|s| s.data_blocks),
                         archive_version: d
                             .map(|s| format!("{}.{}-{}", s.version.0, s.version.1, s.version.2)),
-                        owners: d.map(owners).unwrap_or_default(),
+                        facts: d
+                            .map(|s| ArchiveFacts::from_entries(&s.entries))
+                            .unwrap_or_default(),
                     }
                 })
                 .collect();

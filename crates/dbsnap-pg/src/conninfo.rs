@@ -336,6 +336,17 @@ impl ConnInfo {
         *self.ports.get(i).unwrap_or(&self.ports[0])
     }
 
+    /// `host:port` (comma separated for several hosts): the server, without
+    /// user or database.
+    pub fn server(&self) -> String {
+        self.hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| format!("{h}:{}", self.port(i)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// `user@host:port/dbname`, safe to print (no password).
     pub fn display(&self) -> String {
         let hosts: Vec<String> = self

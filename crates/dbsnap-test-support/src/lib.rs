@@ -261,6 +261,53 @@ impl Cluster {
         out
     }
 
+    /// What data and schema dumps leave out, as text to compare before and
+    /// after a restore: the database's owner, connection limit, grants,
+    /// comment, settings and per-role settings (from `pg_database`,
+    /// `pg_db_role_setting`, `pg_shdescription`); every sequence's
+    /// `last_value`/`is_called`; large objects' owners, grants and
+    /// comments; every comment in the database by object identity.
+    pub fn properties(&self, db: &str) -> String {
+        let lit = db.replace('\'', "''");
+        let database = self.psql(
+            "postgres",
+            &format!(
+                "SELECT 'owner=' || pg_get_userbyid(d.datdba) || ' connlimit=' || d.datconnlimit \
+                        || ' acl=' || coalesce(d.datacl::text, '-') \
+                        || ' comment=' || coalesce(shobj_description(d.oid, 'pg_database'), '-') \
+                        || ' settings=' || coalesce((SELECT string_agg(coalesce(r.rolname, '*') || ':' \
+                               || array_to_string(s.setconfig, '|'), ';' ORDER BY r.rolname NULLS FIRST) \
+                           FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole \
+                           WHERE s.setdatabase = d.oid), '-') \
+                 FROM pg_database d WHERE d.datname = '{lit}'"
+            ),
+        );
+        let inside = self.psql(
+            db,
+            "CREATE FUNCTION pg_temp.seq_state(r regclass) RETURNS text LANGUAGE plpgsql AS $f$ \
+               DECLARE s text; BEGIN \
+                 EXECUTE format('SELECT last_value || ''/'' || is_called FROM %s', r) INTO s; RETURN s; \
+               END $f$; \
+             SELECT 'sequence ' || c.oid::regclass || '=' || pg_temp.seq_state(c.oid) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+             UNION ALL \
+             SELECT 'large object ' || m.oid || ' owner=' || pg_get_userbyid(m.lomowner) \
+                    || ' acl=' || coalesce(m.lomacl::text, '-') \
+                    || ' comment=' || coalesce(obj_description(m.oid, 'pg_largeobject'), '-') \
+             FROM pg_largeobject_metadata m \
+             UNION ALL \
+             SELECT 'comment on ' || pg_describe_object(d.classoid, d.objoid, d.objsubid) || ' = ' || d.description \
+             FROM pg_description d \
+             WHERE d.classoid <> 'pg_largeobject'::regclass AND d.objoid >= 16384 \
+             ORDER BY 1",
+        );
+        format!(
+            "database {db}: {}{inside}",
+            database.trim_end().to_string() + "\n"
+        )
+    }
+
     /// The server log so far.
     pub fn server_log(&self) -> String {
         std::fs::read_to_string(self.server.log_path()).unwrap_or_default()

@@ -100,9 +100,18 @@ pub struct RestoreArgs {
     /// Do not restore ownership (everything belongs to the connecting role).
     #[arg(long)]
     pub no_owner: bool,
-    /// Create missing owner roles (NOLOGIN) before restoring.
+    /// Do not restore privileges (GRANT/REVOKE), like pg_restore's -x.
+    #[arg(short = 'x', long)]
+    pub no_privileges: bool,
+    /// Create every role the snapshot names that the server lacks (NOLOGIN) before restoring.
     #[arg(long)]
     pub create_roles: bool,
+    /// Restore a snapshot from a newer PostgreSQL into an older server.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    /// Never ask for a password (default: ask once per server on a terminal).
+    #[arg(short = 'w', long)]
+    pub no_password: bool,
     /// Parallel pg_restore jobs when a database is replaced or created (extracts the member to a temporary file).
     #[arg(short, long, default_value_t = 1)]
     pub jobs: u32,

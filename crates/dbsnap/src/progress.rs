@@ -41,6 +41,14 @@ impl Ui {
         }
     }
 
+    /// Runs `f` (a prompt) with the display hidden.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.multi {
+            Some(m) => m.suspend(f),
+            None => f(),
+        }
+    }
+
     fn bar(&self, index: usize) -> Option<ProgressBar> {
         self.bars.lock().ok()?.get(index).cloned().flatten()
     }

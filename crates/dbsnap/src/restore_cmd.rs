@@ -72,6 +72,9 @@ pub async fn run(args: RestoreArgs, config: &Config, show_progress: bool) -> Res
         drop: args.drop,
         create: args.create,
         no_owner: args.no_owner,
+        no_privileges: args.no_privileges,
+        allow_downgrade: args.allow_downgrade,
+        password_prompt: None,
         create_roles: args.create_roles,
         jobs: args.jobs,
         no_safety_snapshot: args.no_safety_snapshot,
@@ -88,6 +91,20 @@ pub async fn run(args: RestoreArgs, config: &Config, show_progress: bool) -> Res
     };
     let ui = progress::Ui::new(show_progress);
     let sink: Arc<dyn Progress> = ui.clone();
+    let mut opts = opts;
+    if interactive() && !args.no_password {
+        let ui = ui.clone();
+        opts.password_prompt = Some(Arc::new(move |server: &str| {
+            ui.suspend(|| {
+                dialoguer::Password::new()
+                    .with_prompt(format!("password for {server}"))
+                    .allow_empty_password(false)
+                    .interact()
+                    .ok()
+            })
+        }));
+    }
+    let opts = opts;
     let plan = restore::plan(&opts, &*sink).await;
     ui.finish();
     let plan = plan?;

@@ -329,7 +329,7 @@ fn refusals_follow_the_decision_table_and_change_nothing() {
         &home,
         &cluster,
         &rails_file,
-        &[cluster.url("rails")],
+        &[cluster.url("rails_copy")],
         &["--yes", "--map", "rails=rails_copy"],
     );
     assert_eq!(code, 5, "{err}");
@@ -507,12 +507,42 @@ fn a_pg18_snapshot_into_pg15_reports_version_noise_as_ignored() {
     let file = snapshot(&home, &new, &["app"]);
     let old = Cluster::start(15);
     // pg_restore 18 is needed to read the archive; it talks to the 15 server.
-    let mut cmd = home.dbsnap();
-    cmd.args(["restore", "--yes", "--create", "--file", &file, "--pg-bin"])
-        .arg(new.bin_dir())
-        .arg("-d")
-        .arg(old.url("postgres"));
-    let (code, v, err) = run_json(&mut cmd);
+    let restore = |extra: &[&str]| {
+        let mut cmd = home.dbsnap();
+        cmd.args(["restore", "--yes", "--create", "--file", &file, "--pg-bin"])
+            .arg(new.bin_dir())
+            .arg("-d")
+            .arg(old.url("postgres"))
+            .args(extra);
+        run_json(&mut cmd)
+    };
+    // A downgrade is refused unless asked for, before anything changes.
+    let (code, v, err) = restore(&[]);
+    assert_eq!(code, 14, "{err}\n{v}");
+    assert!(
+        v["error"]["message"]
+            .to_string()
+            .contains("downgrade from PostgreSQL 18 to 15"),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .to_string()
+            .contains("--allow-downgrade"),
+        "{v}"
+    );
+    assert!(!old
+        .psql("postgres", "SELECT datname FROM pg_database")
+        .contains("app"));
+    let (code, v, err) = restore(&["--allow-downgrade", "--dry-run"]);
+    assert_eq!(code, 0, "{err}\n{v}");
+    assert!(
+        v["warnings"]
+            .to_string()
+            .contains("downgrade from PostgreSQL 18 to 15"),
+        "{v}"
+    );
+    let (code, v, err) = restore(&["--allow-downgrade"]);
     assert_eq!(code, 0, "{err}\n{v}");
     assert_eq!(old.table_checksums("app"), new.table_checksums("app"));
     let ignored = v["databases"][0]["ignored"].to_string();

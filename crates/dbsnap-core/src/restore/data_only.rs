@@ -125,6 +125,8 @@ pub struct DataOnlyReport {
     pub large_objects: usize,
     /// Foreign keys dropped and re-added.
     pub foreign_keys: usize,
+    /// NOT VALID constraints set aside and re-added NOT VALID.
+    pub not_valid_constraints: usize,
     /// User triggers disabled during the load.
     pub triggers: usize,
     /// Indexes rebuilt after the load.
@@ -263,28 +265,33 @@ async fn load<'c>(
     }
     let mut report = DataOnlyReport::default();
 
-    let fks: Vec<(String, String, String)> = tx
-        .query(
-            "SELECT c.conrelid::regclass::text, quote_ident(c.conname), pg_get_constraintdef(c.oid) \
-             FROM pg_constraint c WHERE c.contype = 'f' AND c.conparentid = 0 \
-               AND (c.conrelid = ANY($1::text[]::regclass[]) OR c.confrelid = ANY($1::text[]::regclass[])) \
-             ORDER BY 1, 2",
-            &[&family],
-        )
-        .await
-        .map_err(pg_err(target, "list foreign keys"))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    for (table, name, _) in &fks {
-        tx.batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT {name}"))
-            .await
-            .map_err(pg_err(
-                target,
-                &format!("drop foreign key {name} on {table} for the load"),
-            ))?;
-    }
+    // Sequences get a new storage file inside the transaction, so that
+    // setval (not transactional by itself) is undone by a rollback too.
+    restart_sequences(&tx, target, &toc).await?;
+    let fks = set_aside(
+        &tx,
+        target,
+        "c.contype = 'f' AND c.conparentid = 0 \
+         AND (c.conrelid = ANY($1::text[]::regclass[]) OR c.confrelid = ANY($1::text[]::regclass[]))",
+        &family,
+        "foreign key",
+    )
+    .await?;
+    // NOT VALID checks may hold rows that violate them (that is what NOT
+    // VALID allows); they go back NOT VALID, as they were.
+    let unvalidated = set_aside(
+        &tx,
+        target,
+        "c.contype IN ('c', 'n') AND NOT c.convalidated AND c.conislocal AND c.coninhcount = 0 \
+         AND c.conrelid = ANY($1::text[]::regclass[])",
+        &family,
+        "NOT VALID constraint",
+    )
+    .await?;
+    // COPY refuses tables whose row-level security binds their owner.
+    let forced_rls = lift_forced_rls(&tx, target, &family).await?;
     report.foreign_keys = fks.len();
+    report.not_valid_constraints = unvalidated.len();
 
     let triggers: Vec<(String, String, i8)> = tx
         .query(
@@ -367,13 +374,7 @@ async fn load<'c>(
         ))?;
     }
     report.indexes = indexes.len();
-    let has_blobs = toc.iter().any(|e| e.desc == "BLOBS");
-    if has_blobs {
-        tx.batch_execute("SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
-            .await
-            .map_err(pg_err(target, "remove the existing large objects"))?;
-    }
-
+    let large_objects = replace_large_objects(&tx, target, &toc).await?;
     // The data, in archive order.
     let mut current: Option<(
         TocEntry,
@@ -438,9 +439,11 @@ async fn load<'c>(
                 });
             }
             Msg::LoStart(oid) => {
-                tx.execute("SELECT lo_create($1)", &[&oid])
-                    .await
-                    .map_err(pg_err(target, &format!("create large object {oid}")))?;
+                if !large_objects.contains(&oid) {
+                    tx.execute("SELECT lo_create($1)", &[&oid])
+                        .await
+                        .map_err(pg_err(target, &format!("create large object {oid}")))?;
+                }
                 lo = Some((oid, 0));
             }
             Msg::LoEnd => {
@@ -488,14 +491,9 @@ async fn load<'c>(
                 .map_err(pg_err(target, &format!("cluster mark of {}", ix.qualified)))?;
         }
     }
-    for (table, name, def) in &fks {
-        tx.batch_execute(&format!("ALTER TABLE {table} ADD CONSTRAINT {name} {def}"))
-            .await
-            .map_err(pg_err(
-                target,
-                &format!("re-add foreign key {name} on {table}"),
-            ))?;
-    }
+    put_back(&tx, target, &fks, "foreign key").await?;
+    put_back(&tx, target, &unvalidated, "NOT VALID constraint").await?;
+    large_object_properties(&tx, target, &toc).await?;
     for (table, name, state) in &triggers {
         let how = match *state as u8 {
             b'R' => "ENABLE REPLICA",
@@ -532,6 +530,14 @@ async fn load<'c>(
             )));
         }
     }
+    for table in &forced_rls {
+        tx.batch_execute(&format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY"))
+            .await
+            .map_err(pg_err(
+                target,
+                &format!("force row level security on {table} again"),
+            ))?;
+    }
     run_checks(&tx, target, checks).await?;
     Ok((tx, report))
 }
@@ -559,4 +565,237 @@ pub(crate) async fn run_checks(
         }
     }
     Ok(())
+}
+
+/// Gives every sequence the archive sets a new storage file inside the
+/// transaction (`ALTER SEQUENCE ... RESTART`): the `setval` that follows
+/// then lands in that file, which a rollback discards, so a failed or
+/// interrupted restore leaves every sequence exactly as it was.
+async fn restart_sequences(
+    tx: &Transaction<'_>,
+    target: &str,
+    toc: &[TocEntry],
+) -> Result<(), CoreError> {
+    for e in toc.iter().filter(|e| e.desc == "SEQUENCE SET") {
+        let seq = qualified(e);
+        tx.batch_execute(&format!("ALTER SEQUENCE {seq} RESTART"))
+            .await
+            .map_err(pg_err(target, &format!("prepare sequence {seq}")))?;
+    }
+    Ok(())
+}
+
+/// A constraint dropped for the load and added back after it.
+struct SetAside {
+    table: String,
+    name: String,
+    definition: String,
+    /// `COMMENT ON CONSTRAINT` literal, if it had a comment.
+    comment: Option<String>,
+}
+
+/// Drops the constraints matching `filter` (over `pg_constraint c`, with
+/// `$1` the tables) and returns how to add them back.
+async fn set_aside(
+    tx: &Transaction<'_>,
+    target: &str,
+    filter: &str,
+    tables: &[String],
+    what: &str,
+) -> Result<Vec<SetAside>, CoreError> {
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT c.conrelid::regclass::text, quote_ident(c.conname), pg_get_constraintdef(c.oid), \
+                        quote_literal(obj_description(c.oid, 'pg_constraint')) \
+                 FROM pg_constraint c WHERE {filter} ORDER BY 1, 2"
+            ),
+            &[&tables],
+        )
+        .await
+        .map_err(pg_err(target, &format!("list {what}s")))?;
+    let set: Vec<SetAside> = rows
+        .iter()
+        .map(|r| SetAside {
+            table: r.get(0),
+            name: r.get(1),
+            definition: r.get(2),
+            comment: r.get(3),
+        })
+        .collect();
+    for c in &set {
+        tx.batch_execute(&format!(
+            "ALTER TABLE {} DROP CONSTRAINT {}",
+            c.table, c.name
+        ))
+        .await
+        .map_err(pg_err(
+            target,
+            &format!("drop {what} {} on {} for the load", c.name, c.table),
+        ))?;
+    }
+    Ok(set)
+}
+
+/// Adds constraints set aside by [`set_aside`] back, comments included.
+async fn put_back(
+    tx: &Transaction<'_>,
+    target: &str,
+    set: &[SetAside],
+    what: &str,
+) -> Result<(), CoreError> {
+    for c in set {
+        let mut sql = format!(
+            "ALTER TABLE {} ADD CONSTRAINT {} {}",
+            c.table, c.name, c.definition
+        );
+        if let Some(comment) = &c.comment {
+            sql.push_str(&format!(
+                "; COMMENT ON CONSTRAINT {} ON {} IS {comment}",
+                c.name, c.table
+            ));
+        }
+        tx.batch_execute(&sql).await.map_err(pg_err(
+            target,
+            &format!("re-add {what} {} on {}", c.name, c.table),
+        ))?;
+    }
+    Ok(())
+}
+
+/// Lifts `FORCE ROW LEVEL SECURITY` for the load (COPY FROM refuses it);
+/// returns the tables to force again before COMMIT.
+async fn lift_forced_rls(
+    tx: &Transaction<'_>,
+    target: &str,
+    tables: &[String],
+) -> Result<Vec<String>, CoreError> {
+    let forced: Vec<String> = tx
+        .query(
+            "SELECT oid::regclass::text FROM pg_class \
+             WHERE relforcerowsecurity AND oid = ANY($1::text[]::regclass[]) ORDER BY 1",
+            &[&tables],
+        )
+        .await
+        .map_err(pg_err(target, "list tables with forced row level security"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for table in &forced {
+        tx.batch_execute(&format!("ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY"))
+            .await
+            .map_err(pg_err(
+                target,
+                &format!("lift forced row level security on {table} for the load"),
+            ))?;
+    }
+    Ok(forced)
+}
+
+/// Removes the live large objects and creates the archive's with their
+/// owners (pg_dump's own `lo_create` / `ALTER LARGE OBJECT ... OWNER`
+/// statements); returns the oids that now exist.
+async fn replace_large_objects(
+    tx: &Transaction<'_>,
+    target: &str,
+    toc: &[TocEntry],
+) -> Result<std::collections::BTreeSet<u32>, CoreError> {
+    tx.batch_execute("SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
+        .await
+        .map_err(pg_err(target, "remove the existing large objects"))?;
+    for sql in dbsnap_archive::toc::large_object_creation(toc) {
+        tx.batch_execute(&sql)
+            .await
+            .map_err(pg_err(target, &format!("recreate large object: {sql}")))?;
+    }
+    let oids = tx
+        .query("SELECT oid FROM pg_largeobject_metadata", &[])
+        .await
+        .map_err(pg_err(target, "list large objects"))?
+        .iter()
+        .map(|r| r.get::<_, tokio_postgres::types::Oid>(0))
+        .collect();
+    Ok(oids)
+}
+
+/// Comments, grants and security labels of the archive's large objects.
+async fn large_object_properties(
+    tx: &Transaction<'_>,
+    target: &str,
+    toc: &[TocEntry],
+) -> Result<(), CoreError> {
+    for sql in dbsnap_archive::toc::large_object_properties(toc) {
+        tx.batch_execute(&sql)
+            .await
+            .map_err(pg_err(target, &format!("large object property: {sql}")))?;
+    }
+    Ok(())
+}
+
+/// Why a data-only restore cannot run, found before anything changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Obstacle {
+    /// Objects the snapshot has data for that the live database lacks.
+    Missing(Vec<String>),
+    /// Objects only their owner may replace: (what, owner).
+    NotOwned(Vec<(String, String)>),
+}
+
+/// Checks, without changing anything, that the connected role may replace
+/// everything a data-only restore of `facts` touches: every table (and the
+/// tables whose foreign keys point at them), every sequence and every
+/// large object, live and in the archive, must belong to a role whose
+/// privileges it has.
+pub(crate) async fn preflight(
+    client: &Client,
+    target: &str,
+    facts: &dbsnap_archive::toc::ArchiveFacts,
+) -> Result<Vec<Obstacle>, CoreError> {
+    let tables: Vec<String> = facts.data_tables.iter().map(|t| t.sql()).collect();
+    let sequences: Vec<String> = facts.sequences.iter().map(|t| t.sql()).collect();
+    let missing: Vec<String> = client
+        .query(
+            "SELECT 'table ' || t FROM unnest($1::text[]) t WHERE to_regclass(t) IS NULL \
+             UNION ALL SELECT 'sequence ' || s FROM unnest($2::text[]) s WHERE to_regclass(s) IS NULL",
+            &[&tables, &sequences],
+        )
+        .await
+        .map_err(pg_err(target, "look up the snapshot's tables"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !missing.is_empty() {
+        return Ok(vec![Obstacle::Missing(missing)]);
+    }
+    let lo_owners: Vec<String> = facts.large_object_owners.iter().cloned().collect();
+    let rows = client
+        .query(
+            "WITH t AS (SELECT x::regclass AS r FROM unnest($1::text[]) x), \
+                  fam AS (SELECT r FROM t \
+                          UNION SELECT a.relid FROM t, LATERAL pg_partition_ancestors(t.r) a \
+                          UNION SELECT c.conrelid FROM pg_constraint c JOIN t ON c.confrelid = t.r WHERE c.contype = 'f') \
+             SELECT CASE c.relkind WHEN 'S' THEN 'sequence ' ELSE 'table ' END || c.oid::regclass::text, \
+                    pg_get_userbyid(c.relowner)::text \
+             FROM pg_class c \
+             WHERE (c.oid IN (SELECT r FROM fam) OR c.oid = ANY($2::text[]::regclass[])) \
+               AND NOT pg_has_role(c.relowner, 'USAGE') \
+             UNION ALL \
+             SELECT 'large object ' || m.oid, pg_get_userbyid(m.lomowner)::text \
+             FROM pg_largeobject_metadata m \
+             WHERE NOT pg_has_role(m.lomowner, 'USAGE') AND NOT current_setting('lo_compat_privileges')::bool \
+             UNION ALL \
+             SELECT 'the snapshot''s large objects', o FROM unnest($3::text[]) o \
+             WHERE NOT CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = o) \
+                            THEN pg_has_role(o, 'MEMBER') ELSE false END \
+             ORDER BY 2, 1",
+            &[&tables, &sequences, &lo_owners],
+        )
+        .await
+        .map_err(pg_err(target, "check ownership of the snapshot's objects"))?;
+    let not_owned: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    Ok(if not_owned.is_empty() {
+        vec![]
+    } else {
+        vec![Obstacle::NotOwned(not_owned)]
+    })
 }

@@ -8,16 +8,19 @@
 //! replacing objects in one transaction), check, journal every step.
 
 pub mod data_only;
+pub mod decide;
 pub mod recover;
 pub mod replace;
+pub mod select;
 pub mod state;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dbsnap_archive::snapshot::{ConsistencyMethod, Metadata};
-use dbsnap_archive::version::{Comparison, SchemaVersion};
+use dbsnap_archive::snapshot::{ConsistencyMethod, DatabaseEntry, Metadata};
+use dbsnap_archive::toc::ArchiveFacts;
+use dbsnap_archive::version::Comparison;
 use dbsnap_pg::schema_version::{self, VersionSpec};
 use dbsnap_pg::tools::{self, Program, Secrets};
 use dbsnap_pg::{ConnInfo, PgError, PgErrorKind};
@@ -31,7 +34,7 @@ use crate::inspect;
 use state::{DbRecord, Phase, RestoreState};
 
 /// What to restore, where, and how.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RestoreOptions {
     /// The snapshot file.
     pub file: PathBuf,
@@ -50,6 +53,12 @@ pub struct RestoreOptions {
     pub create: bool,
     /// Do not restore object ownership.
     pub no_owner: bool,
+    /// Do not restore privileges (GRANT/REVOKE), like pg_restore's `-x`.
+    pub no_privileges: bool,
+    /// Restore a snapshot from a newer PostgreSQL into an older one.
+    pub allow_downgrade: bool,
+    /// Asks for a password on a terminal (None: never ask).
+    pub password_prompt: Option<PasswordPrompt>,
     /// Create (NOLOGIN) the roles the archive's objects belong to when missing.
     pub create_roles: bool,
     /// Parallel pg_restore jobs for drop-and-restore by swap and --create
@@ -115,10 +124,14 @@ pub struct DbPlan {
     pub action: Action,
     /// Why.
     pub reason: String,
+    /// Owner of the new database (replace, create); None: the connecting role.
+    pub new_owner: Option<String>,
     #[serde(skip)]
     info: ConnInfo,
     #[serde(skip)]
     pg_dump_major: u32,
+    #[serde(skip)]
+    archive: ArchiveFacts,
 }
 
 /// A complete plan.
@@ -152,8 +165,8 @@ impl Plan {
 }
 
 /// Builds the plan: verifies the archive, reads the live side, decides.
-/// Changes nothing. A refusal from the decision table is an error with its
-/// exit code.
+/// Changes nothing. Every database is checked before any refusal is
+/// reported; a refusal is an error with its exit code.
 pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan, CoreError> {
     progress.phase("verifying the snapshot");
     let report = inspect::verify(&opts.file)?;
@@ -167,213 +180,66 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
         });
     }
     let metadata = report.metadata.expect("verified snapshot has metadata");
-    let members = report.members;
-    for name in &opts.only {
-        if !metadata.databases.iter().any(|d| &d.name == name) {
-            return Err(CoreError::Config {
-                message: format!("--only {name}: the snapshot has no database \"{name}\""),
-                hint: format!(
-                    "the snapshot holds: {}",
-                    metadata
-                        .databases
-                        .iter()
-                        .map(|d| d.name.clone())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            });
-        }
-    }
-    let connections = connection_strings(opts, &metadata)?;
+    let chosen = select::select(&metadata, &opts.only, &opts.map)?;
+    let selected = connections(opts, &metadata, &chosen)?;
     progress.phase("reading the live databases");
-    let mut plans = Vec::new();
-    let mut warnings = Vec::new();
-    let mut refusals: Vec<(u8, String)> = Vec::new();
-    let mut roles_to_create: Vec<(ConnInfo, Vec<String>)> = Vec::new();
-    for db in metadata
-        .databases
-        .iter()
-        .filter(|d| opts.only.is_empty() || opts.only.contains(&d.name))
-    {
-        let live_name = opts
-            .map
-            .get(&db.name)
-            .cloned()
-            .unwrap_or_else(|| db.name.clone());
-        let info = live_conninfo(&connections, &live_name)?;
-        let target = info.display();
-        let (admin, _) = replace::admin_client(&info).await?;
-        let role = replace::role_facts(&admin, &target).await?;
-        let exists = replace::db_facts(&admin, &live_name, &target)
-            .await?
-            .is_some();
-        let snapshot_version = db.schema_version.clone();
-        let mut live_version: Option<SchemaVersion> = None;
-        if exists {
-            let client = dbsnap_pg::connect(&info).await?;
-            let spec = opts
-                .version_specs
-                .get(&live_name)
-                .or(opts.version_specs.get(&db.name))
-                .unwrap_or(&opts.version_spec);
-            live_version = schema_version::detect(&client, spec, &target).await?;
-        }
-        let comparison = match (&live_version, &snapshot_version) {
-            (Some(l), Some(s)) => Some(l.compare(s)),
-            _ => None,
-        };
-        let dirty = live_version.as_ref().is_some_and(|v| v.dirty)
-            || snapshot_version.as_ref().is_some_and(|v| v.dirty);
-        let replace_action = if role.createdb || role.superuser {
-            Action::SwapRestore
-        } else {
-            Action::ReplaceInPlace
-        };
-        let (action, reason) = if !exists {
-            if opts.create {
-                (
-                    Action::Create,
-                    "the database does not exist: it will be created".to_string(),
-                )
-            } else {
-                refusals.push((
-                    exit::NO_DATABASE,
-                    format!("{target}: database \"{live_name}\" does not exist (use --create to create it)"),
-                ));
+    let choices = decide::Choices {
+        drop: opts.drop,
+        create: opts.create,
+        no_owner: opts.no_owner,
+        no_privileges: opts.no_privileges,
+        create_roles: opts.create_roles,
+        allow_downgrade: opts.allow_downgrade,
+    };
+    let mut passwords = Passwords::new(opts.password_prompt.clone());
+    let (mut plans, mut warnings, mut refusals) = (Vec::new(), Vec::new(), Vec::new());
+    let mut role_servers: Vec<(ConnInfo, Vec<String>)> = Vec::new();
+    for mut s in selected {
+        let entry = &metadata.databases[s.index];
+        let archive = report
+            .members
+            .iter()
+            .find(|m| m.name == entry.member)
+            .map(|m| m.facts.clone())
+            .unwrap_or_default();
+        let facts = gather(opts, &mut s, entry, archive, &mut passwords).await?;
+        let target = s.info.display();
+        let decision = match decide::decide(&facts, choices) {
+            Ok(d) => d,
+            Err(r) => {
+                refusals.push((target, r));
                 continue;
             }
-        } else if opts.drop {
-            (
-                replace_action,
-                "--drop: the database is replaced".to_string(),
-            )
-        } else if dirty {
-            refusals.push((
-                exit::VERSION_MISMATCH,
-                format!(
-                    "{live_name}: a schema version is dirty (live {}, snapshot {}): a migration failed or is running",
-                    show(&live_version),
-                    show(&snapshot_version)
-                ),
-            ));
-            continue;
-        } else {
-            match comparison {
-                Some(Comparison::Equal) => (Action::DataOnly, "schema versions are equal: data-only restore".to_string()),
-                Some(Comparison::LiveNewer) => (
-                    replace_action,
-                    format!(
-                        "the live schema is newer ({} > {}): the database is replaced by the snapshot's",
-                        show(&live_version),
-                        show(&snapshot_version)
-                    ),
-                ),
-                Some(Comparison::LiveOlder) => {
-                    refusals.push((
-                        exit::LIVE_OLDER,
-                        format!(
-                            "{live_name}: the live schema ({}) is older than the snapshot's ({}): upgrade the app first, or use --drop",
-                            show(&live_version),
-                            show(&snapshot_version)
-                        ),
-                    ));
-                    continue;
-                }
-                Some(Comparison::Diverged) => {
-                    refusals.push((exit::VERSION_MISMATCH, diverged_message(&live_name, &live_version, &snapshot_version)));
-                    continue;
-                }
-                Some(Comparison::Unknown) | None => {
-                    refusals.push((
-                        exit::VERSION_MISMATCH,
-                        format!(
-                            "{live_name}: the schema versions cannot be compared (live {}, snapshot {})",
-                            describe(&live_version),
-                            describe(&snapshot_version)
-                        ),
-                    ));
-                    continue;
-                }
-            }
         };
-        if action.drops_schema() || action == Action::Create {
-            // Roles the archive's objects belong to must exist, unless --no-owner.
-            // Read by the verification pass above; no second read of the member.
-            let owners = members
-                .iter()
-                .find(|m| m.name == db.member)
-                .map(|m| m.owners.clone())
-                .unwrap_or_default();
-            let missing = replace::missing_roles(&admin, &owners, &target).await?;
-            if !missing.is_empty() && opts.create_roles && !opts.no_owner {
-                warnings.push(format!(
-                    "{target}: roles {} will be created (NOLOGIN)",
-                    missing.join(", ")
-                ));
-                roles_to_create.push((info.clone(), missing));
-            } else if !missing.is_empty() && !opts.no_owner {
-                return Err(CoreError::Config {
-                    message: format!(
-                        "{target}: the snapshot's objects belong to roles the server lacks: {}",
-                        missing.join(", ")
-                    ),
-                    hint: "create those roles first, pass --create-roles to create them, or --no-owner to restore \
-                           everything as the connecting role"
-                        .into(),
-                });
-            }
-            if action == Action::ReplaceInPlace {
-                warnings.push(format!(
-                    "{target}: the role cannot create databases; {live_name} will be replaced in place, inside one transaction \
-                     (objects owned by other roles are left alone)"
-                ));
-            }
+        warnings.extend(decision.warnings.iter().map(|w| format!("{target}: {w}")));
+        if !decision.roles_to_create.is_empty() {
+            role_servers.push((s.info.clone(), decision.roles_to_create.clone()));
         }
         plans.push(DbPlan {
-            snapshot_db: db.name.clone(),
-            member: db.member.clone(),
-            live_db: live_name,
+            snapshot_db: entry.name.clone(),
+            member: entry.member.clone(),
+            live_db: s.live_db,
             server: target,
-            exists,
-            live_version: live_version.as_ref().map(|v| v.display()),
-            snapshot_version: snapshot_version.as_ref().map(|v| v.display()),
-            comparison,
-            action,
-            reason,
-            info,
-            pg_dump_major: major_of(&db.pg_dump_version),
+            exists: facts.exists,
+            live_version: facts.live_version.as_ref().map(|v| v.display()),
+            snapshot_version: facts.snapshot_version.as_ref().map(|v| v.display()),
+            comparison: facts
+                .live_version
+                .as_ref()
+                .zip(facts.snapshot_version.as_ref())
+                .map(|(l, s)| l.compare(s)),
+            action: decision.action,
+            reason: decision.reason,
+            new_owner: decision.new_owner,
+            info: s.info,
+            pg_dump_major: major_of(&entry.pg_dump_version),
+            archive: facts.archive,
         });
     }
     if !refusals.is_empty() {
-        // Live older wins: its advice (upgrade first) is the most specific.
-        let code = refusals
-            .iter()
-            .map(|r| r.0)
-            .find(|c| *c == exit::LIVE_OLDER)
-            .unwrap_or(refusals[0].0);
-        let message = format!(
-            "restore refused, nothing was changed:\n  {}",
-            refusals
-                .iter()
-                .map(|r| r.1.clone())
-                .collect::<Vec<_>>()
-                .join("\n  ")
-        );
-        if code == exit::NO_DATABASE {
-            return Err(PgError::new(PgErrorKind::NoDatabase, message)
-                .hint("pass --create, or --map to another name")
-                .into());
-        }
-        return Err(CoreError::Refused {
-            message,
-            hint: if code == exit::LIVE_OLDER {
-                "upgrade the application to the snapshot's version first, or use --drop to replace the database".into()
-            } else {
-                "use --drop to replace the database with the snapshot's (a safety snapshot is taken first)".into()
-            },
-            code,
-        });
+        return Err(refused(refusals));
     }
+    let roles_to_create = role_servers.iter().flat_map(|(_, r)| r.clone()).collect();
     Ok(Plan {
         file: opts.file.clone(),
         metadata,
@@ -382,11 +248,136 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
         start_cmd: opts.hooks.start_cmd.clone(),
         safety_snapshot: !opts.no_safety_snapshot,
         warnings,
-        roles_to_create: roles_to_create
+        roles_to_create,
+        role_servers,
+    })
+}
+
+/// One error for every refusal: the code of the most specific one (live
+/// older first: its advice, upgrade first, comes before anything else).
+fn refused(refusals: Vec<(String, decide::Refusal)>) -> CoreError {
+    let first = refusals
+        .iter()
+        .find(|(_, r)| r.code() == exit::LIVE_OLDER)
+        .unwrap_or(&refusals[0]);
+    let (code, hint) = (first.1.code(), first.1.hint());
+    let message = format!(
+        "restore refused, nothing was changed:\n  {}",
+        refusals
             .iter()
-            .flat_map(|(_, r)| r.clone())
-            .collect(),
-        role_servers: roles_to_create,
+            .map(|(target, r)| format!("{target}: {}", r.message()))
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    );
+    let kind = match code {
+        exit::NO_DATABASE => Some(PgErrorKind::NoDatabase),
+        exit::PRIVILEGE => Some(PgErrorKind::Privilege),
+        _ => None,
+    };
+    match kind {
+        Some(kind) => PgError::new(kind, message).hint(hint).into(),
+        None if code == exit::USAGE => CoreError::Config {
+            message,
+            hint: hint.into(),
+        },
+        None => CoreError::Refused {
+            message,
+            hint: hint.into(),
+            code,
+        },
+    }
+}
+
+/// Asks for a password once per server and user, on a terminal.
+pub type PasswordPrompt = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+struct Passwords {
+    prompt: Option<PasswordPrompt>,
+    known: BTreeMap<String, String>,
+}
+
+impl Passwords {
+    fn new(prompt: Option<PasswordPrompt>) -> Passwords {
+        Passwords {
+            prompt,
+            known: BTreeMap::new(),
+        }
+    }
+
+    fn key(info: &ConnInfo) -> String {
+        info.with_dbname("").display()
+    }
+
+    /// Connects to a maintenance database of `info`'s server; when the
+    /// server wants a password none of libpq's sources gave, asks once.
+    async fn admin(&mut self, info: &mut ConnInfo) -> Result<tokio_postgres::Client, CoreError> {
+        if info.password.is_none() {
+            info.password = self.known.get(&Self::key(info)).cloned();
+        }
+        match replace::admin_client(info).await {
+            Err(CoreError::Pg(e)) if e.kind == PgErrorKind::Auth && info.password.is_none() => {
+                let Some(ask) = &self.prompt else {
+                    return Err(CoreError::Pg(e));
+                };
+                let Some(pw) = ask(&Self::key(info)) else {
+                    return Err(CoreError::Pg(e));
+                };
+                self.known.insert(Self::key(info), pw.clone());
+                info.password = Some(pw);
+                Ok(replace::admin_client(info).await?.0)
+            }
+            r => Ok(r?.0),
+        }
+    }
+}
+
+/// Reads what `decide` needs about one database from its live server.
+async fn gather(
+    opts: &RestoreOptions,
+    s: &mut select::Selected,
+    entry: &DatabaseEntry,
+    archive: ArchiveFacts,
+    passwords: &mut Passwords,
+) -> Result<decide::Facts, CoreError> {
+    let admin = passwords.admin(&mut s.info).await?;
+    let target = s.info.display();
+    let role = replace::role_facts(&admin, &target).await?;
+    let server_major = dbsnap_pg::server_info(&admin, &target).await?.major();
+    let exists = replace::db_facts(&admin, &s.live_db, &target)
+        .await?
+        .is_some();
+    let mut named: BTreeSet<String> = archive.owners.clone();
+    named.extend(archive.privilege_roles.iter().cloned());
+    named.extend(archive.other_roles.iter().cloned());
+    if let Some(db) = &archive.database {
+        named.extend(db.roles(true));
+        named.extend(db.owner.iter().cloned());
+    }
+    let named: Vec<String> = named.into_iter().collect();
+    let roles = replace::role_statuses(&admin, &named, server_major, &target).await?;
+    let (mut live_version, mut data_only_obstacles) = (None, Vec::new());
+    if exists {
+        let client = dbsnap_pg::connect(&s.info).await?;
+        let spec = opts
+            .version_specs
+            .get(&s.live_db)
+            .or(opts.version_specs.get(&entry.name))
+            .unwrap_or(&opts.version_spec);
+        live_version = schema_version::detect(&client, spec, &target).await?;
+        data_only_obstacles = data_only::preflight(&client, &target, &archive).await?;
+    }
+    Ok(decide::Facts {
+        snapshot_db: entry.name.clone(),
+        live_db: s.live_db.clone(),
+        exists,
+        live_version,
+        snapshot_version: entry.schema_version.clone(),
+        snapshot_major: entry.server_version_num / 10000,
+        server_major,
+        role,
+        roles,
+        archive,
+        data_only_obstacles,
     })
 }
 
@@ -397,50 +388,6 @@ pub(crate) fn pg_err(
 ) -> impl Fn(tokio_postgres::Error) -> CoreError + use<> {
     let (target, doing) = (target.to_string(), doing.to_string());
     move |e| CoreError::Pg(PgError::from_pg(e, &target, &doing))
-}
-
-fn show(v: &Option<SchemaVersion>) -> String {
-    v.as_ref()
-        .map(|v| v.display())
-        .unwrap_or_else(|| "none".into())
-}
-
-fn describe(v: &Option<SchemaVersion>) -> String {
-    match v {
-        Some(v) => format!("{} {}", v.tool, v.display()),
-        None => "no migration table".into(),
-    }
-}
-
-fn diverged_message(live: &str, l: &Option<SchemaVersion>, s: &Option<SchemaVersion>) -> String {
-    let (Some(l), Some(s)) = (l, s) else {
-        return format!("{live}: schema versions diverged");
-    };
-    let only_live: Vec<&String> = l
-        .applied
-        .iter()
-        .filter(|x| !s.applied.contains(x))
-        .take(5)
-        .collect();
-    let only_snap: Vec<&String> = s
-        .applied
-        .iter()
-        .filter(|x| !l.applied.contains(x))
-        .take(5)
-        .collect();
-    format!(
-        "{live}: schema versions diverged: only live has [{}], only the snapshot has [{}]",
-        only_live
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        only_snap
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
 }
 
 fn major_of(version: &str) -> u32 {
@@ -455,41 +402,42 @@ fn major_of(version: &str) -> u32 {
         .unwrap_or(0)
 }
 
-fn connection_strings(
+/// Pairs the chosen databases with connections: `-d` flags, else the
+/// snapshot target's in the config, else those recorded in the snapshot.
+fn connections(
     opts: &RestoreOptions,
     metadata: &Metadata,
-) -> Result<Vec<ConnInfo>, CoreError> {
-    let strings: Vec<String> = if !opts.databases.is_empty() {
-        opts.databases.clone()
-    } else if let Some(t) = metadata.target.as_ref().and_then(|t| opts.targets.get(t)) {
-        t.clone()
-    } else {
-        return Err(CoreError::Config {
-            message: format!(
-                "no connection for the snapshot's databases{}",
-                metadata.target.as_ref().map(|t| format!(" (target \"{t}\" is not in the config)")).unwrap_or_default()
-            ),
-            hint: "pass -d <connection string> for each database (or one for the server with --create)".into(),
-        });
+    chosen: &[(usize, String)],
+) -> Result<Vec<select::Selected>, CoreError> {
+    let resolve = |strings: &[String]| -> Result<Vec<ConnInfo>, CoreError> {
+        strings
+            .iter()
+            .map(|s| ConnInfo::resolve(s).map_err(|e| PgError::from(e).into()))
+            .collect()
     };
-    strings
-        .iter()
-        .map(|s| ConnInfo::resolve(s).map_err(|e| PgError::from(e).into()))
-        .collect()
-}
-
-/// The connection for live database `name`: a string naming it, else the
-/// only string given (a server), pointed at `name`.
-fn live_conninfo(connections: &[ConnInfo], name: &str) -> Result<ConnInfo, CoreError> {
-    if let Some(c) = connections.iter().find(|c| c.dbname == name) {
-        return Ok(c.clone());
+    if !opts.databases.is_empty() {
+        let given = resolve(&opts.databases)?;
+        return select::assign(metadata, chosen, &given, select::Source::Flags);
     }
-    if connections.len() == 1 {
-        return Ok(connections[0].with_dbname(name));
+    if let Some(t) = metadata.target.as_ref().and_then(|t| opts.targets.get(t)) {
+        return select::assign(metadata, chosen, &resolve(t)?, select::Source::Target);
     }
-    Err(CoreError::Config {
-        message: format!("no connection string names database \"{name}\""),
-        hint: "pass -d for it, use --map snapshot=live, or pass a single -d for the server".into(),
+    select::recorded(metadata, chosen, |s| {
+        ConnInfo::resolve(s).map_err(|e| PgError::from(e).into())
+    })
+    .map_err(|e| match e {
+        CoreError::Config { message, .. } => CoreError::Config {
+            message: format!(
+                "{message}{}",
+                metadata
+                    .target
+                    .as_ref()
+                    .map(|t| format!(" (target \"{t}\" is not in the config)"))
+                    .unwrap_or_default()
+            ),
+            hint: "pass -d <connection string> for each database (or one -d …/postgres for the server)".into(),
+        },
+        e => e,
     })
 }
 
@@ -691,16 +639,7 @@ async fn run_steps(
     let data_only_secs = loading.elapsed().as_secs_f64();
     for (info, roles) in &plan.role_servers {
         let (admin, _) = replace::admin_client(info).await?;
-        for role in roles {
-            tracing::info!("creating role {role} on {}", info.display());
-            admin
-                .batch_execute(&format!(
-                    "CREATE ROLE {} NOLOGIN",
-                    data_only::quote_ident(role)
-                ))
-                .await
-                .map_err(pg_err(&info.display(), &format!("create role {role}")))?;
-        }
+        replace::create_roles(&admin, roles, &info.display()).await?;
     }
     let restores = tools::find_all("pg_restore", &opts.pg_bin);
     let secrets = Arc::new(Secrets::new()?);
@@ -743,12 +682,12 @@ async fn run_steps(
                     );
                 }
                 sessions += n;
-                let (file, member, info, no_owner) = (
-                    plan.file.clone(),
-                    d.member.clone(),
-                    d.info.clone(),
-                    opts.no_owner,
-                );
+                let (file, member, info) = (plan.file.clone(), d.member.clone(), d.info.clone());
+                let flags = replace::RestoreFlags {
+                    no_owner: opts.no_owner,
+                    no_privileges: opts.no_privileges,
+                    jobs: 1,
+                };
                 let psql = replace::psql_beside(&program);
                 let counts = {
                     let (file, member) = (file.clone(), member.clone());
@@ -766,7 +705,7 @@ async fn run_steps(
                             member: &member,
                         },
                         &info,
-                        no_owner,
+                        flags,
                         &secrets,
                         &epilogue,
                         meter,
@@ -791,14 +730,19 @@ async fn run_steps(
                 journal.databases[i].new_name = Some(load_name.clone());
                 journal.databases[i].phase = Phase::Loading;
                 journal.save()?;
-                replace::create_database(&admin, &load_name, facts.as_ref(), &target).await?;
+                let how = replace::NewDatabase {
+                    props: d.archive.database.as_ref(),
+                    like: facts.as_ref(),
+                    owner: d.new_owner.as_deref(),
+                };
+                replace::create_database(&admin, &load_name, how, &target).await?;
                 let load_info = d.info.with_dbname(&load_name);
-                let (file, member, no_owner, jobs) = (
-                    plan.file.clone(),
-                    d.member.clone(),
-                    opts.no_owner,
-                    opts.jobs.max(1),
-                );
+                let (file, member) = (plan.file.clone(), d.member.clone());
+                let flags = replace::RestoreFlags {
+                    no_owner: opts.no_owner,
+                    no_privileges: opts.no_privileges,
+                    jobs: opts.jobs.max(1),
+                };
                 let loaded = {
                     let (file, member, load_info, secrets) = (
                         file.clone(),
@@ -808,7 +752,6 @@ async fn run_steps(
                     );
                     let meter = Meter::new(progress, i, &d.live_db);
                     blocking(move || {
-                        let flags = replace::RestoreFlags { no_owner, jobs };
                         replace::pg_restore(
                             &program, &file, &member, &load_info, flags, &secrets, meter,
                         )
@@ -831,6 +774,21 @@ async fn run_steps(
                     }
                     Err(e) => Err(e),
                 };
+                // The copy gets the snapshot's database-level properties
+                // (comment, settings, per-role settings, grants) before it
+                // replaces the live database; they stay with it across the rename.
+                let checked = match (checked, &d.archive.database) {
+                    (Ok(()), Some(props)) => replace::apply_database_properties(
+                        &mut admin,
+                        props,
+                        &load_name,
+                        !opts.no_privileges,
+                        &target,
+                    )
+                    .await
+                    .map(|ignored| result.ignored.extend(ignored)),
+                    (r, _) => r,
+                };
                 if let Err(e) = checked {
                     // The live database was never touched; remove the partial copy.
                     let _ = replace::drop_database(&admin, &load_name, &target).await;
@@ -839,10 +797,6 @@ async fn run_steps(
                     return Err(e);
                 }
                 if d.action == Action::SwapRestore {
-                    if facts.is_some() {
-                        replace::copy_database_settings(&admin, &d.live_db, &load_name, &target)
-                            .await?;
-                    }
                     journal.databases[i].phase = Phase::Ready;
                     let old = replace::copy_name(&d.live_db, "old", &journal.id);
                     journal.databases[i].old_name = Some(old.clone());

@@ -186,13 +186,16 @@ pub async fn cleanup(extra: &[String], drop: bool) -> Result<Vec<KeptCopy>, Core
     servers.sort();
     servers.dedup();
     let mut out = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
+    // One server reached as two users (or by two names) is listed once.
+    let mut instances = std::collections::BTreeSet::new();
     for conn in servers {
         let (client, target) = admin(&conn, extra).await?;
-        let server = target
-            .rsplit_once('/')
-            .map(|x| x.0.to_string())
-            .unwrap_or(target.clone());
+        let instance = dbsnap_pg::server_info(&client, &target).await?.instance_id;
+        if !instances.insert(instance) {
+            continue;
+        }
+        let server = target.rsplit_once('/').map(|x| x.0).unwrap_or(&target);
+        let server = server.split_once('@').map_or(server, |x| x.1).to_string();
         let rows = client
             .query(
                 "SELECT datname::text, pg_database_size(oid) FROM pg_database WHERE datname LIKE '%\\_\\_dbsnap\\_%' ORDER BY 1",
@@ -202,9 +205,6 @@ pub async fn cleanup(extra: &[String], drop: bool) -> Result<Vec<KeptCopy>, Core
             .map_err(|e| CoreError::Pg(PgError::from_pg(e, &target, "list kept databases")))?;
         for r in rows {
             let name: String = r.get(0);
-            if !seen.insert((server.clone(), name.clone())) {
-                continue;
-            }
             if drop {
                 replace::drop_database(&client, &name, &target).await?;
                 tracing::info!("dropped kept database {name} on {server}");

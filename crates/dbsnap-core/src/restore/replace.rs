@@ -14,16 +14,21 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use std::collections::BTreeMap;
+
 use dbsnap_archive::snapshot;
+use dbsnap_archive::toc::DatabaseProps;
 use dbsnap_pg::tools::{Program, Secrets};
 use dbsnap_pg::{ConnInfo, PgError, PgErrorKind};
 use tokio_postgres::Client;
 
 use super::data_only::quote_ident;
+use super::decide::{RoleFacts, RoleStatus};
 use super::pg_err;
 use crate::error::CoreError;
 
-/// Facts about a database, used to create its replacement alike.
+/// Facts about a live database, used to create its replacement alike when
+/// the archive does not say how it was created.
 #[derive(Debug, Clone)]
 pub struct DbFacts {
     /// Owner role.
@@ -34,15 +39,6 @@ pub struct DbFacts {
     pub collate: String,
     /// LC_CTYPE.
     pub ctype: String,
-}
-
-/// Facts about the connected role.
-#[derive(Debug, Clone, Copy)]
-pub struct RoleFacts {
-    /// Superuser.
-    pub superuser: bool,
-    /// May create databases.
-    pub createdb: bool,
 }
 
 /// Connects to a maintenance database on `info`'s server (`postgres`, else
@@ -62,19 +58,76 @@ pub async fn admin_client(info: &ConnInfo) -> Result<(Client, ConnInfo), CoreErr
     Err(last.expect("tried at least one").into())
 }
 
-/// The role's privileges.
+/// The connected role and its privileges.
 pub async fn role_facts(client: &Client, target: &str) -> Result<RoleFacts, CoreError> {
     let r = client
         .query_one(
-            "SELECT rolsuper, rolcreatedb FROM pg_roles WHERE rolname = current_user",
+            "SELECT rolname::text, rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user",
             &[],
         )
         .await
         .map_err(pg_err(target, "read role privileges"))?;
     Ok(RoleFacts {
-        superuser: r.get(0),
-        createdb: r.get(1),
+        name: r.get(0),
+        superuser: r.get(1),
+        createdb: r.get(2),
+        createrole: r.get(3),
     })
+}
+
+/// How the connected role relates to each of `roles` on the live server.
+pub async fn role_statuses(
+    admin: &Client,
+    roles: &[String],
+    server_major: u32,
+    target: &str,
+) -> Result<BTreeMap<String, RoleStatus>, CoreError> {
+    // Owning a database needs SET on its owner from PostgreSQL 16, membership before.
+    let act_as = if server_major >= 16 { "SET" } else { "MEMBER" };
+    let rows = admin
+        .query(
+            &format!(
+                "SELECT r, o IS NOT NULL, \
+                        CASE WHEN o IS NULL THEN false ELSE pg_has_role(o, '{act_as}') END, \
+                        CASE WHEN o IS NULL THEN false ELSE pg_has_role(o, 'MEMBER WITH ADMIN OPTION') END \
+                 FROM unnest($1::text[]) r LEFT JOIN LATERAL (SELECT oid FROM pg_roles WHERE rolname = r) x(o) ON true"
+            ),
+            &[&roles],
+        )
+        .await
+        .map_err(pg_err(target, "check roles"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                RoleStatus {
+                    exists: r.get(1),
+                    member: r.get(2),
+                    admin: r.get(3),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Creates each of `roles` that does not exist yet (NOLOGIN).
+pub async fn create_roles(admin: &Client, roles: &[String], target: &str) -> Result<(), CoreError> {
+    for role in roles {
+        let exists = admin
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[role])
+            .await
+            .map_err(pg_err(target, "check roles"))?
+            .is_some();
+        if !exists {
+            tracing::info!("creating role {role} on {target}");
+            admin
+                .batch_execute(&format!("CREATE ROLE {} NOLOGIN", quote_ident(role)))
+                .await
+                .map_err(pg_err(target, &format!("create role {role}")))?;
+        }
+    }
+    Ok(())
 }
 
 /// Facts about database `name`, or None if it does not exist.
@@ -99,22 +152,6 @@ pub async fn db_facts(
     }))
 }
 
-/// Roles the archive's objects belong to that the server lacks.
-pub async fn missing_roles(
-    admin: &Client,
-    owners: &[String],
-    target: &str,
-) -> Result<Vec<String>, CoreError> {
-    let rows = admin
-        .query(
-            "SELECT o FROM unnest($1::text[]) o WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = o) ORDER BY 1",
-            &[&owners],
-        )
-        .await
-        .map_err(pg_err(target, "check roles"))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
 /// A name for a kept or new copy: `<live>__dbsnap_<tag>_<id>`, within
 /// PostgreSQL's 63-byte identifier limit.
 pub fn copy_name(live: &str, tag: &str, id: &str) -> String {
@@ -126,104 +163,117 @@ pub fn copy_name(live: &str, tag: &str, id: &str) -> String {
     format!("{base}{suffix}")
 }
 
-/// Creates database `name`, like `like` where given (owner when the role
-/// may grant it, encoding and locale).
+/// How a new database is made.
+#[derive(Debug, Clone, Copy)]
+pub struct NewDatabase<'a> {
+    /// The archive's database-level properties (its `CREATE DATABASE`).
+    pub props: Option<&'a DatabaseProps>,
+    /// The live database it replaces (encoding and locale when the archive
+    /// has no `CREATE DATABASE`).
+    pub like: Option<&'a DbFacts>,
+    /// Owner to give it; None: the connected role.
+    pub owner: Option<&'a str>,
+}
+
+/// Creates database `name` with the archive's encoding and locale (pg_dump's
+/// own `CREATE DATABASE`, renamed), else like the live one, and its owner.
 pub async fn create_database(
     admin: &Client,
     name: &str,
-    like: Option<&DbFacts>,
+    how: NewDatabase<'_>,
     target: &str,
 ) -> Result<(), CoreError> {
-    let mut sql = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(name));
-    if let Some(f) = like {
-        let can_own: bool = admin
-            .query_one(
-                "SELECT pg_has_role(current_user, $1, 'MEMBER')",
-                &[&f.owner],
-            )
-            .await
-            .map(|r| r.get(0))
-            .unwrap_or(false);
-        if can_own {
-            sql.push_str(&format!(" OWNER {}", quote_ident(&f.owner)));
-        }
-        sql.push_str(&format!(
-            " ENCODING '{}' LC_COLLATE '{}' LC_CTYPE '{}'",
+    let sql = match (how.props.and_then(|p| p.create_for(name)), how.like) {
+        (Some(create), _) => create.trim_end_matches(';').to_string(),
+        (None, Some(f)) => format!(
+            "CREATE DATABASE {} TEMPLATE template0 ENCODING '{}' LC_COLLATE '{}' LC_CTYPE '{}'",
+            quote_ident(name),
             f.encoding.replace('\'', "''"),
             f.collate.replace('\'', "''"),
             f.ctype.replace('\'', "''")
-        ));
-    }
+        ),
+        (None, None) => format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(name)),
+    };
     admin.batch_execute(&sql).await.map_err(|e| {
         let mut err = PgError::from_pg(e, target, &format!("create database {name}"));
-        if err.kind == PgErrorKind::Privilege {
-            err.hint = Some("the role needs CREATEDB, or restore in place (dbsnap does so when it lacks CREATEDB)".into());
-        }
+        err.hint = Some(match err.kind {
+            PgErrorKind::Privilege => {
+                "the role needs CREATEDB, or restore in place (dbsnap does so when it lacks CREATEDB)".into()
+            }
+            _ => format!(
+                "the snapshot's database was created with: {sql}; create {name} yourself with settings \
+                 this server supports, then restore into it"
+            ),
+        });
         CoreError::Pg(err)
-    })
-}
-
-/// Copies database-level settings and grants from `from` to `to`.
-pub async fn copy_database_settings(
-    admin: &Client,
-    from: &str,
-    to: &str,
-    target: &str,
-) -> Result<(), CoreError> {
-    let settings: Vec<String> = admin
-        .query(
-            "SELECT unnest(setconfig) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase \
-             WHERE d.datname = $1 AND s.setrole = 0",
-            &[&from],
-        )
-        .await
-        .map_err(pg_err(target, "read database settings"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    for s in settings {
-        if let Some((k, v)) = s.split_once('=') {
-            admin
-                .batch_execute(&format!(
-                    "ALTER DATABASE {} SET {} = '{}'",
-                    quote_ident(to),
-                    quote_ident(k),
-                    v.replace('\'', "''")
-                ))
-                .await
-                .map_err(pg_err(target, &format!("copy setting {k} to {to}")))?;
-        }
-    }
-    let grants: Vec<(String, String)> = admin
-        .query(
-            "SELECT a.privilege_type, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END \
-             FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = $1 AND a.grantee <> d.datdba",
-            &[&from],
-        )
-        .await
-        .map_err(pg_err(target, "read database grants"))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    if !grants.is_empty() {
+    })?;
+    if let Some(owner) = how.owner {
         admin
             .batch_execute(&format!(
-                "REVOKE ALL ON DATABASE {} FROM PUBLIC",
-                quote_ident(to)
+                "ALTER DATABASE {} OWNER TO {}",
+                quote_ident(name),
+                quote_ident(owner)
             ))
             .await
-            .map_err(pg_err(target, "reset database grants"))?;
-    }
-    for (privilege, grantee) in grants {
-        admin
-            .batch_execute(&format!(
-                "GRANT {privilege} ON DATABASE {} TO {grantee}",
-                quote_ident(to)
-            ))
-            .await
-            .map_err(pg_err(target, &format!("grant {privilege} on {to}")))?;
+            .map_err(pg_err(target, &format!("give database {name} to {owner}")))?;
     }
     Ok(())
+}
+
+/// Applies the archive's database-level properties (comment, settings,
+/// per-role settings, grants, security labels) to database `name`, in one
+/// transaction. A setting this server does not know is reported back as
+/// ignored (version noise); anything else fails the whole step.
+pub async fn apply_database_properties(
+    admin: &mut Client,
+    props: &DatabaseProps,
+    name: &str,
+    privileges: bool,
+    target: &str,
+) -> Result<Vec<String>, CoreError> {
+    let tx = admin
+        .transaction()
+        .await
+        .map_err(pg_err(target, "begin database properties"))?;
+    let mut ignored = Vec::new();
+    for stmt in props.statements_for(name, privileges) {
+        tx.batch_execute("SAVEPOINT dbsnap_property")
+            .await
+            .map_err(pg_err(target, "savepoint"))?;
+        match tx.batch_execute(&stmt.sql).await {
+            Ok(()) => {}
+            Err(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT)
+                    && dbsnap_pg::error::error_chain(&e).contains("configuration parameter") =>
+            {
+                tracing::warn!(
+                    "{target}: ignored database setting the server does not know: {}",
+                    stmt.sql
+                );
+                ignored.push(format!(
+                    "{}: {}",
+                    stmt.sql,
+                    dbsnap_pg::error::error_chain(&e)
+                ));
+                tx.batch_execute("ROLLBACK TO SAVEPOINT dbsnap_property")
+                    .await
+                    .map_err(pg_err(target, "rollback to savepoint"))?;
+            }
+            Err(e) => {
+                let mut err = PgError::from_pg(e, target, &format!("apply `{}`", stmt.sql));
+                err.hint = Some(
+                    "the database-level properties of the snapshot could not be applied to the restored copy; \
+                     the live database was not changed"
+                        .into(),
+                );
+                return Err(CoreError::Pg(err));
+            }
+        }
+    }
+    tx.commit()
+        .await
+        .map_err(pg_err(target, "commit database properties"))?;
+    Ok(ignored)
 }
 
 /// Drops database `name` if it exists.
@@ -317,6 +367,8 @@ fn is_noise(error: &str) -> bool {
 pub struct RestoreFlags {
     /// `--no-owner`.
     pub no_owner: bool,
+    /// `--no-privileges`.
+    pub no_privileges: bool,
     /// Parallel jobs: above 1 the member is extracted to a temporary file
     /// (pg_restore needs a seekable file for `-j`); 1 streams it.
     pub jobs: u32,
@@ -338,6 +390,9 @@ pub fn pg_restore(
     cmd.args(["--no-password"]);
     if flags.no_owner {
         cmd.arg("--no-owner");
+    }
+    if flags.no_privileges {
+        cmd.arg("--no-privileges");
     }
     secrets.configure(&mut cmd, info, &format!("restore-{}", info.dbname))?;
     let mut meter = Some(meter);
@@ -480,15 +535,18 @@ pub fn replace_in_place(
     psql: &Path,
     source: MemberRef<'_>,
     info: &ConnInfo,
-    no_owner: bool,
+    flags: RestoreFlags,
     secrets: &Secrets,
     epilogue: &str,
     meter: super::Meter,
 ) -> Result<RestoreOutput, CoreError> {
     let mut restore = Command::new(&pg_restore.path);
     restore.args(["--single-transaction", "-f", "-"]);
-    if no_owner {
+    if flags.no_owner {
         restore.arg("--no-owner");
+    }
+    if flags.no_privileges {
+        restore.arg("--no-privileges");
     }
     restore
         .stdin(Stdio::piped())

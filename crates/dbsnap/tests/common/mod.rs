@@ -207,6 +207,12 @@ pub fn fingerprint(cluster: &Cluster, db: &str) -> String {
 /// `dbsnap restore --yes --no-safety-snapshot --file F` with the cluster's
 /// client programs, into the given databases of the cluster.
 pub fn quick_restore(home: &Home, cluster: &Cluster, file: &str, dbs: &[&str]) -> Command {
+    let urls: Vec<String> = dbs.iter().map(|db| cluster.url(db)).collect();
+    quick_restore_urls(home, cluster, file, &urls)
+}
+
+/// [`quick_restore`] into the databases the connection strings name.
+pub fn quick_restore_urls(home: &Home, cluster: &Cluster, file: &str, urls: &[String]) -> Command {
     let mut cmd = home.dbsnap();
     cmd.args([
         "restore",
@@ -217,8 +223,8 @@ pub fn quick_restore(home: &Home, cluster: &Cluster, file: &str, dbs: &[&str]) -
         "--pg-bin",
     ])
     .arg(cluster.bin_dir());
-    for db in dbs {
-        cmd.arg("-d").arg(cluster.url(db));
+    for url in urls {
+        cmd.arg("-d").arg(url);
     }
     cmd
 }
