@@ -581,3 +581,43 @@ fn drop_and_restore_with_parallel_jobs_pg18() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn a_downgrade_names_the_objects_that_fail() {
+    let new = Cluster::start(18);
+    new.create_db("app");
+    new.psql(
+        "app",
+        "CREATE TABLE fine (id int PRIMARY KEY); \
+         CREATE TABLE v (a int, b int GENERATED ALWAYS AS (a * 2) VIRTUAL); INSERT INTO v (a) VALUES (1)",
+    );
+    let home = Home::new();
+    let file = snapshot(&home, &new, &["app"]);
+    let old = Cluster::start(15);
+    let mut cmd = home.dbsnap();
+    cmd.args([
+        "restore",
+        "--yes",
+        "--create",
+        "--allow-downgrade",
+        "--file",
+        &file,
+        "--pg-bin",
+    ])
+    .arg(new.bin_dir())
+    .arg("-d")
+    .arg(old.url("postgres"));
+    let (code, v, err) = run_json(&mut cmd);
+    assert_eq!(code, 12, "{err}\n{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("syntax error at or near \")\" -- CREATE TABLE public.v"),
+        "{msg}"
+    );
+    // The half-created database is gone.
+    let left = old.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname = 'app'",
+    );
+    assert_eq!(left.trim(), "0");
+}

@@ -455,35 +455,59 @@ fn judge_restore_output(
     lines: &[String],
     target: &str,
 ) -> Result<RestoreOutput, CoreError> {
-    let errors: Vec<&String> = lines
-        .iter()
-        .filter(|l| l.contains("error:") || l.starts_with("ERROR:"))
-        .collect();
-    let real: Vec<&&String> = errors
-        .iter()
-        .filter(|l| !is_noise(l) && !l.contains("errors ignored on restore"))
-        .collect();
-    if !real.is_empty() || (!success && errors.is_empty()) {
+    // Each error is followed by the statement that failed ("Command was:
+    // CREATE TABLE public.v ("): its first line names the object.
+    let (mut real, mut ignored) = (Vec::new(), Vec::new());
+    for (n, l) in lines.iter().enumerate() {
+        if !(l.contains("error:") || l.starts_with("ERROR:"))
+            || l.contains("errors ignored on restore")
+        {
+            continue;
+        }
+        let command = lines[n + 1..]
+            .iter()
+            .take_while(|x| !x.starts_with("pg_restore:"))
+            .find_map(|x| x.strip_prefix("Command was: "));
+        let named = match command {
+            Some(c) => format!("{} -- {}", l.trim_start_matches("pg_restore: "), shorten(c)),
+            None => l.clone(),
+        };
+        if is_noise(l) {
+            ignored.push(named);
+        } else {
+            real.push(named);
+        }
+    }
+    if !real.is_empty() || (!success && ignored.is_empty()) {
         let detail = if real.is_empty() {
             lines.join("\n")
         } else {
-            real.iter()
-                .take(5)
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
+            let more = real.len().saturating_sub(5);
+            let mut d = real.iter().take(5).cloned().collect::<Vec<_>>().join("\n");
+            if more > 0 {
+                d.push_str(&format!("\n(and {more} more failed objects)"));
+            }
+            d
         };
         let mut err = dbsnap_pg::tools::classify_stderr(program, &detail, target);
-        err.hint = Some(format!(
-            "{}; see the log file for {program}'s full output",
-            err.hint
-                .unwrap_or_else(|| "the restore was not applied".into())
-        ));
+        let hint = err.hint.unwrap_or_default();
+        err.hint = Some(if hint.contains("log file") {
+            format!("{hint}; nothing was changed")
+        } else {
+            format!("{hint}; nothing was changed; see the log file for {program}'s full output")
+        });
         return Err(err.into());
     }
-    Ok(RestoreOutput {
-        ignored: errors.iter().map(|s| s.to_string()).collect(),
-    })
+    Ok(RestoreOutput { ignored })
+}
+
+/// The first line of a statement, at most 100 characters.
+fn shorten(statement: &str) -> String {
+    let line = statement.trim().trim_end_matches('(').trim_end();
+    match line.char_indices().nth(100) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line.to_string(),
+    }
 }
 
 /// Counts what passes through for the progress display.
