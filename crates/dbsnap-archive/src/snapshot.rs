@@ -3,11 +3,14 @@
 //! optional extras, and `manifest.json` (size and SHA-256 of every member)
 //! last, so a streamed archive verifies without seeking.
 //!
-//! The writer streams members of unknown size straight into the tar by
-//! writing a placeholder header and patching it once the size is known; it
-//! never buffers a member in memory.
+//! The writer streams members of unknown size straight into the tar: it
+//! reserves the member's header, streams the data, and fills the header in
+//! once the size is known. It never seeks and never buffers a member: an
+//! [`ArchiveOutput`] only appends, plus fills reserved placeholders (a file
+//! by a positional write, an object store by holding back the part that
+//! holds the placeholder).
 
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -180,17 +183,79 @@ fn padding(size: u64) -> usize {
     ((512 - (size % 512)) % 512) as usize
 }
 
+/// A placeholder reserved in an [`ArchiveOutput`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placeholder {
+    /// Offset from the start of the output.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+/// Where an archive is written: bytes are only appended, except that a
+/// placeholder reserved earlier is filled in once (a tar header whose size
+/// is known only after its data). No seeking: object stores cannot.
+pub trait ArchiveOutput: Write {
+    /// Reserves `len` bytes at the current end (written as zeros for now).
+    fn reserve(&mut self, len: usize) -> io::Result<Placeholder>;
+    /// Fills a placeholder with exactly its length of bytes.
+    fn fill(&mut self, at: Placeholder, data: &[u8]) -> io::Result<()>;
+}
+
+fn check_fill(at: Placeholder, data: &[u8]) -> io::Result<()> {
+    if data.len() != at.len {
+        return Err(io::Error::other(format!(
+            "placeholder of {} bytes filled with {}",
+            at.len,
+            data.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A local file: placeholders are filled by a positional write.
+impl ArchiveOutput for std::fs::File {
+    fn reserve(&mut self, len: usize) -> io::Result<Placeholder> {
+        use std::io::Seek;
+        let offset = self.stream_position()?;
+        self.write_all(&vec![0u8; len])?;
+        Ok(Placeholder { offset, len })
+    }
+
+    fn fill(&mut self, at: Placeholder, data: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        check_fill(at, data)?;
+        self.write_all_at(data, at.offset)
+    }
+}
+
+/// Memory (tests, small archives).
+impl ArchiveOutput for io::Cursor<Vec<u8>> {
+    fn reserve(&mut self, len: usize) -> io::Result<Placeholder> {
+        let offset = self.position();
+        self.write_all(&vec![0u8; len])?;
+        Ok(Placeholder { offset, len })
+    }
+
+    fn fill(&mut self, at: Placeholder, data: &[u8]) -> io::Result<()> {
+        check_fill(at, data)?;
+        let start = at.offset as usize;
+        self.get_mut()[start..start + data.len()].copy_from_slice(data);
+        Ok(())
+    }
+}
+
 /// Streams a snapshot archive into `W`.
-pub struct SnapshotWriter<W: Write + Seek> {
+pub struct SnapshotWriter<W: ArchiveOutput> {
     out: W,
     mtime: u64,
     members: Vec<MemberEntry>,
 }
 
-impl<W: Write + Seek> SnapshotWriter<W> {
-    /// Starts an archive and writes `dbsnap.json` as its first member.
-    pub fn new(mut out: W, metadata: &Metadata, mtime: u64) -> Result<Self, ArchiveError> {
-        out.seek(SeekFrom::Start(0))?;
+impl<W: ArchiveOutput> SnapshotWriter<W> {
+    /// Starts an archive (at the output's current end, normally its start)
+    /// and writes `dbsnap.json` as its first member.
+    pub fn new(out: W, metadata: &Metadata, mtime: u64) -> Result<Self, ArchiveError> {
         let mut w = SnapshotWriter {
             out,
             mtime,
@@ -246,14 +311,13 @@ impl<W: Write + Seek> SnapshotWriter<W> {
     /// Starts a member of unknown size; write its bytes to the returned
     /// stream, then call [`MemberStream::finish`].
     pub fn stream_member(&mut self, name: &str) -> Result<MemberStream<'_, W>, ArchiveError> {
-        let header_pos = self.out.stream_position()?;
-        // Placeholder: rewritten with the real size by `finish`.
-        self.out
-            .write_all(header_for(name, 0, self.mtime)?.as_bytes())?;
+        // Checks the name now; the header is filled in by `finish`.
+        header_for(name, 0, self.mtime)?;
+        let header = self.out.reserve(512)?;
         Ok(MemberStream {
             w: self,
             name: name.into(),
-            header_pos,
+            header,
             hasher: Sha256::new(),
             size: 0,
         })
@@ -284,15 +348,15 @@ impl<W: Write + Seek> SnapshotWriter<W> {
 }
 
 /// A member being streamed into the archive.
-pub struct MemberStream<'a, W: Write + Seek> {
+pub struct MemberStream<'a, W: ArchiveOutput> {
     w: &'a mut SnapshotWriter<W>,
     name: String,
-    header_pos: u64,
+    header: Placeholder,
     hasher: Sha256,
     size: u64,
 }
 
-impl<W: Write + Seek> Write for MemberStream<'_, W> {
+impl<W: ArchiveOutput> Write for MemberStream<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.w.out.write(buf)?;
         self.hasher.update(&buf[..n]);
@@ -305,7 +369,7 @@ impl<W: Write + Seek> Write for MemberStream<'_, W> {
     }
 }
 
-impl<W: Write + Seek> MemberStream<'_, W> {
+impl<W: ArchiveOutput> MemberStream<'_, W> {
     /// Bytes written so far.
     pub fn size(&self) -> u64 {
         self.size
@@ -314,11 +378,9 @@ impl<W: Write + Seek> MemberStream<'_, W> {
     /// Patches the member's header with its size and records its checksum.
     pub fn finish(self) -> Result<MemberEntry, ArchiveError> {
         let out = &mut self.w.out;
-        let end = out.stream_position()?;
-        out.seek(SeekFrom::Start(self.header_pos))?;
-        out.write_all(header_for(&self.name, self.size, self.w.mtime)?.as_bytes())?;
-        out.seek(SeekFrom::Start(end))?;
         out.write_all(&[0u8; 512][..padding(self.size)])?;
+        let header = header_for(&self.name, self.size, self.w.mtime)?;
+        out.fill(self.header, header.as_bytes())?;
         let entry = MemberEntry {
             name: self.name,
             size: self.size,
