@@ -2,7 +2,7 @@
 //! archive format.
 //!
 //! Pure readers and writers over `Read`/`Write`/`Seek`: no network, no
-//! processes. See `DESIGN.md` for the layout.
+//! processes. The format is described in `docs/FORMAT.md`.
 
 pub mod pgdump;
 pub mod snapshot;

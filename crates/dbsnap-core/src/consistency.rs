@@ -1,5 +1,5 @@
-//! Establishing one moment across several databases (DESIGN.md,
-//! "Consistency across databases").
+//! Establishing one moment across several databases (README,
+//! "Consistency").
 //!
 //! Every method ends with one open REPEATABLE READ transaction per database
 //! (the leader) whose snapshot was exported for pg_dump. The methods differ

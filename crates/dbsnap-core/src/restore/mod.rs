@@ -1,4 +1,4 @@
-//! `restore`: put a snapshot back, as DESIGN.md's decision table says.
+//! `restore`: put a snapshot back, as the README's decision table says.
 //!
 //! [`plan`] verifies the archive, connects to every live database, compares
 //! schema versions and decides an action per database, changing nothing.
