@@ -43,6 +43,13 @@ if [ ! -x "$pg18_bin/postgres" ] || [ "$(cat "$pg18/.version" 2>/dev/null)" != "
   rm -rf "$pg18"
   mv "$pg18.new" "$pg18"
 fi
+# Unused-dependency check run by scripts/test.sh.
+machete_version="0.9.2"
+if ! cargo machete --version 2>/dev/null | grep -q "$machete_version"; then
+  log "installing cargo-machete $machete_version from crates.io"
+  cargo install --locked --quiet "cargo-machete@$machete_version" >&2
+fi
+
 # The postgres user must be able to reach the binaries.
 chmod -R a+rX "$cache"
 for d in "$root/.cache" "$root"; do chmod a+x "$d" 2>/dev/null || true; done
