@@ -1,13 +1,19 @@
 //! Data-only restore: replace every table's rows with the snapshot's, in
 //! one transaction, as the owner (no superuser needed).
 //!
-//! Inside the transaction: lock the tables, drop the foreign keys that touch
-//! them (cycles cannot block loading), disable their enabled user triggers,
-//! truncate, COPY every table from the archive stream, set sequences, load
-//! large objects, re-add the foreign keys (validated), re-enable triggers,
-//! refresh materialized views, compare row counts with the archive's, run
-//! the user's checks, commit. Any failure rolls everything back: the
+//! Inside the transaction: lock the tables; set aside what would block or
+//! slow the load ([`Aside`]: sequences get a new storage file, foreign keys
+//! and NOT VALID constraints dropped, forced row level security lifted,
+//! user triggers disabled, tables truncated, plain indexes dropped); COPY
+//! every table from the archive stream; recreate large objects; set
+//! sequences; put everything back as it was; refresh materialized views;
+//! compare row counts with the archive's; run the user's checks. The caller
+//! commits. Any failure rolls everything back, sequences included: the
 //! database is either unchanged or fully restored.
+//!
+//! It never commits and never touches an object outside the snapshot's
+//! tables, their partition ancestors, the tables whose foreign keys point
+//! at them, their sequences and the large objects.
 
 use std::path::PathBuf;
 
@@ -215,8 +221,44 @@ async fn load<'c>(
     tx.batch_execute("SET LOCAL lock_timeout = '30s'; SET LOCAL statement_timeout = 0")
         .await
         .map_err(pg_err(target, "set timeouts"))?;
+    let family = lock_tables(&tx, target, &tables).await?;
+    let aside = Aside::take(&tx, target, &toc, &tables, &family).await?;
+    let large_objects = replace_large_objects(&tx, target, &toc).await?;
+    let mut report = copy_data(&tx, target, rx, &large_objects, meter).await?;
+    for e in toc.iter().filter(|e| e.desc == "SEQUENCE SET") {
+        if let Some(sql) = &e.defn {
+            tx.batch_execute(sql)
+                .await
+                .map_err(pg_err(target, &format!("set sequence {}", e.tag)))?;
+            report.sequences += 1;
+        }
+    }
+    aside.put_back(&tx, target, &mut report).await?;
+    large_object_properties(&tx, target, &toc).await?;
+    aside.enable_triggers(&tx, target).await?;
+    for e in toc.iter().filter(|e| e.desc == "MATERIALIZED VIEW DATA") {
+        if let Some(sql) = &e.defn {
+            tx.batch_execute(sql).await.map_err(pg_err(
+                target,
+                &format!("refresh materialized view {}", e.tag),
+            ))?;
+        }
+    }
+    compare_row_counts(&tx, target, &mut report.tables).await?;
+    aside.force_rls_again(&tx, target).await?;
+    run_checks(&tx, target, checks).await?;
+    Ok((tx, report))
+}
 
-    // Every table in the snapshot must exist: equal versions should mean equal schemas.
+/// Checks that every table of the snapshot exists, then locks them and
+/// their partition ancestors (foreign keys and triggers live there too);
+/// returns that family.
+async fn lock_tables(
+    tx: &Transaction<'_>,
+    target: &str,
+    tables: &[String],
+) -> Result<Vec<String>, CoreError> {
+    // Equal versions should mean equal schemas; the plan's preflight checked.
     let missing: Vec<String> = tx
         .query(
             "SELECT t FROM unnest($1::text[]) t WHERE to_regclass(t) IS NULL",
@@ -236,7 +278,6 @@ async fn load<'c>(
             hint: "the schema was changed outside migrations; restore with --drop to replace it".into(),
         });
     }
-    // Tables with data plus their partition ancestors: foreign keys and triggers live there too.
     let family: Vec<String> = tx
         .query(
             // pg_partition_ancestors returns nothing for a plain table: add the tables themselves.
@@ -263,36 +304,124 @@ async fn load<'c>(
             CoreError::Pg(err)
         })?;
     }
-    let mut report = DataOnlyReport::default();
+    Ok(family)
+}
 
-    // Sequences get a new storage file inside the transaction, so that
-    // setval (not transactional by itself) is undone by a rollback too.
-    restart_sequences(&tx, target, &toc).await?;
-    let fks = set_aside(
-        &tx,
-        target,
-        "c.contype = 'f' AND c.conparentid = 0 \
-         AND (c.conrelid = ANY($1::text[]::regclass[]) OR c.confrelid = ANY($1::text[]::regclass[]))",
-        &family,
-        "foreign key",
-    )
-    .await?;
-    // NOT VALID checks may hold rows that violate them (that is what NOT
-    // VALID allows); they go back NOT VALID, as they were.
-    let unvalidated = set_aside(
-        &tx,
-        target,
-        "c.contype IN ('c', 'n') AND NOT c.convalidated AND c.conislocal AND c.coninhcount = 0 \
-         AND c.conrelid = ANY($1::text[]::regclass[])",
-        &family,
-        "NOT VALID constraint",
-    )
-    .await?;
-    // COPY refuses tables whose row-level security binds their owner.
-    let forced_rls = lift_forced_rls(&tx, target, &family).await?;
-    report.foreign_keys = fks.len();
-    report.not_valid_constraints = unvalidated.len();
+/// What is set aside for the load and put back after it, in one place so
+/// that nothing set aside can be forgotten.
+struct Aside {
+    foreign_keys: Vec<SetAside>,
+    unvalidated: Vec<SetAside>,
+    forced_rls: Vec<String>,
+    /// (table, trigger, tgenabled) of the user triggers disabled.
+    triggers: Vec<(String, String, i8)>,
+    indexes: Vec<DeferredIndex>,
+}
 
+impl Aside {
+    /// Prepares the tables for the load: sequences get a new storage file,
+    /// foreign keys and NOT VALID constraints are dropped, forced row level
+    /// security lifted, user triggers disabled, the tables truncated and
+    /// their plain indexes dropped (rebuilt once after the load, as
+    /// pg_restore does).
+    async fn take(
+        tx: &Transaction<'_>,
+        target: &str,
+        toc: &[TocEntry],
+        tables: &[String],
+        family: &[String],
+    ) -> Result<Aside, CoreError> {
+        restart_sequences(tx, target, toc).await?;
+        let foreign_keys = set_aside(
+            tx,
+            target,
+            "c.contype = 'f' AND c.conparentid = 0 \
+             AND (c.conrelid = ANY($1::text[]::regclass[]) OR c.confrelid = ANY($1::text[]::regclass[]))",
+            family,
+            "foreign key",
+        )
+        .await?;
+        // NOT VALID constraints may hold rows that violate them (that is
+        // what NOT VALID allows); they go back NOT VALID, as they were.
+        let unvalidated = set_aside(
+            tx,
+            target,
+            "c.contype IN ('c', 'n') AND NOT c.convalidated AND c.conislocal AND c.coninhcount = 0 \
+             AND c.conrelid = ANY($1::text[]::regclass[])",
+            family,
+            "NOT VALID constraint",
+        )
+        .await?;
+        // COPY refuses tables whose row-level security binds their owner.
+        let forced_rls = lift_forced_rls(tx, target, family).await?;
+        let triggers = disable_triggers(tx, target, family).await?;
+        if !tables.is_empty() {
+            tx.batch_execute(&format!("TRUNCATE TABLE {}", tables.join(", ")))
+                .await
+                .map_err(pg_err(target, "truncate the tables"))?;
+        }
+        let indexes = drop_indexes(tx, target, tables).await?;
+        Ok(Aside {
+            foreign_keys,
+            unvalidated,
+            forced_rls,
+            triggers,
+            indexes,
+        })
+    }
+
+    /// Rebuilds the indexes, re-adds the constraints.
+    async fn put_back(
+        &self,
+        tx: &Transaction<'_>,
+        target: &str,
+        report: &mut DataOnlyReport,
+    ) -> Result<(), CoreError> {
+        rebuild_indexes(tx, target, &self.indexes).await?;
+        put_back(tx, target, &self.foreign_keys, "foreign key").await?;
+        put_back(tx, target, &self.unvalidated, "NOT VALID constraint").await?;
+        report.indexes = self.indexes.len();
+        report.foreign_keys = self.foreign_keys.len();
+        report.not_valid_constraints = self.unvalidated.len();
+        report.triggers = self.triggers.len();
+        Ok(())
+    }
+
+    async fn enable_triggers(&self, tx: &Transaction<'_>, target: &str) -> Result<(), CoreError> {
+        for (table, name, state) in &self.triggers {
+            let how = match *state as u8 {
+                b'R' => "ENABLE REPLICA",
+                b'A' => "ENABLE ALWAYS",
+                _ => "ENABLE",
+            };
+            tx.batch_execute(&format!("ALTER TABLE {table} {how} TRIGGER {name}"))
+                .await
+                .map_err(pg_err(
+                    target,
+                    &format!("re-enable trigger {name} on {table}"),
+                ))?;
+        }
+        Ok(())
+    }
+
+    async fn force_rls_again(&self, tx: &Transaction<'_>, target: &str) -> Result<(), CoreError> {
+        for table in &self.forced_rls {
+            tx.batch_execute(&format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY"))
+                .await
+                .map_err(pg_err(
+                    target,
+                    &format!("force row level security on {table} again"),
+                ))?;
+        }
+        Ok(())
+    }
+}
+
+async fn disable_triggers(
+    tx: &Transaction<'_>,
+    target: &str,
+    family: &[String],
+) -> Result<Vec<(String, String, i8)>, CoreError> {
     let triggers: Vec<(String, String, i8)> = tx
         .query(
             "SELECT tgrelid::regclass::text, quote_ident(tgname), tgenabled FROM pg_trigger \
@@ -313,18 +442,18 @@ async fn load<'c>(
                 &format!("disable trigger {name} on {table} for the load"),
             ))?;
     }
-    report.triggers = triggers.len();
+    Ok(triggers)
+}
 
-    if !tables.is_empty() {
-        tx.batch_execute(&format!("TRUNCATE TABLE {}", tables.join(", ")))
-            .await
-            .map_err(pg_err(target, "truncate the tables"))?;
-    }
-    // Indexes are rebuilt once after the load instead of maintained row by
-    // row, as pg_restore does. Only plain indexes and PRIMARY KEY / UNIQUE /
-    // EXCLUDE constraints of plain tables whose definition functions render
-    // them completely; anything with comments, statistics targets,
-    // tablespaces or partition links stays in place.
+/// Drops the indexes that can be rebuilt exactly after the load: plain
+/// indexes and PRIMARY KEY / UNIQUE / EXCLUDE constraints of plain tables
+/// whose definition functions render them completely; anything with
+/// comments, statistics targets, tablespaces or partition links stays.
+async fn drop_indexes(
+    tx: &Transaction<'_>,
+    target: &str,
+    tables: &[String],
+) -> Result<Vec<DeferredIndex>, CoreError> {
     let indexes: Vec<DeferredIndex> = tx
         .query(
             "SELECT i.indrelid::regclass::text, quote_ident(ic.relname), pg_get_indexdef(i.indexrelid), \
@@ -373,9 +502,51 @@ async fn load<'c>(
             &format!("set index {} aside for the load", ix.name),
         ))?;
     }
-    report.indexes = indexes.len();
-    let large_objects = replace_large_objects(&tx, target, &toc).await?;
-    // The data, in archive order.
+    Ok(indexes)
+}
+
+async fn rebuild_indexes(
+    tx: &Transaction<'_>,
+    target: &str,
+    indexes: &[DeferredIndex],
+) -> Result<(), CoreError> {
+    tx.batch_execute("SET LOCAL maintenance_work_mem = '256MB'")
+        .await
+        .map_err(pg_err(target, "set maintenance_work_mem"))?;
+    for ix in indexes {
+        let sql = match &ix.constraint {
+            Some((con, def)) => format!("ALTER TABLE {} ADD CONSTRAINT {con} {def}", ix.table),
+            None => ix.index_def.clone(),
+        };
+        tx.batch_execute(&sql)
+            .await
+            .map_err(pg_err(target, &format!("rebuild index {}", ix.name)))?;
+        if ix.replica_identity {
+            tx.batch_execute(&format!(
+                "ALTER TABLE {} REPLICA IDENTITY USING INDEX {}",
+                ix.table, ix.name
+            ))
+            .await
+            .map_err(pg_err(target, &format!("replica identity of {}", ix.table)))?;
+        }
+        if ix.clustered {
+            tx.batch_execute(&format!("ALTER TABLE {} CLUSTER ON {}", ix.table, ix.name))
+                .await
+                .map_err(pg_err(target, &format!("cluster mark of {}", ix.qualified)))?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies the archive's table data and large objects, in archive order.
+async fn copy_data(
+    tx: &Transaction<'_>,
+    target: &str,
+    rx: &mut mpsc::Receiver<Msg>,
+    large_objects: &std::collections::BTreeSet<u32>,
+    meter: &mut super::Meter,
+) -> Result<DataOnlyReport, CoreError> {
+    let mut report = DataOnlyReport::default();
     let mut current: Option<(
         TocEntry,
         std::pin::Pin<Box<tokio_postgres::CopyInSink<Bytes>>>,
@@ -417,10 +588,9 @@ async fn load<'c>(
                 }
             }
             Msg::TableEnd(rows) => {
-                let (entry, sink) = current
+                let (entry, mut sink) = current
                     .take()
                     .ok_or_else(|| CoreError::Internal("table end without start".into()))?;
-                let mut sink = sink;
                 let loaded = sink
                     .as_mut()
                     .finish()
@@ -457,66 +627,17 @@ async fn load<'c>(
             "the archive stream ended inside a table".into(),
         ));
     }
+    Ok(report)
+}
 
-    for e in toc.iter().filter(|e| e.desc == "SEQUENCE SET") {
-        if let Some(sql) = &e.defn {
-            tx.batch_execute(sql)
-                .await
-                .map_err(pg_err(target, &format!("set sequence {}", e.tag)))?;
-            report.sequences += 1;
-        }
-    }
-    tx.batch_execute("SET LOCAL maintenance_work_mem = '256MB'")
-        .await
-        .map_err(pg_err(target, "set maintenance_work_mem"))?;
-    for ix in &indexes {
-        let sql = match &ix.constraint {
-            Some((con, def)) => format!("ALTER TABLE {} ADD CONSTRAINT {con} {def}", ix.table),
-            None => ix.index_def.clone(),
-        };
-        tx.batch_execute(&sql)
-            .await
-            .map_err(pg_err(target, &format!("rebuild index {}", ix.name)))?;
-        if ix.replica_identity {
-            tx.batch_execute(&format!(
-                "ALTER TABLE {} REPLICA IDENTITY USING INDEX {}",
-                ix.table, ix.name
-            ))
-            .await
-            .map_err(pg_err(target, &format!("replica identity of {}", ix.table)))?;
-        }
-        if ix.clustered {
-            tx.batch_execute(&format!("ALTER TABLE {} CLUSTER ON {}", ix.table, ix.name))
-                .await
-                .map_err(pg_err(target, &format!("cluster mark of {}", ix.qualified)))?;
-        }
-    }
-    put_back(&tx, target, &fks, "foreign key").await?;
-    put_back(&tx, target, &unvalidated, "NOT VALID constraint").await?;
-    large_object_properties(&tx, target, &toc).await?;
-    for (table, name, state) in &triggers {
-        let how = match *state as u8 {
-            b'R' => "ENABLE REPLICA",
-            b'A' => "ENABLE ALWAYS",
-            _ => "ENABLE",
-        };
-        tx.batch_execute(&format!("ALTER TABLE {table} {how} TRIGGER {name}"))
-            .await
-            .map_err(pg_err(
-                target,
-                &format!("re-enable trigger {name} on {table}"),
-            ))?;
-    }
-    for e in toc.iter().filter(|e| e.desc == "MATERIALIZED VIEW DATA") {
-        if let Some(sql) = &e.defn {
-            tx.batch_execute(sql).await.map_err(pg_err(
-                target,
-                &format!("refresh materialized view {}", e.tag),
-            ))?;
-        }
-    }
-    // Row counts against the snapshot's.
-    for t in &mut report.tables {
+/// Row counts against the snapshot's (with forced row level security
+/// still lifted, so the owner sees every row).
+async fn compare_row_counts(
+    tx: &Transaction<'_>,
+    target: &str,
+    tables: &mut [TableCount],
+) -> Result<(), CoreError> {
+    for t in tables {
         let n: i64 = tx
             .query_one(&format!("SELECT count(*) FROM ONLY {}", t.table), &[])
             .await
@@ -530,16 +651,7 @@ async fn load<'c>(
             )));
         }
     }
-    for table in &forced_rls {
-        tx.batch_execute(&format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY"))
-            .await
-            .map_err(pg_err(
-                target,
-                &format!("force row level security on {table} again"),
-            ))?;
-    }
-    run_checks(&tx, target, checks).await?;
-    Ok((tx, report))
+    Ok(())
 }
 
 /// Runs the user's SQL checks; each must return true.
