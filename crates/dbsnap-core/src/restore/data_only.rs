@@ -246,7 +246,7 @@ async fn load<'c>(
     }
     compare_row_counts(&tx, target, &mut report.tables).await?;
     aside.force_rls_again(&tx, target).await?;
-    run_checks(&tx, target, checks).await?;
+    super::checks::run_checks(&tx, target, checks).await?;
     Ok((tx, report))
 }
 
@@ -648,31 +648,6 @@ async fn compare_row_counts(
             return Err(CoreError::Check(format!(
                 "{target}: {} has {} rows after the load, the snapshot has {}",
                 t.table, t.restored_rows, t.snapshot_rows
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Runs the user's SQL checks; each must return true.
-pub(crate) async fn run_checks(
-    client: &impl tokio_postgres::GenericClient,
-    target: &str,
-    checks: &[String],
-) -> Result<(), CoreError> {
-    for q in checks {
-        let row = client.query_opt(q.as_str(), &[]).await.map_err(|e| {
-            CoreError::Check(format!(
-                "{target}: check `{q}` failed: {}",
-                dbsnap_pg::error::error_chain(&e)
-            ))
-        })?;
-        let ok = row
-            .and_then(|r| r.try_get::<_, bool>(0).ok())
-            .unwrap_or(false);
-        if !ok {
-            return Err(CoreError::Check(format!(
-                "{target}: check `{q}` did not return true"
             )));
         }
     }

@@ -1,0 +1,284 @@
+//! Planning a restore: verify the archive, choose the databases and their
+//! connections, gather facts about each live database, and let
+//! [`decide`](super::decide) choose. Reads only; never changes a database.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use dbsnap_archive::snapshot::{DatabaseEntry, Metadata};
+use dbsnap_archive::toc::ArchiveFacts;
+use dbsnap_pg::schema_version;
+use dbsnap_pg::{ConnInfo, PgError, PgErrorKind};
+
+use super::{data_only, decide, replace, select, DbPlan, Plan, RestoreOptions};
+use crate::create::Progress;
+use crate::error::{exit, CoreError};
+use crate::inspect;
+
+/// Builds the plan: verifies the archive, reads the live side, decides.
+/// Changes nothing. Every database is checked before any refusal is
+/// reported; a refusal is an error with its exit code.
+pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan, CoreError> {
+    progress.phase("verifying the snapshot");
+    let report = inspect::verify(&opts.file)?;
+    if !report.ok {
+        return Err(CoreError::Verify {
+            file: opts.file.display().to_string(),
+            message: format!(
+                "{}; nothing was changed",
+                report.error.unwrap_or_else(|| "verification failed".into())
+            ),
+        });
+    }
+    let metadata = report.metadata.expect("verified snapshot has metadata");
+    let chosen = select::select(&metadata, &opts.only, &opts.map)?;
+    let selected = connections(opts, &metadata, &chosen)?;
+    progress.phase("reading the live databases");
+    let choices = decide::Choices {
+        drop: opts.drop,
+        create: opts.create,
+        no_owner: opts.no_owner,
+        no_privileges: opts.no_privileges,
+        create_roles: opts.create_roles,
+        allow_downgrade: opts.allow_downgrade,
+    };
+    let mut passwords = Passwords::new(opts.password_prompt.clone());
+    let (mut plans, mut warnings, mut refusals) = (Vec::new(), Vec::new(), Vec::new());
+    let mut role_servers: Vec<(ConnInfo, Vec<String>)> = Vec::new();
+    for mut s in selected {
+        let entry = &metadata.databases[s.index];
+        let archive = report
+            .members
+            .iter()
+            .find(|m| m.name == entry.member)
+            .map(|m| m.facts.clone())
+            .unwrap_or_default();
+        let facts = gather(opts, &mut s, entry, archive, &mut passwords).await?;
+        let target = s.info.display();
+        let decision = match decide::decide(&facts, choices) {
+            Ok(d) => d,
+            Err(r) => {
+                refusals.push((target, r));
+                continue;
+            }
+        };
+        warnings.extend(decision.warnings.iter().map(|w| format!("{target}: {w}")));
+        if !decision.roles_to_create.is_empty() {
+            role_servers.push((s.info.clone(), decision.roles_to_create.clone()));
+        }
+        plans.push(DbPlan {
+            snapshot_db: entry.name.clone(),
+            member: entry.member.clone(),
+            live_db: s.live_db,
+            server: target,
+            exists: facts.exists,
+            live_version: facts.live_version.as_ref().map(|v| v.display()),
+            snapshot_version: facts.snapshot_version.as_ref().map(|v| v.display()),
+            comparison: facts
+                .live_version
+                .as_ref()
+                .zip(facts.snapshot_version.as_ref())
+                .map(|(l, s)| l.compare(s)),
+            action: decision.action,
+            reason: decision.reason,
+            new_owner: decision.new_owner,
+            info: s.info,
+            pg_dump_major: major_of(&entry.pg_dump_version),
+            archive: facts.archive,
+        });
+    }
+    if !refusals.is_empty() {
+        return Err(refused(refusals));
+    }
+    let roles_to_create = role_servers.iter().flat_map(|(_, r)| r.clone()).collect();
+    Ok(Plan {
+        file: opts.file.clone(),
+        metadata,
+        databases: plans,
+        stop_cmd: opts.hooks.stop_cmd.clone(),
+        start_cmd: opts.hooks.start_cmd.clone(),
+        safety_snapshot: !opts.no_safety_snapshot,
+        warnings,
+        roles_to_create,
+        role_servers,
+    })
+}
+
+/// One error for every refusal: the code of the most specific one (live
+/// older first: its advice, upgrade first, comes before anything else).
+fn refused(refusals: Vec<(String, decide::Refusal)>) -> CoreError {
+    let first = refusals
+        .iter()
+        .find(|(_, r)| r.code() == exit::LIVE_OLDER)
+        .unwrap_or(&refusals[0]);
+    let (code, hint) = (first.1.code(), first.1.hint());
+    let message = format!(
+        "restore refused, nothing was changed:\n  {}",
+        refusals
+            .iter()
+            .map(|(target, r)| format!("{target}: {}", r.message()))
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    );
+    let kind = match code {
+        exit::NO_DATABASE => Some(PgErrorKind::NoDatabase),
+        exit::PRIVILEGE => Some(PgErrorKind::Privilege),
+        _ => None,
+    };
+    match kind {
+        Some(kind) => PgError::new(kind, message).hint(hint).into(),
+        None if code == exit::USAGE => CoreError::Config {
+            message,
+            hint: hint.into(),
+        },
+        None => CoreError::Refused {
+            message,
+            hint: hint.into(),
+            code,
+        },
+    }
+}
+
+/// Asks for a password once per server and user, on a terminal.
+pub type PasswordPrompt = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+struct Passwords {
+    prompt: Option<PasswordPrompt>,
+    known: BTreeMap<String, String>,
+}
+
+impl Passwords {
+    fn new(prompt: Option<PasswordPrompt>) -> Passwords {
+        Passwords {
+            prompt,
+            known: BTreeMap::new(),
+        }
+    }
+
+    fn key(info: &ConnInfo) -> String {
+        info.with_dbname("").display()
+    }
+
+    /// Connects to a maintenance database of `info`'s server; when the
+    /// server wants a password none of libpq's sources gave, asks once.
+    async fn admin(&mut self, info: &mut ConnInfo) -> Result<tokio_postgres::Client, CoreError> {
+        if info.password.is_none() {
+            info.password = self.known.get(&Self::key(info)).cloned();
+        }
+        match replace::admin_client(info).await {
+            Err(CoreError::Pg(e)) if e.kind == PgErrorKind::Auth && info.password.is_none() => {
+                let Some(ask) = &self.prompt else {
+                    return Err(CoreError::Pg(e));
+                };
+                let Some(pw) = ask(&Self::key(info)) else {
+                    return Err(CoreError::Pg(e));
+                };
+                self.known.insert(Self::key(info), pw.clone());
+                info.password = Some(pw);
+                Ok(replace::admin_client(info).await?.0)
+            }
+            r => Ok(r?.0),
+        }
+    }
+}
+
+/// Reads what `decide` needs about one database from its live server.
+async fn gather(
+    opts: &RestoreOptions,
+    s: &mut select::Selected,
+    entry: &DatabaseEntry,
+    archive: ArchiveFacts,
+    passwords: &mut Passwords,
+) -> Result<decide::Facts, CoreError> {
+    let admin = passwords.admin(&mut s.info).await?;
+    let target = s.info.display();
+    let role = replace::role_facts(&admin, &target).await?;
+    let server_major = dbsnap_pg::server_info(&admin, &target).await?.major();
+    let exists = replace::db_facts(&admin, &s.live_db, &target)
+        .await?
+        .is_some();
+    let mut named: BTreeSet<String> = archive.owners.clone();
+    named.extend(archive.privilege_roles.iter().cloned());
+    named.extend(archive.other_roles.iter().cloned());
+    if let Some(db) = &archive.database {
+        named.extend(db.roles(true));
+        named.extend(db.owner.iter().cloned());
+    }
+    let named: Vec<String> = named.into_iter().collect();
+    let roles = replace::role_statuses(&admin, &named, server_major, &target).await?;
+    let (mut live_version, mut data_only_obstacles) = (None, Vec::new());
+    if exists {
+        let client = dbsnap_pg::connect(&s.info).await?;
+        let spec = opts
+            .version_specs
+            .get(&s.live_db)
+            .or(opts.version_specs.get(&entry.name))
+            .unwrap_or(&opts.version_spec);
+        live_version = schema_version::detect(&client, spec, &target).await?;
+        data_only_obstacles = data_only::preflight(&client, &target, &archive).await?;
+    }
+    Ok(decide::Facts {
+        snapshot_db: entry.name.clone(),
+        live_db: s.live_db.clone(),
+        exists,
+        live_version,
+        snapshot_version: entry.schema_version.clone(),
+        snapshot_major: entry.server_version_num / 10000,
+        server_major,
+        role,
+        roles,
+        archive,
+        data_only_obstacles,
+    })
+}
+
+pub(super) fn major_of(version: &str) -> u32 {
+    version
+        .split_whitespace()
+        .find_map(|w| {
+            w.split('.')
+                .next()
+                .and_then(|m| m.parse::<u32>().ok())
+                .filter(|m| *m >= 9)
+        })
+        .unwrap_or(0)
+}
+
+/// Pairs the chosen databases with connections: `-d` flags, else the
+/// snapshot target's in the config, else those recorded in the snapshot.
+fn connections(
+    opts: &RestoreOptions,
+    metadata: &Metadata,
+    chosen: &[(usize, String)],
+) -> Result<Vec<select::Selected>, CoreError> {
+    let resolve = |strings: &[String]| -> Result<Vec<ConnInfo>, CoreError> {
+        strings
+            .iter()
+            .map(|s| ConnInfo::resolve(s).map_err(|e| PgError::from(e).into()))
+            .collect()
+    };
+    if !opts.databases.is_empty() {
+        let given = resolve(&opts.databases)?;
+        return select::assign(metadata, chosen, &given, select::Source::Flags);
+    }
+    if let Some(t) = metadata.target.as_ref().and_then(|t| opts.targets.get(t)) {
+        return select::assign(metadata, chosen, &resolve(t)?, select::Source::Target);
+    }
+    select::recorded(metadata, chosen, |s| {
+        ConnInfo::resolve(s).map_err(|e| PgError::from(e).into())
+    })
+    .map_err(|e| match e {
+        CoreError::Config { message, .. } => CoreError::Config {
+            message: format!(
+                "{message}{}",
+                metadata
+                    .target
+                    .as_ref()
+                    .map(|t| format!(" (target \"{t}\" is not in the config)"))
+                    .unwrap_or_default()
+            ),
+            hint: "pass -d <connection string> for each database (or one -d …/postgres for the server)".into(),
+        },
+        e => e,
+    })
+}
