@@ -201,7 +201,7 @@ async fn barrier(leaders: &[Leader<'_>], limits: &CutLimits) -> Result<Cut, Core
         let failure: Option<PgError> = results.into_iter().find_map(Result::err);
         if let Some(e) = failure {
             rollback_all(lockers.iter().map(|(c, _, _)| c)).await;
-            let timed_out = e.message.contains("55P03");
+            let timed_out = e.is(&dbsnap_pg::error::SqlState::LOCK_NOT_AVAILABLE);
             if timed_out && attempts < limits.max_attempts && started.elapsed() < limits.max_wait {
                 tracing::info!(attempts, "write barrier: lock wait timed out; retrying");
                 continue;

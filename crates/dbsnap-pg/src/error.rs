@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+pub use tokio_postgres::error::SqlState;
+
 use crate::conninfo::ConnInfoError;
 
 /// What went wrong, coarse enough to map to exit codes.
@@ -44,6 +46,25 @@ pub struct PgError {
     pub detail: Option<String>,
     /// What to do.
     pub hint: Option<String>,
+    /// The server's SQLSTATE, when the server reported the error.
+    pub code: Option<SqlCode>,
+}
+
+/// A SQLSTATE as five bytes (small, so errors stay small); compare it
+/// with tokio-postgres' named [`SqlState`] constants through [`PgError::is`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlCode([u8; 5]);
+
+impl SqlCode {
+    /// The code of a server error.
+    pub fn of(state: &SqlState) -> Option<SqlCode> {
+        state.code().as_bytes().try_into().ok().map(SqlCode)
+    }
+
+    /// The five characters.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("?????")
+    }
 }
 
 impl fmt::Display for PgError {
@@ -73,6 +94,7 @@ impl PgError {
             message: message.into(),
             detail: None,
             hint: None,
+            code: None,
         }
     }
 
@@ -80,6 +102,11 @@ impl PgError {
     pub fn on(mut self, target: impl Into<String>) -> Self {
         self.target = Some(target.into());
         self
+    }
+
+    /// Whether the server reported SQLSTATE `code`.
+    pub fn is(&self, code: &SqlState) -> bool {
+        self.code.is_some_and(|c| c.as_str() == code.code())
     }
 
     /// Sets the hint.
@@ -110,6 +137,7 @@ impl PgError {
                 message: format!("{doing}: {} (SQLSTATE {code})", db.message()),
                 detail: db.detail().map(str::to_string),
                 hint: db.hint().map(str::to_string).or(hint),
+                code: SqlCode::of(db.code()),
             };
         }
         // Not a server error: the connection itself failed or broke.
@@ -125,6 +153,7 @@ impl PgError {
                     "give it in the connection string, PGPASSWORD, ~/.pgpass or PGPASSFILE (a password file must be mode 0600)"
                         .into(),
                 ),
+                code: None,
             };
         }
         let kind = if e.is_closed()
@@ -145,6 +174,7 @@ impl PgError {
                 "check that the server is running and that host, port and sslmode are right"
                     .to_string()
             }),
+            code: None,
         }
     }
 }
@@ -177,6 +207,7 @@ impl From<ConnInfoError> for PgError {
             message,
             detail: None,
             hint,
+            code: None,
         }
     }
 }
