@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use dbsnap_archive::snapshot::{Consistency, ConsistencyMethod};
 use dbsnap_pg::snapshot::{self, TakenSnapshot};
-use dbsnap_pg::{ConnInfo, PgError};
+use dbsnap_pg::ConnInfo;
 use futures::future::join_all;
 use tokio_postgres::Client;
 
@@ -135,22 +135,74 @@ pub async fn establish(
     }
 }
 
+/// One attempt at a cut: done, or to be retried (with why).
+enum Attempt<T> {
+    Done(T),
+    Again(String),
+}
+
+/// How a bounded retry ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Retried<T> {
+    Done { value: T, attempts: u32 },
+    GaveUp { attempts: u32, last: String },
+}
+
+/// Runs `attempt` until it is done: at least once, at most
+/// `limits.max_attempts` times, and no new attempt once `elapsed()` has
+/// reached `limits.max_wait`. The clock is a parameter so that the bounds
+/// are tested without waiting.
+async fn retry<T, F, Fut>(
+    limits: &CutLimits,
+    elapsed: impl Fn() -> Duration,
+    mut attempt: F,
+) -> Result<Retried<T>, CoreError>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<Attempt<T>, CoreError>>,
+{
+    let mut attempts = 0;
+    let mut last = String::new();
+    while attempts < limits.max_attempts.max(1) && (attempts == 0 || elapsed() < limits.max_wait) {
+        attempts += 1;
+        match attempt(attempts).await? {
+            Attempt::Done(value) => return Ok(Retried::Done { value, attempts }),
+            Attempt::Again(why) => last = why,
+        }
+        tokio::task::yield_now().await;
+    }
+    Ok(Retried::GaveUp { attempts, last })
+}
+
 async fn identical_snapshots(leaders: &[Leader<'_>], limits: &CutLimits) -> Result<Cut, CoreError> {
     let started = Instant::now();
-    let mut attempts = 0;
-    let mut last_diff = String::new();
-    while attempts < limits.max_attempts.max(1)
-        && (attempts == 0 || started.elapsed() < limits.max_wait)
-    {
-        attempts += 1;
-        begin_all(leaders).await?;
-        let snapshots = take_all(leaders).await?;
-        if snapshots
-            .iter()
-            .all(|s| s.snapshot == snapshots[0].snapshot)
-        {
+    let outcome = retry(
+        limits,
+        || started.elapsed(),
+        |attempt| async move {
+            begin_all(leaders).await?;
+            let snapshots = take_all(leaders).await?;
+            if snapshots
+                .iter()
+                .all(|s| s.snapshot == snapshots[0].snapshot)
+            {
+                return Ok(Attempt::Done(snapshots));
+            }
+            let diff = snapshots
+                .iter()
+                .map(|s| s.snapshot.as_str())
+                .collect::<Vec<_>>()
+                .join(" vs ");
+            tracing::debug!(attempt, snapshots = %diff, "snapshots differ; retrying");
+            rollback_all(leaders.iter().map(|l| l.client)).await;
+            Ok(Attempt::Again(diff))
+        },
+    )
+    .await?;
+    match outcome {
+        Retried::Done { value: snapshots, attempts } => {
             tracing::info!(attempts, snapshot = %snapshots[0].snapshot, "identical snapshots in every database");
-            return Ok(Cut {
+            Ok(Cut {
                 consistency: Consistency {
                     method: ConsistencyMethod::Snapshot,
                     consistent_cut: true,
@@ -159,24 +211,16 @@ async fn identical_snapshots(leaders: &[Leader<'_>], limits: &CutLimits) -> Resu
                 },
                 snapshots,
                 start_failure: None,
-            });
+            })
         }
-        last_diff = snapshots
-            .iter()
-            .map(|s| s.snapshot.as_str())
-            .collect::<Vec<_>>()
-            .join(" vs ");
-        tracing::debug!(attempts, snapshots = %last_diff, "snapshots differ; retrying");
-        rollback_all(leaders.iter().map(|l| l.client)).await;
-        tokio::task::yield_now().await;
+        Retried::GaveUp { attempts, last } => Err(CoreError::Consistency {
+            message: format!(
+                "could not take identical snapshots in {attempts} attempts over {:.1}s (the databases are too busy; last: {last})",
+                started.elapsed().as_secs_f64()
+            ),
+            hint: "use --consistency barrier (writers wait a few milliseconds) or --consistency quiesce (stop the app)".into(),
+        }),
     }
-    Err(CoreError::Consistency {
-        message: format!(
-            "could not take identical snapshots in {attempts} attempts over {:.1}s (the databases are too busy; last: {last_diff})",
-            started.elapsed().as_secs_f64()
-        ),
-        hint: "use --consistency barrier (writers wait a few milliseconds) or --consistency quiesce (stop the app)".into(),
-    })
 }
 
 async fn barrier(leaders: &[Leader<'_>], limits: &CutLimits) -> Result<Cut, CoreError> {
@@ -188,46 +232,47 @@ async fn barrier(leaders: &[Leader<'_>], limits: &CutLimits) -> Result<Cut, Core
         let tables = snapshot::barrier_tables(&c, &l.display).await?;
         lockers.push((c, tables, l.display.clone()));
     }
+    let lockers = &lockers;
     let started = Instant::now();
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let results = join_all(
-            lockers
-                .iter()
-                .map(|(c, t, d)| snapshot::lock_tables(c, t, limits.lock_timeout, d)),
-        )
-        .await;
-        let failure: Option<PgError> = results.into_iter().find_map(Result::err);
-        if let Some(e) = failure {
+    let outcome = retry(
+        limits,
+        || started.elapsed(),
+        |attempt| async move {
+            let results = join_all(
+                lockers
+                    .iter()
+                    .map(|(c, t, d)| snapshot::lock_tables(c, t, limits.lock_timeout, d)),
+            )
+            .await;
+            if let Some(e) = results.into_iter().find_map(Result::err) {
+                rollback_all(lockers.iter().map(|(c, _, _)| c)).await;
+                if e.is(&dbsnap_pg::error::SqlState::LOCK_NOT_AVAILABLE) {
+                    tracing::info!(attempt, "write barrier: lock wait timed out; retrying");
+                    return Ok(Attempt::Again(e.to_string()));
+                }
+                return Err(e.into());
+            }
+            let taken = async {
+                begin_all(leaders).await?;
+                take_all(leaders).await
+            }
+            .await;
+            let held = started.elapsed();
             rollback_all(lockers.iter().map(|(c, _, _)| c)).await;
-            let timed_out = e.is(&dbsnap_pg::error::SqlState::LOCK_NOT_AVAILABLE);
-            if timed_out && attempts < limits.max_attempts && started.elapsed() < limits.max_wait {
-                tracing::info!(attempts, "write barrier: lock wait timed out; retrying");
-                continue;
-            }
-            if timed_out {
-                return Err(CoreError::Consistency {
-                    message: format!("could not take the write barrier in {attempts} attempts: {e}"),
-                    hint: "long transactions hold conflicting locks; retry later or use --consistency quiesce".into(),
-                });
-            }
-            return Err(e.into());
-        }
-        let taken = async {
-            begin_all(leaders).await?;
-            take_all(leaders).await
-        }
-        .await;
-        let held = started.elapsed();
-        rollback_all(lockers.iter().map(|(c, _, _)| c)).await;
-        let snapshots = taken?;
-        tracing::info!(
+            tracing::info!(
+                attempt,
+                "write barrier held while snapshots were taken ({:.0} ms in all)",
+                held.as_secs_f64() * 1000.0
+            );
+            Ok(Attempt::Done(taken?))
+        },
+    )
+    .await?;
+    match outcome {
+        Retried::Done {
+            value: snapshots,
             attempts,
-            "write barrier held while snapshots were taken ({:.0} ms in all)",
-            held.as_secs_f64() * 1000.0
-        );
-        return Ok(Cut {
+        } => Ok(Cut {
             consistency: Consistency {
                 method: ConsistencyMethod::Barrier,
                 consistent_cut: true,
@@ -236,7 +281,13 @@ async fn barrier(leaders: &[Leader<'_>], limits: &CutLimits) -> Result<Cut, Core
             },
             snapshots,
             start_failure: None,
-        });
+        }),
+        Retried::GaveUp { attempts, last } => Err(CoreError::Consistency {
+            message: format!("could not take the write barrier in {attempts} attempts: {last}"),
+            hint:
+                "long transactions hold conflicting locks; retry later or use --consistency quiesce"
+                    .into(),
+        }),
     }
 }
 
@@ -290,4 +341,116 @@ async fn quiesce(leaders: &[Leader<'_>], hooks: &QuiesceHooks) -> Result<Cut, Co
         snapshots,
         start_failure,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn limits(max_attempts: u32, max_wait_ms: u64) -> CutLimits {
+        CutLimits {
+            max_attempts,
+            max_wait: Duration::from_millis(max_wait_ms),
+            lock_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn retries_until_an_attempt_succeeds() {
+        let r = run(retry(
+            &limits(10, 1000),
+            || Duration::ZERO,
+            |n| async move {
+                Ok(if n == 3 {
+                    Attempt::Done("cut")
+                } else {
+                    Attempt::Again(format!("differ {n}"))
+                })
+            },
+        ))
+        .unwrap();
+        assert_eq!(
+            r,
+            Retried::Done {
+                value: "cut",
+                attempts: 3
+            }
+        );
+    }
+
+    #[test]
+    fn gives_up_after_max_attempts_with_the_last_reason() {
+        let r = run(retry(
+            &limits(4, 1000),
+            || Duration::ZERO,
+            |n| async move { Ok(Attempt::<()>::Again(format!("differ {n}"))) },
+        ))
+        .unwrap();
+        assert_eq!(
+            r,
+            Retried::GaveUp {
+                attempts: 4,
+                last: "differ 4".into()
+            }
+        );
+    }
+
+    #[test]
+    fn stops_when_time_is_up_but_always_tries_once() {
+        // Every attempt "takes" 40 ms on the fake clock; 100 ms allow 3 starts.
+        let clock = Cell::new(Duration::ZERO);
+        let r = run(retry(
+            &limits(100, 100),
+            || clock.get(),
+            |_| {
+                clock.set(clock.get() + Duration::from_millis(40));
+                async { Ok(Attempt::<()>::Again("busy".into())) }
+            },
+        ))
+        .unwrap();
+        assert_eq!(
+            r,
+            Retried::GaveUp {
+                attempts: 3,
+                last: "busy".into()
+            }
+        );
+        // No time at all still makes one attempt; zero attempts means one.
+        let r = run(retry(
+            &limits(0, 0),
+            || Duration::from_secs(9),
+            |n| async move { Ok(Attempt::Again(n.to_string())) },
+        ))
+        .unwrap();
+        assert_eq!(
+            r,
+            Retried::<()>::GaveUp {
+                attempts: 1,
+                last: "1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn an_error_ends_the_retries_at_once() {
+        let calls = Cell::new(0);
+        let r = run(retry(
+            &limits(10, 1000),
+            || Duration::ZERO,
+            |_| {
+                calls.set(calls.get() + 1);
+                async { Err::<Attempt<()>, _>(CoreError::Internal("server gone".into())) }
+            },
+        ));
+        assert!(matches!(r, Err(CoreError::Internal(_))));
+        assert_eq!(calls.get(), 1);
+    }
 }

@@ -261,7 +261,14 @@ impl Run<'_> {
     }
 
     fn journal(&mut self, i: usize, phase: Phase) -> Result<(), CoreError> {
-        self.journal.databases[i].phase = phase;
+        let db = &mut self.journal.databases[i];
+        if !db.phase.may_become(phase) {
+            return Err(CoreError::Internal(format!(
+                "journal: {} cannot go from {:?} to {phase:?}",
+                db.live, db.phase
+            )));
+        }
+        db.phase = phase;
         self.journal.save()
     }
 

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::replace;
-use super::state::{Phase, RestoreState};
+use super::state::{Phase, Recovery, RestoreState};
 use crate::error::CoreError;
 use crate::hooks;
 use dbsnap_pg::{ConnInfo, PgError};
@@ -62,26 +62,29 @@ pub async fn resume(creds: &Credentials) -> Result<Vec<Resumed>, CoreError> {
         let mut actions = Vec::new();
         for db in st.databases.iter_mut() {
             let (client, target) = admin(&db.admin_conn, creds).await?;
-            if matches!(db.phase, Phase::Loading | Phase::Ready) {
-                // Did the swap commit before the interruption? The kept name tells.
-                if let Some(old) = db.old_name.clone().filter(|_| db.phase == Phase::Ready) {
-                    if exists(&client, &old, &target).await? {
-                        db.phase = Phase::Swapped;
-                        actions.push(format!(
-                            "{}: the swap had completed; the previous database is kept as {old}",
-                            db.live
-                        ));
-                        continue;
-                    }
-                }
-                if let Some(new) = db.new_name.clone().filter(|n| n != &db.live) {
-                    replace::drop_database(&client, &new, &target).await?;
+            let kept_exists = match (&db.old_name, db.phase) {
+                (Some(old), Phase::Ready) => exists(&client, old, &target).await?,
+                _ => false,
+            };
+            match db.recovery(kept_exists) {
+                Recovery::Nothing => {}
+                Recovery::SwapHadCompleted { kept } => {
+                    db.phase = Phase::Swapped;
                     actions.push(format!(
-                        "{}: removed the incomplete copy {new}; the live database was not touched",
+                        "{}: the swap had completed; the previous database is kept as {kept}",
                         db.live
                     ));
                 }
-                db.phase = Phase::Failed;
+                Recovery::DropCopy { copy } => {
+                    if let Some(copy) = copy {
+                        replace::drop_database(&client, &copy, &target).await?;
+                        actions.push(format!(
+                            "{}: removed the incomplete copy {copy}; the live database was not touched",
+                            db.live
+                        ));
+                    }
+                    db.phase = Phase::Failed;
+                }
             }
         }
         let mut started_app = false;

@@ -329,7 +329,10 @@ pub async fn swap(
             .await;
         match r {
             Ok(()) => return tx.commit().await.map_err(pg_err(target, "commit the swap")),
-            Err(e) if attempt < 10 && e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) => {
+            Err(e)
+                if attempt < 10
+                    && e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) =>
+            {
                 // A session reconnected between termination and rename.
                 drop(tx);
                 tokio::task::yield_now().await;

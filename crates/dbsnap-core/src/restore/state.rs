@@ -30,6 +30,60 @@ pub enum Phase {
     RolledBack,
 }
 
+impl Phase {
+    /// Whether a database in `self` may move to `next`. The journal never
+    /// records anything else: `Loading -> Ready -> Swapped` for a copy that
+    /// replaces the live database, `Loading -> Committed` for a created
+    /// one, `Planned -> Committed` in place, `-> Failed` before anything
+    /// live changed, `Swapped -> RolledBack` by `rollback`.
+    pub fn may_become(self, next: Phase) -> bool {
+        use Phase::*;
+        matches!(
+            (self, next),
+            (Planned, Loading | Committed | Failed)
+                | (Loading, Ready | Committed | Failed)
+                | (Ready, Swapped | Failed)
+                | (Swapped, RolledBack)
+        )
+    }
+}
+
+/// What `resume` does for a database an interrupted run left in a phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// Nothing was half-done.
+    Nothing,
+    /// The swap committed before the journal recorded it: the previous
+    /// database is kept under `kept`.
+    SwapHadCompleted {
+        /// Kept name.
+        kept: String,
+    },
+    /// The copy never replaced the live database: drop it (`None`: there
+    /// was no separate copy) and record the database as failed.
+    DropCopy {
+        /// The copy to drop.
+        copy: Option<String>,
+    },
+}
+
+impl DbRecord {
+    /// The recovery for this record; `kept_exists`: whether the database's
+    /// kept name exists on the server (asked only for a ready copy).
+    pub fn recovery(&self, kept_exists: bool) -> Recovery {
+        match self.phase {
+            Phase::Ready if kept_exists && self.old_name.is_some() => Recovery::SwapHadCompleted {
+                kept: self.old_name.clone().expect("checked"),
+            },
+            Phase::Loading | Phase::Ready => Recovery::DropCopy {
+                // A created database carries the live name: it is the copy too.
+                copy: self.new_name.clone().filter(|n| n != &self.live),
+            },
+            _ => Recovery::Nothing,
+        }
+    }
+}
+
 /// One database's record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DbRecord {
@@ -126,5 +180,94 @@ impl RestoreState {
         }
         out.sort_by(|a, b| b.id.cmp(&a.id));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions() {
+        use Phase::*;
+        let all = [
+            Planned, Loading, Ready, Swapped, Committed, Failed, RolledBack,
+        ];
+        let allowed: Vec<(Phase, Phase)> = all
+            .iter()
+            .flat_map(|a| all.iter().map(move |b| (*a, *b)))
+            .filter(|(a, b)| a.may_become(*b))
+            .collect();
+        assert_eq!(
+            allowed,
+            [
+                (Planned, Loading),
+                (Planned, Committed),
+                (Planned, Failed),
+                (Loading, Ready),
+                (Loading, Committed),
+                (Loading, Failed),
+                (Ready, Swapped),
+                (Ready, Failed),
+                (Swapped, RolledBack),
+            ]
+        );
+    }
+
+    fn record(phase: Phase, new: Option<&str>, old: Option<&str>) -> DbRecord {
+        DbRecord {
+            live: "app".into(),
+            admin_conn: String::new(),
+            new_name: new.map(str::to_string),
+            old_name: old.map(str::to_string),
+            phase,
+        }
+    }
+
+    #[test]
+    fn recovery_after_an_interruption() {
+        // Killed while loading the copy: drop it.
+        let r = record(Phase::Loading, Some("app__dbsnap_new_1"), None);
+        assert_eq!(
+            r.recovery(false),
+            Recovery::DropCopy {
+                copy: Some("app__dbsnap_new_1".into())
+            }
+        );
+        // Killed while creating a missing database: it is the copy.
+        let r = record(Phase::Loading, Some("app"), None);
+        assert_eq!(r.recovery(false), Recovery::DropCopy { copy: None });
+        // Ready, and the kept name exists: the swap had committed.
+        let r = record(
+            Phase::Ready,
+            Some("app__dbsnap_new_1"),
+            Some("app__dbsnap_old_1"),
+        );
+        assert_eq!(
+            r.recovery(true),
+            Recovery::SwapHadCompleted {
+                kept: "app__dbsnap_old_1".into()
+            }
+        );
+        // Ready, no kept database: the swap never happened.
+        assert_eq!(
+            r.recovery(false),
+            Recovery::DropCopy {
+                copy: Some("app__dbsnap_new_1".into())
+            }
+        );
+        // Finished phases need nothing.
+        for p in [
+            Phase::Planned,
+            Phase::Swapped,
+            Phase::Committed,
+            Phase::Failed,
+            Phase::RolledBack,
+        ] {
+            assert_eq!(
+                record(p, Some("x"), Some("y")).recovery(true),
+                Recovery::Nothing
+            );
+        }
     }
 }
