@@ -26,7 +26,7 @@ use dbsnap_archive::version::{sanitize_token, SchemaVersion};
 use dbsnap_pg::schema_version::{self, VersionSpec};
 use dbsnap_pg::tools::{self, Program, Secrets};
 use dbsnap_pg::{ConnInfo, PgError, PgErrorKind, ServerInfo};
-use dbsnap_storage::LocalRepository;
+use dbsnap_storage::{PendingWrite, Repository, SnapshotRef};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
@@ -48,8 +48,8 @@ pub struct CreateOptions {
     pub prefix: String,
     /// Consistency method.
     pub consistency: ConsistencyMethod,
-    /// Repository directory.
-    pub dir: PathBuf,
+    /// Where the snapshot goes.
+    pub repo: Arc<dyn Repository>,
     /// Extra directories to find pg_dump in.
     pub pg_bin: Vec<PathBuf>,
     /// Quiesce hooks.
@@ -104,8 +104,8 @@ pub struct CreatedDatabase {
 /// What `create` produced.
 #[derive(Debug, Clone, Serialize)]
 pub struct CreateResult {
-    /// Snapshot file.
-    pub file: PathBuf,
+    /// The snapshot.
+    pub file: SnapshotRef,
     /// Its size.
     pub size: u64,
     /// When the cut was taken.
@@ -260,7 +260,7 @@ pub async fn create_with(
         tracing::info!(database = %o.display, server = %o.server.version, pg_dump = %p.version, "chose pg_dump");
         programs.push(p);
     }
-    let repo = LocalRepository::new(&opts.dir);
+    let repo = &opts.repo;
     for stale in repo.remove_stale()? {
         tracing::info!("removed leftover of an interrupted run: {stale}");
     }
@@ -370,19 +370,26 @@ pub async fn create_with(
         .map(|(i, _)| i)
         .unwrap_or(0);
     let written = write_archive(
-        &repo, &file_name, &metadata, &jobs, &members, direct, engine, progress,
+        repo.as_ref(),
+        &file_name,
+        &metadata,
+        &jobs,
+        &members,
+        direct,
+        engine,
+        progress,
     )
     .await;
     // Leader transactions end only after every dump has finished.
     for o in &opened {
         dbsnap_pg::snapshot::rollback(&o.client).await;
     }
-    let (path, member_sizes) = written?;
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    tracing::info!(file = %path.display(), size, "snapshot written");
+    let (info, member_sizes) = written?;
+    let file = SnapshotRef::new(repo.clone(), &info.name);
+    tracing::info!(file = %file, size = info.size, "snapshot written");
     Ok(CreateResult {
-        file: path,
-        size,
+        file,
+        size: info.size,
         created_at: metadata.created_at.clone(),
         databases: metadata
             .databases
@@ -546,7 +553,11 @@ fn sanitize_member(s: &str) -> String {
 
 /// What one dump thread hands back: the archive writer (if it streamed
 /// into it), its spool file (otherwise), and the bytes written.
-type DumpOutcome = (Option<SnapshotWriter<File>>, Option<Spooled>, u64);
+type DumpOutcome = (
+    Option<SnapshotWriter<Box<dyn PendingWrite>>>,
+    Option<Spooled>,
+    u64,
+);
 
 struct Spooled {
     file: File,
@@ -602,7 +613,7 @@ fn pump(
 
 #[allow(clippy::too_many_arguments)]
 async fn write_archive(
-    repo: &LocalRepository,
+    repo: &dyn Repository,
     file_name: &str,
     metadata: &Metadata,
     jobs: &[DumpJob],
@@ -610,7 +621,7 @@ async fn write_archive(
     direct: usize,
     engine: &dyn DumpEngine,
     progress: &Arc<dyn Progress>,
-) -> Result<(PathBuf, Vec<u64>), CoreError> {
+) -> Result<(dbsnap_storage::SnapshotInfo, Vec<u64>), CoreError> {
     // Two snapshots in the same second get distinct names.
     let mut attempt = 1;
     let mut pending = loop {
@@ -624,13 +635,8 @@ async fn write_archive(
             other => break other?,
         }
     };
-    let tmp_path = pending.temp_path().to_path_buf();
-    let mtime = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
-    let writer =
-        SnapshotWriter::new(pending.try_clone_file()?, metadata, mtime).map_err(|e| match e {
-            dbsnap_archive::snapshot::ArchiveError::Io(io) => CoreError::write_io(&tmp_path, io),
-            other => other.into(),
-        })?;
+    // Errors name the snapshot being written.
+    let tmp_path = PathBuf::from(format!("{}/{}", repo.location(), pending.name()));
     let mut spools: Vec<Option<(File, PathBuf)>> = Vec::new();
     for (i, m) in members.iter().enumerate() {
         spools.push(if i == direct {
@@ -639,6 +645,9 @@ async fn write_archive(
             Some(pending.spool(m)?)
         });
     }
+    let mtime = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+    let writer =
+        SnapshotWriter::new(pending, metadata, mtime).map_err(|e| archive_io(&tmp_path, e))?;
     let secrets = Secrets::new()?;
     let mut running = Vec::new();
     for job in jobs {
@@ -775,23 +784,24 @@ async fn write_archive(
     }
     let mut writer = writer.expect("direct writer returned");
     let members_owned = members.to_vec();
-    let path = tokio::task::spawn_blocking(move || -> Result<PathBuf, CoreError> {
-        for (i, s) in spooled.into_iter().enumerate() {
-            if let Some(mut s) = s {
-                s.file
-                    .seek(SeekFrom::Start(0))
-                    .map_err(|e| CoreError::write_io(&tmp_path, e))?;
-                writer
-                    .add_precomputed(&members_owned[i], &mut s.file, s.size, &s.sha256)
-                    .map_err(|e| archive_io(&tmp_path, e))?;
+    let info =
+        tokio::task::spawn_blocking(move || -> Result<dbsnap_storage::SnapshotInfo, CoreError> {
+            for (i, s) in spooled.into_iter().enumerate() {
+                if let Some(mut s) = s {
+                    s.file
+                        .seek(SeekFrom::Start(0))
+                        .map_err(|e| CoreError::write_io(&tmp_path, e))?;
+                    writer
+                        .add_precomputed(&members_owned[i], &mut s.file, s.size, &s.sha256)
+                        .map_err(|e| archive_io(&tmp_path, e))?;
+                }
             }
-        }
-        writer.finish().map_err(|e| archive_io(&tmp_path, e))?;
-        Ok(pending.commit()?)
-    })
-    .await
-    .map_err(|e| CoreError::Internal(format!("finishing the archive failed: {e}")))??;
-    Ok((path, sizes))
+            let (pending, _) = writer.finish().map_err(|e| archive_io(&tmp_path, e))?;
+            Ok(pending.commit()?)
+        })
+        .await
+        .map_err(|e| CoreError::Internal(format!("finishing the archive failed: {e}")))??;
+    Ok((info, sizes))
 }
 
 /// Kills the dumps if the run is abandoned (a signal drops the future).

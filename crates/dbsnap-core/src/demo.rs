@@ -164,7 +164,7 @@ pub async fn run(
             .map_err(|e| PgError::from_pg(e, &info.display(), "load sample rows"))?;
         }
     }
-    let repo = dir.join("snapshots");
+    let repo = crate::repository(&dir.join("snapshots"));
     let databases = vec![server.url("app-core"), server.url("app-backend")];
     let create_opts = CreateOptions {
         databases: databases.clone(),
@@ -172,7 +172,7 @@ pub async fn run(
         target: Some("demo".into()),
         prefix: "db-snapshot".into(),
         consistency: ConsistencyMethod::Snapshot,
-        dir: repo.clone(),
+        repo: repo.clone(),
         pg_bin: vec![bin.clone()],
         hooks: Default::default(),
         compress: None,
@@ -254,14 +254,5 @@ fn tempfile_dir() -> Result<PathBuf, CoreError> {
 }
 
 fn random_password() -> String {
-    use std::io::Read;
-    let mut b = [0u8; 16];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_err()
-    {
-        let t = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
-        b.copy_from_slice(&t.to_le_bytes());
-    }
-    hex::encode(b)
+    hex::encode(rand::random::<[u8; 16]>())
 }

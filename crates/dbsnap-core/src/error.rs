@@ -3,7 +3,7 @@
 
 use dbsnap_archive::snapshot::ArchiveError;
 use dbsnap_pg::{PgError, PgErrorKind};
-use dbsnap_storage::StorageError;
+pub use dbsnap_storage::StorageError;
 use thiserror::Error;
 
 /// Documented exit codes (see the README).
@@ -125,6 +125,7 @@ impl CoreError {
             },
             CoreError::Archive(ArchiveError::Io(_)) => exit::STORAGE,
             CoreError::Archive(_) | CoreError::Verify { .. } => exit::VERIFY,
+            CoreError::Storage(StorageError::NoRepository(_)) => exit::USAGE,
             CoreError::Storage(_) => exit::STORAGE,
             CoreError::Config { .. } => exit::USAGE,
             CoreError::Consistency { .. } => exit::CONSISTENCY,

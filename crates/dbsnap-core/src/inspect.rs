@@ -3,14 +3,14 @@
 //! Never panics on a damaged file: every failure is a value naming the
 //! file (and for `verify`, the first member) that failed.
 
-use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use dbsnap_archive::pgdump;
 use dbsnap_archive::snapshot::{self, ArchiveError, Metadata};
 use dbsnap_archive::toc::ArchiveFacts;
-use dbsnap_storage::LocalRepository;
+use dbsnap_storage::{Repository, SnapshotRef, StorageError};
 use serde::Serialize;
 
 use crate::error::CoreError;
@@ -20,8 +20,8 @@ use crate::error::CoreError;
 pub struct ListEntry {
     /// File name.
     pub name: String,
-    /// Full path.
-    pub path: PathBuf,
+    /// Where it is (`<repository>/<name>`).
+    pub path: String,
     /// Size in bytes.
     pub size: u64,
     /// When the cut was taken (from the metadata).
@@ -40,15 +40,15 @@ pub struct ListEntry {
     pub error: Option<String>,
 }
 
-/// Lists the snapshots in `dir`, newest first; unreadable files are
+/// Lists the snapshots in `repo`, newest first; unreadable files are
 /// reported on their row.
-pub fn list(dir: &Path) -> Result<Vec<ListEntry>, CoreError> {
-    let repo = LocalRepository::new(dir);
+pub fn list(repo: &Arc<dyn Repository>) -> Result<Vec<ListEntry>, CoreError> {
     let mut out = Vec::new();
     for f in repo.list()? {
+        let snapshot = SnapshotRef::new(repo.clone(), &f.name);
         let mut e = ListEntry {
             name: f.name.clone(),
-            path: f.path.clone(),
+            path: snapshot.display(),
             size: f.size,
             created_at: None,
             target: None,
@@ -58,7 +58,7 @@ pub fn list(dir: &Path) -> Result<Vec<ListEntry>, CoreError> {
             consistent_cut: None,
             error: None,
         };
-        match read_metadata(&f.path) {
+        match read_metadata(&snapshot) {
             Ok(m) => {
                 e.created_at = Some(m.created_at.clone());
                 e.target = m.target.clone();
@@ -86,37 +86,38 @@ pub fn list(dir: &Path) -> Result<Vec<ListEntry>, CoreError> {
 }
 
 /// Where `--file` points: a path as given (it has a directory part or
-/// exists), else a file name in the repository `dir`.
+/// exists), else a name in the repository `dir`.
 pub fn resolve_snapshot(
     file: &Path,
     dir: impl FnOnce() -> Result<PathBuf, CoreError>,
-) -> Result<PathBuf, CoreError> {
+) -> Result<SnapshotRef, CoreError> {
     if file.components().count() > 1 || file.exists() {
-        Ok(file.to_path_buf())
+        Ok(SnapshotRef::from_path(file))
     } else {
-        Ok(dir()?.join(file))
+        Ok(SnapshotRef::new(
+            crate::repository(&dir()?),
+            file.to_string_lossy(),
+        ))
     }
 }
 
-/// Reads only `dbsnap.json` from a snapshot file.
-pub fn read_metadata(path: &Path) -> Result<Metadata, CoreError> {
-    let f = open(path)?;
+/// Reads only `dbsnap.json` from a snapshot.
+pub fn read_metadata(snapshot: &SnapshotRef) -> Result<Metadata, CoreError> {
+    let f = open(snapshot)?;
     snapshot::read_metadata(BufReader::with_capacity(64 * 1024, f)).map_err(|e| CoreError::Verify {
-        file: path.display().to_string(),
+        file: snapshot.display(),
         message: e.to_string(),
     })
 }
 
-fn open(path: &Path) -> Result<File, CoreError> {
-    File::open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            CoreError::Config {
-                message: format!("snapshot file \"{}\" not found", path.display()),
-                hint: "run `dbsnap list` to see the snapshots, or pass --dir".into(),
-            }
-        } else {
-            CoreError::Storage(dbsnap_storage::StorageError::io(path, e))
-        }
+/// Opens a snapshot for reading; a missing one says how to find it.
+pub fn open(snapshot: &SnapshotRef) -> Result<Box<dyn std::io::Read + Send>, CoreError> {
+    snapshot.open().map_err(|e| match e {
+        StorageError::NotFound(_) => CoreError::Config {
+            message: format!("snapshot file \"{}\" not found", snapshot.display()),
+            hint: "run `dbsnap list` to see the snapshots, or pass --dir".into(),
+        },
+        e => CoreError::Storage(e),
     })
 }
 
@@ -144,8 +145,8 @@ pub struct VerifiedMember {
 /// Result of `verify`.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
-    /// File.
-    pub file: PathBuf,
+    /// The snapshot.
+    pub file: SnapshotRef,
     /// Verified or not.
     pub ok: bool,
     /// First failure, naming the member.
@@ -158,8 +159,8 @@ pub struct VerifyReport {
 
 /// Recomputes every member's checksum against the manifest and parses each
 /// database member as a pg_dump custom archive.
-pub fn verify(path: &Path) -> Result<VerifyReport, CoreError> {
-    let f = open(path)?;
+pub fn verify(snapshot: &SnapshotRef) -> Result<VerifyReport, CoreError> {
+    let f = open(snapshot)?;
     let mut details: Vec<(String, pgdump::PgDumpSummary)> = Vec::new();
     let outcome = snapshot::verify(BufReader::with_capacity(1 << 20, f), |visit, reader| {
         if visit.name.ends_with(".dump") {
@@ -196,22 +197,25 @@ pub fn verify(path: &Path) -> Result<VerifyReport, CoreError> {
                 })
                 .collect();
             Ok(VerifyReport {
-                file: path.to_path_buf(),
+                file: snapshot.clone(),
                 ok: true,
                 error: None,
                 members,
                 metadata: Some(v.metadata),
             })
         }
-        Err(ArchiveError::Io(e)) if e.kind() != std::io::ErrorKind::UnexpectedEof => Err(
-            CoreError::Storage(dbsnap_storage::StorageError::io(path, e)),
-        ),
+        Err(ArchiveError::Io(e)) if e.kind() != std::io::ErrorKind::UnexpectedEof => {
+            Err(CoreError::Storage(StorageError::Io {
+                path: snapshot.display(),
+                source: e,
+            }))
+        }
         Err(e) => Ok(VerifyReport {
-            file: path.to_path_buf(),
+            file: snapshot.clone(),
             ok: false,
             error: Some(e.to_string()),
             members: Vec::new(),
-            metadata: read_metadata(path).ok(),
+            metadata: read_metadata(snapshot).ok(),
         }),
     }
 }

@@ -13,7 +13,13 @@ pub mod hooks;
 pub mod inspect;
 pub mod restore;
 
+pub use dbsnap_storage::{Repository, SnapshotRef};
 pub use error::CoreError;
+
+/// The repository in directory `dir`.
+pub fn repository(dir: &std::path::Path) -> std::sync::Arc<dyn Repository> {
+    std::sync::Arc::new(dbsnap_storage::LocalRepository::new(dir))
+}
 
 /// Crash-test hook: when `DBSNAP_FAILPOINT` names this point, the process
 /// dies on the spot (abort: no destructors, no cleanup), as under `kill -9`.

@@ -342,7 +342,17 @@ pub async fn run(cli: Cli) -> Result<u8, CoreError> {
                     .clone()
                     .unwrap_or_else(config::default_snapshot_dir),
             };
-            let rows = inspect::list(&dir)?;
+            // The default repository not existing yet is just empty; a
+            // directory the user named must exist (a typo is not "no snapshots").
+            let named = args.dir.is_some() || dir != config::default_snapshot_dir();
+            let rows = match inspect::list(&dbsnap_core::repository(&dir)) {
+                Err(CoreError::Storage(dbsnap_core::error::StorageError::NoRepository(_)))
+                    if !named =>
+                {
+                    Vec::new()
+                }
+                r => r?,
+            };
             output::print_list(&dir, &rows, args.json);
             Ok(exit::OK)
         }
@@ -386,7 +396,10 @@ pub async fn run(cli: Cli) -> Result<u8, CoreError> {
     }
 }
 
-fn resolve_file(args: &FileArgs, config_path: Option<&Path>) -> Result<PathBuf, CoreError> {
+fn resolve_file(
+    args: &FileArgs,
+    config_path: Option<&Path>,
+) -> Result<dbsnap_core::SnapshotRef, CoreError> {
     inspect::resolve_snapshot(&args.file, || match &args.dir {
         Some(d) => Ok(d.clone()),
         None => Ok(Config::load(config_path)?
@@ -432,12 +445,14 @@ async fn create_cmd(
             .map(Into::into)
             .or(t.consistency)
             .unwrap_or(ConsistencyMethod::Snapshot),
-        dir: args
-            .dir
-            .clone()
-            .or(t.dir.clone())
-            .or(config.dir.clone())
-            .unwrap_or_else(config::default_snapshot_dir),
+        repo: dbsnap_core::repository(
+            &args
+                .dir
+                .clone()
+                .or(t.dir.clone())
+                .or(config.dir.clone())
+                .unwrap_or_else(config::default_snapshot_dir),
+        ),
         pg_bin,
         hooks: QuiesceHooks {
             stop_cmd: args.stop_cmd.clone().or(t.stop_cmd.clone()),

@@ -131,7 +131,7 @@ pub fn print_list(dir: &Path, rows: &[ListEntry], json: bool) {
 }
 
 /// Prints `extract-version`.
-pub fn print_versions(path: &Path, m: &Metadata, json: bool) {
+pub fn print_versions(path: &dbsnap_core::SnapshotRef, m: &Metadata, json: bool) {
     if json {
         let dbs: Vec<_> = m
             .databases

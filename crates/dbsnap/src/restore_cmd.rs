@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use dbsnap_core::config::{self, Config};
@@ -79,7 +78,7 @@ pub async fn run(args: RestoreArgs, config: &Config, show_progress: bool) -> Res
         jobs: args.jobs,
         no_safety_snapshot: args.no_safety_snapshot,
         // Safety snapshots: --dir, else the target's repository, else the default.
-        dir: args.dir.clone().or(t.dir.clone()).unwrap_or(dir),
+        safety_repo: dbsnap_core::repository(&args.dir.clone().or(t.dir.clone()).unwrap_or(dir)),
         hooks: QuiesceHooks {
             stop_cmd: args.stop_cmd.clone().or(t.stop_cmd.clone()),
             start_cmd: args.start_cmd.clone().or(t.start_cmd.clone()),
@@ -131,14 +130,15 @@ pub async fn run(args: RestoreArgs, config: &Config, show_progress: bool) -> Res
     Ok(exit::OK)
 }
 
-fn pick_snapshot(dir: &std::path::Path) -> Result<PathBuf, CoreError> {
+fn pick_snapshot(dir: &std::path::Path) -> Result<dbsnap_core::SnapshotRef, CoreError> {
     if !interactive() {
         return Err(CoreError::Config {
             message: "no snapshot given".into(),
             hint: "pass --file (see `dbsnap list`)".into(),
         });
     }
-    let rows: Vec<_> = inspect::list(dir)?
+    let repo = dbsnap_core::repository(dir);
+    let rows: Vec<_> = inspect::list(&repo)?
         .into_iter()
         .filter(|r| r.error.is_none())
         .collect();
@@ -174,7 +174,7 @@ fn pick_snapshot(dir: &std::path::Path) -> Result<PathBuf, CoreError> {
         .interact_opt()
         .map_err(|e| CoreError::NotConfirmed(format!("no snapshot chosen: {e}")))?
         .ok_or_else(|| CoreError::NotConfirmed("no snapshot chosen".into()))?;
-    Ok(rows[choice].path.clone())
+    Ok(dbsnap_core::SnapshotRef::new(repo, &rows[choice].name))
 }
 
 fn confirm(plan: &Plan) -> Result<(), CoreError> {

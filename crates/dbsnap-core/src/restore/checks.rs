@@ -7,11 +7,11 @@ use crate::error::CoreError;
 
 /// Rows per table in a database member: (qualified table, rows).
 pub(super) fn archive_row_counts(
-    file: &std::path::Path,
+    file: &dbsnap_storage::SnapshotRef,
     member: &str,
 ) -> Result<Vec<(String, u64)>, CoreError> {
     use dbsnap_archive::pgdump::{read_archive_data, CopyRows, DataItem};
-    let f = std::fs::File::open(file).map_err(|e| CoreError::write_io(file, e))?;
+    let f = crate::inspect::open(file)?;
     let mut counts = Vec::new();
     dbsnap_archive::snapshot::with_member(
         std::io::BufReader::with_capacity(1 << 20, f),

@@ -15,8 +15,6 @@
 //! tables, their partition ancestors, the tables whose foreign keys point
 //! at them, their sequences and the large objects.
 
-use std::path::PathBuf;
-
 use bytes::Bytes;
 use dbsnap_archive::pgdump::{self, CopyRows, DataItem, TocEntry};
 use dbsnap_archive::snapshot;
@@ -47,7 +45,7 @@ const LOADER_STOPPED: &str = "loader stopped";
 /// Streams one database member of `file` through the pg_dump reader on a
 /// blocking thread; the channel is bounded, so memory is too.
 pub(crate) fn stream_member(
-    file: PathBuf,
+    file: dbsnap_storage::SnapshotRef,
     member: String,
 ) -> (
     mpsc::Receiver<Msg>,
@@ -55,7 +53,7 @@ pub(crate) fn stream_member(
 ) {
     let (tx, rx) = mpsc::channel::<Msg>(16);
     let handle = tokio::task::spawn_blocking(move || -> Result<(), CoreError> {
-        let f = std::fs::File::open(&file).map_err(|e| CoreError::write_io(&file, e))?;
+        let f = crate::inspect::open(&file)?;
         let reader = std::io::BufReader::with_capacity(1 << 20, f);
         let send = |m: Msg| {
             tx.blocking_send(m)
@@ -173,7 +171,7 @@ pub(crate) fn qualified(e: &TocEntry) -> String {
 pub(crate) async fn prepare<'c>(
     client: &'c mut Client,
     target: &str,
-    file: PathBuf,
+    file: dbsnap_storage::SnapshotRef,
     member: String,
     checks: &[String],
     meter: &mut super::Meter,

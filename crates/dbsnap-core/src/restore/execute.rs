@@ -7,12 +7,12 @@
 //! Never destroys live data before its replacement is complete and checked.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use dbsnap_archive::snapshot::ConsistencyMethod;
 use dbsnap_pg::tools::{self, Program, Secrets};
 use dbsnap_pg::{PgError, PgErrorKind};
+use dbsnap_storage::SnapshotRef;
 
 use super::checks::{archive_row_counts, checks_sql, compare_counts, run_checks};
 use super::state::{DbRecord, Phase, RestoreState};
@@ -114,7 +114,7 @@ pub async fn execute(
 fn new_journal(plan: &Plan, id: &str, now: time::OffsetDateTime) -> RestoreState {
     RestoreState {
         id: id.to_string(),
-        file: plan.file.display().to_string(),
+        file: plan.file.display(),
         started_at: now
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
@@ -140,7 +140,7 @@ fn new_journal(plan: &Plan, id: &str, now: time::OffsetDateTime) -> RestoreState
     }
 }
 
-type Steps = (Vec<DbResult>, Option<PathBuf>, u64);
+type Steps = (Vec<DbResult>, Option<SnapshotRef>, u64);
 
 async fn run_steps(
     plan: &Plan,
@@ -203,7 +203,7 @@ async fn safety_snapshot(
     opts: &RestoreOptions,
     progress: &Arc<dyn Progress>,
     journal: &mut RestoreState,
-) -> Result<Option<PathBuf>, CoreError> {
+) -> Result<Option<SnapshotRef>, CoreError> {
     let existing: Vec<&DbPlan> = plan.databases.iter().filter(|d| d.exists).collect();
     if !plan.safety_snapshot || existing.is_empty() {
         return Ok(None);
@@ -223,7 +223,7 @@ async fn safety_snapshot(
             } else {
                 ConsistencyMethod::None
             },
-            dir: opts.dir.clone(),
+            repo: opts.safety_repo.clone(),
             pg_bin: opts.pg_bin.clone(),
             hooks: QuiesceHooks::default(),
             compress: None,
@@ -234,8 +234,8 @@ async fn safety_snapshot(
         progress,
     )
     .await?;
-    tracing::info!("safety snapshot: {}", created.file.display());
-    journal.safety_snapshot = Some(created.file.display().to_string());
+    tracing::info!("safety snapshot: {}", created.file);
+    journal.safety_snapshot = Some(created.file.display());
     journal.save()?;
     Ok(Some(created.file))
 }

@@ -29,6 +29,7 @@ use dbsnap_archive::toc::ArchiveFacts;
 use dbsnap_archive::version::Comparison;
 use dbsnap_pg::schema_version::VersionSpec;
 use dbsnap_pg::{ConnInfo, PgError};
+use dbsnap_storage::{Repository, SnapshotRef};
 use serde::Serialize;
 
 use crate::consistency::QuiesceHooks;
@@ -36,10 +37,10 @@ use crate::create::Progress;
 use crate::error::CoreError;
 
 /// What to restore, where, and how.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct RestoreOptions {
-    /// The snapshot file.
-    pub file: PathBuf,
+    /// The snapshot.
+    pub file: SnapshotRef,
     /// Connection strings of the databases to restore into (or of a server
     /// with `--create`); empty: the snapshot target's, from the config.
     pub databases: Vec<String>,
@@ -69,7 +70,7 @@ pub struct RestoreOptions {
     /// Skip the safety snapshot.
     pub no_safety_snapshot: bool,
     /// Repository for the safety snapshot.
-    pub dir: PathBuf,
+    pub safety_repo: Arc<dyn Repository>,
     /// Stop/start hooks.
     pub hooks: QuiesceHooks,
     /// Extra directories with pg_dump/pg_restore/psql.
@@ -139,8 +140,8 @@ pub struct DbPlan {
 /// A complete plan.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
-    /// Snapshot file.
-    pub file: PathBuf,
+    /// The snapshot.
+    pub file: SnapshotRef,
     /// Its metadata.
     pub metadata: Metadata,
     /// Per database, in snapshot order.
@@ -200,9 +201,9 @@ pub struct RestoreResult {
     /// Run id (state file name).
     pub id: String,
     /// Snapshot restored.
-    pub file: PathBuf,
+    pub file: SnapshotRef,
     /// The safety snapshot taken first.
-    pub safety_snapshot: Option<PathBuf>,
+    pub safety_snapshot: Option<SnapshotRef>,
     /// Per database.
     pub databases: Vec<DbResult>,
     /// Sessions ended on the live databases.

@@ -23,7 +23,7 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
     let report = inspect::verify(&opts.file)?;
     if !report.ok {
         return Err(CoreError::Verify {
-            file: opts.file.display().to_string(),
+            file: opts.file.display(),
             message: format!(
                 "{}; nothing was changed",
                 report.error.unwrap_or_else(|| "verification failed".into())

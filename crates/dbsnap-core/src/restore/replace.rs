@@ -20,6 +20,7 @@ use dbsnap_archive::snapshot;
 use dbsnap_archive::toc::DatabaseProps;
 use dbsnap_pg::tools::{Program, Secrets};
 use dbsnap_pg::{ConnInfo, PgError, PgErrorKind};
+use dbsnap_storage::SnapshotRef;
 use tokio_postgres::Client;
 
 use super::data_only::quote_ident;
@@ -342,11 +343,11 @@ pub async fn swap(
     }
 }
 
-/// A database member inside a snapshot file.
+/// A database member inside a snapshot.
 #[derive(Debug, Clone, Copy)]
 pub struct MemberRef<'a> {
-    /// The snapshot file.
-    pub file: &'a Path,
+    /// The snapshot.
+    pub file: &'a SnapshotRef,
     /// The member's name.
     pub member: &'a str,
 }
@@ -382,7 +383,7 @@ pub struct RestoreFlags {
 /// extracted file. Errors other than version noise fail the run.
 pub fn pg_restore(
     program: &Program,
-    file: &Path,
+    file: &SnapshotRef,
     member: &str,
     info: &ConnInfo,
     flags: RestoreFlags,
@@ -399,12 +400,10 @@ pub fn pg_restore(
     }
     secrets.configure(&mut cmd, info, &format!("restore-{}", info.dbname))?;
     let mut meter = Some(meter);
-    // A seekable copy for parallel jobs, next to the snapshot (same file system), removed on drop.
+    // A seekable copy for parallel jobs, next to a local snapshot (same file
+    // system), else in the temporary directory; removed on drop.
     let extracted = if flags.jobs > 1 {
-        let dir = file
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let dir = file.repo.local_dir().unwrap_or(Path::new("."));
         let tmp = tempfile::Builder::new()
             .prefix(".dbsnap-restore-")
             .tempfile_in(dir)
@@ -531,13 +530,13 @@ impl<W: Write> Write for Metered<W> {
 }
 
 fn feed_member(
-    file: &Path,
+    file: &SnapshotRef,
     member: &str,
     out: impl Write,
     meter: super::Meter,
 ) -> Result<(), CoreError> {
     let mut out = Metered { inner: out, meter };
-    let f = std::fs::File::open(file).map_err(|e| CoreError::write_io(file, e))?;
+    let f = crate::inspect::open(file)?;
     let r = snapshot::with_member(BufReader::with_capacity(1 << 20, f), member, |input| {
         match std::io::copy(input, &mut out) {
             Ok(_) => Ok(()),
@@ -612,7 +611,7 @@ pub fn replace_in_place(
     };
     let restore_err = collect(Box::new(restore_err));
     let psql_err = collect(Box::new(psql_err));
-    let (file, member) = (source.file.to_path_buf(), source.member.to_string());
+    let (file, member) = (source.file.clone(), source.member.to_string());
     let feeder = std::thread::spawn(move || feed_member(&file, &member, restore_in, meter));
     // Relay the script, injecting the prelude after its BEGIN.
     let relay = (|| -> std::io::Result<()> {

@@ -133,23 +133,11 @@ impl RestoreState {
         state_dir().join(format!("restore-{}.json", self.id))
     }
 
-    /// Writes the file durably (temporary name, fsync, rename).
+    /// Writes the file durably (temporary name, fsync, rename; 0600).
     pub fn save(&self) -> Result<(), CoreError> {
-        let dir = state_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| CoreError::write_io(&dir, e))?;
-        let path = self.path();
-        let tmp = path.with_extension("json.tmp");
         let json =
             serde_json::to_vec_pretty(self).map_err(|e| CoreError::Internal(e.to_string()))?;
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(&dir)?.sync_all()
-        };
-        write().map_err(|e| CoreError::write_io(&path, e))
+        Ok(dbsnap_storage::write_durably(&self.path(), &json)?)
     }
 
     /// Reads one state file.

@@ -1,0 +1,358 @@
+//! The local directory repository: snapshots are files in one directory.
+//!
+//! A snapshot being written lives under a hidden temporary name
+//! (`.<name>.partial`), exclusively locked by its writer, with its spool
+//! files (`.<name>.spool-<tag>`) beside it. Commit fsyncs the file, links
+//! it to its real name (which fails rather than replace an existing file),
+//! removes the temporary name and fsyncs the directory: a crash at any
+//! point leaves nothing that `list` shows. Leftovers of a writer that died
+//! hold no lock and are removed by `remove_stale`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::{ArchiveOutput, PendingWrite, Placeholder, Repository, SnapshotInfo, StorageError};
+
+const PARTIAL: &str = ".partial";
+const SPOOL: &str = ".spool-";
+
+/// A repository in a local directory.
+#[derive(Debug, Clone)]
+pub struct LocalRepository {
+    dir: PathBuf,
+}
+
+impl LocalRepository {
+    /// A repository at `dir` (created by the first write).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        LocalRepository { dir: dir.into() }
+    }
+
+    /// Its directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn read_dir(&self) -> Result<Option<fs::ReadDir>, StorageError> {
+        match fs::read_dir(&self.dir) {
+            Ok(rd) => Ok(Some(rd)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::io(&self.dir, e)),
+        }
+    }
+
+    fn info(name: &str, meta: &fs::Metadata) -> SnapshotInfo {
+        SnapshotInfo {
+            name: name.to_string(),
+            size: meta.len(),
+            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        }
+    }
+
+    /// The path of a complete snapshot (NotFound otherwise).
+    fn existing(&self, name: &str) -> Result<PathBuf, StorageError> {
+        if !is_snapshot_name(name) {
+            return Err(StorageError::NotFound(name.into()));
+        }
+        let path = self.dir.join(name);
+        match fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(path),
+            Ok(_) => Err(StorageError::NotFound(name.into())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StorageError::NotFound(name.into()))
+            }
+            Err(e) => Err(StorageError::io(&path, e)),
+        }
+    }
+}
+
+fn is_snapshot_name(name: &str) -> bool {
+    !name.starts_with('.') && name.ends_with(".tar") && !name.contains('/')
+}
+
+impl Repository for LocalRepository {
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn local_dir(&self) -> Option<&Path> {
+        Some(&self.dir)
+    }
+
+    fn list(&self) -> Result<Vec<SnapshotInfo>, StorageError> {
+        let Some(rd) = self.read_dir()? else {
+            return Err(StorageError::NoRepository(self.location()));
+        };
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| StorageError::io(&self.dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_snapshot_name(&name) {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_file() {
+                out.push(Self::info(&name, &meta));
+            }
+        }
+        out.sort_by(|a, b| {
+            b.modified
+                .cmp(&a.modified)
+                .then_with(|| b.name.cmp(&a.name))
+        });
+        Ok(out)
+    }
+
+    fn stat(&self, name: &str) -> Result<SnapshotInfo, StorageError> {
+        let path = self.existing(name)?;
+        let meta = fs::metadata(&path).map_err(|e| StorageError::io(&path, e))?;
+        Ok(Self::info(name, &meta))
+    }
+
+    fn open_range(&self, name: &str, offset: u64) -> Result<Box<dyn Read + Send>, StorageError> {
+        let path = self.existing(name)?;
+        let mut f = File::open(&path).map_err(|e| StorageError::io(&path, e))?;
+        if offset > 0 {
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| StorageError::io(&path, e))?;
+        }
+        Ok(Box::new(f))
+    }
+
+    fn begin(&self, name: &str) -> Result<Box<dyn PendingWrite>, StorageError> {
+        if !is_snapshot_name(name) {
+            return Err(StorageError::Io {
+                path: name.into(),
+                source: io::Error::other("a snapshot name ends in .tar and does not start with ."),
+            });
+        }
+        fs::create_dir_all(&self.dir).map_err(|e| StorageError::io(&self.dir, e))?;
+        let final_path = self.dir.join(name);
+        if final_path.exists() {
+            return Err(StorageError::Exists(name.into()));
+        }
+        let tmp_path = self.dir.join(format!(".{name}{PARTIAL}"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp_path)
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    // Another writer holds this name right now.
+                    StorageError::Exists(name.into())
+                } else {
+                    StorageError::io(&tmp_path, e)
+                }
+            })?;
+        file.try_lock()
+            .map_err(|e| StorageError::io(&tmp_path, io::Error::other(e.to_string())))?;
+        Ok(Box::new(LocalPending {
+            name: name.into(),
+            file: Some(file),
+            tmp_path,
+            final_path,
+            spools: Vec::new(),
+            committed: false,
+        }))
+    }
+
+    fn delete(&self, name: &str) -> Result<(), StorageError> {
+        let path = self.existing(name)?;
+        fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StorageError::io(&self.dir, e))
+    }
+
+    fn remove_stale(&self) -> Result<Vec<String>, StorageError> {
+        let Some(rd) = self.read_dir()? else {
+            return Ok(Vec::new());
+        };
+        let names: Vec<String> = rd
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let mut removed = Vec::new();
+        for name in names
+            .iter()
+            .filter(|n| n.starts_with('.') && n.ends_with(PARTIAL))
+        {
+            let path = self.dir.join(name);
+            let Ok(f) = File::open(&path) else { continue };
+            if f.try_lock().is_err() {
+                continue; // a live writer holds it
+            }
+            let stem = &name[..name.len() - PARTIAL.len()];
+            for spool in names
+                .iter()
+                .filter(|n| n.starts_with(&format!("{stem}{SPOOL}")))
+            {
+                if fs::remove_file(self.dir.join(spool)).is_ok() {
+                    removed.push(spool.clone());
+                }
+            }
+            if fs::remove_file(&path).is_ok() {
+                removed.push(name.clone());
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// A snapshot being written into a local directory.
+struct LocalPending {
+    name: String,
+    file: Option<File>,
+    tmp_path: PathBuf,
+    final_path: PathBuf,
+    spools: Vec<PathBuf>,
+    committed: bool,
+}
+
+impl LocalPending {
+    fn file(&mut self) -> &mut File {
+        self.file.as_mut().expect("file present until commit")
+    }
+}
+
+impl Write for LocalPending {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file().write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file().flush()
+    }
+}
+
+impl ArchiveOutput for LocalPending {
+    fn reserve(&mut self, len: usize) -> io::Result<Placeholder> {
+        self.file().reserve(len)
+    }
+
+    fn fill(&mut self, at: Placeholder, data: &[u8]) -> io::Result<()> {
+        self.file().fill(at, data)
+    }
+}
+
+impl PendingWrite for LocalPending {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn spool(&mut self, tag: &str) -> Result<(File, PathBuf), StorageError> {
+        let tag: String = tag
+            .chars()
+            .map(|c| {
+                if c.is_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = self.dir_path().join(format!(".{}{SPOOL}{tag}", self.name));
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| StorageError::io(&path, e))?;
+        self.spools.push(path.clone());
+        Ok((f, path))
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<SnapshotInfo, StorageError> {
+        let file = self.file.take().expect("file present");
+        file.sync_all()
+            .map_err(|e| StorageError::io(&self.tmp_path, e))?;
+        // Hard link + unlink: fails instead of replacing an existing file.
+        fs::hard_link(&self.tmp_path, &self.final_path).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                StorageError::Exists(self.name.clone())
+            } else {
+                StorageError::io(&self.final_path, e)
+            }
+        })?;
+        self.committed = true;
+        let _ = fs::remove_file(&self.tmp_path);
+        let meta = file
+            .metadata()
+            .map_err(|e| StorageError::io(&self.final_path, e))?;
+        drop(file);
+        let dir = self.dir_path().to_path_buf();
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StorageError::io(&dir, e))?;
+        Ok(LocalRepository::info(&self.name, &meta))
+    }
+}
+
+impl LocalPending {
+    fn dir_path(&self) -> &Path {
+        self.final_path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+impl Drop for LocalPending {
+    fn drop(&mut self) {
+        for s in &self.spools {
+            let _ = fs::remove_file(s);
+        }
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_directory_keeps_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = std::cell::Cell::new(0);
+        crate::contract::check(&|| {
+            n.set(n.get() + 1);
+            Box::new(LocalRepository::new(
+                dir.path().join(format!("repo{}", n.get())),
+            ))
+        });
+    }
+
+    #[test]
+    fn a_missing_directory_is_no_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = LocalRepository::new(dir.path().join("typo"));
+        assert!(matches!(repo.list(), Err(StorageError::NoRepository(_))));
+        assert!(repo.remove_stale().unwrap().is_empty());
+    }
+
+    #[test]
+    fn leftovers_of_a_killed_writer_are_removed_and_a_live_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = LocalRepository::new(dir.path());
+        let mut live = repo.begin("live.tar").unwrap();
+        live.spool("db").unwrap();
+        // A writer killed with -9: files remain, no lock is held.
+        std::fs::write(dir.path().join(".c.tar.partial"), b"x").unwrap();
+        std::fs::write(dir.path().join(".c.tar.spool-db"), b"x").unwrap();
+        assert!(repo.list().unwrap().is_empty());
+        let mut removed = repo.remove_stale().unwrap();
+        removed.sort();
+        assert_eq!(removed, vec![".c.tar.partial", ".c.tar.spool-db"]);
+        assert_eq!(repo.remove_stale().unwrap(), Vec::<String>::new());
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".live.tar.partial", ".live.tar.spool-db"]);
+        drop(live);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
