@@ -105,6 +105,10 @@ pub struct Metadata {
     pub target: Option<String>,
     /// File name prefix.
     pub prefix: String,
+    /// Set on a safety snapshot: the id of the restore run that took it
+    /// before changing the databases in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety_for: Option<String>,
     /// How the cut was made.
     pub consistency: Consistency,
     /// Databases, in archive order.
@@ -654,6 +658,7 @@ mod tests {
             created_at: "2026-01-01T00:00:00Z".into(),
             target: None,
             prefix: "db-snapshot".into(),
+            safety_for: None,
             consistency: Consistency {
                 method: ConsistencyMethod::None,
                 consistent_cut: false,

@@ -106,6 +106,7 @@ fn snapshot_readers_survive_mutations() {
         created_at: "2026-01-01T00:00:00Z".into(),
         target: Some("t".into()),
         prefix: "p".into(),
+        safety_for: None,
         consistency: Consistency {
             method: ConsistencyMethod::Snapshot,
             consistent_cut: true,

@@ -46,6 +46,8 @@ pub struct CreateOptions {
     pub target: Option<String>,
     /// File name prefix.
     pub prefix: String,
+    /// The restore run this safety snapshot is taken for, if it is one.
+    pub safety_for: Option<String>,
     /// Consistency method.
     pub consistency: ConsistencyMethod,
     /// Where the snapshot goes.
@@ -320,6 +322,7 @@ pub async fn create_with(
             .unwrap_or_default(),
         target: opts.target.clone(),
         prefix: opts.prefix.clone(),
+        safety_for: opts.safety_for.clone(),
         consistency: cut.consistency.clone(),
         databases: opened
             .iter()

@@ -171,6 +171,7 @@ pub async fn run(
         resolved: Vec::new(),
         target: Some("demo".into()),
         prefix: "db-snapshot".into(),
+        safety_for: None,
         consistency: ConsistencyMethod::Snapshot,
         repo: repo.clone(),
         pg_bin: vec![bin.clone()],

@@ -36,6 +36,8 @@ pub struct ListEntry {
     pub consistency: Option<String>,
     /// Whether the cut is consistent across databases.
     pub consistent_cut: Option<bool>,
+    /// The restore run this is a safety snapshot for, if it is one.
+    pub safety_for: Option<String>,
     /// Why the file could not be read, if it could not.
     pub error: Option<String>,
 }
@@ -56,6 +58,7 @@ pub fn list(repo: &Arc<dyn Repository>) -> Result<Vec<ListEntry>, CoreError> {
             versions: vec![],
             consistency: None,
             consistent_cut: None,
+            safety_for: None,
             error: None,
         };
         match read_metadata(&snapshot) {
@@ -75,6 +78,7 @@ pub fn list(repo: &Arc<dyn Repository>) -> Result<Vec<ListEntry>, CoreError> {
                     .collect();
                 e.consistency = Some(m.consistency.method.as_str().to_string());
                 e.consistent_cut = Some(m.consistency.consistent_cut);
+                e.safety_for = m.safety_for.clone();
             }
             Err(err) => e.error = Some(err.to_string()),
         }

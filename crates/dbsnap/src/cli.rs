@@ -440,6 +440,7 @@ async fn create_cmd(
             .clone()
             .or(t.prefix.clone())
             .unwrap_or_else(|| "db-snapshot".into()),
+        safety_for: None,
         consistency: args
             .consistency
             .map(Into::into)

@@ -218,6 +218,7 @@ async fn safety_snapshot(
             resolved: existing.iter().map(|d| d.info.clone()).collect(),
             target: plan.metadata.target.clone(),
             prefix: "safety".into(),
+            safety_for: Some(journal.id.clone()),
             consistency: if same_instance {
                 ConsistencyMethod::Snapshot
             } else {

@@ -292,6 +292,7 @@ mod tests {
             created_at: "2026-01-01T00:00:00Z".into(),
             target: None,
             prefix: "x".into(),
+            safety_for: None,
             consistency: Consistency {
                 method: ConsistencyMethod::None,
                 consistent_cut: false,
