@@ -14,18 +14,20 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use std::time::Instant;
 
 use dbsnap_archive::snapshot::{
     ConsistencyMethod, DatabaseEntry, Metadata, SnapshotWriter, FORMAT_VERSION,
 };
 use dbsnap_archive::version::{sanitize_token, SchemaVersion};
+use dbsnap_pg::process::{Tool, ToolChild};
 use dbsnap_pg::schema_version::{self, VersionSpec};
-use dbsnap_pg::tools::{self, Program, Secrets};
-use dbsnap_pg::{ConnInfo, PgError, PgErrorKind, ServerInfo};
+use dbsnap_pg::tools::{self, Program};
+use dbsnap_pg::{ConnInfo, PgError, ServerInfo};
 use dbsnap_storage::{PendingWrite, Repository, SnapshotRef};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -128,7 +130,7 @@ pub struct CreateResult {
 pub trait DumpEngine: Send + Sync {
     /// Starts dumping `info` at exported snapshot `snapshot`; returns a
     /// running job whose output is read until end of stream.
-    fn start(&self, job: &DumpJob, secrets: &Secrets) -> Result<RunningDump, CoreError>;
+    fn start(&self, job: &DumpJob) -> Result<RunningDump, CoreError>;
 }
 
 /// Inputs of one database dump.
@@ -142,6 +144,9 @@ pub struct DumpJob {
     pub snapshot: String,
     /// pg_dump to run.
     pub program: Program,
+    /// How long pg_dump waits for a table lock before giving up
+    /// (`--lock-wait-timeout`): a dump never hangs behind another session.
+    pub lock_wait: Duration,
     /// `--compress` value.
     pub compress: Option<String>,
 }
@@ -150,7 +155,7 @@ pub struct DumpJob {
 pub struct RunningDump {
     /// The archive bytes.
     pub output: Box<dyn Read + Send>,
-    child: Arc<Mutex<Child>>,
+    child: Arc<Mutex<ToolChild>>,
     stderr: std::thread::JoinHandle<String>,
 }
 
@@ -158,26 +163,25 @@ pub struct RunningDump {
 pub struct PgDumpEngine;
 
 impl DumpEngine for PgDumpEngine {
-    fn start(&self, job: &DumpJob, secrets: &Secrets) -> Result<RunningDump, CoreError> {
-        let mut cmd = Command::new(&job.program.path);
-        cmd.arg("--format=custom")
-            .arg(format!("--snapshot={}", job.snapshot));
+    fn start(&self, job: &DumpJob) -> Result<RunningDump, CoreError> {
+        let mut tool = Tool::new(&job.program.path);
+        tool.arg("--format=custom")
+            .arg(format!("--snapshot={}", job.snapshot))
+            .arg(format!(
+                "--lock-wait-timeout={}ms",
+                job.lock_wait.as_millis()
+            ));
         if let Some(c) = &job.compress {
-            cmd.arg(format!("--compress={c}"));
+            tool.arg(format!("--compress={c}"));
         }
-        secrets.configure(&mut cmd, &job.info, &job.info.dbname)?;
-        cmd.stdin(Stdio::null())
+        tool.connect(&job.info, &job.info.dbname)?
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         tracing::info!(database = %job.display, pg_dump = %job.program.path.display(), "starting pg_dump");
-        let mut child = cmd.spawn().map_err(|e| {
-            PgError::new(
-                PgErrorKind::Tooling,
-                format!("could not run {}: {e}", job.program.path.display()),
-            )
-        })?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut stderr = child.stderr.take().expect("piped stderr");
+        let mut child = tool.spawn()?;
+        let (Some(stdout), Some(mut stderr)) = (child.take_stdout(), child.take_stderr()) else {
+            return Err(CoreError::Internal("pg_dump without pipes".into()));
+        };
         let stderr = std::thread::spawn(move || {
             let mut s = String::new();
             let _ = stderr.read_to_string(&mut s);
@@ -194,7 +198,7 @@ impl DumpEngine for PgDumpEngine {
 impl RunningDump {
     fn kill(&self) {
         if let Ok(mut c) = self.child.lock() {
-            let _ = c.kill();
+            c.kill();
         }
     }
 
@@ -362,6 +366,7 @@ pub async fn create_with(
             display: o.display.clone(),
             snapshot: s.exported.clone(),
             program: p.clone(),
+            lock_wait: opts.limits.max_wait,
             compress: opts.compress.clone(),
         })
         .collect();
@@ -651,10 +656,9 @@ async fn write_archive(
     let mtime = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
     let writer =
         SnapshotWriter::new(pending, metadata, mtime).map_err(|e| archive_io(&tmp_path, e))?;
-    let secrets = Secrets::new()?;
     let mut running = Vec::new();
     for job in jobs {
-        match engine.start(job, &secrets) {
+        match engine.start(job) {
             Ok(r) => running.push(r),
             Err(e) => {
                 running.iter().for_each(RunningDump::kill);
@@ -663,7 +667,8 @@ async fn write_archive(
         }
     }
     // Children are killed if anything fails, so no dump outlives the run.
-    let kill_handles: Vec<Arc<Mutex<Child>>> = running.iter().map(|r| r.child.clone()).collect();
+    let kill_handles: Vec<Arc<Mutex<ToolChild>>> =
+        running.iter().map(|r| r.child.clone()).collect();
     let aborting = Arc::new(AtomicBool::new(false));
     let first_failure: Arc<Mutex<Option<usize>>> = Arc::new(Mutex::new(None));
     let abort_all = {
@@ -678,7 +683,7 @@ async fn write_archive(
             }
             for c in &kill_handles {
                 if let Ok(mut c) = c.lock() {
-                    let _ = c.kill();
+                    c.kill();
                 }
             }
         }
@@ -808,15 +813,13 @@ async fn write_archive(
 }
 
 /// Kills the dumps if the run is abandoned (a signal drops the future).
-struct KillOnDrop(Vec<Arc<Mutex<Child>>>);
+struct KillOnDrop(Vec<Arc<Mutex<ToolChild>>>);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         for c in &self.0 {
             if let Ok(mut c) = c.lock() {
-                if matches!(c.try_wait(), Ok(None)) {
-                    let _ = c.kill();
-                }
+                c.kill();
             }
         }
     }

@@ -114,7 +114,7 @@ pub async fn run(
             .into());
     };
     let (dir, _tmp) = match &opts.dir {
-        Some(d) => (d.clone(), None),
+        Some(d) => (server_reachable_dir(d)?, None),
         None => {
             let t = tempfile_dir()?;
             (
@@ -236,6 +236,19 @@ impl Drop for TempDirGuard {
             let _ = std::fs::remove_dir_all(&self.path);
         }
     }
+}
+
+/// Creates `dir` (if missing) so that the server user (postgres, when run
+/// as root) can reach the server directory inside it: traversable (0711),
+/// not listable; what dbsnap keeps inside stays private.
+fn server_reachable_dir(dir: &std::path::Path) -> Result<PathBuf, CoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| CoreError::write_io(dir, e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| CoreError::write_io(dir, e))?;
+    }
+    Ok(dir.to_path_buf())
 }
 
 fn tempfile_dir() -> Result<PathBuf, CoreError> {

@@ -8,11 +8,16 @@ use std::process::Stdio;
 
 use crate::error::CoreError;
 
-/// `sh -c cmd` without standard input, and without PGPASSWORD.
+/// `sh -c cmd` without standard input, without PGPASSWORD, and with the
+/// user's umask (dbsnap's own files are private; the user's are theirs).
 fn shell(cmd: &str) -> std::process::Command {
     let mut c = std::process::Command::new("sh");
+    let script = match dbsnap_storage::user_umask() {
+        Some(mask) => format!("umask {mask:03o}\n{cmd}"),
+        None => cmd.to_string(),
+    };
     c.arg("-c")
-        .arg(cmd)
+        .arg(script)
         .env_remove("PGPASSWORD")
         .stdin(Stdio::null());
     c
@@ -97,4 +102,19 @@ impl Drop for StartGuard {
             }
         }
     }
+}
+
+/// After Ctrl-C or SIGTERM: cancels the query in flight on every connection
+/// dbsnap opened and stops every child program (which cancel theirs), so
+/// that no session holds a lock and nothing runs on once dbsnap exits.
+pub async fn stop_everything() {
+    let (connections, programs) = tokio::join!(
+        dbsnap_pg::connect::cancel_all(std::time::Duration::from_secs(5)),
+        dbsnap_pg::process::stop_all(std::time::Duration::from_secs(5)),
+    );
+    tracing::info!(
+        connections,
+        programs = %programs.join(", "),
+        "interrupted: queries cancelled, programs stopped"
+    );
 }

@@ -13,7 +13,8 @@ pub mod hooks;
 pub mod inspect;
 pub mod restore;
 
-pub use dbsnap_storage::{Repository, SnapshotRef};
+pub use dbsnap_pg::process::{guard_children_with, run_watchdog, WATCHDOG_ARG};
+pub use dbsnap_storage::{make_new_files_private, Repository, SnapshotRef};
 pub use error::CoreError;
 
 /// The repository in directory `dir`.

@@ -12,7 +12,12 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
-use tokio_postgres::Client;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use tokio_postgres::{CancelToken, Client};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::conninfo::{ConnInfo, SslMode};
 use crate::error::{PgError, PgErrorKind};
@@ -63,7 +68,16 @@ async fn connect_mode(info: &ConnInfo, mode: SslMode) -> Result<Client, PgError>
     let target = info.display();
     let config = pg_config(info, mode)?;
     let tls = tls_connector(info, mode).map_err(|e| e.on(&target))?;
-    let (client, connection) = config.connect(tls).await.map_err(|e| {
+    let attempt = config.connect(tls.clone());
+    // tokio-postgres bounds only the TCP connect; libpq's connect_timeout
+    // bounds the whole start-up (TLS, authentication) of each host.
+    let (client, connection) = match connect_limit(info) {
+        Some(limit) => tokio::time::timeout(limit, attempt)
+            .await
+            .map_err(|_| timed_out(&target, limit))?,
+        None => attempt.await,
+    }
+    .map_err(|e| {
         let db_error = e.as_db_error().is_some();
         let mut err = PgError::from_pg(e, &target, "could not connect");
         // Not an error the server sent: the server was not reached.
@@ -75,13 +89,87 @@ async fn connect_mode(info: &ConnInfo, mode: SslMode) -> Result<Client, PgError>
         }
         err
     })?;
+    let open = OpenConnection::register(client.cancel_token(), tls);
     let t = target.clone();
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(target = %t, "connection ended: {e}");
         }
+        drop(open);
     });
     Ok(client)
+}
+
+/// The bound on one connection attempt: `connect_timeout` (or dbsnap's
+/// default) per host, at least 2 s as in libpq; none for 0.
+fn connect_limit(info: &ConnInfo) -> Option<Duration> {
+    let per_host = info.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    (per_host > 0).then(|| Duration::from_secs(per_host.max(2)) * info.hosts.len().max(1) as u32)
+}
+
+fn timed_out(target: &str, limit: Duration) -> PgError {
+    PgError::new(
+        PgErrorKind::Unreachable,
+        format!(
+            "the server did not complete the connection within {} s (connect_timeout)",
+            limit.as_secs()
+        ),
+    )
+    .on(target)
+    .hint("check that host and port point at a running PostgreSQL server; connect_timeout in the connection string or PGCONNECT_TIMEOUT sets the limit (0 waits forever)")
+}
+
+/// Every connection still open, with what it takes to cancel its query.
+static OPEN: Mutex<BTreeMap<u64, (CancelToken, MakeRustlsConnect)>> = Mutex::new(BTreeMap::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A registered connection; unregistered when its task ends.
+struct OpenConnection(u64);
+
+impl OpenConnection {
+    fn register(token: CancelToken, tls: MakeRustlsConnect) -> OpenConnection {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut open) = OPEN.lock() {
+            open.insert(id, (token, tls));
+        }
+        OpenConnection(id)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if let Ok(mut open) = OPEN.lock() {
+            open.remove(&self.0);
+        }
+    }
+}
+
+/// Cancels the query in flight on every open connection (for Ctrl-C and
+/// SIGTERM: a cancelled query ends its transaction, so no lock outlives
+/// the run), then waits up to `wait` for the connections to close. Returns
+/// how many connections were open.
+pub async fn cancel_all(wait: Duration) -> usize {
+    let open: Vec<(CancelToken, MakeRustlsConnect)> = match OPEN.lock() {
+        Ok(o) => o.values().cloned().collect(),
+        Err(_) => return 0,
+    };
+    let mut cancels = tokio::task::JoinSet::new();
+    for (token, tls) in open.iter().cloned() {
+        cancels.spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), token.cancel_query(tls)).await;
+        });
+    }
+    while cancels.join_next().await.is_some() {}
+    let deadline = tokio::time::Instant::now() + wait;
+    while open_connections() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    open.len()
+}
+
+/// How many connections are open.
+pub fn open_connections() -> usize {
+    OPEN.lock().map(|o| o.len()).unwrap_or(0)
 }
 
 fn pg_config(info: &ConnInfo, mode: SslMode) -> Result<tokio_postgres::Config, PgError> {

@@ -8,6 +8,7 @@ pub mod connect;
 pub mod conninfo;
 pub mod error;
 pub mod local;
+pub mod process;
 pub mod schema_version;
 pub mod snapshot;
 pub mod tools;

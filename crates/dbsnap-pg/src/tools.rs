@@ -2,15 +2,12 @@
 //!
 //! A program is chosen by version: for dumping, never older than the
 //! server; among those that fit, the oldest (its archives are readable by
-//! the most pg_restore versions). Passwords reach children through a private
-//! password file, never through argv.
+//! the most pg_restore versions). They are run through [`crate::process`].
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::conninfo::{pgpass_escape, ConnInfo};
 use crate::error::{PgError, PgErrorKind};
 
 /// One installed client program.
@@ -125,76 +122,6 @@ pub fn choose_pg_dump(all: &[Program], server_major: u32) -> Result<Program, PgE
         "install the PostgreSQL {server_major} client (e.g. apt-get install postgresql-client-{server_major}), \
          or point pg_bin in dbsnap.toml / DBSNAP_PG_BIN at its bin directory"
     )))
-}
-
-/// A private directory holding a password file for child programs; removed
-/// on drop.
-pub struct Secrets {
-    dir: tempfile::TempDir,
-}
-
-impl Secrets {
-    /// Creates the private (0700) directory.
-    pub fn new() -> Result<Secrets, PgError> {
-        let dir = tempfile::Builder::new()
-            .prefix("dbsnap-secrets-")
-            .tempdir()
-            .map_err(|e| {
-                PgError::new(
-                    PgErrorKind::Io,
-                    format!("could not create a private temporary directory: {e}"),
-                )
-            })?;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).map_err(
-            |e| PgError::new(PgErrorKind::Io, format!("chmod temporary directory: {e}")),
-        )?;
-        Ok(Secrets { dir })
-    }
-
-    /// Prepares `cmd` to connect as `info`: connection string in `-d`
-    /// without password, password (if any) in a 0600 password file named by
-    /// PGPASSFILE, prompts disabled.
-    pub fn configure(&self, cmd: &mut Command, info: &ConnInfo, tag: &str) -> Result<(), PgError> {
-        cmd.env_remove("PGPASSWORD")
-            .env_remove("PGSERVICE")
-            .env_remove("PGSERVICEFILE");
-        let mut info = info.clone();
-        if info.application_name.is_none() {
-            info.application_name = Some(format!("dbsnap {tag}"));
-        }
-        if let Some(pw) = &info.password {
-            let path = self.dir.path().join(format!("pgpass-{}", sanitize(tag)));
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| {
-                    PgError::new(
-                        PgErrorKind::Io,
-                        format!("could not write a password file: {e}"),
-                    )
-                })?;
-            writeln!(f, "*:*:*:*:{}", pgpass_escape(pw)).map_err(|e| {
-                PgError::new(
-                    PgErrorKind::Io,
-                    format!("could not write a password file: {e}"),
-                )
-            })?;
-            cmd.env("PGPASSFILE", &path);
-        }
-        cmd.arg("--no-password")
-            .arg("-d")
-            .arg(info.to_libpq_string_without_password());
-        Ok(())
-    }
-}
-
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
 }
 
 /// Classifies a failed program's stderr into an error kind with a hint.

@@ -79,18 +79,66 @@ impl StorageError {
     }
 }
 
+/// The umask this process started with, before [`make_new_files_private`].
+static USER_UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// Makes every file and directory this process creates from now on private
+/// to its user (umask 077: files 0600, directories 0700): snapshots, spool
+/// files, safety snapshots, journals and logs hold the application's data.
+pub fn make_new_files_private() {
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let _ = USER_UMASK.set(old.bits());
+}
+
+/// The umask the user had, for commands of theirs that dbsnap runs (hooks).
+pub fn user_umask() -> Option<u32> {
+    USER_UMASK.get().copied()
+}
+
+/// Creates `dir` and its missing parents, 0700.
+pub fn create_private_dir(dir: &Path) -> Result<(), StorageError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| StorageError::io(dir, e))
+}
+
+/// Warns (once per directory) when an existing directory holding
+/// snapshots can be read by other users.
+pub fn warn_if_shared(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    static WARNED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return;
+    }
+    let Ok(mut warned) = WARNED.lock() else {
+        return;
+    };
+    if warned.iter().any(|d| d == dir) {
+        return;
+    }
+    warned.push(dir.to_path_buf());
+    tracing::warn!(
+        "the snapshot directory {} can be read by other users (mode {mode:04o}), and snapshots hold all of the application's data; run `chmod 700 {}`",
+        dir.display(),
+        dir.display()
+    );
+}
+
 /// Writes a small state file durably: a temporary name, fsync, rename over
 /// `path`, fsync of the directory (created 0700 if missing); the file is
 /// 0600. A crash leaves the old file or the new one, never a torn one.
 pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
     use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| StorageError::io(dir, e))?;
+    create_private_dir(dir)?;
     let tmp = path.with_extension("tmp");
     let write = || -> io::Result<()> {
         let mut f = std::fs::OpenOptions::new()

@@ -10,6 +10,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -85,6 +86,7 @@ impl Repository for LocalRepository {
         let Some(rd) = self.read_dir()? else {
             return Err(StorageError::NoRepository(self.location()));
         };
+        crate::warn_if_shared(&self.dir);
         let mut out = Vec::new();
         for entry in rd {
             let entry = entry.map_err(|e| StorageError::io(&self.dir, e))?;
@@ -128,7 +130,8 @@ impl Repository for LocalRepository {
                 source: io::Error::other("a snapshot name ends in .tar and does not start with ."),
             });
         }
-        fs::create_dir_all(&self.dir).map_err(|e| StorageError::io(&self.dir, e))?;
+        crate::create_private_dir(&self.dir)?;
+        crate::warn_if_shared(&self.dir);
         let final_path = self.dir.join(name);
         if final_path.exists() {
             return Err(StorageError::Exists(name.into()));
@@ -138,6 +141,7 @@ impl Repository for LocalRepository {
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&tmp_path)
             .map_err(|e| {
                 if e.kind() == io::ErrorKind::AlreadyExists {
@@ -259,6 +263,7 @@ impl PendingWrite for LocalPending {
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)
             .map_err(|e| StorageError::io(&path, e))?;
         self.spools.push(path.clone());

@@ -124,6 +124,10 @@ pub struct RestoreArgs {
     /// Do not take a safety snapshot of the live databases first.
     #[arg(long)]
     pub no_safety_snapshot: bool,
+    /// How long to wait for table locks on a live database before giving up
+    /// with nothing changed (e.g. 30s, 500ms, 2m; a bare number is milliseconds).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub lock_timeout: Duration,
     /// Command that stops the application before any change.
     #[arg(long, value_name = "CMD")]
     pub stop_cmd: Option<String>,
@@ -471,10 +475,12 @@ async fn create_cmd(
     let ui = progress::Ui::new(show_progress);
     let sink: Arc<dyn Progress> = ui.clone();
     // Ctrl-C / SIGTERM: dropping the work removes the partial file, kills
-    // pg_dump, and (quiesce) runs the start command (dbsnap-core's StartGuard).
+    // pg_dump, and (quiesce) runs the start command (dbsnap-core's StartGuard);
+    // queries still in flight are cancelled.
     let result = tokio::select! {
         r = create::create(&opts, &sink) => r,
         s = dbsnap_core::hooks::termination_signal() => {
+            dbsnap_core::hooks::stop_everything().await;
             Err(CoreError::Interrupted(format!(" by {s}; no snapshot was written")))
         }
     };
@@ -488,4 +494,39 @@ async fn create_cmd(
         return Ok(exit::HOOK);
     }
     Ok(exit::OK)
+}
+
+/// A duration as PostgreSQL writes one: `500ms`, `30s`, `2min`/`2m`, `1h`;
+/// a bare number is milliseconds (like `lock_timeout`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("\"{text}\" is not a duration (e.g. 30s, 500ms, 2min)"))?;
+    let ms = match unit.trim() {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        other => return Err(format!("unknown unit \"{other}\" (use ms, s, min or h)")),
+    };
+    Ok(Duration::from_millis(n.saturating_mul(ms)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_as_postgres_writes_them() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2min"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1500"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3 days").is_err());
+    }
 }

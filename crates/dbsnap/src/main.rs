@@ -13,6 +13,15 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).as_deref() == Some(dbsnap_core::WATCHDOG_ARG.as_ref()) {
+        dbsnap_core::run_watchdog();
+    }
+    // Child programs die with dbsnap, however it ends (see dbsnap_pg::process).
+    if let Ok(exe) = std::env::current_exe() {
+        dbsnap_core::guard_children_with(exe);
+    }
+    // Snapshots, spools, journals and logs hold the application's data.
+    dbsnap_core::make_new_files_private();
     let cli = cli::Cli::parse();
     let json = cli.json();
     let log = match logging::init(&cli) {

@@ -77,6 +77,7 @@ pub async fn run(args: RestoreArgs, config: &Config, show_progress: bool) -> Res
         create_roles: args.create_roles,
         jobs: args.jobs,
         no_safety_snapshot: args.no_safety_snapshot,
+        lock_timeout: args.lock_timeout,
         // Safety snapshots: --dir, else the target's repository, else the default.
         safety_repo: dbsnap_core::repository(&args.dir.clone().or(t.dir.clone()).unwrap_or(dir)),
         hooks: QuiesceHooks {

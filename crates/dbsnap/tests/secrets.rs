@@ -33,8 +33,9 @@ fn password_never_leaks() {
     let argv_log = home.path().join("argv.log");
     let env_log = home.path().join("env.log");
     let script = format!(
-        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {}\nenv >> {}\nif [ -n \"$PGPASSFILE\" ]; then stat -c %a \"$PGPASSFILE\" >> {}; fi\nexec {} \"$@\"\n",
+        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {}\nenv >> {}\nif [ -n \"$PGPASSFILE\" ]; then stat -L -c %a \"$PGPASSFILE\" >> {}; ls -l \"$PGPASSFILE\" >> {}; fi\nexec {} \"$@\"\n",
         argv_log.display(),
+        env_log.display(),
         env_log.display(),
         env_log.display(),
         cluster.bin_dir().join("pg_dump").display()
@@ -76,7 +77,16 @@ fn password_never_leaks() {
     let argv = std::fs::read_to_string(&argv_log).unwrap();
     let env = std::fs::read_to_string(&env_log).unwrap();
     assert!(argv.contains("--snapshot="), "wrapper did not run: {argv}");
-    assert!(env.contains("PGPASSFILE="), "password file not used: {env}");
+    // The password reaches pg_dump as an anonymous in-memory file passed by
+    // descriptor: it has no name in any file system to leak from.
+    assert!(
+        env.contains("PGPASSFILE=/dev/fd/3"),
+        "password file not passed by descriptor: {env}"
+    );
+    assert!(
+        env.contains("memfd:dbsnap-pgpass"),
+        "not an in-memory file: {env}"
+    );
     assert!(
         env.lines().any(|l| l == "600"),
         "password file is not 0600: {env}"
@@ -106,7 +116,7 @@ fn password_never_leaks() {
             "part of the password found in {what}"
         );
     }
-    // The temporary password files are gone.
+    // No password file was ever written to the temporary directory.
     let leftovers = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .flatten()

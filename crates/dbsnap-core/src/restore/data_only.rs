@@ -21,7 +21,10 @@ use dbsnap_archive::snapshot;
 use dbsnap_pg::PgError;
 use futures::SinkExt;
 use serde::Serialize;
+use std::time::Duration;
 use tokio::sync::mpsc;
+
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Transaction};
 
 use super::pg_err;
@@ -153,6 +156,15 @@ struct DeferredIndex {
     qualified: String,
 }
 
+/// "30 s", "500 ms".
+pub(crate) fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
 pub(crate) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
@@ -174,10 +186,11 @@ pub(crate) async fn prepare<'c>(
     file: dbsnap_storage::SnapshotRef,
     member: String,
     checks: &[String],
+    lock_timeout: Duration,
     meter: &mut super::Meter,
 ) -> Result<(Transaction<'c>, DataOnlyReport), CoreError> {
     let (mut rx, reader) = stream_member(file, member);
-    let result = load(client, target, &mut rx, checks, meter).await;
+    let result = load(client, target, &mut rx, checks, lock_timeout, meter).await;
     drop(rx);
     let read = reader
         .await
@@ -197,6 +210,7 @@ async fn load<'c>(
     target: &str,
     rx: &mut mpsc::Receiver<Msg>,
     checks: &[String],
+    lock_timeout: Duration,
     meter: &mut super::Meter,
 ) -> Result<(Transaction<'c>, DataOnlyReport), CoreError> {
     let toc = match rx.recv().await {
@@ -216,10 +230,19 @@ async fn load<'c>(
         .transaction()
         .await
         .map_err(pg_err(target, "begin"))?;
-    tx.batch_execute("SET LOCAL lock_timeout = '30s'; SET LOCAL statement_timeout = 0")
-        .await
-        .map_err(pg_err(target, "set timeouts"))?;
-    let family = lock_tables(&tx, target, &tables).await?;
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = 0",
+        lock_timeout.as_millis()
+    ))
+    .await
+    .map_err(pg_err(target, "set timeouts"))?;
+    meter.say(&format!(
+        "{target}: waiting for locks on {} tables (gives up after {})",
+        tables.len(),
+        seconds(lock_timeout)
+    ));
+    let family = lock_tables(&tx, target, &tables, lock_timeout).await?;
+    meter.say(&format!("{target}: loading (data-only)"));
     let aside = Aside::take(&tx, target, &toc, &tables, &family).await?;
     let large_objects = replace_large_objects(&tx, target, &toc).await?;
     let mut report = copy_data(&tx, target, rx, &large_objects, meter).await?;
@@ -255,6 +278,7 @@ async fn lock_tables(
     tx: &Transaction<'_>,
     target: &str,
     tables: &[String],
+    lock_timeout: Duration,
 ) -> Result<Vec<String>, CoreError> {
     // Equal versions should mean equal schemas; the plan's preflight checked.
     let missing: Vec<String> = tx
@@ -296,8 +320,14 @@ async fn lock_tables(
         .await
         .map_err(|e| {
             let mut err = PgError::from_pg(e, target, "lock the tables");
+            if err.is(&SqlState::LOCK_NOT_AVAILABLE) {
+                err.message = format!(
+                    "could not lock the tables within {}: other sessions hold locks on them; nothing was changed",
+                    seconds(lock_timeout)
+                );
+            }
             err.hint = Some(
-                "other sessions hold locks: stop the application (--stop-cmd) and retry".into(),
+                "stop the application first (--stop-cmd), or wait longer with --lock-timeout".into(),
             );
             CoreError::Pg(err)
         })?;

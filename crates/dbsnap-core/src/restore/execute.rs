@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use dbsnap_archive::snapshot::ConsistencyMethod;
-use dbsnap_pg::tools::{self, Program, Secrets};
+use dbsnap_pg::tools::{self, Program};
 use dbsnap_pg::{PgError, PgErrorKind};
 use dbsnap_storage::SnapshotRef;
 
@@ -79,7 +79,11 @@ pub async fn execute(
             }
             run_steps(plan, opts, progress, &mut journal).await
         } => r,
-        s = hooks::termination_signal() => Err(CoreError::Interrupted(format!(" by {s}; see `dbsnap resume`"))),
+        s = hooks::termination_signal() => {
+            // Nothing dbsnap started may keep a lock on the live databases.
+            hooks::stop_everything().await;
+            Err(CoreError::Interrupted(format!(" by {s}; see `dbsnap resume`")))
+        }
     };
     let start_failure = match guard.disarm() {
         Some(start) => {
@@ -164,7 +168,6 @@ async fn run_steps(
         progress,
         journal,
         restores: tools::find_all("pg_restore", &opts.pg_bin),
-        secrets: Arc::new(Secrets::new()?),
         sessions: 0,
     };
     let mut results = Vec::new();
@@ -248,7 +251,6 @@ struct Run<'a> {
     progress: &'a Arc<dyn Progress>,
     journal: &'a mut RestoreState,
     restores: Vec<Program>,
-    secrets: Arc<Secrets>,
     sessions: u64,
 }
 
@@ -258,6 +260,7 @@ impl Run<'_> {
             no_owner: self.opts.no_owner,
             no_privileges: self.opts.no_privileges,
             jobs,
+            lock_timeout: self.opts.lock_timeout,
         }
     }
 
@@ -305,20 +308,14 @@ impl Run<'_> {
             blocking(move || archive_row_counts(&file, &member)).await?
         };
         let epilogue = checks_sql(&counts, &self.opts.checks);
-        let (secrets, flags, psql) = (
-            self.secrets.clone(),
-            self.flags(1),
-            replace::psql_beside(&program),
-        );
+        let (flags, psql) = (self.flags(1), replace::psql_beside(&program));
         let meter = Meter::new(self.progress, i, &d.live_db);
         let out = blocking(move || {
             let source = replace::MemberRef {
                 file: &file,
                 member: &member,
             };
-            replace::replace_in_place(
-                &program, &psql, source, &info, flags, &secrets, &epilogue, meter,
-            )
+            replace::replace_in_place(&program, &psql, source, &info, flags, &epilogue, meter)
         })
         .await?;
         result.ignored = out.ignored;
@@ -393,16 +390,11 @@ impl Run<'_> {
         let load_info = d.info.with_dbname(load_name);
         let (file, member) = (self.plan.file.clone(), d.member.clone());
         let out = {
-            let (file, member, load_info, secrets) = (
-                file.clone(),
-                member.clone(),
-                load_info.clone(),
-                self.secrets.clone(),
-            );
+            let (file, member, load_info) = (file.clone(), member.clone(), load_info.clone());
             let flags = self.flags(self.opts.jobs.max(1));
             let meter = Meter::new(self.progress, i, &d.live_db);
             blocking(move || {
-                replace::pg_restore(&program, &file, &member, &load_info, flags, &secrets, meter)
+                replace::pg_restore(&program, &file, &member, &load_info, flags, meter)
             })
             .await?
         };
@@ -462,6 +454,7 @@ async fn load_data_only(
                     plan.file.clone(),
                     d.member.clone(),
                     &opts.checks,
+                    opts.lock_timeout,
                     meter,
                 )
             },

@@ -69,6 +69,9 @@ pub struct RestoreOptions {
     pub jobs: u32,
     /// Skip the safety snapshot.
     pub no_safety_snapshot: bool,
+    /// How long to wait for locks on the live databases before giving up
+    /// with nothing changed (data-only and in-place restores).
+    pub lock_timeout: std::time::Duration,
     /// Repository for the safety snapshot.
     pub safety_repo: Arc<dyn Repository>,
     /// Stop/start hooks.
@@ -229,6 +232,11 @@ impl Meter {
             index,
             total: 0,
         }
+    }
+
+    /// Shows what this database's restore is doing (waiting for locks...).
+    pub fn say(&self, message: &str) {
+        self.progress.phase(message);
     }
 
     /// Adds `n` bytes.

@@ -12,13 +12,14 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use std::collections::BTreeMap;
 
 use dbsnap_archive::snapshot;
 use dbsnap_archive::toc::DatabaseProps;
-use dbsnap_pg::tools::{Program, Secrets};
+use dbsnap_pg::process::Tool;
+use dbsnap_pg::tools::Program;
 use dbsnap_pg::{ConnInfo, PgError, PgErrorKind};
 use dbsnap_storage::SnapshotRef;
 use tokio_postgres::Client;
@@ -376,6 +377,8 @@ pub struct RestoreFlags {
     /// Parallel jobs: above 1 the member is extracted to a temporary file
     /// (pg_restore needs a seekable file for `-j`); 1 streams it.
     pub jobs: u32,
+    /// `lock_timeout` of a restore into the live database (in place).
+    pub lock_timeout: std::time::Duration,
 }
 
 /// Restores member `member` of `file` with stock `pg_restore` connected to
@@ -387,18 +390,16 @@ pub fn pg_restore(
     member: &str,
     info: &ConnInfo,
     flags: RestoreFlags,
-    secrets: &Secrets,
     meter: super::Meter,
 ) -> Result<RestoreOutput, CoreError> {
-    let mut cmd = Command::new(&program.path);
-    cmd.args(["--no-password"]);
+    let mut cmd = Tool::new(&program.path);
     if flags.no_owner {
         cmd.arg("--no-owner");
     }
     if flags.no_privileges {
         cmd.arg("--no-privileges");
     }
-    secrets.configure(&mut cmd, info, &format!("restore-{}", info.dbname))?;
+    cmd.connect(info, &format!("restore-{}", info.dbname))?;
     let mut meter = Some(meter);
     // A seekable copy for parallel jobs, next to a local snapshot (same file
     // system), else in the temporary directory; removed on drop.
@@ -422,20 +423,17 @@ pub fn pg_restore(
         None
     };
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| {
-        PgError::new(
-            PgErrorKind::Tooling,
-            format!("could not run {}: {e}", program.path.display()),
-        )
-    })?;
-    let stderr = child.stderr.take().expect("piped stderr");
+    let mut child = cmd.spawn()?;
+    let stderr = child
+        .take_stderr()
+        .ok_or_else(|| CoreError::Internal("pg_restore without a stderr pipe".into()))?;
     let err_thread = std::thread::spawn(move || {
         BufReader::new(stderr)
             .lines()
             .map_while(Result::ok)
             .collect::<Vec<String>>()
     });
-    let fed = match (child.stdin.take(), meter.take()) {
+    let fed = match (child.take_stdin(), meter.take()) {
         (Some(stdin), Some(meter)) => feed_member(file, member, stdin, meter),
         _ => Ok(()),
     };
@@ -562,11 +560,10 @@ pub fn replace_in_place(
     source: MemberRef<'_>,
     info: &ConnInfo,
     flags: RestoreFlags,
-    secrets: &Secrets,
     epilogue: &str,
     meter: super::Meter,
 ) -> Result<RestoreOutput, CoreError> {
-    let mut restore = Command::new(&pg_restore.path);
+    let mut restore = Tool::new(&pg_restore.path);
     restore.args(["--single-transaction", "-f", "-"]);
     if flags.no_owner {
         restore.arg("--no-owner");
@@ -578,29 +575,29 @@ pub fn replace_in_place(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut restore = restore.spawn().map_err(|e| {
-        PgError::new(
-            PgErrorKind::Tooling,
-            format!("could not run {}: {e}", pg_restore.path.display()),
-        )
-    })?;
-    let mut cmd = Command::new(psql);
+    let mut restore = restore.spawn()?;
+    let mut cmd = Tool::new(psql);
     cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1"]);
-    secrets.configure(&mut cmd, info, &format!("replace-{}", info.dbname))?;
+    // Never wait forever behind the application's locks.
+    let options = std::env::var("PGOPTIONS").unwrap_or_default();
+    cmd.env(
+        "PGOPTIONS",
+        format!(
+            "{options} -c lock_timeout={}",
+            flags.lock_timeout.as_millis()
+        ),
+    );
+    cmd.connect(info, &format!("replace-{}", info.dbname))?;
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut psql_child = cmd.spawn().map_err(|e| {
-        PgError::new(
-            PgErrorKind::Tooling,
-            format!("could not run {}: {e}", psql.display()),
-        )
-    })?;
-    let restore_in = restore.stdin.take().expect("piped");
-    let restore_out = restore.stdout.take().expect("piped");
-    let restore_err = restore.stderr.take().expect("piped");
-    let mut psql_in = psql_child.stdin.take().expect("piped");
-    let psql_err = psql_child.stderr.take().expect("piped");
+    let mut psql_child = cmd.spawn()?;
+    let no_pipe = || CoreError::Internal("a restore program without its pipes".into());
+    let restore_in = restore.take_stdin().ok_or_else(no_pipe)?;
+    let restore_out = restore.take_stdout().ok_or_else(no_pipe)?;
+    let restore_err = restore.take_stderr().ok_or_else(no_pipe)?;
+    let mut psql_in = psql_child.take_stdin().ok_or_else(no_pipe)?;
+    let psql_err = psql_child.take_stderr().ok_or_else(no_pipe)?;
     let collect = |r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             BufReader::new(r)
@@ -650,7 +647,7 @@ pub fn replace_in_place(
     let psql_status = psql_child
         .wait()
         .map_err(|e| CoreError::Internal(format!("waiting for psql: {e}")))?;
-    let _ = restore.kill();
+    restore.kill();
     let restore_status = restore
         .wait()
         .map_err(|e| CoreError::Internal(format!("waiting for pg_restore: {e}")))?;
