@@ -408,6 +408,48 @@ fn resolve_file(
     })
 }
 
+/// Refuses stop/start commands `create` would not run: a start command
+/// without a stop command, and either given on the command line without
+/// `--consistency quiesce` (flag or the target's `consistency`). A target's
+/// own `stop_cmd`/`start_cmd` also serve `restore`, so they are not an
+/// error under another consistency method.
+fn check_create_hooks(
+    args: &CreateArgs,
+    consistency: ConsistencyMethod,
+    hooks: &QuiesceHooks,
+) -> Result<(), CoreError> {
+    if hooks.start_cmd.is_some() && hooks.stop_cmd.is_none() {
+        let from = if args.start_cmd.is_some() {
+            "--start-cmd"
+        } else {
+            "the target's start_cmd"
+        };
+        return Err(CoreError::Config {
+            message: format!("{from} is given without a stop command; it would never run"),
+            hint: "pass --stop-cmd too (with --consistency quiesce), or drop --start-cmd".into(),
+        });
+    }
+    let given: Vec<&str> = [
+        args.stop_cmd.as_ref().map(|_| "--stop-cmd"),
+        args.start_cmd.as_ref().map(|_| "--start-cmd"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !given.is_empty() && consistency != ConsistencyMethod::Quiesce {
+        return Err(CoreError::Config {
+            message: format!(
+                "{} only run with --consistency quiesce (this snapshot would use {}), so they would be ignored",
+                given.join("/"),
+                consistency.as_str()
+            ),
+            hint: "add --consistency quiesce (or consistency = \"quiesce\" in the target), or drop them"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 async fn create_cmd(
     args: CreateArgs,
     config: &Config,
@@ -429,6 +471,16 @@ async fn create_cmd(
     } else {
         args.databases.clone()
     };
+    let consistency = args
+        .consistency
+        .map(Into::into)
+        .or(t.consistency)
+        .unwrap_or(ConsistencyMethod::Snapshot);
+    let hooks = QuiesceHooks {
+        stop_cmd: args.stop_cmd.clone().or(t.stop_cmd.clone()),
+        start_cmd: args.start_cmd.clone().or(t.start_cmd.clone()),
+    };
+    check_create_hooks(&args, consistency, &hooks)?;
     let mut pg_bin = args.pg_bin.clone();
     pg_bin.extend(config.pg_bin.iter().cloned());
     let opts = CreateOptions {
@@ -441,11 +493,7 @@ async fn create_cmd(
             .or(t.prefix.clone())
             .unwrap_or_else(|| "db-snapshot".into()),
         safety_for: None,
-        consistency: args
-            .consistency
-            .map(Into::into)
-            .or(t.consistency)
-            .unwrap_or(ConsistencyMethod::Snapshot),
+        consistency,
         repo: dbsnap_core::repository(
             &args
                 .dir
@@ -455,10 +503,7 @@ async fn create_cmd(
                 .unwrap_or_else(config::default_snapshot_dir),
         ),
         pg_bin,
-        hooks: QuiesceHooks {
-            stop_cmd: args.stop_cmd.clone().or(t.stop_cmd.clone()),
-            start_cmd: args.start_cmd.clone().or(t.start_cmd.clone()),
-        },
+        hooks,
         compress: args.compress.clone().or(t.compress.clone()),
         version_spec: t.schema_version.clone(),
         version_specs: t.schema_versions.clone(),
