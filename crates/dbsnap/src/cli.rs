@@ -36,17 +36,32 @@ PGCONNECT_TIMEOUT, PGPASSFILE, PGSERVICE, PGSERVICEFILE.";
 #[derive(Debug, Parser)]
 #[command(name = "dbsnap", version, about, after_help = AFTER_HELP)]
 pub struct Cli {
+    /// Flags every command takes, before or after its name.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags accepted on either side of the command name
+/// (`dbsnap --dir D list` and `dbsnap list --dir D` are the same).
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
     /// Config file (default: ./dbsnap.toml, else $DBSNAP_HOME/config.toml).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Repository directory (default: the target's, else `dir` in the config, else $DBSNAP_HOME/snapshots); for `demo`, its working directory.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// JSON output: one document on standard output, errors included.
+    #[arg(long, global = true)]
+    pub json: bool,
     /// More detail on standard error (-v: info, -vv: debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// No progress display.
     #[arg(long, global = true)]
     pub no_progress: bool,
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,9 +91,6 @@ pub struct RestoreArgs {
     /// Snapshot file: a path, or a name in --dir (default: pick from a list).
     #[arg(short, long, value_name = "FILE")]
     pub file: Option<PathBuf>,
-    /// Repository directory (snapshots to pick from; safety snapshots go there).
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
     /// Connection string of a database to restore into (repeatable); with --create, of the server.
     #[arg(short = 'd', long = "database", value_name = "CONNSTR")]
     pub databases: Vec<String>,
@@ -136,9 +148,6 @@ pub struct RestoreArgs {
     /// Directory with pg_restore/psql/pg_dump (searched before PATH); repeatable.
     #[arg(long, value_name = "DIR")]
     pub pg_bin: Vec<PathBuf>,
-    /// JSON output.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -152,9 +161,6 @@ pub struct RollbackArgs {
     /// Confirm without asking.
     #[arg(short, long)]
     pub yes: bool,
-    /// JSON output.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -162,9 +168,6 @@ pub struct ResumeArgs {
     /// Connection string lending credentials for a server in the journal (repeatable).
     #[arg(short = 'd', long = "database", value_name = "CONNSTR")]
     pub databases: Vec<String>,
-    /// JSON output.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -175,9 +178,6 @@ pub struct CleanupArgs {
     /// Drop the kept databases (without it, only list them).
     #[arg(short, long)]
     pub yes: bool,
-    /// JSON output.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -211,9 +211,6 @@ pub struct CreateArgs {
     /// Named target from the config file.
     #[arg(short, long)]
     pub target: Option<String>,
-    /// Repository directory (default: $DBSNAP_HOME/snapshots).
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
     /// Snapshot file name prefix (default: db-snapshot).
     #[arg(long)]
     pub prefix: Option<String>,
@@ -241,35 +238,37 @@ pub struct CreateArgs {
     /// Lock timeout of each write-barrier attempt, milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub lock_timeout: u64,
-    /// Print the result as JSON on standard output.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Repository directory (default: $DBSNAP_HOME/snapshots, or the target's).
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
     /// Named target whose repository to list.
     #[arg(short, long)]
     pub target: Option<String>,
-    /// JSON output.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct FileArgs {
     /// Snapshot file: a path, or a name in --dir.
-    #[arg(short, long, value_name = "FILE")]
-    pub file: PathBuf,
-    /// Repository directory used to resolve a bare file name.
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
-    /// JSON output.
-    #[arg(long)]
-    pub json: bool,
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file_flag: Option<PathBuf>,
+    /// Snapshot file, as with --file.
+    #[arg(
+        value_name = "FILE",
+        conflicts_with = "file_flag",
+        required_unless_present = "file_flag"
+    )]
+    pub file_arg: Option<PathBuf>,
+}
+
+impl FileArgs {
+    /// The file, given by `--file` or positionally.
+    pub fn file(&self) -> &Path {
+        self.file_flag
+            .as_deref()
+            .or(self.file_arg.as_deref())
+            .unwrap_or(Path::new(""))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -277,30 +276,15 @@ pub struct DemoArgs {
     /// Keep the server running and the files when done.
     #[arg(long)]
     pub keep: bool,
-    /// Working directory (default: a new temporary directory).
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
     /// Sample job rows to generate.
     #[arg(long, default_value_t = 20_000)]
     pub rows: u32,
-    /// JSON output.
-    #[arg(long)]
-    pub json: bool,
 }
 
 impl Cli {
     /// Whether output is JSON.
     pub fn json(&self) -> bool {
-        match &self.command {
-            Command::Create(a) => a.json,
-            Command::List(a) => a.json,
-            Command::ExtractVersion(a) | Command::Verify(a) => a.json,
-            Command::Demo(a) => a.json,
-            Command::Restore(a) => a.json,
-            Command::Rollback(a) => a.json,
-            Command::Resume(a) => a.json,
-            Command::Cleanup(a) => a.json,
-        }
+        self.global.json
     }
 
     /// Command name for the log file.
@@ -321,15 +305,16 @@ impl Cli {
 
 /// Runs the command; returns the exit code on success paths.
 pub async fn run(cli: Cli) -> Result<u8, CoreError> {
-    let show_progress = !cli.no_progress && !cli.json();
+    let g = cli.global;
+    let show_progress = !g.no_progress && !g.json;
     match cli.command {
         Command::Create(args) => {
-            let config = Config::load(cli.config.as_deref())?;
-            create_cmd(args, &config, show_progress).await
+            let config = Config::load(g.config.as_deref())?;
+            create_cmd(args, &g, &config, show_progress).await
         }
         Command::List(args) => {
-            let config = Config::load(cli.config.as_deref())?;
-            let dir = match (&args.dir, &args.target) {
+            let config = Config::load(g.config.as_deref())?;
+            let dir = match (&g.dir, &args.target) {
                 (Some(d), _) => d.clone(),
                 (None, Some(t)) => config
                     .target(t)?
@@ -344,7 +329,7 @@ pub async fn run(cli: Cli) -> Result<u8, CoreError> {
             };
             // The default repository not existing yet is just empty; a
             // directory the user named must exist (a typo is not "no snapshots").
-            let named = args.dir.is_some() || dir != config::default_snapshot_dir();
+            let named = g.dir.is_some() || dir != config::default_snapshot_dir();
             let rows = match inspect::list(&dbsnap_core::repository(&dir)) {
                 Err(CoreError::Storage(dbsnap_core::error::StorageError::NoRepository(_)))
                     if !named =>
@@ -353,33 +338,33 @@ pub async fn run(cli: Cli) -> Result<u8, CoreError> {
                 }
                 r => r?,
             };
-            output::print_list(&dir, &rows, args.json);
+            output::print_list(&dir, &rows, g.json);
             Ok(exit::OK)
         }
         Command::ExtractVersion(args) => {
-            let path = resolve_file(&args, cli.config.as_deref())?;
+            let path = resolve_file(&args, &g)?;
             let meta = inspect::read_metadata(&path)?;
-            output::print_versions(&path, &meta, args.json);
+            output::print_versions(&path, &meta, g.json);
             Ok(exit::OK)
         }
         Command::Verify(args) => {
-            let path = resolve_file(&args, cli.config.as_deref())?;
+            let path = resolve_file(&args, &g)?;
             let report = inspect::verify(&path)?;
-            output::print_verify(&report, args.json);
+            output::print_verify(&report, g.json);
             Ok(if report.ok { exit::OK } else { exit::VERIFY })
         }
         Command::Demo(args) => {
             let ui = progress::Ui::new(show_progress);
             let sink: Arc<dyn Progress> = ui.clone();
             let opts = demo::DemoOptions {
-                dir: args.dir,
+                dir: g.dir.clone(),
                 keep: args.keep,
                 rows: args.rows,
             };
             let result = demo::run(&opts, &sink).await;
             ui.finish();
             let result = result?;
-            output::print_demo(&result, args.json);
+            output::print_demo(&result, g.json);
             Ok(if result.verify.ok {
                 exit::OK
             } else {
@@ -387,22 +372,19 @@ pub async fn run(cli: Cli) -> Result<u8, CoreError> {
             })
         }
         Command::Restore(args) => {
-            let config = Config::load(cli.config.as_deref())?;
-            crate::restore_cmd::run(args, &config, show_progress).await
+            let config = Config::load(g.config.as_deref())?;
+            crate::restore_cmd::run(args, &g, &config, show_progress).await
         }
-        Command::Rollback(args) => crate::restore_cmd::rollback(args).await,
-        Command::Resume(args) => crate::restore_cmd::resume(args).await,
-        Command::Cleanup(args) => crate::restore_cmd::cleanup(args).await,
+        Command::Rollback(args) => crate::restore_cmd::rollback(args, &g).await,
+        Command::Resume(args) => crate::restore_cmd::resume(args, &g).await,
+        Command::Cleanup(args) => crate::restore_cmd::cleanup(args, &g).await,
     }
 }
 
-fn resolve_file(
-    args: &FileArgs,
-    config_path: Option<&Path>,
-) -> Result<dbsnap_core::SnapshotRef, CoreError> {
-    inspect::resolve_snapshot(&args.file, || match &args.dir {
+fn resolve_file(args: &FileArgs, g: &GlobalArgs) -> Result<dbsnap_core::SnapshotRef, CoreError> {
+    inspect::resolve_snapshot(args.file(), || match &g.dir {
         Some(d) => Ok(d.clone()),
-        None => Ok(Config::load(config_path)?
+        None => Ok(Config::load(g.config.as_deref())?
             .dir
             .unwrap_or_else(config::default_snapshot_dir)),
     })
@@ -452,6 +434,7 @@ fn check_create_hooks(
 
 async fn create_cmd(
     args: CreateArgs,
+    g: &GlobalArgs,
     config: &Config,
     show_progress: bool,
 ) -> Result<u8, CoreError> {
@@ -495,8 +478,7 @@ async fn create_cmd(
         safety_for: None,
         consistency,
         repo: dbsnap_core::repository(
-            &args
-                .dir
+            &g.dir
                 .clone()
                 .or(t.dir.clone())
                 .or(config.dir.clone())
@@ -525,7 +507,7 @@ async fn create_cmd(
     };
     ui.finish();
     let result = result?;
-    output::print_create(&result, args.json);
+    output::print_create(&result, g.json);
     if let Some(f) = &result.start_hook_failure {
         eprintln!(
             "error: the snapshot is complete, but the application was not started again: {f}"

@@ -12,7 +12,7 @@ use dbsnap_core::error::exit;
 use dbsnap_core::restore::{self, recover, Plan, RestoreOptions};
 use dbsnap_core::{inspect, CoreError};
 
-use crate::cli::{CleanupArgs, RestoreArgs, ResumeArgs, RollbackArgs};
+use crate::cli::{CleanupArgs, GlobalArgs, RestoreArgs, ResumeArgs, RollbackArgs};
 use crate::{output, progress};
 
 fn interactive() -> bool {
@@ -26,8 +26,13 @@ fn not_confirmed(what: &str) -> CoreError {
 }
 
 /// `dbsnap restore`.
-pub async fn run(args: RestoreArgs, config: &Config, show_progress: bool) -> Result<u8, CoreError> {
-    let dir = args
+pub async fn run(
+    args: RestoreArgs,
+    g: &GlobalArgs,
+    config: &Config,
+    show_progress: bool,
+) -> Result<u8, CoreError> {
+    let dir = g
         .dir
         .clone()
         .or(config.dir.clone())
@@ -78,7 +83,7 @@ pub async fn run(args: RestoreArgs, config: &Config, show_progress: bool) -> Res
         jobs: args.jobs,
         no_safety_snapshot: args.no_safety_snapshot,
         // Safety snapshots: --dir, else the target's repository, else the default.
-        safety_repo: dbsnap_core::repository(&args.dir.clone().or(t.dir.clone()).unwrap_or(dir)),
+        safety_repo: dbsnap_core::repository(&g.dir.clone().or(t.dir.clone()).unwrap_or(dir)),
         hooks: QuiesceHooks {
             stop_cmd: args.stop_cmd.clone().or(t.stop_cmd.clone()),
             start_cmd: args.start_cmd.clone().or(t.start_cmd.clone()),
@@ -108,10 +113,10 @@ pub async fn run(args: RestoreArgs, config: &Config, show_progress: bool) -> Res
     ui.finish();
     let plan = plan?;
     if args.dry_run {
-        output::print_plan(&plan, args.json, true);
+        output::print_plan(&plan, g.json, true);
         return Ok(exit::OK);
     }
-    if !args.json {
+    if !g.json {
         output::print_plan(&plan, false, false);
     }
     if !args.yes {
@@ -122,7 +127,7 @@ pub async fn run(args: RestoreArgs, config: &Config, show_progress: bool) -> Res
     let result = restore::execute(&plan, &opts, &sink).await;
     ui.finish();
     let result = result?;
-    output::print_restore(&result, args.json);
+    output::print_restore(&result, g.json);
     if let Some(f) = &result.start_hook_failure {
         eprintln!("error: the restore is complete, but the application was not started again: {f}");
         return Ok(exit::HOOK);
@@ -221,7 +226,7 @@ fn ask(question: &str) -> Result<(), CoreError> {
 }
 
 /// `dbsnap rollback`.
-pub async fn rollback(args: RollbackArgs) -> Result<u8, CoreError> {
+pub async fn rollback(args: RollbackArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
     if !args.yes {
         if !interactive() {
             return Err(not_confirmed("a rollback"));
@@ -231,7 +236,7 @@ pub async fn rollback(args: RollbackArgs) -> Result<u8, CoreError> {
     let r = recover::rollback(args.id.as_deref(), &args.databases).await?;
     output::print_value(
         &serde_json::to_value(&r).unwrap_or_default(),
-        args.json,
+        g.json,
         || {
             for (db, kept) in &r.databases {
                 println!("rolled back {db}: the previous database is live again; the restored copy is kept as {kept}");
@@ -242,11 +247,11 @@ pub async fn rollback(args: RollbackArgs) -> Result<u8, CoreError> {
 }
 
 /// `dbsnap resume`.
-pub async fn resume(args: ResumeArgs) -> Result<u8, CoreError> {
+pub async fn resume(args: ResumeArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
     let r = recover::resume(&args.databases).await?;
     output::print_value(
         &serde_json::to_value(&r).unwrap_or_default(),
-        args.json,
+        g.json,
         || {
             if r.is_empty() {
                 println!("no interrupted restore");
@@ -266,11 +271,11 @@ pub async fn resume(args: ResumeArgs) -> Result<u8, CoreError> {
 }
 
 /// `dbsnap cleanup`.
-pub async fn cleanup(args: CleanupArgs) -> Result<u8, CoreError> {
+pub async fn cleanup(args: CleanupArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
     let r = recover::cleanup(&args.databases, args.yes).await?;
     output::print_value(
         &serde_json::to_value(&r).unwrap_or_default(),
-        args.json,
+        g.json,
         || {
             if r.is_empty() {
                 println!("no kept databases");

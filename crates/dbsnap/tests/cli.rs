@@ -76,3 +76,63 @@ fn create_refuses_stop_and_start_commands_it_would_not_run() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("the target's start_cmd"), "{err}");
 }
+
+#[test]
+fn global_flags_go_on_either_side_of_the_command() {
+    let home = Home::new();
+    let missing = home.path().join("typo-dir");
+    let config = home.path().join("my.toml");
+    std::fs::write(&config, "").unwrap();
+    let flags = [
+        "--dir",
+        missing.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "-v",
+        "--no-progress",
+        "--json",
+    ];
+    let before = [&flags[..], &["list"]].concat();
+    let after = [&["list"], &flags[..]].concat();
+    for args in [&before[..], &after[..]] {
+        let (code, out, err) = run(home.dbsnap().args(args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(missing.to_str().unwrap()), "{msg}");
+        assert!(err.contains("INFO"), "-v had no effect: {err}");
+    }
+    // A config file named before the command is the one read.
+    let (code, _, err) = run(home
+        .dbsnap()
+        .args(["--config", "/nonexistent.toml", "list"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent.toml"), "{err}");
+}
+
+#[test]
+fn verify_and_extract_version_take_a_bare_file() {
+    let home = Home::new();
+    let missing = home.path().join("gone.tar");
+    for cmd in ["verify", "extract-version"] {
+        for args in [
+            vec![cmd, missing.to_str().unwrap()],
+            vec![cmd, "--file", missing.to_str().unwrap()],
+            vec!["--json", cmd, missing.to_str().unwrap()],
+        ] {
+            let (code, _, err) = run(home.dbsnap().args(&args));
+            assert_eq!(code, 2, "{args:?}: {err}");
+            assert!(
+                err.contains("not found") && err.contains("gone.tar"),
+                "{args:?}: {err}"
+            );
+        }
+        // Both at once is ambiguous; neither is an error that says what is missing.
+        let (code, _, err) = run(home.dbsnap().args([cmd, "a.tar", "--file", "b.tar"]));
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("cannot be used with"), "{err}");
+        let (code, _, err) = run(home.dbsnap().arg(cmd));
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("<FILE>"), "{err}");
+    }
+}
