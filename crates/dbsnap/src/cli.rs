@@ -158,6 +158,9 @@ pub struct RollbackArgs {
     /// Restore run id (default: the latest that replaced a database).
     #[arg(long)]
     pub id: Option<String>,
+    /// Show what would be swapped back and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Confirm without asking.
     #[arg(short, long)]
     pub yes: bool,
@@ -178,6 +181,9 @@ pub struct CleanupArgs {
     /// Drop the kept databases (without it, only list them).
     #[arg(short, long)]
     pub yes: bool,
+    /// Show what --yes would drop and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -243,6 +243,16 @@ pub fn print_value(v: &serde_json::Value, json: bool, text: impl FnOnce()) {
     }
 }
 
+/// [`print_value`] for a command with `--dry-run`: the JSON says whether
+/// anything was changed (`"dry_run": true` means nothing was).
+pub fn print_dry_run_value(v: &serde_json::Value, dry_run: bool, json: bool, text: impl FnOnce()) {
+    if json {
+        print_json(&json!({ "ok": true, "dry_run": dry_run, "result": v }));
+    } else {
+        text();
+    }
+}
+
 /// Prints a restore plan.
 pub fn print_plan(p: &dbsnap_core::restore::Plan, json: bool, dry_run: bool) {
     if json {

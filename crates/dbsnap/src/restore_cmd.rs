@@ -227,19 +227,27 @@ fn ask(question: &str) -> Result<(), CoreError> {
 
 /// `dbsnap rollback`.
 pub async fn rollback(args: RollbackArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
-    if !args.yes {
+    if !args.yes && !args.dry_run {
         if !interactive() {
             return Err(not_confirmed("a rollback"));
         }
         ask("Swap the previous databases back in (the restored copies are kept)?")?;
     }
-    let r = recover::rollback(args.id.as_deref(), &args.databases).await?;
-    output::print_value(
+    let r = recover::rollback(args.id.as_deref(), &args.databases, args.dry_run).await?;
+    output::print_dry_run_value(
         &serde_json::to_value(&r).unwrap_or_default(),
+        args.dry_run,
         g.json,
         || {
             for (db, kept) in &r.databases {
-                println!("rolled back {db}: the previous database is live again; the restored copy is kept as {kept}");
+                if args.dry_run {
+                    println!("would roll back {db} (restore {}): the previous database would be live again; the restored copy would be kept as {kept}", r.id);
+                } else {
+                    println!("rolled back {db}: the previous database is live again; the restored copy is kept as {kept}");
+                }
+            }
+            if args.dry_run {
+                println!("dry run: nothing was changed");
             }
         },
     );
@@ -272,16 +280,24 @@ pub async fn resume(args: ResumeArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
 
 /// `dbsnap cleanup`.
 pub async fn cleanup(args: CleanupArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
-    let r = recover::cleanup(&args.databases, args.yes).await?;
-    output::print_value(
+    let drop = args.yes && !args.dry_run;
+    let r = recover::cleanup(&args.databases, drop).await?;
+    output::print_dry_run_value(
         &serde_json::to_value(&r).unwrap_or_default(),
+        args.dry_run,
         g.json,
         || {
             if r.is_empty() {
                 println!("no kept databases");
             }
             for k in &r {
-                let what = if args.yes { "dropped" } else { "kept" };
+                let what = if drop {
+                    "dropped"
+                } else if args.dry_run {
+                    "would drop"
+                } else {
+                    "kept"
+                };
                 println!(
                     "{what}: {} on {} ({})",
                     k.name,
@@ -289,7 +305,9 @@ pub async fn cleanup(args: CleanupArgs, g: &GlobalArgs) -> Result<u8, CoreError>
                     output::human_bytes(k.bytes.max(0) as u64)
                 );
             }
-            if !args.yes && !r.is_empty() {
+            if args.dry_run {
+                println!("dry run: nothing was changed");
+            } else if !args.yes && !r.is_empty() {
                 println!("pass --yes to drop them");
             }
         },

@@ -136,3 +136,20 @@ fn verify_and_extract_version_take_a_bare_file() {
         assert!(err.contains("<FILE>"), "{err}");
     }
 }
+
+#[test]
+fn rollback_and_cleanup_have_the_dry_run_their_hints_name() {
+    let home = Home::new();
+    // No restore ever ran: rollback says so and points at cleanup --dry-run.
+    let (code, _, err) = run(home.dbsnap().args(["rollback", "--dry-run"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no restore replaced a database"), "{err}");
+    assert!(err.contains("dbsnap cleanup --dry-run"), "{err}");
+    // ... which exists, and changes nothing.
+    let (code, out, err) = run(home.dbsnap().args(["cleanup", "--dry-run"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("dry run: nothing was changed"), "{out}");
+    let (code, v, err) = run_json(home.dbsnap().args(["cleanup", "--dry-run", "--yes"]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["dry_run"], true);
+}

@@ -231,6 +231,27 @@ fn live_newer_is_replaced_by_swap_and_can_be_rolled_back() {
     let kept = v["databases"][0]["kept_as"].as_str().unwrap().to_string();
     assert_same(&state(&cluster, "app"), &before, "swap restore");
     assert_same(&state(&cluster, &kept), &newer, "kept copy");
+    // rollback --dry-run: says what it would swap back, changes nothing,
+    // and needs no confirmation.
+    let (code, v, err) = run_json(
+        home.dbsnap()
+            .args(["rollback", "--dry-run", "-d"])
+            .arg(cluster.url("postgres")),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["dry_run"], true, "{v}");
+    assert_eq!(v["result"]["databases"][0][0], "app", "{v}");
+    assert_same(&state(&cluster, "app"), &before, "rollback --dry-run");
+    let (code, out, err) = run(home
+        .dbsnap()
+        .args(["rollback", "--dry-run", "-d"])
+        .arg(cluster.url("postgres")));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("would roll back app") && out.contains("nothing was changed"),
+        "{out}"
+    );
+    assert_same(&state(&cluster, "app"), &before, "rollback --dry-run");
     // rollback: the newer database is live again, the restored one kept.
     let (code, v, err) = run_json(
         home.dbsnap()
@@ -253,6 +274,16 @@ fn live_newer_is_replaced_by_swap_and_can_be_rolled_back() {
     );
     assert_eq!(code, 0);
     assert_eq!(v["result"].as_array().unwrap().len(), 1, "{v}");
+    // --dry-run wins over --yes: what would be dropped, nothing dropped.
+    let (code, v, err) = run_json(
+        home.dbsnap()
+            .args(["cleanup", "--yes", "--dry-run", "-d"])
+            .arg(cluster.url("postgres")),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["dry_run"], true, "{v}");
+    assert_eq!(v["result"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(common::kept_copies(&cluster), "1");
     let (code, _, err) = run_json(
         home.dbsnap()
             .args(["cleanup", "--yes", "-d"])
