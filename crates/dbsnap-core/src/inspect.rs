@@ -38,6 +38,10 @@ pub struct ListEntry {
     pub consistent_cut: Option<bool>,
     /// The restore run this is a safety snapshot for, if it is one.
     pub safety_for: Option<String>,
+    /// `ok`, or why it cannot be used: `not_snapshot`, `truncated`,
+    /// `corrupt`, `unsupported` or `unreadable` (the same cause gives
+    /// `verify`, `extract-version` and `restore` one exit code).
+    pub status: &'static str,
     /// Why the file could not be read, if it could not.
     pub error: Option<String>,
 }
@@ -59,6 +63,7 @@ pub fn list(repo: &Arc<dyn Repository>) -> Result<Vec<ListEntry>, CoreError> {
             consistency: None,
             consistent_cut: None,
             safety_for: None,
+            status: "ok",
             error: None,
         };
         match read_metadata(&snapshot) {
@@ -80,7 +85,10 @@ pub fn list(repo: &Arc<dyn Repository>) -> Result<Vec<ListEntry>, CoreError> {
                 e.consistent_cut = Some(m.consistency.consistent_cut);
                 e.safety_for = m.safety_for.clone();
             }
-            Err(err) => e.error = Some(err.to_string()),
+            Err(err) => {
+                e.status = problem(&err);
+                e.error = Some(err.to_string());
+            }
         }
         out.push(e);
     }
@@ -108,21 +116,89 @@ pub fn resolve_snapshot(
 /// Reads only `dbsnap.json` from a snapshot.
 pub fn read_metadata(snapshot: &SnapshotRef) -> Result<Metadata, CoreError> {
     let f = open(snapshot)?;
-    snapshot::read_metadata(BufReader::with_capacity(64 * 1024, f)).map_err(|e| CoreError::Verify {
-        file: snapshot.display(),
-        message: e.to_string(),
-    })
+    snapshot::read_metadata(BufReader::with_capacity(64 * 1024, f))
+        .map_err(|e| archive_error(snapshot, e))
+}
+
+/// The error for a snapshot that could not be read, one per cause:
+/// not a snapshot at all, an I/O failure (not an early end), or a damaged
+/// (truncated, corrupt, unsupported) snapshot.
+pub fn archive_error(snapshot: &SnapshotRef, e: ArchiveError) -> CoreError {
+    match e {
+        ArchiveError::NotSnapshot(what) => CoreError::NotSnapshot {
+            file: snapshot.display(),
+            what,
+        },
+        ArchiveError::Io(e) if e.kind() != std::io::ErrorKind::UnexpectedEof => {
+            CoreError::Storage(StorageError::Io {
+                path: snapshot.display(),
+                source: e,
+            })
+        }
+        e => CoreError::Verify {
+            file: snapshot.display(),
+            message: e.to_string(),
+        },
+    }
+}
+
+/// Whether a read failure is damage to a snapshot (what `verify` reports)
+/// rather than a file that is no snapshot or an I/O failure.
+fn is_damage(e: &ArchiveError) -> bool {
+    match e {
+        ArchiveError::NotSnapshot(_) => false,
+        ArchiveError::Io(io) => io.kind() == std::io::ErrorKind::UnexpectedEof,
+        _ => true,
+    }
+}
+
+/// What a snapshot that could not be read is, for `list`'s `status`:
+/// `not_snapshot`, `truncated`, `corrupt`, `unsupported` or `unreadable`.
+pub fn problem(e: &CoreError) -> &'static str {
+    match e {
+        CoreError::NotSnapshot { .. } | CoreError::Archive(ArchiveError::NotSnapshot(_)) => {
+            "not_snapshot"
+        }
+        CoreError::Verify { message, .. } if message.starts_with("snapshot is truncated") => {
+            "truncated"
+        }
+        CoreError::Verify { message, .. } if message.starts_with("snapshot format") => {
+            "unsupported"
+        }
+        CoreError::Verify { .. } | CoreError::Archive(_) => "corrupt",
+        _ => "unreadable",
+    }
 }
 
 /// Opens a snapshot for reading; a missing one says how to find it.
 pub fn open(snapshot: &SnapshotRef) -> Result<Box<dyn std::io::Read + Send>, CoreError> {
-    snapshot.open().map_err(|e| match e {
-        StorageError::NotFound(_) => CoreError::Config {
+    snapshot.open().or_else(|e| match e {
+        StorageError::NotFound(_) => open_foreign(snapshot),
+        e => Err(CoreError::Storage(e)),
+    })
+}
+
+/// A path the repository does not count as a snapshot (a directory, a
+/// file not named `*.tar`): a directory is not a snapshot; a file is read
+/// anyway, so that the error can say what it is; nothing there is "not
+/// found".
+fn open_foreign(snapshot: &SnapshotRef) -> Result<Box<dyn std::io::Read + Send>, CoreError> {
+    let path = snapshot.repo.local_dir().map(|d| d.join(&snapshot.name));
+    match path.as_ref().map(|p| (p, std::fs::metadata(p))) {
+        Some((_, Ok(m))) if m.is_dir() => Err(CoreError::NotSnapshot {
+            file: snapshot.display(),
+            what: "it is a directory\nhint: pass a snapshot file; to use the snapshots in a \
+                   directory, pass it as --dir (see `dbsnap list --dir DIR`)"
+                .into(),
+        }),
+        Some((p, Ok(_))) => std::fs::File::open(p)
+            .map(|f| Box::new(f) as Box<dyn std::io::Read + Send>)
+            .map_err(|e| CoreError::Storage(StorageError::io(p, e))),
+        _ => Err(CoreError::Config {
             message: format!("snapshot file \"{}\" not found", snapshot.display()),
             hint: "run `dbsnap list` to see the snapshots, or pass --dir".into(),
-        },
-        e => CoreError::Storage(e),
-    })
+        }),
+    }
 }
 
 /// One member in a verify report.
@@ -208,12 +284,7 @@ pub fn verify(snapshot: &SnapshotRef) -> Result<VerifyReport, CoreError> {
                 metadata: Some(v.metadata),
             })
         }
-        Err(ArchiveError::Io(e)) if e.kind() != std::io::ErrorKind::UnexpectedEof => {
-            Err(CoreError::Storage(StorageError::Io {
-                path: snapshot.display(),
-                source: e,
-            }))
-        }
+        Err(e) if !is_damage(&e) => Err(archive_error(snapshot, e)),
         Err(e) => Ok(VerifyReport {
             file: snapshot.clone(),
             ok: false,

@@ -153,3 +153,65 @@ fn rollback_and_cleanup_have_the_dry_run_their_hints_name() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(v["dry_run"], true);
 }
+
+/// Writes one file of each kind that is not a snapshot into `dir`; returns
+/// (path, what the error must say).
+fn foreign_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, &'static str)> {
+    std::fs::create_dir_all(dir.join("a-directory.tar")).unwrap();
+    std::fs::write(dir.join("notes.tar"), "select 1;\n-- not a snapshot\n").unwrap();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dbsnap-archive/tests/fixtures/app-core-pg15.dump"
+    );
+    std::fs::copy(fixture, dir.join("app-core.tar")).unwrap();
+    std::fs::copy(fixture, dir.join("app-core.dump")).unwrap();
+    let mut b = tar::Builder::new(std::fs::File::create(dir.join("photos.tar")).unwrap());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(4);
+    h.set_cksum();
+    b.append_data(&mut h, "cat.jpg", &b"meow"[..]).unwrap();
+    b.finish().unwrap();
+    vec![
+        (dir.join("a-directory.tar"), "it is a directory"),
+        (dir.join("notes.tar"), "text file, not a tar archive"),
+        (dir.join("app-core.tar"), "pg_restore"),
+        (dir.join("app-core.dump"), "pg_restore"),
+        (dir.join("photos.tar"), "tar archive without dbsnap.json"),
+    ]
+}
+
+#[test]
+fn files_that_are_not_snapshots_say_what_they_are_with_one_exit_code() {
+    let home = Home::new();
+    let files = foreign_files(&home.snapshots());
+    for (file, needle) in &files {
+        let f = file.to_str().unwrap();
+        for args in [
+            vec!["verify", f],
+            vec!["extract-version", "--file", f],
+            vec!["restore", "--file", f, "--yes", "--dry-run"],
+        ] {
+            let (code, v, err) = run_json(home.dbsnap().args(&args));
+            assert_eq!(code, 10, "{args:?}: {err}");
+            assert_eq!(v["error"]["kind"], "not_snapshot", "{args:?}: {v}");
+            assert!(err.contains("not a dbsnap snapshot"), "{args:?}: {err}");
+            assert!(err.contains(needle), "{args:?}: {err}");
+            assert!(
+                !err.contains("truncated") && !err.contains("damaged"),
+                "{err}"
+            );
+        }
+    }
+    // list flags the *.tar files that are not snapshots, with the same cause.
+    let (code, v, err) = run_json(home.dbsnap().arg("list"));
+    assert_eq!(code, 0, "{err}");
+    let rows = v["snapshots"].as_array().unwrap();
+    for name in ["notes.tar", "app-core.tar", "photos.tar"] {
+        let row = rows.iter().find(|r| r["name"] == name).expect(name);
+        assert_eq!(row["status"], "not_snapshot", "{row}");
+        assert!(row["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a dbsnap snapshot"));
+    }
+}
