@@ -1,10 +1,16 @@
-//! What a file that is not a dbsnap snapshot looks like, from its first
-//! bytes: so that "not a dbsnap snapshot" can say "it is a pg_dump archive"
-//! or "it is a text file" instead of "truncated".
+//! Cheap checks that read a few blocks, not a whole archive: what a file
+//! that is not a dbsnap snapshot looks like, from its first bytes (so that
+//! "not a dbsnap snapshot" can say "it is a pg_dump archive" or "it is a
+//! text file" instead of "truncated"), and whether a snapshot ends where
+//! its manifest says it should (a truncated file does not).
 
 use std::io::{self, Read};
 
-use crate::snapshot::{ArchiveError, METADATA_MEMBER};
+use crate::snapshot::{ArchiveError, Manifest, MANIFEST_MEMBER, METADATA_MEMBER};
+
+/// How many bytes from the end of a file [`check_end`] wants: enough for
+/// the manifest of a snapshot of well over a thousand databases.
+pub const END_CHECK_BYTES: u64 = 256 * 1024;
 
 /// One tar block: a snapshot's first header.
 const BLOCK: usize = 512;
@@ -122,6 +128,66 @@ fn tar_checksum_ok(block: &[u8]) -> bool {
     sum == stored
 }
 
+/// Size of a member's data in the archive (padded to whole blocks).
+fn padded(size: u64) -> u64 {
+    size.div_ceil(BLOCK as u64) * BLOCK as u64
+}
+
+/// The size field of a tar header.
+fn header_size(block: &[u8]) -> Option<u64> {
+    let digits: String = block[124..136]
+        .iter()
+        .map(|&b| b as char)
+        .filter(|c| c.is_digit(8))
+        .collect();
+    u64::from_str_radix(&digits, 8).ok()
+}
+
+/// Checks the end of a snapshot of `file_size` bytes from its last bytes
+/// (`tail`, at most [`END_CHECK_BYTES`], starting on a block boundary): the
+/// end-of-archive marker, `manifest.json` just before it, and a file size
+/// that is exactly what the manifest's members add up to. A file cut short
+/// anywhere fails this without being read in full.
+pub fn check_end(tail: &[u8], file_size: u64) -> Result<(), ArchiveError> {
+    let cut = |why: String| Err(ArchiveError::Truncated(why));
+    if !file_size.is_multiple_of(BLOCK as u64) {
+        return cut(format!(
+            "{file_size} bytes is not a whole number of tar blocks"
+        ));
+    }
+    if tail.len() < 2 * BLOCK || tail[tail.len() - 2 * BLOCK..].iter().any(|&b| b != 0) {
+        return cut("no end-of-archive marker at the end of the file".into());
+    }
+    let body = &tail[..tail.len() - 2 * BLOCK];
+    let found = (0..body.len() / BLOCK).rev().find_map(|i| {
+        let at = i * BLOCK;
+        let block = &body[at..at + BLOCK];
+        let size = header_size(block)?;
+        let fits = (at + BLOCK) as u64 + padded(size) == body.len() as u64;
+        (fits && tar_checksum_ok(block) && header_name(block) == MANIFEST_MEMBER)
+            .then(|| &body[at + BLOCK..at + BLOCK + size as usize])
+    });
+    let Some(json) = found else {
+        return cut(format!("no {MANIFEST_MEMBER} at the end of the file"));
+    };
+    let manifest: Manifest = serde_json::from_slice(json)
+        .map_err(|e| ArchiveError::Corrupt(format!("{MANIFEST_MEMBER} is not valid: {e}")))?;
+    let expected: u64 = manifest
+        .members
+        .iter()
+        .map(|m| BLOCK as u64 + padded(m.size))
+        .sum::<u64>()
+        + BLOCK as u64
+        + padded(json.len() as u64)
+        + 2 * BLOCK as u64;
+    if expected != file_size {
+        return Err(ArchiveError::Corrupt(format!(
+            "the file is {file_size} bytes, its manifest's members add up to {expected}"
+        )));
+    }
+    Ok(())
+}
+
 /// Reads the first block of `input`, refuses a file that is not a snapshot
 /// ([`ArchiveError::NotSnapshot`] saying what it is), and gives back a
 /// reader over the whole input again.
@@ -164,6 +230,37 @@ mod tests {
             })
         );
         assert!(Foreign::PgDump.describe().contains("pg_restore"));
+    }
+
+    fn snapshot_bytes() -> Vec<u8> {
+        use crate::snapshot::{Metadata, SnapshotWriter};
+        let meta: Metadata = serde_json::from_value(serde_json::json!({
+            "format_version": "1.0", "tool_version": "0", "created_at": "2026-01-01T00:00:00Z", "prefix": "p",
+            "target": null, "consistency": {"method": "none", "consistent_cut": false, "attempts": 1},
+            "databases": []
+        }))
+        .unwrap();
+        let mut w = SnapshotWriter::new(io::Cursor::new(Vec::new()), &meta, 0).unwrap();
+        w.add_bytes("a.dump", &[7u8; 1000]).unwrap();
+        w.finish().unwrap().0.into_inner()
+    }
+
+    #[test]
+    fn the_end_check_catches_every_cut() {
+        let full = snapshot_bytes();
+        check_end(&full, full.len() as u64).unwrap();
+        for len in (0..full.len())
+            .step_by(97)
+            .chain([full.len() - 512, full.len() - 1])
+        {
+            let part = &full[..len];
+            let start = (len.saturating_sub(END_CHECK_BYTES as usize) / BLOCK) * BLOCK;
+            assert!(
+                check_end(&part[start..], len as u64).is_err(),
+                "a cut at {len} of {} passed",
+                full.len()
+            );
+        }
     }
 
     #[test]

@@ -3,13 +3,13 @@
 //! Never panics on a damaged file: every failure is a value naming the
 //! file (and for `verify`, the first member) that failed.
 
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dbsnap_archive::pgdump;
 use dbsnap_archive::snapshot::{self, ArchiveError, Metadata};
 use dbsnap_archive::toc::ArchiveFacts;
+use dbsnap_archive::{identify, pgdump};
 use dbsnap_storage::{Repository, SnapshotRef, StorageError};
 use serde::Serialize;
 
@@ -36,6 +36,8 @@ pub struct ListEntry {
     pub consistency: Option<String>,
     /// Whether the cut is consistent across databases.
     pub consistent_cut: Option<bool>,
+    /// Whether it is a safety snapshot (taken by `restore` before a change).
+    pub safety: bool,
     /// The restore run this is a safety snapshot for, if it is one.
     pub safety_for: Option<String>,
     /// `ok`, or why it cannot be used: `not_snapshot`, `truncated`,
@@ -46,8 +48,34 @@ pub struct ListEntry {
     pub error: Option<String>,
 }
 
+impl ListEntry {
+    /// Records why the file cannot be used.
+    fn mark_unusable(&mut self, err: &CoreError) {
+        self.status = problem(err);
+        self.error = Some(err.to_string());
+    }
+}
+
+/// The cheap check `list` makes beyond the metadata: the file ends where
+/// its manifest says (reads only its last blocks), so a truncated snapshot
+/// is flagged without reading it all.
+pub fn check_complete(snapshot: &SnapshotRef, size: u64) -> Result<(), CoreError> {
+    let len = size.min(identify::END_CHECK_BYTES) / 512 * 512;
+    let mut tail = Vec::new();
+    snapshot
+        .repo
+        .open_range(&snapshot.name, size - len)
+        .and_then(|mut r| {
+            r.read_to_end(&mut tail)
+                .map_err(|e| StorageError::io(Path::new(&snapshot.display()), e))
+        })
+        .map_err(CoreError::Storage)?;
+    identify::check_end(&tail, size).map_err(|e| archive_error(snapshot, e))
+}
+
 /// Lists the snapshots in `repo`, newest first; unreadable files are
-/// reported on their row.
+/// reported on their row (`status`, `error`): a truncated file is flagged
+/// even when its metadata reads fine.
 pub fn list(repo: &Arc<dyn Repository>) -> Result<Vec<ListEntry>, CoreError> {
     let mut out = Vec::new();
     for f in repo.list()? {
@@ -62,6 +90,7 @@ pub fn list(repo: &Arc<dyn Repository>) -> Result<Vec<ListEntry>, CoreError> {
             versions: vec![],
             consistency: None,
             consistent_cut: None,
+            safety: false,
             safety_for: None,
             status: "ok",
             error: None,
@@ -83,12 +112,13 @@ pub fn list(repo: &Arc<dyn Repository>) -> Result<Vec<ListEntry>, CoreError> {
                     .collect();
                 e.consistency = Some(m.consistency.method.as_str().to_string());
                 e.consistent_cut = Some(m.consistency.consistent_cut);
+                e.safety = m.safety_for.is_some();
                 e.safety_for = m.safety_for.clone();
+                if let Err(err) = check_complete(&snapshot, f.size) {
+                    e.mark_unusable(&err);
+                }
             }
-            Err(err) => {
-                e.status = problem(&err);
-                e.error = Some(err.to_string());
-            }
+            Err(err) => e.mark_unusable(&err),
         }
         out.push(e);
     }
