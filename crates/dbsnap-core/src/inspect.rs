@@ -49,6 +49,25 @@ pub struct ListEntry {
 }
 
 impl ListEntry {
+    /// A row for a file nothing has been read from yet.
+    pub fn new(name: &str, path: String, size: u64) -> ListEntry {
+        ListEntry {
+            name: name.into(),
+            path,
+            size,
+            created_at: None,
+            target: None,
+            databases: vec![],
+            versions: vec![],
+            consistency: None,
+            consistent_cut: None,
+            safety: false,
+            safety_for: None,
+            status: "ok",
+            error: None,
+        }
+    }
+
     /// Records why the file cannot be used.
     fn mark_unusable(&mut self, err: &CoreError) {
         self.status = problem(err);
@@ -80,21 +99,7 @@ pub fn list(repo: &Arc<dyn Repository>) -> Result<Vec<ListEntry>, CoreError> {
     let mut out = Vec::new();
     for f in repo.list()? {
         let snapshot = SnapshotRef::new(repo.clone(), &f.name);
-        let mut e = ListEntry {
-            name: f.name.clone(),
-            path: snapshot.display(),
-            size: f.size,
-            created_at: None,
-            target: None,
-            databases: vec![],
-            versions: vec![],
-            consistency: None,
-            consistent_cut: None,
-            safety: false,
-            safety_for: None,
-            status: "ok",
-            error: None,
-        };
+        let mut e = ListEntry::new(&f.name, snapshot.display(), f.size);
         match read_metadata(&snapshot) {
             Ok(m) => {
                 e.created_at = Some(m.created_at.clone());

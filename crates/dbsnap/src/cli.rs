@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use dbsnap_archive::snapshot::ConsistencyMethod;
-use dbsnap_core::config::{self, Config};
+use dbsnap_core::config::{self, Config, TargetConfig};
 use dbsnap_core::consistency::{CutLimits, QuiesceHooks};
 use dbsnap_core::create::{self, CreateOptions, Progress};
-use dbsnap_core::error::exit;
+use dbsnap_core::error::{exit, StorageError};
 use dbsnap_core::{demo, inspect, CoreError};
 
 use crate::{output, progress};
@@ -82,8 +82,22 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Finish an interrupted restore: start the app again, remove half-loaded copies.
     Resume(ResumeArgs),
-    /// List (or drop, with --yes) the previous databases kept by restores.
+    /// List (or drop, with --yes) the previous databases kept by restores, and safety snapshots beyond keep_safety_snapshots.
     Cleanup(CleanupArgs),
+    /// Delete a snapshot from the repository (asks on a terminal; --yes otherwise).
+    Delete(DeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// Delete without asking (required without a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Show what would be deleted and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -178,7 +192,7 @@ pub struct CleanupArgs {
     /// Also look on this server (connection string; repeatable).
     #[arg(short = 'd', long = "database", value_name = "CONNSTR")]
     pub databases: Vec<String>,
-    /// Drop the kept databases (without it, only list them).
+    /// Drop the kept databases and remove old safety snapshots (without it, only list them).
     #[arg(short, long)]
     pub yes: bool,
     /// Show what --yes would drop and change nothing.
@@ -305,6 +319,7 @@ impl Cli {
             Command::Rollback(_) => "rollback",
             Command::Resume(_) => "resume",
             Command::Cleanup(_) => "cleanup",
+            Command::Delete(_) => "delete",
         }
     }
 }
@@ -320,28 +335,13 @@ pub async fn run(cli: Cli) -> Result<u8, CoreError> {
         }
         Command::List(args) => {
             let config = Config::load(g.config.as_deref())?;
-            let dir = match (&g.dir, &args.target) {
-                (Some(d), _) => d.clone(),
-                (None, Some(t)) => config
-                    .target(t)?
-                    .dir
-                    .clone()
-                    .or(config.dir.clone())
-                    .unwrap_or_else(config::default_snapshot_dir),
-                (None, None) => config
-                    .dir
-                    .clone()
-                    .unwrap_or_else(config::default_snapshot_dir),
+            let target = match &args.target {
+                Some(t) => Some(config.target(t)?),
+                None => None,
             };
-            // The default repository not existing yet is just empty; a
-            // directory the user named must exist (a typo is not "no snapshots").
-            let named = g.dir.is_some() || dir != config::default_snapshot_dir();
+            let dir = repo_dir(&g, &config, target);
             let rows = match inspect::list(&dbsnap_core::repository(&dir)) {
-                Err(CoreError::Storage(dbsnap_core::error::StorageError::NoRepository(_)))
-                    if !named =>
-                {
-                    Vec::new()
-                }
+                Err(e) if missing_default_repo(&e, &dir) => Vec::new(),
                 r => r?,
             };
             output::print_list(&dir, &rows, g.json);
@@ -383,8 +383,33 @@ pub async fn run(cli: Cli) -> Result<u8, CoreError> {
         }
         Command::Rollback(args) => crate::restore_cmd::rollback(args, &g).await,
         Command::Resume(args) => crate::restore_cmd::resume(args, &g).await,
-        Command::Cleanup(args) => crate::restore_cmd::cleanup(args, &g).await,
+        Command::Cleanup(args) => {
+            let config = Config::load(g.config.as_deref())?;
+            crate::restore_cmd::cleanup(args, &g, &config).await
+        }
+        Command::Delete(args) => {
+            let snapshot = resolve_file(&args.file, &g)?;
+            crate::restore_cmd::delete(args, &g, &snapshot)
+        }
     }
+}
+
+/// The repository a command reads: `--dir`, else the target's, else the
+/// config's `dir`, else `$DBSNAP_HOME/snapshots`.
+pub fn repo_dir(g: &GlobalArgs, config: &Config, target: Option<&TargetConfig>) -> PathBuf {
+    g.dir
+        .clone()
+        .or(target.and_then(|t| t.dir.clone()))
+        .or(config.dir.clone())
+        .unwrap_or_else(config::default_snapshot_dir)
+}
+
+/// Whether `e` is only the default repository not existing yet (nothing
+/// taken so far: empty). A directory the user named must exist: a typo is
+/// not "no snapshots".
+pub fn missing_default_repo(e: &CoreError, dir: &Path) -> bool {
+    matches!(e, CoreError::Storage(StorageError::NoRepository(_)))
+        && dir == config::default_snapshot_dir()
 }
 
 fn resolve_file(args: &FileArgs, g: &GlobalArgs) -> Result<dbsnap_core::SnapshotRef, CoreError> {

@@ -8,6 +8,7 @@ use dbsnap_archive::snapshot::Metadata;
 use dbsnap_core::create::CreateResult;
 use dbsnap_core::demo::DemoResult;
 use dbsnap_core::inspect::{ListEntry, VerifyReport};
+use dbsnap_core::retention::Removed;
 use dbsnap_core::CoreError;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -322,6 +323,47 @@ pub fn print_dry_run_value(v: &serde_json::Value, dry_run: bool, json: bool, tex
     }
 }
 
+/// Prints `cleanup`: kept databases and old safety snapshots, dropped and
+/// removed when `changed`, else what `--yes` would do.
+pub fn print_cleanup(
+    kept: &[dbsnap_core::restore::recover::KeptCopy],
+    safety: &[Removed],
+    changed: bool,
+    dry_run: bool,
+    json: bool,
+) {
+    if json {
+        print_json(&json!({
+            "ok": true, "dry_run": dry_run, "result": kept, "safety_snapshots": safety,
+        }));
+        return;
+    }
+    let (drop, remove) = match (changed, dry_run) {
+        (true, _) => ("dropped", "removed"),
+        (false, true) => ("would drop", "would remove"),
+        (false, false) => ("kept", "old safety snapshot"),
+    };
+    if kept.is_empty() {
+        println!("no kept databases");
+    }
+    for k in kept {
+        println!(
+            "{drop}: {} on {} ({})",
+            k.name,
+            k.server,
+            human_bytes(k.bytes.max(0) as u64)
+        );
+    }
+    for s in safety {
+        println!("{remove}: {} ({})", s.path, human_bytes(s.size));
+    }
+    if dry_run {
+        println!("dry run: nothing was changed");
+    } else if !changed && (!kept.is_empty() || !safety.is_empty()) {
+        println!("pass --yes to drop and remove them");
+    }
+}
+
 /// Prints a restore plan.
 pub fn print_plan(p: &dbsnap_core::restore::Plan, json: bool, dry_run: bool) {
     if json {
@@ -386,16 +428,20 @@ pub fn print_plan(p: &dbsnap_core::restore::Plan, json: bool, dry_run: bool) {
     }
 }
 
-/// Prints the result of a restore.
-pub fn print_restore(r: &dbsnap_core::restore::RestoreResult, json: bool) {
+/// Prints the result of a restore, with the old safety snapshots it removed.
+pub fn print_restore(r: &dbsnap_core::restore::RestoreResult, pruned: &[Removed], json: bool) {
     if json {
         let mut v = serde_json::to_value(r).unwrap_or_default();
         v["ok"] = json!(true);
+        v["removed_safety_snapshots"] = json!(pruned);
         print_json(&v);
         return;
     }
     if let Some(s) = &r.safety_snapshot {
         println!("safety snapshot: {}", s.display());
+    }
+    for p in pruned {
+        println!("removed old safety snapshot: {}", p.path);
     }
     for d in &r.databases {
         print!(
@@ -435,19 +481,12 @@ mod tests {
 
     fn entry(name: &str, created: &str) -> ListEntry {
         ListEntry {
-            name: name.into(),
-            path: format!("/repo/{name}"),
-            size: 2048,
             created_at: Some(created.into()),
-            target: None,
             databases: vec!["app".into()],
             versions: vec!["3".into()],
             consistency: Some("snapshot".into()),
             consistent_cut: Some(true),
-            safety: false,
-            safety_for: None,
-            status: "ok",
-            error: None,
+            ..ListEntry::new(name, format!("/repo/{name}"), 2048)
         }
     }
 

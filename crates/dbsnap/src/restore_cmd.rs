@@ -10,9 +10,9 @@ use dbsnap_core::consistency::QuiesceHooks;
 use dbsnap_core::create::Progress;
 use dbsnap_core::error::exit;
 use dbsnap_core::restore::{self, recover, Plan, RestoreOptions};
-use dbsnap_core::{inspect, CoreError};
+use dbsnap_core::{inspect, retention, CoreError, SnapshotRef};
 
-use crate::cli::{CleanupArgs, GlobalArgs, RestoreArgs, ResumeArgs, RollbackArgs};
+use crate::cli::{CleanupArgs, DeleteArgs, GlobalArgs, RestoreArgs, ResumeArgs, RollbackArgs};
 use crate::{output, progress};
 
 fn interactive() -> bool {
@@ -127,7 +127,11 @@ pub async fn run(
     let result = restore::execute(&plan, &opts, &sink).await;
     ui.finish();
     let result = result?;
-    output::print_restore(&result, g.json);
+    let pruned = match &result.safety_snapshot {
+        Some(taken) => prune_after_restore(taken, config.keep_safety_snapshots()),
+        None => Vec::new(),
+    };
+    output::print_restore(&result, &pruned, g.json);
     if let Some(f) = &result.start_hook_failure {
         eprintln!("error: the restore is complete, but the application was not started again: {f}");
         return Ok(exit::HOOK);
@@ -278,39 +282,78 @@ pub async fn resume(args: ResumeArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
     Ok(exit::OK)
 }
 
-/// `dbsnap cleanup`.
-pub async fn cleanup(args: CleanupArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
-    let drop = args.yes && !args.dry_run;
-    let r = recover::cleanup(&args.databases, drop).await?;
+/// `dbsnap cleanup`: kept databases on the servers, and safety snapshots
+/// beyond `keep_safety_snapshots` in the repository.
+pub async fn cleanup(args: CleanupArgs, g: &GlobalArgs, config: &Config) -> Result<u8, CoreError> {
+    let change = args.yes && !args.dry_run;
+    let dir = crate::cli::repo_dir(g, config, None);
+    let repo = dbsnap_core::repository(&dir);
+    // A repository named by --dir or the config must exist; the default
+    // one not existing yet just has no safety snapshots.
+    let safety = match inspect::list(&repo) {
+        Err(e) if crate::cli::missing_default_repo(&e, &dir) => Vec::new(),
+        Err(e) => return Err(e),
+        Ok(_) => {
+            retention::prune_safety_snapshots(&repo, config.keep_safety_snapshots(), None, !change)?
+        }
+    };
+    let kept = recover::cleanup(&args.databases, change).await?;
+    output::print_cleanup(&kept, &safety, change, args.dry_run, g.json);
+    Ok(exit::OK)
+}
+
+/// `dbsnap delete`: one snapshot, after confirmation.
+pub fn delete(args: DeleteArgs, g: &GlobalArgs, snapshot: &SnapshotRef) -> Result<u8, CoreError> {
+    let target = retention::deletable(snapshot)?;
+    if !args.dry_run && !args.yes {
+        if !interactive() {
+            return Err(CoreError::NotConfirmed(format!(
+                "deleting {} needs confirmation; there is no terminal to ask on\nhint: pass --yes to confirm (see what would go with --dry-run)",
+                target.path
+            )));
+        }
+        ask(&format!(
+            "Delete snapshot {} ({}, taken {})?",
+            target.path,
+            output::human_bytes(target.size),
+            target.created_at.as_deref().unwrap_or("at an unknown time")
+        ))?;
+    }
+    if !args.dry_run {
+        retention::delete(snapshot)?;
+    }
     output::print_dry_run_value(
-        &serde_json::to_value(&r).unwrap_or_default(),
+        &serde_json::to_value(&target).unwrap_or_default(),
         args.dry_run,
         g.json,
         || {
-            if r.is_empty() {
-                println!("no kept databases");
-            }
-            for k in &r {
-                let what = if drop {
-                    "dropped"
-                } else if args.dry_run {
-                    "would drop"
-                } else {
-                    "kept"
-                };
-                println!(
-                    "{what}: {} on {} ({})",
-                    k.name,
-                    k.server,
-                    output::human_bytes(k.bytes.max(0) as u64)
-                );
-            }
+            let verb = if args.dry_run {
+                "would delete"
+            } else {
+                "deleted"
+            };
+            println!(
+                "{verb}: {} ({})",
+                target.path,
+                output::human_bytes(target.size)
+            );
             if args.dry_run {
                 println!("dry run: nothing was changed");
-            } else if !args.yes && !r.is_empty() {
-                println!("pass --yes to drop them");
             }
         },
     );
     Ok(exit::OK)
+}
+
+/// After a restore took safety snapshot `taken`: removes the repository's
+/// safety snapshots beyond the newest `keep` (never `taken`). A failure
+/// here is a warning: the restore itself succeeded.
+fn prune_after_restore(taken: &SnapshotRef, keep: usize) -> Vec<retention::Removed> {
+    match retention::prune_safety_snapshots(&taken.repo, keep, Some(&taken.name), false) {
+        Ok(removed) => removed,
+        Err(e) => {
+            tracing::warn!("could not remove old safety snapshots: {e}");
+            Vec::new()
+        }
+    }
 }
