@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use dbsnap_archive::snapshot::ConsistencyMethod;
 use dbsnap_core::config::{self, Config, TargetConfig};
 use dbsnap_core::consistency::{CutLimits, QuiesceHooks};
@@ -86,6 +86,17 @@ pub enum Command {
     Cleanup(CleanupArgs),
     /// Delete a snapshot from the repository (asks on a terminal; --yes otherwise).
     Delete(DeleteArgs),
+    /// Print a shell completion script, e.g. `dbsnap completions bash > /etc/bash_completion.d/dbsnap`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on standard output, e.g. `dbsnap man | man -l -`.
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -320,6 +331,8 @@ impl Cli {
             Command::Resume(_) => "resume",
             Command::Cleanup(_) => "cleanup",
             Command::Delete(_) => "delete",
+            Command::Completions(_) => "completions",
+            Command::Man => "man",
         }
     }
 }
@@ -387,11 +400,40 @@ pub async fn run(cli: Cli) -> Result<u8, CoreError> {
             let config = Config::load(g.config.as_deref())?;
             crate::restore_cmd::cleanup(args, &g, &config).await
         }
+        Command::Completions(args) => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(args.shell, &mut cmd, "dbsnap", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
+        Command::Man => match man_page(&mut std::io::stdout()) {
+            // `dbsnap man | head` is fine.
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CoreError::Storage(
+                StorageError::io(Path::new("standard output"), e),
+            )),
+            _ => Ok(exit::OK),
+        },
         Command::Delete(args) => {
             let snapshot = resolve_file(&args.file, &g)?;
             crate::restore_cmd::delete(args, &g, &snapshot)
         }
     }
+}
+
+/// Writes the man page: dbsnap(1), then one page per command
+/// (dbsnap-create(1), ...) with all of its flags.
+fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let cmd = Cli::command();
+    clap_mangen::Man::new(cmd.clone()).render(out)?;
+    for sub in cmd.get_subcommands() {
+        let name = format!("dbsnap-{}", sub.get_name());
+        let page = sub
+            .clone()
+            .name(name.clone())
+            .bin_name(name)
+            .version(env!("CARGO_PKG_VERSION"));
+        clap_mangen::Man::new(page).render(out)?;
+    }
+    Ok(())
 }
 
 /// The repository a command reads: `--dir`, else the target's, else the

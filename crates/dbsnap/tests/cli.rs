@@ -215,3 +215,61 @@ fn files_that_are_not_snapshots_say_what_they_are_with_one_exit_code() {
             .contains("not a dbsnap snapshot"));
     }
 }
+
+/// Every command's name, from `dbsnap --help`.
+fn command_names(home: &Home) -> Vec<String> {
+    let (code, out, _) = run(home.dbsnap().arg("--help"));
+    assert_eq!(code, 0);
+    out.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| *n != "help")
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn completions_and_man_page_cover_every_command() {
+    let home = Home::new();
+    let names = command_names(&home);
+    for n in ["create", "restore", "delete", "completions", "man"] {
+        assert!(names.iter().any(|x| x == n), "{n} not in {names:?}");
+    }
+    let (code, bash, err) = run(home.dbsnap().args(["completions", "bash"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        bash.contains("complete -F _dbsnap"),
+        "not a bash completion script"
+    );
+    for n in &names {
+        assert!(bash.contains(&format!("dbsnap,{n})")), "bash lacks {n}");
+    }
+    assert!(
+        bash.contains("--dry-run") && bash.contains("--dir"),
+        "flags missing"
+    );
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let (code, out, err) = run(home.dbsnap().args(["completions", shell]));
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(out.contains("restore"), "{shell}");
+    }
+    let (code, _, err) = run(home.dbsnap().args(["completions", "tcsh"]));
+    assert_eq!(code, 2, "{err}");
+
+    let (code, man, err) = run(home.dbsnap().arg("man"));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        man.contains(".TH dbsnap 1"),
+        "not roff: {}",
+        &man[..man.len().min(200)]
+    );
+    assert!(man.contains(".SH SYNOPSIS") && man.contains(".SH OPTIONS"));
+    for n in &names {
+        assert!(
+            man.contains(&format!(".TH dbsnap-{n} 1")),
+            "man lacks dbsnap-{n}"
+        );
+    }
+}
