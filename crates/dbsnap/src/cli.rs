@@ -18,7 +18,7 @@ use crate::{output, progress};
 const AFTER_HELP: &str = "\
 Exit codes:
   0 ok                        9 local storage failed (full disk, I/O)
-  1 internal error           10 snapshot failed verification
+  1 internal error           10 snapshot damaged or not a snapshot
   2 bad arguments/config     11 stop/start command failed
   3 server unreachable       12 other server or pg_dump failure
   4 authentication failed    13 restore refused: live schema older than the snapshot
