@@ -438,7 +438,7 @@ fn parse_metadata(bytes: &[u8]) -> Result<Metadata, ArchiveError> {
 
 /// Reads only the metadata (first member): cheap on any size of file.
 pub fn read_metadata<R: Read>(input: R) -> Result<Metadata, ArchiveError> {
-    let mut ar = tar::Archive::new(input);
+    let mut ar = tar::Archive::new(crate::identify::check_start(input)?);
     let mut entries = ar.entries().map_err(|e| map_tar_err(e, "archive"))?;
     let mut first = match entries.next() {
         Some(e) => e.map_err(|e| map_tar_err(e, "first member header"))?,
@@ -488,7 +488,7 @@ pub fn verify<R: Read>(
     input: R,
     mut inspect: impl FnMut(&MemberVisit<'_>, &mut dyn Read) -> Result<(), ArchiveError>,
 ) -> Result<Verified, ArchiveError> {
-    let mut ar = tar::Archive::new(input);
+    let mut ar = tar::Archive::new(crate::identify::check_start(input)?);
     let entries = ar.entries().map_err(|e| map_tar_err(e, "archive"))?;
     let mut seen: Vec<MemberEntry> = Vec::new();
     let mut metadata: Option<Metadata> = None;

@@ -22,6 +22,9 @@ pub struct Config {
     pub pg_bin: Vec<PathBuf>,
     /// Default repository directory.
     pub dir: Option<PathBuf>,
+    /// Safety snapshots kept per repository (default 3); older ones are
+    /// removed after a restore takes a new one, and by `cleanup`.
+    pub keep_safety_snapshots: Option<usize>,
     /// Named targets.
     #[serde(default)]
     pub targets: BTreeMap<String, TargetConfig>,
@@ -81,6 +84,12 @@ pub fn log_dir() -> PathBuf {
 }
 
 impl Config {
+    /// How many safety snapshots to keep per repository.
+    pub fn keep_safety_snapshots(&self) -> usize {
+        self.keep_safety_snapshots
+            .unwrap_or(crate::retention::DEFAULT_KEEP_SAFETY_SNAPSHOTS)
+    }
+
     /// Loads the config per the lookup order; `explicit` must exist.
     pub fn load(explicit: Option<&Path>) -> Result<Config, CoreError> {
         let path = match explicit {

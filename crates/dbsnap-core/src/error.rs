@@ -85,6 +85,15 @@ pub enum CoreError {
         /// First failure.
         message: String,
     },
+    /// The file is not a dbsnap snapshot at all (a directory, text, a bare
+    /// pg_dump archive, a tar without `dbsnap.json`).
+    #[error("{file}: not a dbsnap snapshot: {what}")]
+    NotSnapshot {
+        /// The file.
+        file: String,
+        /// What it is instead, and what to do.
+        what: String,
+    },
     /// The restore decision table refuses this restore.
     #[error("{message}\nhint: {hint}")]
     Refused {
@@ -124,7 +133,9 @@ impl CoreError {
                 PgErrorKind::Program | PgErrorKind::Server => exit::SERVER,
             },
             CoreError::Archive(ArchiveError::Io(_)) => exit::STORAGE,
-            CoreError::Archive(_) | CoreError::Verify { .. } => exit::VERIFY,
+            CoreError::Archive(_) | CoreError::Verify { .. } | CoreError::NotSnapshot { .. } => {
+                exit::VERIFY
+            }
             CoreError::Storage(StorageError::NoRepository(_)) => exit::USAGE,
             CoreError::Storage(_) => exit::STORAGE,
             CoreError::Config { .. } => exit::USAGE,
@@ -140,6 +151,12 @@ impl CoreError {
 
     /// A short machine-readable name for `--json` output.
     pub fn kind_name(&self) -> &'static str {
+        if matches!(
+            self,
+            CoreError::NotSnapshot { .. } | CoreError::Archive(ArchiveError::NotSnapshot(_))
+        ) {
+            return "not_snapshot";
+        }
         match self.exit_code() {
             exit::USAGE => "usage",
             exit::UNREACHABLE => "unreachable",

@@ -3,13 +3,13 @@
 //! Never panics on a damaged file: every failure is a value naming the
 //! file (and for `verify`, the first member) that failed.
 
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dbsnap_archive::pgdump;
 use dbsnap_archive::snapshot::{self, ArchiveError, Metadata};
 use dbsnap_archive::toc::ArchiveFacts;
+use dbsnap_archive::{identify, pgdump};
 use dbsnap_storage::{Repository, SnapshotRef, StorageError};
 use serde::Serialize;
 
@@ -36,31 +36,70 @@ pub struct ListEntry {
     pub consistency: Option<String>,
     /// Whether the cut is consistent across databases.
     pub consistent_cut: Option<bool>,
+    /// Whether it is a safety snapshot (taken by `restore` before a change).
+    pub safety: bool,
     /// The restore run this is a safety snapshot for, if it is one.
     pub safety_for: Option<String>,
+    /// `ok`, or why it cannot be used: `not_snapshot`, `truncated`,
+    /// `corrupt`, `unsupported` or `unreadable` (the same cause gives
+    /// `verify`, `extract-version` and `restore` one exit code).
+    pub status: &'static str,
     /// Why the file could not be read, if it could not.
     pub error: Option<String>,
 }
 
-/// Lists the snapshots in `repo`, newest first; unreadable files are
-/// reported on their row.
-pub fn list(repo: &Arc<dyn Repository>) -> Result<Vec<ListEntry>, CoreError> {
-    let mut out = Vec::new();
-    for f in repo.list()? {
-        let snapshot = SnapshotRef::new(repo.clone(), &f.name);
-        let mut e = ListEntry {
-            name: f.name.clone(),
-            path: snapshot.display(),
-            size: f.size,
+impl ListEntry {
+    /// A row for a file nothing has been read from yet.
+    pub fn new(name: &str, path: String, size: u64) -> ListEntry {
+        ListEntry {
+            name: name.into(),
+            path,
+            size,
             created_at: None,
             target: None,
             databases: vec![],
             versions: vec![],
             consistency: None,
             consistent_cut: None,
+            safety: false,
             safety_for: None,
+            status: "ok",
             error: None,
-        };
+        }
+    }
+
+    /// Records why the file cannot be used.
+    fn mark_unusable(&mut self, err: &CoreError) {
+        self.status = problem(err);
+        self.error = Some(err.to_string());
+    }
+}
+
+/// The cheap check `list` makes beyond the metadata: the file ends where
+/// its manifest says (reads only its last blocks), so a truncated snapshot
+/// is flagged without reading it all.
+pub fn check_complete(snapshot: &SnapshotRef, size: u64) -> Result<(), CoreError> {
+    let len = size.min(identify::END_CHECK_BYTES) / 512 * 512;
+    let mut tail = Vec::new();
+    snapshot
+        .repo
+        .open_range(&snapshot.name, size - len)
+        .and_then(|mut r| {
+            r.read_to_end(&mut tail)
+                .map_err(|e| StorageError::io(Path::new(&snapshot.display()), e))
+        })
+        .map_err(CoreError::Storage)?;
+    identify::check_end(&tail, size).map_err(|e| archive_error(snapshot, e))
+}
+
+/// Lists the snapshots in `repo`, newest first; unreadable files are
+/// reported on their row (`status`, `error`): a truncated file is flagged
+/// even when its metadata reads fine.
+pub fn list(repo: &Arc<dyn Repository>) -> Result<Vec<ListEntry>, CoreError> {
+    let mut out = Vec::new();
+    for f in repo.list()? {
+        let snapshot = SnapshotRef::new(repo.clone(), &f.name);
+        let mut e = ListEntry::new(&f.name, snapshot.display(), f.size);
         match read_metadata(&snapshot) {
             Ok(m) => {
                 e.created_at = Some(m.created_at.clone());
@@ -78,9 +117,13 @@ pub fn list(repo: &Arc<dyn Repository>) -> Result<Vec<ListEntry>, CoreError> {
                     .collect();
                 e.consistency = Some(m.consistency.method.as_str().to_string());
                 e.consistent_cut = Some(m.consistency.consistent_cut);
+                e.safety = m.safety_for.is_some();
                 e.safety_for = m.safety_for.clone();
+                if let Err(err) = check_complete(&snapshot, f.size) {
+                    e.mark_unusable(&err);
+                }
             }
-            Err(err) => e.error = Some(err.to_string()),
+            Err(err) => e.mark_unusable(&err),
         }
         out.push(e);
     }
@@ -108,21 +151,89 @@ pub fn resolve_snapshot(
 /// Reads only `dbsnap.json` from a snapshot.
 pub fn read_metadata(snapshot: &SnapshotRef) -> Result<Metadata, CoreError> {
     let f = open(snapshot)?;
-    snapshot::read_metadata(BufReader::with_capacity(64 * 1024, f)).map_err(|e| CoreError::Verify {
-        file: snapshot.display(),
-        message: e.to_string(),
-    })
+    snapshot::read_metadata(BufReader::with_capacity(64 * 1024, f))
+        .map_err(|e| archive_error(snapshot, e))
+}
+
+/// The error for a snapshot that could not be read, one per cause:
+/// not a snapshot at all, an I/O failure (not an early end), or a damaged
+/// (truncated, corrupt, unsupported) snapshot.
+pub fn archive_error(snapshot: &SnapshotRef, e: ArchiveError) -> CoreError {
+    match e {
+        ArchiveError::NotSnapshot(what) => CoreError::NotSnapshot {
+            file: snapshot.display(),
+            what,
+        },
+        ArchiveError::Io(e) if e.kind() != std::io::ErrorKind::UnexpectedEof => {
+            CoreError::Storage(StorageError::Io {
+                path: snapshot.display(),
+                source: e,
+            })
+        }
+        e => CoreError::Verify {
+            file: snapshot.display(),
+            message: e.to_string(),
+        },
+    }
+}
+
+/// Whether a read failure is damage to a snapshot (what `verify` reports)
+/// rather than a file that is no snapshot or an I/O failure.
+fn is_damage(e: &ArchiveError) -> bool {
+    match e {
+        ArchiveError::NotSnapshot(_) => false,
+        ArchiveError::Io(io) => io.kind() == std::io::ErrorKind::UnexpectedEof,
+        _ => true,
+    }
+}
+
+/// What a snapshot that could not be read is, for `list`'s `status`:
+/// `not_snapshot`, `truncated`, `corrupt`, `unsupported` or `unreadable`.
+pub fn problem(e: &CoreError) -> &'static str {
+    match e {
+        CoreError::NotSnapshot { .. } | CoreError::Archive(ArchiveError::NotSnapshot(_)) => {
+            "not_snapshot"
+        }
+        CoreError::Verify { message, .. } if message.starts_with("snapshot is truncated") => {
+            "truncated"
+        }
+        CoreError::Verify { message, .. } if message.starts_with("snapshot format") => {
+            "unsupported"
+        }
+        CoreError::Verify { .. } | CoreError::Archive(_) => "corrupt",
+        _ => "unreadable",
+    }
 }
 
 /// Opens a snapshot for reading; a missing one says how to find it.
 pub fn open(snapshot: &SnapshotRef) -> Result<Box<dyn std::io::Read + Send>, CoreError> {
-    snapshot.open().map_err(|e| match e {
-        StorageError::NotFound(_) => CoreError::Config {
+    snapshot.open().or_else(|e| match e {
+        StorageError::NotFound(_) => open_foreign(snapshot),
+        e => Err(CoreError::Storage(e)),
+    })
+}
+
+/// A path the repository does not count as a snapshot (a directory, a
+/// file not named `*.tar`): a directory is not a snapshot; a file is read
+/// anyway, so that the error can say what it is; nothing there is "not
+/// found".
+fn open_foreign(snapshot: &SnapshotRef) -> Result<Box<dyn std::io::Read + Send>, CoreError> {
+    let path = snapshot.repo.local_dir().map(|d| d.join(&snapshot.name));
+    match path.as_ref().map(|p| (p, std::fs::metadata(p))) {
+        Some((_, Ok(m))) if m.is_dir() => Err(CoreError::NotSnapshot {
+            file: snapshot.display(),
+            what: "it is a directory\nhint: pass a snapshot file; to use the snapshots in a \
+                   directory, pass it as --dir (see `dbsnap list --dir DIR`)"
+                .into(),
+        }),
+        Some((p, Ok(_))) => std::fs::File::open(p)
+            .map(|f| Box::new(f) as Box<dyn std::io::Read + Send>)
+            .map_err(|e| CoreError::Storage(StorageError::io(p, e))),
+        _ => Err(CoreError::Config {
             message: format!("snapshot file \"{}\" not found", snapshot.display()),
             hint: "run `dbsnap list` to see the snapshots, or pass --dir".into(),
-        },
-        e => CoreError::Storage(e),
-    })
+        }),
+    }
 }
 
 /// One member in a verify report.
@@ -208,12 +319,7 @@ pub fn verify(snapshot: &SnapshotRef) -> Result<VerifyReport, CoreError> {
                 metadata: Some(v.metadata),
             })
         }
-        Err(ArchiveError::Io(e)) if e.kind() != std::io::ErrorKind::UnexpectedEof => {
-            Err(CoreError::Storage(StorageError::Io {
-                path: snapshot.display(),
-                source: e,
-            }))
-        }
+        Err(e) if !is_damage(&e) => Err(archive_error(snapshot, e)),
         Err(e) => Ok(VerifyReport {
             file: snapshot.clone(),
             ok: false,

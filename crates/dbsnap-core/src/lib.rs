@@ -12,6 +12,7 @@ pub mod error;
 pub mod hooks;
 pub mod inspect;
 pub mod restore;
+pub mod retention;
 
 pub use dbsnap_pg::process::{guard_children_with, run_watchdog, WATCHDOG_ARG};
 pub use dbsnap_storage::{make_new_files_private, Repository, SnapshotRef};

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use dbsnap_archive::snapshot::ConsistencyMethod;
-use dbsnap_core::config::{self, Config};
+use dbsnap_core::config::{self, Config, TargetConfig};
 use dbsnap_core::consistency::{CutLimits, QuiesceHooks};
 use dbsnap_core::create::{self, CreateOptions, Progress};
-use dbsnap_core::error::exit;
+use dbsnap_core::error::{exit, StorageError};
 use dbsnap_core::{demo, inspect, CoreError};
 
 use crate::{output, progress};
@@ -18,7 +18,7 @@ use crate::{output, progress};
 const AFTER_HELP: &str = "\
 Exit codes:
   0 ok                        9 local storage failed (full disk, I/O)
-  1 internal error           10 snapshot failed verification
+  1 internal error           10 snapshot damaged or not a snapshot
   2 bad arguments/config     11 stop/start command failed
   3 server unreachable       12 other server or pg_dump failure
   4 authentication failed    13 restore refused: live schema older than the snapshot
@@ -36,17 +36,32 @@ PGCONNECT_TIMEOUT, PGPASSFILE, PGSERVICE, PGSERVICEFILE.";
 #[derive(Debug, Parser)]
 #[command(name = "dbsnap", version, about, after_help = AFTER_HELP)]
 pub struct Cli {
+    /// Flags every command takes, before or after its name.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags accepted on either side of the command name
+/// (`dbsnap --dir D list` and `dbsnap list --dir D` are the same).
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
     /// Config file (default: ./dbsnap.toml, else $DBSNAP_HOME/config.toml).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Repository directory (default: the target's, else `dir` in the config, else $DBSNAP_HOME/snapshots); for `demo`, its working directory.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// JSON output: one document on standard output, errors included.
+    #[arg(long, global = true)]
+    pub json: bool,
     /// More detail on standard error (-v: info, -vv: debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// No progress display.
     #[arg(long, global = true)]
     pub no_progress: bool,
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,8 +82,33 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Finish an interrupted restore: start the app again, remove half-loaded copies.
     Resume(ResumeArgs),
-    /// List (or drop, with --yes) the previous databases kept by restores.
+    /// List (or drop, with --yes) the previous databases kept by restores, and safety snapshots beyond keep_safety_snapshots.
     Cleanup(CleanupArgs),
+    /// Delete a snapshot from the repository (asks on a terminal; --yes otherwise).
+    Delete(DeleteArgs),
+    /// Print a shell completion script, e.g. `dbsnap completions bash > /etc/bash_completion.d/dbsnap`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on standard output, e.g. `dbsnap man | man -l -`.
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// Delete without asking (required without a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Show what would be deleted and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -76,9 +116,6 @@ pub struct RestoreArgs {
     /// Snapshot file: a path, or a name in --dir (default: pick from a list).
     #[arg(short, long, value_name = "FILE")]
     pub file: Option<PathBuf>,
-    /// Repository directory (snapshots to pick from; safety snapshots go there).
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
     /// Connection string of a database to restore into (repeatable); with --create, of the server.
     #[arg(short = 'd', long = "database", value_name = "CONNSTR")]
     pub databases: Vec<String>,
@@ -140,9 +177,6 @@ pub struct RestoreArgs {
     /// Directory with pg_restore/psql/pg_dump (searched before PATH); repeatable.
     #[arg(long, value_name = "DIR")]
     pub pg_bin: Vec<PathBuf>,
-    /// JSON output.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -153,12 +187,12 @@ pub struct RollbackArgs {
     /// Restore run id (default: the latest that replaced a database).
     #[arg(long)]
     pub id: Option<String>,
+    /// Show what would be swapped back and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Confirm without asking.
     #[arg(short, long)]
     pub yes: bool,
-    /// JSON output.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -166,9 +200,6 @@ pub struct ResumeArgs {
     /// Connection string lending credentials for a server in the journal (repeatable).
     #[arg(short = 'd', long = "database", value_name = "CONNSTR")]
     pub databases: Vec<String>,
-    /// JSON output.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -176,12 +207,12 @@ pub struct CleanupArgs {
     /// Also look on this server (connection string; repeatable).
     #[arg(short = 'd', long = "database", value_name = "CONNSTR")]
     pub databases: Vec<String>,
-    /// Drop the kept databases (without it, only list them).
+    /// Drop the kept databases and remove old safety snapshots (without it, only list them).
     #[arg(short, long)]
     pub yes: bool,
-    /// JSON output.
+    /// Show what --yes would drop and change nothing.
     #[arg(long)]
-    pub json: bool,
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -215,9 +246,6 @@ pub struct CreateArgs {
     /// Named target from the config file.
     #[arg(short, long)]
     pub target: Option<String>,
-    /// Repository directory (default: $DBSNAP_HOME/snapshots).
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
     /// Snapshot file name prefix (default: db-snapshot).
     #[arg(long)]
     pub prefix: Option<String>,
@@ -245,35 +273,37 @@ pub struct CreateArgs {
     /// Lock timeout of each write-barrier attempt, milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub lock_timeout: u64,
-    /// Print the result as JSON on standard output.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Repository directory (default: $DBSNAP_HOME/snapshots, or the target's).
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
     /// Named target whose repository to list.
     #[arg(short, long)]
     pub target: Option<String>,
-    /// JSON output.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct FileArgs {
     /// Snapshot file: a path, or a name in --dir.
-    #[arg(short, long, value_name = "FILE")]
-    pub file: PathBuf,
-    /// Repository directory used to resolve a bare file name.
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
-    /// JSON output.
-    #[arg(long)]
-    pub json: bool,
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file_flag: Option<PathBuf>,
+    /// Snapshot file, as with --file.
+    #[arg(
+        value_name = "FILE",
+        conflicts_with = "file_flag",
+        required_unless_present = "file_flag"
+    )]
+    pub file_arg: Option<PathBuf>,
+}
+
+impl FileArgs {
+    /// The file, given by `--file` or positionally.
+    pub fn file(&self) -> &Path {
+        self.file_flag
+            .as_deref()
+            .or(self.file_arg.as_deref())
+            .unwrap_or(Path::new(""))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -281,30 +311,15 @@ pub struct DemoArgs {
     /// Keep the server running and the files when done.
     #[arg(long)]
     pub keep: bool,
-    /// Working directory (default: a new temporary directory).
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
     /// Sample job rows to generate.
     #[arg(long, default_value_t = 20_000)]
     pub rows: u32,
-    /// JSON output.
-    #[arg(long)]
-    pub json: bool,
 }
 
 impl Cli {
     /// Whether output is JSON.
     pub fn json(&self) -> bool {
-        match &self.command {
-            Command::Create(a) => a.json,
-            Command::List(a) => a.json,
-            Command::ExtractVersion(a) | Command::Verify(a) => a.json,
-            Command::Demo(a) => a.json,
-            Command::Restore(a) => a.json,
-            Command::Rollback(a) => a.json,
-            Command::Resume(a) => a.json,
-            Command::Cleanup(a) => a.json,
-        }
+        self.global.json
     }
 
     /// Command name for the log file.
@@ -319,71 +334,60 @@ impl Cli {
             Command::Rollback(_) => "rollback",
             Command::Resume(_) => "resume",
             Command::Cleanup(_) => "cleanup",
+            Command::Delete(_) => "delete",
+            Command::Completions(_) => "completions",
+            Command::Man => "man",
         }
     }
 }
 
 /// Runs the command; returns the exit code on success paths.
 pub async fn run(cli: Cli) -> Result<u8, CoreError> {
-    let show_progress = !cli.no_progress && !cli.json();
+    let g = cli.global;
+    let show_progress = !g.no_progress && !g.json;
     match cli.command {
         Command::Create(args) => {
-            let config = Config::load(cli.config.as_deref())?;
-            create_cmd(args, &config, show_progress).await
+            let config = Config::load(g.config.as_deref())?;
+            create_cmd(args, &g, &config, show_progress).await
         }
         Command::List(args) => {
-            let config = Config::load(cli.config.as_deref())?;
-            let dir = match (&args.dir, &args.target) {
-                (Some(d), _) => d.clone(),
-                (None, Some(t)) => config
-                    .target(t)?
-                    .dir
-                    .clone()
-                    .or(config.dir.clone())
-                    .unwrap_or_else(config::default_snapshot_dir),
-                (None, None) => config
-                    .dir
-                    .clone()
-                    .unwrap_or_else(config::default_snapshot_dir),
+            let config = Config::load(g.config.as_deref())?;
+            let target = match &args.target {
+                Some(t) => Some(config.target(t)?),
+                None => None,
             };
-            // The default repository not existing yet is just empty; a
-            // directory the user named must exist (a typo is not "no snapshots").
-            let named = args.dir.is_some() || dir != config::default_snapshot_dir();
+            let dir = repo_dir(&g, &config, target);
             let rows = match inspect::list(&dbsnap_core::repository(&dir)) {
-                Err(CoreError::Storage(dbsnap_core::error::StorageError::NoRepository(_)))
-                    if !named =>
-                {
-                    Vec::new()
-                }
+                Err(e) if missing_default_repo(&e, &dir) => Vec::new(),
                 r => r?,
             };
-            output::print_list(&dir, &rows, args.json);
+            output::print_list(&dir, &rows, g.json);
             Ok(exit::OK)
         }
         Command::ExtractVersion(args) => {
-            let path = resolve_file(&args, cli.config.as_deref())?;
+            let path = resolve_file(&args, &g)?;
             let meta = inspect::read_metadata(&path)?;
-            output::print_versions(&path, &meta, args.json);
+            output::print_versions(&path, &meta, g.json);
             Ok(exit::OK)
         }
         Command::Verify(args) => {
-            let path = resolve_file(&args, cli.config.as_deref())?;
+            let path = resolve_file(&args, &g)?;
             let report = inspect::verify(&path)?;
-            output::print_verify(&report, args.json);
+            output::print_verify(&report, g.json);
             Ok(if report.ok { exit::OK } else { exit::VERIFY })
         }
         Command::Demo(args) => {
             let ui = progress::Ui::new(show_progress);
             let sink: Arc<dyn Progress> = ui.clone();
             let opts = demo::DemoOptions {
-                dir: args.dir,
+                dir: g.dir.clone(),
                 keep: args.keep,
                 rows: args.rows,
             };
             let result = demo::run(&opts, &sink).await;
             ui.finish();
             let result = result?;
-            output::print_demo(&result, args.json);
+            output::print_demo(&result, g.json);
             Ok(if result.verify.ok {
                 exit::OK
             } else {
@@ -391,29 +395,123 @@ pub async fn run(cli: Cli) -> Result<u8, CoreError> {
             })
         }
         Command::Restore(args) => {
-            let config = Config::load(cli.config.as_deref())?;
-            crate::restore_cmd::run(args, &config, show_progress).await
+            let config = Config::load(g.config.as_deref())?;
+            crate::restore_cmd::run(args, &g, &config, show_progress).await
         }
-        Command::Rollback(args) => crate::restore_cmd::rollback(args).await,
-        Command::Resume(args) => crate::restore_cmd::resume(args).await,
-        Command::Cleanup(args) => crate::restore_cmd::cleanup(args).await,
+        Command::Rollback(args) => crate::restore_cmd::rollback(args, &g).await,
+        Command::Resume(args) => crate::restore_cmd::resume(args, &g).await,
+        Command::Cleanup(args) => {
+            let config = Config::load(g.config.as_deref())?;
+            crate::restore_cmd::cleanup(args, &g, &config).await
+        }
+        Command::Completions(args) => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(args.shell, &mut cmd, "dbsnap", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
+        Command::Man => match man_page(&mut std::io::stdout()) {
+            // `dbsnap man | head` is fine.
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CoreError::Storage(
+                StorageError::io(Path::new("standard output"), e),
+            )),
+            _ => Ok(exit::OK),
+        },
+        Command::Delete(args) => {
+            let snapshot = resolve_file(&args.file, &g)?;
+            crate::restore_cmd::delete(args, &g, &snapshot)
+        }
     }
 }
 
-fn resolve_file(
-    args: &FileArgs,
-    config_path: Option<&Path>,
-) -> Result<dbsnap_core::SnapshotRef, CoreError> {
-    inspect::resolve_snapshot(&args.file, || match &args.dir {
+/// Writes the man page: dbsnap(1), then one page per command
+/// (dbsnap-create(1), ...) with all of its flags.
+fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let cmd = Cli::command();
+    clap_mangen::Man::new(cmd.clone()).render(out)?;
+    for sub in cmd.get_subcommands() {
+        let name = format!("dbsnap-{}", sub.get_name());
+        let page = sub
+            .clone()
+            .name(name.clone())
+            .bin_name(name)
+            .version(env!("CARGO_PKG_VERSION"));
+        clap_mangen::Man::new(page).render(out)?;
+    }
+    Ok(())
+}
+
+/// The repository a command reads: `--dir`, else the target's, else the
+/// config's `dir`, else `$DBSNAP_HOME/snapshots`.
+pub fn repo_dir(g: &GlobalArgs, config: &Config, target: Option<&TargetConfig>) -> PathBuf {
+    g.dir
+        .clone()
+        .or(target.and_then(|t| t.dir.clone()))
+        .or(config.dir.clone())
+        .unwrap_or_else(config::default_snapshot_dir)
+}
+
+/// Whether `e` is only the default repository not existing yet (nothing
+/// taken so far: empty). A directory the user named must exist: a typo is
+/// not "no snapshots".
+pub fn missing_default_repo(e: &CoreError, dir: &Path) -> bool {
+    matches!(e, CoreError::Storage(StorageError::NoRepository(_)))
+        && dir == config::default_snapshot_dir()
+}
+
+fn resolve_file(args: &FileArgs, g: &GlobalArgs) -> Result<dbsnap_core::SnapshotRef, CoreError> {
+    inspect::resolve_snapshot(args.file(), || match &g.dir {
         Some(d) => Ok(d.clone()),
-        None => Ok(Config::load(config_path)?
+        None => Ok(Config::load(g.config.as_deref())?
             .dir
             .unwrap_or_else(config::default_snapshot_dir)),
     })
 }
 
+/// Refuses stop/start commands `create` would not run: a start command
+/// without a stop command, and either given on the command line without
+/// `--consistency quiesce` (flag or the target's `consistency`). A target's
+/// own `stop_cmd`/`start_cmd` also serve `restore`, so they are not an
+/// error under another consistency method.
+fn check_create_hooks(
+    args: &CreateArgs,
+    consistency: ConsistencyMethod,
+    hooks: &QuiesceHooks,
+) -> Result<(), CoreError> {
+    if hooks.start_cmd.is_some() && hooks.stop_cmd.is_none() {
+        let from = if args.start_cmd.is_some() {
+            "--start-cmd"
+        } else {
+            "the target's start_cmd"
+        };
+        return Err(CoreError::Config {
+            message: format!("{from} is given without a stop command; it would never run"),
+            hint: "pass --stop-cmd too (with --consistency quiesce), or drop --start-cmd".into(),
+        });
+    }
+    let given: Vec<&str> = [
+        args.stop_cmd.as_ref().map(|_| "--stop-cmd"),
+        args.start_cmd.as_ref().map(|_| "--start-cmd"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !given.is_empty() && consistency != ConsistencyMethod::Quiesce {
+        return Err(CoreError::Config {
+            message: format!(
+                "{} only run with --consistency quiesce (this snapshot would use {}), so they would be ignored",
+                given.join("/"),
+                consistency.as_str()
+            ),
+            hint: "add --consistency quiesce (or consistency = \"quiesce\" in the target), or drop them"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 async fn create_cmd(
     args: CreateArgs,
+    g: &GlobalArgs,
     config: &Config,
     show_progress: bool,
 ) -> Result<u8, CoreError> {
@@ -433,6 +531,16 @@ async fn create_cmd(
     } else {
         args.databases.clone()
     };
+    let consistency = args
+        .consistency
+        .map(Into::into)
+        .or(t.consistency)
+        .unwrap_or(ConsistencyMethod::Snapshot);
+    let hooks = QuiesceHooks {
+        stop_cmd: args.stop_cmd.clone().or(t.stop_cmd.clone()),
+        start_cmd: args.start_cmd.clone().or(t.start_cmd.clone()),
+    };
+    check_create_hooks(&args, consistency, &hooks)?;
     let mut pg_bin = args.pg_bin.clone();
     pg_bin.extend(config.pg_bin.iter().cloned());
     let opts = CreateOptions {
@@ -445,24 +553,16 @@ async fn create_cmd(
             .or(t.prefix.clone())
             .unwrap_or_else(|| "db-snapshot".into()),
         safety_for: None,
-        consistency: args
-            .consistency
-            .map(Into::into)
-            .or(t.consistency)
-            .unwrap_or(ConsistencyMethod::Snapshot),
+        consistency,
         repo: dbsnap_core::repository(
-            &args
-                .dir
+            &g.dir
                 .clone()
                 .or(t.dir.clone())
                 .or(config.dir.clone())
                 .unwrap_or_else(config::default_snapshot_dir),
         ),
         pg_bin,
-        hooks: QuiesceHooks {
-            stop_cmd: args.stop_cmd.clone().or(t.stop_cmd.clone()),
-            start_cmd: args.start_cmd.clone().or(t.start_cmd.clone()),
-        },
+        hooks,
         compress: args.compress.clone().or(t.compress.clone()),
         version_spec: t.schema_version.clone(),
         version_specs: t.schema_versions.clone(),
@@ -486,7 +586,7 @@ async fn create_cmd(
     };
     ui.finish();
     let result = result?;
-    output::print_create(&result, args.json);
+    output::print_create(&result, g.json);
     if let Some(f) = &result.start_hook_failure {
         eprintln!(
             "error: the snapshot is complete, but the application was not started again: {f}"

@@ -34,7 +34,7 @@ pub fn init(cli: &Cli) -> std::io::Result<RunLog> {
         std::process::id()
     ));
     let file = File::create(&path)?;
-    let stderr_level = match cli.verbose {
+    let stderr_level = match cli.global.verbose {
         0 => LevelFilter::WARN,
         1 => LevelFilter::INFO,
         _ => LevelFilter::DEBUG,

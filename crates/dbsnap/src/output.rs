@@ -8,8 +8,10 @@ use dbsnap_archive::snapshot::Metadata;
 use dbsnap_core::create::CreateResult;
 use dbsnap_core::demo::DemoResult;
 use dbsnap_core::inspect::{ListEntry, VerifyReport};
+use dbsnap_core::retention::Removed;
 use dbsnap_core::CoreError;
 use serde_json::json;
+use time::OffsetDateTime;
 
 /// `12.3 MiB`.
 pub fn human_bytes(n: u64) -> String {
@@ -99,34 +101,102 @@ pub fn print_list(dir: &Path, rows: &[ListEntry], json: bool) {
         println!("no snapshots in {}", dir.display());
         return;
     }
-    println!(
-        "{:>3}  {:<52} {:<24} {:>10}  {:<10} databases (versions)",
-        "#", "file", "created", "size", "consistency"
-    );
+    for line in list_lines(rows, OffsetDateTime::now_utc()) {
+        println!("{line}");
+    }
+}
+
+/// `list`'s text table, ages counted back from `now`.
+fn list_lines(rows: &[ListEntry], now: OffsetDateTime) -> Vec<String> {
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(4);
+    let mut lines = vec![format!(
+        "{:>3}  {:<width$}  {:<20}  {:>8}  {:>10}  {:<11}  databases (versions)",
+        "#", "file", "created (UTC)", "age", "size", "consistency"
+    )];
     for (i, r) in rows.iter().enumerate() {
-        let dbs = if let Some(e) = &r.error {
-            format!("unreadable: {}", e.lines().next().unwrap_or(""))
-        } else {
-            r.databases
-                .iter()
-                .zip(&r.versions)
-                .map(|(d, v)| format!("{d} ({v})"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let created = r.created_at.as_deref().and_then(parse_time);
         let consistency = match (r.consistency.as_deref(), r.consistent_cut) {
             (Some(m), Some(false)) if m != "none" => format!("{m}!"),
             (Some(m), _) => m.to_string(),
             _ => "-".into(),
         };
-        println!(
-            "{:>3}  {:<52} {:<24} {:>10}  {:<10} {dbs}",
+        lines.push(format!(
+            "{:>3}  {:<width$}  {:<20}  {:>8}  {:>10}  {:<11}  {}",
             i + 1,
             r.name,
-            r.created_at.as_deref().unwrap_or("-"),
+            created.map(utc_seconds).unwrap_or_else(|| "-".into()),
+            created.map(|t| age(t, now)).unwrap_or_else(|| "-".into()),
             human_bytes(r.size),
-            consistency
-        );
+            consistency,
+            list_details(r)
+        ));
+    }
+    let unusable = rows.iter().filter(|r| r.status != "ok").count();
+    if unusable > 0 {
+        lines.push(format!(
+            "{unusable} file(s) marked !! cannot be restored; `dbsnap verify FILE` checks one in full"
+        ));
+    }
+    lines
+}
+
+/// The last column of a `list` row: databases and versions, a safety
+/// snapshot's mark, or why the file cannot be used.
+fn list_details(r: &ListEntry) -> String {
+    if r.status != "ok" {
+        let what = match r.status {
+            "truncated" => "TRUNCATED",
+            "not_snapshot" => "NOT A SNAPSHOT",
+            "unsupported" => "UNSUPPORTED FORMAT",
+            "unreadable" => "UNREADABLE",
+            _ => "DAMAGED",
+        };
+        let why = r
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .lines()
+            .next()
+            .unwrap_or("");
+        let why = why.strip_prefix(&format!("{}: ", r.path)).unwrap_or(why);
+        return format!("!! {what}: {why}");
+    }
+    let dbs = r
+        .databases
+        .iter()
+        .zip(&r.versions)
+        .map(|(d, v)| format!("{d} ({v})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match &r.safety_for {
+        Some(run) => format!("{dbs}  [safety snapshot, restore {run}]"),
+        None => dbs,
+    }
+}
+
+/// An RFC 3339 time from the metadata.
+fn parse_time(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// `2026-11-22 10:15:00Z`: UTC, to the second.
+pub fn utc_seconds(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second]Z"
+        ))
+        .unwrap_or_default()
+}
+
+/// How long before `now` `t` was: `45s ago`, `12m ago`, `3h ago`, `2d ago`.
+pub fn age(t: OffsetDateTime, now: OffsetDateTime) -> String {
+    let secs = (now - t).whole_seconds();
+    match secs {
+        s if s < -60 => "future".into(),
+        s if s < 60 => format!("{}s ago", s.max(0)),
+        s if s < 3600 => format!("{}m ago", s / 60),
+        s if s < 86_400 => format!("{}h ago", s / 3600),
+        s => format!("{}d ago", s / 86_400),
     }
 }
 
@@ -243,6 +313,57 @@ pub fn print_value(v: &serde_json::Value, json: bool, text: impl FnOnce()) {
     }
 }
 
+/// [`print_value`] for a command with `--dry-run`: the JSON says whether
+/// anything was changed (`"dry_run": true` means nothing was).
+pub fn print_dry_run_value(v: &serde_json::Value, dry_run: bool, json: bool, text: impl FnOnce()) {
+    if json {
+        print_json(&json!({ "ok": true, "dry_run": dry_run, "result": v }));
+    } else {
+        text();
+    }
+}
+
+/// Prints `cleanup`: kept databases and old safety snapshots, dropped and
+/// removed when `changed`, else what `--yes` would do.
+pub fn print_cleanup(
+    kept: &[dbsnap_core::restore::recover::KeptCopy],
+    safety: &[Removed],
+    changed: bool,
+    dry_run: bool,
+    json: bool,
+) {
+    if json {
+        print_json(&json!({
+            "ok": true, "dry_run": dry_run, "result": kept, "safety_snapshots": safety,
+        }));
+        return;
+    }
+    let (drop, remove) = match (changed, dry_run) {
+        (true, _) => ("dropped", "removed"),
+        (false, true) => ("would drop", "would remove"),
+        (false, false) => ("kept", "old safety snapshot"),
+    };
+    if kept.is_empty() {
+        println!("no kept databases");
+    }
+    for k in kept {
+        println!(
+            "{drop}: {} on {} ({})",
+            k.name,
+            k.server,
+            human_bytes(k.bytes.max(0) as u64)
+        );
+    }
+    for s in safety {
+        println!("{remove}: {} ({})", s.path, human_bytes(s.size));
+    }
+    if dry_run {
+        println!("dry run: nothing was changed");
+    } else if !changed && (!kept.is_empty() || !safety.is_empty()) {
+        println!("pass --yes to drop and remove them");
+    }
+}
+
 /// Prints a restore plan.
 pub fn print_plan(p: &dbsnap_core::restore::Plan, json: bool, dry_run: bool) {
     if json {
@@ -307,16 +428,20 @@ pub fn print_plan(p: &dbsnap_core::restore::Plan, json: bool, dry_run: bool) {
     }
 }
 
-/// Prints the result of a restore.
-pub fn print_restore(r: &dbsnap_core::restore::RestoreResult, json: bool) {
+/// Prints the result of a restore, with the old safety snapshots it removed.
+pub fn print_restore(r: &dbsnap_core::restore::RestoreResult, pruned: &[Removed], json: bool) {
     if json {
         let mut v = serde_json::to_value(r).unwrap_or_default();
         v["ok"] = json!(true);
+        v["removed_safety_snapshots"] = json!(pruned);
         print_json(&v);
         return;
     }
     if let Some(s) = &r.safety_snapshot {
         println!("safety snapshot: {}", s.display());
+    }
+    for p in pruned {
+        println!("removed old safety snapshot: {}", p.path);
     }
     for d in &r.databases {
         print!(
@@ -347,4 +472,83 @@ pub fn print_restore(r: &dbsnap_core::restore::RestoreResult, json: bool) {
         );
     }
     println!("done in {:.1}s (run {})", r.duration_secs, r.id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn entry(name: &str, created: &str) -> ListEntry {
+        ListEntry {
+            created_at: Some(created.into()),
+            databases: vec!["app".into()],
+            versions: vec!["3".into()],
+            consistency: Some("snapshot".into()),
+            consistent_cut: Some(true),
+            ..ListEntry::new(name, format!("/repo/{name}"), 2048)
+        }
+    }
+
+    #[test]
+    fn ages_count_back_from_now() {
+        let now = datetime!(2026-11-22 13:15:00 UTC);
+        let cases = [
+            (datetime!(2026-11-22 13:14:15 UTC), "45s ago"),
+            (datetime!(2026-11-22 13:03:00 UTC), "12m ago"),
+            (datetime!(2026-11-22 10:15:00 UTC), "3h ago"),
+            (datetime!(2026-11-20 09:00:00 UTC), "2d ago"),
+            (datetime!(2026-11-22 13:15:30 UTC), "0s ago"),
+            (datetime!(2026-11-23 13:15:00 UTC), "future"),
+        ];
+        for (t, want) in cases {
+            assert_eq!(age(t, now), want, "{t}");
+        }
+    }
+
+    #[test]
+    fn list_rows_show_seconds_age_and_flag_what_cannot_be_used() {
+        let now = datetime!(2026-11-22 13:15:01 UTC);
+        let good = entry(
+            "db-snapshot-3-20261122T101500Z.tar",
+            "2026-11-22T10:15:00.123456789Z",
+        );
+        let mut safety = entry("safety-3-20261122T120000Z.tar", "2026-11-22T12:00:00Z");
+        safety.safety = true;
+        safety.safety_for = Some("20261122T120000Z-1".into());
+        let mut cut = entry("half.tar", "2026-11-20T10:15:00+02:00");
+        cut.status = "truncated";
+        cut.error = Some(
+            "/repo/half.tar: snapshot is truncated: no manifest.json at the end of the file".into(),
+        );
+        let lines = list_lines(&[good, safety, cut], now);
+        assert!(
+            lines[1].contains("2026-11-22 10:15:00Z") && lines[1].contains("3h ago"),
+            "{}",
+            lines[1]
+        );
+        assert!(!lines[1].contains(".123"), "{}", lines[1]);
+        assert!(
+            lines[2].contains("[safety snapshot, restore 20261122T120000Z-1]"),
+            "{}",
+            lines[2]
+        );
+        assert!(
+            lines[3].contains("2026-11-20 08:15:00Z") && lines[3].contains("2d ago"),
+            "{}",
+            lines[3]
+        );
+        assert!(
+            lines[3].contains("!! TRUNCATED: snapshot is truncated"),
+            "{}",
+            lines[3]
+        );
+        assert!(lines[4].contains("cannot be restored"), "{}", lines[4]);
+        // Columns line up whatever the name lengths.
+        let col = lines[0].find("created").unwrap();
+        assert!(
+            lines[1..4].iter().all(|l| l[col..].starts_with("2026-")),
+            "{lines:#?}"
+        );
+    }
 }

@@ -10,9 +10,9 @@ use dbsnap_core::consistency::QuiesceHooks;
 use dbsnap_core::create::Progress;
 use dbsnap_core::error::exit;
 use dbsnap_core::restore::{self, recover, Plan, RestoreOptions};
-use dbsnap_core::{inspect, CoreError};
+use dbsnap_core::{inspect, retention, CoreError, SnapshotRef};
 
-use crate::cli::{CleanupArgs, RestoreArgs, ResumeArgs, RollbackArgs};
+use crate::cli::{CleanupArgs, DeleteArgs, GlobalArgs, RestoreArgs, ResumeArgs, RollbackArgs};
 use crate::{output, progress};
 
 fn interactive() -> bool {
@@ -26,8 +26,13 @@ fn not_confirmed(what: &str) -> CoreError {
 }
 
 /// `dbsnap restore`.
-pub async fn run(args: RestoreArgs, config: &Config, show_progress: bool) -> Result<u8, CoreError> {
-    let dir = args
+pub async fn run(
+    args: RestoreArgs,
+    g: &GlobalArgs,
+    config: &Config,
+    show_progress: bool,
+) -> Result<u8, CoreError> {
+    let dir = g
         .dir
         .clone()
         .or(config.dir.clone())
@@ -79,7 +84,7 @@ pub async fn run(args: RestoreArgs, config: &Config, show_progress: bool) -> Res
         no_safety_snapshot: args.no_safety_snapshot,
         lock_timeout: args.lock_timeout,
         // Safety snapshots: --dir, else the target's repository, else the default.
-        safety_repo: dbsnap_core::repository(&args.dir.clone().or(t.dir.clone()).unwrap_or(dir)),
+        safety_repo: dbsnap_core::repository(&g.dir.clone().or(t.dir.clone()).unwrap_or(dir)),
         hooks: QuiesceHooks {
             stop_cmd: args.stop_cmd.clone().or(t.stop_cmd.clone()),
             start_cmd: args.start_cmd.clone().or(t.start_cmd.clone()),
@@ -109,10 +114,10 @@ pub async fn run(args: RestoreArgs, config: &Config, show_progress: bool) -> Res
     ui.finish();
     let plan = plan?;
     if args.dry_run {
-        output::print_plan(&plan, args.json, true);
+        output::print_plan(&plan, g.json, true);
         return Ok(exit::OK);
     }
-    if !args.json {
+    if !g.json {
         output::print_plan(&plan, false, false);
     }
     if !args.yes {
@@ -123,7 +128,11 @@ pub async fn run(args: RestoreArgs, config: &Config, show_progress: bool) -> Res
     let result = restore::execute(&plan, &opts, &sink).await;
     ui.finish();
     let result = result?;
-    output::print_restore(&result, args.json);
+    let pruned = match &result.safety_snapshot {
+        Some(taken) => prune_after_restore(taken, config.keep_safety_snapshots()),
+        None => Vec::new(),
+    };
+    output::print_restore(&result, &pruned, g.json);
     if let Some(f) = &result.start_hook_failure {
         eprintln!("error: the restore is complete, but the application was not started again: {f}");
         return Ok(exit::HOOK);
@@ -222,20 +231,28 @@ fn ask(question: &str) -> Result<(), CoreError> {
 }
 
 /// `dbsnap rollback`.
-pub async fn rollback(args: RollbackArgs) -> Result<u8, CoreError> {
-    if !args.yes {
+pub async fn rollback(args: RollbackArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
+    if !args.yes && !args.dry_run {
         if !interactive() {
             return Err(not_confirmed("a rollback"));
         }
         ask("Swap the previous databases back in (the restored copies are kept)?")?;
     }
-    let r = recover::rollback(args.id.as_deref(), &args.databases).await?;
-    output::print_value(
+    let r = recover::rollback(args.id.as_deref(), &args.databases, args.dry_run).await?;
+    output::print_dry_run_value(
         &serde_json::to_value(&r).unwrap_or_default(),
-        args.json,
+        args.dry_run,
+        g.json,
         || {
             for (db, kept) in &r.databases {
-                println!("rolled back {db}: the previous database is live again; the restored copy is kept as {kept}");
+                if args.dry_run {
+                    println!("would roll back {db} (restore {}): the previous database would be live again; the restored copy would be kept as {kept}", r.id);
+                } else {
+                    println!("rolled back {db}: the previous database is live again; the restored copy is kept as {kept}");
+                }
+            }
+            if args.dry_run {
+                println!("dry run: nothing was changed");
             }
         },
     );
@@ -243,11 +260,11 @@ pub async fn rollback(args: RollbackArgs) -> Result<u8, CoreError> {
 }
 
 /// `dbsnap resume`.
-pub async fn resume(args: ResumeArgs) -> Result<u8, CoreError> {
+pub async fn resume(args: ResumeArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
     let r = recover::resume(&args.databases).await?;
     output::print_value(
         &serde_json::to_value(&r).unwrap_or_default(),
-        args.json,
+        g.json,
         || {
             if r.is_empty() {
                 println!("no interrupted restore");
@@ -266,29 +283,78 @@ pub async fn resume(args: ResumeArgs) -> Result<u8, CoreError> {
     Ok(exit::OK)
 }
 
-/// `dbsnap cleanup`.
-pub async fn cleanup(args: CleanupArgs) -> Result<u8, CoreError> {
-    let r = recover::cleanup(&args.databases, args.yes).await?;
-    output::print_value(
-        &serde_json::to_value(&r).unwrap_or_default(),
-        args.json,
+/// `dbsnap cleanup`: kept databases on the servers, and safety snapshots
+/// beyond `keep_safety_snapshots` in the repository.
+pub async fn cleanup(args: CleanupArgs, g: &GlobalArgs, config: &Config) -> Result<u8, CoreError> {
+    let change = args.yes && !args.dry_run;
+    let dir = crate::cli::repo_dir(g, config, None);
+    let repo = dbsnap_core::repository(&dir);
+    // A repository named by --dir or the config must exist; the default
+    // one not existing yet just has no safety snapshots.
+    let safety = match inspect::list(&repo) {
+        Err(e) if crate::cli::missing_default_repo(&e, &dir) => Vec::new(),
+        Err(e) => return Err(e),
+        Ok(_) => {
+            retention::prune_safety_snapshots(&repo, config.keep_safety_snapshots(), None, !change)?
+        }
+    };
+    let kept = recover::cleanup(&args.databases, change).await?;
+    output::print_cleanup(&kept, &safety, change, args.dry_run, g.json);
+    Ok(exit::OK)
+}
+
+/// `dbsnap delete`: one snapshot, after confirmation.
+pub fn delete(args: DeleteArgs, g: &GlobalArgs, snapshot: &SnapshotRef) -> Result<u8, CoreError> {
+    let target = retention::deletable(snapshot)?;
+    if !args.dry_run && !args.yes {
+        if !interactive() {
+            return Err(CoreError::NotConfirmed(format!(
+                "deleting {} needs confirmation; there is no terminal to ask on\nhint: pass --yes to confirm (see what would go with --dry-run)",
+                target.path
+            )));
+        }
+        ask(&format!(
+            "Delete snapshot {} ({}, taken {})?",
+            target.path,
+            output::human_bytes(target.size),
+            target.created_at.as_deref().unwrap_or("at an unknown time")
+        ))?;
+    }
+    if !args.dry_run {
+        retention::delete(snapshot)?;
+    }
+    output::print_dry_run_value(
+        &serde_json::to_value(&target).unwrap_or_default(),
+        args.dry_run,
+        g.json,
         || {
-            if r.is_empty() {
-                println!("no kept databases");
-            }
-            for k in &r {
-                let what = if args.yes { "dropped" } else { "kept" };
-                println!(
-                    "{what}: {} on {} ({})",
-                    k.name,
-                    k.server,
-                    output::human_bytes(k.bytes.max(0) as u64)
-                );
-            }
-            if !args.yes && !r.is_empty() {
-                println!("pass --yes to drop them");
+            let verb = if args.dry_run {
+                "would delete"
+            } else {
+                "deleted"
+            };
+            println!(
+                "{verb}: {} ({})",
+                target.path,
+                output::human_bytes(target.size)
+            );
+            if args.dry_run {
+                println!("dry run: nothing was changed");
             }
         },
     );
     Ok(exit::OK)
+}
+
+/// After a restore took safety snapshot `taken`: removes the repository's
+/// safety snapshots beyond the newest `keep` (never `taken`). A failure
+/// here is a warning: the restore itself succeeded.
+fn prune_after_restore(taken: &SnapshotRef, keep: usize) -> Vec<retention::Removed> {
+    match retention::prune_safety_snapshots(&taken.repo, keep, Some(&taken.name), false) {
+        Ok(removed) => removed,
+        Err(e) => {
+            tracing::warn!("could not remove old safety snapshots: {e}");
+            Vec::new()
+        }
+    }
 }

@@ -231,6 +231,27 @@ fn live_newer_is_replaced_by_swap_and_can_be_rolled_back() {
     let kept = v["databases"][0]["kept_as"].as_str().unwrap().to_string();
     assert_same(&state(&cluster, "app"), &before, "swap restore");
     assert_same(&state(&cluster, &kept), &newer, "kept copy");
+    // rollback --dry-run: says what it would swap back, changes nothing,
+    // and needs no confirmation.
+    let (code, v, err) = run_json(
+        home.dbsnap()
+            .args(["rollback", "--dry-run", "-d"])
+            .arg(cluster.url("postgres")),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["dry_run"], true, "{v}");
+    assert_eq!(v["result"]["databases"][0][0], "app", "{v}");
+    assert_same(&state(&cluster, "app"), &before, "rollback --dry-run");
+    let (code, out, err) = run(home
+        .dbsnap()
+        .args(["rollback", "--dry-run", "-d"])
+        .arg(cluster.url("postgres")));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("would roll back app") && out.contains("nothing was changed"),
+        "{out}"
+    );
+    assert_same(&state(&cluster, "app"), &before, "rollback --dry-run");
     // rollback: the newer database is live again, the restored one kept.
     let (code, v, err) = run_json(
         home.dbsnap()
@@ -253,6 +274,16 @@ fn live_newer_is_replaced_by_swap_and_can_be_rolled_back() {
     );
     assert_eq!(code, 0);
     assert_eq!(v["result"].as_array().unwrap().len(), 1, "{v}");
+    // --dry-run wins over --yes: what would be dropped, nothing dropped.
+    let (code, v, err) = run_json(
+        home.dbsnap()
+            .args(["cleanup", "--yes", "--dry-run", "-d"])
+            .arg(cluster.url("postgres")),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["dry_run"], true, "{v}");
+    assert_eq!(v["result"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(common::kept_copies(&cluster), "1");
     let (code, _, err) = run_json(
         home.dbsnap()
             .args(["cleanup", "--yes", "-d"])
@@ -620,4 +651,63 @@ fn a_downgrade_names_the_objects_that_fail() {
         "SELECT count(*) FROM pg_database WHERE datname = 'app'",
     );
     assert_eq!(left.trim(), "0");
+}
+
+#[test]
+fn restores_keep_only_the_newest_safety_snapshots() {
+    let cluster = Cluster::start(15);
+    platform(&cluster, "app");
+    let home = Home::new();
+    std::fs::write(
+        home.path().join("dbsnap.toml"),
+        "keep_safety_snapshots = 2\n",
+    )
+    .unwrap();
+    // The repository also goes through create: a directory that does not
+    // exist yet is made.
+    let repo = home.path().join("new").join("repo");
+    let v = common::create(
+        &home,
+        &cluster,
+        &["app"],
+        &["--dir", repo.to_str().unwrap()],
+    );
+    let file = v["file"].as_str().unwrap().to_string();
+    assert!(repo.is_dir());
+    let mut taken: Vec<String> = Vec::new();
+    for i in 0..3 {
+        let (code, v, err) = restore(
+            &home,
+            &cluster,
+            &file,
+            &[cluster.url("app")],
+            &["--yes", "--dir", repo.to_str().unwrap()],
+        );
+        assert_eq!(code, 0, "restore {i}: {err}\n{v}");
+        let safety = v["safety_snapshot"].as_str().unwrap().to_string();
+        let removed: Vec<String> = v["removed_safety_snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["path"].as_str().unwrap().to_string())
+            .collect();
+        // The third restore removes the first safety snapshot, never its own.
+        let want: Vec<String> = if i == 2 {
+            vec![taken[0].clone()]
+        } else {
+            vec![]
+        };
+        assert_eq!(removed, want, "restore {i}");
+        assert!(std::path::Path::new(&safety).exists());
+        taken.push(safety);
+    }
+    let (_, v, _) = run_json(home.dbsnap().args(["list", "--dir"]).arg(&repo));
+    let rows = v["snapshots"].as_array().unwrap();
+    let safety: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["safety"] == true)
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(safety, [taken[2].as_str(), taken[1].as_str()], "{v}");
+    assert_eq!(rows.len(), 3, "the snapshot itself is never pruned: {v}");
 }

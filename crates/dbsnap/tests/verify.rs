@@ -94,14 +94,29 @@ fn verify_names_the_damaged_member_and_list_survives() {
     assert!(row("garbage.tar")["error"].is_string());
     assert!(row("metaflip.tar")["error"].is_string());
     assert!(row("tiny.tar")["error"].is_string());
-    assert!(
-        row("half.tar")["error"].is_null(),
-        "metadata of a truncated file is still readable"
+    // Truncated files are flagged by the cheap end check, though their
+    // metadata still reads; the good one is not.
+    for name in ["half.tar", "almost.tar"] {
+        let r = row(name);
+        assert_eq!(r["status"], "truncated", "{r}");
+        assert!(r["created_at"].is_string(), "metadata still read: {r}");
+    }
+    assert_eq!(row("garbage.tar")["status"], "not_snapshot");
+    assert_eq!(
+        row("flipped.tar")["status"],
+        "ok",
+        "a flipped byte needs verify"
     );
-    assert!(row(good.file_name().unwrap().to_str().unwrap())["error"].is_null());
-    let (code, _, err) = run(home.dbsnap().arg("list"));
+    let good_name = good.file_name().unwrap().to_str().unwrap();
+    assert!(row(good_name)["error"].is_null());
+    assert_eq!(row(good_name)["status"], "ok");
+    let (code, out, err) = run(home.dbsnap().arg("list"));
     assert_eq!(code, 0);
     assert!(!err.contains("panicked"));
+    let line = |n: &str| out.lines().find(|l| l.contains(n)).unwrap().to_string();
+    assert!(line("half.tar").contains("!! TRUNCATED"), "{out}");
+    assert!(line(good_name).contains("s ago"), "{out}");
+    assert!(!line(good_name).contains("!!"), "{out}");
 
     // extract-version reads only the metadata: fine on a truncated file, an error on damaged metadata.
     let (code, v, _) = run_json(

@@ -113,7 +113,7 @@ pub async fn resume(creds: &Credentials) -> Result<Vec<Resumed>, CoreError> {
     Ok(out)
 }
 
-/// What `rollback` did.
+/// What `rollback` did (or, in a dry run, would do).
 #[derive(Debug, Clone, Serialize)]
 pub struct RolledBack {
     /// Run id undone.
@@ -124,7 +124,12 @@ pub struct RolledBack {
 
 /// Swaps back the databases replaced by restore run `id` (default: the
 /// latest run that swapped any). The restored copy is kept, renamed.
-pub async fn rollback(id: Option<&str>, creds: &Credentials) -> Result<RolledBack, CoreError> {
+/// With `dry_run`, checks the same things and changes nothing.
+pub async fn rollback(
+    id: Option<&str>,
+    creds: &Credentials,
+    dry_run: bool,
+) -> Result<RolledBack, CoreError> {
     let runs = RestoreState::all()?;
     let mut st = runs
         .into_iter()
@@ -156,11 +161,15 @@ pub async fn rollback(id: Option<&str>, creds: &Credentials) -> Result<RolledBac
             });
         }
         let restored_as = replace::copy_name(&db.live, "rolledback", &st.id);
-        replace::swap(&mut client, &db.live, &old, &restored_as, &target).await?;
-        db.phase = Phase::RolledBack;
+        if !dry_run {
+            replace::swap(&mut client, &db.live, &old, &restored_as, &target).await?;
+            db.phase = Phase::RolledBack;
+        }
         done.push((db.live.clone(), restored_as));
     }
-    st.save()?;
+    if !dry_run {
+        st.save()?;
+    }
     Ok(RolledBack {
         id: st.id.clone(),
         databases: done,

@@ -1,0 +1,275 @@
+//! The command line itself, without a server: flags that would be ignored
+//! are refused, global flags on either side of the command, repository
+//! errors, completions and the man page.
+
+mod common;
+
+use common::{run, run_json, Home};
+use dbsnap_test_support::free_port;
+
+/// A connection string nobody listens on: a command that got past its
+/// argument checks fails with exit 3 instead of 2.
+fn nowhere() -> String {
+    format!("postgres://postgres:pw@127.0.0.1:{}/app", free_port())
+}
+
+#[test]
+fn create_refuses_stop_and_start_commands_it_would_not_run() {
+    let home = Home::new();
+    let marker = home.path().join("stopped");
+    let stop = format!("touch {}", marker.display());
+    // --stop-cmd/--start-cmd without --consistency quiesce.
+    for extra in [
+        vec!["--stop-cmd", stop.as_str(), "--start-cmd", "true"],
+        vec!["--stop-cmd", stop.as_str()],
+        vec!["--stop-cmd", stop.as_str(), "--consistency", "barrier"],
+    ] {
+        let (code, v, err) = run_json(
+            home.dbsnap()
+                .args(["create", "-d", &nowhere()])
+                .args(&extra),
+        );
+        assert_eq!(code, 2, "{extra:?}: {err}");
+        assert_eq!(v["error"]["kind"], "usage");
+        assert!(err.contains("--consistency quiesce"), "{err}");
+        assert!(err.contains("hint:"), "{err}");
+    }
+    // --start-cmd alone, with or without quiesce.
+    for extra in [
+        vec!["--start-cmd", "true"],
+        vec!["--start-cmd", "true", "--consistency", "quiesce"],
+    ] {
+        let (code, _, err) = run(home
+            .dbsnap()
+            .args(["create", "-d", &nowhere()])
+            .args(&extra));
+        assert_eq!(code, 2, "{extra:?}: {err}");
+        assert!(
+            err.contains("--start-cmd is given without a stop command"),
+            "{err}"
+        );
+    }
+    assert!(!marker.exists(), "a stop command ran");
+
+    // Quiesce from the target: the command-line hooks are accepted (the
+    // run then fails only at connecting); a target start_cmd alone is not.
+    std::fs::write(
+        home.path().join("dbsnap.toml"),
+        format!(
+            "[targets.q]\ndatabases = [\"{}\"]\nconsistency = \"quiesce\"\n\n[targets.lone]\ndatabases = [\"{}\"]\nconsistency = \"quiesce\"\nstart_cmd = \"true\"\n",
+            nowhere(),
+            nowhere()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(home.dbsnap().args([
+        "create",
+        "-t",
+        "q",
+        "--stop-cmd",
+        "true",
+        "--start-cmd",
+        "true",
+    ]));
+    assert_eq!(code, 3, "{err}");
+    let (code, _, err) = run(home.dbsnap().args(["create", "-t", "lone"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("the target's start_cmd"), "{err}");
+}
+
+#[test]
+fn global_flags_go_on_either_side_of_the_command() {
+    let home = Home::new();
+    let missing = home.path().join("typo-dir");
+    let config = home.path().join("my.toml");
+    std::fs::write(&config, "").unwrap();
+    let flags = [
+        "--dir",
+        missing.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "-v",
+        "--no-progress",
+        "--json",
+    ];
+    let before = [&flags[..], &["list"]].concat();
+    let after = [&["list"], &flags[..]].concat();
+    for args in [&before[..], &after[..]] {
+        let (code, out, err) = run(home.dbsnap().args(args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(missing.to_str().unwrap()), "{msg}");
+        assert!(err.contains("INFO"), "-v had no effect: {err}");
+    }
+    // A config file named before the command is the one read.
+    let (code, _, err) = run(home
+        .dbsnap()
+        .args(["--config", "/nonexistent.toml", "list"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent.toml"), "{err}");
+}
+
+#[test]
+fn verify_and_extract_version_take_a_bare_file() {
+    let home = Home::new();
+    let missing = home.path().join("gone.tar");
+    for cmd in ["verify", "extract-version"] {
+        for args in [
+            vec![cmd, missing.to_str().unwrap()],
+            vec![cmd, "--file", missing.to_str().unwrap()],
+            vec!["--json", cmd, missing.to_str().unwrap()],
+        ] {
+            let (code, _, err) = run(home.dbsnap().args(&args));
+            assert_eq!(code, 2, "{args:?}: {err}");
+            assert!(
+                err.contains("not found") && err.contains("gone.tar"),
+                "{args:?}: {err}"
+            );
+        }
+        // Both at once is ambiguous; neither is an error that says what is missing.
+        let (code, _, err) = run(home.dbsnap().args([cmd, "a.tar", "--file", "b.tar"]));
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("cannot be used with"), "{err}");
+        let (code, _, err) = run(home.dbsnap().arg(cmd));
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("<FILE>"), "{err}");
+    }
+}
+
+#[test]
+fn rollback_and_cleanup_have_the_dry_run_their_hints_name() {
+    let home = Home::new();
+    // No restore ever ran: rollback says so and points at cleanup --dry-run.
+    let (code, _, err) = run(home.dbsnap().args(["rollback", "--dry-run"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no restore replaced a database"), "{err}");
+    assert!(err.contains("dbsnap cleanup --dry-run"), "{err}");
+    // ... which exists, and changes nothing.
+    let (code, out, err) = run(home.dbsnap().args(["cleanup", "--dry-run"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("dry run: nothing was changed"), "{out}");
+    let (code, v, err) = run_json(home.dbsnap().args(["cleanup", "--dry-run", "--yes"]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["dry_run"], true);
+}
+
+/// Writes one file of each kind that is not a snapshot into `dir`; returns
+/// (path, what the error must say).
+fn foreign_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, &'static str)> {
+    std::fs::create_dir_all(dir.join("a-directory.tar")).unwrap();
+    std::fs::write(dir.join("notes.tar"), "select 1;\n-- not a snapshot\n").unwrap();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dbsnap-archive/tests/fixtures/app-core-pg15.dump"
+    );
+    std::fs::copy(fixture, dir.join("app-core.tar")).unwrap();
+    std::fs::copy(fixture, dir.join("app-core.dump")).unwrap();
+    let mut b = tar::Builder::new(std::fs::File::create(dir.join("photos.tar")).unwrap());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(4);
+    h.set_cksum();
+    b.append_data(&mut h, "cat.jpg", &b"meow"[..]).unwrap();
+    b.finish().unwrap();
+    vec![
+        (dir.join("a-directory.tar"), "it is a directory"),
+        (dir.join("notes.tar"), "text file, not a tar archive"),
+        (dir.join("app-core.tar"), "pg_restore"),
+        (dir.join("app-core.dump"), "pg_restore"),
+        (dir.join("photos.tar"), "tar archive without dbsnap.json"),
+    ]
+}
+
+#[test]
+fn files_that_are_not_snapshots_say_what_they_are_with_one_exit_code() {
+    let home = Home::new();
+    let files = foreign_files(&home.snapshots());
+    for (file, needle) in &files {
+        let f = file.to_str().unwrap();
+        for args in [
+            vec!["verify", f],
+            vec!["extract-version", "--file", f],
+            vec!["restore", "--file", f, "--yes", "--dry-run"],
+        ] {
+            let (code, v, err) = run_json(home.dbsnap().args(&args));
+            assert_eq!(code, 10, "{args:?}: {err}");
+            assert_eq!(v["error"]["kind"], "not_snapshot", "{args:?}: {v}");
+            assert!(err.contains("not a dbsnap snapshot"), "{args:?}: {err}");
+            assert!(err.contains(needle), "{args:?}: {err}");
+            assert!(
+                !err.contains("truncated") && !err.contains("damaged"),
+                "{err}"
+            );
+        }
+    }
+    // list flags the *.tar files that are not snapshots, with the same cause.
+    let (code, v, err) = run_json(home.dbsnap().arg("list"));
+    assert_eq!(code, 0, "{err}");
+    let rows = v["snapshots"].as_array().unwrap();
+    for name in ["notes.tar", "app-core.tar", "photos.tar"] {
+        let row = rows.iter().find(|r| r["name"] == name).expect(name);
+        assert_eq!(row["status"], "not_snapshot", "{row}");
+        assert!(row["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a dbsnap snapshot"));
+    }
+}
+
+/// Every command's name, from `dbsnap --help`.
+fn command_names(home: &Home) -> Vec<String> {
+    let (code, out, _) = run(home.dbsnap().arg("--help"));
+    assert_eq!(code, 0);
+    out.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| *n != "help")
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn completions_and_man_page_cover_every_command() {
+    let home = Home::new();
+    let names = command_names(&home);
+    for n in ["create", "restore", "delete", "completions", "man"] {
+        assert!(names.iter().any(|x| x == n), "{n} not in {names:?}");
+    }
+    let (code, bash, err) = run(home.dbsnap().args(["completions", "bash"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        bash.contains("complete -F _dbsnap"),
+        "not a bash completion script"
+    );
+    for n in &names {
+        assert!(bash.contains(&format!("dbsnap,{n})")), "bash lacks {n}");
+    }
+    assert!(
+        bash.contains("--dry-run") && bash.contains("--dir"),
+        "flags missing"
+    );
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let (code, out, err) = run(home.dbsnap().args(["completions", shell]));
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(out.contains("restore"), "{shell}");
+    }
+    let (code, _, err) = run(home.dbsnap().args(["completions", "tcsh"]));
+    assert_eq!(code, 2, "{err}");
+
+    let (code, man, err) = run(home.dbsnap().arg("man"));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        man.contains(".TH dbsnap 1"),
+        "not roff: {}",
+        &man[..man.len().min(200)]
+    );
+    assert!(man.contains(".SH SYNOPSIS") && man.contains(".SH OPTIONS"));
+    for n in &names {
+        assert!(
+            man.contains(&format!(".TH dbsnap-{n} 1")),
+            "man lacks dbsnap-{n}"
+        );
+    }
+}
