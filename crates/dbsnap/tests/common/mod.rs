@@ -3,6 +3,8 @@
 //! restore with stock `pg_restore`.
 #![allow(dead_code)]
 
+pub mod pty;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
