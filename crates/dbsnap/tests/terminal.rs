@@ -5,7 +5,7 @@ mod common;
 
 use common::pty::Pty;
 use common::{create, run, Home};
-use dbsnap_test_support::Cluster;
+use dbsnap_test_support::{Cluster, SUPERUSER, SUPERUSER_PASSWORD};
 
 /// Two snapshots of `app` and a safety snapshot taken by a restore;
 /// returns (older, newer) snapshot paths.
@@ -89,5 +89,44 @@ fn enter_takes_the_newest_snapshot_that_is_not_a_safety_snapshot() {
     assert!(
         screen.contains(&format!("restore plan for {newer}")),
         "{screen}"
+    );
+}
+
+/// `restore --yes --file F -d <app without a password>` on a terminal.
+fn restore_without_password(home: &Home, cluster: &Cluster, file: &str, extra: &[&str]) -> Pty {
+    let mut cmd = home.dbsnap();
+    cmd.args(["restore", "--yes", "--file", file, "--pg-bin"])
+        .arg(cluster.bin_dir())
+        .arg("-d")
+        .arg(cluster.url_as(SUPERUSER, None, "app"))
+        .args(extra);
+    Pty::spawn(cmd)
+}
+
+#[test]
+fn a_missing_password_is_asked_once_without_echo_and_never_with_no_password() {
+    let cluster = Cluster::start(15);
+    let home = Home::new();
+    let (older, _) = two_snapshots_and_a_safety_snapshot(&home, &cluster);
+    let mut pty = restore_without_password(&home, &cluster, &older, &[]);
+    pty.expect("password for");
+    pty.send(&format!("{SUPERUSER_PASSWORD}\r"));
+    let (code, screen) = pty.wait();
+    assert_eq!(code, 0, "{screen}");
+    // One question (dialoguer redraws the answered prompt as "[hidden]").
+    assert_eq!(screen.matches("[hidden]").count(), 1, "{screen}");
+    assert_eq!(screen.matches("password for").count(), 2, "{screen}");
+    assert!(!screen.contains(SUPERUSER_PASSWORD), "echoed: {screen}");
+    // The typed password served the safety snapshot and the restore.
+    assert!(screen.contains("safety snapshot:"), "{screen}");
+    assert_eq!(cluster.psql("app", "SELECT count(*) FROM t").trim(), "1");
+
+    let pty = restore_without_password(&home, &cluster, &older, &["-w"]);
+    let (code, screen) = pty.wait();
+    assert_eq!(code, 4, "{screen}");
+    assert!(!screen.contains("password for"), "{screen}");
+    assert!(
+        screen.contains("password"),
+        "no authentication error: {screen}"
     );
 }
