@@ -289,7 +289,7 @@ pub async fn resume(args: ResumeArgs) -> Result<u8, CoreError> {
             for run in &r {
                 println!("restore {} of {}:", run.id, run.file);
                 for (db, phase) in &run.databases {
-                    println!("  {db}: {phase:?}");
+                    println!("  {db}: {}", phase.describe());
                 }
                 for a in &run.actions {
                     println!("  {a}");
