@@ -16,6 +16,11 @@ pub mod restore;
 pub use dbsnap_storage::{Repository, SnapshotRef};
 pub use error::CoreError;
 
+/// Tracing target of warnings that are also returned to the caller (a
+/// result's `warnings`), which shows them itself: log files record them,
+/// the terminal leaves them out so each is shown once.
+pub const REPORTED: &str = "dbsnap::reported";
+
 /// The repository in directory `dir`.
 pub fn repository(dir: &std::path::Path) -> std::sync::Arc<dyn Repository> {
     std::sync::Arc::new(dbsnap_storage::LocalRepository::new(dir))

@@ -3,10 +3,11 @@
 //! settings are only ever logged through their redacted display form.
 
 use std::fs::File;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{self, LevelFilter};
 use tracing_subscriber::fmt;
 use tracing_subscriber::prelude::*;
 
@@ -16,6 +17,12 @@ use crate::cli::Cli;
 pub struct RunLog {
     /// Path of the log file.
     pub path: PathBuf,
+}
+
+/// Whether to colour a stream: only a terminal, and never when `NO_COLOR`
+/// is set to something (<https://no-color.org>).
+fn colour(terminal: bool) -> bool {
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Sets up logging; returns where the log file is.
@@ -47,8 +54,10 @@ pub fn init(cli: &Cli) -> std::io::Result<RunLog> {
     let stderr_layer = fmt::layer()
         .with_target(false)
         .without_time()
+        .with_ansi(colour(std::io::stderr().is_terminal()))
         .with_writer(std::io::stderr)
-        .with_filter(stderr_level);
+        .with_filter(stderr_level)
+        .with_filter(filter::filter_fn(|m| m.target() != dbsnap_core::REPORTED));
     tracing_subscriber::registry()
         .with(file_layer)
         .with(stderr_layer)

@@ -73,14 +73,14 @@ pub fn print_error(e: &CoreError, json: bool, log: Option<&Path>) {
 
 /// Prints the result of `create`.
 pub fn print_create(r: &CreateResult, json: bool) {
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
     if json {
         let mut v = serde_json::to_value(r).unwrap_or_default();
         v["ok"] = json!(true);
         print_json(&v);
         return;
-    }
-    for w in &r.warnings {
-        eprintln!("warning: {w}");
     }
     println!("snapshot: {}", r.file.display());
     println!(

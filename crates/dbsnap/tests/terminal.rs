@@ -130,3 +130,24 @@ fn a_missing_password_is_asked_once_without_echo_and_never_with_no_password() {
         "no authentication error: {screen}"
     );
 }
+
+/// `dbsnap -v list` on a terminal, with `NO_COLOR` set to `no_color`.
+fn verbose_list_on_a_terminal(no_color: Option<&str>) -> String {
+    let home = Home::new();
+    let mut cmd = home.dbsnap();
+    cmd.args(["-v", "list"]);
+    if let Some(v) = no_color {
+        cmd.env("NO_COLOR", v);
+    }
+    let (code, screen) = Pty::spawn(cmd).wait_raw();
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("INFO"), "{screen}");
+    screen
+}
+
+#[test]
+fn colour_on_a_terminal_unless_no_color() {
+    assert!(verbose_list_on_a_terminal(None).contains("\x1b["));
+    assert!(verbose_list_on_a_terminal(Some("")).contains("\x1b["));
+    assert!(!verbose_list_on_a_terminal(Some("1")).contains("\x1b["));
+}

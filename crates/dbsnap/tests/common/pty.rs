@@ -37,8 +37,7 @@ impl Pty {
         cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
             .stdout(Stdio::from(slave.try_clone().unwrap()))
             .stderr(Stdio::from(slave))
-            .env("TERM", "xterm-256color")
-            .env_remove("NO_COLOR");
+            .env("TERM", "xterm-256color");
         let child = cmd.spawn().expect("start dbsnap on a terminal");
         drop(cmd); // closes the parent's copies of the terminal's slave side
         let master = File::from(pty.master);
@@ -97,7 +96,14 @@ impl Pty {
 
     /// Waits for the command to end; returns its exit code and the plain
     /// text it showed.
-    pub fn wait(mut self) -> (i32, String) {
+    pub fn wait(self) -> (i32, String) {
+        let (code, raw) = self.wait_raw();
+        (code, strip_ansi(&raw))
+    }
+
+    /// Waits for the command to end; returns its exit code and everything
+    /// it wrote to the terminal, escape codes included.
+    pub fn wait_raw(mut self) -> (i32, String) {
         let start = Instant::now();
         let status = loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -112,7 +118,7 @@ impl Pty {
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }
-        (status.code().unwrap_or(-1), self.text())
+        (status.code().unwrap_or(-1), self.raw())
     }
 }
 
@@ -127,6 +133,8 @@ impl Drop for Pty {
 /// controlling terminal is its standard input (prompts open `/dev/tty`).
 fn in_new_session(cmd: &Command) -> Command {
     let mut wrapped = Command::new("setsid");
+    // The test's own environment says nothing about this terminal.
+    wrapped.env_remove("NO_COLOR");
     wrapped
         .arg("--ctty")
         .arg(cmd.get_program())
