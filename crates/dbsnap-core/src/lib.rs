@@ -12,6 +12,7 @@ pub mod error;
 pub mod hooks;
 pub mod inspect;
 pub mod restore;
+pub mod retention;
 
 pub use dbsnap_storage::{Repository, SnapshotRef};
 pub use error::CoreError;

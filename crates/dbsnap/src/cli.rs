@@ -45,6 +45,9 @@ pub struct Cli {
     /// No progress display.
     #[arg(long, global = true)]
     pub no_progress: bool,
+    /// Write this run's log to FILE (read-only commands log only with this or -v).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -301,6 +304,20 @@ impl Cli {
             Command::Resume(a) => a.json,
             Command::Cleanup(a) => a.json,
         }
+    }
+
+    /// Whether the command may change something (a database, the
+    /// repository, dbsnap's state): such runs always write a log.
+    pub fn writes(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Create(_)
+                | Command::Restore(_)
+                | Command::Rollback(_)
+                | Command::Resume(_)
+                | Command::Cleanup(_)
+                | Command::Demo(_)
+        )
     }
 
     /// Command name for the log file.

@@ -5,7 +5,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::{run, run_json, Home};
+use common::{create_command, run, run_json, Home};
 use dbsnap_test_support::{Cluster, SUPERUSER_PASSWORD};
 
 #[test]
@@ -39,21 +39,11 @@ fn dirty_schema_version_is_snapshotted_with_a_warning() {
     );
     assert_eq!(v["databases"][0]["dirty"], true);
     // Text output shows it too.
-    let (code, _, err) = run(home
-        .dbsnap()
-        .args(["create", "--pg-bin"])
-        .arg(cluster.bin_dir())
-        .arg("-d")
-        .arg(cluster.url("app")));
+    let (code, _, err) = run(&mut create_command(&home, &cluster, &["app"]));
     assert_eq!(code, 0);
     assert_eq!(err.matches(plain).count(), 1, "{err}");
     // With -v too (info on stderr): still once.
-    let (code, _, err) = run(home
-        .dbsnap()
-        .args(["-v", "create", "--pg-bin"])
-        .arg(cluster.bin_dir())
-        .arg("-d")
-        .arg(cluster.url("app")));
+    let (code, _, err) = run(create_command(&home, &cluster, &["app"]).arg("-v"));
     assert_eq!(code, 0);
     assert_eq!(err.matches(plain).count(), 1, "{err}");
 }
@@ -63,12 +53,7 @@ fn no_colour_codes_in_pipes_or_log_files() {
     let cluster = Cluster::start(15);
     cluster.create_db("app");
     let home = Home::new();
-    let (code, out, err) = run(home
-        .dbsnap()
-        .args(["-vv", "create", "--pg-bin"])
-        .arg(cluster.bin_dir())
-        .arg("-d")
-        .arg(cluster.url("app")));
+    let (code, out, err) = run(create_command(&home, &cluster, &["app"]).arg("-vv"));
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("INFO"), "no -v output: {err}");
     assert!(!err.contains("\x1b["), "colour in a pipe: {err:?}");
