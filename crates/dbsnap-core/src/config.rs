@@ -28,6 +28,9 @@ pub struct Config {
     /// Named targets.
     #[serde(default)]
     pub targets: BTreeMap<String, TargetConfig>,
+    /// How long logs and finished restore journals are kept.
+    #[serde(default)]
+    pub retention: crate::housekeeping::Retention,
     /// Where the file was read from.
     #[serde(skip)]
     pub source: Option<PathBuf>,

@@ -297,13 +297,8 @@ pub async fn create_with(
         let v = schema_version::detect(&o.client, spec, &o.display).await?;
         if let Some(v) = &v {
             if v.dirty {
-                let w = format!(
-                    "{}: schema version {} is dirty ({}): a migration failed or is running; the snapshot records it",
-                    o.display,
-                    v.display(),
-                    v.failed.join(", ")
-                );
-                tracing::warn!("{w}");
+                let w = dirty_warning(&o.display, &v.failed);
+                tracing::warn!(target: crate::REPORTED, "{w}");
                 warnings.push(w);
             }
         }
@@ -830,4 +825,16 @@ fn archive_io(path: &std::path::Path, e: dbsnap_archive::snapshot::ArchiveError)
         dbsnap_archive::snapshot::ArchiveError::Io(io) => CoreError::write_io(path, io),
         other => other.into(),
     }
+}
+/// The warning for a database whose schema a migration left dirty.
+fn dirty_warning(database: &str, failed: &[String]) -> String {
+    let which = match failed {
+        [] => "a migration".to_string(),
+        [one] => format!("migration {one}"),
+        many => format!("migrations {}", many.join(", ")),
+    };
+    format!(
+        "{database}: the schema is marked dirty: {which} failed or is still running \
+         (the snapshot is taken as it is, and records that)"
+    )
 }

@@ -10,6 +10,7 @@ pub mod create;
 pub mod demo;
 pub mod error;
 pub mod hooks;
+pub mod housekeeping;
 pub mod inspect;
 pub mod restore;
 pub mod retention;
@@ -17,6 +18,11 @@ pub mod retention;
 pub use dbsnap_pg::process::{guard_children_with, run_watchdog, WATCHDOG_ARG};
 pub use dbsnap_storage::{make_new_files_private, Repository, SnapshotRef};
 pub use error::CoreError;
+
+/// Tracing target of warnings that are also returned to the caller (a
+/// result's `warnings`), which shows them itself: log files record them,
+/// the terminal leaves them out so each is shown once.
+pub const REPORTED: &str = "dbsnap::reported";
 
 /// The repository in directory `dir`.
 pub fn repository(dir: &std::path::Path) -> std::sync::Arc<dyn Repository> {

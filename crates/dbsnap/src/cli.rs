@@ -62,6 +62,9 @@ pub struct GlobalArgs {
     /// No progress display.
     #[arg(long, global = true)]
     pub no_progress: bool,
+    /// Write this run's log to FILE (read-only commands log only with this or -v).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -320,6 +323,21 @@ impl Cli {
     /// Whether output is JSON.
     pub fn json(&self) -> bool {
         self.global.json
+    }
+
+    /// Whether the command may change something (a database, the
+    /// repository, dbsnap's state): such runs always write a log.
+    pub fn writes(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Create(_)
+                | Command::Restore(_)
+                | Command::Rollback(_)
+                | Command::Resume(_)
+                | Command::Cleanup(_)
+                | Command::Delete(_)
+                | Command::Demo(_)
+        )
     }
 
     /// Command name for the log file.

@@ -1,12 +1,14 @@
-//! A log file per run in `$DBSNAP_HOME/logs/`, plus warnings (more with -v)
-//! on standard error. Nothing logged ever contains a password: connection
-//! settings are only ever logged through their redacted display form.
+//! A log file per run that writes (or with `-v`/`--log-file`) in
+//! `$DBSNAP_HOME/logs/`, plus warnings (more with -v) on standard error.
+//! Nothing logged ever contains a password: connection settings are only
+//! ever logged through their redacted display form.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{self, LevelFilter};
 use tracing_subscriber::fmt;
 use tracing_subscriber::prelude::*;
 
@@ -18,37 +20,78 @@ pub struct RunLog {
     pub path: PathBuf,
 }
 
-/// Sets up logging; returns where the log file is.
-pub fn init(cli: &Cli) -> std::io::Result<RunLog> {
-    let dir = dbsnap_core::config::log_dir();
-    std::fs::create_dir_all(&dir)?;
+/// Whether to colour a stream: only a terminal, and never when `NO_COLOR`
+/// is set to something (<https://no-color.org>).
+fn colour(terminal: bool) -> bool {
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Where this run's log goes: `--log-file`, else a new file in
+/// `$DBSNAP_HOME/logs/` for a command that writes (or with `-v`), else none.
+fn log_path(cli: &Cli) -> Option<PathBuf> {
+    if let Some(p) = &cli.global.log_file {
+        return Some(p.clone());
+    }
+    if !cli.writes() && cli.global.verbose == 0 {
+        return None;
+    }
     let now = time::OffsetDateTime::now_utc();
     let stamp = now
         .format(time::macros::format_description!(
             "[year][month][day]T[hour][minute][second]Z"
         ))
         .unwrap_or_default();
-    let path = dir.join(format!(
+    Some(dbsnap_core::config::log_dir().join(format!(
         "dbsnap-{stamp}-{}-{}.log",
         cli.command_name(),
         std::process::id()
-    ));
-    let file = File::create(&path)?;
+    )))
+}
+
+/// Opens the log file (creating its directory).
+fn open_log(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    File::create(path)
+}
+
+/// Sets up logging: warnings (more with -v) on standard error, and a log
+/// file when [`log_path`] names one. Returns the log file, if any; a log
+/// file that cannot be created is a warning, not a failure.
+pub fn init(cli: &Cli) -> Option<RunLog> {
+    let log = log_path(cli).and_then(|path| match open_log(&path) {
+        Ok(file) => Some((path, file)),
+        Err(e) => {
+            eprintln!("warning: no log file \"{}\": {e}", path.display());
+            None
+        }
+    });
     let stderr_level = match cli.global.verbose {
         0 => LevelFilter::WARN,
         1 => LevelFilter::INFO,
         _ => LevelFilter::DEBUG,
     };
-    let file_layer = fmt::layer()
-        .with_ansi(false)
-        .with_target(false)
-        .with_writer(Mutex::new(file))
-        .with_filter(LevelFilter::INFO);
+    let (path, file_layer) = match log {
+        Some((path, file)) => (
+            Some(path),
+            Some(
+                fmt::layer()
+                    .with_ansi(false)
+                    .with_target(false)
+                    .with_writer(Mutex::new(file))
+                    .with_filter(LevelFilter::INFO),
+            ),
+        ),
+        None => (None, None),
+    };
     let stderr_layer = fmt::layer()
         .with_target(false)
         .without_time()
+        .with_ansi(colour(std::io::stderr().is_terminal()))
         .with_writer(std::io::stderr)
-        .with_filter(stderr_level);
+        .with_filter(stderr_level)
+        .with_filter(filter::filter_fn(|m| m.target() != dbsnap_core::REPORTED));
     tracing_subscriber::registry()
         .with(file_layer)
         .with(stderr_layer)
@@ -58,5 +101,24 @@ pub fn init(cli: &Cli) -> std::io::Result<RunLog> {
         command = cli.command_name(),
         "dbsnap started"
     );
-    Ok(RunLog { path })
+    path.map(|path| RunLog { path })
+}
+
+/// Prunes old logs and journals of finished restores, per the config's
+/// `[retention]` (defaults when the config cannot be read: that error is
+/// reported by the command itself). Only runs that write do this.
+pub fn prune(cli: &Cli, log: Option<&RunLog>) {
+    if !cli.writes() {
+        return;
+    }
+    let retention = dbsnap_core::config::Config::load(cli.global.config.as_deref())
+        .map(|c| c.retention)
+        .unwrap_or_default();
+    let current = log.map(|l| l.path.as_path());
+    let logs =
+        dbsnap_core::housekeeping::prune_logs(&dbsnap_core::config::log_dir(), current, &retention);
+    let journals = dbsnap_core::housekeeping::prune_journals(&retention);
+    if logs + journals > 0 {
+        tracing::info!("pruned {logs} old log(s) and {journals} finished restore journal(s)");
+    }
 }

@@ -24,13 +24,8 @@ fn main() -> ExitCode {
     dbsnap_core::make_new_files_private();
     let cli = cli::Cli::parse();
     let json = cli.json();
-    let log = match logging::init(&cli) {
-        Ok(l) => Some(l),
-        Err(e) => {
-            eprintln!("warning: no log file: {e}");
-            None
-        }
-    };
+    let log = logging::init(&cli);
+    logging::prune(&cli, log.as_ref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -45,7 +40,12 @@ fn main() -> ExitCode {
     // Blocking copy threads end once their pg_dump is gone; do not wait forever.
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     let code = match result {
-        Ok(code) => code,
+        Ok(code) => {
+            if let (Some(l), false) = (&log, json) {
+                eprintln!("log: {}", l.path.display());
+            }
+            code
+        }
         Err(e) => {
             tracing::info!("failed (exit code {}): {e}", e.exit_code());
             output::print_error(&e, json, log.as_ref().map(|l| l.path.as_path()));

@@ -29,6 +29,31 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// Lines of a table whose columns are as wide as their widest cell (left
+/// aligned, two spaces apart, each line indented by two spaces).
+pub fn table(rows: &[Vec<String>]) -> Vec<String> {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    rows.iter()
+        .map(|r| {
+            let cells: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            format!("  {}", cells.join("  ").trim_end())
+        })
+        .collect()
+}
+
 fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
@@ -50,14 +75,14 @@ pub fn print_error(e: &CoreError, json: bool, log: Option<&Path>) {
 
 /// Prints the result of `create`.
 pub fn print_create(r: &CreateResult, json: bool) {
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
     if json {
         let mut v = serde_json::to_value(r).unwrap_or_default();
         v["ok"] = json!(true);
         print_json(&v);
         return;
-    }
-    for w in &r.warnings {
-        eprintln!("warning: {w}");
     }
     println!("snapshot: {}", r.file.display());
     println!(
@@ -77,17 +102,26 @@ pub fn print_create(r: &CreateResult, json: bool) {
         _ => "per database only (no cross-database guarantee)".to_string(),
     };
     println!("  consistency: {} — {how}", c.method.as_str());
-    for d in &r.databases {
-        println!(
-            "  {:<24} PostgreSQL {:<8} schema {:<28} {:>10}",
-            d.name,
-            d.server_version.split_whitespace().next().unwrap_or(""),
-            d.schema_version
-                .as_ref()
-                .map(|v| format!("{v} ({})", d.schema_tool.as_deref().unwrap_or("")))
-                .unwrap_or("-".into()),
-            human_bytes(d.bytes)
-        );
+    let rows: Vec<Vec<String>> = r
+        .databases
+        .iter()
+        .map(|d| {
+            vec![
+                d.name.clone(),
+                format!(
+                    "PostgreSQL {}",
+                    d.server_version.split_whitespace().next().unwrap_or("")
+                ),
+                d.schema_version
+                    .as_ref()
+                    .map(|v| format!("schema {v} ({})", d.schema_tool.as_deref().unwrap_or("")))
+                    .unwrap_or("schema -".into()),
+                human_bytes(d.bytes),
+            ]
+        })
+        .collect();
+    for line in table(&rows) {
+        println!("  {line}");
     }
 }
 
@@ -382,19 +416,11 @@ pub fn print_plan(p: &dbsnap_core::restore::Plan, json: bool, dry_run: bool) {
         p.metadata.created_at,
         p.metadata.consistency.method.as_str()
     );
+    for line in table(&plan_rows(p)) {
+        let _ = writeln!(out, "{line}");
+    }
     for d in &p.databases {
-        let _ = writeln!(
-            out,
-            "  {:<20} -> {:<24} live {:<18} snapshot {:<18} {:?}",
-            d.snapshot_db,
-            d.server,
-            d.live_version
-                .as_deref()
-                .unwrap_or(if d.exists { "-" } else { "(missing)" }),
-            d.snapshot_version.as_deref().unwrap_or("-"),
-            d.action
-        );
-        let _ = writeln!(out, "      {}", d.reason);
+        let _ = writeln!(out, "  {}: {}", d.live_db, d.reason);
     }
     match (&p.stop_cmd, &p.start_cmd) {
         (Some(stop), start) => {
@@ -412,19 +438,47 @@ pub fn print_plan(p: &dbsnap_core::restore::Plan, json: bool, dry_run: bool) {
             );
         }
     }
-    if p.safety_snapshot {
-        let _ = writeln!(
-            out,
-            "  a safety snapshot of the live databases is taken first"
-        );
-    } else {
-        let _ = writeln!(out, "  no safety snapshot (--no-safety-snapshot)");
-    }
+    let _ = writeln!(out, "  {}", safety_line(p));
     for w in &p.warnings {
         let _ = writeln!(out, "  warning: {w}");
     }
     if dry_run {
         let _ = writeln!(out, "dry run: nothing was changed");
+    }
+}
+
+/// The plan's table: a header, then one row per database.
+fn plan_rows(p: &dbsnap_core::restore::Plan) -> Vec<Vec<String>> {
+    let header = [
+        "snapshot db",
+        "restored into",
+        "live version",
+        "snapshot version",
+        "action",
+    ];
+    let mut rows = vec![header.map(String::from).to_vec()];
+    for d in &p.databases {
+        rows.push(vec![
+            d.snapshot_db.clone(),
+            d.server.clone(),
+            d.live_version
+                .clone()
+                .unwrap_or_else(|| if d.exists { "-" } else { "(missing)" }.into()),
+            d.snapshot_version.clone().unwrap_or_else(|| "-".into()),
+            d.action.describe().into(),
+        ]);
+    }
+    rows
+}
+
+/// Whether (and why not) a safety snapshot is taken, as the plan says it.
+fn safety_line(p: &dbsnap_core::restore::Plan) -> &'static str {
+    if p.safety_snapshot {
+        "a safety snapshot of the live databases that change is taken first"
+    } else if p.changes_existing() {
+        "no safety snapshot (--no-safety-snapshot)"
+    } else {
+        "no safety snapshot: no database that exists now is changed"
     }
 }
 
@@ -445,8 +499,10 @@ pub fn print_restore(r: &dbsnap_core::restore::RestoreResult, pruned: &[Removed]
     }
     for d in &r.databases {
         print!(
-            "restored {} ({:?}, {:.1}s)",
-            d.database, d.action, d.seconds
+            "restored {} ({}, {:.1}s)",
+            d.database,
+            d.action.describe(),
+            d.seconds
         );
         if let Some(k) = &d.kept_as {
             print!("; previous database kept as {k} (dbsnap rollback / dbsnap cleanup)");

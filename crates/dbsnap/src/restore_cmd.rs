@@ -2,7 +2,7 @@
 //! the config), plan, show the plan, confirm, execute, print.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
 use dbsnap_core::config::{self, Config};
@@ -158,33 +158,68 @@ fn pick_snapshot(dir: &std::path::Path) -> Result<dbsnap_core::SnapshotRef, Core
             hint: "pass --dir or --file".into(),
         });
     }
-    let items: Vec<String> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            format!(
-                "{:>2}) {}  {}  {}  {}",
-                i + 1,
-                r.name,
-                r.created_at.as_deref().unwrap_or("-"),
-                output::human_bytes(r.size),
-                r.databases
-                    .iter()
-                    .zip(&r.versions)
-                    .map(|(d, v)| format!("{d} {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })
-        .collect();
-    let choice = dialoguer::Select::new()
-        .with_prompt("Snapshot to restore")
-        .items(&items)
-        .default(0)
-        .interact_opt()
-        .map_err(|e| CoreError::NotConfirmed(format!("no snapshot chosen: {e}")))?
-        .ok_or_else(|| CoreError::NotConfirmed("no snapshot chosen".into()))?;
+    let default = default_pick(&rows);
+    let mut out = std::io::stderr();
+    for (i, r) in rows.iter().enumerate() {
+        let _ = writeln!(out, "{}", pick_line(i, r, i == default));
+    }
+    let choice = dialoguer::Input::<String>::new()
+        .with_prompt(format!("Snapshot to restore (1-{})", rows.len()))
+        .default((default + 1).to_string())
+        .validate_with(|s: &String| pick_index(s, &rows).map(|_| ()))
+        .interact_text()
+        .map_err(|e| CoreError::NotConfirmed(format!("no snapshot chosen: {e}")))?;
+    let choice = pick_index(&choice, &rows).map_err(CoreError::NotConfirmed)?;
     Ok(dbsnap_core::SnapshotRef::new(repo, &rows[choice].name))
+}
+
+/// The default pick: the newest snapshot that is not a safety snapshot.
+fn default_pick(rows: &[inspect::ListEntry]) -> usize {
+    rows.iter()
+        .position(|r| r.safety_for.is_none())
+        .unwrap_or(0)
+}
+
+/// One numbered line of the pick; safety snapshots say so.
+fn pick_line(i: usize, r: &inspect::ListEntry, default: bool) -> String {
+    let marks = [
+        r.safety_for
+            .as_ref()
+            .map(|run| format!("[safety snapshot, taken before restore {run}]")),
+        default.then(|| "(default)".to_string()),
+    ];
+    let mut line = format!(
+        "{:>3}) {}  {}  {}  {}",
+        i + 1,
+        r.name,
+        r.created_at.as_deref().unwrap_or("-"),
+        output::human_bytes(r.size),
+        r.databases
+            .iter()
+            .zip(&r.versions)
+            .map(|(d, v)| format!("{d} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for m in marks.into_iter().flatten() {
+        line.push_str("  ");
+        line.push_str(&m);
+    }
+    line
+}
+
+/// The row a typed answer names: its number in the list, or its file name.
+fn pick_index(answer: &str, rows: &[inspect::ListEntry]) -> Result<usize, String> {
+    let answer = answer.trim();
+    if let Ok(n) = answer.parse::<usize>() {
+        if (1..=rows.len()).contains(&n) {
+            return Ok(n - 1);
+        }
+        return Err(format!("type a number from 1 to {}", rows.len()));
+    }
+    rows.iter()
+        .position(|r| r.name == answer)
+        .ok_or_else(|| format!("\"{answer}\" is not in the list: type its number"))
 }
 
 fn confirm(plan: &Plan) -> Result<(), CoreError> {
@@ -272,7 +307,7 @@ pub async fn resume(args: ResumeArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
             for run in &r {
                 println!("restore {} of {}:", run.id, run.file);
                 for (db, phase) in &run.databases {
-                    println!("  {db}: {phase:?}");
+                    println!("  {db}: {}", phase.describe());
                 }
                 for a in &run.actions {
                     println!("  {a}");

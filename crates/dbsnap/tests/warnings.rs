@@ -5,7 +5,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::{run, run_json, Home};
+use common::{create_command, run, run_json, Home};
 use dbsnap_test_support::{Cluster, SUPERUSER_PASSWORD};
 
 #[test]
@@ -24,9 +24,13 @@ fn dirty_schema_version_is_snapshotted_with_a_warning() {
     assert_eq!(v["databases"][0]["dirty"], true);
     assert_eq!(v["databases"][0]["schema_version"], "12 (dirty)");
     let warning = v["warnings"][0].as_str().unwrap();
-    assert!(warning.contains("is dirty"), "{warning}");
-    assert!(err.contains("is dirty"), "warning not shown: {err}");
-    assert!(home.logs().contains("is dirty"), "warning not logged");
+    let plain = "/app: the schema is marked dirty: migration 12 failed or is still running";
+    assert!(warning.contains(plain), "{warning}");
+    // Shown once, in plain words; logged.
+    assert_eq!(err.matches("dirty").count(), 1, "{err}");
+    assert!(err.starts_with("warning: ") && err.contains(plain), "{err}");
+    assert!(!err.contains("(dirty) is dirty"), "{err}");
+    assert!(home.logs().contains(plain), "warning not logged");
     let (_, v, _) = run_json(
         home.dbsnap()
             .arg("extract-version")
@@ -35,14 +39,28 @@ fn dirty_schema_version_is_snapshotted_with_a_warning() {
     );
     assert_eq!(v["databases"][0]["dirty"], true);
     // Text output shows it too.
-    let (code, _, err) = run(home
-        .dbsnap()
-        .args(["create", "--pg-bin"])
-        .arg(cluster.bin_dir())
-        .arg("-d")
-        .arg(cluster.url("app")));
+    let (code, _, err) = run(&mut create_command(&home, &cluster, &["app"]));
     assert_eq!(code, 0);
-    assert!(err.contains("warning:") && err.contains("dirty"), "{err}");
+    assert_eq!(err.matches(plain).count(), 1, "{err}");
+    // With -v too (info on stderr): still once.
+    let (code, _, err) = run(create_command(&home, &cluster, &["app"]).arg("-v"));
+    assert_eq!(code, 0);
+    assert_eq!(err.matches(plain).count(), 1, "{err}");
+}
+
+#[test]
+fn no_colour_codes_in_pipes_or_log_files() {
+    let cluster = Cluster::start(15);
+    cluster.create_db("app");
+    let home = Home::new();
+    let (code, out, err) = run(create_command(&home, &cluster, &["app"]).arg("-vv"));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("INFO"), "no -v output: {err}");
+    assert!(!err.contains("\x1b["), "colour in a pipe: {err:?}");
+    assert!(!out.contains("\x1b["), "colour in a pipe: {out:?}");
+    let logs = home.logs();
+    assert!(logs.contains("snapshot written"), "{logs}");
+    assert!(!logs.contains("\x1b["), "colour in the log file: {logs:?}");
 }
 
 #[test]

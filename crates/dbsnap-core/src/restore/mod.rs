@@ -101,6 +101,16 @@ pub enum Action {
 }
 
 impl Action {
+    /// The action in the words of the plan a user reads.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Action::DataOnly => "data-only",
+            Action::SwapRestore => "replace (new copy, then swap)",
+            Action::ReplaceInPlace => "replace in place",
+            Action::Create => "create",
+        }
+    }
+
     /// Whether the action replaces the schema (needs typed confirmation).
     pub fn drops_schema(self) -> bool {
         matches!(self, Action::SwapRestore | Action::ReplaceInPlace)
@@ -153,7 +163,8 @@ pub struct Plan {
     pub stop_cmd: Option<String>,
     /// Start command.
     pub start_cmd: Option<String>,
-    /// Whether a safety snapshot will be taken first.
+    /// Whether a safety snapshot will be taken first: unless
+    /// `--no-safety-snapshot`, whenever a database that exists is changed.
     pub safety_snapshot: bool,
     /// Warnings (roles, version noise, ...).
     pub warnings: Vec<String>,
@@ -164,6 +175,12 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether the run changes a database that exists now: only then is
+    /// there anything for a safety snapshot to keep.
+    pub fn changes_existing(&self) -> bool {
+        self.databases.iter().any(|d| d.exists)
+    }
+
     /// Whether any database's schema will be replaced.
     pub fn destructive(&self) -> bool {
         self.databases.iter().any(|d| d.action.drops_schema())

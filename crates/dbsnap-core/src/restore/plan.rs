@@ -91,17 +91,19 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
         return Err(refused(refusals));
     }
     let roles_to_create = role_servers.iter().flat_map(|(_, r)| r.clone()).collect();
-    Ok(Plan {
+    let mut plan = Plan {
         file: opts.file.clone(),
         metadata,
         databases: plans,
         stop_cmd: opts.hooks.stop_cmd.clone(),
         start_cmd: opts.hooks.start_cmd.clone(),
-        safety_snapshot: !opts.no_safety_snapshot,
+        safety_snapshot: false,
         warnings,
         roles_to_create,
         role_servers,
-    })
+    };
+    plan.safety_snapshot = !opts.no_safety_snapshot && plan.changes_existing();
+    Ok(plan)
 }
 
 /// One error for every refusal: the code of the most specific one (live

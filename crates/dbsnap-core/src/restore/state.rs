@@ -31,6 +31,19 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The phase in plain words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Phase::Planned => "not started",
+            Phase::Loading => "loading a new copy",
+            Phase::Ready => "new copy loaded, not swapped in",
+            Phase::Swapped => "replaced (previous database kept)",
+            Phase::Committed => "restored",
+            Phase::Failed => "failed, unchanged",
+            Phase::RolledBack => "rolled back",
+        }
+    }
+
     /// Whether a database in `self` may move to `next`. The journal never
     /// records anything else: `Loading -> Ready -> Swapped` for a copy that
     /// replaces the live database, `Loading -> Committed` for a created

@@ -3,6 +3,8 @@
 //! restore with stock `pg_restore`.
 #![allow(dead_code)]
 
+pub mod pty;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -88,14 +90,21 @@ pub fn run_json(cmd: &mut Command) -> (i32, serde_json::Value, String) {
     (code, v, err)
 }
 
-/// `dbsnap create` for the given databases of a cluster, with the cluster's
-/// own pg_dump directory; returns the JSON result (asserting success).
-pub fn create(home: &Home, cluster: &Cluster, dbs: &[&str], extra: &[&str]) -> serde_json::Value {
+/// The `dbsnap create` command for the given databases of a cluster, with
+/// the cluster's own pg_dump directory.
+pub fn create_command(home: &Home, cluster: &Cluster, dbs: &[&str]) -> Command {
     let mut cmd = home.dbsnap();
     cmd.arg("create").arg("--pg-bin").arg(cluster.bin_dir());
     for db in dbs {
         cmd.arg("-d").arg(cluster.url(db));
     }
+    cmd
+}
+
+/// `dbsnap create` for the given databases of a cluster, with the cluster's
+/// own pg_dump directory; returns the JSON result (asserting success).
+pub fn create(home: &Home, cluster: &Cluster, dbs: &[&str], extra: &[&str]) -> serde_json::Value {
+    let mut cmd = create_command(home, cluster, dbs);
     cmd.args(extra);
     let (code, v, err) = run_json(&mut cmd);
     assert_eq!(code, 0, "create failed: {v}\n{err}");
