@@ -6,10 +6,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{run, run_json, Home};
@@ -31,49 +29,18 @@ fn write_snapshot(dir: &Path, name: &str, created_at: &str, safety_for: Option<&
     path
 }
 
-/// Output of a command run on a pseudo-terminal, answering `answer` once
-/// `prompt` shows; returns the exit code and everything it printed.
+/// Runs `cmd` on a pseudo-terminal, types `answer` once `prompt` shows (or
+/// the command ended); returns the exit code and everything it showed.
 fn on_terminal(cmd: &mut Command, prompt: &str, answer: &str) -> (i32, String) {
-    let pty = nix::pty::openpty(None, None).unwrap();
-    let slave = std::fs::File::from(pty.slave);
-    cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::from(slave.try_clone().unwrap()))
-        .stderr(Stdio::from(slave));
-    let mut child = cmd.spawn().unwrap();
-    // Drop the parent's copies of the terminal's slave side.
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut master = std::fs::File::from(pty.master);
-    let seen = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let seen = seen.clone();
-        let mut master = master.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = master.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                seen.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        })
-    };
+    let mut cmd = std::mem::replace(cmd, Command::new("true"));
+    cmd.stdin(Stdio::null());
+    let mut pty = common::pty::Pty::spawn(cmd);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !seen.lock().unwrap().contains(prompt) {
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            break;
-        }
+    while !pty.text().contains(prompt) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = master.write_all(answer.as_bytes());
-    let status = child.wait().unwrap();
-    drop(master);
-    let _ = reader.join();
-    let out = seen.lock().unwrap().clone();
-    (status.code().unwrap_or(-1), out)
+    pty.send(answer);
+    pty.wait()
 }
 
 #[test]
