@@ -458,14 +458,26 @@ fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The repository a command reads: `--dir`, else the target's, else the
-/// config's `dir`, else `$DBSNAP_HOME/snapshots`.
+/// The one precedence rule of every setting: the flag, else the target's
+/// value, else the config file's, else the default.
+pub fn layered<T>(
+    flag: Option<T>,
+    target: Option<T>,
+    config: Option<T>,
+    default: impl FnOnce() -> T,
+) -> T {
+    flag.or(target).or(config).unwrap_or_else(default)
+}
+
+/// The repository a command uses: `--dir`, else the target's `dir`, else
+/// the config's `dir`, else `$DBSNAP_HOME/snapshots`.
 pub fn repo_dir(g: &GlobalArgs, config: &Config, target: Option<&TargetConfig>) -> PathBuf {
-    g.dir
-        .clone()
-        .or(target.and_then(|t| t.dir.clone()))
-        .or(config.dir.clone())
-        .unwrap_or_else(config::default_snapshot_dir)
+    layered(
+        g.dir.clone(),
+        target.and_then(|t| t.dir.clone()),
+        config.dir.clone(),
+        config::default_snapshot_dir,
+    )
 }
 
 /// Whether `e` is only the default repository not existing yet (nothing
@@ -479,9 +491,7 @@ pub fn missing_default_repo(e: &CoreError, dir: &Path) -> bool {
 fn resolve_file(args: &FileArgs, g: &GlobalArgs) -> Result<dbsnap_core::SnapshotRef, CoreError> {
     inspect::resolve_snapshot(args.file(), || match &g.dir {
         Some(d) => Ok(d.clone()),
-        None => Ok(Config::load(g.config.as_deref())?
-            .dir
-            .unwrap_or_else(config::default_snapshot_dir)),
+        None => Ok(repo_dir(g, &Config::load(g.config.as_deref())?, None)),
     })
 }
 
@@ -549,11 +559,12 @@ async fn create_cmd(
     } else {
         args.databases.clone()
     };
-    let consistency = args
-        .consistency
-        .map(Into::into)
-        .or(t.consistency)
-        .unwrap_or(ConsistencyMethod::Snapshot);
+    let consistency = layered(
+        args.consistency.map(Into::into),
+        t.consistency,
+        None,
+        || ConsistencyMethod::Snapshot,
+    );
     let hooks = QuiesceHooks {
         stop_cmd: args.stop_cmd.clone().or(t.stop_cmd.clone()),
         start_cmd: args.start_cmd.clone().or(t.start_cmd.clone()),
@@ -565,20 +576,12 @@ async fn create_cmd(
         databases,
         resolved: Vec::new(),
         target: args.target.clone(),
-        prefix: args
-            .prefix
-            .clone()
-            .or(t.prefix.clone())
-            .unwrap_or_else(|| "db-snapshot".into()),
+        prefix: layered(args.prefix.clone(), t.prefix.clone(), None, || {
+            "db-snapshot".into()
+        }),
         safety_for: None,
         consistency,
-        repo: dbsnap_core::repository(
-            &g.dir
-                .clone()
-                .or(t.dir.clone())
-                .or(config.dir.clone())
-                .unwrap_or_else(config::default_snapshot_dir),
-        ),
+        repo: dbsnap_core::repository(&repo_dir(g, config, Some(&t))),
         pg_bin,
         hooks,
         compress: args.compress.clone().or(t.compress.clone()),
@@ -636,6 +639,45 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flag_beats_target_beats_config_beats_default() {
+        let all = |flag, target, config| layered(flag, target, config, || "default");
+        assert_eq!(all(Some("flag"), Some("target"), Some("config")), "flag");
+        assert_eq!(all(None, Some("target"), Some("config")), "target");
+        assert_eq!(all(None, None, Some("config")), "config");
+        assert_eq!(all(None, None, None), "default");
+        // The repository directory is the setting with all four sources.
+        let target = TargetConfig {
+            dir: Some("/target".into()),
+            ..Default::default()
+        };
+        let config = Config {
+            dir: Some("/config".into()),
+            ..Default::default()
+        };
+        let g = |dir: Option<&str>| GlobalArgs {
+            config: None,
+            dir: dir.map(PathBuf::from),
+            json: false,
+            verbose: 0,
+            no_progress: false,
+            log_file: None,
+        };
+        assert_eq!(
+            repo_dir(&g(Some("/flag")), &config, Some(&target)),
+            PathBuf::from("/flag")
+        );
+        assert_eq!(
+            repo_dir(&g(None), &config, Some(&target)),
+            PathBuf::from("/target")
+        );
+        assert_eq!(repo_dir(&g(None), &config, None), PathBuf::from("/config"));
+        assert_eq!(
+            repo_dir(&g(None), &Config::default(), None),
+            config::default_snapshot_dir()
+        );
+    }
 
     #[test]
     fn durations_as_postgres_writes_them() {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
-use dbsnap_core::config::{self, Config};
+use dbsnap_core::config::Config;
 use dbsnap_core::consistency::QuiesceHooks;
 use dbsnap_core::create::Progress;
 use dbsnap_core::error::exit;
@@ -32,11 +32,12 @@ pub async fn run(
     config: &Config,
     show_progress: bool,
 ) -> Result<u8, CoreError> {
-    let dir = g
-        .dir
-        .clone()
-        .or(config.dir.clone())
-        .unwrap_or_else(config::default_snapshot_dir);
+    // Snapshots come from --dir, else the named target's repository, else the config's.
+    let named_target = match &args.target {
+        Some(t) => Some(config.target(t)?.clone()),
+        None => None,
+    };
+    let dir = crate::cli::repo_dir(g, config, named_target.as_ref());
     let file = match &args.file {
         Some(f) => inspect::resolve_snapshot(f, || Ok(dir.clone()))?,
         None => pick_snapshot(&dir)?,
@@ -84,7 +85,7 @@ pub async fn run(
         no_safety_snapshot: args.no_safety_snapshot,
         lock_timeout: args.lock_timeout,
         // Safety snapshots: --dir, else the target's repository, else the default.
-        safety_repo: dbsnap_core::repository(&g.dir.clone().or(t.dir.clone()).unwrap_or(dir)),
+        safety_repo: dbsnap_core::repository(&crate::cli::repo_dir(g, config, target.as_ref())),
         hooks: QuiesceHooks {
             stop_cmd: args.stop_cmd.clone().or(t.stop_cmd.clone()),
             start_cmd: args.start_cmd.clone().or(t.start_cmd.clone()),
