@@ -15,14 +15,25 @@ use dbsnap_test_support::Cluster;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-const PASSWORD: &str = "Lock3d-0ut-Pw";
+/// The role's password, made at run time: no file (this source, the test
+/// binary, build caches) holds it unless something wrote it while running.
+fn password() -> &'static str {
+    static PASSWORD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PASSWORD.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        format!("Lock3d-{:x}-{nanos:x}", std::process::id())
+    })
+}
 
 /// A database `app` with a schema version and two tables, owned by `app`
-/// (password [`PASSWORD`]); returns the owner's URL.
+/// (password [`password`]); returns the owner's URL.
 fn app_database(cluster: &Cluster) -> String {
     cluster.psql(
         "postgres",
-        &format!("CREATE ROLE app LOGIN PASSWORD '{PASSWORD}'"),
+        &format!("CREATE ROLE app LOGIN PASSWORD '{}'", password()),
     );
     cluster.psql("postgres", "CREATE DATABASE app OWNER app");
     cluster.psql(
@@ -33,7 +44,7 @@ fn app_database(cluster: &Cluster) -> String {
          CREATE TABLE a AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g;
          CREATE TABLE b AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g;",
     );
-    cluster.url_as("app", Some(PASSWORD), "app")
+    cluster.url_as("app", Some(password()), "app")
 }
 
 /// A session of "the application" that holds `lock` until dropped.
@@ -272,9 +283,11 @@ fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
     for e in rd.flatten() {
         let p = e.path();
         // Test clusters' data directories (the server never sees the
-        // password in plain text); files above 1 MiB are other tests'
-        // snapshots (a password file is one line).
-        if e.file_name().to_string_lossy().starts_with("dbsnap-pg") {
+        // password in plain text), checkouts' build and git directories
+        // (CI clones into the temporary directory); files above 1 MiB are
+        // other tests' snapshots (a password file is one line).
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("dbsnap-pg") || ["target", ".git", ".cache"].contains(&name.as_str()) {
             continue;
         }
         let Ok(meta) = std::fs::symlink_metadata(&p) else {
@@ -320,7 +333,7 @@ fn kill_nine_when(home: &Home, mut cmd: Command, ready: impl Fn(&[String]) -> bo
     let left = group_after(group, Duration::from_secs(10));
     assert!(left.is_empty(), "programs outlived dbsnap: {left:?}");
     for dir in [std::env::temp_dir().as_path(), home.path()] {
-        let hits = files_holding(dir, PASSWORD);
+        let hits = files_holding(dir, password());
         assert!(hits.is_empty(), "the password is on disk: {hits:?}");
     }
 }
