@@ -33,6 +33,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
+use crate::chunks::{for_each_chunk, ChunkError};
 use crate::consistency::{self, CutLimits, Leader, QuiesceHooks};
 use crate::error::CoreError;
 
@@ -586,8 +587,6 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-const CHUNK: usize = 256 * 1024;
-
 /// Copies a dump's output into `out`, reporting progress. Write errors are
 /// storage errors (full disk); read errors belong to the dump.
 fn pump(
@@ -597,21 +596,17 @@ fn pump(
     progress: &dyn Progress,
     path: &std::path::Path,
 ) -> Result<u64, CoreError> {
-    let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(CoreError::Internal(format!("reading pg_dump output: {e}"))),
-        };
-        out.write_all(&buf[..n])
-            .map_err(|e| CoreError::write_io(path, e))?;
-        total += n as u64;
+    for_each_chunk(input, |chunk| {
+        out.write_all(&chunk)?;
+        total += chunk.len() as u64;
         progress.transfer_bytes(index, total);
-    }
-    Ok(total)
+        Ok(())
+    })
+    .map_err(|e| match e {
+        ChunkError::Read(e) => CoreError::Internal(format!("reading pg_dump output: {e}")),
+        ChunkError::Sink(e) => CoreError::write_io(path, e),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -4,23 +4,11 @@
 //! the log. A hook's failure names the hook, its exit status and the last
 //! lines it printed.
 
-use std::process::Stdio;
-
 use crate::error::CoreError;
 
-/// `sh -c cmd` without standard input, without PGPASSWORD, and with the
-/// user's umask (dbsnap's own files are private; the user's are theirs).
+/// `sh -c cmd` as the user would run it (see [`dbsnap_pg::process::user_command`]).
 fn shell(cmd: &str) -> std::process::Command {
-    let mut c = std::process::Command::new("sh");
-    let script = match dbsnap_storage::user_umask() {
-        Some(mask) => format!("umask {mask:03o}\n{cmd}"),
-        None => cmd.to_string(),
-    };
-    c.arg("-c")
-        .arg(script)
-        .env_remove("PGPASSWORD")
-        .stdin(Stdio::null());
-    c
+    dbsnap_pg::process::user_command(cmd, dbsnap_storage::user_umask())
 }
 
 /// Runs hook `name` (`stop` or `start`).

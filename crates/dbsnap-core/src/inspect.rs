@@ -10,7 +10,7 @@ use std::sync::Arc;
 use dbsnap_archive::snapshot::{self, ArchiveError, Metadata};
 use dbsnap_archive::toc::ArchiveFacts;
 use dbsnap_archive::{identify, pgdump};
-use dbsnap_storage::{Repository, SnapshotRef, StorageError};
+use dbsnap_storage::{Repository, SnapshotRef, StorageError, Unlisted};
 use serde::Serialize;
 
 use crate::error::CoreError;
@@ -218,18 +218,15 @@ pub fn open(snapshot: &SnapshotRef) -> Result<Box<dyn std::io::Read + Send>, Cor
 /// anyway, so that the error can say what it is; nothing there is "not
 /// found".
 fn open_foreign(snapshot: &SnapshotRef) -> Result<Box<dyn std::io::Read + Send>, CoreError> {
-    let path = snapshot.repo.local_dir().map(|d| d.join(&snapshot.name));
-    match path.as_ref().map(|p| (p, std::fs::metadata(p))) {
-        Some((_, Ok(m))) if m.is_dir() => Err(CoreError::NotSnapshot {
+    match snapshot.open_unlisted()? {
+        Unlisted::Directory => Err(CoreError::NotSnapshot {
             file: snapshot.display(),
             what: "it is a directory\nhint: pass a snapshot file; to use the snapshots in a \
                    directory, pass it as --dir (see `dbsnap list --dir DIR`)"
                 .into(),
         }),
-        Some((p, Ok(_))) => std::fs::File::open(p)
-            .map(|f| Box::new(f) as Box<dyn std::io::Read + Send>)
-            .map_err(|e| CoreError::Storage(StorageError::io(p, e))),
-        _ => Err(CoreError::Config {
+        Unlisted::File(f) => Ok(f),
+        Unlisted::Missing => Err(CoreError::Config {
             message: format!("snapshot file \"{}\" not found", snapshot.display()),
             hint: "run `dbsnap list` to see the snapshots, or pass --dir".into(),
         }),

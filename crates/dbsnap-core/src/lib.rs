@@ -4,6 +4,7 @@
 //! No terminal I/O here: progress goes through [`create::Progress`], results
 //! are returned as values for the binary to print.
 
+mod chunks;
 pub mod config;
 pub mod consistency;
 pub mod create;
@@ -24,9 +25,9 @@ pub use error::CoreError;
 /// the terminal leaves them out so each is shown once.
 pub const REPORTED: &str = "dbsnap::reported";
 
-/// The repository in directory `dir`.
+/// The repository at `dir`.
 pub fn repository(dir: &std::path::Path) -> std::sync::Arc<dyn Repository> {
-    std::sync::Arc::new(dbsnap_storage::LocalRepository::new(dir))
+    dbsnap_storage::open_repository(dir)
 }
 
 /// Crash-test hook: when `DBSNAP_FAILPOINT` names this point, the process

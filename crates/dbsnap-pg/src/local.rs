@@ -80,17 +80,8 @@ pub fn find_server_bins() -> Vec<PathBuf> {
             && dir.join("initdb").is_file()
             && dir.join("pg_ctl").is_file()
         {
-            let major = Command::new(dir.join("postgres"))
-                .arg("--version")
-                .env_remove("PGPASSWORD")
-                .output()
-                .ok()
-                .and_then(|o| {
-                    String::from_utf8_lossy(&o.stdout)
-                        .split_whitespace()
-                        .nth(2)
-                        .and_then(|v| v.split('.').next()?.parse().ok())
-                })
+            let major = crate::tools::version_of(&dir.join("postgres"))
+                .map(|(major, _)| major)
                 .unwrap_or(0);
             if !dirs.iter().any(|(_, d)| d == &dir) {
                 dirs.push((major, dir));

@@ -268,6 +268,22 @@ impl Tool {
     }
 }
 
+/// A command of the user's (`--stop-cmd`, `--start-cmd`) run by `sh -c`:
+/// no standard input, no PGPASSWORD, and the user's `umask` (dbsnap's own
+/// files are private; the user's files are theirs).
+pub fn user_command(script: &str, umask: Option<u32>) -> Command {
+    let mut c = Command::new("sh");
+    let script = match umask {
+        Some(mask) => format!("umask {mask:03o}\n{script}"),
+        None => script.to_string(),
+    };
+    c.arg("-c")
+        .arg(script)
+        .env_remove("PGPASSWORD")
+        .stdin(Stdio::null());
+    c
+}
+
 /// An anonymous, sealed, 0600 in-memory file holding a pgpass line that
 /// matches any server.
 fn password_file(password: &str) -> Result<OwnedFd, PgError> {

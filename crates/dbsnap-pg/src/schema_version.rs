@@ -5,6 +5,7 @@
 //! migrations were applied. Detection runs inside the snapshot transaction,
 //! so the version recorded is the version of the data dumped.
 
+use dbsnap_archive::sql::quote_ident;
 use dbsnap_archive::version::{SchemaVersion, VersionModel};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
@@ -179,10 +180,6 @@ pub fn known_tools() -> Vec<&'static str> {
     let mut v: Vec<&str> = TOOLS.iter().map(|t| t.name).collect();
     v.push("dbmate");
     v
-}
-
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 struct Candidate {

@@ -39,7 +39,20 @@ pub fn search_dirs(extra: &[PathBuf]) -> Vec<PathBuf> {
     dirs
 }
 
-fn version_of(path: &Path) -> Option<(u32, String)> {
+/// The major version in a program's version line
+/// (`pg_dump (PostgreSQL) 15.18 (Debian …)` → 15; `… 9.6.24` → 9, as
+/// `server_version_num / 10000` counts it).
+pub fn major_version(text: &str) -> Option<u32> {
+    text.split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Runs `path --version`: its major version and the line it printed.
+pub fn version_of(path: &Path) -> Option<(u32, String)> {
     let out = Command::new(path)
         .arg("--version")
         .env_remove("PGPASSWORD")
@@ -50,16 +63,7 @@ fn version_of(path: &Path) -> Option<(u32, String)> {
         return None;
     }
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    // "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)" or "... 9.6.24"
-    let num = text.split_whitespace().nth(2)?;
-    let mut parts = num.split(|c: char| !c.is_ascii_digit());
-    let major: u32 = parts.next()?.parse().ok()?;
-    let major = if major < 10 {
-        major * 10 + parts.next()?.parse::<u32>().ok()?
-    } else {
-        major
-    };
-    Some((major, text))
+    Some((major_version(&text)?, text))
 }
 
 /// Every distinct `name` found in the search directories, with versions.
@@ -156,4 +160,21 @@ pub fn classify_stderr(program: &str, stderr: &str, target: &str) -> PgError {
     PgError::new(kind, format!("{program} failed: {tail}"))
         .on(target)
         .hint(hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::major_version;
+
+    #[test]
+    fn majors_from_version_lines() {
+        assert_eq!(
+            major_version("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"),
+            Some(15)
+        );
+        assert_eq!(major_version("postgres (PostgreSQL) 18.1"), Some(18));
+        assert_eq!(major_version("pg_dump (PostgreSQL) 9.6.24"), Some(9));
+        assert_eq!(major_version("pg_restore (PostgreSQL) 17beta1"), Some(17));
+        assert_eq!(major_version("no version here"), None);
+    }
 }

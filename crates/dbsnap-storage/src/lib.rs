@@ -131,6 +131,21 @@ pub fn warn_if_shared(dir: &Path) {
     );
 }
 
+/// What [`SnapshotRef::open_unlisted`] found.
+pub enum Unlisted {
+    /// Nothing there.
+    Missing,
+    /// A directory.
+    Directory,
+    /// A file, opened for reading.
+    File(Box<dyn Read + Send>),
+}
+
+/// The repository at `location` (today: a local directory).
+pub fn open_repository(location: &Path) -> Arc<dyn Repository> {
+    Arc::new(LocalRepository::new(location))
+}
+
 /// Writes a small state file durably: a temporary name, fsync, rename over
 /// `path`, fsync of the directory (created 0700 if missing); the file is
 /// 0600. A crash leaves the old file or the new one, never a torn one.
@@ -261,6 +276,22 @@ impl SnapshotRef {
     /// Reads it from the start.
     pub fn open(&self) -> Result<Box<dyn Read + Send>, StorageError> {
         self.repo.open(&self.name)
+    }
+
+    /// What is at a name the repository does not list as a snapshot (a
+    /// path the user gave: a directory, a file not named `*.tar`), so that
+    /// an error can say what it is rather than "not found".
+    pub fn open_unlisted(&self) -> Result<Unlisted, StorageError> {
+        let Some(path) = self.repo.local_dir().map(|d| d.join(&self.name)) else {
+            return Ok(Unlisted::Missing);
+        };
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => Ok(Unlisted::Directory),
+            Ok(_) => File::open(&path)
+                .map(|f| Unlisted::File(Box::new(f)))
+                .map_err(|e| StorageError::io(&path, e)),
+            Err(_) => Ok(Unlisted::Missing),
+        }
     }
 
     /// Where it is: `<location>/<name>`.

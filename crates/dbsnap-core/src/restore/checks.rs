@@ -2,14 +2,15 @@
 //! counts of every table against the archive's, and the user's SQL checks
 //! (`--check`, `checks` in the target). Reads only.
 
-use super::{data_only, pg_err};
+use super::data_only::{self, TableCount};
+use super::pg_err;
 use crate::error::CoreError;
 
-/// Rows per table in a database member: (qualified table, rows).
+/// Rows per table in a database member (restored rows not counted yet).
 pub(super) fn archive_row_counts(
     file: &dbsnap_storage::SnapshotRef,
     member: &str,
-) -> Result<Vec<(String, u64)>, CoreError> {
+) -> Result<Vec<TableCount>, CoreError> {
     use dbsnap_archive::pgdump::{read_archive_data, CopyRows, DataItem};
     let f = crate::inspect::open(file)?;
     let mut counts = Vec::new();
@@ -21,8 +22,11 @@ pub(super) fn archive_row_counts(
                 if let DataItem::TableData { entry, data } = item {
                     let mut rows = CopyRows::new(data);
                     std::io::copy(&mut rows, &mut std::io::sink())?;
-                    let table = data_only::qualified(entry);
-                    counts.push((table, rows.rows()));
+                    counts.push(TableCount {
+                        table: data_only::qualified(entry),
+                        snapshot_rows: rows.rows(),
+                        restored_rows: 0,
+                    });
                 }
                 Ok(())
             })
@@ -35,20 +39,25 @@ pub(super) fn archive_row_counts(
     Ok(counts)
 }
 
-pub(super) async fn compare_counts(
-    client: &tokio_postgres::Client,
+/// Counts the rows of every table (`ONLY`: partitions are counted on
+/// their own) into `restored_rows`; the first table whose count differs
+/// from the snapshot's fails the restore.
+pub(crate) async fn compare_row_counts(
+    client: &impl tokio_postgres::GenericClient,
     target: &str,
-    counts: &[(String, u64)],
+    tables: &mut [TableCount],
 ) -> Result<(), CoreError> {
-    for (table, want) in counts {
-        let got: i64 = client
-            .query_one(&format!("SELECT count(*) FROM ONLY {table}"), &[])
+    for t in tables {
+        let n: i64 = client
+            .query_one(&format!("SELECT count(*) FROM ONLY {}", t.table), &[])
             .await
-            .map_err(pg_err(target, &format!("count rows of {table}")))?
+            .map_err(pg_err(target, &format!("count rows of {}", t.table)))?
             .get(0);
-        if got as u64 != *want {
+        t.restored_rows = n as u64;
+        if t.restored_rows != t.snapshot_rows {
             return Err(CoreError::Check(format!(
-                "{target}: {table} has {got} rows after the restore, the snapshot has {want}"
+                "{target}: {} has {} rows after the restore, the snapshot has {}",
+                t.table, t.restored_rows, t.snapshot_rows
             )));
         }
     }
@@ -57,10 +66,15 @@ pub(super) async fn compare_counts(
 
 /// SQL run just before COMMIT of an in-place replacement: row counts and
 /// the user's checks, raising (and so rolling back) on any failure.
-pub(super) fn checks_sql(counts: &[(String, u64)], checks: &[String]) -> String {
+pub(super) fn checks_sql(counts: &[TableCount], checks: &[String]) -> String {
     // pg_restore's script empties search_path; the user's checks expect the default.
     let mut sql = String::from("\nRESET search_path;\n");
-    for (table, want) in counts {
+    for TableCount {
+        table,
+        snapshot_rows: want,
+        ..
+    } in counts
+    {
         sql.push_str(&format!(
             "DO $dbsnap$ BEGIN IF (SELECT count(*) FROM ONLY {table}) <> {want} THEN \
              RAISE EXCEPTION 'dbsnap: % has % rows after the restore, the snapshot has {want}', '{t}', (SELECT count(*) FROM ONLY {table}); \

@@ -28,6 +28,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Transaction};
 
 use super::pg_err;
+use crate::chunks::{for_each_chunk, ChunkError};
 use crate::error::CoreError;
 
 /// What the archive reader thread sends to the loader.
@@ -39,8 +40,6 @@ pub(crate) enum Msg {
     LoStart(u32),
     LoEnd,
 }
-
-const CHUNK: usize = 256 * 1024;
 
 /// What the reader thread reports when the loader hung up first.
 const LOADER_STOPPED: &str = "loader stopped";
@@ -87,27 +86,17 @@ pub(crate) fn stream_member(
     (rx, handle)
 }
 
+/// Sends `input` to the loader in chunks.
 fn pump(
     input: &mut dyn std::io::Read,
     send: &dyn Fn(Msg) -> std::io::Result<()>,
     wrap: fn(Bytes) -> Msg,
 ) -> std::io::Result<()> {
-    loop {
-        let mut buf = vec![0u8; CHUNK];
-        let mut filled = 0;
-        while filled < CHUNK {
-            let n = input.read(&mut buf[filled..])?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
-        if filled == 0 {
-            return Ok(());
-        }
-        buf.truncate(filled);
-        send(wrap(Bytes::from(buf)))?;
-    }
+    for_each_chunk(input, |chunk| send(wrap(Bytes::from(chunk))))
+        .map(|_| ())
+        .map_err(|e| match e {
+            ChunkError::Read(e) | ChunkError::Sink(e) => e,
+        })
 }
 
 /// One table's outcome.
@@ -165,9 +154,7 @@ pub(crate) fn seconds(d: Duration) -> String {
     }
 }
 
-pub(crate) fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
+pub(crate) use dbsnap_archive::sql::quote_ident;
 
 pub(crate) fn qualified(e: &TocEntry) -> String {
     match &e.namespace {
@@ -265,7 +252,8 @@ async fn load<'c>(
             ))?;
         }
     }
-    compare_row_counts(&tx, target, &mut report.tables).await?;
+    // Forced row level security is still lifted: the owner sees every row.
+    super::checks::compare_row_counts(&tx, target, &mut report.tables).await?;
     aside.force_rls_again(&tx, target).await?;
     super::checks::run_checks(&tx, target, checks).await?;
     Ok((tx, report))
@@ -656,30 +644,6 @@ async fn copy_data(
         ));
     }
     Ok(report)
-}
-
-/// Row counts against the snapshot's (with forced row level security
-/// still lifted, so the owner sees every row).
-async fn compare_row_counts(
-    tx: &Transaction<'_>,
-    target: &str,
-    tables: &mut [TableCount],
-) -> Result<(), CoreError> {
-    for t in tables {
-        let n: i64 = tx
-            .query_one(&format!("SELECT count(*) FROM ONLY {}", t.table), &[])
-            .await
-            .map_err(pg_err(target, &format!("count rows of {}", t.table)))?
-            .get(0);
-        t.restored_rows = n as u64;
-        if t.restored_rows != t.snapshot_rows {
-            return Err(CoreError::Check(format!(
-                "{target}: {} has {} rows after the load, the snapshot has {}",
-                t.table, t.restored_rows, t.snapshot_rows
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Gives every sequence the archive sets a new storage file inside the

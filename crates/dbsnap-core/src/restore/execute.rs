@@ -14,7 +14,7 @@ use dbsnap_pg::tools::{self, Program};
 use dbsnap_pg::{PgError, PgErrorKind};
 use dbsnap_storage::SnapshotRef;
 
-use super::checks::{archive_row_counts, checks_sql, compare_counts, run_checks};
+use super::checks::{archive_row_counts, checks_sql, compare_row_counts, run_checks};
 use super::state::{DbRecord, Phase, RestoreState};
 use super::{
     blocking, data_only, pg_err, replace, Action, DbPlan, DbResult, Meter, Plan, RestoreOptions,
@@ -399,10 +399,10 @@ impl Run<'_> {
             .await?
         };
         result.ignored = out.ignored;
-        let counts = blocking(move || archive_row_counts(&file, &member)).await?;
+        let mut counts = blocking(move || archive_row_counts(&file, &member)).await?;
         result.row_counts = counts.len();
         let client = dbsnap_pg::connect(&load_info).await?;
-        compare_counts(&client, target, &counts).await?;
+        compare_row_counts(&client, target, &mut counts).await?;
         run_checks(&client, target, &self.opts.checks).await?;
         if let Some(props) = &d.archive.database {
             let privileges = !self.opts.no_privileges;

@@ -83,7 +83,7 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
             reason: decision.reason,
             new_owner: decision.new_owner,
             info: s.info,
-            pg_dump_major: major_of(&entry.pg_dump_version),
+            pg_dump_major: dbsnap_pg::tools::major_version(&entry.pg_dump_version).unwrap_or(0),
             archive: facts.archive,
         });
     }
@@ -232,18 +232,6 @@ async fn gather(
         archive,
         data_only_obstacles,
     })
-}
-
-pub(super) fn major_of(version: &str) -> u32 {
-    version
-        .split_whitespace()
-        .find_map(|w| {
-            w.split('.')
-                .next()
-                .and_then(|m| m.parse::<u32>().ok())
-                .filter(|m| *m >= 9)
-        })
-        .unwrap_or(0)
 }
 
 /// Pairs the chosen databases with connections: `-d` flags, else the
