@@ -27,7 +27,7 @@ use dbsnap_archive::version::{sanitize_token, SchemaVersion};
 use dbsnap_pg::process::{Tool, ToolChild};
 use dbsnap_pg::schema_version::{self, VersionSpec};
 use dbsnap_pg::tools::{self, Program};
-use dbsnap_pg::{ConnInfo, PgError, ServerInfo};
+use dbsnap_pg::{ConnInfo, PgError, Resolver, ServerInfo};
 use dbsnap_storage::{PendingWrite, Repository, SnapshotRef};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -40,8 +40,10 @@ use crate::error::CoreError;
 /// What to snapshot and how.
 #[derive(Debug, Clone)]
 pub struct CreateOptions {
-    /// Connection strings, one per database.
+    /// Connection strings, one per database, as the user named them.
     pub databases: Vec<String>,
+    /// How named databases are reached (`dbsnap_pg::endpoint::direct()`).
+    pub resolver: Arc<dyn Resolver>,
     /// Already resolved connection settings (used instead of `databases`
     /// when not empty, e.g. by restore's safety snapshot).
     pub resolved: Vec<ConnInfo>,
@@ -251,7 +253,7 @@ pub async fn create_with(
         });
     }
     let infos = if opts.resolved.is_empty() {
-        resolve_all(&opts.databases)?
+        resolve_all(opts.resolver.as_ref(), &opts.databases)?
     } else {
         opts.resolved.clone()
     };
@@ -418,10 +420,10 @@ pub async fn create_with(
     })
 }
 
-fn resolve_all(strings: &[String]) -> Result<Vec<ConnInfo>, CoreError> {
+fn resolve_all(resolver: &dyn Resolver, strings: &[String]) -> Result<Vec<ConnInfo>, CoreError> {
     let mut infos: Vec<ConnInfo> = Vec::new();
     for s in strings {
-        let info = ConnInfo::resolve(s).map_err(PgError::from)?;
+        let info = resolver.resolve(s)?;
         if let Some(prev) = infos
             .iter()
             .find(|p| p.hosts == info.hosts && p.ports == info.ports && p.dbname == info.dbname)

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use dbsnap_archive::snapshot::ConsistencyMethod;
 use dbsnap_pg::local::{find_server_bins, LocalServer, LocalServerOptions};
-use dbsnap_pg::{PgError, PgErrorKind};
+use dbsnap_pg::{PgError, PgErrorKind, Resolver};
 use serde::Serialize;
 
 use crate::create::{self, CreateOptions, CreateResult, Progress};
@@ -139,7 +139,7 @@ pub async fn run(
         conf: vec![],
     })?;
     progress.phase("creating the sample platform (app-core, app-backend)");
-    let admin = dbsnap_pg::ConnInfo::resolve(&server.url("postgres")).map_err(PgError::from)?;
+    let admin = crate::DIRECT.resolve(&server.url("postgres"))?;
     let client = dbsnap_pg::connect(&admin).await?;
     for db in ["app-core", "app-backend"] {
         client
@@ -168,6 +168,7 @@ pub async fn run(
     let databases = vec![server.url("app-core"), server.url("app-backend")];
     let create_opts = CreateOptions {
         databases: databases.clone(),
+        resolver: crate::direct_route(),
         resolved: Vec::new(),
         target: Some("demo".into()),
         prefix: "db-snapshot".into(),

@@ -17,6 +17,7 @@ pub mod restore;
 pub mod retention;
 
 pub use dbsnap_pg::process::{guard_children_with, run_watchdog, WATCHDOG_ARG};
+pub use dbsnap_pg::Resolver;
 pub use dbsnap_storage::{make_new_files_private, Repository, SnapshotRef};
 pub use error::CoreError;
 
@@ -24,6 +25,14 @@ pub use error::CoreError;
 /// result's `warnings`), which shows them itself: log files record them,
 /// the terminal leaves them out so each is shown once.
 pub const REPORTED: &str = "dbsnap::reported";
+
+/// The direct route to databases (libpq's rules); see [`dbsnap_pg::endpoint`].
+pub fn direct_route() -> std::sync::Arc<dyn dbsnap_pg::Resolver> {
+    dbsnap_pg::endpoint::direct()
+}
+
+/// The direct route, for borrowers.
+pub static DIRECT: dbsnap_pg::endpoint::Direct = dbsnap_pg::endpoint::Direct;
 
 /// The repository at `dir`.
 pub fn repository(dir: &std::path::Path) -> std::sync::Arc<dyn Repository> {

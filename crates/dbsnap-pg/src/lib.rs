@@ -6,6 +6,7 @@
 
 pub mod connect;
 pub mod conninfo;
+pub mod endpoint;
 pub mod error;
 pub mod local;
 pub mod process;
@@ -15,4 +16,5 @@ pub mod tools;
 
 pub use connect::{connect, server_info, ServerInfo};
 pub use conninfo::{ConnInfo, SslMode};
+pub use endpoint::Resolver;
 pub use error::{PgError, PgErrorKind};

@@ -574,6 +574,7 @@ async fn create_cmd(
     pg_bin.extend(config.pg_bin.iter().cloned());
     let opts = CreateOptions {
         databases,
+        resolver: dbsnap_core::direct_route(),
         resolved: Vec::new(),
         target: args.target.clone(),
         prefix: layered(args.prefix.clone(), t.prefix.clone(), None, || {

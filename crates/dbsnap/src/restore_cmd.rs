@@ -84,6 +84,7 @@ pub async fn run(
         jobs: args.jobs,
         no_safety_snapshot: args.no_safety_snapshot,
         lock_timeout: args.lock_timeout,
+        resolver: dbsnap_core::direct_route(),
         // Safety snapshots: --dir, else the target's repository, else the default.
         safety_repo: dbsnap_core::repository(&crate::cli::repo_dir(g, config, target.as_ref())),
         hooks: QuiesceHooks {
@@ -274,7 +275,7 @@ pub async fn rollback(args: RollbackArgs, g: &GlobalArgs) -> Result<u8, CoreErro
         }
         ask("Swap the previous databases back in (the restored copies are kept)?")?;
     }
-    let r = recover::rollback(args.id.as_deref(), &args.databases, args.dry_run).await?;
+    let r = recover::rollback(args.id.as_deref(), access(&args.databases), args.dry_run).await?;
     output::print_dry_run_value(
         &serde_json::to_value(&r).unwrap_or_default(),
         args.dry_run,
@@ -297,7 +298,7 @@ pub async fn rollback(args: RollbackArgs, g: &GlobalArgs) -> Result<u8, CoreErro
 
 /// `dbsnap resume`.
 pub async fn resume(args: ResumeArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
-    let r = recover::resume(&args.databases).await?;
+    let r = recover::resume(access(&args.databases)).await?;
     output::print_value(
         &serde_json::to_value(&r).unwrap_or_default(),
         g.json,
@@ -334,7 +335,7 @@ pub async fn cleanup(args: CleanupArgs, g: &GlobalArgs, config: &Config) -> Resu
             retention::prune_safety_snapshots(&repo, config.keep_safety_snapshots(), None, !change)?
         }
     };
-    let kept = recover::cleanup(&args.databases, change).await?;
+    let kept = recover::cleanup(access(&args.databases), change).await?;
     output::print_cleanup(&kept, &safety, change, args.dry_run, g.json);
     Ok(exit::OK)
 }
@@ -392,5 +393,14 @@ fn prune_after_restore(taken: &SnapshotRef, keep: usize) -> Vec<retention::Remov
             tracing::warn!("could not remove old safety snapshots: {e}");
             Vec::new()
         }
+    }
+}
+
+/// Recovery reaches the journal's servers directly, with `-d` strings
+/// lending passwords.
+fn access(creds: &[String]) -> recover::Access<'_> {
+    recover::Access {
+        resolver: &dbsnap_core::DIRECT,
+        creds,
     }
 }

@@ -60,7 +60,7 @@ pub async fn execute(
             "[year][month][day]T[hour][minute][second]Z"
         ))
         .unwrap_or_default();
-    let mut journal = new_journal(plan, &id, now);
+    let mut journal = new_journal(plan, opts.resolver.route(), &id, now);
     journal.save()?;
 
     // Stop the app; the guard starts it again whatever happens (also if this future is dropped).
@@ -115,10 +115,11 @@ pub async fn execute(
 }
 
 /// The journal of a new run: every database planned, nothing done yet.
-fn new_journal(plan: &Plan, id: &str, now: time::OffsetDateTime) -> RestoreState {
+fn new_journal(plan: &Plan, route: &str, id: &str, now: time::OffsetDateTime) -> RestoreState {
     RestoreState {
         id: id.to_string(),
         file: plan.file.display(),
+        route: route.to_string(),
         started_at: now
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
@@ -218,6 +219,7 @@ async fn safety_snapshot(
     let created = create::create(
         &CreateOptions {
             databases: Vec::new(),
+            resolver: opts.resolver.clone(),
             resolved: existing.iter().map(|d| d.info.clone()).collect(),
             target: plan.metadata.target.clone(),
             prefix: "safety".into(),

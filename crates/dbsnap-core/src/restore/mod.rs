@@ -69,6 +69,8 @@ pub struct RestoreOptions {
     pub jobs: u32,
     /// Skip the safety snapshot.
     pub no_safety_snapshot: bool,
+    /// How the named databases are reached.
+    pub resolver: Arc<dyn dbsnap_pg::Resolver>,
     /// How long to wait for locks on the live databases before giving up
     /// with nothing changed (data-only and in-place restores).
     pub lock_timeout: std::time::Duration,

@@ -244,7 +244,7 @@ fn connections(
     let resolve = |strings: &[String]| -> Result<Vec<ConnInfo>, CoreError> {
         strings
             .iter()
-            .map(|s| ConnInfo::resolve(s).map_err(|e| PgError::from(e).into()))
+            .map(|s| opts.resolver.resolve(s).map_err(CoreError::from))
             .collect()
     };
     if !opts.databases.is_empty() {
@@ -255,7 +255,7 @@ fn connections(
         return select::assign(metadata, chosen, &resolve(t)?, select::Source::Target);
     }
     select::recorded(metadata, chosen, |s| {
-        ConnInfo::resolve(s).map_err(|e| PgError::from(e).into())
+        opts.resolver.resolve(s).map_err(CoreError::from)
     })
     .map_err(|e| match e {
         CoreError::Config { message, .. } => CoreError::Config {

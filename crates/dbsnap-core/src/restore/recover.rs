@@ -8,7 +8,7 @@ use super::replace;
 use super::state::{Phase, Recovery, RestoreState};
 use crate::error::CoreError;
 use crate::hooks;
-use dbsnap_pg::{ConnInfo, PgError};
+use dbsnap_pg::{PgError, Resolver};
 
 /// What `resume` did for one interrupted run.
 #[derive(Debug, Clone, Serialize)]
@@ -25,17 +25,39 @@ pub struct Resumed {
     pub started_app: bool,
 }
 
-/// Credentials for the journal's password-less connections: a `-d` string
-/// for the same host and port lends its password.
-pub type Credentials = [String];
+/// How recovery reaches the servers a journal names.
+#[derive(Clone, Copy)]
+pub struct Access<'a> {
+    /// The route, which must be the one the restore used.
+    pub resolver: &'a dyn Resolver,
+    /// Credentials for the journal's password-less connections: a `-d`
+    /// string for the same host and port lends its password.
+    pub creds: &'a [String],
+}
+
+/// Refuses to recover a run through another route than it was made by.
+fn same_route(st: &RestoreState, access: Access<'_>) -> Result<(), CoreError> {
+    if st.route == access.resolver.route() {
+        return Ok(());
+    }
+    Err(CoreError::Config {
+        message: format!(
+            "restore {} reached its databases by route \"{}\", this run by \"{}\"",
+            st.id,
+            st.route,
+            access.resolver.route()
+        ),
+        hint: "run it the way the restore was run (the same --k8s or connection options)".into(),
+    })
+}
 
 async fn admin(
     conn: &str,
-    creds: &Credentials,
+    access: Access<'_>,
 ) -> Result<(tokio_postgres::Client, String), CoreError> {
-    let mut info = ConnInfo::resolve(conn).map_err(PgError::from)?;
-    for c in creds {
-        let c = ConnInfo::resolve(c).map_err(PgError::from)?;
+    let mut info = access.resolver.resolve(conn)?;
+    for c in access.creds {
+        let c = access.resolver.resolve(c)?;
         if c.hosts == info.hosts && c.ports == info.ports && info.password.is_none() {
             info.password = c.password.clone();
             if c.user != info.user && c.password.is_some() {
@@ -56,12 +78,13 @@ async fn exists(
 }
 
 /// Finishes every interrupted restore.
-pub async fn resume(creds: &Credentials) -> Result<Vec<Resumed>, CoreError> {
+pub async fn resume(access: Access<'_>) -> Result<Vec<Resumed>, CoreError> {
     let mut out = Vec::new();
     for mut st in RestoreState::all()?.into_iter().filter(|s| !s.finished) {
+        same_route(&st, access)?;
         let mut actions = Vec::new();
         for db in st.databases.iter_mut() {
-            let (client, target) = admin(&db.admin_conn, creds).await?;
+            let (client, target) = admin(&db.admin_conn, access).await?;
             let kept_exists = match (&db.old_name, db.phase) {
                 (Some(old), Phase::Ready) => exists(&client, old, &target).await?,
                 _ => false,
@@ -127,7 +150,7 @@ pub struct RolledBack {
 /// With `dry_run`, checks the same things and changes nothing.
 pub async fn rollback(
     id: Option<&str>,
-    creds: &Credentials,
+    access: Access<'_>,
     dry_run: bool,
 ) -> Result<RolledBack, CoreError> {
     let runs = RestoreState::all()?;
@@ -141,6 +164,7 @@ pub async fn rollback(
             },
             hint: "only drop-and-restore by swap keeps the previous database; see `dbsnap cleanup --dry-run`".into(),
         })?;
+    same_route(&st, access)?;
     let mut done = Vec::new();
     for db in st
         .databases
@@ -151,7 +175,7 @@ pub async fn rollback(
             .old_name
             .clone()
             .expect("swapped database has a kept name");
-        let (mut client, target) = admin(&db.admin_conn, creds).await?;
+        let (mut client, target) = admin(&db.admin_conn, access).await?;
         if !exists(&client, &old, &target).await? {
             return Err(CoreError::Config {
                 message: format!(
@@ -189,19 +213,20 @@ pub struct KeptCopy {
 
 /// Lists (and with `drop`, drops) databases dbsnap kept (`__dbsnap_`
 /// names) on the servers of recorded restores and of `extra` connections.
-pub async fn cleanup(extra: &[String], drop: bool) -> Result<Vec<KeptCopy>, CoreError> {
+pub async fn cleanup(access: Access<'_>, drop: bool) -> Result<Vec<KeptCopy>, CoreError> {
     let mut servers: Vec<String> = RestoreState::all()?
         .iter()
+        .filter(|s| s.route == access.resolver.route())
         .flat_map(|s| s.databases.iter().map(|d| d.admin_conn.clone()))
         .collect();
-    servers.extend(extra.iter().cloned());
+    servers.extend(access.creds.iter().cloned());
     servers.sort();
     servers.dedup();
     let mut out = Vec::new();
     // One server reached as two users (or by two names) is listed once.
     let mut instances = std::collections::BTreeSet::new();
     for conn in servers {
-        let (client, target) = admin(&conn, extra).await?;
+        let (client, target) = admin(&conn, access).await?;
         let instance = dbsnap_pg::server_info(&client, &target).await?.instance_id;
         if !instances.insert(instance) {
             continue;

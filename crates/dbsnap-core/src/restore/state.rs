@@ -119,6 +119,9 @@ pub struct RestoreState {
     pub id: String,
     /// The snapshot file restored.
     pub file: String,
+    /// How the databases were reached (`direct`); recovery must use the same route.
+    #[serde(default = "direct")]
+    pub route: String,
     /// When it started.
     pub started_at: String,
     /// Command that stops the app.
@@ -133,6 +136,10 @@ pub struct RestoreState {
     pub databases: Vec<DbRecord>,
     /// True once the run ended (successfully or not) and the app was started.
     pub finished: bool,
+}
+
+fn direct() -> String {
+    "direct".into()
 }
 
 /// The state directory: `$DBSNAP_HOME/state`.
