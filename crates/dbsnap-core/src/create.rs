@@ -261,14 +261,7 @@ pub async fn create_with(
     let opened = connect_all(&infos).await?;
     check_duplicates_after_connect(&opened)?;
     check_instances(opts.consistency, &opened)?;
-    let mut programs = Vec::new();
-    let installed = tools::find_all("pg_dump", &opts.pg_bin);
-    for o in &opened {
-        let p =
-            tools::choose_pg_dump(&installed, o.server.major()).map_err(|e| e.on(&o.display))?;
-        tracing::info!(database = %o.display, server = %o.server.version, pg_dump = %p.version, "chose pg_dump");
-        programs.push(p);
-    }
+    let programs = choose_programs(&opened, &opts.pg_bin)?;
     let repo = &opts.repo;
     for stale in repo.remove_stale()? {
         tracing::info!("removed leftover of an interrupted run: {stale}");
@@ -288,33 +281,7 @@ pub async fn create_with(
     let now = time::OffsetDateTime::now_utc();
     let created = now.replace_millisecond(now.millisecond()).unwrap_or(now);
 
-    // Inside the snapshot transactions: schema versions and sizes.
-    let mut versions: Vec<Option<SchemaVersion>> = Vec::new();
-    let mut sizes = Vec::new();
-    let mut warnings = Vec::new();
-    for o in &opened {
-        let spec = opts
-            .version_specs
-            .get(&o.info.dbname)
-            .unwrap_or(&opts.version_spec);
-        let v = schema_version::detect(&o.client, spec, &o.display).await?;
-        if let Some(v) = &v {
-            if v.dirty {
-                let w = dirty_warning(&o.display, &v.failed);
-                tracing::warn!(target: crate::REPORTED, "{w}");
-                warnings.push(w);
-            }
-        }
-        versions.push(v);
-        let size: i64 = o
-            .client
-            .query_one("SELECT pg_database_size(current_database())", &[])
-            .await
-            .map(|r| r.get(0))
-            .unwrap_or(0);
-        sizes.push(size);
-    }
-
+    let seen = inside_the_cut(&opened, opts).await?;
     let members = member_names(&opened);
     let metadata = Metadata {
         format_version: FORMAT_VERSION.into(),
@@ -329,7 +296,7 @@ pub async fn create_with(
         databases: opened
             .iter()
             .zip(&members)
-            .zip(&versions)
+            .zip(&seen.versions)
             .zip(&programs)
             .map(|(((o, m), v), p)| DatabaseEntry {
                 name: o.info.dbname.clone(),
@@ -343,16 +310,7 @@ pub async fn create_with(
             })
             .collect(),
     };
-    let file_name = format!(
-        "{}-{}-{}.tar",
-        sanitize_token(&opts.prefix),
-        metadata.version_token(),
-        created
-            .format(time::macros::format_description!(
-                "[year][month][day]T[hour][minute][second]Z"
-            ))
-            .unwrap_or_default()
-    );
+    let file_name = snapshot_file_name(&opts.prefix, &metadata, created);
 
     progress.phase("dumping");
     let jobs: Vec<DumpJob> = opened
@@ -369,7 +327,8 @@ pub async fn create_with(
         })
         .collect();
     // The largest database streams straight into the archive; the others spool.
-    let direct = sizes
+    let direct = seen
+        .sizes
         .iter()
         .enumerate()
         .max_by_key(|(_, s)| **s)
@@ -397,27 +356,101 @@ pub async fn create_with(
         file,
         size: info.size,
         created_at: metadata.created_at.clone(),
-        databases: metadata
-            .databases
-            .iter()
-            .zip(&member_sizes)
-            .zip(&programs)
-            .map(|((d, b), p)| CreatedDatabase {
-                name: d.name.clone(),
-                member: d.member.clone(),
-                bytes: *b,
-                server_version: d.server_version.clone(),
-                schema_version: d.schema_version.as_ref().map(|v| v.display()),
-                schema_tool: d.schema_version.as_ref().map(|v| v.tool.clone()),
-                dirty: d.schema_version.as_ref().is_some_and(|v| v.dirty),
-                pg_dump: p.path.display().to_string(),
-            })
-            .collect(),
+        databases: created_databases(&metadata, &member_sizes, &programs),
         consistency: cut.consistency,
         duration_secs: started.elapsed().as_secs_f64(),
-        warnings,
+        warnings: seen.warnings,
         start_hook_failure: cut.start_failure,
     })
+}
+
+/// What is read inside the snapshot transactions, per database.
+struct SeenInCut {
+    versions: Vec<Option<SchemaVersion>>,
+    sizes: Vec<i64>,
+    warnings: Vec<String>,
+}
+
+/// Inside the snapshot transactions: schema versions (a dirty one is a
+/// warning) and database sizes.
+async fn inside_the_cut(opened: &[Opened], opts: &CreateOptions) -> Result<SeenInCut, CoreError> {
+    let mut seen = SeenInCut {
+        versions: Vec::new(),
+        sizes: Vec::new(),
+        warnings: Vec::new(),
+    };
+    for o in opened {
+        let spec = opts
+            .version_specs
+            .get(&o.info.dbname)
+            .unwrap_or(&opts.version_spec);
+        let v = schema_version::detect(&o.client, spec, &o.display).await?;
+        if let Some(v) = v.as_ref().filter(|v| v.dirty) {
+            let w = dirty_warning(&o.display, &v.failed);
+            tracing::warn!(target: crate::REPORTED, "{w}");
+            seen.warnings.push(w);
+        }
+        seen.versions.push(v);
+        let size: i64 = o
+            .client
+            .query_one("SELECT pg_database_size(current_database())", &[])
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        seen.sizes.push(size);
+    }
+    Ok(seen)
+}
+
+/// The pg_dump for each database: at least as new as its server.
+fn choose_programs(opened: &[Opened], pg_bin: &[PathBuf]) -> Result<Vec<Program>, CoreError> {
+    let installed = tools::find_all("pg_dump", pg_bin);
+    let mut programs = Vec::new();
+    for o in opened {
+        let p =
+            tools::choose_pg_dump(&installed, o.server.major()).map_err(|e| e.on(&o.display))?;
+        tracing::info!(database = %o.display, server = %o.server.version, pg_dump = %p.version, "chose pg_dump");
+        programs.push(p);
+    }
+    Ok(programs)
+}
+
+/// `<prefix>-<version>-<UTC time>.tar`.
+fn snapshot_file_name(prefix: &str, metadata: &Metadata, created: time::OffsetDateTime) -> String {
+    format!(
+        "{}-{}-{}.tar",
+        sanitize_token(prefix),
+        metadata.version_token(),
+        created
+            .format(time::macros::format_description!(
+                "[year][month][day]T[hour][minute][second]Z"
+            ))
+            .unwrap_or_default()
+    )
+}
+
+/// The per-database part of the result.
+fn created_databases(
+    metadata: &Metadata,
+    member_sizes: &[u64],
+    programs: &[Program],
+) -> Vec<CreatedDatabase> {
+    metadata
+        .databases
+        .iter()
+        .zip(member_sizes)
+        .zip(programs)
+        .map(|((d, b), p)| CreatedDatabase {
+            name: d.name.clone(),
+            member: d.member.clone(),
+            bytes: *b,
+            server_version: d.server_version.clone(),
+            schema_version: d.schema_version.as_ref().map(|v| v.display()),
+            schema_tool: d.schema_version.as_ref().map(|v| v.tool.clone()),
+            dirty: d.schema_version.as_ref().is_some_and(|v| v.dirty),
+            pg_dump: p.path.display().to_string(),
+        })
+        .collect()
 }
 
 fn resolve_all(resolver: &dyn Resolver, strings: &[String]) -> Result<Vec<ConnInfo>, CoreError> {
@@ -557,14 +590,7 @@ fn sanitize_member(s: &str) -> String {
     }
 }
 
-/// What one dump thread hands back: the archive writer (if it streamed
-/// into it), its spool file (otherwise), and the bytes written.
-type DumpOutcome = (
-    Option<SnapshotWriter<Box<dyn PendingWrite>>>,
-    Option<Spooled>,
-    u64,
-);
-
+/// A member spooled to a file, with its size and checksum.
 struct Spooled {
     file: File,
     size: u64,
@@ -611,6 +637,19 @@ fn pump(
     })
 }
 
+/// The archive being written.
+type Writer = SnapshotWriter<Box<dyn PendingWrite>>;
+
+/// Where one dump's bytes go: straight into the archive, or a spool file.
+enum Sink {
+    Direct(Box<Writer>),
+    Spool(File, PathBuf),
+}
+
+/// What one dump thread hands back: the archive writer (if it streamed
+/// into it), its spool (otherwise), and the bytes written.
+type DumpOutcome = (Option<Box<Writer>>, Option<Spooled>, u64);
+
 #[allow(clippy::too_many_arguments)]
 async fn write_archive(
     repo: &dyn Repository,
@@ -622,22 +661,10 @@ async fn write_archive(
     engine: &dyn DumpEngine,
     progress: &Arc<dyn Progress>,
 ) -> Result<(dbsnap_storage::SnapshotInfo, Vec<u64>), CoreError> {
-    // Two snapshots in the same second get distinct names.
-    let mut attempt = 1;
-    let mut pending = loop {
-        let name = if attempt == 1 {
-            file_name.to_string()
-        } else {
-            format!("{}-{attempt}.tar", file_name.trim_end_matches(".tar"))
-        };
-        match repo.begin(&name) {
-            Err(dbsnap_storage::StorageError::Exists(_)) if attempt < 100 => attempt += 1,
-            other => break other?,
-        }
-    };
+    let mut pending = begin_unique(repo, file_name)?;
     // Errors name the snapshot being written.
     let tmp_path = PathBuf::from(format!("{}/{}", repo.location(), pending.name()));
-    let mut spools: Vec<Option<(File, PathBuf)>> = Vec::new();
+    let mut spools = Vec::new();
     for (i, m) in members.iter().enumerate() {
         spools.push(if i == direct {
             None
@@ -648,6 +675,76 @@ async fn write_archive(
     let mtime = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
     let writer =
         SnapshotWriter::new(pending, metadata, mtime).map_err(|e| archive_io(&tmp_path, e))?;
+    let mut writer = Some(Box::new(writer));
+    let sinks: Vec<Sink> = spools
+        .into_iter()
+        .map(|spool| match spool {
+            Some((file, path)) => Sink::Spool(file, path),
+            None => Sink::Direct(writer.take().expect("one direct member")),
+        })
+        .collect();
+    let running = start_dumps(engine, jobs)?;
+    let aborter = Aborter::new(&running);
+    let _kill_on_cancel = KillOnDrop(aborter.children.clone());
+    let (jobs_owned, members_owned, progress_owned, tmp_owned) = (
+        jobs.to_vec(),
+        members.to_vec(),
+        progress.clone(),
+        tmp_path.clone(),
+    );
+    let abort = aborter.clone();
+    // Blocking copies run off the async workers, so signals are still handled.
+    let result = tokio::task::spawn_blocking(move || {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = running
+                .into_iter()
+                .zip(sinks)
+                .enumerate()
+                .map(|(i, (run, sink))| {
+                    let (job, member) = (&jobs_owned[i], &members_owned[i]);
+                    let (abort, tmp_path, progress) = (&abort, &tmp_owned, &*progress_owned);
+                    scope.spawn(move || {
+                        copy_dump(i, run, sink, job, member, abort, progress, tmp_path)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(CoreError::Internal("dump thread panicked".into())))
+                })
+                .collect::<Vec<_>>()
+        })
+    })
+    .await
+    .map_err(|e| CoreError::Internal(format!("dump task failed: {e}")))?;
+    let (writer, spooled, sizes) = gather(result, aborter.root())?;
+    let info = finish_archive(writer, spooled, members.to_vec(), tmp_path).await?;
+    Ok((info, sizes))
+}
+
+/// Begins the snapshot; two snapshots in the same second get distinct names.
+fn begin_unique(
+    repo: &dyn Repository,
+    file_name: &str,
+) -> Result<Box<dyn PendingWrite>, CoreError> {
+    let mut attempt = 1;
+    loop {
+        let name = if attempt == 1 {
+            file_name.to_string()
+        } else {
+            format!("{}-{attempt}.tar", file_name.trim_end_matches(".tar"))
+        };
+        match repo.begin(&name) {
+            Err(dbsnap_storage::StorageError::Exists(_)) if attempt < 100 => attempt += 1,
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Starts every dump; if one cannot start, the started ones are stopped.
+fn start_dumps(engine: &dyn DumpEngine, jobs: &[DumpJob]) -> Result<Vec<RunningDump>, CoreError> {
     let mut running = Vec::new();
     for job in jobs {
         match engine.start(job) {
@@ -658,150 +755,150 @@ async fn write_archive(
             }
         }
     }
-    // Children are killed if anything fails, so no dump outlives the run.
-    let kill_handles: Vec<Arc<Mutex<ToolChild>>> =
-        running.iter().map(|r| r.child.clone()).collect();
-    let aborting = Arc::new(AtomicBool::new(false));
-    let first_failure: Arc<Mutex<Option<usize>>> = Arc::new(Mutex::new(None));
-    let abort_all = {
-        let kill_handles = kill_handles.clone();
-        let aborting = aborting.clone();
-        let first_failure = first_failure.clone();
-        move |index: usize| {
-            if !aborting.swap(true, Ordering::SeqCst) {
-                if let Ok(mut f) = first_failure.lock() {
-                    *f = Some(index);
-                }
-            }
-            for c in &kill_handles {
-                if let Ok(mut c) = c.lock() {
-                    c.kill();
-                }
+    Ok(running)
+}
+
+/// Stops every dump once one fails, and remembers which failed first (the
+/// root cause, not the dumps stopped because of it).
+#[derive(Clone)]
+struct Aborter {
+    children: Vec<Arc<Mutex<ToolChild>>>,
+    aborting: Arc<AtomicBool>,
+    first_failure: Arc<Mutex<Option<usize>>>,
+}
+
+impl Aborter {
+    fn new(running: &[RunningDump]) -> Aborter {
+        Aborter {
+            children: running.iter().map(|r| r.child.clone()).collect(),
+            aborting: Arc::new(AtomicBool::new(false)),
+            first_failure: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn abort(&self, index: usize) {
+        if !self.aborting.swap(true, Ordering::SeqCst) {
+            if let Ok(mut f) = self.first_failure.lock() {
+                *f = Some(index);
             }
         }
-    };
+        for c in &self.children {
+            if let Ok(mut c) = c.lock() {
+                c.kill();
+            }
+        }
+    }
 
-    let _kill_on_cancel = KillOnDrop(kill_handles.clone());
-    let (jobs_owned, members_owned, progress_owned, tmp_owned) = (
-        jobs.to_vec(),
-        members.to_vec(),
-        progress.clone(),
-        tmp_path.clone(),
-    );
-    // Blocking copies run off the async workers, so signals are still handled.
-    let result =
-        tokio::task::spawn_blocking(move || {
-            let (jobs, members, progress, tmp_path) =
-                (&jobs_owned, &members_owned, &*progress_owned, tmp_owned);
-            std::thread::scope(|scope| {
-                let mut handles = Vec::new();
-                let mut writer = Some(writer);
-                for ((i, mut run), spool) in running.into_iter().enumerate().zip(spools) {
-                    let job = &jobs[i];
-                    let member = &members[i];
-                    let abort_all = abort_all.clone();
-                    let tmp_path = tmp_path.clone();
-                    let mut direct_writer = if i == direct { writer.take() } else { None };
-                    let handle = scope.spawn(move || -> Result<DumpOutcome, CoreError> {
-                        progress.transfer_started(i, &job.info.dbname);
-                        let outcome = (|| -> Result<(Option<Spooled>, u64), CoreError> {
-                            if let Some(w) = direct_writer.as_mut() {
-                                let mut stream = w
-                                    .stream_member(member)
-                                    .map_err(|e| archive_io(&tmp_path, e))?;
-                                let n = pump(&mut run.output, &mut stream, i, progress, &tmp_path)?;
-                                stream.finish().map_err(|e| archive_io(&tmp_path, e))?;
-                                Ok((None, n))
-                            } else {
-                                let (file, path) = spool.expect("spool for non-direct member");
-                                let mut hw = HashingWriter {
-                                    inner: file,
-                                    hasher: Sha256::new(),
-                                    size: 0,
-                                };
-                                let n = pump(&mut run.output, &mut hw, i, progress, &path)?;
-                                let sha256 = hex::encode(hw.hasher.finalize());
-                                Ok((
-                                    Some(Spooled {
-                                        file: hw.inner,
-                                        size: hw.size,
-                                        sha256,
-                                    }),
-                                    n,
-                                ))
-                            }
-                        })();
-                        if outcome.is_err() {
-                            abort_all(i);
-                        }
-                        let waited = run.wait(&job.display);
-                        if waited.is_err() {
-                            abort_all(i);
-                        }
-                        let (spooled, n) = outcome?;
-                        waited?;
-                        progress.transfer_finished(i, n);
-                        Ok((direct_writer, spooled, n))
-                    });
-                    handles.push(handle);
-                }
-                let mut results = Vec::new();
-                for h in handles {
-                    results.push(h.join().unwrap_or_else(|_| {
-                        Err(CoreError::Internal("dump thread panicked".into()))
-                    }));
-                }
-                results
-            })
-        })
-        .await
-        .map_err(|e| CoreError::Internal(format!("dump task failed: {e}")))?;
+    fn root(&self) -> Option<usize> {
+        self.first_failure.lock().ok().and_then(|f| *f)
+    }
+}
 
-    // Report the root cause, not the dumps we killed because of it.
+/// Copies dump `i` into its sink and waits for it; a failure stops the others.
+#[allow(clippy::too_many_arguments)]
+fn copy_dump(
+    i: usize,
+    mut run: RunningDump,
+    sink: Sink,
+    job: &DumpJob,
+    member: &str,
+    abort: &Aborter,
+    progress: &dyn Progress,
+    tmp_path: &std::path::Path,
+) -> Result<DumpOutcome, CoreError> {
+    progress.transfer_started(i, &job.info.dbname);
+    let copied = (|| -> Result<DumpOutcome, CoreError> {
+        match sink {
+            Sink::Direct(mut w) => {
+                let mut stream = w
+                    .stream_member(member)
+                    .map_err(|e| archive_io(tmp_path, e))?;
+                let n = pump(&mut run.output, &mut stream, i, progress, tmp_path)?;
+                stream.finish().map_err(|e| archive_io(tmp_path, e))?;
+                Ok((Some(w), None, n))
+            }
+            Sink::Spool(file, path) => {
+                let mut hw = HashingWriter {
+                    inner: file,
+                    hasher: Sha256::new(),
+                    size: 0,
+                };
+                let n = pump(&mut run.output, &mut hw, i, progress, &path)?;
+                let sha256 = hex::encode(hw.hasher.finalize());
+                let spooled = Spooled {
+                    file: hw.inner,
+                    size: hw.size,
+                    sha256,
+                };
+                Ok((None, Some(spooled), n))
+            }
+        }
+    })();
+    if copied.is_err() {
+        abort.abort(i);
+    }
+    let waited = run.wait(&job.display);
+    if waited.is_err() {
+        abort.abort(i);
+    }
+    let outcome = copied?;
+    waited?;
+    progress.transfer_finished(i, outcome.2);
+    Ok(outcome)
+}
+
+/// The archive writer, the spools in member order and the bytes per dump;
+/// on failure, the root cause's error.
+#[allow(clippy::type_complexity)]
+fn gather(
+    result: Vec<Result<DumpOutcome, CoreError>>,
+    root: Option<usize>,
+) -> Result<(Box<Writer>, Vec<Option<Spooled>>, Vec<u64>), CoreError> {
     if result.iter().any(Result::is_err) {
-        let root = first_failure.lock().ok().and_then(|f| *f);
-        let mut indexed: Vec<(usize, CoreError)> = result
+        let mut failed: Vec<(usize, CoreError)> = result
             .into_iter()
             .enumerate()
             .filter_map(|(i, r)| r.err().map(|e| (i, e)))
             .collect();
-        let pos = indexed
+        let pos = failed
             .iter()
             .position(|(i, _)| Some(*i) == root)
             .unwrap_or(0);
-        return Err(indexed.swap_remove(pos).1);
+        return Err(failed.swap_remove(pos).1);
     }
-    let mut writer = None;
-    let mut spooled = Vec::new();
-    let mut sizes = Vec::new();
-    for r in result {
-        let (w, s, n) = r?;
-        if w.is_some() {
-            writer = w;
-        }
+    let (mut writer, mut spooled, mut sizes) = (None, Vec::new(), Vec::new());
+    for (w, s, n) in result.into_iter().flatten() {
+        writer = writer.or(w);
         spooled.push(s);
         sizes.push(n);
     }
-    let mut writer = writer.expect("direct writer returned");
-    let members_owned = members.to_vec();
-    let info =
-        tokio::task::spawn_blocking(move || -> Result<dbsnap_storage::SnapshotInfo, CoreError> {
-            for (i, s) in spooled.into_iter().enumerate() {
-                if let Some(mut s) = s {
-                    s.file
-                        .seek(SeekFrom::Start(0))
-                        .map_err(|e| CoreError::write_io(&tmp_path, e))?;
-                    writer
-                        .add_precomputed(&members_owned[i], &mut s.file, s.size, &s.sha256)
-                        .map_err(|e| archive_io(&tmp_path, e))?;
-                }
+    let writer = writer.ok_or_else(|| CoreError::Internal("no direct member".into()))?;
+    Ok((writer, spooled, sizes))
+}
+
+/// Appends the spooled members, writes the manifest, and publishes.
+async fn finish_archive(
+    mut writer: Box<Writer>,
+    spooled: Vec<Option<Spooled>>,
+    members: Vec<String>,
+    tmp_path: PathBuf,
+) -> Result<dbsnap_storage::SnapshotInfo, CoreError> {
+    tokio::task::spawn_blocking(move || -> Result<dbsnap_storage::SnapshotInfo, CoreError> {
+        for (i, s) in spooled.into_iter().enumerate() {
+            if let Some(mut s) = s {
+                s.file
+                    .seek(SeekFrom::Start(0))
+                    .map_err(|e| CoreError::write_io(&tmp_path, e))?;
+                writer
+                    .add_precomputed(&members[i], &mut s.file, s.size, &s.sha256)
+                    .map_err(|e| archive_io(&tmp_path, e))?;
             }
-            let (pending, _) = writer.finish().map_err(|e| archive_io(&tmp_path, e))?;
-            Ok(pending.commit()?)
-        })
-        .await
-        .map_err(|e| CoreError::Internal(format!("finishing the archive failed: {e}")))??;
-    Ok((info, sizes))
+        }
+        let (pending, _) = writer.finish().map_err(|e| archive_io(&tmp_path, e))?;
+        Ok(pending.commit()?)
+    })
+    .await
+    .map_err(|e| CoreError::Internal(format!("finishing the archive failed: {e}")))?
 }
 
 /// Kills the dumps if the run is abandoned (a signal drops the future).
