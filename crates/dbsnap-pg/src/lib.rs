@@ -4,6 +4,7 @@
 //!
 //! This crate never logs or formats a password.
 
+pub mod admin;
 pub mod connect;
 pub mod conninfo;
 pub mod endpoint;

@@ -11,29 +11,7 @@ use super::data_only::Obstacle;
 use super::Action;
 use crate::error::exit;
 
-/// What the connected role may do on the live server.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RoleFacts {
-    /// Its name.
-    pub name: String,
-    /// Superuser.
-    pub superuser: bool,
-    /// May create databases.
-    pub createdb: bool,
-    /// May create roles.
-    pub createrole: bool,
-}
-
-/// The connected role's relation to a role the archive names.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RoleStatus {
-    /// The role exists on the live server.
-    pub exists: bool,
-    /// The connected role may act as it (member; SET on PostgreSQL 16+).
-    pub member: bool,
-    /// The connected role holds it WITH ADMIN OPTION (or is superuser).
-    pub admin: bool,
-}
+pub use dbsnap_pg::admin::{RoleFacts, RoleStatus};
 
 /// Everything `decide` needs about one database.
 #[derive(Debug, Clone, Default)]

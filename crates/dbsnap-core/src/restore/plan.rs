@@ -168,7 +168,7 @@ impl Passwords {
             info.password = self.known.get(&Self::key(info)).cloned();
         }
         match replace::admin_client(info).await {
-            Err(CoreError::Pg(e)) if e.kind == PgErrorKind::Auth && info.password.is_none() => {
+            Err(e) if e.kind == PgErrorKind::Auth && info.password.is_none() => {
                 let Some(ask) = &self.prompt else {
                     return Err(CoreError::Pg(e));
                 };
