@@ -304,39 +304,7 @@ pub fn replace_in_place(
     let psql_err = collect(Box::new(psql_err));
     let (file, member) = (source.file.clone(), source.member.to_string());
     let feeder = std::thread::spawn(move || feed_member(&file, &member, restore_in, meter));
-    // Relay the script, injecting the prelude after its BEGIN.
-    let relay = (|| -> std::io::Result<()> {
-        let mut reader = BufReader::with_capacity(1 << 20, restore_out);
-        let mut line = Vec::new();
-        let (mut injected, mut checked, mut in_copy) = (false, false, false);
-        loop {
-            line.clear();
-            if reader.read_until(b'\n', &mut line)? == 0 {
-                break;
-            }
-            let t = line.trim_ascii();
-            if in_copy {
-                in_copy = t != b"\\.";
-            } else if t.starts_with(b"COPY ") && t.ends_with(b"FROM stdin;") {
-                in_copy = true;
-            } else if !checked && injected && t == b"COMMIT;" {
-                // Checks run inside the transaction: a failure rolls everything back.
-                psql_in.write_all(epilogue.as_bytes())?;
-                checked = true;
-            }
-            psql_in.write_all(&line)?;
-            if !injected && t == b"BEGIN;" {
-                psql_in.write_all(b"\nDROP OWNED BY CURRENT_USER;\n")?;
-                injected = true;
-            }
-        }
-        if !injected || !checked {
-            return Err(std::io::Error::other(
-                "pg_restore's script lacked its BEGIN or COMMIT",
-            ));
-        }
-        Ok(())
-    })();
+    let relay = relay_script(restore_out, &mut psql_in, epilogue);
     drop(psql_in);
     let psql_status = psql_child
         .wait()
@@ -354,18 +322,7 @@ pub fn replace_in_place(
         tracing::info!(database = %info.display(), "restore: {l}");
     }
     if !psql_status.success() {
-        // A check raised inside the transaction: everything rolled back.
-        if let Some(l) = psql_lines.iter().find(|l| l.contains("dbsnap: ")) {
-            let msg = l.split("dbsnap: ").nth(1).unwrap_or(l);
-            return Err(CoreError::Check(format!("{}: {msg}", info.display())));
-        }
-        let mut err =
-            dbsnap_pg::tools::classify_stderr("psql", &psql_lines.join("\n"), &info.display());
-        err.message = format!(
-            "{}; the transaction was rolled back, nothing was changed",
-            err.message
-        );
-        return Err(err.into());
+        return Err(psql_failure(&psql_lines, &info.display()));
     }
     if let Err(e) = relay {
         return Err(CoreError::Internal(format!(
@@ -382,6 +339,61 @@ pub fn replace_in_place(
         .into());
     }
     Ok(RestoreOutput::default())
+}
+
+/// Relays pg_restore's script to psql, dropping the role's objects right
+/// after its BEGIN and running `epilogue` (row counts, checks) just before
+/// its COMMIT, so that both happen inside the one transaction.
+fn relay_script(
+    restore_out: impl Read,
+    psql_in: &mut impl Write,
+    epilogue: &str,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::with_capacity(1 << 20, restore_out);
+    let mut line = Vec::new();
+    let (mut injected, mut checked, mut in_copy) = (false, false, false);
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        let t = line.trim_ascii();
+        if in_copy {
+            in_copy = t != b"\\.";
+        } else if t.starts_with(b"COPY ") && t.ends_with(b"FROM stdin;") {
+            in_copy = true;
+        } else if !checked && injected && t == b"COMMIT;" {
+            // Checks run inside the transaction: a failure rolls everything back.
+            psql_in.write_all(epilogue.as_bytes())?;
+            checked = true;
+        }
+        psql_in.write_all(&line)?;
+        if !injected && t == b"BEGIN;" {
+            psql_in.write_all(b"\nDROP OWNED BY CURRENT_USER;\n")?;
+            injected = true;
+        }
+    }
+    if !injected || !checked {
+        return Err(std::io::Error::other(
+            "pg_restore's script lacked its BEGIN or COMMIT",
+        ));
+    }
+    Ok(())
+}
+
+/// Why psql stopped: a check raised inside the transaction, or another
+/// error; either way everything rolled back.
+fn psql_failure(lines: &[String], target: &str) -> CoreError {
+    if let Some(l) = lines.iter().find(|l| l.contains("dbsnap: ")) {
+        let msg = l.split("dbsnap: ").nth(1).unwrap_or(l);
+        return CoreError::Check(format!("{target}: {msg}"));
+    }
+    let mut err = dbsnap_pg::tools::classify_stderr("psql", &lines.join("\n"), target);
+    err.message = format!(
+        "{}; the transaction was rolled back, nothing was changed",
+        err.message
+    );
+    err.into()
 }
 
 /// psql next to `pg_restore` (same installation).
