@@ -246,6 +246,42 @@ fn read_archive_inner<R: Read>(
         int_size: 4,
         off_size: 8,
     };
+    let header = read_header(&mut r)?;
+    let count = r.int("TOC count")?;
+    if !(0..=10_000_000).contains(&count) {
+        return Err(PgDumpError::Corrupt(format!("TOC entry count {count}")));
+    }
+    let mut entries = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        entries.push(read_toc_entry(&mut r)?);
+    }
+    let compression_algo = Compression::from_header(r.version, header.compression)?;
+    visit(DataItem::Toc(&entries))?;
+    let data_blocks = read_data_blocks(&mut r, &entries, compression_algo, wants_contents, visit)?;
+    Ok(PgDumpSummary {
+        compression_name: compression_algo.name(),
+        version: header.version,
+        dbname: header.dbname,
+        server_version: header.server_version,
+        pg_dump_version: header.pg_dump_version,
+        compression: header.compression,
+        entries,
+        data_blocks,
+        bytes: r.pos,
+    })
+}
+
+/// The archive header, before the table of contents.
+struct Header {
+    version: (u8, u8, u8),
+    compression: i64,
+    dbname: Option<String>,
+    server_version: Option<String>,
+    pg_dump_version: Option<String>,
+}
+
+/// Reads and checks the header; sets the reader's version and sizes.
+fn read_header<R: Read>(r: &mut Reader<R>) -> Result<Header, PgDumpError> {
     let mut magic = [0u8; 5];
     r.exact(&mut magic, "magic")
         .map_err(|_| PgDumpError::NotCustomFormat("too short".into()))?;
@@ -302,76 +338,90 @@ fn read_archive_inner<R: Read>(
     } else {
         (None, None)
     };
-    let count = r.int("TOC count")?;
-    if !(0..=10_000_000).contains(&count) {
-        return Err(PgDumpError::Corrupt(format!("TOC entry count {count}")));
+    Ok(Header {
+        version: (vmaj, vmin, vrev),
+        compression,
+        dbname,
+        server_version,
+        pg_dump_version,
+    })
+}
+
+/// Reads one table-of-contents entry (fields by archive version).
+fn read_toc_entry<R: Read>(r: &mut Reader<R>) -> Result<TocEntry, PgDumpError> {
+    let dump_id = r.int("TOC entry")?;
+    if dump_id <= 0 {
+        return Err(PgDumpError::Corrupt(format!(
+            "TOC entry id {dump_id} out of range"
+        )));
     }
-    let mut entries = Vec::with_capacity(count as usize);
-    let mut wants_data: BTreeMap<i64, bool> = BTreeMap::new();
-    for _ in 0..count {
-        let dump_id = r.int("TOC entry")?;
-        if dump_id <= 0 {
-            return Err(PgDumpError::Corrupt(format!(
-                "TOC entry id {dump_id} out of range"
-            )));
-        }
-        let had_dumper = r.int("TOC entry")? != 0;
-        if r.version >= v(1, 8) {
-            r.string("TOC table oid")?;
-        }
-        r.string("TOC oid")?;
-        let tag = r.string("TOC tag")?.unwrap_or_default();
-        let desc = r.string("TOC desc")?.unwrap_or_default();
-        if r.version >= v(1, 11) {
-            r.int("TOC section")?;
-        }
-        let defn = r.string("TOC definition")?;
-        r.string("TOC drop statement")?;
-        let copy_stmt = r.string("TOC copy statement")?;
-        let namespace = r.string("TOC namespace")?;
-        if r.version >= v(1, 10) {
-            r.string("TOC tablespace")?;
-        }
-        if r.version >= v(1, 14) {
-            r.string("TOC table access method")?;
-        }
-        if r.version >= v(1, 16) {
-            r.int("TOC relkind")?;
-        }
-        let owner = r.string("TOC owner")?;
-        if r.version >= v(1, 9) {
-            r.string("TOC with-oids flag")?;
-        }
-        let mut dependencies = Vec::new();
-        while let Some(d) = r.string("TOC dependency")? {
-            dependencies.extend(d.trim().parse::<i64>().ok());
-        }
-        // Custom format: data offset flag plus offset.
-        let flag = r.byte("TOC data offset")?;
-        r.skip(r.off_size as u64, "TOC data offset")?;
-        let has_data = flag != OFFSET_NO_DATA && had_dumper;
-        if has_data {
-            wants_data.insert(dump_id, false);
-        }
-        entries.push(TocEntry {
-            dump_id,
-            has_data,
-            desc,
-            tag,
-            namespace,
-            owner,
-            defn,
-            copy_stmt,
-            dependencies,
-        });
+    let had_dumper = r.int("TOC entry")? != 0;
+    if r.version >= v(1, 8) {
+        r.string("TOC table oid")?;
     }
-    let compression_algo = Compression::from_header(r.version, compression)?;
-    visit(DataItem::Toc(&entries))?;
+    r.string("TOC oid")?;
+    let tag = r.string("TOC tag")?.unwrap_or_default();
+    let desc = r.string("TOC desc")?.unwrap_or_default();
+    if r.version >= v(1, 11) {
+        r.int("TOC section")?;
+    }
+    let defn = r.string("TOC definition")?;
+    r.string("TOC drop statement")?;
+    let copy_stmt = r.string("TOC copy statement")?;
+    let namespace = r.string("TOC namespace")?;
+    if r.version >= v(1, 10) {
+        r.string("TOC tablespace")?;
+    }
+    if r.version >= v(1, 14) {
+        r.string("TOC table access method")?;
+    }
+    if r.version >= v(1, 16) {
+        r.int("TOC relkind")?;
+    }
+    let owner = r.string("TOC owner")?;
+    if r.version >= v(1, 9) {
+        r.string("TOC with-oids flag")?;
+    }
+    let mut dependencies = Vec::new();
+    while let Some(d) = r.string("TOC dependency")? {
+        dependencies.extend(d.trim().parse::<i64>().ok());
+    }
+    // Custom format: data offset flag plus offset.
+    let flag = r.byte("TOC data offset")?;
+    r.skip(r.off_size as u64, "TOC data offset")?;
+    Ok(TocEntry {
+        dump_id,
+        has_data: flag != OFFSET_NO_DATA && had_dumper,
+        desc,
+        tag,
+        namespace,
+        owner,
+        defn,
+        copy_stmt,
+        dependencies,
+    })
+}
+
+/// Reads every data block (streaming its contents to `visit` when
+/// `wants_contents`, else skipping them); each entry with data must have
+/// exactly one. Returns how many blocks were read.
+fn read_data_blocks<R: Read>(
+    r: &mut Reader<R>,
+    entries: &[TocEntry],
+    compression: Compression,
+    wants_contents: bool,
+    visit: &mut dyn FnMut(DataItem<'_>) -> Result<(), PgDumpError>,
+) -> Result<usize, PgDumpError> {
+    let mut seen: BTreeMap<i64, bool> = entries
+        .iter()
+        .filter(|e| e.has_data)
+        .map(|e| (e.dump_id, false))
+        .collect();
     let mut data_blocks = 0;
     while let Some(kind) = r.byte_or_eof()? {
         let id = r.int("data block id")?;
         let what = format!("data block {id}");
-        match wants_data.get_mut(&id) {
+        match seen.get_mut(&id) {
             Some(seen @ false) => *seen = true,
             Some(true) => {
                 return Err(PgDumpError::Corrupt(format!(
@@ -392,7 +442,7 @@ fn read_archive_inner<R: Read>(
         match kind {
             BLK_DATA => {
                 if wants_contents {
-                    stream_item(&mut r, compression_algo, &mut |data| {
+                    stream_item(r, compression, &mut |data| {
                         visit(DataItem::TableData { entry, data })
                     })?;
                 } else {
@@ -408,7 +458,7 @@ fn read_archive_inner<R: Read>(
                     let oid = u32::try_from(oid).map_err(|_| {
                         PgDumpError::Corrupt(format!("large object oid {oid} out of range"))
                     })?;
-                    stream_item(&mut r, compression_algo, &mut |data| {
+                    stream_item(r, compression, &mut |data| {
                         visit(DataItem::LargeObject { entry, oid, data })
                     })?;
                 } else {
@@ -424,7 +474,7 @@ fn read_archive_inner<R: Read>(
         }
         data_blocks += 1;
     }
-    if let Some((id, _)) = wants_data.iter().find(|(_, seen)| !**seen) {
+    if let Some((id, _)) = seen.iter().find(|(_, seen)| !**seen) {
         let e = entries.iter().find(|e| e.dump_id == *id);
         return Err(PgDumpError::Truncated(format!(
             "no data for entry {id} ({})",
@@ -432,17 +482,7 @@ fn read_archive_inner<R: Read>(
                 .unwrap_or_default()
         )));
     }
-    Ok(PgDumpSummary {
-        compression_name: compression_algo.name(),
-        version: (vmaj, vmin, vrev),
-        dbname,
-        server_version,
-        pg_dump_version,
-        compression,
-        entries,
-        data_blocks,
-        bytes: r.pos,
-    })
+    Ok(data_blocks)
 }
 
 /// What [`read_archive_data`] hands its visitor.
