@@ -5,6 +5,7 @@
 //! This crate never logs or formats a password.
 
 pub mod admin;
+pub mod catalog;
 pub mod connect;
 pub mod conninfo;
 pub mod endpoint;

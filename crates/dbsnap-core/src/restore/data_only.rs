@@ -18,6 +18,7 @@
 use bytes::Bytes;
 use dbsnap_archive::pgdump::{self, CopyRows, DataItem, TocEntry};
 use dbsnap_archive::snapshot;
+use dbsnap_pg::catalog::{self, ConstraintDef, ConstraintKind, IndexDef};
 use dbsnap_pg::PgError;
 use futures::SinkExt;
 use serde::Serialize;
@@ -130,20 +131,7 @@ pub struct DataOnlyReport {
 }
 
 /// An index set aside during the load and rebuilt after it.
-struct DeferredIndex {
-    /// Table (as regclass text).
-    table: String,
-    /// Index name, quoted.
-    name: String,
-    /// CREATE INDEX statement.
-    index_def: String,
-    /// (constraint name, definition) when the index backs a constraint.
-    constraint: Option<(String, String)>,
-    clustered: bool,
-    replica_identity: bool,
-    /// Schema-qualified index name.
-    qualified: String,
-}
+type DeferredIndex = IndexDef;
 
 /// "30 s", "500 ms".
 pub(crate) fn seconds(d: Duration) -> String {
@@ -269,16 +257,7 @@ async fn lock_tables(
     lock_timeout: Duration,
 ) -> Result<Vec<String>, CoreError> {
     // Equal versions should mean equal schemas; the plan's preflight checked.
-    let missing: Vec<String> = tx
-        .query(
-            "SELECT t FROM unnest($1::text[]) t WHERE to_regclass(t) IS NULL",
-            &[&tables],
-        )
-        .await
-        .map_err(pg_err(target, "look up tables"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let missing = catalog::missing_tables(tx, tables, target).await?;
     if !missing.is_empty() {
         return Err(CoreError::Config {
             message: format!(
@@ -288,18 +267,7 @@ async fn lock_tables(
             hint: "the schema was changed outside migrations; restore with --drop to replace it".into(),
         });
     }
-    let family: Vec<String> = tx
-        .query(
-            // pg_partition_ancestors returns nothing for a plain table: add the tables themselves.
-            "SELECT DISTINCT r::text FROM (SELECT t::regclass AS r FROM unnest($1::text[]) t \
-             UNION SELECT a.relid FROM unnest($1::text[]) t, LATERAL pg_partition_ancestors(t::regclass) a) s",
-            &[&tables],
-        )
-        .await
-        .map_err(pg_err(target, "find partition parents"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let family = catalog::table_family(tx, tables, target).await?;
     if !family.is_empty() {
         tx.batch_execute(&format!(
             "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
@@ -351,8 +319,7 @@ impl Aside {
         let foreign_keys = set_aside(
             tx,
             target,
-            "c.contype = 'f' AND c.conparentid = 0 \
-             AND (c.conrelid = ANY($1::text[]::regclass[]) OR c.confrelid = ANY($1::text[]::regclass[]))",
+            ConstraintKind::ForeignKeys,
             family,
             "foreign key",
         )
@@ -362,8 +329,7 @@ impl Aside {
         let unvalidated = set_aside(
             tx,
             target,
-            "c.contype IN ('c', 'n') AND NOT c.convalidated AND c.conislocal AND c.coninhcount = 0 \
-             AND c.conrelid = ANY($1::text[]::regclass[])",
+            ConstraintKind::NotValid,
             family,
             "NOT VALID constraint",
         )
@@ -438,18 +404,7 @@ async fn disable_triggers(
     target: &str,
     family: &[String],
 ) -> Result<Vec<(String, String, i8)>, CoreError> {
-    let triggers: Vec<(String, String, i8)> = tx
-        .query(
-            "SELECT tgrelid::regclass::text, quote_ident(tgname), tgenabled FROM pg_trigger \
-             WHERE NOT tgisinternal AND tgparentid = 0 AND tgenabled <> 'D' AND tgrelid = ANY($1::text[]::regclass[]) \
-             ORDER BY 1, 2",
-            &[&family],
-        )
-        .await
-        .map_err(pg_err(target, "list triggers"))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let triggers = catalog::enabled_user_triggers(tx, family, target).await?;
     for (table, name, _) in &triggers {
         tx.batch_execute(&format!("ALTER TABLE {table} DISABLE TRIGGER {name}"))
             .await
@@ -470,44 +425,7 @@ async fn drop_indexes(
     target: &str,
     tables: &[String],
 ) -> Result<Vec<DeferredIndex>, CoreError> {
-    let indexes: Vec<DeferredIndex> = tx
-        .query(
-            "SELECT i.indrelid::regclass::text, quote_ident(ic.relname), pg_get_indexdef(i.indexrelid), \
-                    quote_ident(c.conname), CASE WHEN c.oid IS NULL THEN NULL ELSE pg_get_constraintdef(c.oid) END, \
-                    i.indisclustered, i.indisreplident, \
-                    quote_ident(n.nspname) || '.' || quote_ident(ic.relname) \
-             FROM pg_index i \
-             JOIN pg_class ic ON ic.oid = i.indexrelid \
-             JOIN pg_namespace n ON n.oid = ic.relnamespace \
-             JOIN pg_class t ON t.oid = i.indrelid \
-             LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid AND c.contype IN ('p', 'u', 'x') \
-             WHERE i.indrelid = ANY($1::text[]::regclass[]) AND t.relkind = 'r' AND NOT t.relispartition \
-               AND ic.reltablespace = 0 AND ic.reloptions IS NULL \
-               AND obj_description(i.indexrelid, 'pg_class') IS NULL \
-               AND (c.oid IS NULL OR obj_description(c.oid, 'pg_constraint') IS NULL) \
-               AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid) \
-               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = i.indexrelid AND d.deptype = 'e') \
-               AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = i.indexrelid AND coalesce(a.attstattarget::int, -1) >= 0) \
-               AND NOT EXISTS (SELECT 1 FROM pg_constraint o WHERE o.conindid = i.indexrelid AND o.contype = 'f') \
-               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.deptype = 'n' AND \
-                     ((d.refclassid = 'pg_constraint'::regclass AND d.refobjid = c.oid) OR \
-                      (d.refclassid = 'pg_class'::regclass AND d.refobjid = i.indexrelid))) \
-             ORDER BY 1, 2",
-            &[&tables],
-        )
-        .await
-        .map_err(pg_err(target, "list indexes"))?
-        .iter()
-        .map(|r| DeferredIndex {
-            table: r.get(0),
-            name: r.get(1),
-            index_def: r.get(2),
-            constraint: r.get::<_, Option<String>>(3).zip(r.get::<_, Option<String>>(4)),
-            clustered: r.get(5),
-            replica_identity: r.get(6),
-            qualified: r.get(7),
-        })
-        .collect();
+    let indexes = catalog::rebuildable_indexes(tx, tables, target).await?;
     for ix in &indexes {
         let sql = match &ix.constraint {
             Some((con, _)) => format!("ALTER TABLE {} DROP CONSTRAINT {con}", ix.table),
@@ -665,43 +583,18 @@ async fn restart_sequences(
 }
 
 /// A constraint dropped for the load and added back after it.
-struct SetAside {
-    table: String,
-    name: String,
-    definition: String,
-    /// `COMMENT ON CONSTRAINT` literal, if it had a comment.
-    comment: Option<String>,
-}
+type SetAside = ConstraintDef;
 
-/// Drops the constraints matching `filter` (over `pg_constraint c`, with
-/// `$1` the tables) and returns how to add them back.
+/// Drops the constraints of `kind` touching `tables` and returns how to
+/// add them back.
 async fn set_aside(
     tx: &Transaction<'_>,
     target: &str,
-    filter: &str,
+    kind: ConstraintKind,
     tables: &[String],
     what: &str,
 ) -> Result<Vec<SetAside>, CoreError> {
-    let rows = tx
-        .query(
-            &format!(
-                "SELECT c.conrelid::regclass::text, quote_ident(c.conname), pg_get_constraintdef(c.oid), \
-                        quote_literal(obj_description(c.oid, 'pg_constraint')) \
-                 FROM pg_constraint c WHERE {filter} ORDER BY 1, 2"
-            ),
-            &[&tables],
-        )
-        .await
-        .map_err(pg_err(target, &format!("list {what}s")))?;
-    let set: Vec<SetAside> = rows
-        .iter()
-        .map(|r| SetAside {
-            table: r.get(0),
-            name: r.get(1),
-            definition: r.get(2),
-            comment: r.get(3),
-        })
-        .collect();
+    let set = catalog::constraints(tx, kind, tables, target).await?;
     for c in &set {
         tx.batch_execute(&format!(
             "ALTER TABLE {} DROP CONSTRAINT {}",
@@ -749,17 +642,7 @@ async fn lift_forced_rls(
     target: &str,
     tables: &[String],
 ) -> Result<Vec<String>, CoreError> {
-    let forced: Vec<String> = tx
-        .query(
-            "SELECT oid::regclass::text FROM pg_class \
-             WHERE relforcerowsecurity AND oid = ANY($1::text[]::regclass[]) ORDER BY 1",
-            &[&tables],
-        )
-        .await
-        .map_err(pg_err(target, "list tables with forced row level security"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let forced = catalog::forced_rls_tables(tx, tables, target).await?;
     for table in &forced {
         tx.batch_execute(&format!("ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY"))
             .await
@@ -787,14 +670,7 @@ async fn replace_large_objects(
             .await
             .map_err(pg_err(target, &format!("recreate large object: {sql}")))?;
     }
-    let oids = tx
-        .query("SELECT oid FROM pg_largeobject_metadata", &[])
-        .await
-        .map_err(pg_err(target, "list large objects"))?
-        .iter()
-        .map(|r| r.get::<_, tokio_postgres::types::Oid>(0))
-        .collect();
-    Ok(oids)
+    Ok(catalog::large_object_oids(tx, target).await?)
 }
 
 /// Comments, grants and security labels of the archive's large objects.
@@ -832,46 +708,12 @@ pub(crate) async fn preflight(
 ) -> Result<Vec<Obstacle>, CoreError> {
     let tables: Vec<String> = facts.data_tables.iter().map(|t| t.sql()).collect();
     let sequences: Vec<String> = facts.sequences.iter().map(|t| t.sql()).collect();
-    let missing: Vec<String> = client
-        .query(
-            "SELECT 'table ' || t FROM unnest($1::text[]) t WHERE to_regclass(t) IS NULL \
-             UNION ALL SELECT 'sequence ' || s FROM unnest($2::text[]) s WHERE to_regclass(s) IS NULL",
-            &[&tables, &sequences],
-        )
-        .await
-        .map_err(pg_err(target, "look up the snapshot's tables"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let missing = catalog::missing_relations(client, &tables, &sequences, target).await?;
     if !missing.is_empty() {
         return Ok(vec![Obstacle::Missing(missing)]);
     }
     let lo_owners: Vec<String> = facts.large_object_owners.iter().cloned().collect();
-    let rows = client
-        .query(
-            "WITH t AS (SELECT x::regclass AS r FROM unnest($1::text[]) x), \
-                  fam AS (SELECT r FROM t \
-                          UNION SELECT a.relid FROM t, LATERAL pg_partition_ancestors(t.r) a \
-                          UNION SELECT c.conrelid FROM pg_constraint c JOIN t ON c.confrelid = t.r WHERE c.contype = 'f') \
-             SELECT CASE c.relkind WHEN 'S' THEN 'sequence ' ELSE 'table ' END || c.oid::regclass::text, \
-                    pg_get_userbyid(c.relowner)::text \
-             FROM pg_class c \
-             WHERE (c.oid IN (SELECT r FROM fam) OR c.oid = ANY($2::text[]::regclass[])) \
-               AND NOT pg_has_role(c.relowner, 'USAGE') \
-             UNION ALL \
-             SELECT 'large object ' || m.oid, pg_get_userbyid(m.lomowner)::text \
-             FROM pg_largeobject_metadata m \
-             WHERE NOT pg_has_role(m.lomowner, 'USAGE') AND NOT current_setting('lo_compat_privileges')::bool \
-             UNION ALL \
-             SELECT 'the snapshot''s large objects', o FROM unnest($3::text[]) o \
-             WHERE NOT CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = o) \
-                            THEN pg_has_role(o, 'MEMBER') ELSE false END \
-             ORDER BY 2, 1",
-            &[&tables, &sequences, &lo_owners],
-        )
-        .await
-        .map_err(pg_err(target, "check ownership of the snapshot's objects"))?;
-    let not_owned: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let not_owned = catalog::not_owned(client, &tables, &sequences, &lo_owners, target).await?;
     Ok(if not_owned.is_empty() {
         vec![]
     } else {
