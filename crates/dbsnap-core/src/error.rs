@@ -40,6 +40,8 @@ pub mod exit {
     pub const VERSION_MISMATCH: u8 = 14;
     /// A destructive action needs confirmation (`--yes` without a terminal), or was declined.
     pub const NOT_CONFIRMED: u8 = 15;
+    /// Gave up waiting for a lock another session holds (nothing changed).
+    pub const LOCK_TIMEOUT: u8 = 16;
     /// A post-restore check failed (the restore was rolled back).
     pub const CHECK_FAILED: u8 = 17;
     /// Interrupted (Ctrl-C / SIGTERM).
@@ -130,13 +132,16 @@ impl CoreError {
                 PgErrorKind::Privilege => exit::PRIVILEGE,
                 PgErrorKind::Tooling => exit::TOOLING,
                 PgErrorKind::Io => exit::STORAGE,
+                PgErrorKind::LockTimeout => exit::LOCK_TIMEOUT,
                 PgErrorKind::Program | PgErrorKind::Server => exit::SERVER,
             },
             CoreError::Archive(ArchiveError::Io(_)) => exit::STORAGE,
             CoreError::Archive(_) | CoreError::Verify { .. } | CoreError::NotSnapshot { .. } => {
                 exit::VERIFY
             }
-            CoreError::Storage(StorageError::NoRepository(_)) => exit::USAGE,
+            CoreError::Storage(StorageError::NoRepository(_) | StorageError::NotARepository(_)) => {
+                exit::USAGE
+            }
             CoreError::Storage(_) => exit::STORAGE,
             CoreError::Config { .. } => exit::USAGE,
             CoreError::Consistency { .. } => exit::CONSISTENCY,
@@ -168,6 +173,7 @@ impl CoreError {
             exit::STORAGE => "storage",
             exit::VERIFY => "verify",
             exit::HOOK => "hook",
+            exit::LOCK_TIMEOUT => "lock_timeout",
             exit::SERVER => "server",
             exit::INTERRUPTED => "interrupted",
             exit::LIVE_OLDER => "live_older",

@@ -92,6 +92,23 @@ pub fn check_complete(snapshot: &SnapshotRef, size: u64) -> Result<(), CoreError
     identify::check_end(&tail, size).map_err(|e| archive_error(snapshot, e))
 }
 
+/// [`check_complete`] for a snapshot the repository lists (a path it does
+/// not list is judged by reading it).
+fn cheap_check(snapshot: &SnapshotRef) -> Result<(), CoreError> {
+    match snapshot.repo.stat(&snapshot.name) {
+        Ok(info) => check_complete(snapshot, info.size),
+        Err(_) => Ok(()),
+    }
+}
+
+/// The metadata of a snapshot that passes the cheap end check: what
+/// `extract-version` reads (a truncated snapshot is refused as by `verify`).
+pub fn read_checked_metadata(snapshot: &SnapshotRef) -> Result<Metadata, CoreError> {
+    let metadata = read_metadata(snapshot)?;
+    cheap_check(snapshot)?;
+    Ok(metadata)
+}
+
 /// Lists the snapshots in `repo`, newest first; unreadable files are
 /// reported on their row (`status`, `error`): a truncated file is flagged
 /// even when its metadata reads fine.
@@ -272,6 +289,25 @@ pub struct VerifyReport {
 /// Recomputes every member's checksum against the manifest and parses each
 /// database member as a pg_dump custom archive.
 pub fn verify(snapshot: &SnapshotRef) -> Result<VerifyReport, CoreError> {
+    // A file that is not a snapshot says what it is; a truncated snapshot is
+    // called truncated, as `list` calls it, before its members are read.
+    if let Err(e) = read_metadata(snapshot) {
+        if problem(&e) == "not_snapshot" {
+            return Err(e);
+        }
+    }
+    if let Err(e) = cheap_check(snapshot) {
+        return match problem(&e) {
+            "truncated" | "corrupt" | "unsupported" => Ok(VerifyReport {
+                file: snapshot.clone(),
+                ok: false,
+                error: Some(e.to_string()),
+                members: Vec::new(),
+                metadata: read_metadata(snapshot).ok(),
+            }),
+            _ => Err(e),
+        };
+    }
     let f = open(snapshot)?;
     let mut details: Vec<(String, pgdump::PgDumpSummary)> = Vec::new();
     let outcome = snapshot::verify(BufReader::with_capacity(1 << 20, f), |visit, reader| {

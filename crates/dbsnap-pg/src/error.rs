@@ -27,6 +27,8 @@ pub enum PgErrorKind {
     Tooling,
     /// pg_dump or another program failed.
     Program,
+    /// Gave up waiting for a lock another session holds (nothing changed).
+    LockTimeout,
     /// Anything else the server reported.
     Server,
     /// Local I/O.
@@ -128,6 +130,10 @@ impl PgError {
                 "42501" => (
                     PgErrorKind::Privilege,
                     Some("grant the role read access (e.g. GRANT pg_read_all_data TO <role>) or connect as the database owner".to_string()),
+                ),
+                "55P03" => (
+                    PgErrorKind::LockTimeout,
+                    Some("another session holds a lock: stop the application first, or wait longer".to_string()),
                 ),
                 _ => (PgErrorKind::Server, None),
             };

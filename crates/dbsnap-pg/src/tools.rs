@@ -141,6 +141,11 @@ pub fn classify_stderr(program: &str, stderr: &str, target: &str) -> PgError {
         (PgErrorKind::NoDatabase, "check the database name")
     } else if lower.contains("permission denied") {
         (PgErrorKind::Privilege, "grant the role read access to every object (e.g. pg_read_all_data) or dump as the owner")
+    } else if lower.contains("could not obtain lock") || lower.contains("lock timeout") {
+        (
+            PgErrorKind::LockTimeout,
+            "another session holds a lock on a table: stop the application first, or wait longer (--max-wait for create, --lock-timeout for restore)",
+        )
     } else if lower.contains("server version mismatch") {
         (
             PgErrorKind::Tooling,

@@ -49,6 +49,9 @@ pub enum StorageError {
     /// The repository itself does not exist.
     #[error("repository {0} does not exist\nhint: check --dir (or `dir` in dbsnap.toml); `dbsnap create` makes it")]
     NoRepository(String),
+    /// The repository's location is something else (a file).
+    #[error("repository {0} is not a directory\nhint: --dir (or `dir` in dbsnap.toml) names the directory holding the snapshots; pass a snapshot file with --file")]
+    NotARepository(String),
     /// A snapshot of that name exists already.
     #[error("snapshot \"{0}\" already exists")]
     Exists(String),

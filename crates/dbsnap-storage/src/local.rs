@@ -40,6 +40,9 @@ impl LocalRepository {
         match fs::read_dir(&self.dir) {
             Ok(rd) => Ok(Some(rd)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+                Err(StorageError::NotARepository(self.location()))
+            }
             Err(e) => Err(StorageError::io(&self.dir, e)),
         }
     }

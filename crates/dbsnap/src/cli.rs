@@ -17,15 +17,16 @@ use crate::{output, progress};
 
 const AFTER_HELP: &str = "\
 Exit codes:
-  0 ok                        9 local storage failed (full disk, I/O)
-  1 internal error           10 snapshot damaged or not a snapshot
-  2 bad arguments/config     11 stop/start command failed
-  3 server unreachable       12 other server or pg_dump failure
-  4 authentication failed    13 restore refused: live schema older than the snapshot
-  5 database does not exist  14 restore refused: versions diverged, unknown or dirty
-  6 privilege missing        15 confirmation needed (--yes) or declined
-  7 pg_dump/pg_restore missing or too old    17 post-restore check failed (rolled back)
-  8 no consistent cut (busy, or different instances)    130 interrupted
+    0  ok                                   10  snapshot damaged or not a snapshot
+    1  internal error                       11  stop/start command failed
+    2  bad arguments or configuration       12  other server or pg_dump failure
+    3  server unreachable                   13  refused: live schema older than the snapshot
+    4  authentication failed                14  refused: versions diverged, unknown or dirty
+    5  database does not exist              15  confirmation needed (--yes) or declined
+    6  privilege missing                    16  gave up waiting for a lock (nothing changed)
+    7  pg_dump/pg_restore missing or old    17  post-restore check failed (rolled back)
+    8  no consistent cut                   130  interrupted
+    9  local storage failed                141  standard output closed early (| head)
 
 Environment: DBSNAP_HOME (default ~/.dbsnap: snapshots/, logs/, state/, config.toml),
 DBSNAP_PG_BIN (extra directories with pg_dump), and libpq's PGHOST, PGPORT,
@@ -384,7 +385,7 @@ pub async fn run(cli: Cli) -> Result<u8, CoreError> {
         }
         Command::ExtractVersion(args) => {
             let path = resolve_file(&args, &g)?;
-            let meta = inspect::read_metadata(&path)?;
+            let meta = inspect::read_checked_metadata(&path)?;
             output::print_versions(&path, &meta, g.json);
             Ok(exit::OK)
         }
@@ -526,9 +527,11 @@ fn check_create_hooks(
     if !given.is_empty() && consistency != ConsistencyMethod::Quiesce {
         return Err(CoreError::Config {
             message: format!(
-                "{} only run with --consistency quiesce (this snapshot would use {}), so they would be ignored",
-                given.join("/"),
-                consistency.as_str()
+                "{} {} only with --consistency quiesce (this snapshot would use {}): {} would be ignored",
+                given.join(" and "),
+                if given.len() == 1 { "runs" } else { "run" },
+                consistency.as_str(),
+                if given.len() == 1 { "it" } else { "they" },
             ),
             hint: "add --consistency quiesce (or consistency = \"quiesce\" in the target), or drop them"
                 .into(),

@@ -12,7 +12,31 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Exit code when standard output was closed early (`dbsnap list | head`):
+/// what a program killed by SIGPIPE reports in a shell.
+const CLOSED_PIPE: i32 = 141;
+
+/// A reader that stops reading (`dbsnap list | head`) is not a crash: Rust
+/// ignores SIGPIPE, so a closed standard output makes printing panic; end
+/// quietly instead, as `cat` would.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("Broken pipe") || message.contains("BrokenPipe") {
+            std::process::exit(CLOSED_PIPE);
+        }
+        default(info)
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     if std::env::args_os().nth(1).as_deref() == Some(dbsnap_core::WATCHDOG_ARG.as_ref()) {
         dbsnap_core::run_watchdog();
     }

@@ -269,6 +269,14 @@ pub fn print_verify(r: &VerifyReport, json: bool) {
     if json {
         let mut v = serde_json::to_value(r).unwrap_or_default();
         v["ok"] = json!(r.ok);
+        // A failed verification reads like every other command's error.
+        if let Some(message) = &r.error {
+            v["error"] = json!({
+                "kind": "verify",
+                "exit_code": dbsnap_core::error::exit::VERIFY,
+                "message": message,
+            });
+        }
         print_json(&v);
         return;
     }
@@ -398,6 +406,15 @@ pub fn print_cleanup(
     }
 }
 
+/// `1 table`, `3 tables`.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Prints a restore plan.
 pub fn print_plan(p: &dbsnap_core::restore::Plan, json: bool, dry_run: bool) {
     if json {
@@ -407,13 +424,22 @@ pub fn print_plan(p: &dbsnap_core::restore::Plan, json: bool, dry_run: bool) {
         print_json(&v);
         return;
     }
-    let out = &mut std::io::stderr();
-    use std::io::Write;
+    // A dry run's plan is its output (`> plan.txt`); before a confirmation
+    // it goes to the terminal with the question.
+    let mut out: Box<dyn std::io::Write> = if dry_run {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(std::io::stderr())
+    };
+    let out = &mut out;
+    let taken = parse_time(&p.metadata.created_at).map_or_else(
+        || p.metadata.created_at.clone(),
+        |t| format!("{} ({})", utc_seconds(t), age(t, OffsetDateTime::now_utc())),
+    );
     let _ = writeln!(out, "restore plan for {}", p.file.display());
     let _ = writeln!(
         out,
-        "  snapshot taken {} ({})",
-        p.metadata.created_at,
+        "  snapshot taken {taken}, consistency: {}",
         p.metadata.consistency.method.as_str()
     );
     for line in table(&plan_rows(p)) {
@@ -499,7 +525,7 @@ pub fn print_restore(r: &dbsnap_core::restore::RestoreResult, pruned: &[Removed]
     }
     for d in &r.databases {
         print!(
-            "restored {} ({}, {:.1}s)",
+            "restored {}: {}, {:.1}s",
             d.database,
             d.action.describe(),
             d.seconds
@@ -510,11 +536,16 @@ pub fn print_restore(r: &dbsnap_core::restore::RestoreResult, pruned: &[Removed]
         println!();
         if let Some(rep) = &d.data_only {
             println!(
-                "  {} tables ({} rows), {} sequences, {} large objects; row counts match the snapshot",
-                rep.tables.len(),
+                "  {} ({} rows), {}, {}; row counts match the snapshot",
+                plural(rep.tables.len(), "table"),
                 rep.tables.iter().map(|t| t.restored_rows).sum::<u64>(),
-                rep.sequences,
-                rep.large_objects
+                plural(rep.sequences, "sequence"),
+                plural(rep.large_objects, "large object")
+            );
+        } else if d.row_counts > 0 {
+            println!(
+                "  row counts of {} match the snapshot",
+                plural(d.row_counts, "table")
             );
         }
         for i in &d.ignored {

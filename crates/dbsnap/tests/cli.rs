@@ -273,3 +273,50 @@ fn completions_and_man_page_cover_every_command() {
         );
     }
 }
+
+#[test]
+fn a_reader_that_stops_reading_is_not_a_crash() {
+    let home = Home::new();
+    let snapshots = home.snapshots();
+    std::fs::create_dir_all(&snapshots).unwrap();
+    for args in [
+        vec!["completions", "bash"],
+        vec!["man"],
+        vec!["list", "--json"],
+        vec!["--help"],
+    ] {
+        // Standard output is a pipe nobody reads: every write fails with EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = home
+            .dbsnap()
+            .args(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(141)),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+    }
+}
+
+#[test]
+fn a_dir_that_is_a_file_is_a_usage_error_naming_it() {
+    let home = Home::new();
+    let file = home.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    for cmd in ["list", "cleanup"] {
+        let (code, v, _) = run_json(home.dbsnap().arg(cmd).arg("--dir").arg(&file));
+        assert_eq!(code, 2, "{cmd}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("is not a directory") && msg.contains("--dir"),
+            "{msg}"
+        );
+    }
+}

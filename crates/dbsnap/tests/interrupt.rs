@@ -163,13 +163,19 @@ fn ctrl_c_and_sigterm_during_a_data_only_restore_leave_no_session_behind() {
         let blocker = Blocker::hold(&cluster, "LOCK TABLE b IN ACCESS SHARE MODE");
         let mut child = restore_cmd(&home, &cluster, &file, &url)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         wait_for_lock_wait(&cluster);
         assert!(!app_can_read_a(&cluster), "dbsnap held no lock on a");
         kill(Pid::from_raw(child.id() as i32), signal).unwrap();
         assert_eq!(wait_exit(&mut child, Duration::from_secs(20)), 130);
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(
+            err.contains("interrupted by SIG") && err.contains("nothing was changed"),
+            "{err}"
+        );
         // Right away, not once the blocker lets go: no dbsnap session, no lock.
         assert_eq!(
             dbsnap_sessions_after(&cluster, Duration::from_secs(2)),
@@ -196,7 +202,8 @@ fn a_restore_waiting_for_locks_says_so_and_gives_up_with_nothing_changed() {
     let started = Instant::now();
     let (code, v, err) = run_json(&mut cmd);
     let took = started.elapsed();
-    assert_ne!(code, 0, "{v}");
+    assert_eq!(code, 16, "{v}");
+    assert_eq!(v["error"]["kind"], "lock_timeout", "{v}");
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(
         msg.contains("could not lock the tables within 1 s")

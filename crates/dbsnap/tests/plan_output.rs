@@ -38,8 +38,11 @@ fn plan_words_and_columns_line_up_whatever_the_names() {
     versioned_db(&cluster, LONG);
     let snap = create(&home, &cluster, &["app", LONG], &[]);
     let file = snap["file"].as_str().unwrap();
-    let (code, _, err) = run(&mut restore(&home, &cluster, file, &["--dry-run"]));
+    // A dry run's plan is its output.
+    let (code, plan, err) = run(&mut restore(&home, &cluster, file, &["--dry-run"]));
     assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("restore plan"), "{err}");
+    let err = plan;
     assert!(!err.contains("DataOnly"), "{err}");
     let rows: Vec<&str> = err
         .lines()
@@ -63,7 +66,7 @@ fn plan_words_and_columns_line_up_whatever_the_names() {
     // The result names the action the same way; JSON keeps its values.
     let (code, out, err) = run(&mut restore(&home, &cluster, file, &["--yes"]));
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("restored app (data-only,"), "{out}");
+    assert!(out.contains("restored app: data-only,"), "{out}");
     let (code, v, err) = run_json(&mut restore(&home, &cluster, file, &["--dry-run"]));
     assert_eq!(code, 0, "{err}");
     assert_eq!(v["databases"][0]["action"], "data_only");
@@ -77,7 +80,7 @@ fn a_plan_that_changes_no_existing_database_promises_no_safety_snapshot() {
     let snap = create(&home, &cluster, &["app"], &[]);
     let file = snap["file"].as_str().unwrap();
     cluster.psql("postgres", "DROP DATABASE app");
-    let (code, _, err) = run(&mut restore(
+    let (code, err, _) = run(&mut restore(
         &home,
         &cluster,
         file,

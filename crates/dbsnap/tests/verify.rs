@@ -52,7 +52,8 @@ fn verify_names_the_damaged_member_and_list_survives() {
     let (code, v, _) = run_json(home.dbsnap().arg("verify").arg("--file").arg(&flipped));
     assert_eq!(code, 10, "{v}");
     assert_eq!(v["ok"], false);
-    let msg = v["error"].as_str().unwrap();
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert_eq!(v["error"]["exit_code"], 10, "{v}");
     assert!(msg.contains("backend.dump"), "{msg}");
     let (_, _, err) = run(home.dbsnap().arg("verify").arg("--file").arg(&flipped));
     assert!(
@@ -71,11 +72,24 @@ fn verify_names_the_damaged_member_and_list_survives() {
         std::fs::write(&p, &full[..len]).unwrap();
         let (code, v, _) = run_json(home.dbsnap().arg("verify").arg("--file").arg(&p));
         assert_eq!(code, 10, "{name}: {v}");
-        let msg = v["error"].as_str().unwrap();
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert_eq!(v["error"]["exit_code"], 10, "{v}");
         assert!(
             msg.contains("truncated") || msg.contains("manifest"),
             "{name}: {msg}"
         );
+        // One cause, one word and one code: extract-version refuses it too.
+        let (code, v, _) = run_json(home.dbsnap().arg("extract-version").arg(&p));
+        assert_eq!(code, 10, "{name}: {v}");
+        if name != "tiny.tar" {
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("truncated"),
+                "{name}: {v}"
+            );
+        }
     }
     // Damaged metadata; and a file that is not a tar at all.
     let meta_flip = copy("metaflip.tar");
@@ -118,7 +132,8 @@ fn verify_names_the_damaged_member_and_list_survives() {
     assert!(line(good_name).contains("s ago"), "{out}");
     assert!(!line(good_name).contains("!!"), "{out}");
 
-    // extract-version reads only the metadata: fine on a truncated file, an error on damaged metadata.
+    // extract-version reads the metadata and the end of the file: a
+    // truncated snapshot is refused with the code verify gives it.
     let (code, v, _) = run_json(
         home.dbsnap()
             .arg("extract-version")
@@ -127,7 +142,7 @@ fn verify_names_the_damaged_member_and_list_survives() {
             .arg("--dir")
             .arg(&dir),
     );
-    assert_eq!(code, 0, "{v}");
+    assert_eq!(code, 10, "{v}");
     for bad in ["metaflip.tar", "garbage.tar", "tiny.tar"] {
         let (code, v, err) = run_json(
             home.dbsnap()
@@ -197,7 +212,8 @@ fn a_foreign_member_with_valid_checksums_is_not_a_readable_dump() {
     w.finish().unwrap();
     let (code, v, _) = run_json(home.dbsnap().arg("verify").arg("--file").arg(&path));
     assert_eq!(code, 10, "{v}");
-    let msg = v["error"].as_str().unwrap();
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert_eq!(v["error"]["exit_code"], 10, "{v}");
     assert!(
         msg.contains("core.dump") && msg.contains("not a readable pg_dump archive"),
         "{msg}"

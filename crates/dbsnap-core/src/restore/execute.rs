@@ -82,7 +82,7 @@ pub async fn execute(
         s = hooks::termination_signal() => {
             // Nothing dbsnap started may keep a lock on the live databases.
             hooks::stop_everything().await;
-            Err(CoreError::Interrupted(format!(" by {s}; see `dbsnap resume`")))
+            Err(CoreError::Interrupted(format!(" by {s}")))
         }
     };
     let start_failure = match guard.disarm() {
@@ -102,6 +102,7 @@ pub async fn execute(
         .iter()
         .any(|d| matches!(d.phase, Phase::Loading | Phase::Ready));
     let _ = journal.save();
+    let outcome = outcome.map_err(|e| explain_failure(e, &journal));
     let (databases, safety, sessions) = outcome?;
     Ok(RestoreResult {
         id,
@@ -112,6 +113,34 @@ pub async fn execute(
         start_hook_failure: start_failure,
         duration_secs: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Completes a failed run's error with what it left: an interruption says
+/// whether `resume` has work to do; a safety snapshot taken first is named.
+fn explain_failure(e: CoreError, journal: &RestoreState) -> CoreError {
+    if let Some(s) = &journal.safety_snapshot {
+        tracing::warn!("the safety snapshot taken before the failure is kept: {s}");
+    }
+    let CoreError::Interrupted(how) = e else {
+        return e;
+    };
+    let changed = journal
+        .databases
+        .iter()
+        .filter(|d| matches!(d.phase, Phase::Committed | Phase::Swapped))
+        .map(|d| d.live.as_str())
+        .collect::<Vec<_>>();
+    let left = if !journal.finished {
+        "; a half-restored copy is left: run `dbsnap resume` to remove it".to_string()
+    } else if !changed.is_empty() {
+        format!(
+            "; {} had been restored before and stay restored (`dbsnap rollback` swaps a replaced one back)",
+            changed.join(", ")
+        )
+    } else {
+        "; nothing was changed".to_string()
+    };
+    CoreError::Interrupted(format!("{how}{left}"))
 }
 
 /// The journal of a new run: every database planned, nothing done yet.
