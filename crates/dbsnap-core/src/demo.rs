@@ -46,6 +46,8 @@ pub struct DemoResult {
     pub stop_command: Option<String>,
     /// How to snapshot the kept platform again.
     pub try_command: Option<String>,
+    /// How to open psql on the kept platform.
+    pub psql_command: Option<String>,
 }
 
 /// For a kept demo: a 0600 password file and a `dbsnap.toml` whose target
@@ -186,7 +188,7 @@ pub async fn run(
     progress.phase("listing and verifying");
     let list = inspect::list(&repo)?;
     let verify = inspect::verify(&created.file)?;
-    let (stop_command, try_command) = if opts.keep {
+    let (stop_command, try_command, psql_command) = if opts.keep {
         server.keep();
         let config = write_kept_config(&dir, &server, &password)?;
         let as_server_user = if server.runs_as_other_user() {
@@ -201,14 +203,21 @@ pub async fn run(
                 server.data_dir().display()
             )),
             Some(format!(
-                "PGPASSFILE={} dbsnap --config {} create --target demo",
+                "PGPASSFILE={} {} --config {} create --target demo",
                 dir.join("pgpass").display(),
+                this_program(),
                 config.display()
+            )),
+            Some(format!(
+                "PGPASSFILE={} {} {}",
+                dir.join("pgpass").display(),
+                bin.join("psql").display(),
+                server.url_without_password("app-core")
             )),
         )
     } else {
         server.stop();
-        (None, None)
+        (None, None, None)
     };
     Ok(DemoResult {
         dir,
@@ -223,7 +232,15 @@ pub async fn run(
         kept: opts.keep,
         stop_command,
         try_command,
+        psql_command,
     })
+}
+
+/// How to run this dbsnap again: its full path (it may not be on PATH).
+fn this_program() -> String {
+    std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "dbsnap".into())
 }
 
 struct TempDirGuard {
@@ -263,7 +280,7 @@ fn tempfile_dir() -> Result<PathBuf, CoreError> {
     std::fs::create_dir_all(&p).map_err(|e| CoreError::write_io(&p, e))?;
     // The server user (postgres, when run as root) must reach its directory.
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o711))
         .map_err(|e| CoreError::write_io(&p, e))?;
     Ok(p)
 }

@@ -334,6 +334,9 @@ pub fn print_demo(r: &DemoResult, json: bool) {
         if let Some(s) = &r.try_command {
             println!("snapshot it again with: {s}");
         }
+        if let Some(s) = &r.psql_command {
+            println!("change its data with: {s}");
+        }
         if let Some(s) = &r.stop_command {
             println!("stop the server with: {s}");
         }
