@@ -35,6 +35,8 @@ pub struct Leader<'a> {
     pub client: &'a Client,
     /// `server_version_num`.
     pub version_num: u32,
+    /// How its database is reached (the barrier opens more connections).
+    pub route: &'a dyn dbsnap_pg::Resolver,
 }
 
 /// Limits for the consistency methods.
@@ -228,7 +230,7 @@ async fn barrier(leaders: &[Leader<'_>], limits: &CutLimits) -> Result<Cut, Core
     // not keep writers blocked for the whole dump.
     let mut lockers = Vec::new();
     for l in leaders {
-        let c = dbsnap_pg::connect(l.info).await?;
+        let c = l.route.connect(l.info).await?;
         let tables = snapshot::barrier_tables(&c, &l.display).await?;
         lockers.push((c, tables, l.display.clone()));
     }

@@ -147,6 +147,8 @@ pub struct DumpJob {
     pub snapshot: String,
     /// pg_dump to run.
     pub program: Program,
+    /// How the database is reached.
+    pub route: Arc<dyn Resolver>,
     /// How long pg_dump waits for a table lock before giving up
     /// (`--lock-wait-timeout`): a dump never hangs behind another session.
     pub lock_wait: Duration,
@@ -177,9 +179,9 @@ impl DumpEngine for PgDumpEngine {
         if let Some(c) = &job.compress {
             tool.arg(format!("--compress={c}"));
         }
-        tool.connect(&job.info, &job.info.dbname)?
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        job.route
+            .prepare_tool(&mut tool, &job.info, &job.info.dbname)?;
+        tool.stdout(Stdio::piped()).stderr(Stdio::piped());
         tracing::info!(database = %job.display, pg_dump = %job.program.path.display(), "starting pg_dump");
         let mut child = tool.spawn()?;
         let (Some(stdout), Some(mut stderr)) = (child.take_stdout(), child.take_stderr()) else {
@@ -258,7 +260,7 @@ pub async fn create_with(
         opts.resolved.clone()
     };
     progress.phase("connecting");
-    let opened = connect_all(&infos).await?;
+    let opened = connect_all(opts.resolver.as_ref(), &infos).await?;
     check_duplicates_after_connect(&opened)?;
     check_instances(opts.consistency, &opened)?;
     let programs = choose_programs(&opened, &opts.pg_bin)?;
@@ -275,6 +277,7 @@ pub async fn create_with(
             info: &o.info,
             client: &o.client,
             version_num: o.server.version_num,
+            route: opts.resolver.as_ref(),
         })
         .collect();
     let cut = consistency::establish(opts.consistency, &leaders, &opts.limits, &opts.hooks).await?;
@@ -318,6 +321,7 @@ pub async fn create_with(
         .zip(&cut.snapshots)
         .zip(&programs)
         .map(|((o, s), p)| DumpJob {
+            route: opts.resolver.clone(),
             info: o.info.clone(),
             display: o.display.clone(),
             snapshot: s.exported.clone(),
@@ -475,10 +479,10 @@ fn duplicate(display: &str) -> CoreError {
     }
 }
 
-async fn connect_all(infos: &[ConnInfo]) -> Result<Vec<Opened>, CoreError> {
+async fn connect_all(route: &dyn Resolver, infos: &[ConnInfo]) -> Result<Vec<Opened>, CoreError> {
     let futures = infos.iter().map(|info| async move {
         let display = info.display();
-        let client = dbsnap_pg::connect(info).await?;
+        let client = route.connect(info).await?;
         let server = dbsnap_pg::server_info(&client, &display).await?;
         Ok::<_, PgError>(Opened {
             info: info.clone(),

@@ -142,7 +142,7 @@ pub async fn run(
     })?;
     progress.phase("creating the sample platform (app-core, app-backend)");
     let admin = crate::DIRECT.resolve(&server.url("postgres"))?;
-    let client = dbsnap_pg::connect(&admin).await?;
+    let client = crate::DIRECT.connect(&admin).await?;
     for db in ["app-core", "app-backend"] {
         client
             .batch_execute(&format!("CREATE DATABASE \"{db}\""))
@@ -152,7 +152,7 @@ pub async fn run(
     drop(client);
     for (db, sql) in [("app-core", CORE_SQL), ("app-backend", BACKEND_SQL)] {
         let info = admin.with_dbname(db);
-        let c = dbsnap_pg::connect(&info).await?;
+        let c = crate::DIRECT.connect(&info).await?;
         c.batch_execute(sql)
             .await
             .map_err(|e| PgError::from_pg(e, &info.display(), "load sample schema"))?;

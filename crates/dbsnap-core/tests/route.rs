@@ -4,11 +4,14 @@
 //! records the route so that recovery cannot take another one.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dbsnap_core::create::{self, CreateOptions, NoProgress, Progress};
 use dbsnap_core::restore::{self, recover, RestoreOptions};
 use dbsnap_core::Resolver;
+use dbsnap_pg::endpoint::Connecting;
+use dbsnap_pg::process::Tool;
 use dbsnap_pg::{ConnInfo, PgError, PgErrorKind};
 use dbsnap_test_support::Cluster;
 
@@ -17,6 +20,9 @@ use dbsnap_test_support::Cluster;
 struct Aliases {
     urls: BTreeMap<String, String>,
     asked: Mutex<Vec<String>>,
+    /// Connections opened and client programs pointed through this route.
+    connections: AtomicUsize,
+    programs: AtomicUsize,
 }
 
 impl Resolver for Aliases {
@@ -33,6 +39,16 @@ impl Resolver for Aliases {
             )
         })?;
         ConnInfo::resolve(url).map_err(PgError::from)
+    }
+
+    fn connect<'a>(&'a self, info: &'a ConnInfo) -> Connecting<'a> {
+        self.connections.fetch_add(1, Ordering::SeqCst);
+        Box::pin(dbsnap_pg::connect(info))
+    }
+
+    fn prepare_tool(&self, tool: &mut Tool, info: &ConnInfo, tag: &str) -> Result<(), PgError> {
+        self.programs.fetch_add(1, Ordering::SeqCst);
+        tool.connect(info, tag).map(|_| ())
     }
 }
 
@@ -54,6 +70,8 @@ async fn create_and_restore_reach_databases_only_through_the_resolver() {
             ("server@platform".to_string(), cluster.url("postgres")),
         ]),
         asked: Mutex::new(Vec::new()),
+        connections: AtomicUsize::new(0),
+        programs: AtomicUsize::new(0),
     });
     let repo = dbsnap_core::repository(&home.path().join("snapshots"));
     let progress: Arc<dyn Progress> = Arc::new(NoProgress);
@@ -79,6 +97,9 @@ async fn create_and_restore_reach_databases_only_through_the_resolver() {
     .await
     .unwrap();
     assert_eq!(*aliases.asked.lock().unwrap(), vec!["app@platform"]);
+    // Its own connection and pg_dump both went through the route.
+    assert!(aliases.connections.load(Ordering::SeqCst) >= 1);
+    assert_eq!(aliases.programs.load(Ordering::SeqCst), 1);
 
     cluster.psql("app", "DELETE FROM t WHERE id > 10");
     let opts = RestoreOptions {
@@ -110,6 +131,11 @@ async fn create_and_restore_reach_databases_only_through_the_resolver() {
     assert_eq!(cluster.psql("app", "SELECT count(*) FROM t").trim(), "100");
     // The safety snapshot went the same way: nothing was resolved directly.
     assert!(done.safety_snapshot.is_some());
+    assert_eq!(
+        aliases.programs.load(Ordering::SeqCst),
+        2,
+        "the safety snapshot's pg_dump"
+    );
     assert!(aliases
         .asked
         .lock()

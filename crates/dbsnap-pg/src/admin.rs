@@ -52,11 +52,14 @@ pub struct DbFacts {
 
 /// Connects to a maintenance database on `info`'s server (`postgres`, else
 /// `template1`); returns the client and the settings used.
-pub async fn admin_client(info: &ConnInfo) -> Result<(Client, ConnInfo), PgError> {
+pub async fn admin_client(
+    route: &dyn crate::Resolver,
+    info: &ConnInfo,
+) -> Result<(Client, ConnInfo), PgError> {
     let mut last = None;
     for db in ["postgres", "template1"] {
         let admin = info.with_dbname(db);
-        match crate::connect(&admin).await {
+        match route.connect(&admin).await {
             Ok(c) => return Ok((c, admin)),
             Err(e) if e.kind == PgErrorKind::NoDatabase || e.kind == PgErrorKind::Auth => {
                 last = Some(e)

@@ -9,10 +9,18 @@
 //! settings that reach the database through it; core code never knows
 //! which route it uses.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+
+use tokio_postgres::Client;
 
 use crate::conninfo::ConnInfo;
 use crate::error::PgError;
+use crate::process::Tool;
+
+/// A connection being opened.
+pub type Connecting<'a> = Pin<Box<dyn Future<Output = Result<Client, PgError>> + Send + 'a>>;
 
 /// Turns what the user named into connection settings.
 pub trait Resolver: Send + Sync + std::fmt::Debug {
@@ -22,6 +30,18 @@ pub trait Resolver: Send + Sync + std::fmt::Debug {
     /// Connection settings for `named`: a connection string (URI or
     /// `key=value`) as the user gave it.
     fn resolve(&self, named: &str) -> Result<ConnInfo, PgError>;
+
+    /// Opens one of dbsnap's own connections to `info` (settings this
+    /// route resolved). A route that reaches servers through a transport
+    /// translates the address here.
+    fn connect<'a>(&'a self, info: &'a ConnInfo) -> Connecting<'a> {
+        Box::pin(crate::connect(info))
+    }
+
+    /// Points a client program (pg_dump, pg_restore, psql) at `info`.
+    fn prepare_tool(&self, tool: &mut Tool, info: &ConnInfo, tag: &str) -> Result<(), PgError> {
+        tool.connect(info, tag).map(|_| ())
+    }
 }
 
 /// Straight to the server, as libpq would connect.

@@ -189,7 +189,7 @@ async fn run_steps(
     let mut data_only_reports = load_data_only(plan, opts, progress, journal).await?;
     let data_only_secs = loading.elapsed().as_secs_f64();
     for (info, roles) in &plan.role_servers {
-        let (admin, _) = replace::admin_client(info).await?;
+        let (admin, _) = replace::admin_client(opts.resolver.as_ref(), info).await?;
         replace::create_roles(&admin, roles, &info.display()).await?;
     }
     let mut run = Run {
@@ -328,7 +328,7 @@ impl Run<'_> {
         self.progress
             .phase(&format!("replacing {} in place", d.live_db));
         let target = &d.server;
-        let (admin, _) = replace::admin_client(&d.info).await?;
+        let (admin, _) = replace::admin_client(self.opts.resolver.as_ref(), &d.info).await?;
         let server_major = dbsnap_pg::server_info(&admin, target).await?.major();
         let program = pick_program("pg_restore", &self.restores, d.pg_dump_major, server_major)?;
         let n = replace::terminate_sessions(&admin, &d.live_db, target).await?;
@@ -341,12 +341,15 @@ impl Run<'_> {
         let epilogue = checks_sql(&counts, &self.opts.checks);
         let (flags, psql) = (self.flags(1), replace::psql_beside(&program));
         let meter = Meter::new(self.progress, i, &d.live_db);
+        let route = self.opts.resolver.clone();
         let out = blocking(move || {
             let source = replace::MemberRef {
                 file: &file,
                 member: &member,
             };
-            replace::replace_in_place(&program, &psql, source, &info, flags, &epilogue, meter)
+            replace::replace_in_place(
+                &program, &psql, source, &info, &*route, flags, &epilogue, meter,
+            )
         })
         .await?;
         result.ignored = out.ignored;
@@ -366,7 +369,7 @@ impl Run<'_> {
     ) -> Result<(), CoreError> {
         self.progress.phase(&format!("restoring {}", d.live_db));
         let target = d.server.clone();
-        let (mut admin, _) = replace::admin_client(&d.info).await?;
+        let (mut admin, _) = replace::admin_client(self.opts.resolver.as_ref(), &d.info).await?;
         let load_name = if d.action == Action::Create {
             d.live_db.clone()
         } else {
@@ -423,16 +426,17 @@ impl Run<'_> {
         let out = {
             let (file, member, load_info) = (file.clone(), member.clone(), load_info.clone());
             let flags = self.flags(self.opts.jobs.max(1));
+            let route = self.opts.resolver.clone();
             let meter = Meter::new(self.progress, i, &d.live_db);
             blocking(move || {
-                replace::pg_restore(&program, &file, &member, &load_info, flags, meter)
+                replace::pg_restore(&program, &file, &member, &load_info, &*route, flags, meter)
             })
             .await?
         };
         result.ignored = out.ignored;
         let mut counts = blocking(move || archive_row_counts(&file, &member)).await?;
         result.row_counts = counts.len();
-        let client = dbsnap_pg::connect(&load_info).await?;
+        let client = self.opts.resolver.connect(&load_info).await?;
         compare_row_counts(&client, target, &mut counts).await?;
         run_checks(&client, target, &self.opts.checks).await?;
         if let Some(props) = &d.archive.database {
@@ -470,7 +474,7 @@ async fn load_data_only(
     ));
     let mut clients = Vec::new();
     for (_, d) in &jobs {
-        clients.push(dbsnap_pg::connect(&d.info).await?);
+        clients.push(opts.resolver.connect(&d.info).await?);
     }
     let mut meters: Vec<Meter> = jobs
         .iter()

@@ -42,7 +42,7 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
         create_roles: opts.create_roles,
         allow_downgrade: opts.allow_downgrade,
     };
-    let mut passwords = Passwords::new(opts.password_prompt.clone());
+    let mut passwords = Passwords::new(opts.resolver.clone(), opts.password_prompt.clone());
     let (mut plans, mut warnings, mut refusals) = (Vec::new(), Vec::new(), Vec::new());
     let mut role_servers: Vec<(ConnInfo, Vec<String>)> = Vec::new();
     for mut s in selected {
@@ -145,13 +145,15 @@ fn refused(refusals: Vec<(String, decide::Refusal)>) -> CoreError {
 pub type PasswordPrompt = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 struct Passwords {
+    route: Arc<dyn dbsnap_pg::Resolver>,
     prompt: Option<PasswordPrompt>,
     known: BTreeMap<String, String>,
 }
 
 impl Passwords {
-    fn new(prompt: Option<PasswordPrompt>) -> Passwords {
+    fn new(route: Arc<dyn dbsnap_pg::Resolver>, prompt: Option<PasswordPrompt>) -> Passwords {
         Passwords {
+            route,
             prompt,
             known: BTreeMap::new(),
         }
@@ -167,7 +169,7 @@ impl Passwords {
         if info.password.is_none() {
             info.password = self.known.get(&Self::key(info)).cloned();
         }
-        match replace::admin_client(info).await {
+        match replace::admin_client(self.route.as_ref(), info).await {
             Err(e) if e.kind == PgErrorKind::Auth && info.password.is_none() => {
                 let Some(ask) = &self.prompt else {
                     return Err(CoreError::Pg(e));
@@ -177,7 +179,7 @@ impl Passwords {
                 };
                 self.known.insert(Self::key(info), pw.clone());
                 info.password = Some(pw);
-                Ok(replace::admin_client(info).await?.0)
+                Ok(replace::admin_client(self.route.as_ref(), info).await?.0)
             }
             r => Ok(r?.0),
         }
@@ -210,7 +212,7 @@ async fn gather(
     let roles = replace::role_statuses(&admin, &named, server_major, &target).await?;
     let (mut live_version, mut data_only_obstacles) = (None, Vec::new());
     if exists {
-        let client = dbsnap_pg::connect(&s.info).await?;
+        let client = opts.resolver.connect(&s.info).await?;
         let spec = opts
             .version_specs
             .get(&s.live_db)

@@ -65,7 +65,7 @@ async fn admin(
             }
         }
     }
-    let (client, admin) = replace::admin_client(&info).await?;
+    let (client, admin) = replace::admin_client(access.resolver, &info).await?;
     Ok((client, admin.display()))
 }
 

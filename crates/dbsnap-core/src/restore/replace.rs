@@ -17,7 +17,7 @@ use std::process::Stdio;
 use dbsnap_archive::snapshot;
 use dbsnap_pg::process::Tool;
 use dbsnap_pg::tools::Program;
-use dbsnap_pg::ConnInfo;
+use dbsnap_pg::{ConnInfo, Resolver};
 use dbsnap_storage::SnapshotRef;
 
 use crate::error::CoreError;
@@ -83,6 +83,7 @@ pub fn pg_restore(
     file: &SnapshotRef,
     member: &str,
     info: &ConnInfo,
+    route: &dyn Resolver,
     flags: RestoreFlags,
     meter: super::Meter,
 ) -> Result<RestoreOutput, CoreError> {
@@ -93,7 +94,7 @@ pub fn pg_restore(
     if flags.no_privileges {
         cmd.arg("--no-privileges");
     }
-    cmd.connect(info, &format!("restore-{}", info.dbname))?;
+    route.prepare_tool(&mut cmd, info, &format!("restore-{}", info.dbname))?;
     let mut meter = Some(meter);
     // A seekable copy for parallel jobs, next to a local snapshot (same file
     // system), else in the temporary directory; removed on drop.
@@ -253,6 +254,7 @@ pub fn replace_in_place(
     psql: &Path,
     source: MemberRef<'_>,
     info: &ConnInfo,
+    route: &dyn Resolver,
     flags: RestoreFlags,
     epilogue: &str,
     meter: super::Meter,
@@ -281,7 +283,7 @@ pub fn replace_in_place(
             flags.lock_timeout.as_millis()
         ),
     );
-    cmd.connect(info, &format!("replace-{}", info.dbname))?;
+    route.prepare_tool(&mut cmd, info, &format!("replace-{}", info.dbname))?;
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
