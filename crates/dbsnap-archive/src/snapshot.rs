@@ -570,6 +570,18 @@ pub fn verify<R: Read>(
             seen.last().map(|m| m.name.as_str()).unwrap_or("")
         ))
     })?;
+    check_against_manifest(&seen, &metadata, &manifest)?;
+    Ok(Verified { metadata, manifest })
+}
+
+/// The members read, in order, must be exactly the manifest's (names,
+/// sizes, checksums), and every database of the metadata must have its
+/// member.
+fn check_against_manifest(
+    seen: &[MemberEntry],
+    metadata: &Metadata,
+    manifest: &Manifest,
+) -> Result<(), ArchiveError> {
     for (i, want) in manifest.members.iter().enumerate() {
         let got = seen.get(i).ok_or_else(|| {
             ArchiveError::Truncated(format!("member \"{}\" is missing", want.name))
@@ -609,7 +621,7 @@ pub fn verify<R: Read>(
             )));
         }
     }
-    Ok(Verified { metadata, manifest })
+    Ok(())
 }
 
 struct HashingReader<'a, R: Read> {
