@@ -458,3 +458,23 @@ pub async fn server_info(client: &Client, target: &str) -> Result<ServerInfo, Pg
         is_superuser: row.get::<_, Option<bool>>(4).unwrap_or(false),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn info(conn: &str) -> ConnInfo {
+        ConnInfo::resolve_with(conn, &BTreeMap::<String, String>::new()).unwrap()
+    }
+
+    #[test]
+    fn connect_timeout_is_per_host_at_least_two_seconds() {
+        let secs = |c: &str| connect_limit(&info(c)).map(|d| d.as_secs());
+        assert_eq!(secs("host=a dbname=x connect_timeout=10"), Some(10));
+        assert_eq!(secs("host=a dbname=x connect_timeout=1"), Some(2));
+        assert_eq!(secs("host=a,b dbname=x connect_timeout=5"), Some(10));
+        assert_eq!(secs("host=a dbname=x connect_timeout=0"), None);
+        assert_eq!(secs("host=a dbname=x"), Some(DEFAULT_CONNECT_TIMEOUT));
+    }
+}

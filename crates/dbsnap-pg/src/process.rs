@@ -407,3 +407,58 @@ fn signal_all(signal: Signal) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn the_password_reaches_the_child_by_descriptor_only() {
+        let info = ConnInfo::resolve_with(
+            "postgres://app:s3cr%3At@db.example:5433/app",
+            &BTreeMap::<String, String>::new(),
+        )
+        .unwrap();
+        // sh stands in for pg_dump: it reports what libpq would find.
+        let mut tool = Tool::new(Path::new("sh"));
+        tool.args([
+            "-c",
+            "printf '%s\\n' \"$PGPASSFILE\"; stat -L -c '%a %F' \"$PGPASSFILE\"; cat \"$PGPASSFILE\"; \
+             printf 'LC_MESSAGES=%s\\n' \"$LC_MESSAGES\"; printf 'args %s\\n' \"$*\"",
+            "sh",
+        ])
+        .connect(&info, "test")
+        .unwrap()
+        .stdout(Stdio::piped());
+        let mut child = tool.spawn().unwrap();
+        let mut out = String::new();
+        child
+            .take_stdout()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "/dev/fd/3");
+        assert!(lines[1].starts_with("600 regular"), "{out}");
+        assert_eq!(lines[2], "*:*:*:*:s3cr\\:t");
+        assert_eq!(lines[3], "LC_MESSAGES=C");
+        assert!(lines[4].contains("--no-password -d"), "{out}");
+        assert!(!lines[4].contains("s3cr"), "the password is in argv: {out}");
+    }
+
+    #[test]
+    fn a_child_dropped_while_running_is_stopped() {
+        let mut tool = Tool::new(Path::new("sleep"));
+        tool.arg("30");
+        let child = tool.spawn().unwrap();
+        let pid = child.id() as i32;
+        assert!(running().contains_key(&pid));
+        let started = std::time::Instant::now();
+        drop(child);
+        assert!(started.elapsed() < STOP_GRACE + std::time::Duration::from_secs(1));
+        assert!(!running().contains_key(&pid));
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+}
