@@ -4,7 +4,9 @@
 //! setting came from, without ever needing a Secret's value — passwords
 //! stay references that only a pod in the cluster resolves.
 //!
-//! Cluster access (kube-rs), jump pods, port-forwards and scaling build on
-//! it; see `docs/ARCHITECTURE.md`.
+//! [`jump`] builds the jump pod: the app's own `env`/`envFrom`, locked
+//! down and bounded. Cluster access (kube-rs), port-forwards and scaling
+//! build on these; see `docs/ARCHITECTURE.md`.
 
 pub mod discover;
+pub mod jump;
