@@ -49,7 +49,7 @@ static RUNNING: Mutex<BTreeMap<i32, String>> = Mutex::new(BTreeMap::new());
 
 struct Watchdog {
     _lifeline: ChildStdin,
-    _child: Child,
+    child: Child,
     group: u32,
 }
 
@@ -116,8 +116,12 @@ fn watchdog_group() -> Result<Option<u32>, PgError> {
     let mut slot = WATCHDOG
         .lock()
         .map_err(|_| PgError::new(PgErrorKind::Io, "watchdog lock poisoned"))?;
-    if let Some(w) = slot.as_ref() {
-        return Ok(Some(w.group));
+    if let Some(w) = slot.as_mut() {
+        if matches!(w.child.try_wait(), Ok(None)) {
+            return Ok(Some(w.group));
+        }
+        // Killed from outside: children started from now on get a new one.
+        tracing::warn!("the child watchdog ended; starting a new one");
     }
     let mut child = Command::new(exe)
         .arg(WATCHDOG_ARG)
@@ -139,7 +143,7 @@ fn watchdog_group() -> Result<Option<u32>, PgError> {
     let group = child.id();
     *slot = Some(Watchdog {
         _lifeline: lifeline,
-        _child: child,
+        child,
         group,
     });
     Ok(Some(group))
