@@ -5,8 +5,10 @@
 //! stay references that only a pod in the cluster resolves.
 //!
 //! [`jump`] builds the jump pod: the app's own `env`/`envFrom`, locked
-//! down and bounded. Cluster access (kube-rs), port-forwards and scaling
+//! down and bounded. [`scale`] decides the scale-down and scale-up patches
+//! (the count kept in an annotation for `resume`) and finds autoscalers. Cluster access (kube-rs), port-forwards and scaling
 //! build on these; see `docs/ARCHITECTURE.md`.
 
 pub mod discover;
 pub mod jump;
+pub mod scale;
