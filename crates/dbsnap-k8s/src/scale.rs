@@ -45,9 +45,11 @@ pub fn parse_workloads(text: &str) -> Result<Vec<Workload>, String> {
             let resource = match kind.to_ascii_lowercase().trim_end_matches(".apps") {
                 "deploy" | "deployment" | "deployments" => "deployments",
                 "sts" | "statefulset" | "statefulsets" => "statefulsets",
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "\"{item}\": {other} cannot be scaled by dbsnap (use deploy/NAME or sts/NAME)"
-                )),
+                ))
+                }
             };
             if name.is_empty() {
                 return Err(format!("\"{item}\": the name is missing"));

@@ -7,6 +7,8 @@
 //! A test that asks for a server that cannot be started panics with the
 //! reason: tests never pass silently without a database.
 
+pub mod fake_kube;
+
 use dbsnap_pg::local::{LocalServer, LocalServerOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -370,4 +372,15 @@ SELECT lo_from_bytea(424242, decode(repeat('ab', 100000), 'hex'));
 COMMENT ON TABLE accounts IS 'Konten – ñ';
 "#
     )
+}
+
+/// kubectl 1.33, installed by `scripts/setup.sh` into `.cache/kubectl`.
+pub fn kubectl_bin() -> PathBuf {
+    let p = workspace_root().join(".cache/kubectl/kubectl");
+    assert!(
+        p.is_file(),
+        "kubectl is not installed at {}: run bash scripts/setup.sh",
+        p.display()
+    );
+    p
 }
