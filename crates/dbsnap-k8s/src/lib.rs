@@ -1,14 +1,21 @@
-//! Kubernetes for dbsnap. This first part is pure: [`discover`] reads a
-//! Deployment's or StatefulSet's pod template (and the ConfigMaps it
-//! names) and finds the application's databases, saying where each
-//! setting came from, without ever needing a Secret's value — passwords
-//! stay references that only a pod in the cluster resolves.
+//! Kubernetes for dbsnap, first parts (no command uses them yet):
 //!
-//! [`jump`] builds the jump pod: the app's own `env`/`envFrom`, locked
-//! down and bounded. [`scale`] decides the scale-down and scale-up patches
-//! (the count kept in an annotation for `resume`) and finds autoscalers. Cluster access (kube-rs), port-forwards and scaling
-//! build on these; see `docs/ARCHITECTURE.md`.
+//! - [`discover`] reads a Deployment's or StatefulSet's pod template (and
+//!   the ConfigMaps it names) and finds the application's databases, saying
+//!   where each setting came from, without ever needing a Secret's value:
+//!   passwords stay references that only a pod in the cluster resolves.
+//! - [`cluster`] reaches the cluster (kubeconfig, context, namespace) with
+//!   kube-rs and runs that discovery through the API, reading ConfigMaps but
+//!   never a Secret.
+//! - [`jump`] builds the jump pod: the app's own `env`/`envFrom`, locked
+//!   down and bounded.
+//! - [`scale`] decides the scale-down and scale-up patches (the count kept
+//!   in an annotation for `resume`) and finds autoscalers.
+//!
+//! Jump pods' lifecycle, port-forwards and the commands build on these; see
+//! `docs/ARCHITECTURE.md`.
 
+pub mod cluster;
 pub mod discover;
 pub mod jump;
 pub mod scale;

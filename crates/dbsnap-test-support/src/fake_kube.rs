@@ -68,14 +68,20 @@ impl FakeKube {
             .build()
             .expect("fake-kube runtime");
         let (ca_pem, tls) = tls_config();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind fake-kube");
-        let addr: SocketAddr = listener.local_addr().expect("local address");
+        // Bound here (not on the runtime) so that tests already inside a
+        // runtime can start it.
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake-kube");
+        std_listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let addr: SocketAddr = std_listener.local_addr().expect("local address");
         let state = Arc::new(Mutex::new(State::default()));
         let serving = state.clone();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         runtime.spawn(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
+                return;
+            };
             while let Ok((tcp, _)) = listener.accept().await {
                 let (acceptor, state) = (acceptor.clone(), serving.clone());
                 tokio::spawn(async move {

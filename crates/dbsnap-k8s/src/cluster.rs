@@ -1,0 +1,197 @@
+//! Reaching the cluster and reading an app's workload: kubeconfig
+//! (`--kubeconfig` or `KUBECONFIG`, `--context`), the namespace (the flag,
+//! else the context's, else `default`), and discovery through the API —
+//! the workload and the ConfigMaps it names are read; Secrets never are.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::Value as Json;
+
+use crate::discover::{discover, Discovery};
+use crate::scale::Workload;
+
+/// How to reach the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterAccess {
+    /// Kubeconfig file (default: `KUBECONFIG`, then `~/.kube/config`; in a
+    /// pod without one, its service account).
+    pub kubeconfig: Option<PathBuf>,
+    /// Context (default: the kubeconfig's current one).
+    pub context: Option<String>,
+    /// Namespace (default: the context's, then `default`).
+    pub namespace: Option<String>,
+}
+
+/// A Kubernetes failure, in words and with what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct K8sError {
+    /// What went wrong.
+    pub message: String,
+    /// What to do about it.
+    pub hint: String,
+}
+
+impl std::fmt::Display for K8sError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\nhint: {}", self.message, self.hint)
+    }
+}
+
+impl std::error::Error for K8sError {}
+
+fn error(message: impl Into<String>, hint: impl Into<String>) -> K8sError {
+    K8sError {
+        message: message.into(),
+        hint: hint.into(),
+    }
+}
+
+/// A client for the cluster and the namespace to work in.
+pub async fn connect(access: &ClusterAccess) -> Result<(Client, String), K8sError> {
+    let options = KubeConfigOptions {
+        context: access.context.clone(),
+        ..Default::default()
+    };
+    let config = match &access.kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path).map_err(|e| {
+                error(
+                    format!("cannot read kubeconfig {}: {e}", path.display()),
+                    "pass --kubeconfig FILE or set KUBECONFIG",
+                )
+            })?;
+            Config::from_custom_kubeconfig(file, &options)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        None if access.context.is_some() => {
+            Config::from_kubeconfig(&options).await.map_err(|e| e.to_string())
+        }
+        None => Config::infer().await.map_err(|e| e.to_string()),
+    }
+    .map_err(|e| {
+        error(
+            format!("no usable Kubernetes configuration: {e}"),
+            "check --kubeconfig / KUBECONFIG and --context (kubectl config get-contexts lists them)",
+        )
+    })?;
+    let namespace = access
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = Client::try_from(config).map_err(|e| {
+        error(
+            format!("cannot set up the Kubernetes client: {e}"),
+            "check the kubeconfig's server and certificates",
+        )
+    })?;
+    Ok((client, namespace))
+}
+
+/// An API error in words: not found, RBAC (naming verb and resource), or other.
+fn api_error(e: kube::Error, verb: &str, what: &str, namespace: &str) -> K8sError {
+    match &e {
+        kube::Error::Api(s) if s.code == 404 => error(
+            format!("{what} not found in namespace {namespace}"),
+            "check the name and -n/--namespace (kubectl get deploy,sts -n NAMESPACE)",
+        ),
+        kube::Error::Api(s) if s.code == 403 => error(
+            format!("RBAC denied: cannot {verb} {what} in namespace {namespace}: {}", s.message),
+            format!("ask for a Role that allows {verb} on it (kubectl auth can-i {verb} ... -n {namespace})"),
+        ),
+        _ => error(
+            format!("cannot {verb} {what} in namespace {namespace}: {e}"),
+            "check that the cluster is reachable (kubectl cluster-info)",
+        ),
+    }
+}
+
+/// Reads `workload` and the ConfigMaps its pod template names, and finds
+/// its databases. No Secret is read.
+pub async fn discover_workload(
+    client: &Client,
+    namespace: &str,
+    workload: &Workload,
+    container: Option<&str>,
+) -> Result<Discovery, K8sError> {
+    let what = workload.display();
+    let object: Json = if workload.resource == "statefulsets" {
+        let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+        to_json(
+            api.get(&workload.name)
+                .await
+                .map_err(|e| api_error(e, "get", &what, namespace))?,
+        )
+    } else {
+        let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+        to_json(
+            api.get(&workload.name)
+                .await
+                .map_err(|e| api_error(e, "get", &what, namespace))?,
+        )
+    };
+    let config_maps = read_config_maps(client, namespace, &object).await?;
+    discover(&object, container, &|name| config_maps.get(name).cloned()).map_err(|e| {
+        error(
+            format!("{what}: {e}"),
+            "pass --container NAME, or map the database in the target",
+        )
+    })
+}
+
+fn to_json<T: serde::Serialize>(object: T) -> Json {
+    serde_json::to_value(object).unwrap_or(Json::Null)
+}
+
+/// The data of every ConfigMap the pod template names (missing ones left out).
+async fn read_config_maps(
+    client: &Client,
+    namespace: &str,
+    workload: &Json,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>, K8sError> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let mut out = BTreeMap::new();
+    for name in config_map_names(workload) {
+        match api.get_opt(&name).await {
+            Ok(Some(cm)) => {
+                out.insert(name, cm.data.unwrap_or_default());
+            }
+            Ok(None) => {}
+            Err(e) => return Err(api_error(e, "get", &format!("configmap/{name}"), namespace)),
+        }
+    }
+    Ok(out)
+}
+
+/// ConfigMaps named by `envFrom` or `configMapKeyRef` in any container.
+fn config_map_names(workload: &Json) -> Vec<String> {
+    let mut names = Vec::new();
+    let containers = workload
+        .pointer("/spec/template/spec/containers")
+        .and_then(Json::as_array);
+    for c in containers.into_iter().flatten() {
+        for from in c["envFrom"].as_array().into_iter().flatten() {
+            names.extend(
+                from.pointer("/configMapRef/name")
+                    .and_then(Json::as_str)
+                    .map(String::from),
+            );
+        }
+        for var in c["env"].as_array().into_iter().flatten() {
+            names.extend(
+                var.pointer("/valueFrom/configMapKeyRef/name")
+                    .and_then(Json::as_str)
+                    .map(String::from),
+            );
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
