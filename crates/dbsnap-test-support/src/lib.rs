@@ -7,6 +7,8 @@
 //! A test that asks for a server that cannot be started panics with the
 //! reason: tests never pass silently without a database.
 
+pub mod fake_kube;
+
 use dbsnap_pg::local::{LocalServer, LocalServerOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,20 @@ pub fn workspace_root() -> PathBuf {
         .nth(2)
         .expect("crate lives in crates/<name>")
         .to_path_buf()
+}
+
+/// kubectl 1.33 as `scripts/setup.sh` installs it (`.cache/kubectl/kubectl`).
+///
+/// Panics when it is missing, so a test that needs it fails rather than
+/// passing without it.
+pub fn kubectl_bin() -> PathBuf {
+    let path = workspace_root().join(".cache/kubectl/kubectl");
+    assert!(
+        path.is_file(),
+        "{} is missing: run bash scripts/setup.sh",
+        path.display()
+    );
+    path
 }
 
 /// PostgreSQL majors under test: `DBSNAP_TEST_PG_VERSIONS` (comma separated),
