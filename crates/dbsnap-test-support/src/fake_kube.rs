@@ -22,8 +22,11 @@
 //! was, or was not, asked for. Lists are answered as plain JSON even when a
 //! `Table` is asked for: kubectl prints its default columns then.
 //!
-//! Not in this slice: exec, port-forward, watch, label selectors, server-side
-//! apply and JSON patch (`415`).
+//! Not in this slice: exec, port-forward, watch, label selectors, OpenAPI
+//! (so `kubectl create -f` needs `--validate=false`), server-side
+//! apply, JSON patch and protobuf bodies (both `415`; kubectl's generators
+//! such as `kubectl create configmap NAME` send protobuf, `kubectl create -f`
+//! sends JSON).
 
 use base64::Engine as _;
 use http_body_util::{BodyExt, Full};
@@ -437,6 +440,14 @@ fn route(
     let verb = verb_of(method, &target);
     if state.denies.iter().any(|d| d.matches(&target, verb)) {
         return forbidden(&target, verb);
+    }
+    if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        return status_reply(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            "the fake API server reads JSON bodies only, not protobuf",
+            None,
+        );
     }
     match (verb, target.subresource.as_deref()) {
         ("list", None) => list(state, &target, query),

@@ -172,16 +172,17 @@ fn kubectl_reports_not_found_and_forbidden() {
 fn kubectl_creates_and_deletes_a_configmap() {
     let (kube, dir) = started();
     let dir = dir.path();
+    let manifest = dir.join("settings.json");
+    let configmap = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "settings"},
+        "data": {"a": "b"},
+    });
+    std::fs::write(&manifest, configmap.to_string()).expect("write manifest");
+    let manifest = manifest.to_string_lossy().into_owned();
     let created = ok_stdout(
         dir,
-        &[
-            "create",
-            "configmap",
-            "settings",
-            "--from-literal=a=b",
-            "-n",
-            NS,
-        ],
+        &["create", "--validate=false", "-f", &manifest, "-n", NS],
     );
     assert!(created.contains("configmap/settings created"), "{created}");
     let value = ok_stdout(
@@ -200,6 +201,20 @@ fn kubectl_creates_and_deletes_a_configmap() {
     let deleted = ok_stdout(dir, &["delete", "configmap", "settings", "-n", NS]);
     assert!(deleted.contains("deleted"), "{deleted}");
     assert!(kube.object("configmaps", NS, "settings").is_none());
+    let again = failing_stderr(dir, &["delete", "configmap", "settings", "-n", NS]);
+    assert!(again.contains("NotFound"), "{again}");
+    let generated = failing_stderr(
+        dir,
+        &[
+            "create",
+            "configmap",
+            "other",
+            "--from-literal=a=b",
+            "-n",
+            NS,
+        ],
+    );
+    assert!(generated.contains("protobuf"), "{generated}");
     let namespaces = ok_stdout(dir, &["get", "ns"]);
     assert!(namespaces.contains(NS), "{namespaces}");
 }
