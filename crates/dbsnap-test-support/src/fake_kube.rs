@@ -19,8 +19,8 @@
 //! Missing objects answer a `404` `Status` (`NotFound`), requests matching a
 //! [`Deny`] rule a `403` `Status` (`Forbidden`) worded like the real one.
 //! Every request is logged ([`FakeKube::requests`]) so a test can prove what
-//! was, or was not, asked for. Lists are answered as plain JSON even when a
-//! `Table` is asked for: kubectl prints its default columns then.
+//! was, or was not, asked for. A get or list that asks for a `Table` (as
+//! `kubectl get` does) gets one, with the usual columns of each kind.
 //!
 //! Not in this slice: exec, port-forward, watch, label selectors, OpenAPI
 //! (so `kubectl create -f` needs `--validate=false`), server-side
@@ -377,13 +377,19 @@ async fn handle(
     let query = req.uri().query().unwrap_or("").to_string();
     let authorized = is_authorized(&req);
     let content_type = header(&req, "content-type");
+    let wants_table = method == Method::GET && header(&req, "accept").contains("as=Table");
     let body = match req.into_body().collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => Bytes::new(),
     };
     let reply = if authorized {
         let mut guard = lock(&state);
-        route(&mut guard, &method, &path, &query, &content_type, &body)
+        let reply = route(&mut guard, &method, &path, &query, &content_type, &body);
+        if wants_table {
+            tabulate(reply)
+        } else {
+            reply
+        }
     } else {
         status_reply(
             StatusCode::UNAUTHORIZED,
@@ -1049,6 +1055,128 @@ fn forbidden(target: &Target, verb: &str) -> Reply {
         &message,
         Some((target, &name)),
     )
+}
+
+const OBJECT_KINDS: [&str; 7] = [
+    "Namespace",
+    "Pod",
+    "Secret",
+    "ConfigMap",
+    "Service",
+    "Deployment",
+    "StatefulSet",
+];
+
+/// Turns a successful get or list into a meta.k8s.io/v1 `Table`.
+fn tabulate(reply: Reply) -> Reply {
+    if reply.status != StatusCode::OK {
+        return reply;
+    }
+    let kind = reply.body["kind"].as_str().unwrap_or("");
+    let (kind, objects) = match kind.strip_suffix("List") {
+        Some(item_kind) => (
+            item_kind,
+            reply.body["items"].as_array().cloned().unwrap_or_default(),
+        ),
+        None => (kind, vec![reply.body.clone()]),
+    };
+    if !OBJECT_KINDS.contains(&kind) {
+        return reply;
+    }
+    let columns: Vec<Value> = table_columns(kind)
+        .iter()
+        .map(|(name, kind)| json!({"name": name, "type": kind, "format": "", "description": "", "priority": 0}))
+        .collect();
+    let rows: Vec<Value> = objects.iter().map(|o| table_row(kind, o)).collect();
+    Reply::ok(json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": reply.body["metadata"]["resourceVersion"]},
+        "columnDefinitions": columns,
+        "rows": rows,
+    }))
+}
+
+fn table_columns(kind: &str) -> Vec<(&'static str, &'static str)> {
+    let mut columns = vec![("Name", "string")];
+    columns.extend(match kind {
+        "Namespace" => vec![("Status", "string")],
+        "Pod" => vec![
+            ("Ready", "string"),
+            ("Status", "string"),
+            ("Restarts", "string"),
+        ],
+        "Secret" => vec![("Type", "string"), ("Data", "string")],
+        "ConfigMap" => vec![("Data", "string")],
+        "Service" => vec![("Type", "string"), ("Cluster-IP", "string")],
+        "Deployment" => vec![
+            ("Ready", "string"),
+            ("Up-to-date", "string"),
+            ("Available", "string"),
+        ],
+        "StatefulSet" => vec![("Ready", "string")],
+        _ => vec![],
+    });
+    columns.push(("Age", "string"));
+    columns
+}
+
+fn table_row(kind: &str, object: &Value) -> Value {
+    let count = |v: &Value| v.as_object().map_or(0, Map::len).to_string();
+    let replicas = |field: &str| object["status"][field].as_i64().unwrap_or(0);
+    let ready = format!("{}/{}", replicas("readyReplicas"), replicas("replicas"));
+    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let mut cells = vec![object["metadata"]["name"].clone()];
+    cells.extend(
+        match kind {
+            "Namespace" => vec![text(&object["status"]["phase"])],
+            "Pod" => vec!["1/1".into(), text(&object["status"]["phase"]), "0".into()],
+            "Secret" => vec![text(&object["type"]), count(&object["data"])],
+            "ConfigMap" => vec![count(&object["data"])],
+            "Service" => vec![
+                text(&object["spec"]["type"]),
+                text(&object["spec"]["clusterIP"]),
+            ],
+            "Deployment" => vec![
+                ready,
+                replicas("updatedReplicas").to_string(),
+                replicas("availableReplicas").to_string(),
+            ],
+            "StatefulSet" => vec![ready],
+            _ => vec![],
+        }
+        .into_iter()
+        .map(Value::from),
+    );
+    cells.push(json!(age(&object["metadata"]["creationTimestamp"])));
+    json!({
+        "cells": cells,
+        "object": {
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": object["metadata"],
+        },
+    })
+}
+
+/// `42s`, `5m`, `3h`, `2d`, as kubectl shows ages.
+fn age(created: &Value) -> String {
+    let format = time::format_description::well_known::Rfc3339;
+    let Some(created) = created
+        .as_str()
+        .and_then(|t| time::OffsetDateTime::parse(t, &format).ok())
+    else {
+        return "<unknown>".into();
+    };
+    let seconds = (time::OffsetDateTime::now_utc() - created)
+        .whole_seconds()
+        .max(0);
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
 }
 
 /// The pieces of a `postgresql://user:password@host:port/db` URL.

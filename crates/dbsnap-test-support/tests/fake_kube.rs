@@ -56,7 +56,10 @@ fn kubectl_lists_gets_and_scales_the_seeded_app() {
     let dir = dir.path();
 
     let listed = ok_stdout(dir, &["get", "deploy", "-n", NS]);
-    assert!(listed.contains(APP), "{listed}");
+    assert!(listed.starts_with("NAME"), "{listed}");
+    assert!(listed.contains("UP-TO-DATE"), "{listed}");
+    let row = listed.lines().nth(1).unwrap_or("");
+    assert!(row.starts_with(APP) && row.contains("1/1"), "{listed}");
 
     let json: serde_json::Value = serde_json::from_str(&ok_stdout(
         dir,
