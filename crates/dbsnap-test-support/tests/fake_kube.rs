@@ -221,3 +221,44 @@ fn kubectl_creates_and_deletes_a_configmap() {
     let namespaces = ok_stdout(dir, &["get", "ns"]);
     assert!(namespaces.contains(NS), "{namespaces}");
 }
+
+#[test]
+fn kubectl_scales_a_statefulset_through_its_scale_subresource() {
+    let (kube, dir) = started();
+    let dir = dir.path();
+    kube.insert(
+        "statefulsets",
+        NS,
+        serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "worker"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "worker"}}},
+        }),
+    );
+    let listed = ok_stdout(dir, &["get", "sts", "-n", NS]);
+    assert!(
+        listed.contains("worker") && listed.contains("2/2"),
+        "{listed}"
+    );
+    ok_stdout(
+        dir,
+        &["scale", "statefulset/worker", "--replicas=3", "-n", NS],
+    );
+    let replicas = ok_stdout(
+        dir,
+        &[
+            "get",
+            "sts",
+            "worker",
+            "-n",
+            NS,
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+    );
+    assert_eq!(replicas, "3");
+    assert!(kube.requested(
+        "PATCH",
+        "/apis/apps/v1/namespaces/poolside/statefulsets/worker/scale"
+    ));
+}
