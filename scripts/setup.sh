@@ -88,5 +88,5 @@ for d in "$root/.cache" "$root"; do chmod a+x "$d" 2>/dev/null || true; done
 
 "$pg18_bin/postgres" --version >&2
 /usr/lib/postgresql/15/bin/postgres --version >&2
-"$kubectl_dir/kubectl" version --client 2>/dev/null | head -n1 >&2
+"$kubectl_dir/kubectl" version --client >&2
 echo "$pg18_bin"
