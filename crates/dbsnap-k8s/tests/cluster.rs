@@ -4,21 +4,31 @@
 
 use dbsnap_k8s::cluster::{connect, discover_workload, ClusterAccess};
 use dbsnap_k8s::scale::parse_workloads;
-use dbsnap_test_support::fake_kube::FakeKube;
+use dbsnap_test_support::fake_kube::{Deny, FakeKube};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_app_s_databases_are_found_without_reading_its_secret() {
     let kube = FakeKube::start();
-    kube.seed_app("poolside", "db.poolside.svc", 5432, "core", "s3cret");
+    kube.seed_app(
+        "poolside",
+        "postgresql://app:s3cret@db.poolside.svc:5432/core",
+    );
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    kube.write_kubeconfig(&kubeconfig, "poolside");
+    kube.write_kubeconfig(&kubeconfig).unwrap();
+    let access = ClusterAccess {
+        kubeconfig: Some(kubeconfig.clone()),
+        ..Default::default()
+    };
+    let (_, namespace) = connect(&access).await.unwrap();
+    assert_eq!(namespace, "default", "the context's namespace");
     let access = ClusterAccess {
         kubeconfig: Some(kubeconfig),
+        namespace: Some("poolside".into()),
         ..Default::default()
     };
     let (client, namespace) = connect(&access).await.unwrap();
-    assert_eq!(namespace, "poolside", "the context's namespace");
+    assert_eq!(namespace, "poolside", "the flag beats the context");
 
     let core_api = &parse_workloads("deploy/core-api").unwrap()[0];
     let found = discover_workload(&client, &namespace, core_api, None)
@@ -36,7 +46,7 @@ async fn the_app_s_databases_are_found_without_reading_its_secret() {
     );
     assert!(!serde_json::to_string(&found).unwrap().contains("s3cret"));
     assert!(
-        !kube.requests().iter().any(|r| r.contains("/secrets")),
+        !kube.requests().iter().any(|r| r.path.contains("/secrets")),
         "a Secret was read: {:#?}",
         kube.requests()
     );
@@ -51,7 +61,7 @@ async fn the_app_s_databases_are_found_without_reading_its_secret() {
         "{e}"
     );
 
-    kube.forbid("get", "deployments");
+    kube.deny(Deny::new("get", "deployments"));
     let e = discover_workload(&client, &namespace, core_api, None)
         .await
         .unwrap_err();

@@ -29,6 +29,20 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// kubectl 1.33 as `scripts/setup.sh` installs it (`.cache/kubectl/kubectl`).
+///
+/// Panics when it is missing, so a test that needs it fails rather than
+/// passing without it.
+pub fn kubectl_bin() -> PathBuf {
+    let path = workspace_root().join(".cache/kubectl/kubectl");
+    assert!(
+        path.is_file(),
+        "{} is missing: run bash scripts/setup.sh",
+        path.display()
+    );
+    path
+}
+
 /// PostgreSQL majors under test: `DBSNAP_TEST_PG_VERSIONS` (comma separated),
 /// default `15,18`.
 pub fn versions() -> Vec<u32> {
@@ -372,15 +386,4 @@ SELECT lo_from_bytea(424242, decode(repeat('ab', 100000), 'hex'));
 COMMENT ON TABLE accounts IS 'Konten – ñ';
 "#
     )
-}
-
-/// kubectl 1.33, installed by `scripts/setup.sh` into `.cache/kubectl`.
-pub fn kubectl_bin() -> PathBuf {
-    let p = workspace_root().join(".cache/kubectl/kubectl");
-    assert!(
-        p.is_file(),
-        "kubectl is not installed at {}: run bash scripts/setup.sh",
-        p.display()
-    );
-    p
 }

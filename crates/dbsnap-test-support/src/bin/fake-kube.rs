@@ -1,63 +1,68 @@
-//! `fake-kube --kubeconfig FILE [--postgres URL]`: runs the fake Kubernetes
-//! API server on its own, writes a kubeconfig for it, seeds the namespace
-//! `poolside` with an app Deployment (`core-api`) whose `DATABASE_URL`
-//! points at the given PostgreSQL with its password in a Secret, and serves
-//! until killed — for pointing kubectl and dbsnap at it by hand.
+//! Runs the fake Kubernetes API server by hand:
+//! `fake-kube --kubeconfig FILE [--postgres URL]` writes a kubeconfig for
+//! it, seeds the namespace `poolside` with the app `core-api`, and serves
+//! until killed.
 
-use std::collections::BTreeMap;
+use dbsnap_test_support::fake_kube::{FakeKube, APP, APP_SECRET};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use dbsnap_pg::ConnInfo;
-use dbsnap_test_support::fake_kube::FakeKube;
+const USAGE: &str = "usage: fake-kube --kubeconfig FILE [--postgres URL]";
+const NAMESPACE: &str = "poolside";
+const DEFAULT_POSTGRES: &str = "postgresql://app:app-password@127.0.0.1:5432/app";
 
-fn main() {
+/// The command line.
+struct Args {
+    kubeconfig: PathBuf,
+    postgres: String,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut kubeconfig = None;
+    let mut postgres = DEFAULT_POSTGRES.to_string();
     let mut args = std::env::args().skip(1);
-    let (mut kubeconfig, mut postgres) = (None, None);
-    while let Some(a) = args.next() {
-        match a.as_str() {
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
             "--kubeconfig" => kubeconfig = args.next().map(PathBuf::from),
-            "--postgres" => postgres = args.next(),
-            other => {
-                eprintln!("fake-kube: unknown argument {other}\nusage: fake-kube --kubeconfig FILE [--postgres URL]");
-                std::process::exit(2);
-            }
+            "--postgres" => postgres = args.next().ok_or("--postgres needs a URL")?,
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
-    let Some(kubeconfig) = kubeconfig else {
-        eprintln!("usage: fake-kube --kubeconfig FILE [--postgres URL]");
-        std::process::exit(2);
-    };
-    let url = postgres.unwrap_or_else(|| "postgres://app:app@127.0.0.1:5432/core".into());
-    let info = match ConnInfo::resolve_with(&url, &BTreeMap::<String, String>::new()) {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("fake-kube: --postgres {url}: {e}");
-            std::process::exit(2);
+    let kubeconfig = kubeconfig.ok_or(USAGE)?;
+    Ok(Args {
+        kubeconfig,
+        postgres,
+    })
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
         }
     };
     let kube = FakeKube::start();
-    kube.seed_app(
-        "poolside",
-        info.hosts
-            .first()
-            .map(String::as_str)
-            .unwrap_or("127.0.0.1"),
-        info.port(0),
-        &info.dbname,
-        info.password.as_deref().unwrap_or_default(),
-    );
-    kube.write_kubeconfig(&kubeconfig, "poolside");
-    println!("fake Kubernetes API at {}", kube.url);
+    if let Err(e) = kube.write_kubeconfig(&args.kubeconfig) {
+        eprintln!("fake-kube: cannot write {}: {e}", args.kubeconfig.display());
+        return ExitCode::FAILURE;
+    }
+    kube.seed_app(NAMESPACE, &args.postgres);
+    println!("fake-kube: serving {}", kube.url());
     println!(
-        "kubeconfig: {} (context fake, namespace poolside)",
-        kubeconfig.display()
+        "fake-kube: wrote kubeconfig {} (context fake)",
+        args.kubeconfig.display()
     );
-    println!("seeded: deploy/core-api (2 replicas), secret/core-db (the password)");
     println!(
-        "try: kubectl --kubeconfig {} get deploy",
-        kubeconfig.display()
+        "fake-kube: seeded namespace {NAMESPACE}: deployment {APP}, secret {APP_SECRET}, one pod"
+    );
+    println!(
+        "fake-kube: try kubectl --kubeconfig {} get deploy -n {NAMESPACE}; Ctrl-C stops",
+        args.kubeconfig.display()
     );
     loop {
-        std::thread::sleep(std::time::Duration::from_secs(3600));
+        std::thread::park();
     }
 }
