@@ -1,0 +1,110 @@
+//! The dump step behind [`DumpEngine`]: today `pg_dump -Fc --snapshot`
+//! run through dbsnap-pg's process runner; a native engine plugs in here
+//! and writes the same archive format.
+
+use std::io::Read;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dbsnap_pg::process::{Tool, ToolChild};
+use dbsnap_pg::tools::{self, Program};
+use dbsnap_pg::{ConnInfo, Resolver};
+
+use crate::error::CoreError;
+
+/// Produces one database's pg_dump custom archive as a byte stream.
+pub trait DumpEngine: Send + Sync {
+    /// Starts dumping `info` at exported snapshot `snapshot`; returns a
+    /// running job whose output is read until end of stream.
+    fn start(&self, job: &DumpJob) -> Result<RunningDump, CoreError>;
+}
+
+/// Inputs of one database dump.
+#[derive(Debug, Clone)]
+pub struct DumpJob {
+    /// Connection settings.
+    pub info: ConnInfo,
+    /// Printable name.
+    pub display: String,
+    /// Exported snapshot id.
+    pub snapshot: String,
+    /// pg_dump to run.
+    pub program: Program,
+    /// How the database is reached.
+    pub route: Arc<dyn Resolver>,
+    /// How long pg_dump waits for a table lock before giving up
+    /// (`--lock-wait-timeout`): a dump never hangs behind another session.
+    pub lock_wait: Duration,
+    /// `--compress` value.
+    pub compress: Option<String>,
+}
+
+/// A dump in progress: a byte stream plus a way to wait for and stop it.
+pub struct RunningDump {
+    /// The archive bytes.
+    pub output: Box<dyn Read + Send>,
+    pub(super) child: Arc<Mutex<ToolChild>>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+/// The pg_dump engine: runs `pg_dump -Fc --snapshot`.
+pub struct PgDumpEngine;
+
+impl DumpEngine for PgDumpEngine {
+    fn start(&self, job: &DumpJob) -> Result<RunningDump, CoreError> {
+        let mut tool = Tool::new(&job.program.path);
+        tool.arg("--format=custom")
+            .arg(format!("--snapshot={}", job.snapshot))
+            .arg(format!(
+                "--lock-wait-timeout={}ms",
+                job.lock_wait.as_millis()
+            ));
+        if let Some(c) = &job.compress {
+            tool.arg(format!("--compress={c}"));
+        }
+        job.route
+            .prepare_tool(&mut tool, &job.info, &job.info.dbname)?;
+        tool.stdout(Stdio::piped()).stderr(Stdio::piped());
+        tracing::info!(database = %job.display, pg_dump = %job.program.path.display(), "starting pg_dump");
+        let mut child = tool.spawn()?;
+        let (Some(stdout), Some(mut stderr)) = (child.take_stdout(), child.take_stderr()) else {
+            return Err(CoreError::Internal("pg_dump without pipes".into()));
+        };
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        Ok(RunningDump {
+            output: Box::new(stdout),
+            child: Arc::new(Mutex::new(child)),
+            stderr,
+        })
+    }
+}
+
+impl RunningDump {
+    pub(super) fn kill(&self) {
+        if let Ok(mut c) = self.child.lock() {
+            c.kill();
+        }
+    }
+
+    pub(super) fn wait(self, display_name: &str) -> Result<(), CoreError> {
+        let status = self
+            .child
+            .lock()
+            .map_err(|_| CoreError::Internal("poisoned".into()))?
+            .wait();
+        let stderr = self.stderr.join().unwrap_or_default();
+        for line in stderr.lines() {
+            tracing::info!(database = %display_name, "pg_dump: {line}");
+        }
+        match status {
+            Ok(s) if s.success() => Ok(()),
+            Ok(_) => Err(tools::classify_stderr("pg_dump", &stderr, display_name).into()),
+            Err(e) => Err(CoreError::Internal(format!("waiting for pg_dump: {e}"))),
+        }
+    }
+}
