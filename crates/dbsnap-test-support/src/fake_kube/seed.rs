@@ -1,0 +1,95 @@
+//! The app a test meets in a cluster: a Deployment whose `DATABASE_URL` takes its password from a Secret.
+
+use super::*;
+
+/// The pieces of a `postgresql://user:password@host:port/db` URL.
+pub(super) struct UrlParts {
+    pub(super) user: String,
+    pub(super) password: String,
+    pub(super) host: String,
+    pub(super) port: String,
+    pub(super) database: String,
+}
+
+impl UrlParts {
+    pub(super) fn parse(url: &str) -> UrlParts {
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let rest = rest.split('?').next().unwrap_or(rest);
+        let (authority, database) = rest.split_once('/').unwrap_or((rest, "postgres"));
+        let (userinfo, hostport) = authority
+            .rsplit_once('@')
+            .unwrap_or(("postgres", authority));
+        let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+        let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "5432"));
+        UrlParts {
+            user: user.into(),
+            password: password.into(),
+            host: host.into(),
+            port: port.into(),
+            database: database.into(),
+        }
+    }
+}
+
+pub(super) fn app_labels() -> Value {
+    json!({"app": APP})
+}
+
+pub(super) fn app_secret(namespace: &str, parts: &UrlParts) -> Value {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&parts.password);
+    json!({
+        "kind": "Secret", "apiVersion": "v1",
+        "metadata": {"name": APP_SECRET, "namespace": namespace, "labels": app_labels()},
+        "type": "Opaque",
+        "data": {"password": encoded},
+    })
+}
+
+pub(super) fn app_pod_template(parts: &UrlParts) -> Value {
+    let plain = |name: &str, value: &str| json!({"name": name, "value": value});
+    json!({
+        "metadata": {"labels": app_labels()},
+        "spec": {"containers": [{
+            "name": APP,
+            "image": "registry.example/core-api:1.0",
+            "env": [
+                plain("DB_HOST", &parts.host),
+                plain("DB_PORT", &parts.port),
+                plain("DB_USER", &parts.user),
+                plain("DB_NAME", &parts.database),
+                {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {
+                    "name": APP_SECRET, "key": "password"}}},
+                plain(
+                    "DATABASE_URL",
+                    "postgresql://$(DB_USER):$(DB_PASSWORD)@$(DB_HOST):$(DB_PORT)/$(DB_NAME)",
+                ),
+                plain("LOG_LEVEL", "info"),
+            ],
+        }]},
+    })
+}
+
+pub(super) fn app_deployment(namespace: &str, template: &Value) -> Value {
+    json!({
+        "kind": "Deployment", "apiVersion": "apps/v1",
+        "metadata": {"name": APP, "namespace": namespace, "labels": app_labels()},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": app_labels()},
+            "template": template,
+        },
+    })
+}
+
+pub(super) fn app_pod(namespace: &str, template: &Value) -> Value {
+    json!({
+        "kind": "Pod", "apiVersion": "v1",
+        "metadata": {
+            "name": format!("{APP}-5d8f7c9b6d-x2k4q"),
+            "namespace": namespace,
+            "labels": template["metadata"]["labels"],
+        },
+        "spec": template["spec"],
+        "status": {"phase": "Running", "podIP": "10.244.0.12"},
+    })
+}
