@@ -247,6 +247,14 @@ fn tls_connector(
     info: &ConnInfo,
     mode: SslMode,
 ) -> Result<tokio_postgres_rustls::MakeRustlsConnect, PgError> {
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(
+        info, mode,
+    )?))
+}
+
+/// The TLS client settings libpq's `mode` and `info`'s certificate files
+/// ask for (root, client certificate, name check).
+pub(crate) fn tls_config(info: &ConnInfo, mode: SslMode) -> Result<rustls::ClientConfig, PgError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     // libpq: an existing root certificate turns `require` into `verify-ca`.
     let root_path = info
@@ -319,7 +327,7 @@ fn tls_connector(
         }
         _ => builder.with_no_client_auth(),
     };
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+    Ok(config)
 }
 
 fn io_config(path: &std::path::Path, e: std::io::Error) -> PgError {

@@ -12,9 +12,11 @@ pub mod endpoint;
 pub mod error;
 pub mod local;
 pub mod process;
+pub mod relay;
 pub mod schema_version;
 pub mod snapshot;
 pub mod tools;
+pub mod tunnel;
 
 pub use connect::{connect, server_info, ServerInfo};
 pub use conninfo::{ConnInfo, SslMode};

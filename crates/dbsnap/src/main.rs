@@ -35,10 +35,46 @@ fn quiet_on_closed_pipe() {
     }));
 }
 
+/// `dbsnap __relay ...`: the relay a jump pod runs for each connection
+/// (see `dbsnap_pg::relay`); the protocol is on stdin and stdout, so
+/// nothing else may be printed there.
+fn relay() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let settings = dbsnap_core::relay::RelayArgs::parse(&args).and_then(|a| Ok((a.settings()?, a)));
+    let (server, args) = match settings {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("dbsnap relay: {e}");
+            return ExitCode::from(dbsnap_core::error::exit::USAGE);
+        }
+    };
+    if args.describe {
+        println!("{}", server.to_libpq_string_without_password());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let outcome = match runtime {
+        Ok(rt) => rt.block_on(dbsnap_core::relay::run_on_stdio(&server)),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dbsnap relay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     quiet_on_closed_pipe();
     if std::env::args_os().nth(1).as_deref() == Some(dbsnap_core::WATCHDOG_ARG.as_ref()) {
         dbsnap_core::run_watchdog();
+    }
+    if std::env::args_os().nth(1).as_deref() == Some(dbsnap_core::relay::RELAY_ARG.as_ref()) {
+        return relay();
     }
     // Child programs die with dbsnap, however it ends (see dbsnap_pg::process).
     if let Ok(exe) = std::env::current_exe() {
