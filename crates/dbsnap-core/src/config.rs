@@ -63,6 +63,27 @@ pub struct TargetConfig {
     /// Per-database overrides, by database name.
     #[serde(default)]
     pub schema_versions: BTreeMap<String, VersionSpec>,
+    /// Reach the databases through a Kubernetes cluster, from this workload.
+    pub k8s: Option<K8sTarget>,
+}
+
+/// A target's app in Kubernetes: `k8s = { workload = "deploy/core-api",
+/// namespace = "poolside", context = "prod" }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K8sTarget {
+    /// `deploy/NAME` or `sts/NAME` whose pod template names the databases.
+    pub workload: String,
+    /// Namespace (default: the context's, then `default`).
+    pub namespace: Option<String>,
+    /// Kubeconfig context (default: the current one).
+    pub context: Option<String>,
+    /// Kubeconfig file (default: `KUBECONFIG`, then `~/.kube/config`).
+    pub kubeconfig: Option<PathBuf>,
+    /// The app's container (default: the first).
+    pub container: Option<String>,
+    /// Image of the jump pod (PostgreSQL client tools and a shell).
+    pub image: Option<String>,
 }
 
 /// dbsnap's home: `DBSNAP_HOME`, else `~/.dbsnap`.

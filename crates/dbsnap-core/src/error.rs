@@ -44,6 +44,9 @@ pub mod exit {
     pub const LOCK_TIMEOUT: u8 = 16;
     /// A post-restore check failed (the restore was rolled back).
     pub const CHECK_FAILED: u8 = 17;
+    /// Kubernetes: no cluster access, RBAC denied, workload not found, the
+    /// jump pod could not start.
+    pub const KUBERNETES: u8 = 18;
     /// Interrupted (Ctrl-C / SIGTERM).
     pub const INTERRUPTED: u8 = 130;
 }
@@ -109,6 +112,14 @@ pub enum CoreError {
     /// Confirmation missing or declined.
     #[error("{0}")]
     NotConfirmed(String),
+    /// The cluster could not be used.
+    #[error("{message}\nhint: {hint}")]
+    Kubernetes {
+        /// What went wrong.
+        message: String,
+        /// What to do.
+        hint: String,
+    },
     /// A post-restore check failed.
     #[error("{0}\nhint: the restore was rolled back; the database is unchanged")]
     Check(String),
@@ -150,6 +161,7 @@ impl CoreError {
             CoreError::Refused { code, .. } => *code,
             CoreError::NotConfirmed(_) => exit::NOT_CONFIRMED,
             CoreError::Check(_) => exit::CHECK_FAILED,
+            CoreError::Kubernetes { .. } => exit::KUBERNETES,
             CoreError::Internal(_) => exit::INTERNAL,
         }
     }
@@ -180,6 +192,7 @@ impl CoreError {
             exit::VERSION_MISMATCH => "version_mismatch",
             exit::NOT_CONFIRMED => "not_confirmed",
             exit::CHECK_FAILED => "check_failed",
+            exit::KUBERNETES => "kubernetes",
             _ => "internal",
         }
     }

@@ -120,8 +120,24 @@ pub async fn discover_workload(
     workload: &Workload,
     container: Option<&str>,
 ) -> Result<Discovery, K8sError> {
+    let object = workload_json(client, namespace, workload).await?;
+    let config_maps = read_config_maps(client, namespace, &object).await?;
+    discover(&object, container, &|name| config_maps.get(name).cloned()).map_err(|e| {
+        error(
+            format!("{}: {e}", workload.display()),
+            "pass --container NAME, or map the database in the target",
+        )
+    })
+}
+
+/// The workload as the API returns it (JSON).
+pub async fn workload_json(
+    client: &Client,
+    namespace: &str,
+    workload: &Workload,
+) -> Result<Json, K8sError> {
     let what = workload.display();
-    let object: Json = if workload.resource == "statefulsets" {
+    Ok(if workload.resource == "statefulsets" {
         let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
         to_json(
             api.get(&workload.name)
@@ -134,13 +150,6 @@ pub async fn discover_workload(
             api.get(&workload.name)
                 .await
                 .map_err(|e| api_error(e, "get", &what, namespace))?,
-        )
-    };
-    let config_maps = read_config_maps(client, namespace, &object).await?;
-    discover(&object, container, &|name| config_maps.get(name).cloned()).map_err(|e| {
-        error(
-            format!("{what}: {e}"),
-            "pass --container NAME, or map the database in the target",
         )
     })
 }

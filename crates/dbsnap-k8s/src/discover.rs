@@ -299,6 +299,15 @@ const GROUPS: [(&str, [&str; 5]); 3] = [
     ),
 ];
 
+/// The variable that holds the password of a group-found database
+/// (`POSTGRES_*` → `POSTGRES_PASSWORD`); `None` for a URL variable.
+pub fn password_variable(source: &str) -> Option<&'static str> {
+    GROUPS
+        .iter()
+        .find(|(label, _)| *label == source)
+        .map(|(_, names)| names[4])
+}
+
 /// Databases from host/port/database/user/password groups.
 fn groups(env: &[EnvVar]) -> Vec<Discovered> {
     let get = |name: &str| env.iter().find(|v| v.name == name);

@@ -18,4 +18,6 @@
 pub mod cluster;
 pub mod discover;
 pub mod jump;
+pub mod pod;
+pub mod route;
 pub mod scale;

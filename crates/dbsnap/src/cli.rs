@@ -181,6 +181,8 @@ pub struct RestoreArgs {
     /// Directory with pg_restore/psql/pg_dump (searched before PATH); repeatable.
     #[arg(long, value_name = "DIR")]
     pub pg_bin: Vec<PathBuf>,
+    #[command(flatten)]
+    pub k8s: crate::k8s_cmd::K8sArgs,
 }
 
 #[derive(Debug, Args)]
@@ -277,6 +279,8 @@ pub struct CreateArgs {
     /// Lock timeout of each write-barrier attempt, milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub lock_timeout: u64,
+    #[command(flatten)]
+    pub k8s: crate::k8s_cmd::K8sArgs,
 }
 
 #[derive(Debug, Args)]
@@ -557,6 +561,13 @@ async fn create_cmd(
             hint: "use one of them".into(),
         });
     }
+    let k8s = args.k8s.settings(t.k8s.as_ref())?;
+    if k8s.is_some() && !(args.databases.is_empty() && t.databases.is_empty()) {
+        return Err(CoreError::Config {
+            message: "the databases are named twice: by --database (or the target's databases) and by --k8s (or the target's k8s)".into(),
+            hint: "use one of them".into(),
+        });
+    }
     let databases = if args.databases.is_empty() {
         t.databases.clone()
     } else {
@@ -575,37 +586,49 @@ async fn create_cmd(
     check_create_hooks(&args, consistency, &hooks)?;
     let mut pg_bin = args.pg_bin.clone();
     pg_bin.extend(config.pg_bin.iter().cloned());
-    let opts = CreateOptions {
-        databases,
-        resolver: dbsnap_core::direct_route(),
-        resolved: Vec::new(),
-        target: args.target.clone(),
-        prefix: layered(args.prefix.clone(), t.prefix.clone(), None, || {
-            "db-snapshot".into()
-        }),
-        safety_for: None,
-        consistency,
-        repo: dbsnap_core::repository(&repo_dir(g, config, Some(&t))),
-        pg_bin,
-        hooks,
-        compress: args.compress.clone().or(t.compress.clone()),
-        version_spec: t.schema_version.clone(),
-        version_specs: t.schema_versions.clone(),
-        limits: CutLimits {
-            max_attempts: args.max_attempts,
-            max_wait: Duration::from_secs(args.max_wait),
-            lock_timeout: Duration::from_millis(args.lock_timeout),
-        },
-    };
+    let make_opts =
+        |databases: Vec<String>, resolver: Arc<dyn dbsnap_core::Resolver>| CreateOptions {
+            databases,
+            resolver,
+            resolved: Vec::new(),
+            target: args.target.clone(),
+            prefix: layered(args.prefix.clone(), t.prefix.clone(), None, || {
+                "db-snapshot".into()
+            }),
+            safety_for: None,
+            consistency,
+            repo: dbsnap_core::repository(&repo_dir(g, config, Some(&t))),
+            pg_bin,
+            hooks: hooks.clone(),
+            compress: args.compress.clone().or(t.compress.clone()),
+            version_spec: t.schema_version.clone(),
+            version_specs: t.schema_versions.clone(),
+            limits: CutLimits {
+                max_attempts: args.max_attempts,
+                max_wait: Duration::from_secs(args.max_wait),
+                lock_timeout: Duration::from_millis(args.lock_timeout),
+            },
+        };
     let ui = progress::Ui::new(show_progress);
     let sink: Arc<dyn Progress> = ui.clone();
     // Ctrl-C / SIGTERM: dropping the work removes the partial file, kills
     // pg_dump, and (quiesce) runs the start command (dbsnap-core's StartGuard);
     // queries still in flight are cancelled.
+    let work = async {
+        let Some(k) = &k8s else {
+            return create::create(&make_opts(databases, dbsnap_core::direct_route()), &sink).await;
+        };
+        let opened = crate::k8s_cmd::open(k, &crate::k8s_cmd::run_id(), g.json).await?;
+        let names = opened.databases.iter().map(|d| d.name.clone()).collect();
+        let r = create::create(&make_opts(names, opened.route.clone()), &sink).await;
+        opened.route.close().await;
+        r
+    };
     let result = tokio::select! {
-        r = create::create(&opts, &sink) => r,
+        r = work => r,
         s = dbsnap_core::hooks::termination_signal() => {
             dbsnap_core::hooks::stop_everything().await;
+            dbsnap_k8s::pod::delete_started().await;
             Err(CoreError::Interrupted(format!(" by {s}; no snapshot was written")))
         }
     };

@@ -3,6 +3,7 @@
 //! documented exit codes. No logic beyond that lives here.
 
 mod cli;
+mod k8s_cmd;
 mod logging;
 mod output;
 mod progress;
@@ -40,6 +41,10 @@ fn quiet_on_closed_pipe() {
 /// nothing else may be printed there.
 fn relay() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(2).collect();
+    if args == ["--probe"] {
+        println!("dbsnap relay {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     let settings = dbsnap_core::relay::RelayArgs::parse(&args).and_then(|a| Ok((a.settings()?, a)));
     let (server, args) = match settings {
         Ok(s) => s,

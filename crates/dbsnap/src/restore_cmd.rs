@@ -25,12 +25,54 @@ fn not_confirmed(what: &str) -> CoreError {
     ))
 }
 
-/// `dbsnap restore`.
+/// `dbsnap restore`: straight to the servers, or through the cluster with
+/// `--k8s` (the jump pod is deleted whatever the outcome).
 pub async fn run(
     args: RestoreArgs,
     g: &GlobalArgs,
     config: &Config,
     show_progress: bool,
+) -> Result<u8, CoreError> {
+    let target = args.target.as_ref().map(|t| config.target(t)).transpose()?;
+    let Some(k) = args.k8s.settings(target.and_then(|t| t.k8s.as_ref()))? else {
+        return run_on(
+            args,
+            g,
+            config,
+            show_progress,
+            None,
+            dbsnap_core::direct_route(),
+        )
+        .await;
+    };
+    if !args.databases.is_empty() {
+        return Err(CoreError::Config {
+            message: "the databases are named twice: by --database and by --k8s".into(),
+            hint: "use one of them".into(),
+        });
+    }
+    let opened = crate::k8s_cmd::open(&k, &crate::k8s_cmd::run_id(), g.json).await?;
+    let names = opened.databases.iter().map(|d| d.name.clone()).collect();
+    let r = run_on(
+        args,
+        g,
+        config,
+        show_progress,
+        Some(names),
+        opened.route.clone(),
+    )
+    .await;
+    opened.route.close().await;
+    r
+}
+
+async fn run_on(
+    args: RestoreArgs,
+    g: &GlobalArgs,
+    config: &Config,
+    show_progress: bool,
+    databases: Option<Vec<String>>,
+    resolver: Arc<dyn dbsnap_core::Resolver>,
 ) -> Result<u8, CoreError> {
     // Snapshots come from --dir, else the named target's repository, else the config's.
     let named_target = match &args.target {
@@ -70,7 +112,7 @@ pub async fn run(
     checks.extend(args.check.iter().cloned());
     let opts = RestoreOptions {
         file: file.clone(),
-        databases: args.databases.clone(),
+        databases: databases.unwrap_or_else(|| args.databases.clone()),
         targets,
         only: args.only.clone(),
         map,
@@ -84,7 +126,7 @@ pub async fn run(
         jobs: args.jobs,
         no_safety_snapshot: args.no_safety_snapshot,
         lock_timeout: args.lock_timeout,
-        resolver: dbsnap_core::direct_route(),
+        resolver,
         // Safety snapshots: --dir, else the target's repository, else the default.
         safety_repo: dbsnap_core::repository(&crate::cli::repo_dir(g, config, target.as_ref())),
         hooks: QuiesceHooks {

@@ -1,0 +1,428 @@
+//! A jump pod's life: created, waited for (with the reason when it does not
+//! start: an image that cannot be pulled, a missing Secret key, a quota),
+//! used through exec sessions, and deleted. Pods of a run that was killed
+//! are found by their labels and removed by the next run.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, AttachParams, AttachedProcess, DeleteParams, ListParams, PostParams};
+use kube::Client;
+use serde_json::Value as Json;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, SimplexStream, WriteHalf};
+
+use crate::cluster::K8sError;
+use crate::jump::{MANAGED_BY, RUN_LABEL};
+
+/// Label saying what a dbsnap pod is for.
+pub const ROLE_LABEL: &str = "dbsnap.io/role";
+/// Role of a pod that lives as long as its run.
+pub const ROLE_RUN: &str = "jump";
+/// Role of a pod left running on purpose (`jump-create`).
+pub const ROLE_KEPT: &str = "jump-kept";
+/// Annotation naming the host and process that made a pod.
+pub const OWNER_ANNOTATION: &str = "dbsnap.io/owner";
+
+/// Pods this process started and has not deleted yet, for Ctrl-C and SIGTERM.
+static STARTED: std::sync::Mutex<Vec<JumpPod>> = std::sync::Mutex::new(Vec::new());
+
+/// Deletes every pod this process started and has not deleted yet (for
+/// Ctrl-C and SIGTERM, once the work through them has stopped).
+pub async fn delete_started() {
+    let pods: Vec<JumpPod> = STARTED
+        .lock()
+        .map(|mut s| std::mem::take(&mut *s))
+        .unwrap_or_default();
+    for pod in pods {
+        pod.delete().await;
+    }
+}
+
+/// Buffer between the exec session and its reader or writer.
+const EXEC_BUF: usize = 256 * 1024;
+
+/// A running jump pod.
+#[derive(Clone)]
+pub struct JumpPod {
+    api: Api<Pod>,
+    /// The pod's name.
+    pub name: String,
+    /// Its namespace.
+    pub namespace: String,
+}
+
+impl std::fmt::Debug for JumpPod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pod/{} -n {}", self.name, self.namespace)
+    }
+}
+
+fn error(message: impl Into<String>, hint: impl Into<String>) -> K8sError {
+    K8sError {
+        message: message.into(),
+        hint: hint.into(),
+    }
+}
+
+/// `host:pid` of this process, for the owner annotation.
+pub fn owner() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    format!("{host}:{}", std::process::id())
+}
+
+impl JumpPod {
+    /// Creates `pod` (the object from [`crate::jump::pod`]) and waits up to
+    /// `ready_within` for it to run. On any failure the pod is deleted.
+    pub async fn start(
+        client: &Client,
+        namespace: &str,
+        mut pod: Json,
+        ready_within: Duration,
+    ) -> Result<JumpPod, K8sError> {
+        pod["metadata"]["annotations"][OWNER_ANNOTATION] = Json::String(owner());
+        let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        let object: Pod = serde_json::from_value(pod)
+            .map_err(|e| error(format!("internal: bad pod object: {e}"), "report this"))?;
+        let created = api
+            .create(&PostParams::default(), &object)
+            .await
+            .map_err(|e| create_error(e, namespace))?;
+        let jump = JumpPod {
+            api,
+            name: created.metadata.name.unwrap_or_default(),
+            namespace: namespace.to_string(),
+        };
+        if let Ok(mut started) = STARTED.lock() {
+            started.push(jump.clone());
+        }
+        match jump.wait_running(ready_within).await {
+            Ok(()) => Ok(jump),
+            Err(e) => {
+                jump.delete().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// A pod that already exists (made by `jump-create`).
+    pub fn existing(client: &Client, namespace: &str, name: &str) -> JumpPod {
+        JumpPod {
+            api: Api::namespaced(client.clone(), namespace),
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+        }
+    }
+
+    /// Polls until the container runs and is ready; names what holds it.
+    async fn wait_running(&self, within: Duration) -> Result<(), K8sError> {
+        let started = Instant::now();
+        loop {
+            let pod = self.api.get(&self.name).await.map_err(|e| {
+                error(
+                    format!(
+                        "cannot read pod/{} in namespace {}: {e}",
+                        self.name, self.namespace
+                    ),
+                    "check that the cluster is reachable and that you may get pods",
+                )
+            })?;
+            let status = serde_json::to_value(&pod.status).unwrap_or(Json::Null);
+            let last = match pod_state(&status) {
+                State::Running => return Ok(()),
+                State::Failed(why) => return Err(self.failed(&why)),
+                State::Waiting(why) => why,
+            };
+            if started.elapsed() >= within {
+                return Err(error(
+                    format!(
+                        "jump pod {} in namespace {} was not ready within {} s ({last})",
+                        self.name,
+                        self.namespace,
+                        within.as_secs()
+                    ),
+                    "raise --pod-timeout, or check the namespace's events (kubectl get events -n NAMESPACE)",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    fn failed(&self, why: &str) -> K8sError {
+        let pull = why.contains("ErrImagePull") || why.contains("ImagePullBackOff");
+        let hint = if pull {
+            "pass --image IMAGE (any image with PostgreSQL client tools and a shell) or --registry REGISTRY, and check the pull secret"
+        } else if why.contains("CreateContainerConfigError") {
+            "the app's pod template names a Secret or ConfigMap key that does not exist; fix the app's configuration"
+        } else {
+            "check the pod's events (kubectl describe pod NAME -n NAMESPACE)"
+        };
+        error(
+            format!(
+                "jump pod {} in namespace {} cannot start: {why}",
+                self.name, self.namespace
+            ),
+            hint,
+        )
+    }
+
+    /// Deletes the pod now (no grace: nothing in it needs to finish).
+    /// Failures are logged: the pod's deadline ends it anyway.
+    pub async fn delete(&self) {
+        if let Ok(mut started) = STARTED.lock() {
+            started.retain(|p| p.name != self.name || p.namespace != self.namespace);
+        }
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        };
+        match self.api.delete(&self.name, &params).await {
+            Ok(_) => tracing::debug!("deleted pod/{}", self.name),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => tracing::warn!(
+                "could not delete jump pod {} in namespace {}: {e} (it ends by its deadline)",
+                self.name,
+                self.namespace
+            ),
+        }
+    }
+
+    /// Runs `command` in the pod; its stdin and stdout become one stream.
+    pub async fn exec(&self, command: Vec<String>) -> io::Result<ExecStream> {
+        let params = AttachParams {
+            container: Some("jump".into()),
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            tty: false,
+            max_stdin_buf_size: Some(EXEC_BUF),
+            max_stdout_buf_size: Some(EXEC_BUF),
+            max_stderr_buf_size: Some(64 * 1024),
+        };
+        let mut process = self
+            .api
+            .exec(&self.name, command, &params)
+            .await
+            .map_err(|e| io::Error::other(exec_error(e, &self.name)))?;
+        let (Some(stdin), Some(stdout)) = (process.stdin(), process.stdout()) else {
+            return Err(io::Error::other("the exec session has no stdin or stdout"));
+        };
+        if let Some(mut stderr) = process.stderr() {
+            let pod = self.name.clone();
+            tokio::spawn(async move {
+                let mut text = String::new();
+                let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text).await;
+                for line in text.lines() {
+                    tracing::warn!("pod/{pod}: {line}");
+                }
+            });
+        }
+        Ok(ExecStream {
+            stdin,
+            stdout,
+            _process: process,
+        })
+    }
+
+    /// Runs `command` with `input` on stdin and returns its stdout.
+    pub async fn run(&self, command: Vec<String>, input: &[u8]) -> io::Result<Vec<u8>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = self.exec(command).await?;
+        let (mut out, mut inp) = tokio::io::split(&mut stream);
+        let write = async {
+            inp.write_all(input).await?;
+            inp.shutdown().await
+        };
+        let mut output = Vec::new();
+        let read = out.read_to_end(&mut output);
+        let (w, r) = tokio::join!(write, read);
+        r?;
+        w?;
+        Ok(output)
+    }
+}
+
+/// Why exec failed, in words.
+fn exec_error(e: kube::Error, pod: &str) -> String {
+    match &e {
+        kube::Error::Api(s) if s.code == 403 => {
+            format!(
+                "RBAC denied: cannot create pods/exec on pod/{pod}: {}",
+                s.message
+            )
+        }
+        _ => format!("cannot exec into pod/{pod}: {e}"),
+    }
+}
+
+/// Pod creation failures: RBAC, quota, or other.
+fn create_error(e: kube::Error, namespace: &str) -> K8sError {
+    match &e {
+        kube::Error::Api(s) if s.code == 403 && s.message.contains("exceeded quota") => error(
+            format!("the namespace {namespace} has no room for the jump pod: {}", s.message),
+            "free room in the ResourceQuota (or raise it), or run where a quota allows one more pod",
+        ),
+        kube::Error::Api(s) if s.code == 403 => error(
+            format!("RBAC denied: cannot create pods in namespace {namespace}: {}", s.message),
+            format!("ask for a Role that allows create, get and delete on pods and create on pods/exec (kubectl auth can-i create pods -n {namespace})"),
+        ),
+        _ => error(
+            format!("cannot create the jump pod in namespace {namespace}: {e}"),
+            "check that the cluster is reachable (kubectl cluster-info)",
+        ),
+    }
+}
+
+/// A pod's state as far as starting it goes.
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    Running,
+    Waiting(String),
+    Failed(String),
+}
+
+/// Reads a pod's `status`.
+fn pod_state(status: &Json) -> State {
+    let phase = status["phase"].as_str().unwrap_or("Pending");
+    let container = &status["containerStatuses"][0];
+    let waiting = &container["state"]["waiting"];
+    let reason = waiting["reason"].as_str().unwrap_or_default();
+    let message = waiting["message"].as_str().unwrap_or_default();
+    let described = if message.is_empty() {
+        reason.to_string()
+    } else {
+        format!("{reason}: {message}")
+    };
+    match phase {
+        "Running" if container["ready"].as_bool().unwrap_or(false) => State::Running,
+        "Failed" | "Succeeded" => State::Failed(format!(
+            "the pod ended ({phase}{})",
+            status["reason"]
+                .as_str()
+                .map(|r| format!(", {r}"))
+                .unwrap_or_default()
+        )),
+        _ if matches!(
+            reason,
+            "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "CreateContainerConfigError"
+        ) =>
+        {
+            State::Failed(described)
+        }
+        _ if !reason.is_empty() => State::Waiting(described),
+        _ => State::Waiting(format!("phase {phase}")),
+    }
+}
+
+/// Deletes jump pods of runs that are over: made on this host by a process
+/// that is gone, or past their deadline. Kept pods (`jump-create`) stay.
+/// Returns the names removed.
+pub async fn sweep(client: &Client, namespace: &str) -> Vec<String> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("{}={},{ROLE_LABEL}={ROLE_RUN}", MANAGED_BY.0, MANAGED_BY.1);
+    let Ok(pods) = api.list(&ListParams::default().labels(&selector)).await else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for pod in pods.items {
+        let json = serde_json::to_value(&pod).unwrap_or(Json::Null);
+        if json["metadata"]["labels"][ROLE_LABEL] != ROLE_RUN || !is_leftover(&json) {
+            continue;
+        }
+        let name = pod.metadata.name.unwrap_or_default();
+        JumpPod::existing(client, namespace, &name).delete().await;
+        removed.push(name);
+    }
+    removed
+}
+
+/// Whether a run pod is over: ended, or made on this host by a process
+/// that is gone.
+fn is_leftover(pod: &Json) -> bool {
+    let phase = pod["status"]["phase"].as_str().unwrap_or_default();
+    if phase == "Failed" || phase == "Succeeded" {
+        return true;
+    }
+    let Some(made_by) = pod["metadata"]["annotations"][OWNER_ANNOTATION].as_str() else {
+        return false;
+    };
+    let (host, pid) = made_by.rsplit_once(':').unwrap_or_default();
+    let me = owner();
+    let this_host = me.rsplit_once(':').map_or("", |(h, _)| h);
+    host == this_host && !pid.is_empty() && !std::path::Path::new("/proc").join(pid).exists()
+}
+
+/// The run a pod belongs to.
+pub fn run_of(pod: &Json) -> Option<&str> {
+    pod["metadata"]["labels"][RUN_LABEL].as_str()
+}
+
+/// An exec session's stdout and stdin as one stream; the session ends
+/// when it is dropped.
+pub struct ExecStream {
+    stdin: WriteHalf<SimplexStream>,
+    stdout: ReadHalf<SimplexStream>,
+    _process: AttachedProcess,
+}
+
+impl AsyncRead for ExecStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stdout).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ExecStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stdin).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stdin).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stdin).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn states_name_what_holds_the_pod() {
+        assert_eq!(
+            pod_state(&json!({"phase": "Running", "containerStatuses": [{"ready": true}]})),
+            State::Running
+        );
+        let pull = pod_state(
+            &json!({"phase": "Pending", "containerStatuses": [{"state": {"waiting": {
+            "reason": "ImagePullBackOff", "message": "Back-off pulling image \"nope:1\""}}}]}),
+        );
+        assert!(
+            matches!(&pull, State::Failed(w) if w.contains("nope:1")),
+            "{pull:?}"
+        );
+        assert_eq!(
+            pod_state(&json!({"phase": "Pending"})),
+            State::Waiting("phase Pending".into())
+        );
+        assert!(matches!(
+            pod_state(&json!({"phase": "Failed", "reason": "DeadlineExceeded"})),
+            State::Failed(w) if w.contains("DeadlineExceeded")
+        ));
+    }
+}
