@@ -84,6 +84,10 @@ pub struct K8sTarget {
     pub container: Option<String>,
     /// Image of the jump pod (PostgreSQL client tools and a shell).
     pub image: Option<String>,
+    /// Workloads to scale to 0 while a restore changes the databases
+    /// (`["deploy/core-api", "sts/worker"]`).
+    #[serde(default)]
+    pub scale: Vec<String>,
 }
 
 /// dbsnap's home: `DBSNAP_HOME`, else `~/.dbsnap`.

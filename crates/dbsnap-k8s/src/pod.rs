@@ -41,6 +41,64 @@ pub async fn delete_started() {
     }
 }
 
+/// Leaves `pod` running past this process (`jump-create`).
+pub fn forget(pod: &JumpPod) {
+    if let Ok(mut started) = STARTED.lock() {
+        started.retain(|p| p.name != pod.name || p.namespace != pod.namespace);
+    }
+}
+
+/// Deletes the kept pod `name` (it must be one of dbsnap's), or every kept
+/// pod in the namespace; returns the names deleted.
+pub async fn delete_kept(
+    client: &Client,
+    namespace: &str,
+    name: Option<&str>,
+) -> Result<Vec<String>, K8sError> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("{}={},{ROLE_LABEL}={ROLE_KEPT}", MANAGED_BY.0, MANAGED_BY.1);
+    let pods = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| list_error(e, namespace))?;
+    let mut names: Vec<String> = pods
+        .items
+        .into_iter()
+        .filter(|p| {
+            let labels = p.metadata.labels.clone().unwrap_or_default();
+            labels.get(ROLE_LABEL).map(String::as_str) == Some(ROLE_KEPT)
+                && labels.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1)
+        })
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    if let Some(wanted) = name {
+        if !names.iter().any(|n| n == wanted) {
+            return Err(error(
+                format!("no jump pod {wanted} made by dbsnap jump-create in namespace {namespace}"),
+                "list them with: kubectl get pods -l dbsnap.io/role=jump-kept -n NAMESPACE",
+            ));
+        }
+        names.retain(|n| n == wanted);
+    }
+    for n in &names {
+        JumpPod::existing(client, namespace, n).delete().await;
+    }
+    Ok(names)
+}
+
+fn list_error(e: kube::Error, namespace: &str) -> K8sError {
+    match &e {
+        kube::Error::Api(s) if s.code == 403 => error(
+            format!("RBAC denied: cannot list pods in namespace {namespace}: {}", s.message),
+            format!("ask for a Role that allows list and delete on pods (kubectl auth can-i list pods -n {namespace})"),
+        ),
+        _ => error(
+            format!("cannot list pods in namespace {namespace}: {e}"),
+            "check that the cluster is reachable (kubectl cluster-info)",
+        ),
+    }
+}
+
 /// Buffer between the exec session and its reader or writer.
 const EXEC_BUF: usize = 256 * 1024;
 

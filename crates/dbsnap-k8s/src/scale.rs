@@ -5,8 +5,18 @@
 //! crash), the patches to send, and refusing workloads a
 //! HorizontalPodAutoscaler would scale straight back up.
 
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
+use kube::Client;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
+
+use crate::cluster::K8sError;
 
 /// The annotation holding the replica count before dbsnap scaled to 0.
 pub const REPLICAS_BEFORE: &str = "dbsnap.io/replicas-before";
@@ -114,6 +124,201 @@ pub fn autoscaler_of(hpas: &Json, workload: &Workload) -> Option<String> {
                 .to_string()
         })
     })
+}
+
+/// What a scale-down did: each workload and the replicas it had.
+pub type Scaled = Vec<(Workload, u32)>;
+
+fn error(message: impl Into<String>, hint: impl Into<String>) -> K8sError {
+    K8sError {
+        message: message.into(),
+        hint: hint.into(),
+    }
+}
+
+fn api_error(e: kube::Error, verb: &str, what: &str, namespace: &str) -> K8sError {
+    match &e {
+        kube::Error::Api(s) if s.code == 404 => error(
+            format!("{what} not found in namespace {namespace}"),
+            "check --scale and -n/--namespace (kubectl get deploy,sts -n NAMESPACE)",
+        ),
+        kube::Error::Api(s) if s.code == 403 => error(
+            format!("RBAC denied: cannot {verb} {what} in namespace {namespace}: {}", s.message),
+            format!("ask for a Role that allows get and patch on deployments and statefulsets and list on pods (kubectl auth can-i {verb} {} -n {namespace})", what.split('/').next().unwrap_or_default()),
+        ),
+        _ => error(
+            format!("cannot {verb} {what} in namespace {namespace}: {e}"),
+            "check that the cluster is reachable (kubectl cluster-info)",
+        ),
+    }
+}
+
+fn dynamic(client: &Client, namespace: &str, w: &Workload) -> Api<DynamicObject> {
+    let (kind, plural) = if w.resource == "statefulsets" {
+        ("StatefulSet", "statefulsets")
+    } else {
+        ("Deployment", "deployments")
+    };
+    let gvk = GroupVersionKind::gvk("apps", "v1", kind);
+    Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &ApiResource::from_gvk_with_plural(&gvk, plural),
+    )
+}
+
+/// Refuses workloads a HorizontalPodAutoscaler manages: it would scale
+/// them straight back up while the database is being replaced.
+async fn refuse_autoscaled(
+    client: &Client,
+    namespace: &str,
+    workloads: &[Workload],
+) -> Result<(), K8sError> {
+    let api: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), namespace);
+    let list = match api.list(&ListParams::default()).await {
+        Ok(l) => serde_json::to_value(l).unwrap_or(Json::Null),
+        // No autoscaling API (or not allowed to list it): nothing to find.
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 403 => return Ok(()),
+        Err(e) => return Err(api_error(e, "list", "horizontalpodautoscalers", namespace)),
+    };
+    for w in workloads {
+        if let Some(hpa) = autoscaler_of(&list, w) {
+            return Err(error(
+                format!("{} is scaled by HorizontalPodAutoscaler {hpa}, which would start it again during the restore", w.display()),
+                format!("stop the app another way (--stop-cmd/--start-cmd), or remove the autoscaler for the restore (kubectl delete hpa {hpa} -n {namespace}) and apply it again after"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Scales each workload to 0 (recording its replicas in an annotation)
+/// and waits up to `wait` until its pods are gone. If they are not, the
+/// workloads are scaled back and the error says which pods remain.
+pub async fn scale_down(
+    client: &Client,
+    namespace: &str,
+    workloads: &[Workload],
+    wait: Duration,
+) -> Result<Scaled, K8sError> {
+    refuse_autoscaled(client, namespace, workloads).await?;
+    let mut done: Scaled = Vec::new();
+    let mut selectors = Vec::new();
+    for w in workloads {
+        let api = dynamic(client, namespace, w);
+        let object = api
+            .get(&w.name)
+            .await
+            .map_err(|e| api_error(e, "get", &w.display(), namespace))?;
+        let json = serde_json::to_value(&object).unwrap_or(Json::Null);
+        let before = replicas_before(&json);
+        let patched = api
+            .patch(
+                &w.name,
+                &PatchParams::default(),
+                &Patch::Merge(scale_down_patch(before)),
+            )
+            .await;
+        if let Err(e) = patched {
+            scale_up(
+                client,
+                namespace,
+                &done.iter().map(|(w, _)| w.clone()).collect::<Vec<_>>(),
+            )
+            .await
+            .ok();
+            return Err(api_error(e, "patch", &w.display(), namespace));
+        }
+        selectors.push(selector_of(&json));
+        done.push((w.clone(), before));
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let started = Instant::now();
+    loop {
+        let mut left = Vec::new();
+        for sel in selectors.iter().filter(|s| !s.is_empty()) {
+            let list = pods
+                .list(&ListParams::default().labels(sel))
+                .await
+                .map_err(|e| api_error(e, "list", "pods", namespace))?;
+            left.extend(list.items.into_iter().filter_map(|p| p.metadata.name));
+        }
+        if left.is_empty() {
+            return Ok(done);
+        }
+        if started.elapsed() >= wait {
+            let names: Vec<Workload> = done.iter().map(|(w, _)| w.clone()).collect();
+            scale_up(client, namespace, &names).await.ok();
+            return Err(error(
+                format!("the app's pods were still running {} s after scaling to 0: {} (the app was scaled back; nothing was changed)", wait.as_secs(), left.join(", ")),
+                "raise --scale-timeout, or check what keeps the pods (kubectl describe pod NAME)",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// `key=value,...` from a workload's `spec.selector.matchLabels`.
+fn selector_of(object: &Json) -> String {
+    object
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Json::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+/// Scales each workload back to the replicas its annotation recorded and
+/// drops the annotation. A workload without the annotation is left alone
+/// (it was never scaled down, or is back already). Returns what was done.
+pub async fn scale_up(
+    client: &Client,
+    namespace: &str,
+    workloads: &[Workload],
+) -> Result<Scaled, K8sError> {
+    let mut done = Vec::new();
+    let mut first_error = None;
+    for w in workloads {
+        let api = dynamic(client, namespace, w);
+        let object = match api.get(&w.name).await {
+            Ok(o) => serde_json::to_value(&o).unwrap_or(Json::Null),
+            Err(e) => {
+                first_error.get_or_insert(api_error(e, "get", &w.display(), namespace));
+                continue;
+            }
+        };
+        let annotated = object
+            .pointer(&format!(
+                "/metadata/annotations/{}",
+                REPLICAS_BEFORE.replace('/', "~1")
+            ))
+            .is_some();
+        if !annotated {
+            continue;
+        }
+        let before = replicas_before(&object);
+        match api
+            .patch(
+                &w.name,
+                &PatchParams::default(),
+                &Patch::Merge(scale_up_patch(before)),
+            )
+            .await
+        {
+            Ok(_) => done.push((w.clone(), before)),
+            Err(e) => {
+                first_error.get_or_insert(api_error(e, "patch", &w.display(), namespace));
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(done),
+    }
 }
 
 #[cfg(test)]

@@ -90,6 +90,13 @@ pub enum Command {
     Cleanup(CleanupArgs),
     /// Delete a snapshot from the repository (asks on a terminal; --yes otherwise).
     Delete(DeleteArgs),
+    /// Start a jump pod next to the app and leave it running; prints the kubectl exec line that opens psql in it.
+    JumpCreate(crate::k8s_cmd::JumpCreateArgs),
+    /// Delete jump pods left by jump-create (one by name, or all in the namespace).
+    JumpDelete(crate::k8s_cmd::JumpDeleteArgs),
+    /// Scale workloads down or up (the command --scale's hooks run).
+    #[command(hide = true)]
+    K8sScale(crate::k8s_cmd::K8sScaleArgs),
     /// Print a shell completion script, e.g. `dbsnap completions bash > /etc/bash_completion.d/dbsnap`.
     Completions(CompletionsArgs),
     /// Print the man page (roff) on standard output, e.g. `dbsnap man | man -l -`.
@@ -183,6 +190,8 @@ pub struct RestoreArgs {
     pub pg_bin: Vec<PathBuf>,
     #[command(flatten)]
     pub k8s: crate::k8s_cmd::K8sArgs,
+    #[command(flatten)]
+    pub scale: crate::k8s_cmd::ScaleArgs,
 }
 
 #[derive(Debug, Args)]
@@ -281,6 +290,8 @@ pub struct CreateArgs {
     pub lock_timeout: u64,
     #[command(flatten)]
     pub k8s: crate::k8s_cmd::K8sArgs,
+    #[command(flatten)]
+    pub scale: crate::k8s_cmd::ScaleArgs,
 }
 
 #[derive(Debug, Args)]
@@ -342,6 +353,9 @@ impl Cli {
                 | Command::Cleanup(_)
                 | Command::Delete(_)
                 | Command::Demo(_)
+                | Command::JumpCreate(_)
+                | Command::JumpDelete(_)
+                | Command::K8sScale(_)
         )
     }
 
@@ -360,6 +374,9 @@ impl Cli {
             Command::Delete(_) => "delete",
             Command::Completions(_) => "completions",
             Command::Man => "man",
+            Command::JumpCreate(_) => "jump-create",
+            Command::JumpDelete(_) => "jump-delete",
+            Command::K8sScale(_) => "k8s-scale",
         }
     }
 }
@@ -372,6 +389,26 @@ pub async fn run(cli: Cli) -> Result<u8, CoreError> {
         Command::Create(args) => {
             let config = Config::load(g.config.as_deref())?;
             create_cmd(args, &g, &config, show_progress).await
+        }
+        Command::JumpCreate(args) => {
+            let config = Config::load(g.config.as_deref())?;
+            let target = args.target.as_ref().map(|t| config.target(t)).transpose()?;
+            let created =
+                crate::k8s_cmd::jump_create(&args, target.and_then(|t| t.k8s.as_ref())).await?;
+            output::print_jump_created(&created, g.json);
+            Ok(exit::OK)
+        }
+        Command::K8sScale(args) => {
+            crate::k8s_cmd::k8s_scale(&args).await?;
+            Ok(exit::OK)
+        }
+        Command::JumpDelete(args) => {
+            let config = Config::load(g.config.as_deref())?;
+            let target = args.target.as_ref().map(|t| config.target(t)).transpose()?;
+            let deleted =
+                crate::k8s_cmd::jump_delete(&args, target.and_then(|t| t.k8s.as_ref())).await?;
+            output::print_jump_deleted(&deleted, g.json);
+            Ok(exit::OK)
         }
         Command::List(args) => {
             let config = Config::load(g.config.as_deref())?;
@@ -579,11 +616,23 @@ async fn create_cmd(
         None,
         || ConsistencyMethod::Snapshot,
     );
-    let hooks = QuiesceHooks {
+    let mut hooks = QuiesceHooks {
         stop_cmd: args.stop_cmd.clone().or(t.stop_cmd.clone()),
         start_cmd: args.start_cmd.clone().or(t.start_cmd.clone()),
     };
     check_create_hooks(&args, consistency, &hooks)?;
+    if consistency == ConsistencyMethod::Quiesce || args.scale.scale.is_some() {
+        let scale = crate::k8s_cmd::scale_hooks(&args.scale, &args.k8s, t.k8s.as_ref()).await?;
+        if scale.is_some() && consistency != ConsistencyMethod::Quiesce {
+            return Err(CoreError::Config {
+                message: "--scale stops the app only with --consistency quiesce".into(),
+                hint: "add --consistency quiesce, or drop --scale (snapshots need no stopped app)"
+                    .into(),
+            });
+        }
+        let explicit = args.stop_cmd.is_some() || args.start_cmd.is_some();
+        crate::k8s_cmd::merge_scale_hooks(&mut hooks, scale, explicit)?;
+    }
     let mut pg_bin = args.pg_bin.clone();
     pg_bin.extend(config.pg_bin.iter().cloned());
     let make_opts =

@@ -202,3 +202,280 @@ pub fn run_id() -> String {
         std::process::id()
     )
 }
+
+/// `dbsnap jump-create`: a jump pod left running for a person.
+#[derive(Debug, Args)]
+pub struct JumpCreateArgs {
+    #[command(flatten)]
+    pub k8s: K8sArgs,
+    /// Named target from the config (for its k8s settings).
+    #[arg(short, long)]
+    pub target: Option<String>,
+    /// How long the pod may live before Kubernetes ends it (e.g. 1h, 30min).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+}
+
+/// `dbsnap jump-delete`: removes pods left by jump-create.
+#[derive(Debug, Args)]
+pub struct JumpDeleteArgs {
+    /// The pod (default: every pod jump-create left in the namespace).
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub k8s: K8sArgs,
+    /// Named target from the config (for its k8s settings).
+    #[arg(short, long)]
+    pub target: Option<String>,
+}
+
+/// A kept jump pod and how to use it.
+#[derive(Debug, serde::Serialize)]
+pub struct JumpCreated {
+    pub pod: String,
+    pub namespace: String,
+    pub image: String,
+    pub expires_in_seconds: u64,
+    /// One `kubectl exec` line per database (no password in any of them).
+    pub psql: Vec<String>,
+}
+
+/// Starts a kept jump pod and returns the lines that open psql in it.
+pub async fn jump_create(
+    args: &JumpCreateArgs,
+    target: Option<&K8sTarget>,
+) -> Result<JumpCreated, CoreError> {
+    let s = args
+        .k8s
+        .settings(target)?
+        .ok_or_else(|| CoreError::Config {
+            message: "jump-create needs the app's workload".into(),
+            hint: "pass --k8s deploy/NAME (or a target with k8s = { workload = ... })".into(),
+        })?;
+    let (client, namespace) = cluster::connect(&s.access).await.map_err(k8s_error)?;
+    let discovery =
+        cluster::discover_workload(&client, &namespace, &s.workload, s.container.as_deref())
+            .await
+            .map_err(k8s_error)?;
+    let object = workload_object(&client, &namespace, &s.workload).await?;
+    let run = run_id();
+    let mut pod = dbsnap_k8s::jump::pod(&dbsnap_k8s::jump::JumpPod {
+        run: &run,
+        workload: &object,
+        container: &discovery.container,
+        image: &s.image,
+        deadline_secs: args.ttl.as_secs().max(60),
+    });
+    pod["metadata"]["labels"][dbsnap_k8s::pod::ROLE_LABEL] =
+        serde_json::Value::String(dbsnap_k8s::pod::ROLE_KEPT.into());
+    let started = dbsnap_k8s::pod::JumpPod::start(&client, &namespace, pod, s.pod_timeout)
+        .await
+        .map_err(k8s_error)?;
+    dbsnap_k8s::pod::forget(&started);
+    let psql = discovery
+        .databases
+        .iter()
+        .map(|d| psql_line(&namespace, &started.name, d))
+        .collect();
+    Ok(JumpCreated {
+        pod: started.name.clone(),
+        namespace,
+        image: s.image.clone(),
+        expires_in_seconds: args.ttl.as_secs().max(60),
+        psql,
+    })
+}
+
+/// `kubectl exec -it ... -- sh -c '... psql ...'`, the password taken
+/// from the pod's own environment.
+fn psql_line(namespace: &str, pod: &str, d: &dbsnap_k8s::discover::Discovered) -> String {
+    let inner = match dbsnap_k8s::discover::password_variable(&d.source) {
+        Some(var) => format!(
+            "PGPASSWORD=\"${var}\" exec psql \"{}\"",
+            d.connection.clone().unwrap_or_default()
+        ),
+        None => format!("exec psql \"${}\"", d.source),
+    };
+    format!("kubectl exec -it -n {namespace} {pod} -- sh -c '{inner}'")
+}
+
+/// Deletes the named kept pod, or all of them; returns their names.
+pub async fn jump_delete(
+    args: &JumpDeleteArgs,
+    target: Option<&K8sTarget>,
+) -> Result<Vec<String>, CoreError> {
+    let access = match args.k8s.settings(target)? {
+        Some(s) => s.access,
+        None => ClusterAccess {
+            kubeconfig: args.k8s.kubeconfig.clone(),
+            context: args.k8s.context.clone(),
+            namespace: args.k8s.namespace.clone(),
+        },
+    };
+    let (client, namespace) = cluster::connect(&access).await.map_err(k8s_error)?;
+    dbsnap_k8s::pod::delete_kept(&client, &namespace, args.name.as_deref())
+        .await
+        .map_err(k8s_error)
+}
+
+/// `--scale`: stop the app by scaling its workloads to 0 (and back after).
+#[derive(Debug, Clone, Args, Default)]
+pub struct ScaleArgs {
+    /// Scale these workloads to 0 before changing anything and back afterwards, also after a crash via `dbsnap resume` (e.g. deploy/core-api,sts/worker).
+    #[arg(long, value_name = "WORKLOADS")]
+    pub scale: Option<String>,
+    /// How long to wait for the app's pods to be gone after scaling to 0.
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration)]
+    pub scale_timeout: Duration,
+}
+
+/// The stop and start commands that scale `--scale`'s workloads (the
+/// target's `k8s.scale` otherwise): dbsnap itself, with the cluster access
+/// written out, so the journal can run the start command again in
+/// `dbsnap resume`. `None` when nothing is to be scaled.
+pub async fn scale_hooks(
+    scale: &ScaleArgs,
+    k8s: &K8sArgs,
+    target: Option<&K8sTarget>,
+) -> Result<Option<(String, String)>, CoreError> {
+    let listed = scale.scale.clone().or_else(|| {
+        target
+            .filter(|t| !t.scale.is_empty())
+            .map(|t| t.scale.join(","))
+    });
+    let Some(text) = listed else {
+        return Ok(None);
+    };
+    let workloads = parse_workloads(&text).map_err(|e| CoreError::Config {
+        message: format!("--scale {text}: {e}"),
+        hint: "e.g. --scale deploy/core-api,sts/worker".into(),
+    })?;
+    let t = target.cloned().unwrap_or_default();
+    let access = ClusterAccess {
+        kubeconfig: k8s.kubeconfig.clone().or(t.kubeconfig),
+        context: k8s.context.clone().or(t.context),
+        namespace: k8s.namespace.clone().or(t.namespace),
+    };
+    // Resolve the namespace now: the commands must not depend on a
+    // context that could change before `resume`.
+    let (_, namespace) = cluster::connect(&access).await.map_err(k8s_error)?;
+    let exe = std::env::current_exe()
+        .map_err(|e| CoreError::Internal(format!("cannot find dbsnap's own executable: {e}")))?;
+    let list = workloads
+        .iter()
+        .map(Workload::display)
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut base = vec![
+        exe.display().to_string(),
+        "k8s-scale".into(),
+        "--namespace".into(),
+        namespace,
+    ];
+    if let Some(c) = &access.context {
+        base.extend(["--context".into(), c.clone()]);
+    }
+    if let Some(f) = &access.kubeconfig {
+        let f = std::path::absolute(f).unwrap_or_else(|_| f.clone());
+        base.extend(["--kubeconfig".into(), f.display().to_string()]);
+    }
+    let command = |direction: &str, extra: &[String]| {
+        let mut words = base.clone();
+        words.push(direction.into());
+        words.extend(extra.iter().cloned());
+        words.push(list.clone());
+        words
+            .iter()
+            .map(|w| shell_quote(w))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let wait = format!("{}ms", scale.scale_timeout.as_millis());
+    Ok(Some((
+        command("down", &["--wait".into(), wait]),
+        command("up", &[]),
+    )))
+}
+
+fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@".contains(c))
+    {
+        return word.to_string();
+    }
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+/// Where the scale hooks go: `--scale` is the stop/start command, so it
+/// cannot be combined with `--stop-cmd`/`--start-cmd`.
+pub fn merge_scale_hooks(
+    hooks: &mut dbsnap_core::consistency::QuiesceHooks,
+    scale: Option<(String, String)>,
+    explicit: bool,
+) -> Result<(), CoreError> {
+    let Some((down, up)) = scale else {
+        return Ok(());
+    };
+    if explicit {
+        return Err(CoreError::Config {
+            message: "--scale and --stop-cmd/--start-cmd both stop the app".into(),
+            hint: "use one of them".into(),
+        });
+    }
+    hooks.stop_cmd = Some(down);
+    hooks.start_cmd = Some(up);
+    Ok(())
+}
+
+/// The hidden `k8s-scale` command the scale hooks run.
+#[derive(Debug, Args)]
+pub struct K8sScaleArgs {
+    /// `down` (to 0, recording the replicas) or `up` (back to the recorded replicas).
+    #[arg(value_parser = ["down", "up"])]
+    pub direction: String,
+    /// deploy/NAME,sts/NAME,...
+    pub workloads: String,
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    #[arg(long)]
+    pub context: Option<String>,
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// How long to wait for the pods to be gone (down).
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub wait: Duration,
+}
+
+/// Runs `k8s-scale`; says on stderr what it did.
+pub async fn k8s_scale(args: &K8sScaleArgs) -> Result<(), CoreError> {
+    let workloads = parse_workloads(&args.workloads).map_err(|e| CoreError::Config {
+        message: e,
+        hint: "e.g. deploy/core-api,sts/worker".into(),
+    })?;
+    let access = ClusterAccess {
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+        namespace: args.namespace.clone(),
+    };
+    let (client, namespace) = cluster::connect(&access).await.map_err(k8s_error)?;
+    if args.direction == "down" {
+        let done = dbsnap_k8s::scale::scale_down(&client, &namespace, &workloads, args.wait)
+            .await
+            .map_err(k8s_error)?;
+        for (w, before) in done {
+            eprintln!(
+                "k8s: scaled {} to 0 (had {before}); its pods are gone",
+                w.display()
+            );
+        }
+    } else {
+        let done = dbsnap_k8s::scale::scale_up(&client, &namespace, &workloads)
+            .await
+            .map_err(k8s_error)?;
+        for (w, before) in done {
+            eprintln!("k8s: scaled {} back to {before}", w.display());
+        }
+    }
+    Ok(())
+}

@@ -110,6 +110,13 @@ async fn run_on(
     pg_bin.extend(config.pg_bin.iter().cloned());
     let mut checks = t.checks.clone();
     checks.extend(args.check.iter().cloned());
+    let mut hooks = QuiesceHooks {
+        stop_cmd: args.stop_cmd.clone().or(t.stop_cmd.clone()),
+        start_cmd: args.start_cmd.clone().or(t.start_cmd.clone()),
+    };
+    let scale = crate::k8s_cmd::scale_hooks(&args.scale, &args.k8s, t.k8s.as_ref()).await?;
+    let explicit = args.stop_cmd.is_some() || args.start_cmd.is_some();
+    crate::k8s_cmd::merge_scale_hooks(&mut hooks, scale, explicit)?;
     let opts = RestoreOptions {
         file: file.clone(),
         databases: databases.unwrap_or_else(|| args.databases.clone()),
@@ -129,10 +136,7 @@ async fn run_on(
         resolver,
         // Safety snapshots: --dir, else the target's repository, else the default.
         safety_repo: dbsnap_core::repository(&crate::cli::repo_dir(g, config, target.as_ref())),
-        hooks: QuiesceHooks {
-            stop_cmd: args.stop_cmd.clone().or(t.stop_cmd.clone()),
-            start_cmd: args.start_cmd.clone().or(t.start_cmd.clone()),
-        },
+        hooks: hooks.clone(),
         pg_bin,
         checks,
         version_spec: t.schema_version.clone(),
