@@ -564,6 +564,34 @@ pub fn print_restore(r: &dbsnap_core::restore::RestoreResult, pruned: &[Removed]
     println!("done in {:.1}s (run {})", r.duration_secs, r.id);
 }
 
+/// `jump-create`'s result: the pod and the lines that open psql in it.
+pub fn print_jump_created(c: &crate::k8s_cmd::JumpCreated, json: bool) {
+    if json {
+        print_json(&serde_json::to_value(c).unwrap_or_default());
+        return;
+    }
+    println!(
+        "jump pod {} is running in namespace {} (image {}; it ends in {} s, or with dbsnap jump-delete -n {} {})",
+        c.pod, c.namespace, c.image, c.expires_in_seconds, c.namespace, c.pod
+    );
+    for line in &c.psql {
+        println!("  {line}");
+    }
+}
+
+/// `jump-delete`'s result.
+pub fn print_jump_deleted(names: &[String], json: bool) {
+    if json {
+        print_json(&serde_json::json!({ "deleted": names }));
+    } else if names.is_empty() {
+        println!("no jump pods to delete");
+    } else {
+        for n in names {
+            println!("deleted pod {n}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -640,33 +668,5 @@ mod tests {
             lines[1..4].iter().all(|l| l[col..].starts_with("2026-")),
             "{lines:#?}"
         );
-    }
-}
-
-/// `jump-create`'s result: the pod and the lines that open psql in it.
-pub fn print_jump_created(c: &crate::k8s_cmd::JumpCreated, json: bool) {
-    if json {
-        print_json(&serde_json::to_value(c).unwrap_or_default());
-        return;
-    }
-    println!(
-        "jump pod {} is running in namespace {} (image {}; it ends in {} s, or with dbsnap jump-delete -n {} {})",
-        c.pod, c.namespace, c.image, c.expires_in_seconds, c.namespace, c.pod
-    );
-    for line in &c.psql {
-        println!("  {line}");
-    }
-}
-
-/// `jump-delete`'s result.
-pub fn print_jump_deleted(names: &[String], json: bool) {
-    if json {
-        print_json(&serde_json::json!({ "deleted": names }));
-    } else if names.is_empty() {
-        println!("no jump pods to delete");
-    } else {
-        for n in names {
-            println!("deleted pod {n}");
-        }
     }
 }
