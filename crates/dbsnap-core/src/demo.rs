@@ -183,6 +183,7 @@ pub async fn run(
         version_spec: Default::default(),
         version_specs: Default::default(),
         limits: Default::default(),
+        extra_members: Vec::new(),
     };
     let created = create::create(&create_opts, progress).await?;
     progress.phase("listing and verifying");

@@ -286,6 +286,35 @@ pub struct VerifyReport {
     pub metadata: Option<Metadata>,
 }
 
+/// The members whose names start with `prefix` (small ones: each at most
+/// 16 MiB), returned only once the whole snapshot has been read and every
+/// member matched the manifest.
+pub fn read_members(
+    snapshot: &SnapshotRef,
+    prefix: &str,
+) -> Result<Vec<(String, Vec<u8>)>, CoreError> {
+    const MAX: u64 = 16 << 20;
+    let f = open(snapshot)?;
+    let mut found = Vec::new();
+    snapshot::verify(BufReader::with_capacity(1 << 20, f), |visit, reader| {
+        if !visit.name.starts_with(prefix) {
+            return Ok(());
+        }
+        if visit.size > MAX {
+            return Err(ArchiveError::Corrupt(format!(
+                "member \"{}\" is {} bytes, more than such a member can be",
+                visit.name, visit.size
+            )));
+        }
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes)?;
+        found.push((visit.name.to_string(), bytes));
+        Ok(())
+    })
+    .map_err(|e| archive_error(snapshot, e))?;
+    Ok(found)
+}
+
 /// Recomputes every member's checksum against the manifest and parses each
 /// database member as a pg_dump custom archive.
 pub fn verify(snapshot: &SnapshotRef) -> Result<VerifyReport, CoreError> {

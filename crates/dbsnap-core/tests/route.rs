@@ -91,6 +91,7 @@ async fn create_and_restore_reach_databases_only_through_the_resolver() {
             version_spec: Default::default(),
             version_specs: BTreeMap::new(),
             limits: Default::default(),
+            extra_members: Vec::new(),
         },
         &progress,
     )

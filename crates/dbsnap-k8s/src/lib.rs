@@ -18,6 +18,7 @@
 pub mod cluster;
 pub mod discover;
 pub mod jump;
+pub mod objects;
 pub mod pod;
 pub mod route;
 pub mod scale;

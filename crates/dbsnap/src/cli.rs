@@ -97,6 +97,8 @@ pub enum Command {
     /// Scale workloads down or up (the command --scale's hooks run).
     #[command(hide = true)]
     K8sScale(crate::k8s_cmd::K8sScaleArgs),
+    /// Write the Kubernetes objects stored in a snapshot (create --k8s-objects) to a directory, for kubectl apply -f.
+    K8sObjects(crate::k8s_cmd::K8sObjectsArgs),
     /// Print a shell completion script, e.g. `dbsnap completions bash > /etc/bash_completion.d/dbsnap`.
     Completions(CompletionsArgs),
     /// Print the man page (roff) on standard output, e.g. `dbsnap man | man -l -`.
@@ -288,6 +290,12 @@ pub struct CreateArgs {
     /// Lock timeout of each write-barrier attempt, milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub lock_timeout: u64,
+    /// Also store the namespace's Deployments, StatefulSets, ConfigMaps, Services, Ingresses, PVCs and CronJobs (as YAML, under k8s/) in the snapshot.
+    #[arg(long)]
+    pub k8s_objects: bool,
+    /// With --k8s-objects: also store the namespace's Secrets (their values end up in the snapshot).
+    #[arg(long, requires = "k8s_objects")]
+    pub include_secrets: bool,
     #[command(flatten)]
     pub k8s: crate::k8s_cmd::K8sArgs,
     #[command(flatten)]
@@ -377,6 +385,7 @@ impl Cli {
             Command::JumpCreate(_) => "jump-create",
             Command::JumpDelete(_) => "jump-delete",
             Command::K8sScale(_) => "k8s-scale",
+            Command::K8sObjects(_) => "k8s-objects",
         }
     }
 }
@@ -396,6 +405,11 @@ pub async fn run(cli: Cli) -> Result<u8, CoreError> {
             let created =
                 crate::k8s_cmd::jump_create(&args, target.and_then(|t| t.k8s.as_ref())).await?;
             output::print_jump_created(&created, g.json);
+            Ok(exit::OK)
+        }
+        Command::K8sObjects(args) => {
+            let written = crate::k8s_cmd::write_objects(&args, &g)?;
+            output::print_objects_written(&args.out, &written, g.json);
             Ok(exit::OK)
         }
         Command::K8sScale(args) => {
@@ -530,7 +544,10 @@ pub fn missing_default_repo(e: &CoreError, dir: &Path) -> bool {
         && dir == config::default_snapshot_dir()
 }
 
-fn resolve_file(args: &FileArgs, g: &GlobalArgs) -> Result<dbsnap_core::SnapshotRef, CoreError> {
+pub fn resolve_file(
+    args: &FileArgs,
+    g: &GlobalArgs,
+) -> Result<dbsnap_core::SnapshotRef, CoreError> {
     inspect::resolve_snapshot(args.file(), || match &g.dir {
         Some(d) => Ok(d.clone()),
         None => Ok(repo_dir(g, &Config::load(g.config.as_deref())?, None)),
@@ -635,6 +652,12 @@ async fn create_cmd(
     }
     let mut pg_bin = args.pg_bin.clone();
     pg_bin.extend(config.pg_bin.iter().cloned());
+    let extra_members = if args.k8s_objects {
+        crate::k8s_cmd::export_objects(&args.k8s, t.k8s.as_ref(), args.include_secrets, g.json)
+            .await?
+    } else {
+        Vec::new()
+    };
     let make_opts =
         |databases: Vec<String>, resolver: Arc<dyn dbsnap_core::Resolver>| CreateOptions {
             databases,
@@ -657,6 +680,7 @@ async fn create_cmd(
                 max_wait: Duration::from_secs(args.max_wait),
                 lock_timeout: Duration::from_millis(args.lock_timeout),
             },
+            extra_members: extra_members.clone(),
         };
     let ui = progress::Ui::new(show_progress);
     let sink: Arc<dyn Progress> = ui.clone();

@@ -479,3 +479,92 @@ pub async fn k8s_scale(args: &K8sScaleArgs) -> Result<(), CoreError> {
     }
     Ok(())
 }
+
+/// Lists the namespace's objects for `create --k8s-objects`: member names
+/// and YAML bytes.
+pub async fn export_objects(
+    k8s: &K8sArgs,
+    target: Option<&K8sTarget>,
+    include_secrets: bool,
+    quiet: bool,
+) -> Result<Vec<(String, Vec<u8>)>, CoreError> {
+    let t = target.cloned().unwrap_or_default();
+    let access = ClusterAccess {
+        kubeconfig: k8s.kubeconfig.clone().or(t.kubeconfig),
+        context: k8s.context.clone().or(t.context),
+        namespace: k8s.namespace.clone().or(t.namespace),
+    };
+    let (client, namespace) = cluster::connect(&access).await.map_err(k8s_error)?;
+    if include_secrets && !quiet {
+        eprintln!(
+            "warning: --include-secrets stores the Secrets of namespace {namespace} in the snapshot; anyone who can read the snapshot can read them"
+        );
+    }
+    let objects = dbsnap_k8s::objects::export(&client, &namespace, include_secrets)
+        .await
+        .map_err(k8s_error)?;
+    if !quiet {
+        eprintln!(
+            "k8s: {} objects of namespace {namespace} go into the snapshot",
+            objects.len()
+        );
+    }
+    Ok(objects
+        .into_iter()
+        .map(|o| (o.member, o.yaml.into_bytes()))
+        .collect())
+}
+
+/// `dbsnap k8s-objects`.
+#[derive(Debug, Args)]
+pub struct K8sObjectsArgs {
+    #[command(flatten)]
+    pub file: crate::cli::FileArgs,
+    /// Directory to write the objects into (made if missing; existing files are not overwritten).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// Writes the `k8s/` members of a snapshot under `--out`, each checked
+/// against the manifest first; returns the files written.
+pub fn write_objects(
+    args: &K8sObjectsArgs,
+    g: &crate::cli::GlobalArgs,
+) -> Result<Vec<PathBuf>, CoreError> {
+    let path = crate::cli::resolve_file(&args.file, g)?;
+    let objects = dbsnap_core::inspect::read_members(&path, dbsnap_k8s::objects::MEMBER_PREFIX)?;
+    if objects.is_empty() {
+        return Err(CoreError::Config {
+            message: format!("{} holds no Kubernetes objects", path.display()),
+            hint: "snapshots keep them only when made with create --k8s-objects".into(),
+        });
+    }
+    let mut written = Vec::new();
+    for (name, bytes) in objects {
+        let relative = name
+            .strip_prefix(dbsnap_k8s::objects::MEMBER_PREFIX)
+            .unwrap_or(&name);
+        if relative
+            .split('/')
+            .any(|part| part == ".." || part.is_empty())
+        {
+            return Err(CoreError::NotSnapshot {
+                file: path.display().to_string(),
+                what: format!("member \"{name}\" has an unsafe path"),
+            });
+        }
+        let file = args.out.join(relative);
+        if file.exists() {
+            return Err(CoreError::Config {
+                message: format!("{} exists already", file.display()),
+                hint: "write into an empty directory (--out)".into(),
+            });
+        }
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| CoreError::write_io(dir, e))?;
+        }
+        std::fs::write(&file, bytes).map_err(|e| CoreError::write_io(&file, e))?;
+        written.push(file);
+    }
+    Ok(written)
+}

@@ -592,6 +592,23 @@ pub fn print_jump_deleted(names: &[String], json: bool) {
     }
 }
 
+/// `k8s-objects`'s result: the files written.
+pub fn print_objects_written(out: &std::path::Path, files: &[std::path::PathBuf], json: bool) {
+    if json {
+        let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        print_json(&serde_json::json!({ "out": out.display().to_string(), "files": files }));
+        return;
+    }
+    for f in files {
+        println!("{}", f.display());
+    }
+    eprintln!(
+        "{} objects written; apply them with: kubectl apply -R -f {}",
+        files.len(),
+        out.display()
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

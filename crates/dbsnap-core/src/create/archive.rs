@@ -89,6 +89,7 @@ pub(super) async fn write_archive(
     direct: usize,
     engine: &dyn DumpEngine,
     progress: &Arc<dyn Progress>,
+    extra: &[(String, Vec<u8>)],
 ) -> Result<(dbsnap_storage::SnapshotInfo, Vec<u64>), CoreError> {
     let mut pending = begin_unique(repo, file_name)?;
     // Errors name the snapshot being written.
@@ -149,7 +150,7 @@ pub(super) async fn write_archive(
     .await
     .map_err(|e| CoreError::Internal(format!("dump task failed: {e}")))?;
     let (writer, spooled, sizes) = gather(result, aborter.root())?;
-    let info = finish_archive(writer, spooled, members.to_vec(), tmp_path).await?;
+    let info = finish_archive(writer, spooled, members.to_vec(), extra.to_vec(), tmp_path).await?;
     Ok((info, sizes))
 }
 
@@ -305,11 +306,13 @@ fn gather(
     Ok((writer, spooled, sizes))
 }
 
-/// Appends the spooled members, writes the manifest, and publishes.
+/// Appends the spooled members and the extra ones, writes the manifest,
+/// and publishes.
 async fn finish_archive(
     mut writer: Box<Writer>,
     spooled: Vec<Option<Spooled>>,
     members: Vec<String>,
+    extra: Vec<(String, Vec<u8>)>,
     tmp_path: PathBuf,
 ) -> Result<dbsnap_storage::SnapshotInfo, CoreError> {
     tokio::task::spawn_blocking(move || -> Result<dbsnap_storage::SnapshotInfo, CoreError> {
@@ -322,6 +325,11 @@ async fn finish_archive(
                     .add_precomputed(&members[i], &mut s.file, s.size, &s.sha256)
                     .map_err(|e| archive_io(&tmp_path, e))?;
             }
+        }
+        for (name, bytes) in &extra {
+            writer
+                .add_bytes(name, bytes)
+                .map_err(|e| archive_io(&tmp_path, e))?;
         }
         let (pending, _) = writer.finish().map_err(|e| archive_io(&tmp_path, e))?;
         Ok(pending.commit()?)

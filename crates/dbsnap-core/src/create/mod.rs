@@ -65,6 +65,9 @@ pub struct CreateOptions {
     pub version_specs: BTreeMap<String, VersionSpec>,
     /// Limits of the consistency methods.
     pub limits: CutLimits,
+    /// Further members stored after the databases (e.g. a namespace's
+    /// Kubernetes objects under `k8s/`): name and bytes.
+    pub extra_members: Vec<(String, Vec<u8>)>,
 }
 
 /// Receives progress; implemented by the terminal UI.
@@ -247,6 +250,7 @@ pub async fn create_with(
         direct,
         engine,
         progress,
+        &opts.extra_members,
     )
     .await;
     // Leader transactions end only after every dump has finished.

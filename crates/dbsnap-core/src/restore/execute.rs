@@ -265,6 +265,7 @@ async fn safety_snapshot(
             version_spec: opts.version_spec.clone(),
             version_specs: opts.version_specs.clone(),
             limits: Default::default(),
+            extra_members: Vec::new(),
         },
         progress,
     )
