@@ -22,3 +22,4 @@ pub mod objects;
 pub mod pod;
 pub mod route;
 pub mod scale;
+pub mod volumes;

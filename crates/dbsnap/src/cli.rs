@@ -99,6 +99,8 @@ pub enum Command {
     K8sScale(crate::k8s_cmd::K8sScaleArgs),
     /// Write the Kubernetes objects stored in a snapshot (create --k8s-objects) to a directory, for kubectl apply -f.
     K8sObjects(crate::k8s_cmd::K8sObjectsArgs),
+    /// CSI VolumeSnapshots of PVCs (e.g. an in-cluster PostgreSQL's volumes): create (together, optionally with the app scaled to 0) or list.
+    VolumeSnapshot(crate::k8s_cmd::VolumeSnapshotArgs),
     /// Print a shell completion script, e.g. `dbsnap completions bash > /etc/bash_completion.d/dbsnap`.
     Completions(CompletionsArgs),
     /// Print the man page (roff) on standard output, e.g. `dbsnap man | man -l -`.
@@ -364,6 +366,7 @@ impl Cli {
                 | Command::JumpCreate(_)
                 | Command::JumpDelete(_)
                 | Command::K8sScale(_)
+                | Command::VolumeSnapshot(_)
         )
     }
 
@@ -386,6 +389,7 @@ impl Cli {
             Command::JumpDelete(_) => "jump-delete",
             Command::K8sScale(_) => "k8s-scale",
             Command::K8sObjects(_) => "k8s-objects",
+            Command::VolumeSnapshot(_) => "volume-snapshot",
         }
     }
 }
@@ -405,6 +409,11 @@ pub async fn run(cli: Cli) -> Result<u8, CoreError> {
             let created =
                 crate::k8s_cmd::jump_create(&args, target.and_then(|t| t.k8s.as_ref())).await?;
             output::print_jump_created(&created, g.json);
+            Ok(exit::OK)
+        }
+        Command::VolumeSnapshot(args) => {
+            let snapshots = crate::k8s_cmd::volume_snapshot(&args).await?;
+            output::print_volume_snapshots(&snapshots, g.json);
             Ok(exit::OK)
         }
         Command::K8sObjects(args) => {

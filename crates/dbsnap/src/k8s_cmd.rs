@@ -568,3 +568,109 @@ pub fn write_objects(
     }
     Ok(written)
 }
+
+/// `dbsnap volume-snapshot create|list`.
+#[derive(Debug, Args)]
+pub struct VolumeSnapshotArgs {
+    #[command(subcommand)]
+    pub action: VolumeSnapshotAction,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum VolumeSnapshotAction {
+    /// Snapshot PVCs together (optionally with the app scaled to 0) and wait until they are ready.
+    Create(VolumeSnapshotCreateArgs),
+    /// List the namespace's VolumeSnapshots with their readiness.
+    List(ClusterFlags),
+}
+
+/// Cluster access flags alone.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterFlags {
+    /// Kubernetes namespace (default: the context's, then `default`).
+    #[arg(short = 'n', long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Kubeconfig context (default: the current one).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Kubeconfig file (default: KUBECONFIG, then ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl ClusterFlags {
+    fn access(&self) -> ClusterAccess {
+        ClusterAccess {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            namespace: self.namespace.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeSnapshotCreateArgs {
+    /// A PersistentVolumeClaim to snapshot (repeatable: all are taken together).
+    #[arg(long, value_name = "PVC", required = true)]
+    pub pvc: Vec<String>,
+    /// VolumeSnapshotClass (default: the cluster's default class).
+    #[arg(long, value_name = "NAME")]
+    pub class: Option<String>,
+    /// Scale these workloads to 0 while the snapshots are taken (e.g. sts/db,deploy/core-api), and back after.
+    #[arg(long, value_name = "WORKLOADS")]
+    pub scale: Option<String>,
+    /// How long to wait for the pods to go and the snapshots to be ready.
+    #[arg(long, value_name = "DURATION", default_value = "10min", value_parser = parse_duration)]
+    pub wait: Duration,
+    #[command(flatten)]
+    pub cluster: ClusterFlags,
+}
+
+/// Runs `volume-snapshot`; returns the snapshots to print.
+pub async fn volume_snapshot(
+    args: &VolumeSnapshotArgs,
+) -> Result<Vec<dbsnap_k8s::volumes::VolumeSnapshot>, CoreError> {
+    match &args.action {
+        VolumeSnapshotAction::List(flags) => {
+            let (client, ns) = cluster::connect(&flags.access()).await.map_err(k8s_error)?;
+            dbsnap_k8s::volumes::list(&client, &ns)
+                .await
+                .map_err(k8s_error)
+        }
+        VolumeSnapshotAction::Create(c) => {
+            let (client, ns) = cluster::connect(&c.cluster.access())
+                .await
+                .map_err(k8s_error)?;
+            let workloads = match &c.scale {
+                Some(text) => parse_workloads(text).map_err(|e| CoreError::Config {
+                    message: format!("--scale {text}: {e}"),
+                    hint: "e.g. --scale sts/db,deploy/core-api".into(),
+                })?,
+                None => Vec::new(),
+            };
+            if !workloads.is_empty() {
+                dbsnap_k8s::scale::scale_down(&client, &ns, &workloads, c.wait)
+                    .await
+                    .map_err(k8s_error)?;
+            }
+            let taken = dbsnap_k8s::volumes::create(
+                &client,
+                &ns,
+                &run_id(),
+                &c.pvc,
+                c.class.as_deref(),
+                c.wait,
+            )
+            .await;
+            // The app comes back whatever happened to the snapshots.
+            let back = if workloads.is_empty() {
+                Ok(Vec::new())
+            } else {
+                dbsnap_k8s::scale::scale_up(&client, &ns, &workloads).await
+            };
+            let taken = taken.map_err(k8s_error)?;
+            back.map_err(k8s_error)?;
+            Ok(taken)
+        }
+    }
+}

@@ -609,6 +609,41 @@ pub fn print_objects_written(out: &std::path::Path, files: &[std::path::PathBuf]
     );
 }
 
+/// VolumeSnapshots with their readiness.
+pub fn print_volume_snapshots(list: &[dbsnap_k8s::volumes::VolumeSnapshot], json: bool) {
+    if json {
+        print_json(&serde_json::json!({ "volume_snapshots": list }));
+        return;
+    }
+    if list.is_empty() {
+        println!("no VolumeSnapshots");
+        return;
+    }
+    let mut rows = vec![vec![
+        "NAME".to_string(),
+        "PVC".into(),
+        "READY".into(),
+        "SIZE".into(),
+        "CREATED".into(),
+    ]];
+    for s in list {
+        rows.push(vec![
+            s.name.clone(),
+            s.pvc.clone(),
+            match (&s.error, s.ready) {
+                (Some(e), _) => format!("error: {e}"),
+                (None, true) => "yes".into(),
+                (None, false) => "no".into(),
+            },
+            s.restore_size.clone().unwrap_or_default(),
+            s.created.clone(),
+        ]);
+    }
+    for line in table(&rows) {
+        println!("{line}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
