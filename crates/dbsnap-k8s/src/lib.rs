@@ -17,6 +17,7 @@
 
 pub mod cluster;
 pub mod discover;
+pub mod forward;
 pub mod jump;
 pub mod objects;
 pub mod pod;

@@ -702,7 +702,7 @@ async fn create_cmd(
         };
         let opened = crate::k8s_cmd::open(k, &crate::k8s_cmd::run_id(), g.json).await?;
         let names = opened.databases.iter().map(|d| d.name.clone()).collect();
-        let r = create::create(&make_opts(names, opened.route.clone()), &sink).await;
+        let r = create::create(&make_opts(names, opened.route.resolver()), &sink).await;
         opened.route.close().await;
         r
     };

@@ -11,6 +11,7 @@ use dbsnap_core::config::K8sTarget;
 use dbsnap_core::CoreError;
 use dbsnap_k8s::cluster::{self, ClusterAccess, K8sError};
 use dbsnap_k8s::discover::Discovery;
+use dbsnap_k8s::forward::ForwardRoute;
 use dbsnap_k8s::route::{ClusterRoute, Database, RouteOptions};
 use dbsnap_k8s::scale::{parse_workloads, Workload};
 
@@ -44,6 +45,22 @@ pub struct K8sArgs {
     /// How long the jump pod may take to start (e.g. 120s, 5min).
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
     pub pod_timeout: Duration,
+    /// How to reach the databases: `jump` (a relay in a jump pod; the password never leaves the cluster) or `port-forward` (to PostgreSQL running in the cluster; the password must be known here).
+    #[arg(long, value_enum, default_value = "jump")]
+    pub via: Via,
+    /// With --via port-forward: read the password (or URL) from the app's Secret.
+    #[arg(long)]
+    pub read_secret: bool,
+}
+
+/// The route through the cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    /// A relay in a jump pod authenticates for dbsnap.
+    #[default]
+    Jump,
+    /// Port-forward to the PostgreSQL pod behind the app's database Service.
+    PortForward,
 }
 
 /// The settings in force: flags over the target's.
@@ -54,6 +71,8 @@ pub struct K8sSettings {
     pub container: Option<String>,
     pub image: String,
     pub pod_timeout: Duration,
+    pub via: Via,
+    pub read_secret: bool,
 }
 
 impl K8sArgs {
@@ -71,6 +90,12 @@ impl K8sArgs {
             return Ok(None);
         };
         let workload = single_workload(&text)?;
+        if self.read_secret && self.via != Via::PortForward {
+            return Err(CoreError::Config {
+                message: "--read-secret applies only with --via port-forward".into(),
+                hint: "the jump pod never needs the password here; drop --read-secret".into(),
+            });
+        }
         Ok(Some(K8sSettings {
             workload,
             access: ClusterAccess {
@@ -85,6 +110,8 @@ impl K8sArgs {
                 .or(t.image)
                 .unwrap_or_else(|| DEFAULT_IMAGE.into()),
             pod_timeout: self.pod_timeout,
+            via: self.via,
+            read_secret: self.read_secret,
         }))
     }
 }
@@ -113,8 +140,31 @@ pub fn k8s_error(e: K8sError) -> CoreError {
 
 /// An open route and what it found.
 pub struct Opened {
-    pub route: Arc<ClusterRoute>,
+    pub route: Route,
     pub databases: Vec<Database>,
+}
+
+/// The route in use.
+pub enum Route {
+    Jump(Arc<ClusterRoute>),
+    Forward(Arc<ForwardRoute>),
+}
+
+impl Route {
+    /// The route as core code uses it.
+    pub fn resolver(&self) -> Arc<dyn dbsnap_core::Resolver> {
+        match self {
+            Route::Jump(r) => r.clone(),
+            Route::Forward(r) => r.clone(),
+        }
+    }
+
+    /// Deletes the jump pod (tunnels close when the route is dropped).
+    pub async fn close(&self) {
+        if let Route::Jump(r) = self {
+            r.close().await;
+        }
+    }
 }
 
 /// Connects to the cluster, discovers the app's databases (never reading
@@ -127,6 +177,18 @@ pub async fn open(s: &K8sSettings, run: &str, quiet: bool) -> Result<Opened, Cor
             .map_err(k8s_error)?;
     if discovery.databases.is_empty() {
         return Err(no_databases(&s.workload, &namespace, &discovery));
+    }
+    if s.via == Via::PortForward {
+        let label = format!("k8s-port-forward:{namespace}/{}", s.workload.display());
+        let (route, databases) =
+            ForwardRoute::open(&client, &namespace, &discovery, &label, s.read_secret)
+                .await
+                .map_err(k8s_error)?;
+        print_found(&databases, quiet);
+        return Ok(Opened {
+            route: Route::Forward(Arc::new(route)),
+            databases,
+        });
     }
     let object = workload_object(&client, &namespace, &s.workload).await?;
     let pod = dbsnap_k8s::jump::pod(&dbsnap_k8s::jump::JumpPod {
@@ -151,15 +213,19 @@ pub async fn open(s: &K8sSettings, run: &str, quiet: bool) -> Result<Opened, Cor
     let (route, databases) = ClusterRoute::open(&client, &namespace, &discovery, pod, &options)
         .await
         .map_err(k8s_error)?;
+    print_found(&databases, quiet);
+    Ok(Opened {
+        route: Route::Jump(Arc::new(route)),
+        databases,
+    })
+}
+
+fn print_found(databases: &[Database], quiet: bool) {
     if !quiet {
-        for d in &databases {
+        for d in databases {
             eprintln!("k8s: database {} ({})", d.name, d.origins.join(", "));
         }
     }
-    Ok(Opened {
-        route: Arc::new(route),
-        databases,
-    })
 }
 
 fn no_databases(workload: &Workload, namespace: &str, d: &Discovery) -> CoreError {

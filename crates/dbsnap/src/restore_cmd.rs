@@ -59,7 +59,7 @@ pub async fn run(
         config,
         show_progress,
         Some(names),
-        opened.route.clone(),
+        opened.route.resolver(),
     )
     .await;
     opened.route.close().await;
