@@ -212,6 +212,8 @@ pub struct RollbackArgs {
     /// Confirm without asking.
     #[arg(short, long)]
     pub yes: bool,
+    #[command(flatten)]
+    pub k8s: crate::k8s_cmd::K8sArgs,
 }
 
 #[derive(Debug, Args)]
@@ -219,6 +221,8 @@ pub struct ResumeArgs {
     /// Connection string lending credentials for a server in the journal (repeatable).
     #[arg(short = 'd', long = "database", value_name = "CONNSTR")]
     pub databases: Vec<String>,
+    #[command(flatten)]
+    pub k8s: crate::k8s_cmd::K8sArgs,
 }
 
 #[derive(Debug, Args)]
@@ -232,6 +236,8 @@ pub struct CleanupArgs {
     /// Show what --yes would drop and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub k8s: crate::k8s_cmd::K8sArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -321,7 +321,16 @@ pub async fn rollback(args: RollbackArgs, g: &GlobalArgs) -> Result<u8, CoreErro
         }
         ask("Swap the previous databases back in (the restored copies are kept)?")?;
     }
-    let r = recover::rollback(args.id.as_deref(), access(&args.databases), args.dry_run).await?;
+    let opened = open_for_recovery(&args.k8s, g.json).await?;
+    let resolver = opened.as_ref().map(|o| o.route.resolver());
+    let r = recover::rollback(
+        args.id.as_deref(),
+        access(resolver.as_deref(), &args.databases),
+        args.dry_run,
+    )
+    .await;
+    close(opened).await;
+    let r = r?;
     output::print_dry_run_value(
         &serde_json::to_value(&r).unwrap_or_default(),
         args.dry_run,
@@ -344,7 +353,11 @@ pub async fn rollback(args: RollbackArgs, g: &GlobalArgs) -> Result<u8, CoreErro
 
 /// `dbsnap resume`.
 pub async fn resume(args: ResumeArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
-    let r = recover::resume(access(&args.databases)).await?;
+    let opened = open_for_recovery(&args.k8s, g.json).await?;
+    let resolver = opened.as_ref().map(|o| o.route.resolver());
+    let r = recover::resume(access(resolver.as_deref(), &args.databases)).await;
+    close(opened).await;
+    let r = r?;
     output::print_value(
         &serde_json::to_value(&r).unwrap_or_default(),
         g.json,
@@ -381,7 +394,11 @@ pub async fn cleanup(args: CleanupArgs, g: &GlobalArgs, config: &Config) -> Resu
             retention::prune_safety_snapshots(&repo, config.keep_safety_snapshots(), None, !change)?
         }
     };
-    let kept = recover::cleanup(access(&args.databases), change).await?;
+    let opened = open_for_recovery(&args.k8s, g.json).await?;
+    let resolver = opened.as_ref().map(|o| o.route.resolver());
+    let kept = recover::cleanup(access(resolver.as_deref(), &args.databases), change).await;
+    close(opened).await;
+    let kept = kept?;
     output::print_cleanup(&kept, &safety, change, args.dry_run, g.json);
     Ok(exit::OK)
 }
@@ -444,9 +461,34 @@ fn prune_after_restore(taken: &SnapshotRef, keep: usize) -> Vec<retention::Remov
 
 /// Recovery reaches the journal's servers directly, with `-d` strings
 /// lending passwords.
-fn access(creds: &[String]) -> recover::Access<'_> {
+/// The journal's servers reached directly, or through `resolver` (the
+/// cluster route the restore used).
+fn access<'a>(
+    resolver: Option<&'a dyn dbsnap_core::Resolver>,
+    creds: &'a [String],
+) -> recover::Access<'a> {
     recover::Access {
-        resolver: &dbsnap_core::DIRECT,
+        resolver: resolver.unwrap_or(&dbsnap_core::DIRECT),
         creds,
+    }
+}
+
+/// With `--k8s`: the route a restore through the cluster used, open again
+/// (a new jump pod) for rollback, resume or cleanup.
+async fn open_for_recovery(
+    k8s: &crate::k8s_cmd::K8sArgs,
+    quiet: bool,
+) -> Result<Option<crate::k8s_cmd::Opened>, CoreError> {
+    match k8s.settings(None)? {
+        Some(s) => Ok(Some(
+            crate::k8s_cmd::open(&s, &crate::k8s_cmd::run_id(), quiet).await?,
+        )),
+        None => Ok(None),
+    }
+}
+
+async fn close(opened: Option<crate::k8s_cmd::Opened>) {
+    if let Some(o) = opened {
+        o.route.close().await;
     }
 }
