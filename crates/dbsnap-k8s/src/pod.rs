@@ -228,6 +228,18 @@ impl JumpPod {
         )
     }
 
+    /// Whether the pod is still there and running (false when it was
+    /// deleted, ended, or cannot be read).
+    pub async fn is_running(&self) -> bool {
+        match self.api.get_opt(&self.name).await {
+            Ok(Some(p)) => {
+                let status = serde_json::to_value(&p.status).unwrap_or(Json::Null);
+                p.metadata.deletion_timestamp.is_none() && status["phase"] == "Running"
+            }
+            _ => false,
+        }
+    }
+
     /// Deletes the pod now (no grace: nothing in it needs to finish).
     /// Failures are logged: the pod's deadline ends it anyway.
     pub async fn delete(&self) {

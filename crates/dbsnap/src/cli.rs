@@ -709,6 +709,10 @@ async fn create_cmd(
         let opened = crate::k8s_cmd::open(k, &crate::k8s_cmd::run_id(), g.json).await?;
         let names = opened.databases.iter().map(|d| d.name.clone()).collect();
         let r = create::create(&make_opts(names, opened.route.resolver()), &sink).await;
+        let r = match r {
+            Err(e) => Err(opened.route.explain(e).await),
+            ok => ok,
+        };
         opened.route.close().await;
         r
     };

@@ -159,6 +159,26 @@ impl Route {
         }
     }
 
+    /// After a failure: if the jump pod is gone (deleted by someone, or
+    /// its deadline), says so, since the error itself only tells of lost
+    /// connections.
+    pub async fn explain(&self, e: CoreError) -> CoreError {
+        let Route::Jump(r) = self else {
+            return e;
+        };
+        if matches!(e, CoreError::Interrupted(_)) || r.pod().is_running().await {
+            return e;
+        }
+        CoreError::Kubernetes {
+            message: format!(
+                "{e}\nthe jump pod {} (namespace {}) stopped during the run, which broke its connections",
+                r.pod().name,
+                r.pod().namespace
+            ),
+            hint: "nothing was published or committed half-way; run the command again (and check who deletes pods in the namespace)".into(),
+        }
+    }
+
     /// Deletes the jump pod (tunnels close when the route is dropped).
     pub async fn close(&self) {
         if let Route::Jump(r) = self {

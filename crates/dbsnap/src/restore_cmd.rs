@@ -62,6 +62,10 @@ pub async fn run(
         opened.route.resolver(),
     )
     .await;
+    let r = match r {
+        Err(e) => Err(opened.route.explain(e).await),
+        ok => ok,
+    };
     opened.route.close().await;
     r
 }
