@@ -168,7 +168,10 @@ impl ClusterRoute {
     /// The command that runs the relay in the pod: the image's own
     /// `dbsnap`, else a copy of this one.
     async fn install_relay(&mut self, run: &str) -> Result<String, K8sError> {
-        let probe = "command -v dbsnap || true; echo \"arch=$(uname -m)\"";
+        if self.relay_runs("dbsnap").await {
+            return Ok("dbsnap".into());
+        }
+        let probe = "echo \"arch=$(uname -m)\"";
         let out = self.sh(probe, &[]).await.map_err(|e| {
             error(
                 format!("cannot run a shell in the jump pod: {e}"),
@@ -176,9 +179,6 @@ impl ClusterRoute {
             )
         })?;
         let text = String::from_utf8_lossy(&out);
-        if let Some(path) = text.lines().find(|l| l.starts_with('/')) {
-            return Ok(path.trim().to_string());
-        }
         let arch = text
             .lines()
             .find_map(|l| l.strip_prefix("arch="))
@@ -209,18 +209,23 @@ impl ClusterRoute {
         })?;
         let path = String::from_utf8_lossy(&out).trim().to_string();
         self.relay_dir = path.rsplit_once('/').map(|(d, _)| d.to_string());
-        let check = self
-            .pod
-            .run(vec![path.clone(), RELAY_ARG.into(), "--probe".into()], &[])
-            .await
-            .unwrap_or_default();
-        if !String::from_utf8_lossy(&check).starts_with("dbsnap relay") {
+        if !self.relay_runs(&path).await {
             return Err(error(
                 "the copy of dbsnap does not run in the jump pod's image (a musl-based image such as alpine?)",
                 "use the dbsnap image or another glibc-based image with PostgreSQL client tools (--image)",
             ));
         }
         Ok(path)
+    }
+
+    /// Whether `program __relay --probe` runs in the pod.
+    async fn relay_runs(&self, program: &str) -> bool {
+        let out = self
+            .pod
+            .run(vec![program.into(), RELAY_ARG.into(), "--probe".into()], &[])
+            .await
+            .unwrap_or_default();
+        String::from_utf8_lossy(&out).starts_with("dbsnap relay")
     }
 
     async fn sh(&self, script: &str, input: &[u8]) -> std::io::Result<Vec<u8>> {
