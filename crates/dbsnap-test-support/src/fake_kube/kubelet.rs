@@ -339,7 +339,10 @@ fn start_failed(shared: &Shared, pod: &PodRef, argv: &[String], error: &std::io:
 fn collect_log(shared: &Shared, pod: &PodRef, started: &mut Started) {
     let stdout = started.child.stdout.take();
     let stderr = started.child.stderr.take();
-    for mut stream in [stdout.map(boxed), stderr.map(boxed)].into_iter().flatten() {
+    for mut stream in [stdout.map(boxed_read), stderr.map(boxed_read)]
+        .into_iter()
+        .flatten()
+    {
         let shared = shared.clone();
         let pod = pod.clone();
         tokio::spawn(async move {
@@ -351,9 +354,10 @@ fn collect_log(shared: &Shared, pod: &PodRef, started: &mut Started) {
     }
 }
 
-type BoxedRead = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+/// A process's stdout or stderr.
+pub(super) type BoxedRead = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
 
-fn boxed(read: impl tokio::io::AsyncRead + Send + Unpin + 'static) -> BoxedRead {
+pub(super) fn boxed_read(read: impl tokio::io::AsyncRead + Send + Unpin + 'static) -> BoxedRead {
     Box::new(read)
 }
 

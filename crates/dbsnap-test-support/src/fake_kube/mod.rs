@@ -54,7 +54,23 @@
 //! alive is killed when the fake drops; [`FakeKube::live_processes`] counts
 //! what is left.
 //!
-//! Not in this slice: exec, port-forward, watch, label selectors, OpenAPI
+//! ## Exec
+//!
+//! `pods/{name}/exec` (GET or POST) upgrades to a websocket with the best
+//! of `v5.channel.k8s.io`, `v4.channel.k8s.io` (and the older
+//! `channel.k8s.io` versions) the client offers: the command runs as a
+//! local process with the container's resolved environment, streaming
+//! stdin, stdout and stderr as binary frames (channel byte first; v5's
+//! `[255, 0]` closes stdin) with backpressure both ways, then the final
+//! `Status` on channel 3 (`Success`, or `NonZeroExitCode` with the exit
+//! code as kubectl reads it) and a normal close. Sessions are independent
+//! and concurrent; a session's process group dies with its websocket or
+//! its pod. A missing pod is `404`; a container not named in the pod, or
+//! not running, `400` (`container not found ("NAME")`); RBAC is `create` on
+//! `pods/exec` whatever the method. kubectl's SPDY fallback is answered
+//! with the same checks, then `400` (SPDY is not spoken).
+//!
+//! Not in this slice: port-forward, watch, label selectors, OpenAPI
 //! (so `kubectl create -f` needs `--validate=false`), server-side
 //! apply, JSON patch and protobuf bodies (both `415`; kubectl's generators
 //! such as `kubectl create configmap NAME` send protobuf, `kubectl create -f`
@@ -400,6 +416,7 @@ impl Drop for FakeKube {
 
 mod controllers;
 mod env;
+mod exec;
 mod kubelet;
 mod objects;
 mod pods;
@@ -409,9 +426,11 @@ mod seed;
 mod server;
 mod store;
 mod tables;
+mod websocket;
 
 use controllers::*;
 use env::*;
+use exec::*;
 use kubelet::*;
 use objects::*;
 use pods::*;
@@ -421,6 +440,7 @@ use seed::*;
 use server::*;
 use store::*;
 use tables::*;
+use websocket::*;
 
 #[cfg(test)]
 mod tests {

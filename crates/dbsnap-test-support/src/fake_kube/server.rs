@@ -158,7 +158,61 @@ pub(super) async fn handle(
         log_request(&state, &call, reply.status);
         return Ok(to_response(reply));
     }
+    if is_websocket(&req) {
+        return Ok(websocket_route(&state, &call, req));
+    }
     Ok(answer(&state, &call, req).await)
+}
+
+/// Exec and port-forward: checked under the lock, then upgraded to a
+/// websocket whose session runs on its own task.
+fn websocket_route(state: &Shared, call: &Call, req: Request<Incoming>) -> Response<Body> {
+    let response = match upgrade_session(state, call, req) {
+        Ok(response) => response,
+        Err(reply) => to_response(reply),
+    };
+    log_request(state, call, response.status());
+    response
+}
+
+fn upgrade_session(
+    state: &Shared,
+    call: &Call,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Reply> {
+    let target = Target::parse(&call.path).ok_or_else(not_found_path)?;
+    let guard = lock(state);
+    let verb = verb_of(&call.method, &target);
+    if guard.denies.iter().any(|d| d.matches(&target, verb)) {
+        return Err(forbidden(&target, verb));
+    }
+    match (target.resource.as_str(), target.subresource.as_deref()) {
+        ("pods", Some("exec")) => {
+            let plan = plan_exec(&guard, &target, &call.query)?;
+            drop(guard);
+            let protocol = pick_protocol(&req, &CHANNEL_PROTOCOLS).ok_or_else(no_subprotocol)?;
+            let shared = state.clone();
+            Ok(upgrade(state, req, protocol, move |socket| {
+                exec_session(shared, plan, protocol, socket)
+            }))
+        }
+        _ => Err(bad_request(
+            "the fake upgrades pods/exec and pods/portforward only",
+        )),
+    }
+}
+
+/// kubectl falls back to SPDY when a websocket upgrade fails; the fake
+/// does not speak it.
+fn no_spdy() -> Reply {
+    bad_request("the fake serves exec and port-forward over websockets only, not SPDY")
+}
+
+fn no_subprotocol() -> Reply {
+    bad_request(&format!(
+        "no websocket subprotocol the fake speaks was offered (it speaks {})",
+        CHANNEL_PROTOCOLS.join(", ")
+    ))
 }
 
 /// A plain request: read the body, route it under the lock, then run what
@@ -240,6 +294,11 @@ pub(super) fn route(state: &mut State, call: &Call, content_type: &str, body: &[
             scale(state, &target, verb, content_type, body)
         }
         ("get", Some("log")) if target.resource == "pods" => pod_log(state, &target),
+        (_, Some("exec")) => match plan_exec(state, &target, query) {
+            Ok(_) => no_spdy(),
+            Err(refusal) => refusal,
+        },
+        (_, Some("portforward" | "attach")) => no_spdy(),
         _ => status_reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
@@ -250,6 +309,13 @@ pub(super) fn route(state: &mut State, call: &Call, content_type: &str, body: &[
 }
 
 pub(super) fn verb_of(method: &Method, target: &Target) -> &'static str {
+    // RBAC checks `create` on streaming subresources, whatever the method.
+    if matches!(
+        target.subresource.as_deref(),
+        Some("exec" | "portforward" | "attach")
+    ) {
+        return "create";
+    }
     match *method {
         Method::GET if target.name.is_none() => "list",
         Method::GET => "get",
