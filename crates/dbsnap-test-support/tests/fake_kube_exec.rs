@@ -5,14 +5,13 @@ mod common;
 
 use common::{client, running, shell_pod, wait_for, wait_no_processes};
 use dbsnap_test_support::fake_kube::{Deny, FakeKube};
-use dbsnap_test_support::kubectl_bin;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::api::{Api, AttachParams, DeleteParams, PostParams};
 use serde_json::json;
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -61,15 +60,8 @@ fn with_jump_pod(dir: &Path) -> FakeKube {
 
 /// Runs kubectl against the fake with `stdin` piped in.
 fn kubectl(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(kubectl_bin())
-        .arg("--kubeconfig")
-        .arg(dir.join("kubeconfig"))
-        .arg("--cache-dir")
-        .arg(dir.join("cache"))
-        .args(["-n", NS])
+    let mut child = common::kubectl_command(dir, NS)
         .args(args)
-        .env("HOME", dir)
-        .env_remove("KUBECONFIG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -16,6 +16,12 @@
 //!   `statefulsets/{name}/scale` subresources (autoscaling/v1 `Scale`),
 //!   which update `spec.replicas` (and mirror it into `status`).
 //!
+//! Lists (and collection deletes, `DELETE` without a name, verb
+//! `deletecollection`) take a `labelSelector` (`a=b`, `a==b`, `a!=b`, `a`,
+//! `!a`, `a in (x,y)`, `a notin (x)`, comma separated) and a
+//! `fieldSelector` of dotted paths (`metadata.name=x`,
+//! `status.phase!=Running`); a bad one is `400`.
+//!
 //! Missing objects answer a `404` `Status` (`NotFound`), requests matching a
 //! [`Deny`] rule a `403` `Status` (`Forbidden`) worded like the real one.
 //! Every request is logged ([`FakeKube::requests`]) so a test can prove what
@@ -70,7 +76,7 @@
 //! `pods/exec` whatever the method. kubectl's SPDY fallback is answered
 //! with the same checks, then `400` (SPDY is not spoken).
 //!
-//! Not in this slice: port-forward, watch, label selectors, OpenAPI
+//! Not in this slice: port-forward, watch, OpenAPI
 //! (so `kubectl create -f` needs `--validate=false`), server-side
 //! apply, JSON patch and protobuf bodies (both `415`; kubectl's generators
 //! such as `kubectl create configmap NAME` send protobuf, `kubectl create -f`
@@ -423,6 +429,7 @@ mod pods;
 mod process;
 mod resources;
 mod seed;
+mod selectors;
 mod server;
 mod store;
 mod tables;
@@ -437,6 +444,7 @@ use pods::*;
 use process::*;
 use resources::*;
 use seed::*;
+use selectors::*;
 use server::*;
 use store::*;
 use tables::*;

@@ -43,32 +43,63 @@ fn api_group_list() -> Value {
 }
 
 pub(super) fn list(state: &State, target: &Target, query: &str) -> Reply {
-    let wanted_name = field_selector_name(query);
-    let items: Vec<Value> = state
-        .objects
-        .iter()
-        .filter(|((resource, namespace, name), _)| {
-            *resource == target.resource
-                && target.namespace.as_ref().is_none_or(|ns| ns == namespace)
-                && wanted_name.as_ref().is_none_or(|n| n == name)
-        })
-        .map(|(_, object)| object.clone())
-        .collect();
-    Reply::ok(json!({
+    let items = match selected(state, target, query) {
+        Ok(items) => items,
+        Err(reply) => return reply,
+    };
+    Reply::ok(list_of(state, target, items))
+}
+
+/// A `…List` of the target's kind.
+fn list_of(state: &State, target: &Target, items: Vec<Value>) -> Value {
+    json!({
         "kind": format!("{}List", target.kind()),
         "apiVersion": target.api_version(),
         "metadata": {"resourceVersion": state.resource_version.to_string()},
         "items": items,
-    }))
+    })
 }
 
-/// `metadata.name=X` out of a `fieldSelector` (the only field selector kept).
-pub(super) fn field_selector_name(query: &str) -> Option<String> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.strip_prefix("fieldSelector="))
-        .map(|v| v.replace("%3D", "=").replace("%3d", "="))
-        .find_map(|v| v.strip_prefix("metadata.name=").map(str::to_string))
+/// The objects of the target's resource (and namespace, if any) that the
+/// query's selectors keep.
+pub(super) fn selected(state: &State, target: &Target, query: &str) -> Result<Vec<Value>, Reply> {
+    let selection = Selection::from_query(query).map_err(|m| bad_request(&m))?;
+    Ok(state
+        .objects
+        .iter()
+        .filter(|((resource, namespace, _), object)| {
+            *resource == target.resource
+                && target.namespace.as_ref().is_none_or(|ns| ns == namespace)
+                && selection.matches(object)
+        })
+        .map(|(_, object)| object.clone())
+        .collect())
+}
+
+/// `DELETE` of a collection: each selected object is deleted as by its own
+/// `DELETE` (pods terminate gracefully); answers the list of them.
+pub(super) fn delete_collection(
+    state: &mut State,
+    target: &Target,
+    query: &str,
+    body: &[u8],
+) -> Reply {
+    let items = match selected(state, target, query) {
+        Ok(items) => items,
+        Err(reply) => return reply,
+    };
+    let deleted: Vec<Value> = items
+        .iter()
+        .map(|item| {
+            let one = Target::of(
+                &target.resource,
+                &text(&item["metadata"]["namespace"]),
+                &text(&item["metadata"]["name"]),
+            );
+            delete(state, &one, query, body).body
+        })
+        .collect();
+    Reply::ok(list_of(state, target, deleted))
 }
 
 pub(super) fn get(state: &State, target: &Target) -> Reply {

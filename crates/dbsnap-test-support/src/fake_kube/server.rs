@@ -289,6 +289,7 @@ pub(super) fn route(state: &mut State, call: &Call, content_type: &str, body: &[
         ("get", None) => get(state, &target),
         ("create", None) => create(state, &target, body),
         ("delete", None) => delete(state, &target, query, body),
+        ("deletecollection", None) => delete_collection(state, &target, query, body),
         ("patch", None) if is_patchable(&target) => patch(state, &target, content_type, body),
         (_, Some("scale")) if is_scalable(&target) => {
             scale(state, &target, verb, content_type, body)
@@ -322,6 +323,7 @@ pub(super) fn verb_of(method: &Method, target: &Target) -> &'static str {
         Method::POST => "create",
         Method::PUT => "update",
         Method::PATCH => "patch",
+        Method::DELETE if target.name.is_none() => "deletecollection",
         Method::DELETE => "delete",
         _ => "unknown",
     }

@@ -89,3 +89,18 @@ pub async fn wait_no_processes(kube: &FakeKube) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// kubectl 1.33 with the kubeconfig `dir/kubeconfig`, a private cache and
+/// home in `dir`, in namespace `ns`.
+pub fn kubectl_command(dir: &std::path::Path, ns: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(dbsnap_test_support::kubectl_bin());
+    command
+        .arg("--kubeconfig")
+        .arg(dir.join("kubeconfig"))
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .args(["-n", ns])
+        .env("HOME", dir)
+        .env_remove("KUBECONFIG");
+    command
+}
