@@ -65,6 +65,9 @@ pub(super) async fn run_pod(shared: Shared, pod: PodRef) {
     let Some((mut watch, object, start_delay, failing)) = prepare(&shared, &pod) else {
         return;
     };
+    if object["status"]["phase"] == "Running" {
+        return run_virtual(&shared, &pod, &mut watch).await;
+    }
     if let Some(interrupt) = watch.pause(start_delay).await {
         return interrupted_before_start(&shared, &pod, interrupt);
     }
@@ -79,7 +82,7 @@ pub(super) async fn run_pod(shared: Shared, pod: PodRef) {
     };
     let container = &object["spec"]["containers"][0];
     let argv = command_line(container, &env);
-    if container["command"].is_null() || !array(&object["metadata"]["ownerReferences"]).is_empty() {
+    if is_virtual(&object) {
         return run_virtual(&shared, &pod, &mut watch).await;
     }
     run_process(&shared, &pod, &argv, &env, &mut watch).await;
@@ -108,7 +111,16 @@ fn prepare(shared: &Shared, pod: &PodRef) -> Option<(Watch, Value, Duration, boo
 
 /// Writes a change to the pod's status; false when the pod is gone.
 fn update(shared: &Shared, pod: &PodRef, change: impl FnOnce(&mut Value)) -> bool {
-    lock(shared).modify(&pod.key(), &pod.uid, change)
+    let changed = lock(shared).modify(&pod.key(), &pod.uid, change);
+    run_effects(shared);
+    changed
+}
+
+fn is_running(shared: &Shared, pod: &PodRef) -> bool {
+    lock(shared)
+        .objects
+        .get(&pod.key())
+        .is_some_and(|o| o["status"]["phase"] == "Running")
 }
 
 /// The kubelet stops looking after the pod; deleting it now removes it at once.
@@ -250,7 +262,9 @@ pub(super) fn container_env(
 /// A pod with nothing to run: `Running` until deleted, then gone after the
 /// termination delay.
 async fn run_virtual(shared: &Shared, pod: &PodRef, watch: &mut Watch) {
-    update(shared, pod, |o| set_running(o, "fake://virtual"));
+    if !is_running(shared, pod) {
+        update(shared, pod, |o| set_running(o, VIRTUAL_CONTAINER));
+    }
     match watch.interrupted().await {
         Interrupt::Deleted(grace) => {
             let delay = lock(shared).kubelet.termination_delay;

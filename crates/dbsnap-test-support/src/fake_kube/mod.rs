@@ -14,7 +14,20 @@
 //!   any object; `generateName`; a Secret's `stringData` folded into `data`;
 //! - get, put and patch of the `deployments/{name}/scale` and
 //!   `statefulsets/{name}/scale` subresources (autoscaling/v1 `Scale`),
-//!   which update `spec.replicas` (and mirror it into `status`).
+//!   which update `spec.replicas`.
+//!
+//! ## Controllers
+//!
+//! A Deployment or StatefulSet keeps `spec.replicas` virtual pods of its
+//! template (`NAME-HASH-XXXXX` owned by a ReplicaSet `NAME-HASH` that is
+//! not served, with `pod-template-hash`; `NAME-0`, `NAME-1`, … owned by the
+//! StatefulSet), and its `status` counts them (`replicas`,
+//! `readyReplicas`, `availableReplicas`, `updatedReplicas`). Scaling down
+//! deletes the newest pods: they carry a `deletionTimestamp` for the
+//! termination delay ([`FakeKube::set_termination_delay`], 300 ms), then
+//! go. A StatefulSet re-creates a name only once its old pod is gone.
+//! Deleting a workload deletes its pods. Controllers act within the request
+//! that changed the workload, so its answer and the next list agree.
 //!
 //! Lists (and collection deletes, `DELETE` without a name, verb
 //! `deletecollection`) take a `labelSelector` (`a=b`, `a==b`, `a!=b`, `a`,
@@ -297,7 +310,8 @@ impl FakeKube {
     /// written in the URL), a Deployment [`APP`] (1 replica) whose container
     /// env has plain `DB_HOST`, `DB_PORT`, `DB_USER`, `DB_NAME`, `DB_PASSWORD`
     /// from a `secretKeyRef` and `DATABASE_URL` built from them with
-    /// `$(VAR)` references, and one running Pod of it.
+    /// `$(VAR)` references, and (through the Deployment's controller) one
+    /// running, virtual Pod of it, `core-api-HASH-XXXXX`.
     pub fn seed_app(&self, namespace: &str, postgres_url: &str) {
         let parts = UrlParts::parse(postgres_url);
         self.insert("secrets", namespace, app_secret(namespace, &parts));
@@ -307,7 +321,18 @@ impl FakeKube {
             namespace,
             app_deployment(namespace, &template),
         );
-        self.insert("pods", namespace, app_pod(namespace, &template));
+    }
+
+    /// Seeds `namespace` with an in-cluster PostgreSQL as a chart makes
+    /// it: a StatefulSet `name` (1 replica, labels `app=NAME`,
+    /// `app.kubernetes.io/name=postgresql`) whose virtual pod `NAME-0` has
+    /// container port 5432, and a Service `name` selecting it. Port-forwards
+    /// to that pod's 5432 reach `local_port` on 127.0.0.1 (e.g. the test's
+    /// real PostgreSQL).
+    pub fn seed_database(&self, namespace: &str, name: &str, local_port: u16) {
+        self.map_pod_port(namespace, &format!("{name}-0"), DATABASE_PORT, local_port);
+        self.insert("statefulsets", namespace, database_statefulset(name));
+        self.insert("services", namespace, database_service(name));
     }
 
     /// Pods start this much later (they stay `Pending`, `ContainerCreating`).

@@ -252,7 +252,6 @@ pub(super) fn patch(state: &mut State, target: &Target, content_type: &str, body
         return not_found(target);
     };
     merge_patch(object, &patch);
-    mirror_replicas(object);
     let object = object.clone();
     bump(state, target, object)
 }
@@ -330,7 +329,6 @@ pub(super) fn scale(
     }
     let mut object = object.clone();
     object["spec"]["replicas"] = json!(scale["spec"]["replicas"].as_i64().unwrap_or(0));
-    mirror_replicas(&mut object);
     let stored = bump(state, target, object);
     Reply::ok(scale_of(&stored.body))
 }
@@ -362,19 +360,6 @@ pub(super) fn scale_of(object: &Value) -> Value {
         "spec": {"replicas": replicas},
         "status": {"replicas": replicas, "selector": selector},
     })
-}
-
-/// Pretends the controller caught up at once: status follows spec.replicas.
-pub(super) fn mirror_replicas(object: &mut Value) {
-    let replicas = object["spec"]["replicas"].as_i64().unwrap_or(1);
-    let status = json!({
-        "replicas": replicas,
-        "readyReplicas": replicas,
-        "availableReplicas": replicas,
-        "updatedReplicas": replicas,
-        "observedGeneration": object["metadata"]["generation"],
-    });
-    object["status"] = status;
 }
 
 /// Stores a changed spec under a new resourceVersion and generation; a
@@ -422,7 +407,6 @@ pub(super) fn store(
     metadata["creationTimestamp"] = json!(now_rfc3339());
     if is_workload(resource) {
         metadata["generation"] = json!(1);
-        mirror_replicas(&mut object);
     }
     if resource == "secrets" {
         fold_string_data(&mut object);

@@ -121,7 +121,33 @@ pub(super) fn admit_pod(state: &mut State, namespace: &str, pod: &mut Value) -> 
         "qosClass": "BestEffort",
     });
     set_waiting(pod, "ContainerCreating", None);
+    if starts_at_once(state, pod) {
+        set_running(pod, VIRTUAL_CONTAINER);
+    }
     Ok(())
+}
+
+/// The container id of a virtual pod.
+pub(super) const VIRTUAL_CONTAINER: &str = "fake://virtual";
+
+/// Whether the pod runs nothing: no command, or made by a controller.
+pub(super) fn is_virtual(pod: &Value) -> bool {
+    first_container(pod)["command"].is_null()
+        || !array(&pod["metadata"]["ownerReferences"]).is_empty()
+}
+
+/// A virtual pod with nothing to wait for is `Running` as it is created, so
+/// a workload's status is right in the answer that changed it.
+fn starts_at_once(state: &State, pod: &Value) -> bool {
+    let image = text(&first_container(pod)["image"]);
+    is_virtual(pod)
+        && state.kubelet.start_delay.is_zero()
+        && !state
+            .kubelet
+            .failing_images
+            .iter()
+            .any(|p| image.contains(p.as_str()))
+        && container_env(state, pod, first_container(pod)).is_ok()
 }
 
 /// The node every pod is scheduled on.
@@ -181,8 +207,11 @@ pub(super) fn pod_created(state: &mut State, pod: &Value) {
 /// After an object left the store: a pod's run is forgotten and its owner
 /// (Deployment, StatefulSet) reconciled.
 pub(super) fn on_removed(state: &mut State, object: &Value) {
-    if object["kind"] != "Pod" {
-        return;
+    match object["kind"].as_str() {
+        Some("Deployment") => return workload_removed(state, "deployments", object),
+        Some("StatefulSet") => return workload_removed(state, "statefulsets", object),
+        Some("Pod") => {}
+        _ => return,
     }
     let pod = PodRef::of(object);
     if let Some(run) = state.kubelet.run(&pod) {

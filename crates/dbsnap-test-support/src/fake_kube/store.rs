@@ -60,6 +60,9 @@ impl State {
         self.resource_version += 1;
         object["metadata"]["resourceVersion"] = json!(self.resource_version.to_string());
         self.objects.insert(key.clone(), object.clone());
+        if key.0 == "pods" {
+            owner_needs_reconcile(self, &object);
+        }
         object
     }
 
@@ -95,16 +98,21 @@ impl State {
 
 /// Runs the effects queued so far on the server's runtime.
 pub(super) fn run_effects(shared: &Shared) {
-    let (effects, runtime) = {
-        let mut state = lock(shared);
-        (std::mem::take(&mut state.effects), state.runtime.clone())
-    };
-    for effect in effects {
-        match effect {
-            Effect::RunPod(pod) => {
-                runtime.spawn(run_pod(shared.clone(), pod));
+    loop {
+        let (effects, runtime) = {
+            let mut state = lock(shared);
+            (std::mem::take(&mut state.effects), state.runtime.clone())
+        };
+        if effects.is_empty() {
+            return;
+        }
+        for effect in effects {
+            match effect {
+                Effect::RunPod(pod) => {
+                    runtime.spawn(run_pod(shared.clone(), pod));
+                }
+                Effect::Reconcile(key) => reconcile(&mut lock(shared), &key),
             }
-            Effect::Reconcile(key) => reconcile(shared, &key),
         }
     }
 }
