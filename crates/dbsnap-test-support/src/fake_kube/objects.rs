@@ -6,7 +6,8 @@ pub(super) fn discovery(state: &State, method: &Method, path: &str) -> Option<Re
     if method != Method::GET {
         return None;
     }
-    let body = match path.trim_end_matches('/') {
+    let path = path.trim_end_matches('/');
+    let body = match path {
         "/api" => json!({
             "kind": "APIVersions",
             "versions": ["v1"],
@@ -14,115 +15,91 @@ pub(super) fn discovery(state: &State, method: &Method, path: &str) -> Option<Re
                 {"clientCIDR": "0.0.0.0/0", "serverAddress": state.address}
             ],
         }),
-        "/apis" => json!({
-            "kind": "APIGroupList",
-            "apiVersion": "v1",
-            "groups": [{
-                "name": "apps",
-                "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
-                "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"},
-            }],
-        }),
-        "/api/v1" => resource_list("v1", &core_resources()),
-        "/apis/apps/v1" => resource_list("apps/v1", &apps_resources()),
+        "/apis" => api_group_list(),
+        "/api/v1" => resource_list("", "v1"),
         "/version" => json!({
             "major": "1", "minor": "33", "gitVersion": "v1.33.0-fake",
             "platform": "linux/amd64",
         }),
-        _ => return None,
+        _ => {
+            let (group, version) = path.strip_prefix("/apis/")?.split_once('/')?;
+            api_groups().contains(&(group, version)).then_some(())?;
+            resource_list(group, version)
+        }
     };
     Some(Reply::ok(body))
 }
 
-pub(super) fn resource_list(group_version: &str, resources: &[Value]) -> Value {
-    json!({
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": group_version,
-        "resources": resources,
-    })
-}
-
-pub(super) const OBJECT_VERBS: [&str; 8] = [
-    "create",
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-];
-
-pub(super) fn api_resource(name: &str, namespaced: bool, short: &[&str]) -> Value {
-    json!({
-        "name": name,
-        "singularName": kind_of(name).to_lowercase(),
-        "namespaced": namespaced,
-        "kind": kind_of(name),
-        "verbs": OBJECT_VERBS,
-        "shortNames": short,
-    })
-}
-
-pub(super) fn scale_resource(parent: &str) -> Value {
-    json!({
-        "name": format!("{parent}/scale"),
-        "singularName": "",
-        "namespaced": true,
-        "group": "autoscaling",
-        "version": "v1",
-        "kind": "Scale",
-        "verbs": ["get", "patch", "update"],
-    })
-}
-
-pub(super) fn core_resources() -> Vec<Value> {
-    vec![
-        api_resource("namespaces", false, &["ns"]),
-        api_resource("pods", true, &["po"]),
-        api_resource("secrets", true, &[]),
-        api_resource("configmaps", true, &["cm"]),
-        api_resource("services", true, &["svc"]),
-    ]
-}
-
-pub(super) fn apps_resources() -> Vec<Value> {
-    vec![
-        api_resource("deployments", true, &["deploy"]),
-        scale_resource("deployments"),
-        api_resource("statefulsets", true, &["sts"]),
-        scale_resource("statefulsets"),
-    ]
+fn api_group_list() -> Value {
+    let groups: Vec<Value> = api_groups()
+        .iter()
+        .map(|(group, version)| {
+            let preferred =
+                json!({"groupVersion": group_version(group, version), "version": version});
+            json!({"name": group, "versions": [preferred], "preferredVersion": preferred})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 pub(super) fn list(state: &State, target: &Target, query: &str) -> Reply {
-    let wanted_name = field_selector_name(query);
-    let items: Vec<Value> = state
-        .objects
-        .iter()
-        .filter(|((resource, namespace, name), _)| {
-            *resource == target.resource
-                && target.namespace.as_ref().is_none_or(|ns| ns == namespace)
-                && wanted_name.as_ref().is_none_or(|n| n == name)
-        })
-        .map(|(_, object)| object.clone())
-        .collect();
-    Reply::ok(json!({
+    let items = match selected(state, target, query) {
+        Ok(items) => items,
+        Err(reply) => return reply,
+    };
+    Reply::ok(list_of(state, target, items))
+}
+
+/// A `…List` of the target's kind.
+fn list_of(state: &State, target: &Target, items: Vec<Value>) -> Value {
+    json!({
         "kind": format!("{}List", target.kind()),
         "apiVersion": target.api_version(),
         "metadata": {"resourceVersion": state.resource_version.to_string()},
         "items": items,
-    }))
+    })
 }
 
-/// `metadata.name=X` out of a `fieldSelector` (the only field selector kept).
-pub(super) fn field_selector_name(query: &str) -> Option<String> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.strip_prefix("fieldSelector="))
-        .map(|v| v.replace("%3D", "=").replace("%3d", "="))
-        .find_map(|v| v.strip_prefix("metadata.name=").map(str::to_string))
+/// The objects of the target's resource (and namespace, if any) that the
+/// query's selectors keep.
+pub(super) fn selected(state: &State, target: &Target, query: &str) -> Result<Vec<Value>, Reply> {
+    let selection = Selection::from_query(query).map_err(|m| bad_request(&m))?;
+    Ok(state
+        .objects
+        .iter()
+        .filter(|((resource, namespace, _), object)| {
+            *resource == target.resource
+                && target.namespace.as_ref().is_none_or(|ns| ns == namespace)
+                && selection.matches(object)
+        })
+        .map(|(_, object)| object.clone())
+        .collect())
+}
+
+/// `DELETE` of a collection: each selected object is deleted as by its own
+/// `DELETE` (pods terminate gracefully); answers the list of them.
+pub(super) fn delete_collection(
+    state: &mut State,
+    target: &Target,
+    query: &str,
+    body: &[u8],
+) -> Reply {
+    let items = match selected(state, target, query) {
+        Ok(items) => items,
+        Err(reply) => return reply,
+    };
+    let deleted: Vec<Value> = items
+        .iter()
+        .map(|item| {
+            let one = Target::of(
+                &target.resource,
+                &text(&item["metadata"]["namespace"]),
+                &text(&item["metadata"]["name"]),
+            );
+            delete(state, &one, query, body).body
+        })
+        .collect();
+    Reply::ok(list_of(state, target, deleted))
 }
 
 pub(super) fn get(state: &State, target: &Target) -> Reply {
@@ -133,7 +110,7 @@ pub(super) fn get(state: &State, target: &Target) -> Reply {
 }
 
 pub(super) fn create(state: &mut State, target: &Target, body: &[u8]) -> Reply {
-    let Ok(mut object) = serde_json::from_slice::<Value>(body) else {
+    let Ok(object) = serde_json::from_slice::<Value>(body) else {
         return status_reply(
             StatusCode::BAD_REQUEST,
             "BadRequest",
@@ -141,47 +118,127 @@ pub(super) fn create(state: &mut State, target: &Target, body: &[u8]) -> Reply {
             None,
         );
     };
-    let name = object["metadata"]["name"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    if name.is_empty() {
-        return status_reply(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Invalid",
-            &format!(
-                "{} \"\" is invalid: metadata.name: Required value",
-                target.kind()
-            ),
-            None,
-        );
-    }
     let namespace = target.namespace.clone().unwrap_or_default();
-    if !target.is_namespace_object() && !state.objects.contains_key(&namespace_key(&namespace)) {
-        return namespace_not_found(&namespace);
-    }
-    let key = (target.resource.clone(), namespace.clone(), name.clone());
-    if state.objects.contains_key(&key) {
-        let message = format!("{} \"{name}\" already exists", target.qualified());
-        return status_reply(
-            StatusCode::CONFLICT,
-            "AlreadyExists",
-            &message,
-            Some((target, &name)),
-        );
-    }
-    object["kind"] = json!(target.kind());
-    object["apiVersion"] = json!(target.api_version());
-    let stored = store(state, &target.resource, &namespace, object);
-    Reply {
-        status: StatusCode::CREATED,
-        body: stored,
+    match create_object(state, &target.resource, &namespace, object) {
+        Ok(stored) => Reply::new(StatusCode::CREATED, stored),
+        Err(reply) => reply,
     }
 }
 
-pub(super) fn delete(state: &mut State, target: &Target) -> Reply {
-    match state.objects.remove(&target.key()) {
-        Some(object) => Reply::ok(object),
+/// Creates an object as the API server does: a name (or one generated from
+/// `generateName`), the namespace must exist and the name be free,
+/// admission (pods), then the store and whatever follows (a pod starts, a
+/// Deployment gets its pods).
+pub(super) fn create_object(
+    state: &mut State,
+    resource: &str,
+    namespace: &str,
+    mut object: Value,
+) -> Result<Value, Reply> {
+    let target = Target::of(resource, namespace, "");
+    let name = object_name(state, &mut object);
+    if name.is_empty() {
+        let message = format!(
+            "{} \"\" is invalid: metadata.name: Required value",
+            target.kind()
+        );
+        return Err(status_reply(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            &message,
+            None,
+        ));
+    }
+    if !target.is_namespace_object() && !state.objects.contains_key(&namespace_key(namespace)) {
+        return Err(namespace_not_found(namespace));
+    }
+    if state
+        .objects
+        .contains_key(&(resource.into(), namespace.into(), name.clone()))
+    {
+        let message = format!("{} \"{name}\" already exists", target.qualified());
+        return Err(status_reply(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            &message,
+            Some((&target, &name)),
+        ));
+    }
+    object["kind"] = json!(target.kind());
+    object["apiVersion"] = json!(target.api_version());
+    if resource == "pods" {
+        admit_pod(state, namespace, &mut object)?;
+    }
+    let stored = store(state, resource, namespace, object);
+    after_create(state, resource, &stored);
+    Ok(stored)
+}
+
+/// `metadata.name`, or one made from `generateName` and five random characters.
+fn object_name(state: &mut State, object: &mut Value) -> String {
+    if let Some(name) = object["metadata"]["name"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+    {
+        return name.to_string();
+    }
+    let Some(prefix) = object["metadata"]["generateName"].as_str() else {
+        return String::new();
+    };
+    let name = format!("{prefix}{}", random_suffix(state.next_serial()));
+    object["metadata"]["name"] = json!(name);
+    name
+}
+
+/// Five characters as Kubernetes appends them to generated names.
+pub(super) fn random_suffix(seed: u64) -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(seed);
+    let mut bits = hasher.finish();
+    (0..5)
+        .map(|_| {
+            let c = ALPHABET[(bits % ALPHABET.len() as u64) as usize];
+            bits /= ALPHABET.len() as u64;
+            c as char
+        })
+        .collect()
+}
+
+/// What follows a create: a pod starts, a workload gets its pods, a
+/// VolumeSnapshot becomes ready.
+fn after_create(state: &mut State, resource: &str, stored: &Value) {
+    match resource {
+        "pods" => pod_created(state, stored),
+        "deployments" | "statefulsets" => {
+            state
+                .effects
+                .push(Effect::Reconcile(key_of(resource, stored)));
+        }
+        "volumesnapshots" => snapshot_created(state, stored),
+        _ => {}
+    }
+}
+
+/// The store key of a stored object.
+pub(super) fn key_of(resource: &str, object: &Value) -> Key {
+    (
+        resource.to_string(),
+        text(&object["metadata"]["namespace"]),
+        text(&object["metadata"]["name"]),
+    )
+}
+
+pub(super) fn delete(state: &mut State, target: &Target, query: &str, body: &[u8]) -> Reply {
+    if target.resource == "pods" {
+        return delete_pod(state, target, query, body);
+    }
+    match state.take(&target.key()) {
+        Some(object) => {
+            on_removed(state, &object);
+            Reply::ok(object)
+        }
         None => not_found(target),
     }
 }
@@ -195,7 +252,6 @@ pub(super) fn patch(state: &mut State, target: &Target, content_type: &str, body
         return not_found(target);
     };
     merge_patch(object, &patch);
-    mirror_replicas(object);
     let object = object.clone();
     bump(state, target, object)
 }
@@ -273,7 +329,6 @@ pub(super) fn scale(
     }
     let mut object = object.clone();
     object["spec"]["replicas"] = json!(scale["spec"]["replicas"].as_i64().unwrap_or(0));
-    mirror_replicas(&mut object);
     let stored = bump(state, target, object);
     Reply::ok(scale_of(&stored.body))
 }
@@ -307,27 +362,16 @@ pub(super) fn scale_of(object: &Value) -> Value {
     })
 }
 
-/// Pretends the controller caught up at once: status follows spec.replicas.
-pub(super) fn mirror_replicas(object: &mut Value) {
-    let replicas = object["spec"]["replicas"].as_i64().unwrap_or(1);
-    let status = json!({
-        "replicas": replicas,
-        "readyReplicas": replicas,
-        "availableReplicas": replicas,
-        "updatedReplicas": replicas,
-        "observedGeneration": object["metadata"]["generation"],
-    });
-    object["status"] = status;
-}
-
-/// Stores a changed object under a new resourceVersion.
+/// Stores a changed spec under a new resourceVersion and generation; a
+/// workload's controller catches up.
 pub(super) fn bump(state: &mut State, target: &Target, mut object: Value) -> Reply {
-    state.resource_version += 1;
-    object["metadata"]["resourceVersion"] = json!(state.resource_version.to_string());
     let generation = object["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
     object["metadata"]["generation"] = json!(generation);
-    state.objects.insert(target.key(), object.clone());
-    Reply::ok(object)
+    let stored = state.put(target.key(), object);
+    if is_workload(&target.resource) {
+        state.effects.push(Effect::Reconcile(target.key()));
+    }
+    Reply::ok(stored)
 }
 
 pub(super) fn namespace_key(namespace: &str) -> (String, String, String) {
@@ -353,26 +397,33 @@ pub(super) fn store(
     namespace: &str,
     mut object: Value,
 ) -> Value {
-    state.resource_version += 1;
-    let name = object["metadata"]["name"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
+    let name = text(&object["metadata"]["name"]);
+    let serial = state.next_serial();
     let metadata = &mut object["metadata"];
     if !namespace.is_empty() {
         metadata["namespace"] = json!(namespace);
     }
-    metadata["uid"] = json!(fake_uid(state.resource_version));
-    metadata["resourceVersion"] = json!(state.resource_version.to_string());
+    metadata["uid"] = json!(fake_uid(serial));
     metadata["creationTimestamp"] = json!(now_rfc3339());
-    if kind_of(resource) == "Deployment" || kind_of(resource) == "StatefulSet" {
+    if is_workload(resource) {
         metadata["generation"] = json!(1);
-        mirror_replicas(&mut object);
     }
-    state
-        .objects
-        .insert((resource.into(), namespace.into(), name), object.clone());
-    object
+    if resource == "secrets" {
+        fold_string_data(&mut object);
+    }
+    state.put((resource.into(), namespace.into(), name), object)
+}
+
+/// A Secret's `stringData` moves into `data`, base64-encoded, as on a real write.
+fn fold_string_data(secret: &mut Value) {
+    let Some(Value::Object(plain)) = secret.as_object_mut().and_then(|s| s.remove("stringData"))
+    else {
+        return;
+    };
+    for (key, value) in plain {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(text(&value));
+        secret["data"][key] = json!(encoded);
+    }
 }
 
 pub(super) fn fake_uid(n: u64) -> String {
@@ -380,9 +431,13 @@ pub(super) fn fake_uid(n: u64) -> String {
 }
 
 pub(super) fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let now = now.replace_nanosecond(0).unwrap_or(now);
-    now.format(&time::format_description::well_known::Rfc3339)
+    rfc3339(time::OffsetDateTime::now_utc())
+}
+
+/// A timestamp as the API writes them (seconds, `Z`).
+pub(super) fn rfc3339(at: time::OffsetDateTime) -> String {
+    let at = at.replace_nanosecond(0).unwrap_or(at);
+    at.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
@@ -411,7 +466,7 @@ pub(super) fn status_reply(
         }
         body["details"] = detail;
     }
-    Reply { status, body }
+    Reply::new(status, body)
 }
 
 pub(super) fn not_found(target: &Target) -> Reply {
@@ -426,14 +481,7 @@ pub(super) fn not_found(target: &Target) -> Reply {
 }
 
 pub(super) fn namespace_not_found(namespace: &str) -> Reply {
-    let target = Target {
-        group: "",
-        resource: "namespaces".into(),
-        namespace: None,
-        name: Some(namespace.into()),
-        subresource: None,
-    };
-    not_found(&target)
+    not_found(&Target::of("namespaces", "", namespace))
 }
 
 pub(super) fn not_found_path() -> Reply {

@@ -81,15 +81,43 @@ pub(super) fn app_deployment(namespace: &str, template: &Value) -> Value {
     })
 }
 
-pub(super) fn app_pod(namespace: &str, template: &Value) -> Value {
+/// Labels of a seeded database's pods.
+pub(super) fn database_labels(name: &str) -> Value {
+    json!({"app": name, "app.kubernetes.io/name": "postgresql"})
+}
+
+/// A one-replica PostgreSQL StatefulSet, as a chart makes it.
+pub(super) fn database_statefulset(name: &str) -> Value {
     json!({
-        "kind": "Pod", "apiVersion": "v1",
-        "metadata": {
-            "name": format!("{APP}-5d8f7c9b6d-x2k4q"),
-            "namespace": namespace,
-            "labels": template["metadata"]["labels"],
+        "metadata": {"name": name, "labels": database_labels(name)},
+        "spec": {
+            "replicas": 1,
+            "serviceName": name,
+            "selector": {"matchLabels": database_labels(name)},
+            "template": {
+                "metadata": {"labels": database_labels(name)},
+                "spec": {"containers": [{
+                    "name": "postgresql",
+                    "image": "docker.io/library/postgres:17",
+                    "ports": [{"name": "tcp-postgresql", "containerPort": DATABASE_PORT, "protocol": "TCP"}],
+                }]},
+            },
         },
-        "spec": template["spec"],
-        "status": {"phase": "Running", "podIP": "10.244.0.12"},
     })
 }
+
+/// The Service in front of a seeded database.
+pub(super) fn database_service(name: &str) -> Value {
+    json!({
+        "metadata": {"name": name, "labels": database_labels(name)},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": "10.96.0.42",
+            "selector": database_labels(name),
+            "ports": [{"name": "tcp-postgresql", "port": DATABASE_PORT, "targetPort": "tcp-postgresql", "protocol": "TCP"}],
+        },
+    })
+}
+
+/// The port of a seeded database's container.
+pub(super) const DATABASE_PORT: u16 = 5432;

@@ -50,19 +50,6 @@ impl TlsMaterial {
     }
 }
 
-pub(super) fn run_server(
-    listener: std::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    state: Shared,
-    shutdown: tokio::sync::oneshot::Receiver<()>,
-) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("fake kube runtime");
-    runtime.block_on(accept_loop(listener, acceptor, state, shutdown));
-}
-
 pub(super) async fn accept_loop(
     listener: std::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
@@ -93,61 +80,162 @@ pub(super) async fn serve_connection(
     let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+        .with_upgrades()
         .await;
 }
 
-/// What the fake answers: a status code and a JSON body.
+/// A response body: whole, or streamed (watch).
+pub(super) type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// What the fake answers: a status code and a JSON body (or plain text).
 pub(super) struct Reply {
     pub(super) status: StatusCode,
     pub(super) body: Value,
+    /// `text/plain` with `body` as a string, instead of JSON.
+    pub(super) plain: bool,
 }
 
 impl Reply {
-    pub(super) fn ok(body: Value) -> Reply {
+    pub(super) fn new(status: StatusCode, body: Value) -> Reply {
         Reply {
-            status: StatusCode::OK,
+            status,
             body,
+            plain: false,
         }
     }
+
+    pub(super) fn ok(body: Value) -> Reply {
+        Reply::new(StatusCode::OK, body)
+    }
+
+    pub(super) fn text(text: String) -> Reply {
+        Reply {
+            plain: true,
+            ..Reply::ok(Value::String(text))
+        }
+    }
+}
+
+/// The parts of a request the routes read.
+pub(super) struct Call {
+    pub(super) method: Method,
+    pub(super) path: String,
+    pub(super) query: String,
+}
+
+impl Call {
+    fn of(req: &Request<Incoming>) -> Call {
+        Call {
+            method: req.method().clone(),
+            path: req.uri().path().to_string(),
+            query: req.uri().query().unwrap_or("").to_string(),
+        }
+    }
+}
+
+/// Records a request in the log.
+pub(super) fn log_request(state: &Shared, call: &Call, status: StatusCode) {
+    lock(state).log.push(LoggedRequest {
+        method: call.method.to_string(),
+        path: call.path.clone(),
+        query: call.query.clone(),
+        status: status.as_u16(),
+    });
 }
 
 pub(super) async fn handle(
     state: Shared,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
-    let authorized = is_authorized(&req);
+) -> Result<Response<Body>, Infallible> {
+    let call = Call::of(&req);
+    if !is_authorized(&req) {
+        let reply = status_reply(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized",
+            None,
+        );
+        log_request(&state, &call, reply.status);
+        return Ok(to_response(reply));
+    }
+    if is_websocket(&req) {
+        return Ok(websocket_route(&state, &call, req));
+    }
+    Ok(answer(&state, &call, req).await)
+}
+
+/// Exec and port-forward: checked under the lock, then upgraded to a
+/// websocket whose session runs on its own task.
+fn websocket_route(state: &Shared, call: &Call, req: Request<Incoming>) -> Response<Body> {
+    let response = match upgrade_session(state, call, req) {
+        Ok(response) => response,
+        Err(reply) => to_response(reply),
+    };
+    log_request(state, call, response.status());
+    response
+}
+
+fn upgrade_session(
+    state: &Shared,
+    call: &Call,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Reply> {
+    let target = Target::parse(&call.path).ok_or_else(not_found_path)?;
+    let guard = lock(state);
+    let verb = verb_of(&call.method, &target);
+    if guard.denies.iter().any(|d| d.matches(&target, verb)) {
+        return Err(forbidden(&target, verb));
+    }
+    match (target.resource.as_str(), target.subresource.as_deref()) {
+        ("pods", Some("exec")) => {
+            let plan = plan_exec(&guard, &target, &call.query)?;
+            drop(guard);
+            let protocol = pick_protocol(&req, &CHANNEL_PROTOCOLS).ok_or_else(no_subprotocol)?;
+            let shared = state.clone();
+            Ok(upgrade(state, req, protocol, move |socket| {
+                exec_session(shared, plan, protocol, socket)
+            }))
+        }
+        _ => Err(bad_request(
+            "the fake upgrades pods/exec and pods/portforward only",
+        )),
+    }
+}
+
+/// kubectl falls back to SPDY when a websocket upgrade fails; the fake
+/// does not speak it.
+fn no_spdy() -> Reply {
+    bad_request("the fake serves exec and port-forward over websockets only, not SPDY")
+}
+
+fn no_subprotocol() -> Reply {
+    bad_request(&format!(
+        "no websocket subprotocol the fake speaks was offered (it speaks {})",
+        CHANNEL_PROTOCOLS.join(", ")
+    ))
+}
+
+/// A plain request: read the body, route it under the lock, then run what
+/// it queued.
+async fn answer(state: &Shared, call: &Call, req: Request<Incoming>) -> Response<Body> {
     let content_type = header(&req, "content-type");
-    let wants_table = method == Method::GET && header(&req, "accept").contains("as=Table");
+    let wants_table = call.method == Method::GET && header(&req, "accept").contains("as=Table");
     let body = match req.into_body().collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => Bytes::new(),
     };
-    let reply = if authorized {
-        let mut guard = lock(&state);
-        let reply = route(&mut guard, &method, &path, &query, &content_type, &body);
+    let reply = {
+        let mut guard = lock(state);
+        let reply = route(&mut guard, call, &content_type, &body);
         if wants_table {
             tabulate(reply)
         } else {
             reply
         }
-    } else {
-        status_reply(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "Unauthorized",
-            None,
-        )
     };
-    lock(&state).log.push(LoggedRequest {
-        method: method.to_string(),
-        path,
-        query,
-        status: reply.status.as_u16(),
-    });
-    Ok(to_response(reply))
+    run_effects(state);
+    log_request(state, call, reply.status);
+    to_response(reply)
 }
 
 pub(super) fn header(req: &Request<Incoming>, name: &str) -> String {
@@ -162,31 +250,28 @@ pub(super) fn is_authorized(req: &Request<Incoming>) -> bool {
     header(req, "authorization") == format!("Bearer {TOKEN}")
 }
 
-pub(super) fn to_response(reply: Reply) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(reply.body.to_string())));
+pub(super) fn to_response(reply: Reply) -> Response<Body> {
+    let (bytes, content_type) = match (&reply.body, reply.plain) {
+        (Value::String(text), true) => (Bytes::from(text.clone()), "text/plain"),
+        (body, _) => (Bytes::from(body.to_string()), "application/json"),
+    };
+    let mut response = Response::new(Full::new(bytes).boxed());
     *response.status_mut() = reply.status;
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
+        hyper::header::HeaderValue::from_static(content_type),
     );
     response
 }
 
-pub(super) fn route(
-    state: &mut State,
-    method: &Method,
-    path: &str,
-    query: &str,
-    content_type: &str,
-    body: &[u8],
-) -> Reply {
-    if let Some(reply) = discovery(state, method, path) {
+pub(super) fn route(state: &mut State, call: &Call, content_type: &str, body: &[u8]) -> Reply {
+    if let Some(reply) = discovery(state, &call.method, &call.path) {
         return reply;
     }
-    let Some(target) = Target::parse(path) else {
+    let Some(target) = Target::parse(&call.path) else {
         return not_found_path();
     };
-    let verb = verb_of(method, &target);
+    let verb = verb_of(&call.method, &target);
     if state.denies.iter().any(|d| d.matches(&target, verb)) {
         return forbidden(&target, verb);
     }
@@ -198,15 +283,23 @@ pub(super) fn route(
             None,
         );
     }
+    let query = call.query.as_str();
     match (verb, target.subresource.as_deref()) {
         ("list", None) => list(state, &target, query),
         ("get", None) => get(state, &target),
         ("create", None) => create(state, &target, body),
-        ("delete", None) => delete(state, &target),
+        ("delete", None) => delete(state, &target, query, body),
+        ("deletecollection", None) => delete_collection(state, &target, query, body),
         ("patch", None) if is_patchable(&target) => patch(state, &target, content_type, body),
         (_, Some("scale")) if is_scalable(&target) => {
             scale(state, &target, verb, content_type, body)
         }
+        ("get", Some("log")) if target.resource == "pods" => pod_log(state, &target),
+        (_, Some("exec")) => match plan_exec(state, &target, query) {
+            Ok(_) => no_spdy(),
+            Err(refusal) => refusal,
+        },
+        (_, Some("portforward" | "attach")) => no_spdy(),
         _ => status_reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
@@ -217,12 +310,20 @@ pub(super) fn route(
 }
 
 pub(super) fn verb_of(method: &Method, target: &Target) -> &'static str {
+    // RBAC checks `create` on streaming subresources, whatever the method.
+    if matches!(
+        target.subresource.as_deref(),
+        Some("exec" | "portforward" | "attach")
+    ) {
+        return "create";
+    }
     match *method {
         Method::GET if target.name.is_none() => "list",
         Method::GET => "get",
         Method::POST => "create",
         Method::PUT => "update",
         Method::PATCH => "patch",
+        Method::DELETE if target.name.is_none() => "deletecollection",
         Method::DELETE => "delete",
         _ => "unknown",
     }
@@ -232,53 +333,46 @@ pub(super) fn verb_of(method: &Method, target: &Target) -> &'static str {
 #[derive(Debug)]
 pub(super) struct Target {
     pub(super) group: &'static str,
+    pub(super) version: &'static str,
     pub(super) resource: String,
     pub(super) namespace: Option<String>,
     pub(super) name: Option<String>,
     pub(super) subresource: Option<String>,
 }
 
-pub(super) const CORE_RESOURCES: [&str; 5] =
-    ["namespaces", "pods", "secrets", "configmaps", "services"];
-pub(super) const APPS_RESOURCES: [&str; 2] = ["deployments", "statefulsets"];
-
 impl Target {
     pub(super) fn parse(path: &str) -> Option<Target> {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let (group, rest) = match segments.as_slice() {
-            ["api", "v1", rest @ ..] => ("", rest),
-            ["apis", "apps", "v1", rest @ ..] => ("apps", rest),
+        let (group, version, rest) = match segments.as_slice() {
+            ["api", "v1", rest @ ..] => ("", "v1", rest),
+            ["apis", group, version, rest @ ..] => (*group, *version, rest),
             _ => return None,
         };
-        let target = Target::from_segments(group, rest)?;
-        let known: &[&str] = if group.is_empty() {
-            &CORE_RESOURCES
-        } else {
-            &APPS_RESOURCES
-        };
-        known.contains(&target.resource.as_str()).then_some(target)
+        let (resource, namespace, name, subresource) = split_path(rest)?;
+        let info = find_resource(group, version, resource)?;
+        let owned = |s: Option<&str>| s.map(str::to_string);
+        Some(Target {
+            group: info.group,
+            version: info.version,
+            resource: resource.to_string(),
+            namespace: owned(namespace),
+            name: owned(name),
+            subresource: owned(subresource),
+        })
     }
 
-    pub(super) fn from_segments(group: &'static str, rest: &[&str]) -> Option<Target> {
-        let owned = |s: &&str| s.to_string();
-        let (resource, namespace, name, subresource) = match rest {
-            ["namespaces"] => ("namespaces", None, None, None),
-            ["namespaces", ns] if group.is_empty() => ("namespaces", None, Some(*ns), None),
-            ["namespaces", ns, resource] => (*resource, Some(*ns), None, None),
-            ["namespaces", ns, resource, name] => (*resource, Some(*ns), Some(*name), None),
-            ["namespaces", ns, resource, name, sub] => {
-                (*resource, Some(*ns), Some(*name), Some(*sub))
-            }
-            [resource] => (*resource, None, None, None),
-            _ => return None,
-        };
-        Some(Target {
-            group,
+    /// A target built in code (not from a path).
+    pub(super) fn of(resource: &str, namespace: &str, name: &str) -> Target {
+        let info = RESOURCES.iter().find(|r| r.name == resource);
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        Target {
+            group: info.map_or("", |r| r.group),
+            version: info.map_or("v1", |r| r.version),
             resource: resource.to_string(),
-            namespace: namespace.as_ref().map(owned),
-            name: name.as_ref().map(owned),
-            subresource: subresource.as_ref().map(owned),
-        })
+            namespace: some(namespace),
+            name: some(name),
+            subresource: None,
+        }
     }
 
     /// `deployments` or `deployments/scale`, as RBAC names it.
@@ -302,7 +396,7 @@ impl Target {
         self.resource == "namespaces"
     }
 
-    pub(super) fn key(&self) -> (String, String, String) {
+    pub(super) fn key(&self) -> Key {
         (
             self.resource.clone(),
             self.namespace.clone().unwrap_or_default(),
@@ -314,32 +408,30 @@ impl Target {
         kind_of(&self.resource)
     }
 
-    pub(super) fn api_version(&self) -> &'static str {
-        if self.group.is_empty() {
-            "v1"
-        } else {
-            "apps/v1"
-        }
+    pub(super) fn api_version(&self) -> String {
+        group_version(self.group, self.version)
     }
 }
 
-pub(super) fn kind_of(resource: &str) -> &'static str {
-    match resource {
-        "namespaces" => "Namespace",
-        "pods" => "Pod",
-        "secrets" => "Secret",
-        "configmaps" => "ConfigMap",
-        "services" => "Service",
-        "deployments" => "Deployment",
-        "statefulsets" => "StatefulSet",
-        _ => "Unknown",
-    }
+/// `(resource, namespace, name, subresource)` out of the segments after the group version.
+type PathParts<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+
+fn split_path<'a>(rest: &[&'a str]) -> Option<PathParts<'a>> {
+    Some(match *rest {
+        ["namespaces", ns, resource] => (resource, Some(ns), None, None),
+        ["namespaces", ns, resource, name] => (resource, Some(ns), Some(name), None),
+        ["namespaces", ns, resource, name, sub] => (resource, Some(ns), Some(name), Some(sub)),
+        [resource] => (resource, None, None, None),
+        [resource, name] => (resource, None, Some(name), None),
+        [resource, name, sub] => (resource, None, Some(name), Some(sub)),
+        _ => return None,
+    })
 }
 
 pub(super) fn is_patchable(target: &Target) -> bool {
-    target.group == "apps" && target.name.is_some()
+    target.name.is_some()
 }
 
 pub(super) fn is_scalable(target: &Target) -> bool {
-    target.group == "apps" && target.name.is_some()
+    is_workload(&target.resource) && target.name.is_some()
 }

@@ -70,12 +70,14 @@ pub(super) fn table_row(kind: &str, object: &Value) -> Value {
     let count = |v: &Value| v.as_object().map_or(0, Map::len).to_string();
     let replicas = |field: &str| object["status"][field].as_i64().unwrap_or(0);
     let ready = format!("{}/{}", replicas("readyReplicas"), replicas("replicas"));
-    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
     let mut cells = vec![object["metadata"]["name"].clone()];
     cells.extend(
         match kind {
             "Namespace" => vec![text(&object["status"]["phase"])],
-            "Pod" => vec!["1/1".into(), text(&object["status"]["phase"]), "0".into()],
+            "Pod" => {
+                let (ready, status) = pod_summary(object);
+                vec![ready, status, "0".into()]
+            }
             "Secret" => vec![text(&object["type"]), count(&object["data"])],
             "ConfigMap" => vec![count(&object["data"])],
             "Service" => vec![
