@@ -630,6 +630,7 @@ async fn create_cmd(
             hint: "use one of them".into(),
         });
     }
+    args.k8s.check_used(&args.scale, t.k8s.as_ref())?;
     let k8s = args.k8s.settings(t.k8s.as_ref())?;
     if k8s.is_some() && !(args.databases.is_empty() && t.databases.is_empty()) {
         return Err(CoreError::Config {

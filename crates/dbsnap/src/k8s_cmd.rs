@@ -80,13 +80,6 @@ impl K8sArgs {
     pub fn settings(&self, target: Option<&K8sTarget>) -> Result<Option<K8sSettings>, CoreError> {
         let t = target.cloned().unwrap_or_default();
         let Some(text) = self.k8s.clone().or(target.map(|t| t.workload.clone())) else {
-            if self.namespace.is_some() || self.context.is_some() {
-                return Err(CoreError::Config {
-                    message: "--namespace and --context apply only with --k8s".into(),
-                    hint: "add --k8s deploy/NAME (or k8s = { workload = ... } in the target)"
-                        .into(),
-                });
-            }
             return Ok(None);
         };
         let workload = single_workload(&text)?;
@@ -113,6 +106,31 @@ impl K8sArgs {
             via: self.via,
             read_secret: self.read_secret,
         }))
+    }
+}
+
+impl K8sArgs {
+    /// Refuses cluster flags that nothing would use (no `--k8s`, no
+    /// `--scale`, nothing in the target).
+    pub fn check_used(&self, scale: &ScaleArgs, target: Option<&K8sTarget>) -> Result<(), CoreError> {
+        let used = self.k8s.is_some() || scale.scale.is_some() || target.is_some();
+        let given: Vec<&str> = [
+            self.namespace.as_ref().map(|_| "--namespace"),
+            self.context.as_ref().map(|_| "--context"),
+            self.kubeconfig.as_ref().map(|_| "--kubeconfig"),
+            self.image.as_ref().map(|_| "--image"),
+            self.container.as_ref().map(|_| "--container"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if used || given.is_empty() {
+            return Ok(());
+        }
+        Err(CoreError::Config {
+            message: format!("{} apply only with --k8s or --scale", given.join(", ")),
+            hint: "add --k8s deploy/NAME (or k8s = { workload = ... } in the target), or drop them".into(),
+        })
     }
 }
 

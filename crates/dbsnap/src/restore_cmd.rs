@@ -34,7 +34,9 @@ pub async fn run(
     show_progress: bool,
 ) -> Result<u8, CoreError> {
     let target = args.target.as_ref().map(|t| config.target(t)).transpose()?;
-    let Some(k) = args.k8s.settings(target.and_then(|t| t.k8s.as_ref()))? else {
+    let target_k8s = target.and_then(|t| t.k8s.as_ref());
+    args.k8s.check_used(&args.scale, target_k8s)?;
+    let Some(k) = args.k8s.settings(target_k8s)? else {
         return run_on(
             args,
             g,
