@@ -89,7 +89,19 @@
 //! `pods/exec` whatever the method. kubectl's SPDY fallback is answered
 //! with the same checks, then `400` (SPDY is not spoken).
 //!
-//! Not in this slice: port-forward, watch, OpenAPI
+//! ## Port-forward
+//!
+//! `pods/{name}/portforward?ports=P` upgrades to a websocket
+//! (`v4.channel.k8s.io` or `v5`, as kube-rs asks) with kube-rs' framing:
+//! port `i` on data channel `2i` and error channel `2i+1`, each opened by a
+//! frame holding the port (u16 little-endian). Each port connects to
+//! 127.0.0.1: a process pod's port is the same local port, a pod with a
+//! port map ([`FakeKube::map_pod_port`], [`FakeKube::seed_database`]) the
+//! mapped one; a port nothing listens on gets the kubelet's error on its
+//! error channel. RBAC is `create` on `pods/portforward`. kubectl's
+//! port-forward (SPDY, or SPDY tunnelled in a websocket) is not spoken.
+//!
+//! Not in this slice: watch, OpenAPI
 //! (so `kubectl create -f` needs `--validate=false`), server-side
 //! apply, JSON patch and protobuf bodies (both `415`; kubectl's generators
 //! such as `kubectl create configmap NAME` send protobuf, `kubectl create -f`
@@ -451,6 +463,7 @@ mod exec;
 mod kubelet;
 mod objects;
 mod pods;
+mod portforward;
 mod process;
 mod resources;
 mod seed;
@@ -466,6 +479,7 @@ use exec::*;
 use kubelet::*;
 use objects::*;
 use pods::*;
+use portforward::*;
 use process::*;
 use resources::*;
 use seed::*;
