@@ -9,8 +9,15 @@
 //!   (plain `APIVersions`/`APIGroupList`/`APIResourceList`; kubectl falls
 //!   back to them from aggregated discovery);
 //! - get, list, create and delete of `namespaces`, `pods`, `secrets`,
-//!   `configmaps`, `services` (core v1) and `deployments`, `statefulsets`
-//!   (apps/v1); JSON merge (and strategic merge, treated as merge) patch of
+//!   `configmaps`, `services`, `persistentvolumeclaims` (core v1),
+//!   `deployments`, `statefulsets` (apps/v1), `ingresses`
+//!   (networking.k8s.io/v1), `cronjobs` (batch/v1),
+//!   `horizontalpodautoscalers` (autoscaling/v2), `volumesnapshots` and
+//!   `volumesnapshotclasses` (snapshot.storage.k8s.io/v1), all listed in
+//!   discovery and tabulated for `kubectl get`; a claim is `Bound` as it is
+//!   created, a snapshot `readyToUse` 200 ms later (with
+//!   `boundVolumeSnapshotContentName`, `creationTime` and its claim's size
+//!   as `restoreSize`); JSON merge (and strategic merge, treated as merge) patch of
 //!   any object; `generateName`; a Secret's `stringData` folded into `data`;
 //! - get, put and patch of the `deployments/{name}/scale` and
 //!   `statefulsets/{name}/scale` subresources (autoscaling/v1 `Scale`),
@@ -469,6 +476,7 @@ mod resources;
 mod seed;
 mod selectors;
 mod server;
+mod storage;
 mod store;
 mod tables;
 mod websocket;
@@ -485,6 +493,7 @@ use resources::*;
 use seed::*;
 use selectors::*;
 use server::*;
+use storage::*;
 use store::*;
 use tables::*;
 use websocket::*;

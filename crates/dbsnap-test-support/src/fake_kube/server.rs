@@ -402,10 +402,6 @@ impl Target {
         }
     }
 
-    pub(super) fn is_namespace_object(&self) -> bool {
-        self.resource == "namespaces"
-    }
-
     pub(super) fn key(&self) -> Key {
         (
             self.resource.clone(),
