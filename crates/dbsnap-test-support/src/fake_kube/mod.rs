@@ -108,11 +108,16 @@
 //! error channel. RBAC is `create` on `pods/portforward`. kubectl's
 //! port-forward (SPDY, or SPDY tunnelled in a websocket) is not spoken.
 //!
-//! Not in this slice: watch, OpenAPI
-//! (so `kubectl create -f` needs `--validate=false`), server-side
-//! apply, JSON patch and protobuf bodies (both `415`; kubectl's generators
-//! such as `kubectl create configmap NAME` send protobuf, `kubectl create -f`
-//! sends JSON).
+//! Not in this slice: watch (`?watch=true` is answered as a plain list,
+//! so `kubectl get -w` and `kubectl wait` do not work), `pods/attach`, SPDY
+//! (kubectl's port-forward; kubectl's exec fallback gets a `400`), `tty`
+//! (ignored: no terminal), other containers than the first (they do not
+//! run; exec into them runs with their env), container restarts,
+//! `resourceFieldRef`, ReplicaSets and Jobs as objects, OpenAPI (so
+//! `kubectl create -f` needs `--validate=false`), server-side apply, JSON
+//! patch and protobuf bodies (both `415`; kubectl's generators such as
+//! `kubectl create configmap NAME` send protobuf, `kubectl create -f` sends
+//! JSON).
 
 use base64::Engine as _;
 use http_body_util::{BodyExt, Full};
