@@ -84,7 +84,12 @@ async fn a_deployment_keeps_its_replicas_as_pods() {
         "the old pod stays"
     );
     let status = deployments.get(APP).await.unwrap().status.unwrap();
-    assert_eq!(status.ready_replicas, Some(3));
+    assert_eq!(
+        status.ready_replicas,
+        Some(3),
+        "{status:?} {:#?}",
+        kube.objects("pods", Some(NS))
+    );
 
     deployments
         .patch_scale(APP, &params, &scale_to(0))
@@ -147,7 +152,8 @@ async fn a_statefulset_keeps_ordinal_pods() {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "db-2 never came back"
+            "db-2 never came back: {:#}",
+            serde_json::Value::Array(kube.objects("pods", Some(NS)))
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

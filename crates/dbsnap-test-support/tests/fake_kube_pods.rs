@@ -328,3 +328,20 @@ async fn a_pod_without_a_command_is_virtual_and_names_can_be_generated() {
     assert!(kube.object("pods", NS, &name).unwrap()["metadata"]["deletionTimestamp"].is_string());
     wait_gone(&kube, NS, &name).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_deleted_as_soon_as_it_is_created_goes() {
+    let kube = started();
+    let pods: Api<Pod> = Api::namespaced(client(&kube).await, NS);
+    for round in 0..10 {
+        let name = format!("brief-{round}");
+        pods.create(&PostParams::default(), &shell_pod(&name, "sleep 300"))
+            .await
+            .unwrap();
+        pods.delete(&name, &DeleteParams::default()).await.unwrap();
+    }
+    for round in 0..10 {
+        wait_gone(&kube, NS, &format!("brief-{round}")).await;
+    }
+    wait_no_processes(&kube).await;
+}

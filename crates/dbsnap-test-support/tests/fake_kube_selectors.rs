@@ -99,15 +99,7 @@ fn kubectl_gets_and_deletes_by_label() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     kube.write_kubeconfig(&dir.join("kubeconfig")).unwrap();
-    let kubectl = |args: &[&str]| {
-        let output = common::kubectl_command(dir, NS)
-            .args(args)
-            .output()
-            .expect("run kubectl");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "kubectl {args:?}: {stderr}");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
+    let kubectl = |args: &[&str]| common::kubectl_ok(dir, NS, args);
     let listed = kubectl(&["get", "pods", "-l", "app=web", "-o", "name"]);
     assert_eq!(listed, "pod/web-1\npod/web-2\n");
     let listed = kubectl(&[

@@ -1,7 +1,8 @@
 //! Runs the fake Kubernetes API server by hand:
 //! `fake-kube --kubeconfig FILE [--postgres URL]` writes a kubeconfig for
-//! it, seeds the namespace `poolside` with the app `core-api`, and serves
-//! until killed.
+//! it, seeds the namespace `poolside` with the app `core-api` (its pod made
+//! by its Deployment), and serves until killed. Pods created through it run
+//! as local processes, as in tests.
 
 use dbsnap_test_support::fake_kube::{FakeKube, APP, APP_SECRET};
 use std::path::PathBuf;
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
         args.kubeconfig.display()
     );
     println!(
-        "fake-kube: seeded namespace {NAMESPACE}: deployment {APP}, secret {APP_SECRET}, one pod"
+        "fake-kube: seeded namespace {NAMESPACE}: deployment {APP} (one pod), secret {APP_SECRET}"
     );
     println!(
         "fake-kube: try kubectl --kubeconfig {} get deploy -n {NAMESPACE}; Ctrl-C stops",

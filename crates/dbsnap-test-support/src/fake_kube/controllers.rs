@@ -228,6 +228,3 @@ pub(super) fn workload_removed(state: &mut State, resource: &str, workload: &Val
         delete_pod(state, &Target::of("pods", &namespace, &name), "", b"");
     }
 }
-
-/// A new VolumeSnapshot becomes ready shortly.
-pub(super) fn snapshot_created(_state: &mut State, _snapshot: &Value) {}

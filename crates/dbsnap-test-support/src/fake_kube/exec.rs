@@ -12,11 +12,9 @@
 //! its output is sent.
 
 use super::*;
-use futures::{SinkExt as _, StreamExt as _};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use futures::StreamExt as _;
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 /// What an exec request asks for, checked against the pod.
@@ -169,60 +167,6 @@ async fn drain(pumps: [tokio::task::JoinHandle<()>; 2], started: &Started) {
         signal_group(started.pgid, rustix::process::Signal::KILL);
         both.await;
     }
-}
-
-type Sink = futures::stream::SplitSink<Socket, Message>;
-type Source = futures::stream::SplitStream<Socket>;
-
-/// Sends queued frames until the queue closes; hands the sink back.
-async fn write_frames(mut queue: mpsc::Receiver<Message>, mut sink: Sink) -> Sink {
-    while let Some(frame) = queue.recv().await {
-        if sink.send(frame).await.is_err() {
-            break;
-        }
-    }
-    sink
-}
-
-/// Closes the websocket normally once every frame is sent.
-async fn close(writer: tokio::task::JoinHandle<Sink>) {
-    if let Ok(mut sink) = writer.await {
-        let frame = CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        };
-        let _ = sink.send(Message::Close(Some(frame))).await;
-        let _ = sink.close().await;
-    }
-}
-
-/// Copies a process's output into frames of `channel` (or drops it when
-/// the client did not ask for it).
-fn pump(
-    stream: Option<BoxedRead>,
-    channel: u8,
-    forward: bool,
-    frames: &mpsc::Sender<Message>,
-) -> tokio::task::JoinHandle<()> {
-    let frames = frames.clone();
-    tokio::spawn(async move {
-        let Some(mut stream) = stream else {
-            return;
-        };
-        let mut buffer = vec![0u8; 32 * 1024];
-        while let Ok(n @ 1..) = stream.read(&mut buffer).await {
-            if forward && frames.send(frame(channel, &buffer[..n])).await.is_err() {
-                return;
-            }
-        }
-    })
-}
-
-fn frame(channel: u8, data: &[u8]) -> Message {
-    let mut bytes = Vec::with_capacity(data.len() + 1);
-    bytes.push(channel);
-    bytes.extend_from_slice(data);
-    Message::binary(bytes)
 }
 
 /// Feeds stdin frames to the process until the client closes or goes.

@@ -9,8 +9,15 @@
 //!   (plain `APIVersions`/`APIGroupList`/`APIResourceList`; kubectl falls
 //!   back to them from aggregated discovery);
 //! - get, list, create and delete of `namespaces`, `pods`, `secrets`,
-//!   `configmaps`, `services` (core v1) and `deployments`, `statefulsets`
-//!   (apps/v1); JSON merge (and strategic merge, treated as merge) patch of
+//!   `configmaps`, `services`, `persistentvolumeclaims` (core v1),
+//!   `deployments`, `statefulsets` (apps/v1), `ingresses`
+//!   (networking.k8s.io/v1), `cronjobs` (batch/v1),
+//!   `horizontalpodautoscalers` (autoscaling/v2), `volumesnapshots` and
+//!   `volumesnapshotclasses` (snapshot.storage.k8s.io/v1), all listed in
+//!   discovery and tabulated for `kubectl get`; a claim is `Bound` as it is
+//!   created, a snapshot `readyToUse` 200 ms later (with
+//!   `boundVolumeSnapshotContentName`, `creationTime` and its claim's size
+//!   as `restoreSize`); JSON merge (and strategic merge, treated as merge) patch of
 //!   any object; `generateName`; a Secret's `stringData` folded into `data`;
 //! - get, put and patch of the `deployments/{name}/scale` and
 //!   `statefulsets/{name}/scale` subresources (autoscaling/v1 `Scale`),
@@ -89,11 +96,28 @@
 //! `pods/exec` whatever the method. kubectl's SPDY fallback is answered
 //! with the same checks, then `400` (SPDY is not spoken).
 //!
-//! Not in this slice: port-forward, watch, OpenAPI
-//! (so `kubectl create -f` needs `--validate=false`), server-side
-//! apply, JSON patch and protobuf bodies (both `415`; kubectl's generators
-//! such as `kubectl create configmap NAME` send protobuf, `kubectl create -f`
-//! sends JSON).
+//! ## Port-forward
+//!
+//! `pods/{name}/portforward?ports=P` upgrades to a websocket
+//! (`v4.channel.k8s.io` or `v5`, as kube-rs asks) with kube-rs' framing:
+//! port `i` on data channel `2i` and error channel `2i+1`, each opened by a
+//! frame holding the port (u16 little-endian). Each port connects to
+//! 127.0.0.1: a process pod's port is the same local port, a pod with a
+//! port map ([`FakeKube::map_pod_port`], [`FakeKube::seed_database`]) the
+//! mapped one; a port nothing listens on gets the kubelet's error on its
+//! error channel. RBAC is `create` on `pods/portforward`. kubectl's
+//! port-forward (SPDY, or SPDY tunnelled in a websocket) is not spoken.
+//!
+//! Not in this slice: watch (`?watch=true` is answered as a plain list,
+//! so `kubectl get -w` and `kubectl wait` do not work), `pods/attach`, SPDY
+//! (kubectl's port-forward; kubectl's exec fallback gets a `400`), `tty`
+//! (ignored: no terminal), other containers than the first (they do not
+//! run; exec into them runs with their env), container restarts,
+//! `resourceFieldRef`, ReplicaSets and Jobs as objects, OpenAPI (so
+//! `kubectl create -f` needs `--validate=false`), server-side apply, JSON
+//! patch and protobuf bodies (both `415`; kubectl's generators such as
+//! `kubectl create configmap NAME` send protobuf, `kubectl create -f` sends
+//! JSON).
 
 use base64::Engine as _;
 use http_body_util::{BodyExt, Full};
@@ -451,11 +475,13 @@ mod exec;
 mod kubelet;
 mod objects;
 mod pods;
+mod portforward;
 mod process;
 mod resources;
 mod seed;
 mod selectors;
 mod server;
+mod storage;
 mod store;
 mod tables;
 mod websocket;
@@ -466,11 +492,13 @@ use exec::*;
 use kubelet::*;
 use objects::*;
 use pods::*;
+use portforward::*;
 use process::*;
 use resources::*;
 use seed::*;
 use selectors::*;
 use server::*;
+use storage::*;
 use store::*;
 use tables::*;
 use websocket::*;

@@ -149,7 +149,7 @@ pub(super) fn create_object(
             None,
         ));
     }
-    if !target.is_namespace_object() && !state.objects.contains_key(&namespace_key(namespace)) {
+    if is_namespaced(resource) && !state.objects.contains_key(&namespace_key(namespace)) {
         return Err(namespace_not_found(namespace));
     }
     if state
@@ -166,8 +166,10 @@ pub(super) fn create_object(
     }
     object["kind"] = json!(target.kind());
     object["apiVersion"] = json!(target.api_version());
-    if resource == "pods" {
-        admit_pod(state, namespace, &mut object)?;
+    match resource {
+        "pods" => admit_pod(state, namespace, &mut object)?,
+        "persistentvolumeclaims" => bind_claim(&mut object),
+        _ => {}
     }
     let stored = store(state, resource, namespace, object);
     after_create(state, resource, &stored);

@@ -121,6 +121,7 @@ pub(super) fn admit_pod(state: &mut State, namespace: &str, pod: &mut Value) -> 
         "qosClass": "BestEffort",
     });
     set_waiting(pod, "ContainerCreating", None);
+    pod["metadata"]["namespace"] = json!(namespace);
     if starts_at_once(state, pod) {
         set_running(pod, VIRTUAL_CONTAINER);
     }
@@ -215,7 +216,7 @@ pub(super) fn on_removed(state: &mut State, object: &Value) {
     }
     let pod = PodRef::of(object);
     if let Some(run) = state.kubelet.run(&pod) {
-        let _ = run.stop.send(Some(Duration::ZERO));
+        run.stop.send_replace(Some(Duration::ZERO));
         state
             .kubelet
             .runs
@@ -252,7 +253,7 @@ pub(super) fn delete_pod(state: &mut State, target: &Target, query: &str, body: 
     pod["metadata"]["deletionGracePeriodSeconds"] = json!(grace.as_secs());
     let stored = state.put(key, pod);
     if let Some(run) = state.kubelet.run(&run) {
-        let _ = run.stop.send(Some(grace));
+        run.stop.send_replace(Some(grace));
     }
     Reply::ok(stored)
 }

@@ -119,6 +119,11 @@ pub(super) fn kind_of(resource: &str) -> &'static str {
         .map_or("Unknown", |r| r.kind)
 }
 
+/// Whether objects of a resource live in a namespace.
+pub(super) fn is_namespaced(resource: &str) -> bool {
+    RESOURCES.iter().any(|r| r.name == resource && r.namespaced)
+}
+
 /// `apps/v1`, or `v1` for the core group.
 pub(super) fn group_version(group: &str, version: &str) -> String {
     if group.is_empty() {

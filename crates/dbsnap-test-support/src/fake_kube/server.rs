@@ -196,6 +196,15 @@ fn upgrade_session(
                 exec_session(shared, plan, protocol, socket)
             }))
         }
+        ("pods", Some("portforward")) => {
+            let plan = plan_portforward(&guard, &target, &call.query)?;
+            drop(guard);
+            let protocol =
+                pick_protocol(&req, &PORTFORWARD_PROTOCOLS).ok_or_else(no_subprotocol)?;
+            Ok(upgrade(state, req, protocol, move |socket| {
+                portforward_session(plan, socket)
+            }))
+        }
         _ => Err(bad_request(
             "the fake upgrades pods/exec and pods/portforward only",
         )),
@@ -209,10 +218,7 @@ fn no_spdy() -> Reply {
 }
 
 fn no_subprotocol() -> Reply {
-    bad_request(&format!(
-        "no websocket subprotocol the fake speaks was offered (it speaks {})",
-        CHANNEL_PROTOCOLS.join(", ")
-    ))
+    bad_request("no websocket subprotocol the fake speaks was offered (v5.channel.k8s.io, v4.channel.k8s.io, …)")
 }
 
 /// A plain request: read the body, route it under the lock, then run what
@@ -299,7 +305,11 @@ pub(super) fn route(state: &mut State, call: &Call, content_type: &str, body: &[
             Ok(_) => no_spdy(),
             Err(refusal) => refusal,
         },
-        (_, Some("portforward" | "attach")) => no_spdy(),
+        (_, Some("portforward")) => match plan_portforward(state, &target, query) {
+            Ok(_) => no_spdy(),
+            Err(refusal) => refusal,
+        },
+        (_, Some("attach")) => no_spdy(),
         _ => status_reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
@@ -390,10 +400,6 @@ impl Target {
         } else {
             format!("{}.{}", self.resource, self.group)
         }
-    }
-
-    pub(super) fn is_namespace_object(&self) -> bool {
-        self.resource == "namespaces"
     }
 
     pub(super) fn key(&self) -> Key {

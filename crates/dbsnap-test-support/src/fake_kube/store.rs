@@ -11,12 +11,18 @@ use super::*;
 pub(super) type Key = (String, String, String);
 
 /// Work queued under the lock, run on the server's runtime after it.
-#[derive(Debug)]
 pub(super) enum Effect {
     /// Be the kubelet of a new pod.
     RunPod(PodRef),
     /// Bring a Deployment's or StatefulSet's pods in line with its spec.
     Reconcile(Key),
+    /// Change an object after a delay, if its uid is still `uid`.
+    Later {
+        key: Key,
+        uid: String,
+        delay: Duration,
+        change: Box<dyn FnOnce(&mut Value) + Send>,
+    },
 }
 
 /// Everything the server keeps.
@@ -112,6 +118,18 @@ pub(super) fn run_effects(shared: &Shared) {
                     runtime.spawn(run_pod(shared.clone(), pod));
                 }
                 Effect::Reconcile(key) => reconcile(&mut lock(shared), &key),
+                Effect::Later {
+                    key,
+                    uid,
+                    delay,
+                    change,
+                } => {
+                    let shared = shared.clone();
+                    runtime.spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        lock(&shared).modify(&key, &uid, change);
+                    });
+                }
             }
         }
     }

@@ -2,16 +2,6 @@
 
 use super::*;
 
-pub(super) const OBJECT_KINDS: [&str; 7] = [
-    "Namespace",
-    "Pod",
-    "Secret",
-    "ConfigMap",
-    "Service",
-    "Deployment",
-    "StatefulSet",
-];
-
 /// Turns a successful get or list into a meta.k8s.io/v1 `Table`.
 pub(super) fn tabulate(reply: Reply) -> Reply {
     if reply.status != StatusCode::OK {
@@ -25,12 +15,12 @@ pub(super) fn tabulate(reply: Reply) -> Reply {
         ),
         None => (kind, vec![reply.body.clone()]),
     };
-    if !OBJECT_KINDS.contains(&kind) {
+    if !RESOURCES.iter().any(|r| r.kind == kind) {
         return reply;
     }
-    let columns: Vec<Value> = table_columns(kind)
+    let columns: Vec<Value> = table_cells(kind, &Value::Null)
         .iter()
-        .map(|(name, kind)| json!({"name": name, "type": kind, "format": "", "description": "", "priority": 0}))
+        .map(|(name, _)| json!({"name": name, "type": "string", "format": "", "description": "", "priority": 0}))
         .collect();
     let rows: Vec<Value> = objects.iter().map(|o| table_row(kind, o)).collect();
     Reply::ok(json!({
@@ -42,60 +32,12 @@ pub(super) fn tabulate(reply: Reply) -> Reply {
     }))
 }
 
-pub(super) fn table_columns(kind: &str) -> Vec<(&'static str, &'static str)> {
-    let mut columns = vec![("Name", "string")];
-    columns.extend(match kind {
-        "Namespace" => vec![("Status", "string")],
-        "Pod" => vec![
-            ("Ready", "string"),
-            ("Status", "string"),
-            ("Restarts", "string"),
-        ],
-        "Secret" => vec![("Type", "string"), ("Data", "string")],
-        "ConfigMap" => vec![("Data", "string")],
-        "Service" => vec![("Type", "string"), ("Cluster-IP", "string")],
-        "Deployment" => vec![
-            ("Ready", "string"),
-            ("Up-to-date", "string"),
-            ("Available", "string"),
-        ],
-        "StatefulSet" => vec![("Ready", "string")],
-        _ => vec![],
-    });
-    columns.push(("Age", "string"));
-    columns
-}
-
+/// A row: the object's cells under its kind's columns (`Name` first, `Age` last).
 pub(super) fn table_row(kind: &str, object: &Value) -> Value {
-    let count = |v: &Value| v.as_object().map_or(0, Map::len).to_string();
-    let replicas = |field: &str| object["status"][field].as_i64().unwrap_or(0);
-    let ready = format!("{}/{}", replicas("readyReplicas"), replicas("replicas"));
-    let mut cells = vec![object["metadata"]["name"].clone()];
-    cells.extend(
-        match kind {
-            "Namespace" => vec![text(&object["status"]["phase"])],
-            "Pod" => {
-                let (ready, status) = pod_summary(object);
-                vec![ready, status, "0".into()]
-            }
-            "Secret" => vec![text(&object["type"]), count(&object["data"])],
-            "ConfigMap" => vec![count(&object["data"])],
-            "Service" => vec![
-                text(&object["spec"]["type"]),
-                text(&object["spec"]["clusterIP"]),
-            ],
-            "Deployment" => vec![
-                ready,
-                replicas("updatedReplicas").to_string(),
-                replicas("availableReplicas").to_string(),
-            ],
-            "StatefulSet" => vec![ready],
-            _ => vec![],
-        }
+    let cells: Vec<String> = table_cells(kind, object)
         .into_iter()
-        .map(Value::from),
-    );
-    cells.push(json!(age(&object["metadata"]["creationTimestamp"])));
+        .map(|(_, cell)| cell)
+        .collect();
     json!({
         "cells": cells,
         "object": {
@@ -104,6 +46,102 @@ pub(super) fn table_row(kind: &str, object: &Value) -> Value {
             "metadata": object["metadata"],
         },
     })
+}
+
+/// Each column of a kind with the object's value in it (the column names
+/// alone when `object` is null).
+pub(super) fn table_cells(kind: &str, object: &Value) -> Vec<(&'static str, String)> {
+    let mut cells = vec![("Name", text(&object["metadata"]["name"]))];
+    cells.extend(kind_cells(kind, object));
+    cells.push(("Age", age(&object["metadata"]["creationTimestamp"])));
+    cells
+}
+
+fn kind_cells(kind: &str, o: &Value) -> Vec<(&'static str, String)> {
+    let count = |v: &Value| v.as_object().map_or(0, Map::len).to_string();
+    let number = |v: &Value| v.as_i64().unwrap_or(0).to_string();
+    let status = &o["status"];
+    let ready = format!(
+        "{}/{}",
+        number(&status["readyReplicas"]),
+        number(&status["replicas"])
+    );
+    match kind {
+        "Namespace" => vec![("Status", text(&status["phase"]))],
+        "Pod" => {
+            let (ready, state) = pod_summary(o);
+            vec![
+                ("Ready", ready),
+                ("Status", state),
+                ("Restarts", "0".into()),
+            ]
+        }
+        "Secret" => vec![("Type", text(&o["type"])), ("Data", count(&o["data"]))],
+        "ConfigMap" => vec![("Data", count(&o["data"]))],
+        "Service" => vec![
+            ("Type", text(&o["spec"]["type"])),
+            ("Cluster-IP", text(&o["spec"]["clusterIP"])),
+        ],
+        "Deployment" => vec![
+            ("Ready", ready),
+            ("Up-to-date", number(&status["updatedReplicas"])),
+            ("Available", number(&status["availableReplicas"])),
+        ],
+        "StatefulSet" => vec![("Ready", ready)],
+        "PersistentVolumeClaim" => vec![
+            ("Status", text(&status["phase"])),
+            ("Volume", text(&o["spec"]["volumeName"])),
+            ("Capacity", text(&status["capacity"]["storage"])),
+            ("StorageClass", text(&o["spec"]["storageClassName"])),
+        ],
+        "Ingress" => vec![
+            ("Class", text(&o["spec"]["ingressClassName"])),
+            ("Hosts", joined(&o["spec"]["rules"], "host")),
+        ],
+        "CronJob" => vec![
+            ("Schedule", text(&o["spec"]["schedule"])),
+            ("Suspend", (o["spec"]["suspend"] == true).to_string()),
+        ],
+        "HorizontalPodAutoscaler" => vec![
+            (
+                "Reference",
+                format!(
+                    "{}/{}",
+                    text(&o["spec"]["scaleTargetRef"]["kind"]),
+                    text(&o["spec"]["scaleTargetRef"]["name"])
+                ),
+            ),
+            ("MinPods", number(&o["spec"]["minReplicas"])),
+            ("MaxPods", number(&o["spec"]["maxReplicas"])),
+        ],
+        "VolumeSnapshot" => vec![
+            ("ReadyToUse", (status["readyToUse"] == true).to_string()),
+            (
+                "SourcePVC",
+                text(&o["spec"]["source"]["persistentVolumeClaimName"]),
+            ),
+            ("RestoreSize", text(&status["restoreSize"])),
+            ("SnapshotClass", text(&o["spec"]["volumeSnapshotClassName"])),
+            (
+                "SnapshotContent",
+                text(&status["boundVolumeSnapshotContentName"]),
+            ),
+        ],
+        "VolumeSnapshotClass" => vec![
+            ("Driver", text(&o["driver"])),
+            ("DeletionPolicy", text(&o["deletionPolicy"])),
+        ],
+        _ => vec![],
+    }
+}
+
+/// One field of each item of an array, comma separated.
+fn joined(items: &Value, field: &str) -> String {
+    array(items)
+        .iter()
+        .map(|item| text(&item[field]))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `42s`, `5m`, `3h`, `2d`, as kubectl shows ages.

@@ -2,9 +2,15 @@
 //! the subprotocol chosen from the client's offer, and the upgraded stream.
 
 use super::*;
+use futures::SinkExt as _;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt as _;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 /// The websocket of an exec or port-forward session.
@@ -79,4 +85,58 @@ where
     set("sec-websocket-accept", &accept);
     set("sec-websocket-protocol", protocol);
     response
+}
+
+pub(super) type Sink = futures::stream::SplitSink<Socket, Message>;
+pub(super) type Source = futures::stream::SplitStream<Socket>;
+
+/// Sends queued frames until the queue closes; hands the sink back.
+pub(super) async fn write_frames(mut queue: mpsc::Receiver<Message>, mut sink: Sink) -> Sink {
+    while let Some(frame) = queue.recv().await {
+        if sink.send(frame).await.is_err() {
+            break;
+        }
+    }
+    sink
+}
+
+/// Closes the websocket normally once every frame is sent.
+pub(super) async fn close(writer: tokio::task::JoinHandle<Sink>) {
+    if let Ok(mut sink) = writer.await {
+        let frame = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        };
+        let _ = sink.send(Message::Close(Some(frame))).await;
+        let _ = sink.close().await;
+    }
+}
+
+/// Copies a process's output into frames of `channel` (or drops it when
+/// the client did not ask for it).
+pub(super) fn pump(
+    stream: Option<BoxedRead>,
+    channel: u8,
+    forward: bool,
+    frames: &mpsc::Sender<Message>,
+) -> tokio::task::JoinHandle<()> {
+    let frames = frames.clone();
+    tokio::spawn(async move {
+        let Some(mut stream) = stream else {
+            return;
+        };
+        let mut buffer = vec![0u8; 32 * 1024];
+        while let Ok(n @ 1..) = stream.read(&mut buffer).await {
+            if forward && frames.send(frame(channel, &buffer[..n])).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+pub(super) fn frame(channel: u8, data: &[u8]) -> Message {
+    let mut bytes = Vec::with_capacity(data.len() + 1);
+    bytes.push(channel);
+    bytes.extend_from_slice(data);
+    Message::binary(bytes)
 }

@@ -104,3 +104,14 @@ pub fn kubectl_command(dir: &std::path::Path, ns: &str) -> std::process::Command
         .env_remove("KUBECONFIG");
     command
 }
+
+/// Runs kubectl (as [`kubectl_command`]), asserts it succeeded, returns stdout.
+pub fn kubectl_ok(dir: &std::path::Path, ns: &str, args: &[&str]) -> String {
+    let output = kubectl_command(dir, ns)
+        .args(args)
+        .output()
+        .expect("run kubectl");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "kubectl {args:?}: {stderr}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
