@@ -222,7 +222,10 @@ impl ClusterRoute {
     async fn relay_runs(&self, program: &str) -> bool {
         let out = self
             .pod
-            .run(vec![program.into(), RELAY_ARG.into(), "--probe".into()], &[])
+            .run(
+                vec![program.into(), RELAY_ARG.into(), "--probe".into()],
+                &[],
+            )
             .await
             .unwrap_or_default();
         String::from_utf8_lossy(&out).starts_with("dbsnap relay")

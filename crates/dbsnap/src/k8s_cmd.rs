@@ -112,7 +112,11 @@ impl K8sArgs {
 impl K8sArgs {
     /// Refuses cluster flags that nothing would use (no `--k8s`, no
     /// `--scale`, nothing in the target).
-    pub fn check_used(&self, scale: &ScaleArgs, target: Option<&K8sTarget>) -> Result<(), CoreError> {
+    pub fn check_used(
+        &self,
+        scale: &ScaleArgs,
+        target: Option<&K8sTarget>,
+    ) -> Result<(), CoreError> {
         let used = self.k8s.is_some() || scale.scale.is_some() || target.is_some();
         let given: Vec<&str> = [
             self.namespace.as_ref().map(|_| "--namespace"),
@@ -129,7 +133,8 @@ impl K8sArgs {
         }
         Err(CoreError::Config {
             message: format!("{} apply only with --k8s or --scale", given.join(", ")),
-            hint: "add --k8s deploy/NAME (or k8s = { workload = ... } in the target), or drop them".into(),
+            hint: "add --k8s deploy/NAME (or k8s = { workload = ... } in the target), or drop them"
+                .into(),
         })
     }
 }

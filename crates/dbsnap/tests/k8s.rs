@@ -1,0 +1,526 @@
+//! `--k8s` end to end: a real PostgreSQL, the fake Kubernetes API server
+//! (pods run as local processes, exec over WebSocket), the unmodified
+//! kube-rs client inside dbsnap. The databases are found in the app's
+//! Deployment, reached through a relay in a jump pod, and the Secret
+//! holding the password is never read by dbsnap.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{fingerprint, run, run_json, Home};
+use dbsnap_test_support::fake_kube::{Deny, FakeKube, APP_SECRET};
+use dbsnap_test_support::Cluster;
+
+const NS: &str = "poolside";
+
+/// A cluster with the app's database, a fake API server whose namespace
+/// holds the app (password in a Secret), and a kubeconfig for it.
+struct Setup {
+    home: Home,
+    cluster: Cluster,
+    kube: FakeKube,
+    kubeconfig: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        Self::with_image_dbsnap(true)
+    }
+
+    /// `image_has_dbsnap`: whether the jump pod's image has `dbsnap` on
+    /// its PATH (the binary under test); without it dbsnap copies itself in.
+    fn with_image_dbsnap(image_has_dbsnap: bool) -> Setup {
+        let cluster = Cluster::start(18);
+        cluster.create_db("core");
+        cluster.psql(
+            "core",
+            "CREATE ROLE core_app LOGIN CREATEDB PASSWORD 'Pw-in-a-Secret-7';
+             ALTER DATABASE core OWNER TO core_app;
+             SET ROLE core_app;
+             CREATE TABLE jobs (id bigserial PRIMARY KEY, name text NOT NULL, payload jsonb);
+             INSERT INTO jobs (name, payload) SELECT 'job ' || g, jsonb_build_object('n', g) FROM generate_series(1, 5000) g;
+             CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL);
+             INSERT INTO schema_migrations VALUES (20261101, false);",
+        );
+        let kube = FakeKube::start();
+        // The image's `dbsnap` is the binary under test (one test copies it
+        // in instead, see `the_relay_is_copied_into_an_image_without_dbsnap`).
+        if image_has_dbsnap {
+            kube.map_command("dbsnap", std::path::Path::new(env!("CARGO_BIN_EXE_dbsnap")));
+        }
+        kube.seed_app(
+            NS,
+            &cluster.url_as("core_app", Some("Pw-in-a-Secret-7"), "core"),
+        );
+        let home = Home::new();
+        let kubeconfig = home.path().join("kubeconfig");
+        kube.write_kubeconfig(&kubeconfig).unwrap();
+        Setup {
+            home,
+            cluster,
+            kube,
+            kubeconfig,
+        }
+    }
+
+    /// `dbsnap ARGS --k8s deploy/core-api -n poolside --kubeconfig F`, with
+    /// the cluster's client tools and no password anywhere in its
+    /// environment.
+    fn dbsnap(&self, args: &[&str]) -> Command {
+        let mut c = self.home.dbsnap();
+        c.args(args)
+            .args(["--k8s", "deploy/core-api", "-n", NS, "--kubeconfig"])
+            .arg(&self.kubeconfig)
+            .arg("--pg-bin")
+            .arg(self.cluster.bin_dir())
+            .env_remove("KUBECONFIG");
+        c
+    }
+
+    fn secret_reads(&self) -> Vec<String> {
+        self.kube
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.contains("/secrets"))
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
+
+    fn pods_left(&self) -> Vec<String> {
+        self.kube
+            .objects("pods", Some(NS))
+            .into_iter()
+            .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+            .filter(|n| n.starts_with("dbsnap-"))
+            .collect()
+    }
+
+    /// Waits (bounded) until no dbsnap pod is left.
+    fn assert_no_pods_left(&self) {
+        let started = Instant::now();
+        while !self.pods_left().is_empty() && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            self.pods_left(),
+            Vec::<String>::new(),
+            "jump pods outlived the run"
+        );
+        assert_eq!(
+            self.kube.live_processes(),
+            0,
+            "pod processes outlived the run"
+        );
+    }
+}
+
+fn snapshot_file(home: &Home) -> PathBuf {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(home.snapshots())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "tar"))
+        .collect();
+    files.sort();
+    files.pop().expect("a snapshot file")
+}
+
+#[test]
+fn create_and_restore_through_a_jump_pod_without_reading_the_secret() {
+    let s = Setup::new();
+    let before = fingerprint(&s.cluster, "core");
+
+    let (code, out, err) = run(s.dbsnap(&["create"]).arg("--no-progress"));
+    assert_eq!(code, 0, "create failed\nstdout: {out}\nstderr: {err}");
+    assert!(
+        err.contains("DATABASE_URL"),
+        "the plan names where the database came from: {err}"
+    );
+    assert!(!err.contains("Pw-in-a-Secret-7") && !out.contains("Pw-in-a-Secret-7"));
+    let file = snapshot_file(&s.home);
+    let (code, _, err) = run(s.home.dbsnap().arg("verify").arg(&file));
+    assert_eq!(code, 0, "{err}");
+    s.assert_no_pods_left();
+
+    // The app changes the data; the restore brings the snapshot back.
+    s.cluster.psql(
+        "core",
+        "DELETE FROM jobs WHERE id % 3 = 0; UPDATE jobs SET name = 'changed' WHERE id < 10;",
+    );
+    assert_ne!(fingerprint(&s.cluster, "core"), before);
+    let (code, out, err) = run(s
+        .dbsnap(&["restore", "--yes", "--no-progress", "--no-safety-snapshot"])
+        .arg("--file")
+        .arg(&file));
+    assert_eq!(code, 0, "restore failed\nstdout: {out}\nstderr: {err}");
+    assert_eq!(fingerprint(&s.cluster, "core"), before);
+    s.assert_no_pods_left();
+
+    assert_eq!(
+        s.secret_reads(),
+        Vec::<String>::new(),
+        "dbsnap read {APP_SECRET} or another Secret"
+    );
+}
+
+#[test]
+fn kubernetes_failures_are_named_with_what_to_do() {
+    let s = Setup::new();
+
+    // The workload does not exist.
+    let mut c = s.home.dbsnap();
+    c.args(["create", "--k8s", "deploy/nope", "-n", NS, "--kubeconfig"])
+        .arg(&s.kubeconfig);
+    let (code, _, err) = run(&mut c);
+    assert_eq!(code, 18, "{err}");
+    assert!(
+        err.contains("deploy/nope not found in namespace poolside"),
+        "{err}"
+    );
+
+    // No kubeconfig at all.
+    let mut c = s.home.dbsnap();
+    c.args(["create", "--k8s", "deploy/core-api", "--kubeconfig"])
+        .arg(s.home.path().join("missing-kubeconfig"));
+    let (code, _, err) = run(&mut c);
+    assert_eq!(code, 18, "{err}");
+    assert!(err.contains("kubeconfig"), "{err}");
+
+    // RBAC: no right to create pods.
+    s.kube.deny(Deny::new("create", "pods"));
+    let (code, _, err) = run(&mut s.dbsnap(&["create"]));
+    assert_eq!(code, 18, "{err}");
+    assert!(
+        err.contains("RBAC denied: cannot create pods in namespace poolside"),
+        "{err}"
+    );
+    assert_eq!(s.home.snapshot_dir_entries(), Vec::<String>::new());
+    s.assert_no_pods_left();
+}
+
+#[test]
+fn an_image_that_cannot_be_pulled_says_to_pass_image() {
+    let s = Setup::new();
+    s.kube.fail_image_pulls("no-such-image");
+    let (code, _, err) = run(s
+        .dbsnap(&["create"])
+        .args(["--image", "registry.example/no-such-image:1"]));
+    assert_eq!(code, 18, "{err}");
+    assert!(
+        err.contains("ImagePullBackOff") || err.contains("ErrImagePull"),
+        "{err}"
+    );
+    assert!(err.contains("--image"), "{err}");
+    s.assert_no_pods_left();
+}
+
+#[test]
+fn jump_create_prints_a_psql_line_without_the_password_and_jump_delete_removes_it() {
+    let s = Setup::new();
+    let mut c = s.home.dbsnap();
+    c.args([
+        "--json",
+        "jump-create",
+        "--k8s",
+        "deploy/core-api",
+        "-n",
+        NS,
+        "--kubeconfig",
+    ])
+    .arg(&s.kubeconfig);
+    let (code, v, err) = run_json(&mut c);
+    assert_eq!(code, 0, "{err}");
+    let pod = v["pod"].as_str().unwrap().to_string();
+    let line = v["psql"][0].as_str().unwrap();
+    assert!(
+        line.starts_with(&format!("kubectl exec -it -n {NS} {pod} -- ")),
+        "{line}"
+    );
+    assert!(!line.contains("Pw-in-a-Secret-7"), "{line}");
+    assert!(s.pods_left().contains(&pod), "the pod is left running");
+
+    let mut c = s.home.dbsnap();
+    c.args(["jump-delete", "-n", NS, "--kubeconfig"])
+        .arg(&s.kubeconfig);
+    let (code, out, err) = run(&mut c);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&pod), "{out}");
+    s.assert_no_pods_left();
+}
+
+/// The app's Deployment as the fake holds it.
+fn deployment(s: &Setup) -> serde_json::Value {
+    s.kube
+        .object("deployments", NS, "core-api")
+        .expect("the app's Deployment")
+}
+
+#[test]
+fn a_crash_while_the_app_is_scaled_down_is_recovered_by_resume() {
+    let s = Setup::new();
+    let before = fingerprint(&s.cluster, "core");
+    let (code, _, err) = run(s.dbsnap(&["create"]).arg("--no-progress"));
+    assert_eq!(code, 0, "{err}");
+    let file = snapshot_file(&s.home);
+    s.cluster.psql(
+        "core",
+        "INSERT INTO jobs (name) VALUES ('after the snapshot')",
+    );
+    let changed = fingerprint(&s.cluster, "core");
+    assert_ne!(changed, before);
+
+    // Killed (like kill -9) once the copy is loaded, before the swap: the
+    // app is at 0 replicas, the jump pod is orphaned.
+    let out = s
+        .dbsnap(&[
+            "restore",
+            "--yes",
+            "--drop",
+            "--no-progress",
+            "--no-safety-snapshot",
+        ])
+        .args(["--scale", "deploy/core-api", "--file"])
+        .arg(&file)
+        .env("DBSNAP_FAILPOINT", "restore-copy-ready")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("failpoint"), "{err}");
+    let d = deployment(&s);
+    assert_eq!(d["spec"]["replicas"], 0, "{d}");
+    assert_eq!(
+        d["metadata"]["annotations"]["dbsnap.io/replicas-before"],
+        "1"
+    );
+    assert_eq!(
+        fingerprint(&s.cluster, "core"),
+        changed,
+        "the live database was touched"
+    );
+
+    // resume: through a new jump pod, removes the half-made copy and
+    // scales the app back; the orphaned pod is swept.
+    let mut c = s.home.dbsnap();
+    c.args([
+        "resume",
+        "--k8s",
+        "deploy/core-api",
+        "-n",
+        NS,
+        "--kubeconfig",
+    ])
+    .arg(&s.kubeconfig);
+    let (code, out, err) = run(&mut c);
+    assert_eq!(code, 0, "resume failed\nstdout: {out}\nstderr: {err}");
+    let d = deployment(&s);
+    assert_eq!(d["spec"]["replicas"], 1, "{d}");
+    assert!(
+        d["metadata"]["annotations"]["dbsnap.io/replicas-before"].is_null(),
+        "{d}"
+    );
+    assert_eq!(fingerprint(&s.cluster, "core"), changed);
+    let copies = s.cluster.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname <> 'core' AND datname LIKE 'core%'",
+    );
+    assert_eq!(copies.trim(), "0", "a half-loaded copy was left");
+    s.assert_no_pods_left();
+    assert_eq!(s.secret_reads(), Vec::<String>::new());
+}
+
+#[test]
+fn scale_down_and_back_around_a_replacing_restore() {
+    let s = Setup::new();
+    let before = fingerprint(&s.cluster, "core");
+    let (code, _, err) = run(s.dbsnap(&["create"]).arg("--no-progress"));
+    assert_eq!(code, 0, "{err}");
+    let file = snapshot_file(&s.home);
+    s.cluster.psql("core", "TRUNCATE jobs");
+    let (code, out, err) = run(s
+        .dbsnap(&["restore", "--yes", "--drop", "--no-progress"])
+        .args(["--scale", "deploy/core-api", "--file"])
+        .arg(&file));
+    assert_eq!(code, 0, "restore failed\nstdout: {out}\nstderr: {err}");
+    // Two patches of the app: to 0 (and its pods gone), then back.
+    let patches = s
+        .kube
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.ends_with("/deployments/core-api"))
+        .count();
+    assert_eq!(patches, 2, "{err}");
+    assert_eq!(fingerprint(&s.cluster, "core"), before);
+    let d = deployment(&s);
+    assert_eq!(d["spec"]["replicas"], 1);
+    s.assert_no_pods_left();
+}
+
+/// Waits (bounded) for `sql` (a count) on `db` to be non-zero.
+fn wait_until(cluster: &Cluster, db: &str, sql: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.psql(db, sql).trim() == "0" {
+        assert!(Instant::now() < deadline, "{what} never happened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigterm_during_a_create_through_the_cluster_leaves_no_pod_and_no_session() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::io::Write;
+    use std::process::Stdio;
+
+    let s = Setup::new();
+    // The app holds a lock, so pg_dump waits behind it (through the relay).
+    let mut app = Command::new(s.cluster.bin_dir().join("psql"))
+        .args(["-X", "-q"])
+        .arg(s.cluster.url("core"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = app.stdin.as_mut().unwrap();
+    writeln!(
+        stdin,
+        "BEGIN; LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE; SELECT 1;"
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    wait_until(
+        &s.cluster,
+        "core",
+        "SELECT count(*) FROM pg_locks WHERE relation = 'jobs'::regclass AND granted AND mode = 'AccessExclusiveLock'",
+        "the app's lock",
+    );
+    let mut child = s
+        .dbsnap(&["create", "--no-progress", "--max-wait", "120"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(
+        &s.cluster,
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'dbsnap%' AND wait_event_type = 'Lock'",
+        "dbsnap waiting for the lock through the relay",
+    );
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "dbsnap did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(130));
+    s.assert_no_pods_left();
+    // The waiting session was cancelled, not left queued behind the app.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = s.cluster.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'dbsnap%'",
+        );
+        if left.trim() == "0" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "dbsnap sessions left: {left}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(s.home.snapshot_dir_entries(), Vec::<String>::new());
+    let _ = app.kill();
+    let _ = app.wait();
+}
+
+#[test]
+fn a_jump_pod_deleted_midway_fails_the_run_and_publishes_nothing() {
+    use std::io::Write;
+    use std::process::Stdio;
+
+    let s = Setup::new();
+    let mut app = Command::new(s.cluster.bin_dir().join("psql"))
+        .args(["-X", "-q"])
+        .arg(s.cluster.url("core"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = app.stdin.as_mut().unwrap();
+    writeln!(
+        stdin,
+        "BEGIN; LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE; SELECT 1;"
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    wait_until(
+        &s.cluster,
+        "core",
+        "SELECT count(*) FROM pg_locks WHERE relation = 'jobs'::regclass AND granted AND mode = 'AccessExclusiveLock'",
+        "the app's lock",
+    );
+    let child = s
+        .dbsnap(&["create", "--no-progress", "--max-wait", "120"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(
+        &s.cluster,
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'dbsnap%' AND wait_event_type = 'Lock'",
+        "dbsnap waiting for the lock through the relay",
+    );
+    // Someone deletes the jump pod, with stock kubectl.
+    let pod = s.pods_left().pop().expect("the jump pod");
+    let out = Command::new(dbsnap_test_support::kubectl_bin())
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .args(["delete", "pod", &pod, "-n", NS, "--wait=false"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(18), "{err}");
+    assert!(err.contains("stopped during the run"), "{err}");
+    assert_eq!(s.home.snapshot_dir_entries(), Vec::<String>::new());
+    s.assert_no_pods_left();
+    let _ = app.kill();
+    let _ = app.wait();
+}
+
+#[test]
+fn the_relay_is_copied_into_an_image_without_dbsnap_and_removed_after() {
+    let s = Setup::with_image_dbsnap(false);
+    let child = s
+        .dbsnap(&["create", "--no-progress"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    s.assert_no_pods_left();
+    // The copy lived in the pod's /tmp (here the machine's): gone.
+    let left: Vec<String> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("dbsnap-") && n.ends_with(&format!("-{pid}")))
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
+    assert_eq!(s.secret_reads(), Vec::<String>::new());
+}
