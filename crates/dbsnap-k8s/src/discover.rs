@@ -254,8 +254,8 @@ fn urls(env: &[EnvVar]) -> Vec<Discovered> {
                     connection: Some(info.to_libpq_string_without_password()),
                     password: info
                         .password
-                        .is_some()
-                        .then(|| Value::InSpec(var.name.clone())),
+                        .as_deref()
+                        .map(|p| url_password(p, env, &var.name)),
                     origins: vec![format!("{} from {}", var.name, var.origin)],
                     secret_url: None,
                 });
@@ -274,6 +274,19 @@ fn urls(env: &[EnvVar]) -> Vec<Discovered> {
         }
     }
     out
+}
+
+/// Where a URL's password is: a `$(VAR)` reference the expansion left
+/// (the variable is a Secret's), else the URL variable itself.
+fn url_password(password: &str, env: &[EnvVar], url_var: &str) -> Value {
+    let referenced = password
+        .strip_prefix("$(")
+        .and_then(|p| p.strip_suffix(')'))
+        .and_then(|name| env.iter().find(|v| v.name == name));
+    match referenced {
+        Some(var) => var.value.clone(),
+        None => Value::InSpec(url_var.to_string()),
+    }
 }
 
 /// The variable groups a database's settings come in: (label, prefix,
@@ -506,5 +519,29 @@ mod tests {
         ];
         expand_references(&mut env);
         assert_eq!(env[1].value, Value::Known("x-$(A)-$(C)".into()));
+    }
+
+    #[test]
+    fn a_url_built_from_a_secret_variable_names_the_secret_as_its_password() {
+        let d = deployment(
+            json!([
+                {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
+                {"name": "DATABASE_URL", "value": "postgresql://app:$(DB_PASSWORD)@db:5432/app"}
+            ]),
+            json!([]),
+        );
+        let found = discover(&d, None, &config_maps).unwrap();
+        assert_eq!(
+            found.databases[0].password,
+            Some(Value::Secret {
+                name: "db".into(),
+                key: "password".into()
+            })
+        );
+        assert!(!found.databases[0]
+            .connection
+            .as_deref()
+            .unwrap()
+            .contains("DB_PASSWORD"));
     }
 }

@@ -524,3 +524,213 @@ fn the_relay_is_copied_into_an_image_without_dbsnap_and_removed_after() {
     assert_eq!(left, Vec::<String>::new());
     assert_eq!(s.secret_reads(), Vec::<String>::new());
 }
+
+/// The app's database runs in the cluster (a chart's StatefulSet and
+/// Service `db`), which port-forwards reach; the app names it by its
+/// Service name.
+fn in_cluster_database() -> Setup {
+    let s = Setup::new();
+    let url = "postgresql://core_app:Pw-in-a-Secret-7@db.charts.svc:5432/core";
+    s.kube.seed_app("charts", url);
+    s.kube.seed_database("charts", "db", s.cluster.port);
+    s
+}
+
+fn port_forward(s: &Setup, args: &[&str]) -> Command {
+    let mut c = s.home.dbsnap();
+    c.args(args)
+        .args([
+            "--k8s",
+            "deploy/core-api",
+            "-n",
+            "charts",
+            "--via",
+            "port-forward",
+        ])
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .arg("--pg-bin")
+        .arg(s.cluster.bin_dir());
+    c
+}
+
+#[test]
+fn port_forward_reaches_postgresql_in_the_cluster_with_a_local_password() {
+    let s = in_cluster_database();
+    let before = fingerprint(&s.cluster, "core");
+
+    // Without a password here, the server refuses, and dbsnap says so.
+    let (code, _, err) = run(&mut port_forward(&s, &["create", "--no-progress"]));
+    assert_eq!(code, 4, "{err}");
+
+    // With the password from the environment: a snapshot, no Secret read.
+    let (code, _, err) =
+        run(port_forward(&s, &["create", "--no-progress"]).env("PGPASSWORD", "Pw-in-a-Secret-7"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(s.secret_reads(), Vec::<String>::new());
+    let file = snapshot_file(&s.home);
+    s.cluster.psql("core", "DELETE FROM jobs WHERE id > 100");
+    let file = file.to_string_lossy().into_owned();
+    let (code, out, err) = run(port_forward(
+        &s,
+        &[
+            "restore",
+            "--yes",
+            "--no-progress",
+            "--no-safety-snapshot",
+            "--file",
+            &file,
+        ],
+    )
+    .env("PGPASSWORD", "Pw-in-a-Secret-7"));
+    assert_eq!(code, 0, "restore failed\nstdout: {out}\nstderr: {err}");
+    assert_eq!(fingerprint(&s.cluster, "core"), before);
+    assert_eq!(s.kube.live_processes(), 0);
+}
+
+#[test]
+fn port_forward_reads_the_secret_only_when_allowed() {
+    let s = in_cluster_database();
+    let (code, _, err) = run(&mut port_forward(
+        &s,
+        &["create", "--no-progress", "--read-secret"],
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        s.secret_reads(),
+        vec![format!(
+            "GET /api/v1/namespaces/charts/secrets/{APP_SECRET}"
+        )]
+    );
+    // --read-secret means nothing to the jump pod route.
+    let (code, _, err) = run(&mut s.dbsnap(&["create", "--read-secret"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--read-secret applies only with --via port-forward"),
+        "{err}"
+    );
+}
+
+#[test]
+fn objects_are_stored_cleaned_and_written_out_for_kubectl() {
+    let s = Setup::new();
+    let (code, _, err) = run(&mut s.dbsnap(&["create", "--no-progress", "--k8s-objects"]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        s.secret_reads(),
+        Vec::<String>::new(),
+        "objects without --include-secrets read no Secret"
+    );
+    let file = snapshot_file(&s.home);
+    let (code, _, err) = run(s.home.dbsnap().arg("verify").arg(&file));
+    assert_eq!(code, 0, "{err}");
+
+    let out_dir = s.home.path().join("objects");
+    let (code, out, err) = run(s
+        .home
+        .dbsnap()
+        .args(["k8s-objects", "--out"])
+        .arg(&out_dir)
+        .arg(&file));
+    assert_eq!(code, 0, "{err}");
+    let deployment = out_dir.join(NS).join("deployment-core-api.yaml");
+    assert!(out.contains("deployment-core-api.yaml"), "{out}");
+    let text = std::fs::read_to_string(&deployment).unwrap();
+    assert!(text.contains("kind: \"Deployment\""), "{text}");
+    for owned in ["resourceVersion", "uid:", "managedFields", "status:"] {
+        assert!(!text.contains(owned), "{owned} left in {text}");
+    }
+    assert!(!out_dir
+        .join(NS)
+        .join(format!("secret-{APP_SECRET}.yaml"))
+        .exists());
+    // Stock kubectl reads every file back.
+    let parsed = Command::new(dbsnap_test_support::kubectl_bin())
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .args([
+            "create",
+            "--dry-run=client",
+            "--validate=false",
+            "-o",
+            "name",
+            "-R",
+            "-f",
+        ])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&parsed.stdout);
+    assert!(
+        parsed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    assert!(names.contains("deployment.apps/core-api"), "{names}");
+
+    // Writing again into the same place overwrites nothing.
+    let (code, _, err) = run(s
+        .home
+        .dbsnap()
+        .args(["k8s-objects", "--out"])
+        .arg(&out_dir)
+        .arg(&file));
+    assert_eq!(code, 2, "{err}");
+
+    // With --include-secrets: a warning, and the Secret is in the snapshot.
+    let (code, _, err) = run(&mut s.dbsnap(&[
+        "create",
+        "--no-progress",
+        "--k8s-objects",
+        "--include-secrets",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning: --include-secrets"), "{err}");
+}
+
+#[test]
+fn volume_snapshots_are_taken_together_and_listed() {
+    let s = Setup::new();
+    s.kube.seed_database(NS, "db", s.cluster.port);
+    for pvc in ["data-db-0", "wal-db-0"] {
+        s.kube.insert(
+            "persistentvolumeclaims",
+            NS,
+            serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": pvc},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}),
+        );
+    }
+    let mut c = s.home.dbsnap();
+    c.args([
+        "--json",
+        "volume-snapshot",
+        "create",
+        "--pvc",
+        "data-db-0",
+        "--pvc",
+        "wal-db-0",
+    ])
+    .args(["--scale", "sts/db", "-n", NS, "--kubeconfig"])
+    .arg(&s.kubeconfig);
+    let (code, v, err) = run_json(&mut c);
+    assert_eq!(code, 0, "{err}");
+    let taken = v["volume_snapshots"].as_array().unwrap();
+    assert_eq!(taken.len(), 2, "{v}");
+    assert!(taken.iter().all(|t| t["ready"] == true), "{v}");
+    let sts = s.kube.object("statefulsets", NS, "db").unwrap();
+    assert_eq!(
+        sts["spec"]["replicas"], 1,
+        "the database is scaled back: {sts}"
+    );
+
+    let mut c = s.home.dbsnap();
+    c.args(["volume-snapshot", "list", "-n", NS, "--kubeconfig"])
+        .arg(&s.kubeconfig);
+    let (code, out, err) = run(&mut c);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("data-db-0") && out.contains("wal-db-0") && out.contains("yes"),
+        "{out}"
+    );
+}
