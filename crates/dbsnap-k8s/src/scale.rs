@@ -192,6 +192,22 @@ async fn refuse_autoscaled(
     Ok(())
 }
 
+/// Checks, before anything changes, that each workload exists, may be
+/// read, and is not scaled by an autoscaler.
+pub async fn preflight(
+    client: &Client,
+    namespace: &str,
+    workloads: &[Workload],
+) -> Result<(), K8sError> {
+    for w in workloads {
+        dynamic(client, namespace, w)
+            .get(&w.name)
+            .await
+            .map_err(|e| api_error(e, "get", &w.display(), namespace))?;
+    }
+    refuse_autoscaled(client, namespace, workloads).await
+}
+
 /// Scales each workload to 0 (recording its replicas in an annotation)
 /// and waits up to `wait` until its pods are gone. If they are not, the
 /// workloads are scaled back and the error says which pods remain.

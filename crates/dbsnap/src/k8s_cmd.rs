@@ -466,7 +466,10 @@ pub async fn scale_hooks(
     };
     // Resolve the namespace now: the commands must not depend on a
     // context that could change before `resume`.
-    let (_, namespace) = cluster::connect(&access).await.map_err(k8s_error)?;
+    let (client, namespace) = cluster::connect(&access).await.map_err(k8s_error)?;
+    dbsnap_k8s::scale::preflight(&client, &namespace, &workloads)
+        .await
+        .map_err(k8s_error)?;
     let exe = std::env::current_exe()
         .map_err(|e| CoreError::Internal(format!("cannot find dbsnap's own executable: {e}")))?;
     let list = workloads

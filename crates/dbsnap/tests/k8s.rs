@@ -734,3 +734,100 @@ fn volume_snapshots_are_taken_together_and_listed() {
         "{out}"
     );
 }
+
+#[test]
+fn every_way_a_jump_pod_cannot_start_is_named() {
+    // Quota: no room for one more pod.
+    let s = Setup::new();
+    let pods_now = s.kube.objects("pods", Some(NS)).len();
+    s.kube.set_pod_quota(NS, pods_now);
+    let (code, _, err) = run(&mut s.dbsnap(&["create"]));
+    assert_eq!(code, 18, "{err}");
+    assert!(
+        err.contains("no room for the jump pod") && err.contains("exceeded quota"),
+        "{err}"
+    );
+    s.assert_no_pods_left();
+
+    // A pod that does not start in time: the reason, the flag, and no pod left.
+    let s = Setup::new();
+    s.kube.set_pod_start_delay(Duration::from_secs(30));
+    let (code, _, err) = run(s.dbsnap(&["create"]).args(["--pod-timeout", "2s"]));
+    assert_eq!(code, 18, "{err}");
+    assert!(err.contains("was not ready within 2 s"), "{err}");
+    assert!(err.contains("--pod-timeout"), "{err}");
+    s.assert_no_pods_left();
+
+    // exec not allowed.
+    let s = Setup::new();
+    s.kube.deny(Deny::new("create", "pods/exec"));
+    let (code, _, err) = run(&mut s.dbsnap(&["create"]));
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("RBAC denied: cannot create pods/exec"),
+        "{err}"
+    );
+    s.assert_no_pods_left();
+}
+
+#[test]
+fn an_app_without_database_settings_and_an_autoscaled_app_are_refused() {
+    let s = Setup::new();
+    s.kube.insert(
+        "deployments",
+        NS,
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "frontend"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "frontend"}},
+                "template": {"metadata": {"labels": {"app": "frontend"}},
+                    "spec": {"containers": [{"name": "web", "image": "nginx:1",
+                        "env": [{"name": "LOG_LEVEL", "value": "info"}]}]}}}}),
+    );
+    let mut c = s.home.dbsnap();
+    c.args([
+        "create",
+        "--k8s",
+        "deploy/frontend",
+        "-n",
+        NS,
+        "--kubeconfig",
+    ])
+    .arg(&s.kubeconfig);
+    let (code, _, err) = run(&mut c);
+    assert_eq!(code, 18, "{err}");
+    assert!(
+        err.contains("no database settings found in deploy/frontend"),
+        "{err}"
+    );
+    assert!(err.contains("DATABASE_URL"), "{err}");
+
+    // An autoscaler would start the app again mid-restore: refused, nothing changed.
+    let (code, _, err) = run(s.dbsnap(&["create"]).arg("--no-progress"));
+    assert_eq!(code, 0, "{err}");
+    let file = snapshot_file(&s.home);
+    s.kube.insert(
+        "horizontalpodautoscalers",
+        NS,
+        serde_json::json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "core-api-hpa"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "core-api"},
+                "minReplicas": 1, "maxReplicas": 4}}),
+    );
+    let before = fingerprint(&s.cluster, "core");
+    let (code, _, err) = run(s
+        .dbsnap(&["restore", "--yes", "--drop", "--no-progress"])
+        .args(["--scale", "deploy/core-api", "--file"])
+        .arg(&file));
+    assert_eq!(code, 18, "{err}");
+    assert!(
+        err.contains("HorizontalPodAutoscaler core-api-hpa"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("restore plan"),
+        "refused before the plan: {err}"
+    );
+    assert_eq!(fingerprint(&s.cluster, "core"), before);
+    assert_eq!(deployment(&s)["spec"]["replicas"], 1);
+    s.assert_no_pods_left();
+}
