@@ -99,6 +99,9 @@ fn list_error(e: kube::Error, namespace: &str) -> K8sError {
     }
 }
 
+/// How long the API server may take to open an exec session.
+const EXEC_OPEN_LIMIT: Duration = Duration::from_secs(60);
+
 /// Buffer between the exec session and its reader or writer.
 const EXEC_BUF: usize = 256 * 1024;
 
@@ -273,10 +276,17 @@ impl JumpPod {
             max_stdout_buf_size: Some(EXEC_BUF),
             max_stderr_buf_size: Some(64 * 1024),
         };
-        let mut process = self
-            .api
-            .exec(&self.name, command, &params)
+        tracing::debug!("pod/{}: exec {:?}", self.name, command.first());
+        let opening = self.api.exec(&self.name, command, &params);
+        let mut process = tokio::time::timeout(EXEC_OPEN_LIMIT, opening)
             .await
+            .map_err(|_| {
+                io::Error::other(format!(
+                    "the API server did not open an exec session into pod/{} within {} s",
+                    self.name,
+                    EXEC_OPEN_LIMIT.as_secs()
+                ))
+            })?
             .map_err(|e| io::Error::other(exec_error(e, &self.name)))?;
         let (Some(stdin), Some(stdout)) = (process.stdin(), process.stdout()) else {
             return Err(io::Error::other("the exec session has no stdin or stdout"));
@@ -298,8 +308,23 @@ impl JumpPod {
         })
     }
 
-    /// Runs `command` with `input` on stdin and returns its stdout.
+    /// Runs `command` with `input` on stdin and returns its stdout; gives
+    /// up after two minutes plus a second per MB of input.
     pub async fn run(&self, command: Vec<String>, input: &[u8]) -> io::Result<Vec<u8>> {
+        let limit = Duration::from_secs(120 + (input.len() >> 20) as u64);
+        let what = command.first().cloned().unwrap_or_default();
+        tokio::time::timeout(limit, self.run_unbounded(command, input))
+            .await
+            .map_err(|_| {
+                io::Error::other(format!(
+                    "{what} in pod/{} did not finish within {} s",
+                    self.name,
+                    limit.as_secs()
+                ))
+            })?
+    }
+
+    async fn run_unbounded(&self, command: Vec<String>, input: &[u8]) -> io::Result<Vec<u8>> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = self.exec(command).await?;
         let (mut out, mut inp) = tokio::io::split(&mut stream);

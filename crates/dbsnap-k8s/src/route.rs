@@ -101,6 +101,7 @@ impl ClusterRoute {
         }
         let run = crate::pod::run_of(&pod).unwrap_or("run").to_string();
         let pod = JumpPod::start(client, namespace, pod, options.ready_within).await?;
+        tracing::info!("jump pod {} is running in namespace {namespace}", pod.name);
         let mut route = ClusterRoute {
             label: options.label.clone(),
             pod,
@@ -122,6 +123,7 @@ impl ClusterRoute {
         run: &str,
     ) -> Result<Vec<Database>, K8sError> {
         let program = self.install_relay(run).await?;
+        tracing::info!("relay in pod/{}: {program}", self.pod.name);
         let mut found: Vec<Database> = Vec::new();
         for d in &discovery.databases {
             let args = relay_args(d);
@@ -156,6 +158,7 @@ impl ClusterRoute {
                 })?;
                 self.tunnels.push((k, tunnel));
             }
+            tracing::info!("route to {name} ready ({})", d.source);
             found.push(Database {
                 name,
                 source: d.source.clone(),

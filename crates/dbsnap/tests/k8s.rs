@@ -831,3 +831,132 @@ fn an_app_without_database_settings_and_an_autoscaled_app_are_refused() {
     assert_eq!(deployment(&s)["spec"]["replicas"], 1);
     s.assert_no_pods_left();
 }
+
+#[test]
+fn the_psql_line_of_jump_create_works_through_stock_kubectl() {
+    let s = Setup::new();
+    let mut c = s.home.dbsnap();
+    c.args([
+        "--json",
+        "jump-create",
+        "--k8s",
+        "deploy/core-api",
+        "-n",
+        NS,
+        "--kubeconfig",
+    ])
+    .arg(&s.kubeconfig);
+    let (code, v, err) = run_json(&mut c);
+    assert_eq!(code, 0, "{err}");
+    let line = v["psql"][0].as_str().unwrap().to_string();
+    // The line as printed, without a terminal and with a query to run.
+    let inner = line
+        .split_once("-- sh -c '")
+        .unwrap()
+        .1
+        .trim_end_matches('\'');
+    let pod = v["pod"].as_str().unwrap();
+    let out = Command::new(dbsnap_test_support::kubectl_bin())
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .args(["exec", "-n", NS, pod, "--", "sh", "-c"])
+        .arg(format!(
+            "{inner} -XAtc 'SELECT current_user, count(*) FROM jobs'"
+        ))
+        .env_remove("PGPASSWORD")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.trim(), "core_app|5000");
+    let mut c = s.home.dbsnap();
+    c.args(["jump-delete", pod, "-n", NS, "--kubeconfig"])
+        .arg(&s.kubeconfig);
+    let (code, _, err) = run(&mut c);
+    assert_eq!(code, 0, "{err}");
+    s.assert_no_pods_left();
+}
+
+#[test]
+fn a_jump_pod_deleted_during_a_data_only_restore_leaves_the_database_as_it_was() {
+    use std::io::Write;
+    use std::process::Stdio;
+
+    let s = Setup::new();
+    let (code, _, err) = run(s.dbsnap(&["create"]).arg("--no-progress"));
+    assert_eq!(code, 0, "{err}");
+    let file = snapshot_file(&s.home);
+    s.cluster.psql("core", "DELETE FROM jobs WHERE id > 10");
+    let before = fingerprint(&s.cluster, "core");
+    // The app holds a lock: the restore's transaction waits behind it.
+    let mut app = Command::new(s.cluster.bin_dir().join("psql"))
+        .args(["-X", "-q"])
+        .arg(s.cluster.url("core"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = app.stdin.as_mut().unwrap();
+    writeln!(
+        stdin,
+        "BEGIN; LOCK TABLE jobs IN ACCESS SHARE MODE; SELECT 1;"
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    wait_until(
+        &s.cluster,
+        "core",
+        "SELECT count(*) FROM pg_locks WHERE relation = 'jobs'::regclass AND granted AND mode = 'AccessShareLock'",
+        "the app's lock",
+    );
+    let child = s
+        .dbsnap(&[
+            "restore",
+            "--yes",
+            "--no-progress",
+            "--no-safety-snapshot",
+            "--lock-timeout",
+            "60s",
+        ])
+        .arg("--file")
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(
+        &s.cluster,
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'dbsnap%' AND wait_event_type = 'Lock'",
+        "the restore waiting for the lock through the relay",
+    );
+    let pod = s.pods_left().pop().expect("the jump pod");
+    let out = Command::new(dbsnap_test_support::kubectl_bin())
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .args(["delete", "pod", &pod, "-n", NS, "--wait=false"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(18), "{err}");
+    assert!(err.contains("stopped during the run"), "{err}");
+    let _ = app.kill();
+    let _ = app.wait();
+    assert_eq!(
+        fingerprint(&s.cluster, "core"),
+        before,
+        "half a restore was committed"
+    );
+    s.assert_no_pods_left();
+}
