@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::api::{Api, AttachParams, AttachedProcess, DeleteParams, ListParams, PostParams};
 use kube::Client;
 use serde_json::Value as Json;
@@ -266,9 +267,17 @@ impl JumpPod {
 
     /// Runs `command` in the pod; its stdin and stdout become one stream.
     pub async fn exec(&self, command: Vec<String>) -> io::Result<ExecStream> {
+        self.exec_with(command, true).await
+    }
+
+    /// Runs `command` in the pod, with or without a stdin channel. A
+    /// command that reads nothing gets none: kube-rs closes stdin with one
+    /// more message, which races with the server closing the session when
+    /// the command ends first.
+    async fn exec_with(&self, command: Vec<String>, stdin: bool) -> io::Result<ExecStream> {
         let params = AttachParams {
             container: Some("jump".into()),
-            stdin: true,
+            stdin,
             stdout: true,
             stderr: true,
             tty: false,
@@ -288,9 +297,14 @@ impl JumpPod {
                 ))
             })?
             .map_err(|e| io::Error::other(exec_error(e, &self.name)))?;
-        let (Some(stdin), Some(stdout)) = (process.stdin(), process.stdout()) else {
-            return Err(io::Error::other("the exec session has no stdin or stdout"));
+        let Some(stdout) = process.stdout() else {
+            return Err(io::Error::other("the exec session has no stdout"));
         };
+        let stdin = process.stdin();
+        if stdin.is_none() && params.stdin {
+            return Err(io::Error::other("the exec session has no stdin"));
+        }
+        let status = process.take_status().map(|s| Box::pin(s) as StatusFuture);
         if let Some(mut stderr) = process.stderr() {
             let pod = self.name.clone();
             tokio::spawn(async move {
@@ -302,8 +316,11 @@ impl JumpPod {
             });
         }
         Ok(ExecStream {
+            pod: self.name.clone(),
             stdin,
             stdout,
+            status,
+            ended: None,
             _process: process,
         })
     }
@@ -316,28 +333,44 @@ impl JumpPod {
         tokio::time::timeout(limit, self.run_unbounded(command, input))
             .await
             .map_err(|_| {
-                io::Error::other(format!(
-                    "{what} in pod/{} did not finish within {} s",
-                    self.name,
-                    limit.as_secs()
-                ))
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{what} in pod/{} did not finish within {} s",
+                        self.name,
+                        limit.as_secs()
+                    ),
+                )
             })?
     }
 
     async fn run_unbounded(&self, command: Vec<String>, input: &[u8]) -> io::Result<Vec<u8>> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = self.exec(command).await?;
-        let (mut out, mut inp) = tokio::io::split(&mut stream);
-        let write = async {
-            inp.write_all(input).await?;
-            inp.shutdown().await
-        };
+        let what = command.first().cloned().unwrap_or_default();
+        let mut stream = self.exec_with(command, !input.is_empty()).await?;
         let mut output = Vec::new();
-        let read = out.read_to_end(&mut output);
-        let (w, r) = tokio::join!(write, read);
-        r?;
-        w?;
-        Ok(output)
+        {
+            let (mut out, mut inp) = tokio::io::split(&mut stream);
+            let write = async {
+                if input.is_empty() {
+                    return Ok(());
+                }
+                inp.write_all(input).await?;
+                inp.shutdown().await
+            };
+            let read = out.read_to_end(&mut output);
+            let (w, r) = tokio::join!(write, read);
+            r?;
+            w?;
+        }
+        match stream.exit().await {
+            Some(Exit { success: true, .. }) => Ok(output),
+            Some(Exit { message, .. }) => Err(io::Error::other(format!(
+                "{what} in pod/{} failed: {message}",
+                self.name
+            ))),
+            None => Err(stream.dropped()),
+        }
     }
 }
 
@@ -456,12 +489,64 @@ pub fn run_of(pod: &Json) -> Option<&str> {
     pod["metadata"]["labels"][RUN_LABEL].as_str()
 }
 
+type StatusFuture = Pin<Box<dyn std::future::Future<Output = Option<Status>> + Send>>;
+
+/// How a command run through exec ended.
+#[derive(Debug, Clone)]
+pub struct Exit {
+    pub success: bool,
+    /// The server's words (`command terminated with non-zero exit code: ...`).
+    pub message: String,
+}
+
 /// An exec session's stdout and stdin as one stream; the session ends
 /// when it is dropped.
+///
+/// The end of stdout is also read from the session's end: kube-rs closes
+/// stdout only when its message loop ends cleanly, so a session whose
+/// connection failed (the exit status never came) would otherwise leave
+/// a reader waiting forever. Such a session reads as an error.
 pub struct ExecStream {
-    stdin: WriteHalf<SimplexStream>,
+    pod: String,
+    stdin: Option<WriteHalf<SimplexStream>>,
     stdout: ReadHalf<SimplexStream>,
+    /// Resolves when the session's message loop has ended: with the exit
+    /// status, or `None` when the session broke first.
+    status: Option<StatusFuture>,
+    ended: Option<Option<Exit>>,
     _process: AttachedProcess,
+}
+
+impl ExecStream {
+    /// How the command ended (waits for the end of the session); `None`
+    /// when the session broke before the exit status came.
+    pub async fn exit(&mut self) -> Option<Exit> {
+        if self.ended.is_none() {
+            let status = match self.status.as_mut() {
+                Some(s) => s.await,
+                None => None,
+            };
+            self.ended = Some(status.map(exit_of));
+        }
+        self.ended.clone().flatten()
+    }
+
+    fn dropped(&self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            format!(
+                "the exec session into pod/{} ended without the command's exit status (the connection to the API server dropped)",
+                self.pod
+            ),
+        )
+    }
+}
+
+fn exit_of(status: Status) -> Exit {
+    Exit {
+        success: status.status.as_deref() == Some("Success"),
+        message: status.message.unwrap_or_default(),
+    }
 }
 
 impl AsyncRead for ExecStream {
@@ -470,7 +555,38 @@ impl AsyncRead for ExecStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stdout).poll_read(cx, buf)
+        if let Poll::Ready(r) = Pin::new(&mut self.stdout).poll_read(cx, buf) {
+            return Poll::Ready(r);
+        }
+        if self.ended.is_none() {
+            let Some(status) = self.status.as_mut() else {
+                return Poll::Pending;
+            };
+            let Poll::Ready(status) = status.as_mut().poll(cx) else {
+                return Poll::Pending;
+            };
+            self.ended = Some(status.map(exit_of));
+        }
+        // The session has ended, so whatever it wrote is in stdout by now.
+        if let Poll::Ready(r) = Pin::new(&mut self.stdout).poll_read(cx, buf) {
+            return Poll::Ready(r);
+        }
+        match &self.ended {
+            Some(Some(_)) => Poll::Ready(Ok(())),
+            _ => Poll::Ready(Err(self.dropped())),
+        }
+    }
+}
+
+impl ExecStream {
+    fn stdin(&mut self) -> io::Result<Pin<&mut WriteHalf<SimplexStream>>> {
+        match self.stdin.as_mut() {
+            Some(w) => Ok(Pin::new(w)),
+            None => Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "this exec session has no stdin",
+            )),
+        }
     }
 }
 
@@ -480,15 +596,24 @@ impl AsyncWrite for ExecStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stdin).poll_write(cx, buf)
+        match self.stdin() {
+            Ok(w) => w.poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stdin).poll_flush(cx)
+        match self.stdin() {
+            Ok(w) => w.poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stdin).poll_shutdown(cx)
+        match self.stdin() {
+            Ok(w) => w.poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 }
 

@@ -171,7 +171,7 @@ impl ClusterRoute {
     /// The command that runs the relay in the pod: the image's own
     /// `dbsnap`, else a copy of this one.
     async fn install_relay(&mut self, run: &str) -> Result<String, K8sError> {
-        if self.relay_runs("dbsnap").await {
+        if self.relay_runs("dbsnap").await? {
             return Ok("dbsnap".into());
         }
         let probe = "echo \"arch=$(uname -m)\"";
@@ -212,7 +212,7 @@ impl ClusterRoute {
         })?;
         let path = String::from_utf8_lossy(&out).trim().to_string();
         self.relay_dir = path.rsplit_once('/').map(|(d, _)| d.to_string());
-        if !self.relay_runs(&path).await {
+        if !self.relay_runs(&path).await? {
             return Err(error(
                 "the copy of dbsnap does not run in the jump pod's image (a musl-based image such as alpine?)",
                 "use the dbsnap image or another glibc-based image with PostgreSQL client tools (--image)",
@@ -221,17 +221,34 @@ impl ClusterRoute {
         Ok(path)
     }
 
-    /// Whether `program __relay --probe` runs in the pod.
-    async fn relay_runs(&self, program: &str) -> bool {
-        let out = self
+    /// Whether `program __relay --probe` runs in the pod (a command that
+    /// fails, or is not there, does not; a broken session is an error).
+    async fn relay_runs(&self, program: &str) -> Result<bool, K8sError> {
+        let ran = self
             .pod
             .run(
                 vec![program.into(), RELAY_ARG.into(), "--probe".into()],
                 &[],
             )
-            .await
-            .unwrap_or_default();
-        String::from_utf8_lossy(&out).starts_with("dbsnap relay")
+            .await;
+        match ran {
+            Ok(out) => Ok(String::from_utf8_lossy(&out).starts_with("dbsnap relay")),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(error(
+                    format!("cannot run commands in the jump pod: {e}"),
+                    "check the connection to the cluster and run again",
+                ))
+            }
+            Err(e) => {
+                tracing::debug!("{program} is not a dbsnap relay in the pod: {e}");
+                Ok(false)
+            }
+        }
     }
 
     async fn sh(&self, script: &str, input: &[u8]) -> std::io::Result<Vec<u8>> {

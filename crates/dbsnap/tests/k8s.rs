@@ -98,10 +98,13 @@ impl Setup {
             .collect()
     }
 
-    /// Waits (bounded) until no dbsnap pod is left.
+    /// Waits (bounded) until no dbsnap pod is left and their processes
+    /// are gone (a killed process takes a moment to die).
     fn assert_no_pods_left(&self) {
         let started = Instant::now();
-        while !self.pods_left().is_empty() && started.elapsed() < Duration::from_secs(10) {
+        while (!self.pods_left().is_empty() || self.kube.live_processes() > 0)
+            && started.elapsed() < Duration::from_secs(10)
+        {
             std::thread::sleep(Duration::from_millis(100));
         }
         assert_eq!(
