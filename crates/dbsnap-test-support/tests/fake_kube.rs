@@ -8,16 +8,23 @@ use std::process::{Command, Output};
 const NS: &str = "poolside";
 const PG_URL: &str = "postgresql://app:pw-123@127.0.0.1:55432/shop";
 
-/// Runs kubectl with the fake's kubeconfig and a private cache and home.
-fn kubectl(dir: &Path, args: &[&str]) -> Output {
-    let output = Command::new(kubectl_bin())
+/// kubectl with the fake's kubeconfig and a private cache and home.
+fn kubectl_command(dir: &Path) -> Command {
+    let mut command = Command::new(kubectl_bin());
+    command
         .arg("--kubeconfig")
         .arg(dir.join("kubeconfig"))
         .arg("--cache-dir")
         .arg(dir.join("cache"))
-        .args(args)
         .env("HOME", dir)
-        .env_remove("KUBECONFIG")
+        .env_remove("KUBECONFIG");
+    command
+}
+
+/// Runs kubectl (as [`kubectl_command`]) and logs what it said.
+fn kubectl(dir: &Path, args: &[&str]) -> Output {
+    let output = kubectl_command(dir)
+        .args(args)
         .output()
         .expect("run kubectl");
     eprintln!(
@@ -261,4 +268,108 @@ fn kubectl_scales_a_statefulset_through_its_scale_subresource() {
         "PATCH",
         "/apis/apps/v1/namespaces/poolside/statefulsets/worker/scale"
     ));
+}
+
+/// kubectl's own watches: `get -w` sees a pod added, changed and deleted;
+/// `wait --for=condition=Ready` follows a slow start; `wait --for=delete`
+/// returns once the pod is gone.
+#[test]
+fn kubectl_watches_pods_come_and_go() {
+    use std::io::BufRead as _;
+    use std::process::Stdio;
+    let (kube, dir) = started();
+    let dir = dir.path();
+    kube.set_pod_start_delay(std::time::Duration::from_millis(1500));
+    let mut watching = kubectl_command(dir)
+        .args([
+            "get",
+            "pods",
+            "-n",
+            NS,
+            "-w",
+            "--output-watch-events",
+            "--no-headers",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run kubectl get -w");
+    let (seen, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = watching.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            // EVENT NAME READY STATUS RESTARTS AGE, from the server's tables.
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if words.get(1) == Some(&"watched") {
+                let _ = seen.send(words[..2].join(" "));
+            }
+        }
+    });
+    // Let the watch start before the pod exists.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    kube.insert(
+        "pods",
+        NS,
+        serde_json::json!({"metadata": {"name": "watched"}, "spec": {"containers": [{
+            "name": "main", "image": "app:1", "command": ["sleep", "300"]}]}}),
+    );
+    let ready = ok_stdout(
+        dir,
+        &[
+            "wait",
+            "-n",
+            NS,
+            "--for=condition=Ready",
+            "pod/watched",
+            "--timeout=30s",
+        ],
+    );
+    assert_eq!(ready.trim(), "pod/watched condition met");
+
+    let deleting = kubectl_command(dir)
+        .args([
+            "wait",
+            "-n",
+            NS,
+            "--for=delete",
+            "pod/watched",
+            "--timeout=30s",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run kubectl wait --for=delete");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    ok_stdout(dir, &["delete", "pod", "watched", "-n", NS, "--wait=false"]);
+    let gone = deleting.wait_with_output().unwrap();
+    assert!(gone.status.success());
+
+    let mut events = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !events.iter().any(|e: &String| e.starts_with("DELETED")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => events.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = watching.kill();
+    let _ = watching.wait();
+    assert_eq!(
+        events.first().map(String::as_str),
+        Some("ADDED watched"),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| e == "MODIFIED watched"), "{events:?}");
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("DELETED watched"),
+        "{events:?}"
+    );
+    assert!(kube
+        .requests()
+        .iter()
+        .any(|r| r.query.contains("watch=true")));
 }

@@ -120,3 +120,154 @@ async fn a_process_pod_s_port_is_the_local_port_and_unreachable_ports_say_so() {
         missing.err()
     );
 }
+
+/// A `kubectl port-forward` running in the background; killed on drop.
+struct Forward {
+    child: std::process::Child,
+    port: u16,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Forward {
+    /// Starts `kubectl port-forward TARGET :REMOTE` and waits for its
+    /// "Forwarding from 127.0.0.1:PORT" line.
+    fn start(dir: &std::path::Path, target: &str, remote: u16) -> Forward {
+        use std::io::BufRead as _;
+        use std::process::Stdio;
+        let mut child = common::kubectl_command(dir, NS)
+            .args(["port-forward", target, &format!(":{remote}")])
+            .args(["--address", "127.0.0.1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl port-forward");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let errors = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(errors)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_else(|| {
+            panic!(
+                "kubectl port-forward printed nothing: {}",
+                stderr.lock().unwrap()
+            )
+        });
+        // Forwarding from 127.0.0.1:PORT -> REMOTE
+        let port = first
+            .split_whitespace()
+            .nth(2)
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected line: {first}"));
+        // Keep draining stdout ("Handling connection for …").
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        Forward {
+            child,
+            port,
+            stderr,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// kubectl 1.33 tunnels SPDY through a websocket for port-forward: psql
+/// sessions through `pod/db-0` and `svc/db` reach the real PostgreSQL
+/// behind the database pod, one after another and side by side, and a
+/// port nothing listens on gets the kubelet's message.
+#[test]
+fn kubectl_port_forward_carries_postgresql_sessions() {
+    let cluster = Cluster::start(versions()[0]);
+    let kube = FakeKube::start();
+    kube.seed_database(NS, "db", cluster.port);
+    let dir = tempfile::tempdir().unwrap();
+    kube.write_kubeconfig(&dir.path().join("kubeconfig"))
+        .unwrap();
+
+    for target in ["pod/db-0", "svc/db"] {
+        let forward = Forward::start(dir.path(), target, 5432);
+        let psql = |sql: &str| {
+            let out = cluster
+                .command("psql")
+                .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+                .arg(format!(
+                    "postgresql://{SUPERUSER}:{SUPERUSER_PASSWORD}@127.0.0.1:{}/postgres?sslmode=disable",
+                    forward.port
+                ))
+                .args(["-c", sql])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "psql through kubectl port-forward {target}: {}\nkubectl: {}",
+                String::from_utf8_lossy(&out.stderr),
+                forward.stderr()
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        assert_eq!(psql("select length(repeat('x', 3000000))"), "3000000");
+        let together: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..3)
+                .map(|i| {
+                    s.spawn(move || {
+                        psql(&format!(
+                            "select {i} + count(*) from generate_series(1, 50000)"
+                        ))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(together, ["50000", "50001", "50002"]);
+        assert!(forward.stderr().is_empty(), "{}", forward.stderr());
+    }
+    assert!(kube.requested(
+        "GET",
+        &format!("/api/v1/namespaces/{NS}/pods/db-0/portforward")
+    ));
+
+    // A port nothing listens on: kubectl reports the kubelet's words.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    kube.insert(
+        "pods",
+        NS,
+        json!({"metadata": {"name": "app"}, "spec": {"containers": [{
+            "name": "main", "image": "app:1", "command": ["sleep", "300"]}]}}),
+    );
+    kube.wait_for_pod(NS, "app", std::time::Duration::from_secs(30), running)
+        .expect("pod app running");
+    let mut forward = Forward::start(dir.path(), "pod/app", closed);
+    let refused = std::net::TcpStream::connect(("127.0.0.1", forward.port)).map(|mut s| {
+        use std::io::Read as _;
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        buf.len()
+    });
+    assert_eq!(refused.ok(), Some(0), "no bytes through a closed port");
+    let status = forward.child.wait().unwrap();
+    let stderr = forward.stderr();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("error forwarding port {closed} to pod app")),
+        "{stderr}"
+    );
+}

@@ -106,11 +106,20 @@
 //! port map ([`FakeKube::map_pod_port`], [`FakeKube::seed_database`]) the
 //! mapped one; a port nothing listens on gets the kubelet's error on its
 //! error channel. RBAC is `create` on `pods/portforward`. kubectl's
-//! port-forward (SPDY, or SPDY tunnelled in a websocket) is not spoken.
+//! port-forward tunnels SPDY/3.1 in the websocket
+//! (`SPDY/3.1+portforward.k8s.io`): the fake speaks that too (an error and
+//! a data stream per connection, ports named in the stream headers, see
+//! `spdy.rs`). A plain SPDY upgrade (kubectl's fallback) gets a `400`.
 //!
-//! Not in this slice: watch (`?watch=true` is answered as a plain list,
-//! so `kubectl get -w` and `kubectl wait` do not work), `pods/attach`, SPDY
-//! (kubectl's port-forward; kubectl's exec fallback gets a `400`), `tty`
+//! ## Watch
+//!
+//! `?watch=true` on a list (or an object) streams `ADDED`/`MODIFIED`/
+//! `DELETED` events as JSON lines, from the given `resourceVersion` (or
+//! the current objects first), filtered by the list's selectors, as tables
+//! when asked; `kubectl get -w`, `kubectl wait` and kube-rs' watcher work.
+//!
+//! Not in this slice: bookmarks and `410 Gone` (every change is kept),
+//! `pods/attach`, plain SPDY upgrades (kubectl's fallbacks get a `400`), `tty`
 //! (ignored: no terminal), other containers than the first (they do not
 //! run; exec into them runs with their env), container restarts,
 //! `resourceFieldRef`, ReplicaSets and Jobs as objects, OpenAPI (so
@@ -481,9 +490,11 @@ mod resources;
 mod seed;
 mod selectors;
 mod server;
+mod spdy;
 mod storage;
 mod store;
 mod tables;
+mod watch;
 mod websocket;
 
 use controllers::*;
@@ -498,9 +509,11 @@ use resources::*;
 use seed::*;
 use selectors::*;
 use server::*;
+use spdy::*;
 use storage::*;
 use store::*;
 use tables::*;
+use watch::*;
 use websocket::*;
 
 #[cfg(test)]

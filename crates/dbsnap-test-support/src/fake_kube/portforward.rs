@@ -24,18 +24,22 @@ pub(super) const PORTFORWARD_PROTOCOLS: [&str; 3] = [
 
 /// What a port-forward request asks for, checked against the pod.
 pub(super) struct ForwardPlan {
-    pod: String,
-    uid: String,
+    pub(super) pod: String,
+    pub(super) uid: String,
     /// `(pod port, local port)`.
     ports: Vec<(u16, u16)>,
-    stop: watch::Receiver<Option<Duration>>,
+    /// The pod's port map (pod port to local port).
+    pub(super) map: BTreeMap<u16, u16>,
+    pub(super) stop: watch::Receiver<Option<Duration>>,
 }
 
-/// Checks a port-forward request: the pod exists and runs, ports are given.
+/// Checks a port-forward request: the pod exists and runs, ports are given
+/// (in the query; a SPDY session names them in its streams instead).
 pub(super) fn plan_portforward(
     state: &State,
     target: &Target,
     query: &str,
+    spdy: bool,
 ) -> Result<ForwardPlan, Reply> {
     let Some(pod) = state.objects.get(&target.key()) else {
         return Err(not_found(target));
@@ -49,7 +53,7 @@ pub(super) fn plan_portforward(
         })
         .collect::<Result<_, _>>()
         .map_err(|_| bad_request("invalid port in \"ports\""))?;
-    if ports.is_empty() {
+    if ports.is_empty() && !spdy {
         return Err(bad_request("at least one port must be specified"));
     }
     let pod_ref = PodRef::of(pod);
@@ -64,15 +68,18 @@ pub(super) fn plan_portforward(
     let map = state
         .kubelet
         .port_maps
-        .get(&(pod_ref.namespace.clone(), pod_ref.name.clone()));
+        .get(&(pod_ref.namespace.clone(), pod_ref.name.clone()))
+        .cloned()
+        .unwrap_or_default();
     let ports = ports
         .into_iter()
-        .map(|p| (p, map.and_then(|m| m.get(&p)).copied().unwrap_or(p)))
+        .map(|p| (p, map.get(&p).copied().unwrap_or(p)))
         .collect();
     Ok(ForwardPlan {
         pod: pod_ref.name,
         uid: pod_ref.uid,
         ports,
+        map,
         stop: run.stop.subscribe(),
     })
 }

@@ -197,7 +197,16 @@ fn upgrade_session(
             }))
         }
         ("pods", Some("portforward")) => {
-            let plan = plan_portforward(&guard, &target, &call.query)?;
+            // kubectl tunnels SPDY through the websocket; kube-rs speaks
+            // the channel protocol.
+            if pick_protocol(&req, &[SPDY_TUNNEL_PROTOCOL]).is_some() {
+                let plan = plan_portforward(&guard, &target, &call.query, true)?;
+                drop(guard);
+                return Ok(upgrade(state, req, SPDY_TUNNEL_PROTOCOL, move |socket| {
+                    spdy_session(plan, socket)
+                }));
+            }
+            let plan = plan_portforward(&guard, &target, &call.query, false)?;
             drop(guard);
             let protocol =
                 pick_protocol(&req, &PORTFORWARD_PROTOCOLS).ok_or_else(no_subprotocol)?;
@@ -211,10 +220,12 @@ fn upgrade_session(
     }
 }
 
-/// kubectl falls back to SPDY when a websocket upgrade fails; the fake
-/// does not speak it.
+/// kubectl falls back to a plain SPDY upgrade when a websocket upgrade
+/// fails; the fake serves websockets only (SPDY only tunneled in one).
 fn no_spdy() -> Reply {
-    bad_request("the fake serves exec and port-forward over websockets only, not SPDY")
+    bad_request(
+        "the fake serves exec and port-forward over websockets only, not plain SPDY upgrades",
+    )
 }
 
 fn no_subprotocol() -> Reply {
@@ -226,6 +237,11 @@ fn no_subprotocol() -> Reply {
 async fn answer(state: &Shared, call: &Call, req: Request<Incoming>) -> Response<Body> {
     let content_type = header(&req, "content-type");
     let wants_table = call.method == Method::GET && header(&req, "accept").contains("as=Table");
+    if call.method == Method::GET && is_watch(&call.query) {
+        let response = watch(state, call, wants_table).unwrap_or_else(to_response);
+        log_request(state, call, response.status());
+        return response;
+    }
     let body = match req.into_body().collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => Bytes::new(),
@@ -305,7 +321,7 @@ pub(super) fn route(state: &mut State, call: &Call, content_type: &str, body: &[
             Ok(_) => no_spdy(),
             Err(refusal) => refusal,
         },
-        (_, Some("portforward")) => match plan_portforward(state, &target, query) {
+        (_, Some("portforward")) => match plan_portforward(state, &target, query, false) {
             Ok(_) => no_spdy(),
             Err(refusal) => refusal,
         },

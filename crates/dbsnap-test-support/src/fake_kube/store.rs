@@ -25,9 +25,22 @@ pub(super) enum Effect {
     },
 }
 
+/// A change for watchers: `ADDED`, `MODIFIED` or `DELETED`, and the object
+/// as it then was.
+pub(super) struct Event {
+    pub(super) version: u64,
+    pub(super) kind: &'static str,
+    pub(super) key: Key,
+    pub(super) object: Value,
+}
+
 /// Everything the server keeps.
 pub(super) struct State {
     pub(super) objects: BTreeMap<Key, Value>,
+    /// Every change, oldest first (resource versions increase).
+    pub(super) events: Vec<Event>,
+    /// The newest resource version, for watchers to wait on.
+    pub(super) changed: tokio::sync::watch::Sender<u64>,
     pub(super) denies: Vec<Deny>,
     pub(super) log: Vec<LoggedRequest>,
     pub(super) resource_version: u64,
@@ -49,6 +62,8 @@ impl State {
     pub(super) fn new(address: String, runtime: tokio::runtime::Handle) -> State {
         State {
             objects: BTreeMap::new(),
+            events: Vec::new(),
+            changed: tokio::sync::watch::Sender::new(0),
             denies: Vec::new(),
             log: Vec::new(),
             resource_version: 0,
@@ -65,11 +80,27 @@ impl State {
     pub(super) fn put(&mut self, key: Key, mut object: Value) -> Value {
         self.resource_version += 1;
         object["metadata"]["resourceVersion"] = json!(self.resource_version.to_string());
-        self.objects.insert(key.clone(), object.clone());
+        let before = self.objects.insert(key.clone(), object.clone());
+        let kind = if before.is_some() {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.record(kind, &key, &object);
         if key.0 == "pods" {
             owner_needs_reconcile(self, &object);
         }
         object
+    }
+
+    fn record(&mut self, kind: &'static str, key: &Key, object: &Value) {
+        self.events.push(Event {
+            version: self.resource_version,
+            kind,
+            key: key.clone(),
+            object: object.clone(),
+        });
+        self.changed.send_replace(self.resource_version);
     }
 
     /// Removes the object under `key`.
@@ -77,6 +108,7 @@ impl State {
         let mut object = self.objects.remove(key)?;
         self.resource_version += 1;
         object["metadata"]["resourceVersion"] = json!(self.resource_version.to_string());
+        self.record("DELETED", key, &object);
         Some(object)
     }
 
