@@ -345,3 +345,46 @@ async fn a_pod_deleted_as_soon_as_it_is_created_goes() {
     }
     wait_no_processes(&kube).await;
 }
+
+/// kube-rs' watch (`?watch=true` from a resource version) sees a pod
+/// added, started and deleted, filtered by its label selector.
+#[tokio::test(flavor = "multi_thread")]
+async fn kube_rs_watches_a_pod_from_a_resource_version() {
+    use futures::{StreamExt as _, TryStreamExt as _};
+    use kube::api::{ListParams, WatchEvent, WatchParams};
+    let kube = started();
+    let pods: Api<Pod> = Api::namespaced(client(&kube).await, NS);
+    let listed = pods.list(&ListParams::default()).await.unwrap();
+    let from = listed.metadata.resource_version.unwrap();
+    let params = WatchParams::default().labels("watch=me").timeout(20);
+    let mut events = pods.watch(&params, &from).await.unwrap().boxed();
+
+    let mut ignored = shell_pod("ignored", "sleep 300");
+    ignored.metadata.labels = None;
+    pods.create(&PostParams::default(), &ignored).await.unwrap();
+    let mut watched = shell_pod("watched", "sleep 300");
+    watched.metadata.labels = Some([("watch".to_string(), "me".to_string())].into());
+    pods.create(&PostParams::default(), &watched).await.unwrap();
+    wait_for(&kube, NS, "watched", running).await;
+    pods.delete("watched", &DeleteParams::default())
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    while let Some(event) = events.try_next().await.unwrap() {
+        let (kind, pod) = match event {
+            WatchEvent::Added(p) => ("ADDED", p),
+            WatchEvent::Modified(p) => ("MODIFIED", p),
+            WatchEvent::Deleted(p) => ("DELETED", p),
+            other => panic!("unexpected event {other:?}"),
+        };
+        seen.push((kind, pod.metadata.name.unwrap()));
+        if kind == "DELETED" {
+            break;
+        }
+    }
+    assert!(seen.iter().all(|(_, name)| name == "watched"), "{seen:?}");
+    assert_eq!(seen.first().map(|s| s.0), Some("ADDED"), "{seen:?}");
+    assert!(seen.iter().any(|s| s.0 == "MODIFIED"), "{seen:?}");
+    assert_eq!(seen.last().map(|s| s.0), Some("DELETED"), "{seen:?}");
+}
