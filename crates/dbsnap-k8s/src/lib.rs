@@ -7,6 +7,8 @@
 //! - [`cluster`] reaches the cluster (kubeconfig, context, namespace) with
 //!   kube-rs and runs that discovery through the API, reading ConfigMaps but
 //!   never a Secret.
+//! - [`image`] chooses the jump pod's image (an explicit one, the newest
+//!   dbsnap in a registry, or a fallback) and says why.
 //! - [`jump`] builds the jump pod: the app's own `env`/`envFrom`, locked
 //!   down and bounded.
 //! - [`scale`] decides the scale-down and scale-up patches (the count kept
@@ -18,6 +20,7 @@
 pub mod cluster;
 pub mod discover;
 pub mod forward;
+pub mod image;
 pub mod jump;
 pub mod objects;
 pub mod pod;
