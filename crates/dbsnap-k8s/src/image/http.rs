@@ -174,7 +174,10 @@ impl Transport {
             return exchange(tcp, url, authorization).await;
         }
         match self.get_tls(url, authorization).await {
-            Err(HttpError::NotTls) if self.force_insecure => {
+            // As docker does for an insecure registry: any failed
+            // handshake (an HTTP answer, or a server that just hangs up)
+            // means trying plain HTTP.
+            Err(HttpError::NotTls | HttpError::Tls(_)) if self.force_insecure => {
                 tracing::info!(host = %url.host, "registry does not speak TLS; plain HTTP (--force-insecure)");
                 if let Ok(mut plain) = self.plain.lock() {
                     plain.insert(url.host.clone());

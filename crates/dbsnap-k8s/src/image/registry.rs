@@ -122,7 +122,7 @@ impl RegistryError {
                 "add the registry's CA to SSL_CERT_FILE or /etc/docker/certs.d/{host}/ca.crt, or pass --force-insecure to accept its certificate unverified"
             ),
             RegistryError::Tls { .. } => {
-                "check the registry's TLS setup; --force-insecure accepts an unverified certificate".into()
+                "check the registry's TLS setup; --force-insecure accepts an unverified certificate, or plain HTTP".into()
             }
             RegistryError::NoLogin { host, .. } => format!("log in first (docker login {host}); {LOGIN_FILES}"),
             RegistryError::LoginRefused { host, .. } => {

@@ -129,7 +129,6 @@ use std::convert::Infallible;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use tokio_rustls::rustls;
 
 /// The bearer token written into the kubeconfig and required on requests.
 pub const TOKEN: &str = "fake-kube-token";
@@ -215,7 +214,7 @@ pub struct FakeKube {
 impl FakeKube {
     /// Starts the server on a free loopback port, on its own thread and runtime.
     pub fn start() -> FakeKube {
-        let tls = TlsMaterial::generate();
+        let tls = crate::tls::TlsMaterial::generate("fake-kube");
         let listener =
             std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port for fake kube");
         listener
