@@ -328,6 +328,24 @@ impl FakeKube {
         created.unwrap_or_else(|refusal| panic!("fake kube refused a {resource}: {}", refusal.body))
     }
 
+    /// Changes a stored object in place, as an update that runs no
+    /// controller would (e.g. the image or env of a workload's template).
+    /// Panics if there is no such object.
+    pub fn update(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(&mut Value),
+    ) {
+        let mut state = lock(&self.state);
+        let object = state
+            .objects
+            .get_mut(&(resource.into(), namespace.into(), name.into()))
+            .unwrap_or_else(|| panic!("fake kube has no {resource} {namespace}/{name}"));
+        change(object);
+    }
+
     /// Seeds `namespace` with the app dbsnap will meet in a cluster: the
     /// Secret [`APP_SECRET`] holding the password of `postgres_url` (as
     /// written in the URL), a Deployment [`APP`] (1 replica) whose container
