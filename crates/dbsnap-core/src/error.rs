@@ -45,7 +45,8 @@ pub mod exit {
     /// A post-restore check failed (the restore was rolled back).
     pub const CHECK_FAILED: u8 = 17;
     /// Kubernetes: no cluster access, RBAC denied, workload not found, the
-    /// jump pod could not start.
+    /// jump pod could not start (or its image could not be taken from the
+    /// registry named with `--registry`).
     pub const KUBERNETES: u8 = 18;
     /// Interrupted (Ctrl-C / SIGTERM).
     pub const INTERRUPTED: u8 = 130;

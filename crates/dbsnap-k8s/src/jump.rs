@@ -55,11 +55,7 @@ pub fn pod(spec: &JumpPod<'_>) -> Json {
         .pointer("/spec/template/spec")
         .cloned()
         .unwrap_or(json!({}));
-    let app = template["containers"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["name"] == spec.container))
-        .cloned()
-        .unwrap_or(json!({}));
+    let app = app_container(spec.workload, spec.container);
     let mut pod_spec = json!({
         "restartPolicy": "Never",
         "activeDeadlineSeconds": spec.deadline_secs,
@@ -108,6 +104,17 @@ pub fn pod(spec: &JumpPod<'_>) -> Json {
         },
         "spec": pod_spec
     })
+}
+
+/// The app's container `name` in the workload's pod template (`{}` if
+/// there is none).
+pub fn app_container(workload: &Json, name: &str) -> Json {
+    workload
+        .pointer("/spec/template/spec/containers")
+        .and_then(Json::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+        .cloned()
+        .unwrap_or(json!({}))
 }
 
 /// The app's env plus `HOME=/tmp` (psql writes its history there).

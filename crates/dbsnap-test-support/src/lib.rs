@@ -8,6 +8,8 @@
 //! reason: tests never pass silently without a database.
 
 pub mod fake_kube;
+pub mod registry;
+mod tls;
 
 use dbsnap_pg::local::{LocalServer, LocalServerOptions};
 use std::os::unix::fs::PermissionsExt;

@@ -12,14 +12,12 @@ use dbsnap_core::CoreError;
 use dbsnap_k8s::cluster::{self, ClusterAccess, K8sError};
 use dbsnap_k8s::discover::Discovery;
 use dbsnap_k8s::forward::ForwardRoute;
+use dbsnap_k8s::image::registry::RegistryOptions;
+use dbsnap_k8s::image::{self, Given, ImageError, ImageRequest, Resolved};
 use dbsnap_k8s::route::{ClusterRoute, Database, RouteOptions};
 use dbsnap_k8s::scale::{parse_workloads, Workload};
 
 use crate::cli::parse_duration;
-
-/// The image a jump pod uses when none is given: Debian-based (glibc, so a
-/// copy of dbsnap runs in it) with PostgreSQL 18's client tools and a shell.
-pub const DEFAULT_IMAGE: &str = "postgres:18-bookworm";
 
 /// Flags that reach the databases through a cluster.
 #[derive(Debug, Clone, Args, Default)]
@@ -39,9 +37,18 @@ pub struct K8sArgs {
     /// The app's container whose environment names the databases (default: the first).
     #[arg(long, value_name = "NAME")]
     pub container: Option<String>,
-    /// Jump pod image: any with PostgreSQL client tools and a shell.
+    /// Jump pod image: any with PostgreSQL client tools and a shell (default: the newest dbsnap in --registry or in the app's own registry, else postgres:18-bookworm).
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
+    /// Take the jump pod image from this registry: the newest version tag of HOST[:PORT][/PATH]/dbsnap (see --image-name); failing to find it is an error.
+    #[arg(long, value_name = "HOST[/PATH]", conflicts_with = "image")]
+    pub registry: Option<String>,
+    /// Name of dbsnap's image in a registry (default: dbsnap).
+    #[arg(long, value_name = "NAME")]
+    pub image_name: Option<String>,
+    /// For the registry only: accept an unverified TLS certificate, or plain HTTP; the Kubernetes API is always verified.
+    #[arg(long)]
+    pub force_insecure: bool,
     /// How long the jump pod may take to start (e.g. 120s, 5min).
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
     pub pod_timeout: Duration,
@@ -69,7 +76,8 @@ pub struct K8sSettings {
     pub workload: Workload,
     pub access: ClusterAccess,
     pub container: Option<String>,
-    pub image: String,
+    /// What the jump pod's image is chosen from (at `open`, with the workload).
+    pub image: ImageRequest,
     pub pod_timeout: Duration,
     pub via: Via,
     pub read_secret: bool,
@@ -89,6 +97,7 @@ impl K8sArgs {
                 hint: "the jump pod never needs the password here; drop --read-secret".into(),
             });
         }
+        let image = self.image_request(&t)?;
         Ok(Some(K8sSettings {
             workload,
             access: ClusterAccess {
@@ -97,15 +106,55 @@ impl K8sArgs {
                 namespace: self.namespace.clone().or(t.namespace),
             },
             container: self.container.clone().or(t.container),
-            image: self
-                .image
-                .clone()
-                .or(t.image)
-                .unwrap_or_else(|| DEFAULT_IMAGE.into()),
+            image,
             pod_timeout: self.pod_timeout,
             via: self.via,
             read_secret: self.read_secret,
         }))
+    }
+}
+
+impl K8sArgs {
+    /// The image settings: flags over the target's, and an explicit image
+    /// over an explicit registry within each.
+    fn image_request(&self, t: &K8sTarget) -> Result<ImageRequest, CoreError> {
+        let given = |value: &Option<String>, from: &str| {
+            value.clone().map(|value| Given {
+                value,
+                from: from.into(),
+            })
+        };
+        let (image, registry) = match (
+            given(&self.image, "--image"),
+            given(&self.registry, "--registry"),
+        ) {
+            (None, None) => (
+                given(&t.image, "the target's image"),
+                given(&t.registry, "the target's registry"),
+            ),
+            flags => flags,
+        };
+        if let Some(r) = &registry {
+            image::reference::Registry::parse(&r.value).map_err(|e| CoreError::Config {
+                message: format!("{} {}: {e}", r.from, r.value),
+                hint: "give HOST[:PORT][/PATH], e.g. --registry registry.example.com:5000/team"
+                    .into(),
+            })?;
+        }
+        Ok(ImageRequest {
+            image,
+            registry,
+            image_name: self
+                .image_name
+                .clone()
+                .or(t.image_name.clone())
+                .unwrap_or_else(|| image::DEFAULT_IMAGE_NAME.into()),
+            repository_env: t.image_repository_env.clone(),
+            options: RegistryOptions {
+                force_insecure: self.force_insecure || t.force_insecure.unwrap_or(false),
+                ..RegistryOptions::default()
+            },
+        })
     }
 }
 
@@ -123,6 +172,9 @@ impl K8sArgs {
             self.context.as_ref().map(|_| "--context"),
             self.kubeconfig.as_ref().map(|_| "--kubeconfig"),
             self.image.as_ref().map(|_| "--image"),
+            self.registry.as_ref().map(|_| "--registry"),
+            self.image_name.as_ref().map(|_| "--image-name"),
+            self.force_insecure.then_some("--force-insecure"),
             self.container.as_ref().map(|_| "--container"),
         ]
         .into_iter()
@@ -234,11 +286,12 @@ pub async fn open(s: &K8sSettings, run: &str, quiet: bool) -> Result<Opened, Cor
         });
     }
     let object = workload_object(&client, &namespace, &s.workload).await?;
+    let image = jump_image(s, &object, &discovery.container, quiet).await?;
     let pod = dbsnap_k8s::jump::pod(&dbsnap_k8s::jump::JumpPod {
         run,
         workload: &object,
         container: &discovery.container,
-        image: &s.image,
+        image: &image.image,
         deadline_secs: 6 * 3600,
     });
     let label = format!("k8s:{namespace}/{}", s.workload.display());
@@ -246,7 +299,7 @@ pub async fn open(s: &K8sSettings, run: &str, quiet: bool) -> Result<Opened, Cor
         eprintln!(
             "k8s: {} in namespace {namespace}: starting a jump pod (image {})",
             s.workload.display(),
-            s.image
+            image.image
         );
     }
     let options = RouteOptions {
@@ -261,6 +314,27 @@ pub async fn open(s: &K8sSettings, run: &str, quiet: bool) -> Result<Opened, Cor
         route: Route::Jump(Arc::new(route)),
         databases,
     })
+}
+
+/// The jump pod's image for the app's workload, and why (said on stderr
+/// unless quiet, and logged).
+async fn jump_image(
+    s: &K8sSettings,
+    workload: &serde_json::Value,
+    container: &str,
+    quiet: bool,
+) -> Result<Resolved, CoreError> {
+    let resolved = image::resolve(&s.image, workload, container)
+        .await
+        .map_err(|e| match e {
+            ImageError::Setting { message, hint } => CoreError::Config { message, hint },
+            ImageError::Registry { message, hint } => CoreError::Kubernetes { message, hint },
+        })?;
+    tracing::info!(image = %resolved.image, reason = %resolved.reason, "jump pod image");
+    if !quiet {
+        eprintln!("k8s: {}", resolved.line());
+    }
+    Ok(resolved)
 }
 
 fn print_found(databases: &[Database], quiet: bool) {
@@ -343,6 +417,8 @@ pub struct JumpCreated {
     pub pod: String,
     pub namespace: String,
     pub image: String,
+    /// Why that image (`from --image`, `newest version tag of ...`, `fallback: ...`).
+    pub image_reason: String,
     pub expires_in_seconds: u64,
     /// One `kubectl exec` line per database (no password in any of them).
     pub psql: Vec<String>,
@@ -366,12 +442,14 @@ pub async fn jump_create(
             .await
             .map_err(k8s_error)?;
     let object = workload_object(&client, &namespace, &s.workload).await?;
+    // jump-create prints the reason with its result.
+    let image = jump_image(&s, &object, &discovery.container, true).await?;
     let run = run_id();
     let mut pod = dbsnap_k8s::jump::pod(&dbsnap_k8s::jump::JumpPod {
         run: &run,
         workload: &object,
         container: &discovery.container,
-        image: &s.image,
+        image: &image.image,
         deadline_secs: args.ttl.as_secs().max(60),
     });
     pod["metadata"]["labels"][dbsnap_k8s::pod::ROLE_LABEL] =
@@ -388,7 +466,8 @@ pub async fn jump_create(
     Ok(JumpCreated {
         pod: started.name.clone(),
         namespace,
-        image: s.image.clone(),
+        image: image.image,
+        image_reason: image.reason,
         expires_in_seconds: args.ttl.as_secs().max(60),
         psql,
     })

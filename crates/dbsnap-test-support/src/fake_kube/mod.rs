@@ -138,7 +138,6 @@ use std::convert::Infallible;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use tokio_rustls::rustls;
 
 /// The bearer token written into the kubeconfig and required on requests.
 pub const TOKEN: &str = "fake-kube-token";
@@ -224,7 +223,7 @@ pub struct FakeKube {
 impl FakeKube {
     /// Starts the server on a free loopback port, on its own thread and runtime.
     pub fn start() -> FakeKube {
-        let tls = TlsMaterial::generate();
+        let tls = crate::tls::TlsMaterial::generate("fake-kube");
         let listener =
             std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port for fake kube");
         listener
@@ -336,6 +335,28 @@ impl FakeKube {
         };
         run_effects(&self.state);
         created.unwrap_or_else(|refusal| panic!("fake kube refused a {resource}: {}", refusal.body))
+    }
+
+    /// Changes a stored object in place, as an update that runs no
+    /// controller would (e.g. the image or env of a workload's template).
+    /// Panics if there is no such object.
+    pub fn update(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(&mut Value),
+    ) {
+        let mut state = lock(&self.state);
+        let key: Key = (resource.into(), namespace.into(), name.into());
+        let mut object = state
+            .objects
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| panic!("fake kube has no {resource} {namespace}/{name}"));
+        change(&mut object);
+        // A new resourceVersion and a MODIFIED event for watchers.
+        state.put(key, object);
     }
 
     /// Seeds `namespace` with the app dbsnap will meet in a cluster: the

@@ -51,7 +51,7 @@ pub(super) fn app_pod_template(parts: &UrlParts) -> Value {
         "metadata": {"labels": app_labels()},
         "spec": {"containers": [{
             "name": APP,
-            "image": "registry.example/core-api:1.0",
+            "image": "poolside/core-api:1.0",
             "env": [
                 plain("DB_HOST", &parts.host),
                 plain("DB_PORT", &parts.port),

@@ -2,54 +2,6 @@
 
 use super::*;
 
-/// The CA and the server certificate made at start.
-pub(super) struct TlsMaterial {
-    pub(super) ca_pem: String,
-    pub(super) server_der: rustls::pki_types::CertificateDer<'static>,
-    pub(super) server_key_der: Vec<u8>,
-}
-
-impl TlsMaterial {
-    pub(super) fn generate() -> TlsMaterial {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-        let ca_key = KeyPair::generate().expect("CA key");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "fake-kube-ca");
-        let ca = ca_params.self_signed(&ca_key).expect("self-signed CA");
-        let server_key = KeyPair::generate().expect("server key");
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .expect("server params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "fake-kube");
-        let server = params
-            .signed_by(&server_key, &ca, &ca_key)
-            .expect("server certificate");
-        TlsMaterial {
-            ca_pem: ca.pem(),
-            server_der: server.der().clone(),
-            server_key_der: server_key.serialize_der(),
-        }
-    }
-
-    pub(super) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(self.server_key_der.clone().into());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(vec![self.server_der.clone()], key)
-            .expect("server TLS config");
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        tokio_rustls::TlsAcceptor::from(Arc::new(config))
-    }
-}
-
 pub(super) async fn accept_loop(
     listener: std::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
