@@ -48,8 +48,9 @@ pub struct Tunnel {
 impl Tunnel {
     /// Starts listening; `label` names the far side in error messages.
     pub fn open(label: &str, dial: Dial) -> io::Result<Tunnel> {
+        sweep_stale(&std::env::temp_dir());
         let dir = tempfile::Builder::new()
-            .prefix("dbsnap-tunnel-")
+            .prefix(&format!("{PREFIX}{}-", std::process::id()))
             .tempdir()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
         let listener = UnixListener::bind(socket_path(dir.path()))?;
@@ -85,6 +86,41 @@ impl Tunnel {
 impl Drop for Tunnel {
     fn drop(&mut self) {
         self.accept.abort();
+    }
+}
+
+/// Tunnel directories are `dbsnap-tunnel-<pid>-<random>`.
+const PREFIX: &str = "dbsnap-tunnel-";
+
+/// Removes the tunnel directories of dbsnap processes that are gone (a
+/// crash or `kill -9` leaves its directory and dead socket behind).
+/// Only this user's, and only when that process no longer exists.
+fn sweep_stale(tmp: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    let me = rustix::process::geteuid().as_raw();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let ours = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if ours && !Path::new("/proc").join(pid.to_string()).exists() {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => tracing::debug!(
+                    "removed {} (its process {pid} is gone)",
+                    entry.path().display()
+                ),
+                Err(e) => tracing::debug!("cannot remove {}: {e}", entry.path().display()),
+            }
+        }
     }
 }
 

@@ -197,3 +197,30 @@ fn the_socket_directory_is_private() {
     drop(rt);
     assert!(!dir.exists(), "the tunnel's directory outlived it");
 }
+
+/// A crashed run's tunnel directory (its process gone) is removed by the
+/// next tunnel; a live process's is left alone.
+#[test]
+fn a_crashed_runs_socket_directory_is_swept_by_the_next_tunnel() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let tmp = std::env::temp_dir();
+    let stale = tmp.join(format!("dbsnap-tunnel-{dead_pid}-crashed"));
+    let live = tmp.join(format!("dbsnap-tunnel-{}-alive", std::process::id()));
+    for dir in [&stale, &live] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(".s.PGSQL.5432"), b"").unwrap();
+    }
+    let dial: Dial = Arc::new(|| Box::pin(async { Err(std::io::Error::other("unused")) }));
+    let tunnel = Tunnel::open("x", dial).unwrap();
+    assert!(
+        !stale.exists(),
+        "the crashed run's directory is still there"
+    );
+    assert!(live.exists(), "a live process's directory was removed");
+    std::fs::remove_dir_all(&live).unwrap();
+    drop(tunnel);
+}
