@@ -40,7 +40,9 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
-    /// Connection strings (URIs or key=value), one per database.
+    /// Connection strings (URIs or key=value), one per database (none when
+    /// `k8s` finds them).
+    #[serde(default)]
     pub databases: Vec<String>,
     /// Snapshot file name prefix (default `db-snapshot`).
     pub prefix: Option<String>,
@@ -238,6 +240,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("known targets: platform"));
+    }
+
+    #[test]
+    fn a_target_may_name_its_databases_by_k8s_alone() {
+        let c = Config::parse(
+            "[targets.platform]\nk8s = { workload = \"deploy/core-api\", namespace = \"poolside\" }",
+        )
+        .unwrap();
+        let t = c.target("platform").unwrap();
+        assert!(t.databases.is_empty());
+        assert_eq!(t.k8s.as_ref().unwrap().workload, "deploy/core-api");
     }
 
     #[test]

@@ -59,6 +59,22 @@ pub struct Discovered {
     pub secret_url: Option<Value>,
 }
 
+/// Server, port, role and database of a discovered database, to tell two
+/// names of the same one apart; `None` when its settings are in a Secret.
+pub fn database_key(d: &Discovered) -> Option<String> {
+    let connection = d.connection.as_deref().filter(|_| d.secret_url.is_none())?;
+    let info = dbsnap_pg::ConnInfo::resolve_with(
+        connection,
+        &std::collections::BTreeMap::<String, String>::new(),
+    )
+    .ok()?;
+    let ports: Vec<u16> = (0..info.hosts.len().max(1)).map(|i| info.port(i)).collect();
+    Some(format!(
+        "{:?} {ports:?} {:?} {:?}",
+        info.hosts, info.user, info.dbname
+    ))
+}
+
 /// What [`discover`] found, and why anything was left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Discovery {

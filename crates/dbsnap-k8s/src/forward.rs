@@ -223,6 +223,13 @@ fn forward_dial(client: &Client, namespace: &str, pod: &str, port: u16) -> Dial 
     })
 }
 
+fn not_a_service(host: &str, namespace: &str) -> K8sError {
+    error(
+        format!("the database host {host} is not a Service in namespace {namespace}"),
+        "the port-forward route reaches PostgreSQL running in the cluster; for a database outside it, drop --via port-forward (the jump pod reaches it)",
+    )
+}
+
 /// The ready pod behind `info`'s host and the container port to use.
 async fn target_pod(
     client: &Client,
@@ -249,6 +256,12 @@ async fn target_pod(
         }
     }
     let service_name = labels.first().copied().unwrap_or_default();
+    // An address or a name outside the cluster (`db.example.com`) is no
+    // Service; `NAME.NS` and `NAME.NS.svc[...]` name one in NS.
+    let cluster_name = labels.len() <= 2 || labels.get(2) == Some(&"svc");
+    if host.parse::<std::net::IpAddr>().is_ok() || !cluster_name {
+        return Err(not_a_service(&host, namespace));
+    }
     if !in_namespace(1) {
         return Err(error(
             format!("{host} is in another namespace than {namespace}"),
@@ -258,13 +271,13 @@ async fn target_pod(
     let service = services
         .get_opt(service_name)
         .await
-        .map_err(|e| error(format!("cannot read service/{service_name} in namespace {namespace}: {e}"), "check RBAC: get on services"))?
-        .ok_or_else(|| {
+        .map_err(|e| {
             error(
-                format!("the database host {host} is not a Service in namespace {namespace}"),
-                "the port-forward route reaches PostgreSQL running in the cluster; for a database outside it, drop --via port-forward (the jump pod reaches it)",
+                format!("cannot read service/{service_name} in namespace {namespace}: {e}"),
+                "check RBAC: get on services",
             )
-        })?;
+        })?
+        .ok_or_else(|| not_a_service(&host, namespace))?;
     let svc = serde_json::to_value(&service).unwrap_or(Json::Null);
     let selector = svc["spec"]["selector"]
         .as_object()

@@ -422,6 +422,8 @@ pub struct JumpCreated {
     pub expires_in_seconds: u64,
     /// One `kubectl exec` line per database (no password in any of them).
     pub psql: Vec<String>,
+    /// The command that deletes the pod now.
+    pub jump_delete: String,
 }
 
 /// Starts a kept jump pod and returns the lines that open psql in it.
@@ -458,13 +460,27 @@ pub async fn jump_create(
         .await
         .map_err(k8s_error)?;
     dbsnap_k8s::pod::forget(&started);
+    // The same cluster as this run: its kubeconfig and context, if given.
+    let mut access = String::new();
+    if let Some(file) = &s.access.kubeconfig {
+        access.push_str(&format!(
+            " --kubeconfig {}",
+            shell_word(&file.display().to_string())
+        ));
+    }
+    if let Some(context) = &s.access.context {
+        access.push_str(&format!(" --context {}", shell_word(context)));
+    }
+    let mut seen = Vec::new();
     let psql = discovery
         .databases
         .iter()
-        .map(|d| psql_line(&namespace, &started.name, d))
+        .filter(|d| first_of_its_server(d, &mut seen))
+        .map(|d| psql_line(&access, &namespace, &started.name, d))
         .collect();
     Ok(JumpCreated {
         pod: started.name.clone(),
+        jump_delete: format!("dbsnap jump-delete{access} -n {namespace} {}", started.name),
         namespace,
         image: image.image,
         image_reason: image.reason,
@@ -473,9 +489,41 @@ pub async fn jump_create(
     })
 }
 
+/// Whether `d` is the first database found on its server, role and
+/// database name (an app often names one database twice: a URL and a
+/// `DB_*` group). Settings kept in a Secret cannot be compared here.
+fn first_of_its_server(d: &dbsnap_k8s::discover::Discovered, seen: &mut Vec<String>) -> bool {
+    let Some(key) = dbsnap_k8s::discover::database_key(d) else {
+        return true;
+    };
+    if seen.contains(&key) {
+        return false;
+    }
+    seen.push(key);
+    true
+}
+
+/// A word for a POSIX shell: as is when plain, else single-quoted.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:=@,+".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
 /// `kubectl exec -it ... -- sh -c '... psql ...'`, the password taken
 /// from the pod's own environment.
-fn psql_line(namespace: &str, pod: &str, d: &dbsnap_k8s::discover::Discovered) -> String {
+fn psql_line(
+    access: &str,
+    namespace: &str,
+    pod: &str,
+    d: &dbsnap_k8s::discover::Discovered,
+) -> String {
     let inner = match dbsnap_k8s::discover::password_variable(&d.source) {
         Some(var) => format!(
             "PGPASSWORD=\"${var}\" exec psql \"{}\"",
@@ -483,7 +531,7 @@ fn psql_line(namespace: &str, pod: &str, d: &dbsnap_k8s::discover::Discovered) -
         ),
         None => format!("exec psql \"${}\"", d.source),
     };
-    format!("kubectl exec -it -n {namespace} {pod} -- sh -c '{inner}'")
+    format!("kubectl{access} exec -it -n {namespace} {pod} -- sh -c '{inner}'")
 }
 
 /// Deletes the named kept pod, or all of them; returns their names.

@@ -571,8 +571,8 @@ pub fn print_jump_created(c: &crate::k8s_cmd::JumpCreated, json: bool) {
         return;
     }
     println!(
-        "jump pod {} is running in namespace {} (image {}; it ends in {} s, or with dbsnap jump-delete -n {} {})",
-        c.pod, c.namespace, c.image, c.expires_in_seconds, c.namespace, c.pod
+        "jump pod {} is running in namespace {} (image {}; it ends in {} s, or with {})",
+        c.pod, c.namespace, c.image, c.expires_in_seconds, c.jump_delete
     );
     println!("  image: {}", c.image_reason);
     for line in &c.psql {

@@ -239,7 +239,10 @@ fn jump_create_prints_a_psql_line_without_the_password_and_jump_delete_removes_i
     let pod = v["pod"].as_str().unwrap().to_string();
     let line = v["psql"][0].as_str().unwrap();
     assert!(
-        line.starts_with(&format!("kubectl exec -it -n {NS} {pod} -- ")),
+        line.starts_with(&format!(
+            "kubectl --kubeconfig {} exec -it -n {NS} {pod} -- ",
+            s.kubeconfig.display()
+        )),
         "{line}"
     );
     assert!(!line.contains("Pw-in-a-Secret-7"), "{line}");
@@ -614,6 +617,22 @@ fn port_forward_reads_the_secret_only_when_allowed() {
     );
 }
 
+/// An app whose database is outside the cluster (an address here) has no
+/// Service to port-forward to: said so, with the jump pod as the way.
+#[test]
+fn port_forward_to_a_database_outside_the_cluster_names_the_jump_pod() {
+    let s = Setup::new();
+    let (code, _, err) = run(&mut s.dbsnap(&["create", "--no-progress", "--via", "port-forward"]));
+    assert_eq!(code, 18, "{err}");
+    assert!(
+        err.contains("the database host 127.0.0.1 is not a Service in namespace")
+            && err.contains("drop --via port-forward"),
+        "{err}"
+    );
+    assert_eq!(s.home.snapshot_dir_entries(), Vec::<String>::new());
+    s.assert_no_pods_left();
+}
+
 #[test]
 fn objects_are_stored_cleaned_and_written_out_for_kubectl() {
     let s = Setup::new();
@@ -851,22 +870,30 @@ fn the_psql_line_of_jump_create_works_through_stock_kubectl() {
     .arg(&s.kubeconfig);
     let (code, v, err) = run_json(&mut c);
     assert_eq!(code, 0, "{err}");
-    let line = v["psql"][0].as_str().unwrap().to_string();
-    // The line as printed, without a terminal and with a query to run.
-    let inner = line
-        .split_once("-- sh -c '")
-        .unwrap()
-        .1
-        .trim_end_matches('\'');
-    let pod = v["pod"].as_str().unwrap();
+    let lines = v["psql"].as_array().unwrap();
+    assert_eq!(lines.len(), 1, "one database, one line: {lines:?}");
+    let line = lines[0].as_str().unwrap().to_string();
+    // The line as printed (its --kubeconfig included), without a terminal
+    // and with a query to run.
+    let (kubectl, inner) = line.split_once(" -- sh -c '").unwrap();
+    let inner = inner.trim_end_matches('\'');
+    let words: Vec<&str> = kubectl.split_whitespace().collect();
+    assert_eq!(
+        words[..3],
+        [
+            "kubectl",
+            "--kubeconfig",
+            &s.kubeconfig.display().to_string()
+        ]
+    );
     let out = Command::new(dbsnap_test_support::kubectl_bin())
-        .arg("--kubeconfig")
-        .arg(&s.kubeconfig)
-        .args(["exec", "-n", NS, pod, "--", "sh", "-c"])
+        .args(words[1..].iter().filter(|w| **w != "-it"))
+        .args(["--", "sh", "-c"])
         .arg(format!(
             "{inner} -XAtc 'SELECT current_user, count(*) FROM jobs'"
         ))
         .env_remove("PGPASSWORD")
+        .env_remove("KUBECONFIG")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -876,9 +903,12 @@ fn the_psql_line_of_jump_create_works_through_stock_kubectl() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(text.trim(), "core_app|5000");
+    // The delete line as printed.
+    let delete = v["jump_delete"].as_str().unwrap();
+    let words: Vec<&str> = delete.split_whitespace().collect();
+    assert_eq!(words[0], "dbsnap");
     let mut c = s.home.dbsnap();
-    c.args(["jump-delete", pod, "-n", NS, "--kubeconfig"])
-        .arg(&s.kubeconfig);
+    c.args(&words[1..]);
     let (code, _, err) = run(&mut c);
     assert_eq!(code, 0, "{err}");
     s.assert_no_pods_left();
