@@ -131,6 +131,45 @@ pub async fn create(
     }
 }
 
+/// Checks that every claim exists (before anything is scaled or asked).
+pub async fn check_claims(
+    client: &Client,
+    namespace: &str,
+    pvcs: &[String],
+) -> Result<(), K8sError> {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    for pvc in pvcs {
+        match claims.get_opt(pvc).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(error(
+                    format!("persistentvolumeclaim {pvc} not found in namespace {namespace}"),
+                    format!("name a claim that exists (kubectl get pvc -n {namespace})"),
+                ))
+            }
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                return Err(error(
+                    format!(
+                    "RBAC denied: cannot get persistentvolumeclaims in namespace {namespace}: {}",
+                    s.message
+                ),
+                    "ask for get on persistentvolumeclaims (see docs/KUBERNETES.md)",
+                ))
+            }
+            Err(e) => {
+                return Err(error(
+                    format!(
+                        "cannot read persistentvolumeclaim {pvc} in namespace {namespace}: {e}"
+                    ),
+                    "check that the cluster is reachable (kubectl cluster-info)",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every VolumeSnapshot of the namespace, oldest first.
 pub async fn list(client: &Client, namespace: &str) -> Result<Vec<VolumeSnapshot>, K8sError> {
     let list = api(client, namespace)

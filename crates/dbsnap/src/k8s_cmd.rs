@@ -503,6 +503,15 @@ fn first_of_its_server(d: &dbsnap_k8s::discover::Discovered, seen: &mut Vec<Stri
     true
 }
 
+/// `1 object`, `3 objects`.
+pub fn count_of(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// A word for a POSIX shell: as is when plain, else single-quoted.
 fn shell_word(word: &str) -> String {
     let plain = !word.is_empty()
@@ -744,8 +753,8 @@ pub async fn export_objects(
         .map_err(k8s_error)?;
     if !quiet {
         eprintln!(
-            "k8s: {} objects of namespace {namespace} go into the snapshot",
-            objects.len()
+            "k8s: {} of namespace {namespace} go into the snapshot",
+            count_of(objects.len(), "object")
         );
     }
     Ok(objects
@@ -887,6 +896,9 @@ pub async fn volume_snapshot(
                 })?,
                 None => Vec::new(),
             };
+            dbsnap_k8s::volumes::check_claims(&client, &ns, &c.pvc)
+                .await
+                .map_err(k8s_error)?;
             if !workloads.is_empty() {
                 dbsnap_k8s::scale::scale_down(&client, &ns, &workloads, c.wait)
                     .await

@@ -604,8 +604,8 @@ pub fn print_objects_written(out: &std::path::Path, files: &[std::path::PathBuf]
         println!("{}", f.display());
     }
     eprintln!(
-        "{} objects written; apply them with: kubectl apply -R -f {}",
-        files.len(),
+        "{} written; apply them with: kubectl apply -R -f {}",
+        crate::k8s_cmd::count_of(files.len(), "object"),
         out.display()
     );
 }

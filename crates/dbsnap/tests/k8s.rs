@@ -746,6 +746,24 @@ fn volume_snapshots_are_taken_together_and_listed() {
         "the database is scaled back: {sts}"
     );
 
+    // A claim that does not exist: refused before the app is touched.
+    let mut c = s.home.dbsnap();
+    c.args(["volume-snapshot", "create", "--pvc", "data-db-9"])
+        .args(["--scale", "sts/db", "-n", NS, "--kubeconfig"])
+        .arg(&s.kubeconfig);
+    let (code, _, err) = run(&mut c);
+    assert_eq!(code, 18, "{err}");
+    assert!(
+        err.contains("persistentvolumeclaim data-db-9 not found in namespace"),
+        "{err}"
+    );
+    let sts = s.kube.object("statefulsets", NS, "db").unwrap();
+    assert_eq!(sts["spec"]["replicas"], 1, "{sts}");
+    assert!(
+        sts["metadata"]["annotations"]["dbsnap.io/replicas-before"].is_null(),
+        "{sts}"
+    );
+
     let mut c = s.home.dbsnap();
     c.args(["volume-snapshot", "list", "-n", NS, "--kubeconfig"])
         .arg(&s.kubeconfig);
