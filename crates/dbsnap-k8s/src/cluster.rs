@@ -60,17 +60,27 @@ pub async fn connect(access: &ClusterAccess) -> Result<(Client, String), K8sErro
     };
     let config = match &access.kubeconfig {
         Some(path) => {
+            if !path.exists() {
+                return Err(error(
+                    format!("the kubeconfig {} does not exist", path.display()),
+                    "check the path given with --kubeconfig (or the target's kubeconfig)",
+                ));
+            }
             let file = Kubeconfig::read_from(path).map_err(|e| {
                 error(
                     format!("cannot read kubeconfig {}: {e}", path.display()),
-                    "pass --kubeconfig FILE or set KUBECONFIG",
+                    "check that it is a kubeconfig (kubectl --kubeconfig FILE config view)",
                 )
             })?;
+            check_context(&file, access.context.as_deref(), &path.display().to_string())?;
             Config::from_custom_kubeconfig(file, &options)
                 .await
                 .map_err(|e| e.to_string())
         }
         None if access.context.is_some() => {
+            if let Ok(file) = Kubeconfig::read() {
+                check_context(&file, access.context.as_deref(), "the kubeconfig")?;
+            }
             Config::from_kubeconfig(&options).await.map_err(|e| e.to_string())
         }
         None => Config::infer().await.map_err(|e| e.to_string()),
@@ -92,6 +102,28 @@ pub async fn connect(access: &ClusterAccess) -> Result<(Client, String), K8sErro
         )
     })?;
     Ok((client, namespace))
+}
+
+/// A `--context` the kubeconfig does not have is named, with those it has.
+fn check_context(file: &Kubeconfig, context: Option<&str>, source: &str) -> Result<(), K8sError> {
+    let Some(wanted) = context else {
+        return Ok(());
+    };
+    let names: Vec<&str> = file.contexts.iter().map(|c| c.name.as_str()).collect();
+    if names.contains(&wanted) {
+        return Ok(());
+    }
+    Err(error(
+        format!(
+            "context {wanted} is not in {source} (it has: {})",
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        ),
+        "pick one of them with --context (kubectl config get-contexts)",
+    ))
 }
 
 /// An API error in words: not found, RBAC (naming verb and resource), or other.

@@ -193,7 +193,7 @@ impl K8sArgs {
 
 fn single_workload(text: &str) -> Result<Workload, CoreError> {
     let mut list = parse_workloads(text).map_err(|e| CoreError::Config {
-        message: format!("--k8s {text}: {e}"),
+        message: format!("--k8s {e}"),
         hint: "name one workload: deploy/NAME or sts/NAME".into(),
     })?;
     if list.len() != 1 {

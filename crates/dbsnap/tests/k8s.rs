@@ -190,7 +190,28 @@ fn kubernetes_failures_are_named_with_what_to_do() {
         .arg(s.home.path().join("missing-kubeconfig"));
     let (code, _, err) = run(&mut c);
     assert_eq!(code, 18, "{err}");
-    assert!(err.contains("kubeconfig"), "{err}");
+    assert!(
+        err.contains("missing-kubeconfig does not exist") && err.contains("--kubeconfig"),
+        "{err}"
+    );
+
+    // A context the kubeconfig does not have: named, with those it has.
+    let mut c = s.home.dbsnap();
+    c.args([
+        "create",
+        "--k8s",
+        "deploy/core-api",
+        "--context",
+        "prod",
+        "--kubeconfig",
+    ])
+    .arg(&s.kubeconfig);
+    let (code, _, err) = run(&mut c);
+    assert_eq!(code, 18, "{err}");
+    assert!(
+        err.contains("context prod is not in") && err.contains("(it has: fake)"),
+        "{err}"
+    );
 
     // RBAC: no right to create pods.
     s.kube.deny(Deny::new("create", "pods"));
