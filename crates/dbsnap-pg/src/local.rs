@@ -122,7 +122,7 @@ impl LocalServer {
                     .map_err(|e| io("chown to postgres", e))?;
             }
         }
-        let server = LocalServer {
+        let mut server = LocalServer {
             port: free_port()?,
             opts,
             run_as,
@@ -147,9 +147,8 @@ impl LocalServer {
         )?;
         let _ = std::fs::remove_file(&pwfile);
         let mut conf = format!(
-            "\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n\
+            "\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
              fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n",
-            server.port,
             server.opts.dir.display()
         );
         for line in &server.opts.conf {
@@ -157,22 +156,36 @@ impl LocalServer {
             conf.push('\n');
         }
         let conf_path = data.join("postgresql.conf");
-        let mut text =
+        let mut base =
             std::fs::read_to_string(&conf_path).map_err(|e| io("read postgresql.conf", e))?;
-        text.push_str(&conf);
-        std::fs::write(&conf_path, text).map_err(|e| io("write postgresql.conf", e))?;
-        // pg_ctl -w polls for readiness itself, bounded by -t.
-        server.run(
-            server
-                .command("pg_ctl")
-                .args(["-w", "-t", "120", "-D"])
-                .arg(&data)
-                .arg("-l")
-                .arg(server.log_path())
-                .arg("start"),
-            "pg_ctl start",
-        )?;
-        Ok(server)
+        base.push_str(&conf);
+        // The free port may be taken by someone else before the server
+        // binds it: then another one, a few times.
+        let mut attempt = 1;
+        loop {
+            let text = format!("{base}port = {}\n", server.port);
+            std::fs::write(&conf_path, text).map_err(|e| io("write postgresql.conf", e))?;
+            // pg_ctl -w polls for readiness itself, bounded by -t.
+            let started = server.run(
+                server
+                    .command("pg_ctl")
+                    .args(["-w", "-t", "120", "-D"])
+                    .arg(&data)
+                    .arg("-l")
+                    .arg(server.log_path())
+                    .arg("start"),
+                "pg_ctl start",
+            );
+            match started {
+                Err(e) if attempt < 5 && e.to_string().contains("Address already in use") => {
+                    attempt += 1;
+                    server.port = free_port()?;
+                    let _ = std::fs::remove_file(server.log_path());
+                }
+                Err(e) => return Err(e),
+                Ok(_) => return Ok(server),
+            }
+        }
     }
 
     /// A command for one of the server's binaries, run as the server user.
