@@ -218,46 +218,58 @@ struct Process {
 }
 
 impl Process {
+    /// Starts the registry on a free port; another one when that port is
+    /// taken before the registry binds it (parallel tests listen too).
     fn start(dir: &Path, name: &str, storage: &Path, tls: Option<&str>, auth: &str) -> Process {
-        let port = crate::free_port();
-        let host = format!("127.0.0.1:{port}");
-        let config = dir.join(format!("{name}.yml"));
-        let text = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: {host}\n  secret: dbsnap-test-secret\n{}{auth}",
-            storage.display(),
-            tls.unwrap_or("")
-        );
-        std::fs::write(&config, text).expect("write the registry config");
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).expect("registry log");
-        let err = out.try_clone().expect("registry log");
-        let child = Command::new(BINARY)
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {BINARY}: {e}"));
-        let mut process = Process { child, host, log };
-        process.wait_ready();
-        process
+        let mut attempt = 1;
+        loop {
+            let port = crate::free_port();
+            let host = format!("127.0.0.1:{port}");
+            let config = dir.join(format!("{name}.yml"));
+            let text = format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: {host}\n  secret: dbsnap-test-secret\n{}{auth}",
+                storage.display(),
+                tls.unwrap_or("")
+            );
+            std::fs::write(&config, text).expect("write the registry config");
+            let log = dir.join(format!("{name}.log"));
+            let out = std::fs::File::create(&log).expect("registry log");
+            let err = out.try_clone().expect("registry log");
+            let child = Command::new(BINARY)
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {BINARY}: {e}"));
+            let mut process = Process { child, host, log };
+            match process.wait_ready() {
+                Ok(()) => return process,
+                Err(log) if attempt < 5 && log.contains("address already in use") => {
+                    attempt += 1;
+                }
+                Err(log) => panic!(
+                    "docker-registry did not start on {}; its log:\n{log}",
+                    process.host
+                ),
+            }
+        }
     }
 
-    /// Polls (every 20 ms, for at most 20 s) until the port accepts.
-    fn wait_ready(&mut self) {
+    /// Waits (every 20 ms, for at most 20 s) until the registry says it
+    /// listens and the port accepts; its log when it does not.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if TcpStream::connect(&self.host).is_ok() {
-                return;
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.contains("listening on") && TcpStream::connect(&self.host).is_ok() {
+                return Ok(());
             }
             let exited = self.child.try_wait().ok().flatten();
             if exited.is_some() || Instant::now() >= deadline {
                 let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                panic!(
-                    "docker-registry did not start on {} ({exited:?}); its log:\n{log}",
-                    self.host
-                );
+                return Err(format!("({exited:?})\n{log}"));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
