@@ -366,6 +366,17 @@ fn load_roots(path: &std::path::Path) -> Result<rustls::RootCertStore, PgError> 
     Ok(store)
 }
 
+/// A verifier that accepts any certificate while still checking the
+/// handshake's signatures: the connection is encrypted, not authenticated
+/// (sslmode prefer/require without roots; a registry's `--force-insecure`).
+pub fn any_certificate(provider: Arc<CryptoProvider>) -> Arc<dyn ServerCertVerifier> {
+    Arc::new(Verifier {
+        inner: None,
+        check_name: false,
+        provider,
+    })
+}
+
 /// Certificate checks per sslmode: none (prefer/require without roots),
 /// chain only (verify-ca), chain and name (verify-full).
 #[derive(Debug)]

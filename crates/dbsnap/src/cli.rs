@@ -91,16 +91,16 @@ pub enum Command {
     /// Delete a snapshot from the repository (asks on a terminal; --yes otherwise).
     Delete(DeleteArgs),
     /// Start a jump pod next to the app and leave it running; prints the kubectl exec line that opens psql in it.
-    JumpCreate(crate::k8s_cmd::JumpCreateArgs),
+    JumpCreate(crate::k8s_jump::JumpCreateArgs),
     /// Delete jump pods left by jump-create (one by name, or all in the namespace).
-    JumpDelete(crate::k8s_cmd::JumpDeleteArgs),
+    JumpDelete(crate::k8s_jump::JumpDeleteArgs),
     /// Scale workloads down or up (the command --scale's hooks run).
     #[command(hide = true)]
     K8sScale(crate::k8s_cmd::K8sScaleArgs),
     /// Write the Kubernetes objects stored in a snapshot (create --k8s-objects) to a directory, for kubectl apply -f.
-    K8sObjects(crate::k8s_cmd::K8sObjectsArgs),
+    K8sObjects(crate::k8s_capture::K8sObjectsArgs),
     /// CSI VolumeSnapshots of PVCs (e.g. an in-cluster PostgreSQL's volumes): create (together, optionally with the app scaled to 0) or list.
-    VolumeSnapshot(crate::k8s_cmd::VolumeSnapshotArgs),
+    VolumeSnapshot(crate::k8s_capture::VolumeSnapshotArgs),
     /// Print a shell completion script, e.g. `dbsnap completions bash > /etc/bash_completion.d/dbsnap`.
     Completions(CompletionsArgs),
     /// Print the man page (roff) on standard output, e.g. `dbsnap man | man -l -`.
@@ -413,17 +413,17 @@ pub async fn run(cli: Cli) -> Result<u8, CoreError> {
             let config = Config::load(g.config.as_deref())?;
             let target = args.target.as_ref().map(|t| config.target(t)).transpose()?;
             let created =
-                crate::k8s_cmd::jump_create(&args, target.and_then(|t| t.k8s.as_ref())).await?;
+                crate::k8s_jump::jump_create(&args, target.and_then(|t| t.k8s.as_ref())).await?;
             output::print_jump_created(&created, g.json);
             Ok(exit::OK)
         }
         Command::VolumeSnapshot(args) => {
-            let snapshots = crate::k8s_cmd::volume_snapshot(&args).await?;
+            let snapshots = crate::k8s_capture::volume_snapshot(&args).await?;
             output::print_volume_snapshots(&snapshots, g.json);
             Ok(exit::OK)
         }
         Command::K8sObjects(args) => {
-            let written = crate::k8s_cmd::write_objects(&args, &g)?;
+            let written = crate::k8s_capture::write_objects(&args, &g)?;
             output::print_objects_written(&args.out, &written, g.json);
             Ok(exit::OK)
         }
@@ -435,7 +435,7 @@ pub async fn run(cli: Cli) -> Result<u8, CoreError> {
             let config = Config::load(g.config.as_deref())?;
             let target = args.target.as_ref().map(|t| config.target(t)).transpose()?;
             let deleted =
-                crate::k8s_cmd::jump_delete(&args, target.and_then(|t| t.k8s.as_ref())).await?;
+                crate::k8s_jump::jump_delete(&args, target.and_then(|t| t.k8s.as_ref())).await?;
             output::print_jump_deleted(&deleted, g.json);
             Ok(exit::OK)
         }
@@ -669,7 +669,7 @@ async fn create_cmd(
     let mut pg_bin = args.pg_bin.clone();
     pg_bin.extend(config.pg_bin.iter().cloned());
     let extra_members = if args.k8s_objects {
-        crate::k8s_cmd::export_objects(&args.k8s, t.k8s.as_ref(), args.include_secrets, g.json)
+        crate::k8s_capture::export_objects(&args.k8s, t.k8s.as_ref(), args.include_secrets, g.json)
             .await?
     } else {
         Vec::new()

@@ -1,6 +1,6 @@
 //! `--k8s`: reaching an app's databases through its Kubernetes cluster
-//! (flags over the target's `k8s = {...}`), and `jump-create` /
-//! `jump-delete`.
+//! (flags over the target's `k8s = {...}`), the route it opens, the jump
+//! pod's image and `--scale`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,15 +25,8 @@ pub struct K8sArgs {
     /// Find the databases in this workload's pod template (deploy/NAME or sts/NAME) and reach them through the cluster, from a jump pod.
     #[arg(long, value_name = "WORKLOAD")]
     pub k8s: Option<String>,
-    /// Kubernetes namespace (default: the target's, the context's, then `default`).
-    #[arg(short = 'n', long, value_name = "NS")]
-    pub namespace: Option<String>,
-    /// Kubeconfig context (default: the current one).
-    #[arg(long, value_name = "NAME")]
-    pub context: Option<String>,
-    /// Kubeconfig file (default: KUBECONFIG, then ~/.kube/config; in a pod, its service account).
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: ClusterFlags,
     /// The app's container whose environment names the databases (default: the first).
     #[arg(long, value_name = "NAME")]
     pub container: Option<String>,
@@ -58,6 +51,32 @@ pub struct K8sArgs {
     /// With --via port-forward: read the password (or URL) from the app's Secret.
     #[arg(long)]
     pub read_secret: bool,
+}
+
+/// Which cluster and namespace: flags shared by every Kubernetes command.
+#[derive(Debug, Clone, Args, Default)]
+pub struct ClusterFlags {
+    /// Kubernetes namespace (default: the target's if any, the context's, then `default`).
+    #[arg(short = 'n', long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Kubeconfig context (default: the current one).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Kubeconfig file (default: KUBECONFIG, then ~/.kube/config; in a pod, its service account).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl ClusterFlags {
+    /// The flags over the target's settings.
+    pub fn access(&self, target: Option<&K8sTarget>) -> ClusterAccess {
+        let t = target.cloned().unwrap_or_default();
+        ClusterAccess {
+            kubeconfig: self.kubeconfig.clone().or(t.kubeconfig),
+            context: self.context.clone().or(t.context),
+            namespace: self.namespace.clone().or(t.namespace),
+        }
+    }
 }
 
 /// The route through the cluster.
@@ -100,11 +119,7 @@ impl K8sArgs {
         let image = self.image_request(&t)?;
         Ok(Some(K8sSettings {
             workload,
-            access: ClusterAccess {
-                kubeconfig: self.kubeconfig.clone().or(t.kubeconfig),
-                context: self.context.clone().or(t.context),
-                namespace: self.namespace.clone().or(t.namespace),
-            },
+            access: self.cluster.access(target),
             container: self.container.clone().or(t.container),
             image,
             pod_timeout: self.pod_timeout,
@@ -168,9 +183,9 @@ impl K8sArgs {
     ) -> Result<(), CoreError> {
         let used = self.k8s.is_some() || scale.scale.is_some() || target.is_some();
         let given: Vec<&str> = [
-            self.namespace.as_ref().map(|_| "--namespace"),
-            self.context.as_ref().map(|_| "--context"),
-            self.kubeconfig.as_ref().map(|_| "--kubeconfig"),
+            self.cluster.namespace.as_ref().map(|_| "--namespace"),
+            self.cluster.context.as_ref().map(|_| "--context"),
+            self.cluster.kubeconfig.as_ref().map(|_| "--kubeconfig"),
             self.image.as_ref().map(|_| "--image"),
             self.registry.as_ref().map(|_| "--registry"),
             self.image_name.as_ref().map(|_| "--image-name"),
@@ -318,7 +333,7 @@ pub async fn open(s: &K8sSettings, run: &str, quiet: bool) -> Result<Opened, Cor
 
 /// The jump pod's image for the app's workload, and why (said on stderr
 /// unless quiet, and logged).
-async fn jump_image(
+pub(crate) async fn jump_image(
     s: &K8sSettings,
     workload: &serde_json::Value,
     container: &str,
@@ -360,7 +375,7 @@ fn no_databases(workload: &Workload, namespace: &str, d: &Discovery) -> CoreErro
     }
 }
 
-async fn workload_object(
+pub(crate) async fn workload_object(
     client: &kube::Client,
     namespace: &str,
     workload: &Workload,
@@ -384,182 +399,6 @@ pub fn run_id() -> String {
         now.second(),
         std::process::id()
     )
-}
-
-/// `dbsnap jump-create`: a jump pod left running for a person.
-#[derive(Debug, Args)]
-pub struct JumpCreateArgs {
-    #[command(flatten)]
-    pub k8s: K8sArgs,
-    /// Named target from the config (for its k8s settings).
-    #[arg(short, long)]
-    pub target: Option<String>,
-    /// How long the pod may live before Kubernetes ends it (e.g. 1h, 30min).
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
-    pub ttl: Duration,
-}
-
-/// `dbsnap jump-delete`: removes pods left by jump-create.
-#[derive(Debug, Args)]
-pub struct JumpDeleteArgs {
-    /// The pod (default: every pod jump-create left in the namespace).
-    pub name: Option<String>,
-    #[command(flatten)]
-    pub k8s: K8sArgs,
-    /// Named target from the config (for its k8s settings).
-    #[arg(short, long)]
-    pub target: Option<String>,
-}
-
-/// A kept jump pod and how to use it.
-#[derive(Debug, serde::Serialize)]
-pub struct JumpCreated {
-    pub pod: String,
-    pub namespace: String,
-    pub image: String,
-    /// Why that image (`from --image`, `newest version tag of ...`, `fallback: ...`).
-    pub image_reason: String,
-    pub expires_in_seconds: u64,
-    /// One `kubectl exec` line per database (no password in any of them).
-    pub psql: Vec<String>,
-    /// The command that deletes the pod now.
-    pub jump_delete: String,
-}
-
-/// Starts a kept jump pod and returns the lines that open psql in it.
-pub async fn jump_create(
-    args: &JumpCreateArgs,
-    target: Option<&K8sTarget>,
-) -> Result<JumpCreated, CoreError> {
-    let s = args
-        .k8s
-        .settings(target)?
-        .ok_or_else(|| CoreError::Config {
-            message: "jump-create needs the app's workload".into(),
-            hint: "pass --k8s deploy/NAME (or a target with k8s = { workload = ... })".into(),
-        })?;
-    let (client, namespace) = cluster::connect(&s.access).await.map_err(k8s_error)?;
-    let discovery =
-        cluster::discover_workload(&client, &namespace, &s.workload, s.container.as_deref())
-            .await
-            .map_err(k8s_error)?;
-    let object = workload_object(&client, &namespace, &s.workload).await?;
-    // jump-create prints the reason with its result.
-    let image = jump_image(&s, &object, &discovery.container, true).await?;
-    let run = run_id();
-    let mut pod = dbsnap_k8s::jump::pod(&dbsnap_k8s::jump::JumpPod {
-        run: &run,
-        workload: &object,
-        container: &discovery.container,
-        image: &image.image,
-        deadline_secs: args.ttl.as_secs().max(60),
-    });
-    pod["metadata"]["labels"][dbsnap_k8s::pod::ROLE_LABEL] =
-        serde_json::Value::String(dbsnap_k8s::pod::ROLE_KEPT.into());
-    let started = dbsnap_k8s::pod::JumpPod::start(&client, &namespace, pod, s.pod_timeout)
-        .await
-        .map_err(k8s_error)?;
-    dbsnap_k8s::pod::forget(&started);
-    // The same cluster as this run: its kubeconfig and context, if given.
-    let mut access = String::new();
-    if let Some(file) = &s.access.kubeconfig {
-        access.push_str(&format!(
-            " --kubeconfig {}",
-            shell_word(&file.display().to_string())
-        ));
-    }
-    if let Some(context) = &s.access.context {
-        access.push_str(&format!(" --context {}", shell_word(context)));
-    }
-    let mut seen = Vec::new();
-    let psql = discovery
-        .databases
-        .iter()
-        .filter(|d| first_of_its_server(d, &mut seen))
-        .map(|d| psql_line(&access, &namespace, &started.name, d))
-        .collect();
-    Ok(JumpCreated {
-        pod: started.name.clone(),
-        jump_delete: format!("dbsnap jump-delete{access} -n {namespace} {}", started.name),
-        namespace,
-        image: image.image,
-        image_reason: image.reason,
-        expires_in_seconds: args.ttl.as_secs().max(60),
-        psql,
-    })
-}
-
-/// Whether `d` is the first database found on its server, role and
-/// database name (an app often names one database twice: a URL and a
-/// `DB_*` group). Settings kept in a Secret cannot be compared here.
-fn first_of_its_server(d: &dbsnap_k8s::discover::Discovered, seen: &mut Vec<String>) -> bool {
-    let Some(key) = dbsnap_k8s::discover::database_key(d) else {
-        return true;
-    };
-    if seen.contains(&key) {
-        return false;
-    }
-    seen.push(key);
-    true
-}
-
-/// `1 object`, `3 objects`.
-pub fn count_of(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
-}
-
-/// A word for a POSIX shell: as is when plain, else single-quoted.
-fn shell_word(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-:=@,+".contains(c));
-    if plain {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', "'\\''"))
-    }
-}
-
-/// `kubectl exec -it ... -- sh -c '... psql ...'`, the password taken
-/// from the pod's own environment.
-fn psql_line(
-    access: &str,
-    namespace: &str,
-    pod: &str,
-    d: &dbsnap_k8s::discover::Discovered,
-) -> String {
-    let inner = match dbsnap_k8s::discover::password_variable(&d.source) {
-        Some(var) => format!(
-            "PGPASSWORD=\"${var}\" exec psql \"{}\"",
-            d.connection.clone().unwrap_or_default()
-        ),
-        None => format!("exec psql \"${}\"", d.source),
-    };
-    format!("kubectl{access} exec -it -n {namespace} {pod} -- sh -c '{inner}'")
-}
-
-/// Deletes the named kept pod, or all of them; returns their names.
-pub async fn jump_delete(
-    args: &JumpDeleteArgs,
-    target: Option<&K8sTarget>,
-) -> Result<Vec<String>, CoreError> {
-    let access = match args.k8s.settings(target)? {
-        Some(s) => s.access,
-        None => ClusterAccess {
-            kubeconfig: args.k8s.kubeconfig.clone(),
-            context: args.k8s.context.clone(),
-            namespace: args.k8s.namespace.clone(),
-        },
-    };
-    let (client, namespace) = cluster::connect(&access).await.map_err(k8s_error)?;
-    dbsnap_k8s::pod::delete_kept(&client, &namespace, args.name.as_deref())
-        .await
-        .map_err(k8s_error)
 }
 
 /// `--scale`: stop the app by scaling its workloads to 0 (and back after).
@@ -594,12 +433,7 @@ pub async fn scale_hooks(
         message: format!("--scale {text}: {e}"),
         hint: "e.g. --scale deploy/core-api,sts/worker".into(),
     })?;
-    let t = target.cloned().unwrap_or_default();
-    let access = ClusterAccess {
-        kubeconfig: k8s.kubeconfig.clone().or(t.kubeconfig),
-        context: k8s.context.clone().or(t.context),
-        namespace: k8s.namespace.clone().or(t.namespace),
-    };
+    let access = k8s.cluster.access(target);
     // Resolve the namespace now: the commands must not depend on a
     // context that could change before `resume`.
     let (client, namespace) = cluster::connect(&access).await.map_err(k8s_error)?;
@@ -644,7 +478,8 @@ pub async fn scale_hooks(
     )))
 }
 
-fn shell_quote(word: &str) -> String {
+/// A word for a POSIX shell: as is when plain, else single-quoted.
+pub(crate) fn shell_quote(word: &str) -> String {
     if !word.is_empty()
         && word
             .chars()
@@ -726,202 +561,4 @@ pub async fn k8s_scale(args: &K8sScaleArgs) -> Result<(), CoreError> {
         }
     }
     Ok(())
-}
-
-/// Lists the namespace's objects for `create --k8s-objects`: member names
-/// and YAML bytes.
-pub async fn export_objects(
-    k8s: &K8sArgs,
-    target: Option<&K8sTarget>,
-    include_secrets: bool,
-    quiet: bool,
-) -> Result<Vec<(String, Vec<u8>)>, CoreError> {
-    let t = target.cloned().unwrap_or_default();
-    let access = ClusterAccess {
-        kubeconfig: k8s.kubeconfig.clone().or(t.kubeconfig),
-        context: k8s.context.clone().or(t.context),
-        namespace: k8s.namespace.clone().or(t.namespace),
-    };
-    let (client, namespace) = cluster::connect(&access).await.map_err(k8s_error)?;
-    if include_secrets && !quiet {
-        eprintln!(
-            "warning: --include-secrets stores the Secrets of namespace {namespace} in the snapshot; anyone who can read the snapshot can read them"
-        );
-    }
-    let objects = dbsnap_k8s::objects::export(&client, &namespace, include_secrets)
-        .await
-        .map_err(k8s_error)?;
-    if !quiet {
-        eprintln!(
-            "k8s: {} of namespace {namespace} go into the snapshot",
-            count_of(objects.len(), "object")
-        );
-    }
-    Ok(objects
-        .into_iter()
-        .map(|o| (o.member, o.yaml.into_bytes()))
-        .collect())
-}
-
-/// `dbsnap k8s-objects`.
-#[derive(Debug, Args)]
-pub struct K8sObjectsArgs {
-    #[command(flatten)]
-    pub file: crate::cli::FileArgs,
-    /// Directory to write the objects into (made if missing; existing files are not overwritten).
-    #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
-}
-
-/// Writes the `k8s/` members of a snapshot under `--out`, each checked
-/// against the manifest first; returns the files written.
-pub fn write_objects(
-    args: &K8sObjectsArgs,
-    g: &crate::cli::GlobalArgs,
-) -> Result<Vec<PathBuf>, CoreError> {
-    let path = crate::cli::resolve_file(&args.file, g)?;
-    let objects = dbsnap_core::inspect::read_members(&path, dbsnap_k8s::objects::MEMBER_PREFIX)?;
-    if objects.is_empty() {
-        return Err(CoreError::Config {
-            message: format!("{} holds no Kubernetes objects", path.display()),
-            hint: "snapshots keep them only when made with create --k8s-objects".into(),
-        });
-    }
-    let mut written = Vec::new();
-    for (name, bytes) in objects {
-        let relative = name
-            .strip_prefix(dbsnap_k8s::objects::MEMBER_PREFIX)
-            .unwrap_or(&name);
-        if relative
-            .split('/')
-            .any(|part| part == ".." || part.is_empty())
-        {
-            return Err(CoreError::NotSnapshot {
-                file: path.display().to_string(),
-                what: format!("member \"{name}\" has an unsafe path"),
-            });
-        }
-        let file = args.out.join(relative);
-        if file.exists() {
-            return Err(CoreError::Config {
-                message: format!("{} exists already", file.display()),
-                hint: "write into an empty directory (--out)".into(),
-            });
-        }
-        if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| CoreError::write_io(dir, e))?;
-        }
-        std::fs::write(&file, bytes).map_err(|e| CoreError::write_io(&file, e))?;
-        written.push(file);
-    }
-    Ok(written)
-}
-
-/// `dbsnap volume-snapshot create|list`.
-#[derive(Debug, Args)]
-pub struct VolumeSnapshotArgs {
-    #[command(subcommand)]
-    pub action: VolumeSnapshotAction,
-}
-
-#[derive(Debug, clap::Subcommand)]
-pub enum VolumeSnapshotAction {
-    /// Snapshot PVCs together (optionally with the app scaled to 0) and wait until they are ready.
-    Create(VolumeSnapshotCreateArgs),
-    /// List the namespace's VolumeSnapshots with their readiness.
-    List(ClusterFlags),
-}
-
-/// Cluster access flags alone.
-#[derive(Debug, Clone, Args)]
-pub struct ClusterFlags {
-    /// Kubernetes namespace (default: the context's, then `default`).
-    #[arg(short = 'n', long, value_name = "NS")]
-    pub namespace: Option<String>,
-    /// Kubeconfig context (default: the current one).
-    #[arg(long, value_name = "NAME")]
-    pub context: Option<String>,
-    /// Kubeconfig file (default: KUBECONFIG, then ~/.kube/config).
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
-}
-
-impl ClusterFlags {
-    fn access(&self) -> ClusterAccess {
-        ClusterAccess {
-            kubeconfig: self.kubeconfig.clone(),
-            context: self.context.clone(),
-            namespace: self.namespace.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct VolumeSnapshotCreateArgs {
-    /// A PersistentVolumeClaim to snapshot (repeatable: all are taken together).
-    #[arg(long, value_name = "PVC", required = true)]
-    pub pvc: Vec<String>,
-    /// VolumeSnapshotClass (default: the cluster's default class).
-    #[arg(long, value_name = "NAME")]
-    pub class: Option<String>,
-    /// Scale these workloads to 0 while the snapshots are taken (e.g. sts/db,deploy/core-api), and back after.
-    #[arg(long, value_name = "WORKLOADS")]
-    pub scale: Option<String>,
-    /// How long to wait for the pods to go and the snapshots to be ready.
-    #[arg(long, value_name = "DURATION", default_value = "10min", value_parser = parse_duration)]
-    pub wait: Duration,
-    #[command(flatten)]
-    pub cluster: ClusterFlags,
-}
-
-/// Runs `volume-snapshot`; returns the snapshots to print.
-pub async fn volume_snapshot(
-    args: &VolumeSnapshotArgs,
-) -> Result<Vec<dbsnap_k8s::volumes::VolumeSnapshot>, CoreError> {
-    match &args.action {
-        VolumeSnapshotAction::List(flags) => {
-            let (client, ns) = cluster::connect(&flags.access()).await.map_err(k8s_error)?;
-            dbsnap_k8s::volumes::list(&client, &ns)
-                .await
-                .map_err(k8s_error)
-        }
-        VolumeSnapshotAction::Create(c) => {
-            let (client, ns) = cluster::connect(&c.cluster.access())
-                .await
-                .map_err(k8s_error)?;
-            let workloads = match &c.scale {
-                Some(text) => parse_workloads(text).map_err(|e| CoreError::Config {
-                    message: format!("--scale {text}: {e}"),
-                    hint: "e.g. --scale sts/db,deploy/core-api".into(),
-                })?,
-                None => Vec::new(),
-            };
-            dbsnap_k8s::volumes::check_claims(&client, &ns, &c.pvc)
-                .await
-                .map_err(k8s_error)?;
-            if !workloads.is_empty() {
-                dbsnap_k8s::scale::scale_down(&client, &ns, &workloads, c.wait)
-                    .await
-                    .map_err(k8s_error)?;
-            }
-            let taken = dbsnap_k8s::volumes::create(
-                &client,
-                &ns,
-                &run_id(),
-                &c.pvc,
-                c.class.as_deref(),
-                c.wait,
-            )
-            .await;
-            // The app comes back whatever happened to the snapshots.
-            let back = if workloads.is_empty() {
-                Ok(Vec::new())
-            } else {
-                dbsnap_k8s::scale::scale_up(&client, &ns, &workloads).await
-            };
-            let taken = taken.map_err(k8s_error)?;
-            back.map_err(k8s_error)?;
-            Ok(taken)
-        }
-    }
 }

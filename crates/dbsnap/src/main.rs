@@ -3,7 +3,9 @@
 //! documented exit codes. No logic beyond that lives here.
 
 mod cli;
+mod k8s_capture;
 mod k8s_cmd;
+mod k8s_jump;
 mod logging;
 mod output;
 mod progress;

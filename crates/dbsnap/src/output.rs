@@ -565,7 +565,7 @@ pub fn print_restore(r: &dbsnap_core::restore::RestoreResult, pruned: &[Removed]
 }
 
 /// `jump-create`'s result: the pod and the lines that open psql in it.
-pub fn print_jump_created(c: &crate::k8s_cmd::JumpCreated, json: bool) {
+pub fn print_jump_created(c: &crate::k8s_jump::JumpCreated, json: bool) {
     if json {
         print_json(&serde_json::to_value(c).unwrap_or_default());
         return;
@@ -605,7 +605,7 @@ pub fn print_objects_written(out: &std::path::Path, files: &[std::path::PathBuf]
     }
     eprintln!(
         "{} written; apply them with: kubectl apply -R -f {}",
-        crate::k8s_cmd::count_of(files.len(), "object"),
+        count_of(files.len(), "object"),
         out.display()
     );
 }
@@ -642,6 +642,15 @@ pub fn print_volume_snapshots(list: &[dbsnap_k8s::volumes::VolumeSnapshot], json
     }
     for line in table(&rows) {
         println!("{line}");
+    }
+}
+
+/// `1 object`, `3 objects`.
+pub fn count_of(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 

@@ -1,0 +1,186 @@
+//! What a namespace holds besides its databases: its objects as YAML
+//! (`create --k8s-objects`, `k8s-objects --out`) and VolumeSnapshots of
+//! its claims (`volume-snapshot create|list`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use dbsnap_core::config::K8sTarget;
+use dbsnap_core::CoreError;
+use dbsnap_k8s::cluster;
+use dbsnap_k8s::scale::parse_workloads;
+
+use crate::cli::parse_duration;
+use crate::k8s_cmd::{k8s_error, run_id, ClusterFlags, K8sArgs};
+
+/// Lists the namespace's objects for `create --k8s-objects`: member names
+/// and YAML bytes.
+pub async fn export_objects(
+    k8s: &K8sArgs,
+    target: Option<&K8sTarget>,
+    include_secrets: bool,
+    quiet: bool,
+) -> Result<Vec<(String, Vec<u8>)>, CoreError> {
+    let access = k8s.cluster.access(target);
+    let (client, namespace) = cluster::connect(&access).await.map_err(k8s_error)?;
+    if include_secrets && !quiet {
+        eprintln!(
+            "warning: --include-secrets stores the Secrets of namespace {namespace} in the snapshot; anyone who can read the snapshot can read them"
+        );
+    }
+    let objects = dbsnap_k8s::objects::export(&client, &namespace, include_secrets)
+        .await
+        .map_err(k8s_error)?;
+    if !quiet {
+        eprintln!(
+            "k8s: {} of namespace {namespace} go into the snapshot",
+            crate::output::count_of(objects.len(), "object")
+        );
+    }
+    Ok(objects
+        .into_iter()
+        .map(|o| (o.member, o.yaml.into_bytes()))
+        .collect())
+}
+
+/// `dbsnap k8s-objects`.
+#[derive(Debug, Args)]
+pub struct K8sObjectsArgs {
+    #[command(flatten)]
+    pub file: crate::cli::FileArgs,
+    /// Directory to write the objects into (made if missing; existing files are not overwritten).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// Writes the `k8s/` members of a snapshot under `--out`, each checked
+/// against the manifest first; returns the files written.
+pub fn write_objects(
+    args: &K8sObjectsArgs,
+    g: &crate::cli::GlobalArgs,
+) -> Result<Vec<PathBuf>, CoreError> {
+    let path = crate::cli::resolve_file(&args.file, g)?;
+    let objects = dbsnap_core::inspect::read_members(&path, dbsnap_k8s::objects::MEMBER_PREFIX)?;
+    if objects.is_empty() {
+        return Err(CoreError::Config {
+            message: format!("{} holds no Kubernetes objects", path.display()),
+            hint: "snapshots keep them only when made with create --k8s-objects".into(),
+        });
+    }
+    let mut written = Vec::new();
+    for (name, bytes) in objects {
+        let relative = name
+            .strip_prefix(dbsnap_k8s::objects::MEMBER_PREFIX)
+            .unwrap_or(&name);
+        if relative
+            .split('/')
+            .any(|part| part == ".." || part.is_empty())
+        {
+            return Err(CoreError::NotSnapshot {
+                file: path.display().to_string(),
+                what: format!("member \"{name}\" has an unsafe path"),
+            });
+        }
+        let file = args.out.join(relative);
+        if file.exists() {
+            return Err(CoreError::Config {
+                message: format!("{} exists already", file.display()),
+                hint: "write into an empty directory (--out)".into(),
+            });
+        }
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| CoreError::write_io(dir, e))?;
+        }
+        std::fs::write(&file, bytes).map_err(|e| CoreError::write_io(&file, e))?;
+        written.push(file);
+    }
+    Ok(written)
+}
+
+/// `dbsnap volume-snapshot create|list`.
+#[derive(Debug, Args)]
+pub struct VolumeSnapshotArgs {
+    #[command(subcommand)]
+    pub action: VolumeSnapshotAction,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum VolumeSnapshotAction {
+    /// Snapshot PVCs together (optionally with the app scaled to 0) and wait until they are ready.
+    Create(VolumeSnapshotCreateArgs),
+    /// List the namespace's VolumeSnapshots with their readiness.
+    List(ClusterFlags),
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeSnapshotCreateArgs {
+    /// A PersistentVolumeClaim to snapshot (repeatable: all are taken together).
+    #[arg(long, value_name = "PVC", required = true)]
+    pub pvc: Vec<String>,
+    /// VolumeSnapshotClass (default: the cluster's default class).
+    #[arg(long, value_name = "NAME")]
+    pub class: Option<String>,
+    /// Scale these workloads to 0 while the snapshots are taken (e.g. sts/db,deploy/core-api), and back after.
+    #[arg(long, value_name = "WORKLOADS")]
+    pub scale: Option<String>,
+    /// How long to wait for the pods to go and the snapshots to be ready.
+    #[arg(long, value_name = "DURATION", default_value = "10min", value_parser = parse_duration)]
+    pub wait: Duration,
+    #[command(flatten)]
+    pub cluster: ClusterFlags,
+}
+
+/// Runs `volume-snapshot`; returns the snapshots to print.
+pub async fn volume_snapshot(
+    args: &VolumeSnapshotArgs,
+) -> Result<Vec<dbsnap_k8s::volumes::VolumeSnapshot>, CoreError> {
+    match &args.action {
+        VolumeSnapshotAction::List(flags) => {
+            let (client, ns) = cluster::connect(&flags.access(None))
+                .await
+                .map_err(k8s_error)?;
+            dbsnap_k8s::volumes::list(&client, &ns)
+                .await
+                .map_err(k8s_error)
+        }
+        VolumeSnapshotAction::Create(c) => {
+            let (client, ns) = cluster::connect(&c.cluster.access(None))
+                .await
+                .map_err(k8s_error)?;
+            let workloads = match &c.scale {
+                Some(text) => parse_workloads(text).map_err(|e| CoreError::Config {
+                    message: format!("--scale {text}: {e}"),
+                    hint: "e.g. --scale sts/db,deploy/core-api".into(),
+                })?,
+                None => Vec::new(),
+            };
+            dbsnap_k8s::volumes::check_claims(&client, &ns, &c.pvc)
+                .await
+                .map_err(k8s_error)?;
+            if !workloads.is_empty() {
+                dbsnap_k8s::scale::scale_down(&client, &ns, &workloads, c.wait)
+                    .await
+                    .map_err(k8s_error)?;
+            }
+            let taken = dbsnap_k8s::volumes::create(
+                &client,
+                &ns,
+                &run_id(),
+                &c.pvc,
+                c.class.as_deref(),
+                c.wait,
+            )
+            .await;
+            // The app comes back whatever happened to the snapshots.
+            let back = if workloads.is_empty() {
+                Ok(Vec::new())
+            } else {
+                dbsnap_k8s::scale::scale_up(&client, &ns, &workloads).await
+            };
+            let taken = taken.map_err(k8s_error)?;
+            back.map_err(k8s_error)?;
+            Ok(taken)
+        }
+    }
+}
