@@ -4,6 +4,7 @@
 //! Pure readers and writers over `Read`/`Write`/`Seek`: no network, no
 //! processes. The format is described in `docs/FORMAT.md`.
 
+pub mod custom;
 pub mod identify;
 pub mod pgdump;
 pub mod snapshot;

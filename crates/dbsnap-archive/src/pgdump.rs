@@ -21,7 +21,7 @@ const OFFSET_NO_DATA: u8 = 3;
 /// Largest archive version this reader knows (1.16, PostgreSQL 17/18).
 pub const MAX_VERSION: (u8, u8) = (1, 16);
 
-const fn v(maj: u8, min: u8) -> u32 {
+pub(crate) const fn v(maj: u8, min: u8) -> u32 {
     ((maj as u32) << 16) | ((min as u32) << 8)
 }
 
@@ -94,16 +94,16 @@ pub struct PgDumpSummary {
     pub bytes: u64,
 }
 
-struct Reader<R> {
-    inner: R,
-    pos: u64,
-    version: u32,
-    int_size: usize,
-    off_size: usize,
+pub(crate) struct Reader<R> {
+    pub(crate) inner: R,
+    pub(crate) pos: u64,
+    pub(crate) version: u32,
+    pub(crate) int_size: usize,
+    pub(crate) off_size: usize,
 }
 
 impl<R: Read> Reader<R> {
-    fn exact(&mut self, buf: &mut [u8], what: &str) -> Result<(), PgDumpError> {
+    pub(crate) fn exact(&mut self, buf: &mut [u8], what: &str) -> Result<(), PgDumpError> {
         match self.inner.read_exact(buf) {
             Ok(()) => {
                 self.pos += buf.len() as u64;
@@ -116,14 +116,14 @@ impl<R: Read> Reader<R> {
         }
     }
 
-    fn byte(&mut self, what: &str) -> Result<u8, PgDumpError> {
+    pub(crate) fn byte(&mut self, what: &str) -> Result<u8, PgDumpError> {
         let mut b = [0u8; 1];
         self.exact(&mut b, what)?;
         Ok(b[0])
     }
 
     /// Reads one byte, or None at a clean end of stream.
-    fn byte_or_eof(&mut self) -> Result<Option<u8>, PgDumpError> {
+    pub(crate) fn byte_or_eof(&mut self) -> Result<Option<u8>, PgDumpError> {
         let mut b = [0u8; 1];
         loop {
             match self.inner.read(&mut b) {
@@ -138,7 +138,7 @@ impl<R: Read> Reader<R> {
         }
     }
 
-    fn int(&mut self, what: &str) -> Result<i64, PgDumpError> {
+    pub(crate) fn int(&mut self, what: &str) -> Result<i64, PgDumpError> {
         let negative = if self.version > v(1, 0) {
             self.byte(what)? != 0
         } else {
@@ -155,7 +155,14 @@ impl<R: Read> Reader<R> {
         Ok(if negative { -value } else { value })
     }
 
-    fn string(&mut self, what: &str) -> Result<Option<String>, PgDumpError> {
+    pub(crate) fn string(&mut self, what: &str) -> Result<Option<String>, PgDumpError> {
+        Ok(self
+            .raw_string(what)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// A length-prefixed string as bytes (the database's encoding).
+    pub(crate) fn raw_string(&mut self, what: &str) -> Result<Option<Vec<u8>>, PgDumpError> {
         let len = self.int(what)?;
         if len < 0 {
             return Ok(None);
@@ -177,10 +184,10 @@ impl<R: Read> Reader<R> {
                 self.pos
             )));
         }
-        Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+        Ok(Some(buf))
     }
 
-    fn skip(&mut self, mut n: u64, what: &str) -> Result<(), PgDumpError> {
+    pub(crate) fn skip(&mut self, mut n: u64, what: &str) -> Result<(), PgDumpError> {
         let mut buf = [0u8; 64 * 1024];
         while n > 0 {
             let k = n.min(buf.len() as u64) as usize;
@@ -191,7 +198,7 @@ impl<R: Read> Reader<R> {
     }
 
     /// Skips a run of length-prefixed chunks ending with a zero length.
-    fn skip_chunks(&mut self, what: &str) -> Result<(), PgDumpError> {
+    pub(crate) fn skip_chunks(&mut self, what: &str) -> Result<(), PgDumpError> {
         loop {
             let len = self.int(what)?;
             if len == 0 {
@@ -272,16 +279,16 @@ fn read_archive_inner<R: Read>(
 }
 
 /// The archive header, before the table of contents.
-struct Header {
-    version: (u8, u8, u8),
-    compression: i64,
-    dbname: Option<String>,
-    server_version: Option<String>,
-    pg_dump_version: Option<String>,
+pub(crate) struct Header {
+    pub(crate) version: (u8, u8, u8),
+    pub(crate) compression: i64,
+    pub(crate) dbname: Option<String>,
+    pub(crate) server_version: Option<String>,
+    pub(crate) pg_dump_version: Option<String>,
 }
 
 /// Reads and checks the header; sets the reader's version and sizes.
-fn read_header<R: Read>(r: &mut Reader<R>) -> Result<Header, PgDumpError> {
+pub(crate) fn read_header<R: Read>(r: &mut Reader<R>) -> Result<Header, PgDumpError> {
     let mut magic = [0u8; 5];
     r.exact(&mut magic, "magic")
         .map_err(|_| PgDumpError::NotCustomFormat("too short".into()))?;
@@ -533,7 +540,7 @@ impl<E: std::fmt::Display> std::fmt::Display for DataError<E> {
 
 /// How data blocks are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compression {
+pub(crate) enum Compression {
     None,
     Gzip,
     Lz4,
@@ -541,7 +548,7 @@ enum Compression {
 }
 
 impl Compression {
-    fn from_header(version: u32, value: i64) -> Result<Self, PgDumpError> {
+    pub(crate) fn from_header(version: u32, value: i64) -> Result<Self, PgDumpError> {
         if version >= v(1, 15) {
             return match value {
                 0 => Ok(Compression::None),

@@ -180,6 +180,8 @@ pub async fn run(
         pg_bin: vec![bin.clone()],
         hooks: Default::default(),
         compress: None,
+        jobs: None,
+        engine: Default::default(),
         version_spec: Default::default(),
         version_specs: Default::default(),
         limits: Default::default(),

@@ -88,6 +88,8 @@ async fn create_and_restore_reach_databases_only_through_the_resolver() {
             pg_bin: vec![cluster.bin_dir().to_path_buf()],
             hooks: Default::default(),
             compress: None,
+            jobs: None,
+            engine: Default::default(),
             version_spec: Default::default(),
             version_specs: BTreeMap::new(),
             limits: Default::default(),

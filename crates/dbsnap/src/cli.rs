@@ -263,6 +263,15 @@ impl From<Consistency> for ConsistencyMethod {
     }
 }
 
+/// `--engine` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineArg {
+    /// pg_dump writes the schema; dbsnap copies table data in parallel.
+    Native,
+    /// pg_dump writes everything.
+    PgDump,
+}
+
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// Database connection string (URI or key=value); repeat for each database.
@@ -283,9 +292,16 @@ pub struct CreateArgs {
     /// Command that starts it again; always run after --stop-cmd.
     #[arg(long, value_name = "CMD")]
     pub start_cmd: Option<String>,
-    /// pg_dump --compress value (e.g. 0, 1-9, gzip:1, zstd:3 with pg_dump 16+).
+    /// Compression of the data: a zlib level 0-9 (default 2), gzip[:LEVEL],
+    /// none, or lz4/zstd[:LEVEL] (written by pg_dump 16+, restorable by pg_restore 16+ only).
     #[arg(long)]
     pub compress: Option<String>,
+    /// Connections copying table data at once, per database (default: the machine's cores).
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
+    /// Who writes the data: dbsnap's parallel COPY (native) or pg_dump alone.
+    #[arg(long, value_enum, default_value_t = EngineArg::Native)]
+    pub engine: EngineArg,
     /// Directory with pg_dump (searched before PATH); repeatable.
     #[arg(long, value_name = "DIR")]
     pub pg_bin: Vec<PathBuf>,
@@ -689,6 +705,11 @@ async fn create_cmd(
             pg_bin,
             hooks: hooks.clone(),
             compress: args.compress.clone().or(t.compress.clone()),
+            jobs: args.jobs.map(|j| j as usize),
+            engine: match args.engine {
+                EngineArg::Native => dbsnap_core::create::Engine::Native,
+                EngineArg::PgDump => dbsnap_core::create::Engine::PgDump,
+            },
             version_spec: t.schema_version.clone(),
             version_specs: t.schema_versions.clone(),
             limits: CutLimits {

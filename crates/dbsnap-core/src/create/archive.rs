@@ -11,11 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dbsnap_archive::snapshot::{Metadata, SnapshotWriter};
-use dbsnap_pg::process::ToolChild;
 use dbsnap_storage::{PendingWrite, Repository};
 use sha2::{Digest, Sha256};
 
-use super::{DumpEngine, DumpJob, Progress, RunningDump};
+use super::{DumpControl, DumpEngine, DumpJob, Progress, RunningDump};
 use crate::chunks::{for_each_chunk, ChunkError};
 use crate::error::CoreError;
 
@@ -192,7 +191,7 @@ fn start_dumps(engine: &dyn DumpEngine, jobs: &[DumpJob]) -> Result<Vec<RunningD
 /// root cause, not the dumps stopped because of it).
 #[derive(Clone)]
 struct Aborter {
-    children: Vec<Arc<Mutex<ToolChild>>>,
+    children: Vec<Arc<dyn DumpControl>>,
     aborting: Arc<AtomicBool>,
     first_failure: Arc<Mutex<Option<usize>>>,
 }
@@ -200,7 +199,7 @@ struct Aborter {
 impl Aborter {
     fn new(running: &[RunningDump]) -> Aborter {
         Aborter {
-            children: running.iter().map(|r| r.child.clone()).collect(),
+            children: running.iter().map(|r| r.control.clone()).collect(),
             aborting: Arc::new(AtomicBool::new(false)),
             first_failure: Arc::new(Mutex::new(None)),
         }
@@ -213,9 +212,7 @@ impl Aborter {
             }
         }
         for c in &self.children {
-            if let Ok(mut c) = c.lock() {
-                c.kill();
-            }
+            c.kill();
         }
     }
 
@@ -339,14 +336,12 @@ async fn finish_archive(
 }
 
 /// Kills the dumps if the run is abandoned (a signal drops the future).
-struct KillOnDrop(Vec<Arc<Mutex<ToolChild>>>);
+struct KillOnDrop(Vec<Arc<dyn DumpControl>>);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         for c in &self.0 {
-            if let Ok(mut c) = c.lock() {
-                c.kill();
-            }
+            c.kill();
         }
     }
 }

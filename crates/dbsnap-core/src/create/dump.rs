@@ -1,9 +1,9 @@
-//! The dump step behind [`DumpEngine`]: today `pg_dump -Fc --snapshot`
-//! run through dbsnap-pg's process runner; a native engine plugs in here
-//! and writes the same archive format.
+//! The dump step behind [`DumpEngine`]: `pg_dump -Fc --snapshot` run
+//! through dbsnap-pg's process runner, or the native engine
+//! ([`super::native`]) that writes the same archive format.
 
 use std::io::Read;
-use std::process::Stdio;
+use std::process::{ChildStdout, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,14 +38,23 @@ pub struct DumpJob {
     pub lock_wait: Duration,
     /// `--compress` value.
     pub compress: Option<String>,
+    /// Connections copying tables at once (the native engine).
+    pub jobs: usize,
+}
+
+/// Stops and waits for a running dump, whatever produces it.
+pub trait DumpControl: Send + Sync {
+    /// Stops it (idempotent; the output then ends or fails).
+    fn kill(&self);
+    /// Waits for the end; the dump's own error if it failed.
+    fn wait(&self, display_name: &str) -> Result<(), CoreError>;
 }
 
 /// A dump in progress: a byte stream plus a way to wait for and stop it.
 pub struct RunningDump {
     /// The archive bytes.
     pub output: Box<dyn Read + Send>,
-    pub(super) child: Arc<Mutex<ToolChild>>,
-    stderr: std::thread::JoinHandle<String>,
+    pub(super) control: Arc<dyn DumpControl>,
 }
 
 /// The pg_dump engine: runs `pg_dump -Fc --snapshot`.
@@ -54,50 +63,77 @@ pub struct PgDumpEngine;
 impl DumpEngine for PgDumpEngine {
     fn start(&self, job: &DumpJob) -> Result<RunningDump, CoreError> {
         let mut tool = Tool::new(&job.program.path);
-        tool.arg("--format=custom")
-            .arg(format!("--snapshot={}", job.snapshot))
-            .arg(format!(
-                "--lock-wait-timeout={}ms",
-                job.lock_wait.as_millis()
-            ));
+        tool.arg("--format=custom");
         if let Some(c) = &job.compress {
             tool.arg(format!("--compress={c}"));
         }
-        job.route
-            .prepare_tool(&mut tool, &job.info, &job.info.dbname)?;
-        tool.stdout(Stdio::piped()).stderr(Stdio::piped());
-        tracing::info!(database = %job.display, pg_dump = %job.program.path.display(), "starting pg_dump");
-        let mut child = tool.spawn()?;
-        let (Some(stdout), Some(mut stderr)) = (child.take_stdout(), child.take_stderr()) else {
-            return Err(CoreError::Internal("pg_dump without pipes".into()));
-        };
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
-        });
+        let (output, control) = spawn_pg_dump(job, tool)?;
         Ok(RunningDump {
-            output: Box::new(stdout),
-            child: Arc::new(Mutex::new(child)),
-            stderr,
+            output: Box::new(output),
+            control,
         })
     }
 }
 
-impl RunningDump {
-    pub(super) fn kill(&self) {
+/// Starts `tool` (pg_dump with its format arguments) on `job`'s snapshot and
+/// database: its stdout, and its control (stderr is collected for errors).
+pub(super) fn spawn_pg_dump(
+    job: &DumpJob,
+    mut tool: Tool,
+) -> Result<(ChildStdout, Arc<ToolControl>), CoreError> {
+    tool.arg(format!("--snapshot={}", job.snapshot))
+        .arg(format!(
+            "--lock-wait-timeout={}ms",
+            job.lock_wait.as_millis()
+        ));
+    job.route
+        .prepare_tool(&mut tool, &job.info, &job.info.dbname)?;
+    tool.stdout(Stdio::piped()).stderr(Stdio::piped());
+    tracing::info!(database = %job.display, pg_dump = %job.program.path.display(), "starting pg_dump");
+    let mut child = tool.spawn()?;
+    let (Some(stdout), Some(mut stderr)) = (child.take_stdout(), child.take_stderr()) else {
+        return Err(CoreError::Internal("pg_dump without pipes".into()));
+    };
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    Ok((
+        stdout,
+        Arc::new(ToolControl {
+            child: Mutex::new(child),
+            stderr: Mutex::new(Some(stderr)),
+        }),
+    ))
+}
+
+/// A running pg_dump process.
+pub(super) struct ToolControl {
+    child: Mutex<ToolChild>,
+    stderr: Mutex<Option<std::thread::JoinHandle<String>>>,
+}
+
+impl DumpControl for ToolControl {
+    fn kill(&self) {
         if let Ok(mut c) = self.child.lock() {
             c.kill();
         }
     }
 
-    pub(super) fn wait(self, display_name: &str) -> Result<(), CoreError> {
+    fn wait(&self, display_name: &str) -> Result<(), CoreError> {
         let status = self
             .child
             .lock()
             .map_err(|_| CoreError::Internal("poisoned".into()))?
             .wait();
-        let stderr = self.stderr.join().unwrap_or_default();
+        let stderr = self
+            .stderr
+            .lock()
+            .ok()
+            .and_then(|mut h| h.take())
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
         for line in stderr.lines() {
             tracing::info!(database = %display_name, "pg_dump: {line}");
         }
@@ -106,5 +142,15 @@ impl RunningDump {
             Ok(_) => Err(tools::classify_stderr("pg_dump", &stderr, display_name).into()),
             Err(e) => Err(CoreError::Internal(format!("waiting for pg_dump: {e}"))),
         }
+    }
+}
+
+impl RunningDump {
+    pub(super) fn kill(&self) {
+        self.control.kill();
+    }
+
+    pub(super) fn wait(self, display_name: &str) -> Result<(), CoreError> {
+        self.control.wait(display_name)
     }
 }

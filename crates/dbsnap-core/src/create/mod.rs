@@ -29,9 +29,11 @@ use crate::error::CoreError;
 
 mod archive;
 mod dump;
+mod native;
 
 use archive::write_archive;
-pub use dump::{DumpEngine, DumpJob, PgDumpEngine, RunningDump};
+pub use dump::{DumpControl, DumpEngine, DumpJob, PgDumpEngine, RunningDump};
+pub use native::{gzip_level, NativeEngine, DEFAULT_LEVEL};
 
 /// What to snapshot and how.
 #[derive(Debug, Clone)]
@@ -57,8 +59,12 @@ pub struct CreateOptions {
     pub pg_bin: Vec<PathBuf>,
     /// Quiesce hooks.
     pub hooks: QuiesceHooks,
-    /// pg_dump `--compress` value.
+    /// `--compress` value (pg_dump's syntax); None: the engine's default.
     pub compress: Option<String>,
+    /// Connections copying table data per database (None: the machine's cores).
+    pub jobs: Option<usize>,
+    /// Which engine writes the members.
+    pub engine: Engine,
     /// Schema-version settings for all databases.
     pub version_spec: VersionSpec,
     /// Per-database overrides by name.
@@ -68,6 +74,16 @@ pub struct CreateOptions {
     /// Further members stored after the databases (e.g. a namespace's
     /// Kubernetes objects under `k8s/`): name and bytes.
     pub extra_members: Vec<(String, Vec<u8>)>,
+}
+
+/// Which engine writes the database members.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// pg_dump for the schema, dbsnap's parallel COPY for table data.
+    #[default]
+    Native,
+    /// pg_dump for everything (one connection per database).
+    PgDump,
 }
 
 /// Receives progress; implemented by the terminal UI.
@@ -140,7 +156,10 @@ pub async fn create(
     opts: &CreateOptions,
     progress: &Arc<dyn Progress>,
 ) -> Result<CreateResult, CoreError> {
-    create_with(opts, progress, &PgDumpEngine).await
+    match opts.engine {
+        Engine::Native => create_with(opts, progress, &NativeEngine).await,
+        Engine::PgDump => create_with(opts, progress, &PgDumpEngine).await,
+    }
 }
 
 /// [`create`] with a given dump engine.
@@ -231,6 +250,7 @@ pub async fn create_with(
             program: p.clone(),
             lock_wait: opts.limits.max_wait,
             compress: opts.compress.clone(),
+            jobs: opts.jobs.unwrap_or_else(default_jobs),
         })
         .collect();
     // The largest database streams straight into the archive; the others spool.
@@ -277,6 +297,11 @@ struct SeenInCut {
     versions: Vec<Option<SchemaVersion>>,
     sizes: Vec<i64>,
     warnings: Vec<String>,
+}
+
+/// Parallelism when none is asked for: the machine's cores.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// Inside the snapshot transactions: schema versions (a dirty one is a

@@ -262,6 +262,8 @@ async fn safety_snapshot(
             pg_bin: opts.pg_bin.clone(),
             hooks: QuiesceHooks::default(),
             compress: None,
+            jobs: None,
+            engine: Default::default(),
             version_spec: opts.version_spec.clone(),
             version_specs: opts.version_specs.clone(),
             limits: Default::default(),
