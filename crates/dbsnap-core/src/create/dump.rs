@@ -150,7 +150,11 @@ impl RunningDump {
         self.control.kill();
     }
 
+    /// Waits for the end. The output is closed first: a producer still
+    /// writing into it (after a failure on the reading side) then stops.
     pub(super) fn wait(self, display_name: &str) -> Result<(), CoreError> {
-        self.control.wait(display_name)
+        let RunningDump { output, control } = self;
+        drop(output);
+        control.wait(display_name)
     }
 }

@@ -40,7 +40,8 @@ use super::dump::{spawn_pg_dump, DumpControl, ToolControl};
 use super::{DumpEngine, DumpJob, PgDumpEngine, RunningDump};
 use crate::error::CoreError;
 
-/// Tables bigger than this (heap and TOAST) are copied in several pieces.
+/// Tables bigger than this (heap and TOAST) are copied in several pieces
+/// of about this size; `DBSNAP_SPLIT_BYTES` overrides it.
 const PIECE_BYTES: i64 = 64 << 20;
 /// At most this many pieces per table.
 const MAX_PIECES: i64 = 256;
@@ -279,7 +280,7 @@ fn produce(
         drop(clients);
         return whole_pg_dump(job, level, out, shared);
     }
-    let tables = runtime.block_on(list_tables(&clients[0], &job.display))?;
+    let mut tables = runtime.block_on(list_tables(&clients[0], &job.display))?;
 
     let mut tool = Tool::new(&job.program.path);
     tool.arg("--format=custom")
@@ -299,7 +300,21 @@ fn produce(
             )));
         }
     };
-    let (head, blocks, items) = plan(head, &tables, jobs, version_num);
+    // Only the tables pg_dump lists (and so has locked) are measured.
+    let listed: std::collections::BTreeSet<u32> = head
+        .entries
+        .iter()
+        .filter(|e| e.desc() == "TABLE")
+        .filter_map(RawEntry::oid)
+        .collect();
+    tables.retain(|t| listed.contains(&t.oid));
+    runtime.block_on(measure(&clients[0], &job.display, &mut tables))?;
+    let piece_bytes = std::env::var("DBSNAP_SPLIT_BYTES")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|v| *v > 0)
+        .unwrap_or(PIECE_BYTES);
+    let (head, blocks, items) = plan(head, &tables, jobs, version_num, piece_bytes);
     tracing::info!(
         database = %job.display,
         tables = blocks.len(),
@@ -367,6 +382,7 @@ fn plan(
     tables: &[Table],
     jobs: usize,
     version_num: i32,
+    piece_bytes: i64,
 ) -> (Head, Vec<Block>, Vec<Item>) {
     let by_oid: BTreeMap<u32, &Table> = tables.iter().map(|t| (t.oid, t)).collect();
     let mut listed: Vec<(&RawEntry, &Table)> = head
@@ -407,7 +423,7 @@ fn plan(
             ..RawEntry::default()
         });
         let start = items.len();
-        items.extend(pieces(table, jobs, version_num));
+        items.extend(pieces(table, jobs, version_num, piece_bytes));
         blocks.push(Block {
             dump_id: next_id,
             items: start..items.len(),
@@ -423,15 +439,15 @@ fn plan(
 }
 
 /// The COPY statements of one table: one, or one per ctid range.
-fn pieces(t: &Table, jobs: usize, version_num: i32) -> Vec<Item> {
-    let wanted = if jobs < 2 || t.bytes <= PIECE_BYTES || t.pages < 2 {
+fn pieces(t: &Table, jobs: usize, version_num: i32, piece_bytes: i64) -> Vec<Item> {
+    let wanted = if jobs < 2 || t.bytes <= piece_bytes || t.pages < 2 {
         1
     } else if version_num < 140_000 {
         // No TID range scan: every piece reads the whole table, so no
         // more pieces than workers.
         jobs as i64
     } else {
-        ((t.bytes + PIECE_BYTES - 1) / PIECE_BYTES).clamp(2, MAX_PIECES)
+        ((t.bytes + piece_bytes - 1) / piece_bytes).clamp(2, MAX_PIECES)
     };
     let n = wanted.min(t.pages).max(1);
     if n == 1 {
@@ -687,9 +703,7 @@ async fn list_tables(client: &Client, display: &str) -> Result<Vec<Table>, CoreE
                     n.nspname, c.relname, \
                     coalesce((SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) \
                        FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 \
-                        AND NOT a.attisdropped AND a.attgenerated = ''), ''), \
-                    pg_relation_size(c.oid) / current_setting('block_size')::bigint, \
-                    pg_table_size(c.oid) \
+                        AND NOT a.attisdropped AND a.attgenerated = ''), '') \
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
               WHERE c.relkind = 'r' AND c.relpersistence <> 't' \
                 AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
@@ -710,11 +724,37 @@ async fn list_tables(client: &Client, display: &str) -> Result<Vec<Table>, CoreE
                 qualified: r.get(1),
                 pattern: format!("{}.{}", pattern_quote(&schema), pattern_quote(&name)),
                 columns: r.get(4),
-                pages: r.get(5),
-                bytes: r.get(6),
+                pages: 0,
+                bytes: 0,
             }
         })
         .collect())
+}
+
+/// Fills in each table's size in pages and bytes (heap and TOAST). Run
+/// once pg_dump holds its locks: reading a size takes a lock, and a table
+/// locked by the application must make pg_dump wait (with its timeout),
+/// not this query.
+async fn measure(client: &Client, display: &str, tables: &mut [Table]) -> Result<(), CoreError> {
+    let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
+    let rows = client
+        .query(
+            "SELECT o, pg_relation_size(o::regclass) / current_setting('block_size')::bigint, \
+                    pg_table_size(o::regclass) FROM unnest($1::oid[]) o",
+            &[&oids],
+        )
+        .await
+        .map_err(|e| PgError::from_pg(e, display, "reading table sizes"))?;
+    let sizes: BTreeMap<u32, (i64, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    for t in tables.iter_mut() {
+        if let Some((pages, bytes)) = sizes.get(&t.oid) {
+            (t.pages, t.bytes) = (*pages, *bytes);
+        }
+    }
+    Ok(())
 }
 
 /// A name as a literal pg_dump pattern: double-quoted, quotes doubled.
@@ -781,12 +821,12 @@ mod tests {
             pages: 10_000,
             bytes: 3 * PIECE_BYTES + 1,
         };
-        let items = pieces(&t, 2, 150_000);
+        let items = pieces(&t, 2, 150_000, PIECE_BYTES);
         assert_eq!(items.len(), 4);
         assert!(items[0].sql.contains("ctid < '(2500,0)'") && !items[0].sql.contains(">="));
         assert!(items[3].sql.contains("ctid >= '(7500,0)'") && !items[3].sql.contains(" < "));
         assert!(items[3].last && !items[2].last);
-        assert_eq!(pieces(&t, 2, 130_000).len(), 2);
-        assert_eq!(pieces(&t, 1, 150_000).len(), 1);
+        assert_eq!(pieces(&t, 2, 130_000, PIECE_BYTES).len(), 2);
+        assert_eq!(pieces(&t, 1, 150_000, PIECE_BYTES).len(), 1);
     }
 }

@@ -219,8 +219,9 @@ async fn load<'c>(
     let family = lock_tables(&tx, target, &tables, lock_timeout).await?;
     meter.say(&format!("{target}: loading (data-only)"));
     let aside = Aside::take(&tx, target, &toc, &tables, &family).await?;
+    let freeze = plain_tables(&tx, target, &tables).await?;
     let large_objects = replace_large_objects(&tx, target, &toc).await?;
-    let mut report = copy_data(&tx, target, rx, &large_objects, meter).await?;
+    let mut report = copy_data(&tx, target, rx, &large_objects, &freeze, meter).await?;
     for e in toc.iter().filter(|e| e.desc == "SEQUENCE SET") {
         if let Some(sql) = &e.defn {
             tx.batch_execute(sql)
@@ -473,11 +474,32 @@ async fn rebuild_indexes(
 }
 
 /// Copies the archive's table data and large objects, in archive order.
+/// The tables among `tables` (all truncated by this transaction) that are
+/// plain tables: COPY loads them `FREEZE`, rows written already frozen (no
+/// later rewrite of every page to set hint bits or freeze them). Partitioned
+/// and foreign tables cannot take it.
+async fn plain_tables(
+    tx: &Transaction<'_>,
+    target: &str,
+    tables: &[String],
+) -> Result<std::collections::BTreeSet<String>, CoreError> {
+    let rows = tx
+        .query(
+            "SELECT t FROM unnest($1::text[]) t JOIN pg_class c ON c.oid = t::regclass \
+              WHERE c.relkind = 'r'",
+            &[&tables],
+        )
+        .await
+        .map_err(pg_err(target, "read table kinds"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 async fn copy_data(
     tx: &Transaction<'_>,
     target: &str,
     rx: &mut mpsc::Receiver<Msg>,
     large_objects: &std::collections::BTreeSet<u32>,
+    freeze: &std::collections::BTreeSet<String>,
     meter: &mut super::Meter,
 ) -> Result<DataOnlyReport, CoreError> {
     let mut report = DataOnlyReport::default();
@@ -491,12 +513,15 @@ async fn copy_data(
             Msg::Toc(_) => return Err(CoreError::Internal("second table of contents".into())),
             Msg::TableStart(entry) => {
                 let stmt = entry.copy_stmt.clone().unwrap_or_default();
-                let stmt = stmt.trim().trim_end_matches(';').to_string();
+                let mut stmt = stmt.trim().trim_end_matches(';').to_string();
                 if !stmt.starts_with("COPY ") {
                     return Err(CoreError::Internal(format!(
                         "no COPY statement for table {}",
                         entry.tag
                     )));
+                }
+                if freeze.contains(&qualified(&entry)) {
+                    stmt.push_str(" WITH (FREEZE)");
                 }
                 let sink = tx
                     .copy_in::<_, Bytes>(&stmt)
