@@ -13,7 +13,9 @@
 # the dominant table) and app-backend 200 small tables plus a medium one;
 # both have schema_migrations, so a restore at the same version is
 # data-only. Prints wall times (median), ratios to each anchor, sizes and
-# peak RSS (max over runs, from /usr/bin/time).
+# peak RSS (max over runs, from /usr/bin/time) and the CPU seconds (user +
+# system, median) of the client side (dbsnap, pg_dump, pg_restore, psql;
+# the server's are not counted).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 rows="${1:-1500000}"
@@ -72,19 +74,22 @@ done
 # its peak RSS (KiB) to $work/m.NAME.
 time_of() {
   local name="$1"; shift
-  /usr/bin/time -f "%e %M" -o "$work/time.out" "$@" > /dev/null
-  read -r secs rss < "$work/time.out"
+  /usr/bin/time -f "%e %M %U %S" -o "$work/time.out" "$@" > "$work/out.$name"
+  read -r secs rss user sys < "$work/time.out"
   echo "$secs" >> "$work/t.$name"
   echo "$rss" >> "$work/m.$name"
+  python3 -c "print(round($user + $sys, 2))" >> "$work/c.$name"
 }
 median() { sort -n "$work/t.$1" | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 peak() { sort -n "$work/m.$1" | tail -1; }
+cpu() { sort -n "$work/c.$1" | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 cat > "$work/raw_copy.py" <<'PY'
-# Every table of both databases COPYed to /dev/null by JOBS workers, the
-# tables over 64 MiB split into ctid ranges (what the server can produce).
-import subprocess, sys
-from concurrent.futures import ThreadPoolExecutor
+# Every table of both databases COPYed to /dev/null by JOBS workers, each a
+# psql session per database running its share of the COPYs one after the
+# other; tables over 64 MiB split into ctid ranges (what the server can
+# produce, with dbsnap's parallelism).
+import subprocess, sys, threading
 psql, jobs, dbs = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 work = []
 for db in dbs:
@@ -96,18 +101,28 @@ for db in dbs:
     for line in out.splitlines():
         name, size, pages = line.split("|")
         size, pages = int(size), int(pages)
-        n = min(max(1, -(-size // (64 << 20))), max(pages, 1)) if size > (64 << 20) else 1
+        n = min(-(-size // (64 << 20)), max(pages, 1)) if size > (64 << 20) else 1
         for i in range(n):
             cond = []
             if i > 0: cond.append(f"ctid >= '({pages * i // n},0)'::tid")
             if i < n - 1: cond.append(f"ctid < '({pages * (i + 1) // n},0)'::tid")
-            sql = f"COPY {name} TO STDOUT" if n == 1 else f"COPY (SELECT * FROM ONLY {name} WHERE {' AND '.join(cond)}) TO STDOUT"
+            sql = f"COPY {name} TO STDOUT;" if n == 1 else f"COPY (SELECT * FROM ONLY {name} WHERE {' AND '.join(cond)}) TO STDOUT;"
             work.append((size // n, db, sql))
+# Largest first, each to the least loaded worker.
 work.sort(reverse=True)
-def run(w):
-    subprocess.run([psql, "-X", "-q", "-d", w[1], "-c", w[2]], check=True, stdout=subprocess.DEVNULL)
-with ThreadPoolExecutor(jobs) as pool:
-    list(pool.map(run, work))
+load = [0] * jobs
+share = [dict() for _ in range(jobs)]
+for size, db, sql in work:
+    w = load.index(min(load))
+    load[w] += size
+    share[w].setdefault(db, []).append(sql)
+def run(mine):
+    for db, sqls in mine.items():
+        subprocess.run([psql, "-X", "-q", "-d", db], input="\n".join(sqls), text=True,
+                       check=True, stdout=subprocess.DEVNULL)
+threads = [threading.Thread(target=run, args=(m,)) for m in share]
+for t in threads: t.start()
+for t in threads: t.join()
 PY
 
 cat > "$work/truncate_restore.sh" <<SH
@@ -120,13 +135,14 @@ SH
 config="$work/demo/dbsnap.toml"
 for run in $(seq 1 "$runs"); do
   echo "run $run/$runs" >&2
-  rm -rf "$work"/z1 "$work"/fd "$DBSNAP_HOME/snapshots"
+  rm -rf "$work"/z1 "$work"/fd
+  if [ -n "${file:-}" ]; then rm -f "$file"; fi
   mkdir -p "$work/z1" "$work/fd"
   time_of pgdump_z1 sh -c "for db in ${dbs[*]}; do '$demo_bin/pg_dump' -Fc -Z1 -d \$db -f '$work/z1/'\$db.dump; done"
   time_of pgdump_fd sh -c "for db in ${dbs[*]}; do '$demo_bin/pg_dump' -Fd -j$jobs -Z1 -d \$db -f '$work/fd/'\$db; done"
   time_of raw_copy python3 "$work/raw_copy.py" "$demo_bin/psql" "$jobs" "${dbs[@]}"
   time_of create "$bin" --config "$config" create --target demo --no-progress --json
-  file="$(ls -t "$DBSNAP_HOME"/snapshots/*.tar | head -1)"
+  file="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["file"])' "$work/out.create")"
 
   # Restore anchors: pg_restore -jN into new databases; TRUNCATE + data-only in one transaction.
   for db in "${dbs[@]}"; do psql -d postgres -c "DROP DATABASE IF EXISTS \"$db-pgr\""; done
@@ -144,8 +160,8 @@ size_z1=$(du -cb "$work"/z1/*.dump | tail -1 | cut -f1)
 size_snap=$(stat -c %s "$file")
 ratio() { python3 -c "print(f'{$1 / $2:.2f}x')"; }
 printf '\nPostgreSQL %s, %s jobs, %s rows in events, median of %s runs\n\n' "$major" "$jobs" "$rows" "$runs"
-printf '%-52s %9s %9s %10s\n' "workflow" "seconds" "ratio" "peak RSS"
-row() { printf '%-52s %9s %9s %8s MB\n' "$1" "$(median "$2")" "${3:-}" "$(( $(peak "$2") / 1024 ))"; }
+printf '%-52s %8s %10s %9s  %s\n' "workflow" "seconds" "client cpu" "peak RSS" "ratio"
+row() { printf '%-52s %8s %9ss %6s MB  %s\n' "$1" "$(median "$2")" "$(cpu "$2")" "$(( $(peak "$2") / 1024 ))" "${3:-}"; }
 row "pg_dump -Fc -Z1, each database in turn" pgdump_z1
 row "pg_dump -Fd -j$jobs -Z1, each database in turn" pgdump_fd
 row "raw COPY of every table to /dev/null, $jobs workers" raw_copy

@@ -157,7 +157,11 @@ pub async fn create(
     progress: &Arc<dyn Progress>,
 ) -> Result<CreateResult, CoreError> {
     match opts.engine {
-        Engine::Native => create_with(opts, progress, &NativeEngine).await,
+        Engine::Native => {
+            // A bad --compress is refused before anything connects.
+            gzip_level(opts.compress.as_deref())?;
+            create_with(opts, progress, &NativeEngine).await
+        }
         Engine::PgDump => create_with(opts, progress, &PgDumpEngine).await,
     }
 }
