@@ -181,3 +181,35 @@ fn native_members_equal_pg_dump_s_on_17() {
 fn native_members_equal_pg_dump_s_on_18() {
     native_matches_pg_dump(18);
 }
+
+/// Row level security that would hide rows from the dumping role fails the
+/// snapshot (as pg_dump does) instead of dumping fewer rows.
+#[test]
+fn rows_hidden_by_row_level_security_fail_the_snapshot() {
+    let cluster = Cluster::start(15);
+    cluster.create_db("app");
+    cluster.psql(
+        "app",
+        "CREATE ROLE reader LOGIN PASSWORD 'r3ader-pw'; \
+         CREATE TABLE secrets (id int, owner text); \
+         INSERT INTO secrets SELECT g, 'o' || g FROM generate_series(1, 100) g; \
+         ALTER TABLE secrets ENABLE ROW LEVEL SECURITY; \
+         CREATE POLICY only_mine ON secrets USING (owner = current_user); \
+         GRANT SELECT ON secrets TO reader;",
+    );
+    let home = Home::new();
+    let mut cmd = home.dbsnap();
+    cmd.arg("create")
+        .arg("--pg-bin")
+        .arg(cluster.bin_dir())
+        .arg("-d")
+        .arg(cluster.url_as("reader", Some("r3ader-pw"), "app"));
+    let (code, v, err) = run_json(&mut cmd);
+    assert_ne!(code, 0, "a partial snapshot was taken: {v}");
+    assert!(err.contains("row-level security"), "{err}");
+    assert!(
+        home.snapshot_dir_entries().is_empty(),
+        "{:?}",
+        home.snapshot_dir_entries()
+    );
+}

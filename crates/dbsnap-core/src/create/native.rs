@@ -664,10 +664,24 @@ async fn open_workers(job: &DumpJob, jobs: usize) -> Result<Vec<Arc<Client>>, Co
         let lock_wait = job.lock_wait.as_millis();
         client
             .batch_execute(&format!(
+                // pg_dump's session settings: row_security off makes a COPY
+                // that row level security would filter fail instead of
+                // silently dumping fewer rows; no timeout may end a
+                // session that waits for its turn.
                 "SET lock_timeout = {lock_wait}; SET statement_timeout = 0; \
-                 SET extra_float_digits = 3; SET DateStyle = ISO; SET IntervalStyle = postgres; \
-                 BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
-                 SET TRANSACTION SNAPSHOT '{}'",
+                 SET idle_in_transaction_session_timeout = 0; \
+                 SELECT set_config('transaction_timeout', '0', false) \
+                  WHERE current_setting('server_version_num')::int >= 170000; \
+                 SET row_security = off; \
+                 SET extra_float_digits = 3; SET DateStyle = ISO; SET IntervalStyle = postgres"
+            ))
+            .await
+            .map_err(|e| PgError::from_pg(e, &job.display, "setting up a copy session"))?;
+        // Apart: a query before BEGIN in the same batch would belong to
+        // its transaction, and the snapshot must be set first.
+        client
+            .batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
                 job.snapshot.replace('\'', "''")
             ))
             .await
