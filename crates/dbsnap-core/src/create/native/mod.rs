@@ -32,13 +32,17 @@ use bytes::BytesMut;
 use dbsnap_archive::custom::{self, section, Head, RawEntry};
 use dbsnap_pg::process::Tool;
 use dbsnap_pg::PgError;
-use flate2::{Compress, FlushCompress, Status};
 use futures::StreamExt;
 use tokio_postgres::Client;
+
+mod deflate;
+mod sessions;
 
 use super::dump::{spawn_pg_dump, DumpControl, ToolControl};
 use super::{DumpEngine, DumpJob, PgDumpEngine, RunningDump};
 use crate::error::CoreError;
+use deflate::{zlib_header, Encoder, Piece};
+use sessions::{list_tables, measure, open_workers, server_facts, Table};
 
 /// Tables bigger than this (heap and TOAST) are copied in several pieces
 /// of about this size; `DBSNAP_SPLIT_BYTES` overrides it.
@@ -224,20 +228,6 @@ impl DumpControl for Shared {
     }
 }
 
-/// A table whose rows this engine copies.
-#[derive(Debug, Clone)]
-struct Table {
-    oid: u32,
-    /// `schema.name` as pg_dump writes it.
-    qualified: String,
-    /// `"schema"."name"` as a pg_dump pattern.
-    pattern: String,
-    /// Column list, quoted, comma separated (empty for a table without columns).
-    columns: String,
-    pages: i64,
-    bytes: i64,
-}
-
 /// One unit of work: a table, or a piece of one.
 #[derive(Debug, Clone)]
 struct Item {
@@ -252,14 +242,6 @@ struct Item {
 struct Block {
     dump_id: i64,
     items: std::ops::Range<usize>,
-}
-
-/// A finished piece: compressed bytes, and the Adler-32 and length of what
-/// went in.
-struct Piece {
-    bytes: Vec<u8>,
-    adler: u32,
-    raw_len: u64,
 }
 
 /// The whole native dump of one database into `out`.
@@ -282,9 +264,7 @@ fn produce(
     }
     let mut tables = runtime.block_on(list_tables(&clients[0], &job.display))?;
 
-    let mut tool = Tool::new(&job.program.path);
-    tool.arg("--format=custom")
-        .arg(format!("--compress={level}"));
+    let mut tool = pg_dump_tool(job, level);
     for t in &tables {
         tool.arg(format!("--exclude-table-data={}", t.pattern));
     }
@@ -355,6 +335,14 @@ fn produce(
     waited
 }
 
+/// pg_dump writing a custom archive compressed at `level`.
+fn pg_dump_tool(job: &DumpJob, level: u32) -> Tool {
+    let mut tool = Tool::new(&job.program.path);
+    tool.arg("--format=custom")
+        .arg(format!("--compress={level}"));
+    tool
+}
+
 /// pg_dump alone writes the member.
 fn whole_pg_dump(
     job: &DumpJob,
@@ -362,10 +350,7 @@ fn whole_pg_dump(
     mut out: std::io::PipeWriter,
     shared: &Shared,
 ) -> Result<(), CoreError> {
-    let mut tool = Tool::new(&job.program.path);
-    tool.arg("--format=custom")
-        .arg(format!("--compress={level}"));
-    let (mut stdout, pg_dump) = spawn_pg_dump(job, tool)?;
+    let (mut stdout, pg_dump) = spawn_pg_dump(job, pg_dump_tool(job, level))?;
     *shared.pg_dump.lock().expect("lock") = Some(pg_dump.clone());
     let copied = std::io::copy(&mut stdout, &mut out);
     drop(out);
@@ -531,70 +516,6 @@ fn copy_piece(
     encoder.finish()
 }
 
-/// Compresses one piece: raw deflate ending on a full flush (or the final
-/// block for a table's last piece), or plain bytes at level 0.
-struct Encoder {
-    deflate: Option<Compress>,
-    last: bool,
-    out: Vec<u8>,
-    adler: u32,
-    raw_len: u64,
-}
-
-impl Encoder {
-    fn new(level: u32, last: bool) -> Encoder {
-        Encoder {
-            deflate: (level > 0).then(|| Compress::new(flate2::Compression::new(level), false)),
-            last,
-            out: Vec::new(),
-            adler: 1,
-            raw_len: 0,
-        }
-    }
-
-    fn write(&mut self, mut data: &[u8]) -> Result<(), CoreError> {
-        self.raw_len += data.len() as u64;
-        let Some(c) = self.deflate.as_mut() else {
-            self.out.extend_from_slice(data);
-            return Ok(());
-        };
-        self.adler = zlib_rs::adler32::adler32(self.adler, data);
-        while !data.is_empty() {
-            self.out.reserve((data.len() / 2).max(64 << 10));
-            let before = c.total_in();
-            c.compress_vec(data, &mut self.out, FlushCompress::None)
-                .map_err(|e| CoreError::Internal(format!("compressing: {e}")))?;
-            data = &data[(c.total_in() - before) as usize..];
-        }
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<Piece, CoreError> {
-        if let Some(c) = self.deflate.as_mut() {
-            let flush = if self.last {
-                FlushCompress::Finish
-            } else {
-                FlushCompress::Full
-            };
-            loop {
-                self.out.reserve(64 << 10);
-                let status = c
-                    .compress_vec(&[], &mut self.out, flush)
-                    .map_err(|e| CoreError::Internal(format!("compressing: {e}")))?;
-                let room_left = self.out.len() < self.out.capacity();
-                if status == Status::StreamEnd || (!self.last && room_left) {
-                    break;
-                }
-            }
-        }
-        Ok(Piece {
-            bytes: self.out,
-            adler: self.adler,
-            raw_len: self.raw_len,
-        })
-    }
-}
-
 /// Writes the header, the entries, this engine's blocks as their pieces
 /// arrive, then pg_dump's own data blocks.
 fn write_member(
@@ -643,174 +564,9 @@ fn write_member(
     Ok(())
 }
 
-/// The two bytes that open a zlib stream (32 KiB window, level hint).
-fn zlib_header(level: u32) -> [u8; 2] {
-    let cmf: u16 = 0x78;
-    let flevel: u16 = match level {
-        0 | 1 => 0,
-        2..=5 => 1,
-        6 => 2,
-        _ => 3,
-    };
-    let flg = flevel << 6;
-    let check = 31 - ((cmf << 8) | flg) % 31;
-    [cmf as u8, (flg | (check % 31)) as u8]
-}
-
-/// `jobs` connections, each in a read-only transaction on the job's snapshot.
-async fn open_workers(job: &DumpJob, jobs: usize) -> Result<Vec<Arc<Client>>, CoreError> {
-    let opening = (0..jobs).map(|_| async {
-        let client = job.route.connect(&job.info).await?;
-        let lock_wait = job.lock_wait.as_millis();
-        client
-            .batch_execute(&format!(
-                // pg_dump's session settings: row_security off makes a COPY
-                // that row level security would filter fail instead of
-                // silently dumping fewer rows; no timeout may end a
-                // session that waits for its turn.
-                "SET lock_timeout = {lock_wait}; SET statement_timeout = 0; \
-                 SET idle_in_transaction_session_timeout = 0; \
-                 SELECT set_config('transaction_timeout', '0', false) \
-                  WHERE current_setting('server_version_num')::int >= 170000; \
-                 SET row_security = off; \
-                 SET extra_float_digits = 3; SET DateStyle = ISO; SET IntervalStyle = postgres"
-            ))
-            .await
-            .map_err(|e| PgError::from_pg(e, &job.display, "setting up a copy session"))?;
-        // Apart: a query before BEGIN in the same batch would belong to
-        // its transaction, and the snapshot must be set first.
-        client
-            .batch_execute(&format!(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
-                job.snapshot.replace('\'', "''")
-            ))
-            .await
-            .map_err(|e| PgError::from_pg(e, &job.display, "starting a copy transaction"))?;
-        Ok::<_, CoreError>(Arc::new(client))
-    });
-    futures::future::join_all(opening)
-        .await
-        .into_iter()
-        .collect()
-}
-
-/// The server's version number and database encoding.
-async fn server_facts(client: &Client, display: &str) -> Result<(i32, String), CoreError> {
-    let row = client
-        .query_one(
-            "SELECT current_setting('server_version_num')::int, \
-                    pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()",
-            &[],
-        )
-        .await
-        .map_err(|e| PgError::from_pg(e, display, "reading server facts"))?;
-    Ok((row.get(0), row.get(1)))
-}
-
-/// The ordinary tables whose rows pg_dump would copy: not temporary, not
-/// in system schemas, not members of an extension (pg_dump dumps their
-/// configuration data itself).
-async fn list_tables(client: &Client, display: &str) -> Result<Vec<Table>, CoreError> {
-    let rows = client
-        .query(
-            "SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
-                    n.nspname, c.relname, \
-                    coalesce((SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) \
-                       FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 \
-                        AND NOT a.attisdropped AND a.attgenerated = ''), '') \
-               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-              WHERE c.relkind = 'r' AND c.relpersistence <> 't' \
-                AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-                AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
-                AND NOT EXISTS (SELECT 1 FROM pg_depend d \
-                                 WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid \
-                                   AND d.deptype = 'e')",
-            &[],
-        )
-        .await
-        .map_err(|e| PgError::from_pg(e, display, "listing tables"))?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let (schema, name): (String, String) = (r.get(2), r.get(3));
-            Table {
-                oid: r.get(0),
-                qualified: r.get(1),
-                pattern: format!("{}.{}", pattern_quote(&schema), pattern_quote(&name)),
-                columns: r.get(4),
-                pages: 0,
-                bytes: 0,
-            }
-        })
-        .collect())
-}
-
-/// Fills in each table's size in pages and bytes (heap and TOAST). Run
-/// once pg_dump holds its locks: reading a size takes a lock, and a table
-/// locked by the application must make pg_dump wait (with its timeout),
-/// not this query.
-async fn measure(client: &Client, display: &str, tables: &mut [Table]) -> Result<(), CoreError> {
-    let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
-    let rows = client
-        .query(
-            "SELECT o, pg_relation_size(o::regclass) / current_setting('block_size')::bigint, \
-                    pg_table_size(o::regclass) FROM unnest($1::oid[]) o",
-            &[&oids],
-        )
-        .await
-        .map_err(|e| PgError::from_pg(e, display, "reading table sizes"))?;
-    let sizes: BTreeMap<u32, (i64, i64)> = rows
-        .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2))))
-        .collect();
-    for t in tables.iter_mut() {
-        if let Some((pages, bytes)) = sizes.get(&t.oid) {
-            (t.pages, t.bytes) = (*pages, *bytes);
-        }
-    }
-    Ok(())
-}
-
-/// A name as a literal pg_dump pattern: double-quoted, quotes doubled.
-fn pattern_quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
-
-    #[test]
-    fn zlib_headers_are_valid() {
-        assert_eq!(zlib_header(1), [0x78, 0x01]);
-        assert_eq!(zlib_header(2), [0x78, 0x5e]);
-        assert_eq!(zlib_header(6), [0x78, 0x9c]);
-        assert_eq!(zlib_header(9), [0x78, 0xda]);
-    }
-
-    #[test]
-    fn pieces_concatenate_into_one_zlib_stream() {
-        let data: Vec<u8> = (0..300_000u32)
-            .flat_map(|i| format!("{i}\trow {}\n", i * 7).into_bytes())
-            .collect();
-        let parts = [&data[..100_000], &data[100_000..100_001], &data[100_001..]];
-        let mut stream = zlib_header(2).to_vec();
-        let mut adler = 1;
-        for (i, part) in parts.iter().enumerate() {
-            let mut e = Encoder::new(2, i == parts.len() - 1);
-            e.write(part).unwrap();
-            let p = e.finish().unwrap();
-            adler = zlib_rs::adler32::adler32_combine(adler, p.adler, p.raw_len);
-            stream.extend_from_slice(&p.bytes);
-        }
-        stream.extend_from_slice(&adler.to_be_bytes());
-        let mut back = Vec::new();
-        flate2::read::ZlibDecoder::new(&stream[..])
-            .read_to_end(&mut back)
-            .unwrap();
-        assert_eq!(back, data);
-    }
 
     #[test]
     fn compress_values() {
