@@ -6,9 +6,9 @@
 //! it produces itself, and frames data blocks exactly as pg_restore reads
 //! them. Pure: bytes in, bytes out.
 
-use std::io::Read;
+use std::io::{BufReader, Read, Seek};
 
-use crate::pgdump::{read_header, v, Compression, PgDumpError, Reader};
+use crate::pgdump::{read_header, v, ChunkReader, Compression, PgDumpError, Reader};
 
 /// Section numbers of pg_dump's `teSection`.
 pub mod section {
@@ -29,6 +29,22 @@ pub const OFFSET_POS_SET: u8 = 2;
 /// Data offset flag: the entry has no data.
 pub const OFFSET_NO_DATA: u8 = 3;
 const BLK_DATA: u8 = 1;
+const BLK_BLOBS: u8 = 3;
+
+/// Where one data block lies, in bytes from the archive's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockSpan {
+    /// The entry it belongs to.
+    pub dump_id: i64,
+    /// Whether it holds large objects (else one entry's data stream).
+    pub blobs: bool,
+    /// Its first byte (the block type).
+    pub start: u64,
+    /// Its first chunk header, after the type and the id.
+    pub data: u64,
+    /// One past its last byte.
+    pub end: u64,
+}
 
 /// How an archive's data blocks are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,6 +257,101 @@ fn read_entry<R: Read>(r: &mut Reader<R>) -> Result<RawEntry, PgDumpError> {
 }
 
 impl Head {
+    /// Length in bytes of the header and table of contents as written by
+    /// [`Head::to_bytes`] (and as read: the bytes are pg_dump's own).
+    pub fn byte_len(&self) -> u64 {
+        self.to_bytes().len() as u64
+    }
+
+    fn reader<R: Read>(&self, inner: R, pos: u64) -> Reader<R> {
+        Reader {
+            inner,
+            pos,
+            version: self.version,
+            int_size: self.int_size,
+            off_size: self.off_size,
+        }
+    }
+
+    /// Finds every data block of the archive without reading their
+    /// contents: `input` is at byte `from` (right after the head), the
+    /// archive ends at byte `end`. Each block must belong to an entry with
+    /// data, once.
+    pub fn scan_blocks<R: Read + Seek>(
+        &self,
+        input: &mut BufReader<R>,
+        from: u64,
+        end: u64,
+    ) -> Result<Vec<BlockSpan>, PgDumpError> {
+        let mut expected: std::collections::BTreeMap<i64, bool> = self
+            .entries
+            .iter()
+            .filter(|e| e.has_data())
+            .map(|e| (e.dump_id, false))
+            .collect();
+        let mut r = self.reader(input, from);
+        let mut blocks = Vec::new();
+        while r.pos < end {
+            let start = r.pos;
+            let kind = r.byte("data block type")?;
+            let dump_id = r.int("data block id")?;
+            match expected.get_mut(&dump_id) {
+                Some(seen @ false) => *seen = true,
+                _ => {
+                    return Err(PgDumpError::Corrupt(format!(
+                        "unexpected data block for entry {dump_id} at byte {start}"
+                    )))
+                }
+            }
+            let data = r.pos;
+            match kind {
+                BLK_DATA => skip_chunks(&mut r, end)?,
+                BLK_BLOBS => {
+                    while r.int("large object oid")? != 0 {
+                        skip_chunks(&mut r, end)?;
+                    }
+                }
+                other => {
+                    return Err(PgDumpError::Corrupt(format!(
+                        "unknown block type {other} at byte {start}"
+                    )))
+                }
+            }
+            blocks.push(BlockSpan {
+                dump_id,
+                blobs: kind == BLK_BLOBS,
+                start,
+                data,
+                end: r.pos,
+            });
+        }
+        if r.pos != end {
+            return Err(PgDumpError::Truncated(format!(
+                "a data block runs past the end of the archive ({} > {end})",
+                r.pos
+            )));
+        }
+        if let Some((id, _)) = expected.iter().find(|(_, seen)| !**seen) {
+            return Err(PgDumpError::Truncated(format!("no data for entry {id}")));
+        }
+        Ok(blocks)
+    }
+
+    /// The decompressed contents of a data block (not large objects):
+    /// `input` is at the block's first chunk header ([`BlockSpan::data`]).
+    pub fn block_contents<'a, R: Read + 'a>(
+        &self,
+        input: R,
+    ) -> Result<Box<dyn Read + 'a>, PgDumpError> {
+        let compression = match self.compression {
+            BlockCompression::None => Compression::None,
+            BlockCompression::Gzip => Compression::Gzip,
+            BlockCompression::Lz4 => Compression::Lz4,
+            BlockCompression::Zstd => Compression::Zstd,
+        };
+        compression.reader(ChunkReader::new(self.reader(input, 0)))
+    }
+
     /// How data blocks are compressed.
     pub fn compression(&self) -> BlockCompression {
         self.compression
@@ -358,6 +469,27 @@ impl Head {
     /// The end of a data block.
     pub fn block_end(&self, out: &mut Vec<u8>) {
         self.put_int(out, 0);
+    }
+}
+
+/// Skips a run of chunks by seeking, checking each stays before `end`.
+fn skip_chunks<R: Read + Seek>(
+    r: &mut Reader<&mut BufReader<R>>,
+    end: u64,
+) -> Result<(), PgDumpError> {
+    loop {
+        let len = r.int("data chunk length")?;
+        if len == 0 {
+            return Ok(());
+        }
+        if len < 0 || r.pos + len as u64 > end {
+            return Err(PgDumpError::Corrupt(format!(
+                "data chunk of {len} bytes at byte {} runs past the end of the archive",
+                r.pos
+            )));
+        }
+        r.inner.seek_relative(len)?;
+        r.pos += len as u64;
     }
 }
 

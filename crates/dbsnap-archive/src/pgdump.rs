@@ -103,6 +103,17 @@ pub(crate) struct Reader<R> {
 }
 
 impl<R: Read> Reader<R> {
+    /// A reader of the same stream and position, borrowing this one's input.
+    pub(crate) fn by_ref(&mut self) -> Reader<&mut R> {
+        Reader {
+            inner: &mut self.inner,
+            pos: self.pos,
+            version: self.version,
+            int_size: self.int_size,
+            off_size: self.off_size,
+        }
+    }
+
     pub(crate) fn exact(&mut self, buf: &mut [u8], what: &str) -> Result<(), PgDumpError> {
         match self.inner.read_exact(buf) {
             Ok(()) => {
@@ -577,7 +588,10 @@ impl Compression {
         }
     }
 
-    fn reader<'a>(self, chunks: &'a mut dyn Read) -> Result<Box<dyn Read + 'a>, PgDumpError> {
+    pub(crate) fn reader<'a>(
+        self,
+        chunks: impl Read + 'a,
+    ) -> Result<Box<dyn Read + 'a>, PgDumpError> {
         match self {
             Compression::None => Ok(Box::new(chunks)),
             Compression::Gzip => Ok(Box::new(flate2::read::ZlibDecoder::new(chunks))),
@@ -596,25 +610,32 @@ fn stream_item<R: Read>(
     compression: Compression,
     f: &mut dyn FnMut(&mut dyn Read) -> Result<(), PgDumpError>,
 ) -> Result<(), PgDumpError> {
-    let mut chunks = ChunkReader {
-        r,
-        remaining: 0,
-        done: false,
-    };
+    let mut chunks = ChunkReader::new(r.by_ref());
     let mut data = compression.reader(&mut chunks)?;
     f(&mut data)?;
     drop(data);
-    chunks.drain()
+    let drained = chunks.drain();
+    r.pos = chunks.r.pos;
+    drained
 }
 
 /// The bytes of one data stream: length-prefixed chunks ending with a zero length.
-struct ChunkReader<'a, R: Read> {
-    r: &'a mut Reader<R>,
+pub(crate) struct ChunkReader<R: Read> {
+    pub(crate) r: Reader<R>,
     remaining: u64,
     done: bool,
 }
 
-impl<R: Read> ChunkReader<'_, R> {
+impl<R: Read> ChunkReader<R> {
+    /// Reads the chunks at `r`'s position.
+    pub(crate) fn new(r: Reader<R>) -> Self {
+        ChunkReader {
+            r,
+            remaining: 0,
+            done: false,
+        }
+    }
+
     /// Consumes what the consumer left unread, up to the end marker.
     fn drain(&mut self) -> Result<(), PgDumpError> {
         let mut buf = [0u8; 64 * 1024];
@@ -638,7 +659,7 @@ fn io_to_pgdump(e: io::Error) -> PgDumpError {
     }
 }
 
-impl<R: Read> Read for ChunkReader<'_, R> {
+impl<R: Read> Read for ChunkReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.remaining == 0 && !self.done {
             let len = self.r.int("data chunk").map_err(io::Error::other)?;

@@ -658,6 +658,24 @@ pub fn with_member<R: Read, T>(
     )))
 }
 
+/// Where member `name`'s bytes lie in a snapshot file: (offset, size).
+/// Seeks over the other members.
+pub fn member_span<R: Read + io::Seek>(input: R, name: &str) -> Result<(u64, u64), ArchiveError> {
+    let mut ar = tar::Archive::new(input);
+    for entry in ar
+        .entries_with_seek()
+        .map_err(|e| map_tar_err(e, "archive"))?
+    {
+        let entry = entry.map_err(|e| map_tar_err(e, "a member header"))?;
+        if entry_name(&entry)? == name {
+            return Ok((entry.raw_file_position(), entry.size()));
+        }
+    }
+    Err(ArchiveError::Corrupt(format!(
+        "member \"{name}\" not found"
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,6 +717,16 @@ mod tests {
         s.finish().unwrap();
         w.add_bytes("extras/x.yaml", b"hello").unwrap();
         w.finish().unwrap().0.into_inner()
+    }
+
+    #[test]
+    fn member_span_points_at_the_member_bytes() {
+        let bytes = build();
+        let (at, size) = member_span(Cursor::new(&bytes), "a.dump").unwrap();
+        let want: Vec<u8> = (0..1000u32).flat_map(|i| i.to_le_bytes()).collect();
+        assert_eq!(size, want.len() as u64);
+        assert_eq!(&bytes[at as usize..(at + size) as usize], &want[..]);
+        assert!(member_span(Cursor::new(&bytes), "b.dump").is_err());
     }
 
     #[test]

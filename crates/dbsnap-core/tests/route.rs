@@ -119,6 +119,7 @@ async fn create_and_restore_reach_databases_only_through_the_resolver() {
         password_prompt: None,
         create_roles: false,
         jobs: 1,
+        engine: Default::default(),
         no_safety_snapshot: false,
         resolver: aliases.clone(),
         lock_timeout: std::time::Duration::from_secs(30),

@@ -195,6 +195,7 @@ pub async fn create_database(
         ),
         (None, None) => format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(name)),
     };
+    let sql = for_server(admin, sql).await;
     admin.batch_execute(&sql).await.map_err(|e| {
         let mut err = PgError::from_pg(e, target, &format!("create database {name}"));
         err.hint = Some(match err.kind {
@@ -221,6 +222,25 @@ pub async fn create_database(
             })?;
     }
     Ok(())
+}
+
+/// pg_dump 18 writes `LOCALE_PROVIDER = libc` for every server, and
+/// servers before 15 do not know the option (libc is their only provider):
+/// it is left out for them.
+async fn for_server(admin: &Client, sql: String) -> String {
+    const LIBC: &str = " LOCALE_PROVIDER = libc";
+    if !sql.contains(LIBC) {
+        return sql;
+    }
+    let version = admin
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .ok()
+        .map(|r| r.get::<_, i32>(0));
+    match version {
+        Some(v) if v < 150000 => sql.replacen(LIBC, "", 1),
+        _ => sql,
+    }
 }
 
 /// Applies the archive's database-level properties (comment, settings,

@@ -164,9 +164,12 @@ pub struct RestoreArgs {
     /// Never ask for a password (default: ask once per server on a terminal).
     #[arg(short = 'w', long)]
     pub no_password: bool,
-    /// Parallel pg_restore jobs when a database is replaced or created (extracts the member to a temporary file).
-    #[arg(short, long, default_value_t = 1)]
-    pub jobs: u32,
+    /// Connections loading a database that is replaced or created: tables in parallel, then indexes and constraints [default: the machine's cores].
+    #[arg(short, long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
+    /// How a replaced or created database is loaded: dbsnap's parallel COPY of the tables (pg_restore for the schema), or stock pg_restore for everything.
+    #[arg(long, value_enum, default_value_t = RestoreEngineArg::Native)]
+    pub engine: RestoreEngineArg,
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -270,6 +273,15 @@ pub enum EngineArg {
     Native,
     /// pg_dump writes everything.
     PgDump,
+}
+
+/// restore's `--engine` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RestoreEngineArg {
+    /// pg_restore for the schema; dbsnap loads table data in parallel.
+    Native,
+    /// pg_restore for everything.
+    PgRestore,
 }
 
 #[derive(Debug, Args)]

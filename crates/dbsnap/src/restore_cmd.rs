@@ -136,7 +136,13 @@ async fn run_on(
         allow_downgrade: args.allow_downgrade,
         password_prompt: None,
         create_roles: args.create_roles,
-        jobs: args.jobs,
+        jobs: args
+            .jobs
+            .unwrap_or(dbsnap_core::create::default_jobs() as u32),
+        engine: match args.engine {
+            crate::cli::RestoreEngineArg::Native => dbsnap_core::restore::LoadEngine::Native,
+            crate::cli::RestoreEngineArg::PgRestore => dbsnap_core::restore::LoadEngine::PgRestore,
+        },
         no_safety_snapshot: args.no_safety_snapshot,
         lock_timeout: args.lock_timeout,
         resolver,

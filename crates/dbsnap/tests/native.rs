@@ -11,7 +11,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{create_command, run_json, tar_extract, Home};
+use common::{create_command, quick_restore_urls, run_json, tar_extract, Home};
 use dbsnap_test_support::{rich_schema_sql, Cluster, SUPERUSER, SUPERUSER_PASSWORD};
 
 /// Tables and names the rich schema lacks.
@@ -150,6 +150,32 @@ fn native_matches_pg_dump(major: u32) {
     // dbsnap's own reader checks the member structurally.
     let (code, v, err) = run_json(home.dbsnap().arg("verify").arg(&native));
     assert_eq!(code, 0, "verify: {v}\n{err}");
+
+    // dbsnap's restore loads it natively: into a new database (--create),
+    // then over the source by swap (--drop).
+    let file = native.to_str().unwrap();
+    for (db, extra) in [
+        ("app-dbsnap", &["--create", "--map", "app=app-dbsnap"][..]),
+        ("app", &["--drop"][..]),
+    ] {
+        let url = cluster.url(if db == "app" { "app" } else { "postgres" });
+        let mut cmd = quick_restore_urls(&home, &cluster, file, &[url]);
+        cmd.args(extra).args(["--jobs", "2"]);
+        let (code, v, err) = run_json(&mut cmd);
+        assert_eq!(code, 0, "dbsnap restore into {db}: {v}\n{err}");
+        assert_eq!(cluster.table_checksums(db), source.0, "data (dbsnap {db})");
+        assert_eq!(cluster.schema_dump(db), source.1, "schema (dbsnap {db})");
+        let props = cluster
+            .properties(db)
+            .replacen(&format!("database {db}:"), "", 1);
+        assert_eq!(props, source.2, "properties (dbsnap {db})");
+    }
+    let logs = home.logs();
+    assert_eq!(
+        logs.matches("native load:").count(),
+        2,
+        "both restores load natively:\n{logs}"
+    );
 }
 
 #[test]

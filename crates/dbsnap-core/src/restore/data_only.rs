@@ -478,8 +478,8 @@ async fn rebuild_indexes(
 /// plain tables: COPY loads them `FREEZE`, rows written already frozen (no
 /// later rewrite of every page to set hint bits or freeze them). Partitioned
 /// and foreign tables cannot take it.
-async fn plain_tables(
-    tx: &Transaction<'_>,
+pub(super) async fn plain_tables(
+    tx: &impl tokio_postgres::GenericClient,
     target: &str,
     tables: &[String],
 ) -> Result<std::collections::BTreeSet<String>, CoreError> {

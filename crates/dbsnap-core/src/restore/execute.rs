@@ -20,6 +20,7 @@ use super::{
     blocking, data_only, pg_err, replace, Action, DbPlan, DbResult, Meter, Plan, RestoreOptions,
     RestoreResult,
 };
+use super::{load, LoadEngine};
 use crate::consistency::QuiesceHooks;
 use crate::create::{self, CreateOptions, Progress};
 use crate::error::CoreError;
@@ -426,21 +427,46 @@ impl Run<'_> {
         let program = pick_program("pg_restore", &self.restores, d.pg_dump_major, server_major)?;
         let load_info = d.info.with_dbname(load_name);
         let (file, member) = (self.plan.file.clone(), d.member.clone());
-        let out = {
-            let (file, member, load_info) = (file.clone(), member.clone(), load_info.clone());
-            let flags = self.flags(self.opts.jobs.max(1));
-            let route = self.opts.resolver.clone();
-            let meter = Meter::new(self.progress, i, &d.live_db);
-            blocking(move || {
-                replace::pg_restore(&program, &file, &member, &load_info, &*route, flags, meter)
-            })
-            .await?
+        let meter = Meter::new(self.progress, i, &d.live_db);
+        let layout = match self.opts.engine {
+            LoadEngine::Native => {
+                let (file, member) = (file.clone(), member.clone());
+                blocking(move || load::Layout::read(&file, &member)).await?
+            }
+            LoadEngine::PgRestore => None,
         };
-        result.ignored = out.ignored;
-        let mut counts = blocking(move || archive_row_counts(&file, &member)).await?;
-        result.row_counts = counts.len();
-        let client = self.opts.resolver.connect(&load_info).await?;
-        compare_row_counts(&client, target, &mut counts).await?;
+        let jobs = self.opts.jobs.max(1);
+        let client = if let Some(layout) = layout {
+            let to = load::Target {
+                program,
+                info: load_info.clone(),
+                route: self.opts.resolver.clone(),
+                flags: self.flags(jobs),
+                jobs: jobs as usize,
+                server_major,
+                target,
+            };
+            let (out, counts) = load::restore(layout, to, meter).await?;
+            result.ignored = out.ignored;
+            result.row_counts = counts.len();
+            self.opts.resolver.connect(&load_info).await?
+        } else {
+            let out = {
+                let (file, member, load_info) = (file.clone(), member.clone(), load_info.clone());
+                let flags = self.flags(jobs);
+                let route = self.opts.resolver.clone();
+                blocking(move || {
+                    replace::pg_restore(&program, &file, &member, &load_info, &*route, flags, meter)
+                })
+                .await?
+            };
+            result.ignored = out.ignored;
+            let mut counts = blocking(move || archive_row_counts(&file, &member)).await?;
+            result.row_counts = counts.len();
+            let client = self.opts.resolver.connect(&load_info).await?;
+            compare_row_counts(&client, target, &mut counts).await?;
+            client
+        };
         run_checks(&client, target, &self.opts.checks).await?;
         if let Some(props) = &d.archive.database {
             let privileges = !self.opts.no_privileges;

@@ -11,6 +11,7 @@ mod checks;
 pub mod data_only;
 pub mod decide;
 mod execute;
+mod load;
 mod plan;
 pub mod recover;
 pub mod replace;
@@ -64,6 +65,8 @@ pub struct RestoreOptions {
     pub password_prompt: Option<PasswordPrompt>,
     /// Create (NOLOGIN) the roles the archive's objects belong to when missing.
     pub create_roles: bool,
+    /// How a new database (swap, --create) is loaded.
+    pub engine: LoadEngine,
     /// Parallel pg_restore jobs for drop-and-restore by swap and --create
     /// (above 1 the member is extracted to a temporary file first).
     pub jobs: u32,
@@ -234,6 +237,18 @@ pub struct RestoreResult {
     pub start_hook_failure: Option<String>,
     /// Wall time.
     pub duration_secs: f64,
+}
+
+/// How a database restored by copy (swap, `--create`) is loaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LoadEngine {
+    /// pg_restore for the schema, dbsnap's parallel COPY for the tables
+    /// (falls back to [`LoadEngine::PgRestore`] where it cannot read the
+    /// member: not a local file, lz4/zstd, not UTF-8).
+    #[default]
+    Native,
+    /// Stock pg_restore for everything.
+    PgRestore,
 }
 
 /// Counts the bytes of one database's restore for the progress display.

@@ -87,6 +87,57 @@ pub fn pg_restore(
     flags: RestoreFlags,
     meter: super::Meter,
 ) -> Result<RestoreOutput, CoreError> {
+    // A seekable copy for parallel jobs, next to a local snapshot (same file
+    // system), else in the temporary directory; removed on drop.
+    if flags.jobs > 1 {
+        let tmp = scratch_file(file, "restore")?;
+        feed_member(file, member, tmp.as_file(), meter)?;
+        let jobs = format!("--jobs={}", flags.jobs);
+        return pg_restore_file(program, tmp.path(), &[&jobs], info, route, flags);
+    }
+    let mut cmd = restore_command(program, info, route, flags)?;
+    cmd.stdin(Stdio::piped());
+    run_restore(cmd, info, |stdin| feed_member(file, member, stdin, meter))
+}
+
+/// A temporary file next to a local snapshot (same file system), else in
+/// the temporary directory; removed on drop.
+pub(crate) fn scratch_file(
+    file: &SnapshotRef,
+    tag: &str,
+) -> Result<tempfile::NamedTempFile, CoreError> {
+    let dir = file.repo.local_dir().unwrap_or(Path::new("."));
+    tempfile::Builder::new()
+        .prefix(&format!(".dbsnap-{tag}-"))
+        .tempfile_in(dir)
+        .or_else(|_| {
+            tempfile::Builder::new()
+                .prefix(&format!("dbsnap-{tag}-"))
+                .tempfile()
+        })
+        .map_err(|e| CoreError::write_io(dir, e))
+}
+
+/// Runs stock `pg_restore` with `args` on the archive file `path`.
+pub(crate) fn pg_restore_file(
+    program: &Program,
+    path: &Path,
+    args: &[&str],
+    info: &ConnInfo,
+    route: &dyn Resolver,
+    flags: RestoreFlags,
+) -> Result<RestoreOutput, CoreError> {
+    let mut cmd = restore_command(program, info, route, flags)?;
+    cmd.args(args).arg(path).stdin(Stdio::null());
+    run_restore(cmd, info, |_| Ok(()))
+}
+
+fn restore_command(
+    program: &Program,
+    info: &ConnInfo,
+    route: &dyn Resolver,
+    flags: RestoreFlags,
+) -> Result<Tool, CoreError> {
     let mut cmd = Tool::new(&program.path);
     if flags.no_owner {
         cmd.arg("--no-owner");
@@ -95,28 +146,16 @@ pub fn pg_restore(
         cmd.arg("--no-privileges");
     }
     route.prepare_tool(&mut cmd, info, &format!("restore-{}", info.dbname))?;
-    let mut meter = Some(meter);
-    // A seekable copy for parallel jobs, next to a local snapshot (same file
-    // system), else in the temporary directory; removed on drop.
-    let extracted = if flags.jobs > 1 {
-        let dir = file.repo.local_dir().unwrap_or(Path::new("."));
-        let tmp = tempfile::Builder::new()
-            .prefix(".dbsnap-restore-")
-            .tempfile_in(dir)
-            .or_else(|_| {
-                tempfile::Builder::new()
-                    .prefix("dbsnap-restore-")
-                    .tempfile()
-            })
-            .map_err(|e| CoreError::write_io(dir, e))?;
-        feed_member(file, member, tmp.as_file(), meter.take().expect("meter"))?;
-        cmd.arg(format!("--jobs={}", flags.jobs)).arg(tmp.path());
-        cmd.stdin(Stdio::null());
-        Some(tmp)
-    } else {
-        cmd.stdin(Stdio::piped());
-        None
-    };
+    Ok(cmd)
+}
+
+/// Runs a prepared pg_restore, handing its stdin (when piped) to `feed`,
+/// and judges what it reported.
+fn run_restore(
+    mut cmd: Tool,
+    info: &ConnInfo,
+    feed: impl FnOnce(std::process::ChildStdin) -> Result<(), CoreError>,
+) -> Result<RestoreOutput, CoreError> {
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = cmd.spawn()?;
     let stderr = child
@@ -128,14 +167,13 @@ pub fn pg_restore(
             .map_while(Result::ok)
             .collect::<Vec<String>>()
     });
-    let fed = match (child.take_stdin(), meter.take()) {
-        (Some(stdin), Some(meter)) => feed_member(file, member, stdin, meter),
-        _ => Ok(()),
+    let fed = match child.take_stdin() {
+        Some(stdin) => feed(stdin),
+        None => Ok(()),
     };
     let status = child
         .wait()
         .map_err(|e| CoreError::Internal(format!("waiting for pg_restore: {e}")))?;
-    drop(extracted);
     let lines = err_thread.join().unwrap_or_default();
     for l in &lines {
         tracing::info!(database = %info.display(), "pg_restore: {l}");

@@ -1,0 +1,433 @@
+//! Restoring a database member into a new, empty database (swap and
+//! `--create`) with dbsnap's own data load:
+//!
+//! 1. the schema file: the member's header and table of contents, plus the
+//!    data blocks stock pg_restore still loads (large objects, tables
+//!    without a COPY statement), with their offsets; a temporary file next
+//!    to the snapshot, usually a few hundred kilobytes;
+//! 2. pre-data: `pg_restore --section=pre-data` of the schema file;
+//! 3. data: every table's block COPYed by `jobs` connections, largest
+//!    first, each read at its offset straight from the snapshot (no
+//!    extraction) and decompressed by its worker; a plain table is
+//!    truncated in the loading transaction and loaded `COPY ... FREEZE`
+//!    (rows written frozen: no later rewrite to set hint bits); the rows of
+//!    the archive and the server's COPY count must agree; then stock
+//!    pg_restore loads the rest of the data section from the schema file
+//!    (sequence values, large objects);
+//! 4. post-data: `pg_restore --section=post-data --jobs N` (indexes,
+//!    constraints, triggers, materialized views built in parallel).
+//!
+//! The database is new and not yet in use: a failure at any step leaves a
+//! partial copy that the caller drops. Pieces of one big table still load
+//! on one connection (their offsets are not recorded in the snapshot yet).
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use dbsnap_archive::custom::{self, BlockSpan, Head};
+use dbsnap_archive::pgdump::CopyRows;
+use dbsnap_archive::snapshot::{self, ArchiveError};
+use dbsnap_archive::sql::quote_ident;
+use dbsnap_pg::tools::Program;
+use dbsnap_pg::{ConnInfo, Resolver};
+use dbsnap_storage::{SnapshotRef, StorageError};
+use futures::SinkExt;
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+
+use super::data_only::TableCount;
+use super::replace::{self, RestoreFlags, RestoreOutput};
+use super::{blocking, pg_err, Meter};
+use crate::chunks::{for_each_chunk, ChunkError};
+use crate::error::CoreError;
+
+/// Where a member's head and data blocks lie in a local snapshot file.
+pub(crate) struct Layout {
+    file: SnapshotRef,
+    member: String,
+    head: Head,
+    /// The member's first byte in the snapshot file.
+    offset: u64,
+    blocks: Vec<BlockSpan>,
+}
+
+/// One table's data block, to be COPYed.
+struct Job {
+    table: String,
+    copy: String,
+    span: BlockSpan,
+}
+
+impl Layout {
+    /// Reads the member's head and finds its data blocks (seeking over
+    /// them). None when the native load cannot read it: a snapshot that is
+    /// not a local file, data compressed with lz4 or zstd, or a database
+    /// whose encoding is not UTF8 (dbsnap's connections speak UTF-8; its
+    /// rows stay in their own encoding): stock pg_restore restores those.
+    pub(crate) fn read(file: &SnapshotRef, member: &str) -> Result<Option<Layout>, CoreError> {
+        let Some(dir) = file.repo.local_dir() else {
+            return Ok(None);
+        };
+        let path = dir.join(&file.name);
+        let open = || File::open(&path).map_err(|e| StorageError::io(&path, e));
+        let (offset, size) = snapshot::member_span(BufReader::new(open()?), member)?;
+        let corrupt = |e: dbsnap_archive::pgdump::PgDumpError| {
+            ArchiveError::Corrupt(format!("member \"{member}\": {e}"))
+        };
+        let mut r = BufReader::with_capacity(1 << 16, open()?);
+        r.seek(SeekFrom::Start(offset))
+            .map_err(|e| StorageError::io(&path, e))?;
+        let head = custom::read_head(&mut r).map_err(corrupt)?;
+        let readable = matches!(
+            head.compression(),
+            custom::BlockCompression::None | custom::BlockCompression::Gzip
+        );
+        if !readable || !is_utf8(&head) {
+            return Ok(None);
+        }
+        let blocks = head
+            .scan_blocks(&mut r, head.byte_len(), size)
+            .map_err(corrupt)?;
+        Ok(Some(Layout {
+            file: file.clone(),
+            member: member.to_string(),
+            head,
+            offset,
+            blocks,
+        }))
+    }
+
+    /// Table data blocks with a COPY statement, largest first; the other
+    /// blocks are left to pg_restore.
+    fn split(&self) -> (Vec<Job>, Vec<BlockSpan>) {
+        let (mut jobs, mut rest) = (Vec::new(), Vec::new());
+        for span in &self.blocks {
+            let entry = self.head.entries.iter().find(|e| e.dump_id == span.dump_id);
+            let copy = entry
+                .and_then(|e| e.copy_stmt.as_deref())
+                .unwrap_or_default();
+            let copy = String::from_utf8_lossy(copy).trim().to_string();
+            match entry {
+                Some(e) if !span.blobs && e.desc() == "TABLE DATA" && copy.starts_with("COPY ") => {
+                    let table = match e.namespace() {
+                        "" => quote_ident(e.tag()),
+                        ns => format!("{}.{}", quote_ident(ns), quote_ident(e.tag())),
+                    };
+                    jobs.push(Job {
+                        table,
+                        copy,
+                        span: *span,
+                    });
+                }
+                _ => rest.push(*span),
+            }
+        }
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.span.end - j.span.start));
+        (jobs, rest)
+    }
+
+    /// Writes the schema file: the head, with `rest`'s blocks after it at
+    /// recorded offsets (pg_restore seeks to them).
+    fn write_schema_file(&self, rest: &[BlockSpan]) -> Result<tempfile::NamedTempFile, CoreError> {
+        let mut head = self.head.clone();
+        let mut at = head.byte_len();
+        for span in rest {
+            if let Some(e) = head.entries.iter_mut().find(|e| e.dump_id == span.dump_id) {
+                e.offset_flag = custom::OFFSET_POS_SET;
+                e.offset = at;
+            }
+            at += span.end - span.start;
+        }
+        let bytes = head.to_bytes();
+        debug_assert_eq!(bytes.len() as u64, head.byte_len());
+        let tmp = replace::scratch_file(&self.file, "schema")?;
+        let path = tmp.path().to_path_buf();
+        let write_err = |e| CoreError::write_io(&path, e);
+        let mut out = std::io::BufWriter::new(tmp.as_file());
+        out.write_all(&bytes).map_err(write_err)?;
+        for span in rest {
+            let mut block = self
+                .file
+                .repo
+                .open_range(&self.file.name, self.offset + span.start)?
+                .take(span.end - span.start);
+            std::io::copy(&mut block, &mut out).map_err(write_err)?;
+        }
+        out.flush().map_err(write_err)?;
+        drop(out);
+        Ok(tmp)
+    }
+}
+
+/// Whether the archive's data is UTF-8 (its ENCODING entry says so).
+fn is_utf8(head: &Head) -> bool {
+    head.entries
+        .iter()
+        .find(|e| e.desc() == "ENCODING")
+        .and_then(|e| e.defn.as_deref())
+        .is_some_and(|d| {
+            let d = String::from_utf8_lossy(d).to_ascii_uppercase();
+            d.contains("'UTF8'") || d.contains("'UTF-8'")
+        })
+}
+
+/// What [`restore`] needs besides the layout.
+pub(crate) struct Target<'a> {
+    pub program: Program,
+    pub info: ConnInfo,
+    pub route: Arc<dyn Resolver>,
+    pub flags: RestoreFlags,
+    /// Connections for the data and the post-data builds.
+    pub jobs: usize,
+    pub server_major: u32,
+    pub target: &'a str,
+}
+
+/// Restores the member of `layout` into the new database of `to`; returns
+/// pg_restore's ignored errors and every loaded table's row counts (archive
+/// and server agree).
+pub(crate) async fn restore(
+    layout: Layout,
+    to: Target<'_>,
+    meter: Meter,
+) -> Result<(RestoreOutput, Vec<TableCount>), CoreError> {
+    let layout = Arc::new(layout);
+    let (jobs, rest) = layout.split();
+    let schema = {
+        let layout = layout.clone();
+        let rest = rest.clone();
+        Arc::new(blocking(move || layout.write_schema_file(&rest)).await?)
+    };
+    let stage = |args: Vec<String>| {
+        let (program, info, route, flags) = (
+            to.program.clone(),
+            to.info.clone(),
+            to.route.clone(),
+            to.flags,
+        );
+        let schema = schema.clone();
+        blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            replace::pg_restore_file(&program, schema.path(), &args, &info, &*route, flags)
+        })
+    };
+    tracing::info!(
+        "native load: {} tables by {} connections, {} other data blocks by pg_restore",
+        jobs.len(),
+        to.jobs.min(jobs.len()).max(1),
+        rest.len()
+    );
+    let mut out = stage(vec!["--section=pre-data".into()]).await?;
+    meter.say(&format!(
+        "{}: loading {} tables with {} connections",
+        to.target,
+        jobs.len(),
+        to.jobs.min(jobs.len()).max(1)
+    ));
+    let loaded: std::collections::BTreeSet<i64> = jobs.iter().map(|j| j.span.dump_id).collect();
+    let counts = load_tables(&layout, jobs, &to, meter).await?;
+    // The rest of the data section as stock pg_restore would restore it
+    // (sequence values, large objects, what sits between): every entry but
+    // the tables loaded above, limited to the section.
+    let list = replace::scratch_file(&layout.file, "list")?;
+    let text: String = layout
+        .head
+        .entries
+        .iter()
+        .filter(|e| !loaded.contains(&e.dump_id))
+        .map(|e| format!("{};\n", e.dump_id))
+        .collect();
+    std::fs::write(list.path(), text).map_err(|e| CoreError::write_io(list.path(), e))?;
+    let data = vec![
+        "--section=data".to_string(),
+        format!("--use-list={}", list.path().display()),
+    ];
+    out.ignored.extend(stage(data).await?.ignored);
+    let mut post = vec!["--section=post-data".to_string()];
+    if to.jobs > 1 {
+        post.push(format!("--jobs={}", to.jobs));
+    }
+    let more = stage(post).await?;
+    out.ignored.extend(more.ignored);
+    Ok((out, counts))
+}
+
+/// COPYs every job's block with up to `to.jobs` connections.
+async fn load_tables(
+    layout: &Arc<Layout>,
+    jobs: Vec<Job>,
+    to: &Target<'_>,
+    meter: Meter,
+) -> Result<Vec<TableCount>, CoreError> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let workers = to.jobs.clamp(1, jobs.len());
+    let mut clients = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        clients.push(session(to).await?);
+    }
+    let tables: Vec<String> = jobs.iter().map(|j| j.table.clone()).collect();
+    // Plain tables (not partitioned, not foreign) take COPY ... FREEZE
+    // after a TRUNCATE in the same transaction.
+    let plain = super::data_only::plain_tables(&clients[0], to.target, &tables).await?;
+    let queue = Mutex::new(jobs.into_iter().collect::<VecDeque<Job>>());
+    let meter = Arc::new(Mutex::new(meter));
+    let work = clients.iter_mut().map(|client| {
+        let (queue, meter, plain) = (&queue, meter.clone(), &plain);
+        async move {
+            let mut counts = Vec::new();
+            loop {
+                let next = queue.lock().expect("queue").pop_front();
+                let Some(job) = next else {
+                    return Ok::<_, CoreError>(counts);
+                };
+                let freeze = plain.contains(&job.table);
+                counts.push(load_table(client, layout, job, freeze, to.target, &meter).await?);
+            }
+        }
+    });
+    let done = futures::future::try_join_all(work).await?;
+    if let Ok(m) = meter.lock() {
+        m.finish();
+    }
+    Ok(done.into_iter().flatten().collect())
+}
+
+/// One loading connection, with the settings pg_restore gives its own.
+async fn session(to: &Target<'_>) -> Result<Client, CoreError> {
+    let client = to.route.connect(&to.info).await?;
+    let mut sql = String::from(
+        "SET statement_timeout = 0; SET lock_timeout = 0; \
+         SET idle_in_transaction_session_timeout = 0; SET row_security = off;",
+    );
+    if to.server_major >= 17 {
+        sql.push_str(" SET transaction_timeout = 0;");
+    }
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(pg_err(to.target, "set up a loading session"))?;
+    Ok(client)
+}
+
+/// Loads one table in its own transaction; its block is read and
+/// decompressed on a blocking thread while the rows go to the server.
+async fn load_table(
+    client: &mut Client,
+    layout: &Arc<Layout>,
+    job: Job,
+    freeze: bool,
+    target: &str,
+    meter: &Arc<Mutex<Meter>>,
+) -> Result<TableCount, CoreError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(pg_err(target, "begin loading"))?;
+    let mut stmt = job.copy.trim_end_matches(';').to_string();
+    if freeze {
+        tx.batch_execute(&format!("TRUNCATE ONLY {}", job.table))
+            .await
+            .map_err(pg_err(target, &format!("truncate {}", job.table)))?;
+        stmt.push_str(" WITH (FREEZE)");
+    }
+    let sink = tx
+        .copy_in::<_, Bytes>(&stmt)
+        .await
+        .map_err(pg_err(target, &format!("start loading {}", job.table)))?;
+    let mut sink = Box::pin(sink);
+    let (send, mut rows_in) = mpsc::channel::<Bytes>(4);
+    let reader = {
+        let (layout, meter) = (layout.clone(), meter.clone());
+        let start = layout.offset + job.span.data;
+        tokio::task::spawn_blocking(move || read_block(&layout, start, &send, &meter))
+    };
+    let mut sent = Ok(());
+    while let Some(bytes) = rows_in.recv().await {
+        sent = sink.send(bytes).await;
+        if sent.is_err() {
+            break;
+        }
+    }
+    drop(rows_in);
+    let read = reader
+        .await
+        .map_err(|e| CoreError::Internal(format!("archive reader: {e}")))?;
+    // The server's error first: the reader then only saw its channel close.
+    sent.map_err(pg_err(target, &format!("load {}", job.table)))?;
+    let rows = read?;
+    let loaded = sink
+        .as_mut()
+        .finish()
+        .await
+        .map_err(pg_err(target, &format!("load {}", job.table)))?;
+    if loaded != rows {
+        return Err(CoreError::Check(format!(
+            "{target}: {} received {loaded} rows, the snapshot has {rows}",
+            job.table
+        )));
+    }
+    tx.commit()
+        .await
+        .map_err(pg_err(target, &format!("commit {}", job.table)))?;
+    Ok(TableCount {
+        table: job.table,
+        snapshot_rows: rows,
+        restored_rows: loaded,
+    })
+}
+
+/// Reads one table's block from byte `start` of the snapshot, sends its
+/// rows in chunks; returns how many rows it held.
+fn read_block(
+    layout: &Layout,
+    start: u64,
+    send: &mpsc::Sender<Bytes>,
+    meter: &Arc<Mutex<Meter>>,
+) -> Result<u64, CoreError> {
+    let raw = layout.file.repo.open_range(&layout.file.name, start)?;
+    let counted = Counted {
+        inner: raw,
+        meter: meter.clone(),
+    };
+    let corrupt = |e: String| {
+        CoreError::Archive(ArchiveError::Corrupt(format!(
+            "member \"{}\": {e}",
+            layout.member
+        )))
+    };
+    let contents = layout
+        .head
+        .block_contents(BufReader::with_capacity(1 << 20, counted))
+        .map_err(|e| corrupt(e.to_string()))?;
+    let mut rows = CopyRows::new(contents);
+    let moved = for_each_chunk(&mut rows, |chunk| {
+        send.blocking_send(Bytes::from(chunk))
+            .map_err(|_| std::io::Error::other("loader stopped"))
+    });
+    match moved {
+        Ok(_) => Ok(rows.rows()),
+        Err(ChunkError::Read(e)) => Err(corrupt(e.to_string())),
+        Err(ChunkError::Sink(e)) => Err(CoreError::Internal(e.to_string())),
+    }
+}
+
+/// Counts compressed bytes read, for the progress display.
+struct Counted {
+    inner: Box<dyn Read + Send>,
+    meter: Arc<Mutex<Meter>>,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Ok(mut m) = self.meter.lock() {
+            m.add(n);
+        }
+        Ok(n)
+    }
+}
