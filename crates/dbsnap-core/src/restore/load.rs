@@ -220,7 +220,9 @@ pub(crate) async fn restore(
         to.jobs.min(jobs.len()).max(1),
         rest.len()
     );
+    let t0 = std::time::Instant::now();
     let mut out = stage(vec!["--section=pre-data".into()]).await?;
+    let t_pre = t0.elapsed();
     meter.say(&format!(
         "{}: loading {} tables with {} connections",
         to.target,
@@ -229,6 +231,7 @@ pub(crate) async fn restore(
     ));
     let loaded: std::collections::BTreeSet<i64> = jobs.iter().map(|j| j.span.dump_id).collect();
     let counts = load_tables(&layout, jobs, &to, meter).await?;
+    let t_data = t0.elapsed();
     // The rest of the data section as stock pg_restore would restore it
     // (sequence values, large objects, what sits between): every entry but
     // the tables loaded above, limited to the section.
@@ -252,6 +255,13 @@ pub(crate) async fn restore(
     }
     let more = stage(post).await?;
     out.ignored.extend(more.ignored);
+    tracing::info!(
+        "native load of {}: pre-data {:.2} s, tables {:.2} s, rest of the data and post-data {:.2} s",
+        to.target,
+        t_pre.as_secs_f64(),
+        (t_data - t_pre).as_secs_f64(),
+        (t0.elapsed() - t_data).as_secs_f64()
+    );
     Ok((out, counts))
 }
 
