@@ -352,6 +352,32 @@ impl Head {
         compression.reader(ChunkReader::new(self.reader(input, 0)))
     }
 
+    /// The data of one piece of a split table's block (see
+    /// [`crate::snapshot::PieceIndex`]): `input` holds exactly its chunks.
+    /// Raw deflate pieces are inflated on their own; the caller checks
+    /// length and Adler-32 against the index.
+    pub fn piece_contents<'a, R: Read + 'a>(
+        &self,
+        input: R,
+    ) -> Result<Box<dyn Read + 'a>, PgDumpError> {
+        let mut chunks = ChunkReader::new(self.reader(input, 0));
+        chunks.open_ended = true;
+        match self.compression {
+            BlockCompression::None => Ok(Box::new(chunks)),
+            BlockCompression::Gzip => Ok(Box::new(Inflate {
+                inner: chunks,
+                state: flate2::Decompress::new(false),
+                buf: vec![0; 64 << 10],
+                pos: 0,
+                len: 0,
+                eof: false,
+            })),
+            other => Err(PgDumpError::Unsupported(format!(
+                "pieces compressed with {other:?}"
+            ))),
+        }
+    }
+
     /// How data blocks are compressed.
     pub fn compression(&self) -> BlockCompression {
         self.compression
@@ -469,6 +495,49 @@ impl Head {
     /// The end of a data block.
     pub fn block_end(&self, out: &mut Vec<u8>) {
         self.put_int(out, 0);
+    }
+}
+
+/// Inflates raw deflate that may end on a flush point rather than a final
+/// block (a piece): its end is the input's end.
+struct Inflate<R: Read> {
+    inner: R,
+    state: flate2::Decompress,
+    buf: Vec<u8>,
+    pos: usize,
+    len: usize,
+    eof: bool,
+}
+
+impl<R: Read> Read for Inflate<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.pos == self.len && !self.eof {
+                self.len = self.inner.read(&mut self.buf)?;
+                self.pos = 0;
+                self.eof = self.len == 0;
+            }
+            let (before_in, before_out) = (self.state.total_in(), self.state.total_out());
+            let status = self
+                .state
+                .decompress(
+                    &self.buf[self.pos..self.len],
+                    out,
+                    flate2::FlushDecompress::None,
+                )
+                .map_err(std::io::Error::other)?;
+            self.pos += (self.state.total_in() - before_in) as usize;
+            let produced = (self.state.total_out() - before_out) as usize;
+            if produced > 0 || status == flate2::Status::StreamEnd {
+                return Ok(produced);
+            }
+            if self.eof && self.pos == self.len {
+                return Ok(0);
+            }
+        }
     }
 }
 

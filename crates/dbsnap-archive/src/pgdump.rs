@@ -150,14 +150,29 @@ impl<R: Read> Reader<R> {
     }
 
     pub(crate) fn int(&mut self, what: &str) -> Result<i64, PgDumpError> {
-        let negative = if self.version > v(1, 0) {
-            self.byte(what)? != 0
-        } else {
-            false
-        };
+        let first = self.byte(what)?;
+        self.int_from(first, what)
+    }
+
+    /// An integer, or None at a clean end of stream before it.
+    pub(crate) fn int_or_eof(&mut self, what: &str) -> Result<Option<i64>, PgDumpError> {
+        match self.byte_or_eof()? {
+            Some(first) => self.int_from(first, what).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The rest of an integer whose first byte was `first`.
+    fn int_from(&mut self, first: u8, what: &str) -> Result<i64, PgDumpError> {
+        let signed = self.version > v(1, 0);
+        let negative = signed && first != 0;
         let mut value: u64 = 0;
         for i in 0..self.int_size {
-            let b = self.byte(what)? as u64;
+            let b = if i == 0 && !signed {
+                first
+            } else {
+                self.byte(what)?
+            } as u64;
             if i < 8 {
                 value |= b << (8 * i);
             }
@@ -624,6 +639,9 @@ pub(crate) struct ChunkReader<R: Read> {
     pub(crate) r: Reader<R>,
     remaining: u64,
     done: bool,
+    /// The input's end, between chunks, ends the stream (a run of chunks
+    /// cut out of a block); else only a zero length does.
+    pub(crate) open_ended: bool,
 }
 
 impl<R: Read> ChunkReader<R> {
@@ -633,6 +651,7 @@ impl<R: Read> ChunkReader<R> {
             r,
             remaining: 0,
             done: false,
+            open_ended: false,
         }
     }
 
@@ -662,7 +681,15 @@ fn io_to_pgdump(e: io::Error) -> PgDumpError {
 impl<R: Read> Read for ChunkReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.remaining == 0 && !self.done {
-            let len = self.r.int("data chunk").map_err(io::Error::other)?;
+            let len = if self.open_ended {
+                self.r.int_or_eof("data chunk").map_err(io::Error::other)?
+            } else {
+                Some(self.r.int("data chunk").map_err(io::Error::other)?)
+            };
+            let Some(len) = len else {
+                self.done = true;
+                break;
+            };
             if len == 0 {
                 self.done = true;
             } else if len < 0 {

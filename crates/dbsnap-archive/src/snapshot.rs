@@ -10,6 +10,7 @@
 //! by a positional write, an object store by holding back the part that
 //! holds the placeholder).
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
@@ -145,6 +146,37 @@ pub struct Manifest {
     pub format_version: String,
     /// Every member before the manifest, in order.
     pub members: Vec<MemberEntry>,
+    /// Per database member, where the pieces of its split tables lie (only
+    /// members written by the native engine with split tables have any).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tables: BTreeMap<String, Vec<TableIndex>>,
+}
+
+/// The pieces of one table's data block, so that a restore can load them
+/// with several connections at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableIndex {
+    /// The TABLE DATA entry's dump id.
+    pub dump_id: i64,
+    /// Its pieces, in order.
+    pub pieces: Vec<PieceIndex>,
+}
+
+/// One piece of a table's data block: whole chunks holding whole rows,
+/// raw deflate ending on a full flush (the first piece after the zlib
+/// header, the last one before the Adler-32 trailer), or plain bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PieceIndex {
+    /// Its first chunk header, in bytes from the member's start.
+    pub offset: u64,
+    /// One past its last chunk.
+    pub end: u64,
+    /// Rows (COPY lines) in it.
+    pub rows: u64,
+    /// Length of its data, decompressed.
+    pub raw_len: u64,
+    /// Adler-32 of its data, decompressed.
+    pub adler32: u32,
 }
 
 /// Errors reading or writing a snapshot archive.
@@ -254,6 +286,7 @@ pub struct SnapshotWriter<W: ArchiveOutput> {
     out: W,
     mtime: u64,
     members: Vec<MemberEntry>,
+    tables: BTreeMap<String, Vec<TableIndex>>,
 }
 
 impl<W: ArchiveOutput> SnapshotWriter<W> {
@@ -264,6 +297,7 @@ impl<W: ArchiveOutput> SnapshotWriter<W> {
             out,
             mtime,
             members: Vec::new(),
+            tables: BTreeMap::new(),
         };
         let json = serde_json::to_vec_pretty(metadata).map_err(io::Error::other)?;
         w.add_bytes(METADATA_MEMBER, &json)?;
@@ -332,12 +366,20 @@ impl<W: ArchiveOutput> SnapshotWriter<W> {
         &self.members
     }
 
+    /// Records where the pieces of member `name`'s split tables lie.
+    pub fn index_member(&mut self, name: &str, tables: Vec<TableIndex>) {
+        if !tables.is_empty() {
+            self.tables.insert(name.to_string(), tables);
+        }
+    }
+
     /// Writes `manifest.json` and the end-of-archive marker; returns the
     /// output (not yet fsynced) and the manifest.
     pub fn finish(mut self) -> Result<(W, Manifest), ArchiveError> {
         let manifest = Manifest {
             format_version: FORMAT_VERSION.into(),
             members: self.members.clone(),
+            tables: std::mem::take(&mut self.tables),
         };
         let json = serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?;
         let h = header_for(MANIFEST_MEMBER, json.len() as u64, self.mtime)?;

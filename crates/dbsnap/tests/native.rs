@@ -171,11 +171,44 @@ fn native_matches_pg_dump(major: u32) {
         assert_eq!(props, source.2, "properties (dbsnap {db})");
     }
     let logs = home.logs();
-    assert_eq!(
-        logs.matches("native load:").count(),
-        2,
-        "both restores load natively:\n{logs}"
+    let loads: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("native load:"))
+        .collect();
+    assert_eq!(loads.len(), 2, "both restores load natively:\n{logs}");
+    assert!(
+        loads.iter().all(|l| !l.contains("(0 pieces")),
+        "split tables load in pieces: {loads:?}"
     );
+
+    // A piece whose data does not match the manifest's checksum is a
+    // corrupt snapshot: the restore fails and its new database is gone.
+    if major == 18 {
+        let bad = dir.join("bad.tar");
+        let mut bytes = std::fs::read(&native).unwrap();
+        let key = b"\"adler32\": ";
+        let at = bytes.windows(key.len()).rposition(|w| w == key).unwrap() + key.len();
+        bytes[at] = if bytes[at] == b'1' { b'2' } else { b'1' };
+        std::fs::write(&bad, &bytes).unwrap();
+        let mut cmd = quick_restore_urls(
+            &home,
+            &cluster,
+            bad.to_str().unwrap(),
+            &[cluster.url("postgres")],
+        );
+        cmd.args(["--create", "--map", "app=app-bad", "--jobs", "2"]);
+        let (code, v, err) = run_json(&mut cmd);
+        assert_eq!(code, 10, "{v}\n{err}");
+        assert!(
+            v["error"]["message"].to_string().contains("Adler-32"),
+            "{v}"
+        );
+        let dbs = cluster.psql(
+            "postgres",
+            "SELECT string_agg(datname, ',') FROM pg_database",
+        );
+        assert!(!dbs.contains("app-bad"), "{dbs}");
+    }
 }
 
 #[test]

@@ -148,7 +148,10 @@ pub(super) async fn write_archive(
     })
     .await
     .map_err(|e| CoreError::Internal(format!("dump task failed: {e}")))?;
-    let (writer, spooled, sizes) = gather(result, aborter.root())?;
+    let (mut writer, spooled, sizes) = gather(result, aborter.root())?;
+    for (member, control) in members.iter().zip(&aborter.children) {
+        writer.index_member(member, control.index());
+    }
     let info = finish_archive(writer, spooled, members.to_vec(), extra.to_vec(), tmp_path).await?;
     Ok((info, sizes))
 }

@@ -48,6 +48,10 @@ pub trait DumpControl: Send + Sync {
     fn kill(&self);
     /// Waits for the end; the dump's own error if it failed.
     fn wait(&self, display_name: &str) -> Result<(), CoreError>;
+    /// Once it ended: where the pieces of its split tables lie in the member.
+    fn index(&self) -> Vec<dbsnap_archive::snapshot::TableIndex> {
+        Vec::new()
+    }
 }
 
 /// A dump in progress: a byte stream plus a way to wait for and stop it.

@@ -21,7 +21,7 @@
 //! partial copy that the caller drops. Pieces of one big table still load
 //! on one connection (their offsets are not recorded in the snapshot yet).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::sync::{Arc, Mutex};
@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use dbsnap_archive::custom::{self, BlockSpan, Head};
 use dbsnap_archive::pgdump::CopyRows;
-use dbsnap_archive::snapshot::{self, ArchiveError};
+use dbsnap_archive::snapshot::{self, ArchiveError, Manifest, PieceIndex};
 use dbsnap_archive::sql::quote_ident;
 use dbsnap_pg::tools::Program;
 use dbsnap_pg::{ConnInfo, Resolver};
@@ -52,13 +52,25 @@ pub(crate) struct Layout {
     /// The member's first byte in the snapshot file.
     offset: u64,
     blocks: Vec<BlockSpan>,
+    /// Where the pieces of split tables lie (from `manifest.json`).
+    pieces: BTreeMap<i64, Vec<PieceIndex>>,
 }
 
-/// One table's data block, to be COPYed.
+/// One table's data block, or one piece of it, to be COPYed.
 struct Job {
     table: String,
     copy: String,
     span: BlockSpan,
+    piece: Option<PieceIndex>,
+}
+
+impl Job {
+    fn bytes(&self) -> u64 {
+        match &self.piece {
+            Some(p) => p.end - p.offset,
+            None => self.span.end - self.span.start,
+        }
+    }
 }
 
 impl Layout {
@@ -91,12 +103,14 @@ impl Layout {
         let blocks = head
             .scan_blocks(&mut r, head.byte_len(), size)
             .map_err(corrupt)?;
+        let pieces = read_pieces(open()?, member, &blocks)?;
         Ok(Some(Layout {
             file: file.clone(),
             member: member.to_string(),
             head,
             offset,
             blocks,
+            pieces,
         }))
     }
 
@@ -116,16 +130,25 @@ impl Layout {
                         "" => quote_ident(e.tag()),
                         ns => format!("{}.{}", quote_ident(ns), quote_ident(e.tag())),
                     };
-                    jobs.push(Job {
-                        table,
-                        copy,
-                        span: *span,
-                    });
+                    match self.pieces.get(&span.dump_id) {
+                        Some(pieces) => jobs.extend(pieces.iter().map(|p| Job {
+                            table: table.clone(),
+                            copy: copy.clone(),
+                            span: *span,
+                            piece: Some(*p),
+                        })),
+                        None => jobs.push(Job {
+                            table,
+                            copy,
+                            span: *span,
+                            piece: None,
+                        }),
+                    }
                 }
                 _ => rest.push(*span),
             }
         }
-        jobs.sort_by_key(|j| std::cmp::Reverse(j.span.end - j.span.start));
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.bytes()));
         (jobs, rest)
     }
 
@@ -160,6 +183,42 @@ impl Layout {
         drop(out);
         Ok(tmp)
     }
+}
+
+/// The pieces of the member's split tables, from the snapshot's manifest,
+/// each checked to lie inside its table's block, in order.
+fn read_pieces(
+    file: File,
+    member: &str,
+    blocks: &[BlockSpan],
+) -> Result<BTreeMap<i64, Vec<PieceIndex>>, CoreError> {
+    let mut file = BufReader::new(file);
+    let (at, size) = snapshot::member_span(&mut file, snapshot::MANIFEST_MEMBER)?;
+    let bad =
+        |what: String| ArchiveError::Corrupt(format!("{}: {what}", snapshot::MANIFEST_MEMBER));
+    let mut json = Vec::new();
+    file.seek(SeekFrom::Start(at))
+        .and_then(|_| file.take(size).read_to_end(&mut json))
+        .map_err(|e| bad(e.to_string()))?;
+    let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| bad(e.to_string()))?;
+    let mut pieces = BTreeMap::new();
+    for t in manifest.tables.get(member).into_iter().flatten() {
+        let span = blocks.iter().find(|b| b.dump_id == t.dump_id && !b.blobs);
+        let mut at = span.map_or(u64::MAX, |s| s.data);
+        for p in &t.pieces {
+            let end = span.map_or(0, |s| s.end);
+            if p.offset < at || p.end < p.offset || p.end > end {
+                return Err(bad(format!(
+                    "pieces of entry {} in \"{member}\" lie outside its data block",
+                    t.dump_id
+                ))
+                .into());
+            }
+            at = p.end;
+        }
+        pieces.insert(t.dump_id, t.pieces.clone());
+    }
+    Ok(pieces)
 }
 
 /// Whether the archive's data is UTF-8 (its ENCODING entry says so).
@@ -215,8 +274,9 @@ pub(crate) async fn restore(
         })
     };
     tracing::info!(
-        "native load: {} tables by {} connections, {} other data blocks by pg_restore",
-        jobs.len(),
+        "native load: {} tables ({} pieces of split tables) by {} connections, {} other data blocks by pg_restore",
+        layout.blocks.len() - rest.len(),
+        jobs.iter().filter(|j| j.piece.is_some()).count(),
         to.jobs.min(jobs.len()).max(1),
         rest.len()
     );
@@ -226,7 +286,7 @@ pub(crate) async fn restore(
     meter.say(&format!(
         "{}: loading {} tables with {} connections",
         to.target,
-        jobs.len(),
+        layout.blocks.len() - rest.len(),
         to.jobs.min(jobs.len()).max(1)
     ));
     let loaded: std::collections::BTreeSet<i64> = jobs.iter().map(|j| j.span.dump_id).collect();
@@ -280,7 +340,13 @@ async fn load_tables(
     for _ in 0..workers {
         clients.push(session(to).await?);
     }
-    let tables: Vec<String> = jobs.iter().map(|j| j.table.clone()).collect();
+    // A table loaded in pieces is loaded by several transactions at once:
+    // none of them can truncate it, so no FREEZE.
+    let tables: Vec<String> = jobs
+        .iter()
+        .filter(|j| j.piece.is_none())
+        .map(|j| j.table.clone())
+        .collect();
     // Plain tables (not partitioned, not foreign) take COPY ... FREEZE
     // after a TRUNCATE in the same transaction.
     let plain = super::data_only::plain_tables(&clients[0], to.target, &tables).await?;
@@ -304,7 +370,18 @@ async fn load_tables(
     if let Ok(m) = meter.lock() {
         m.finish();
     }
-    Ok(done.into_iter().flatten().collect())
+    // One count per table, its pieces summed.
+    let mut counts: Vec<TableCount> = Vec::new();
+    for c in done.into_iter().flatten() {
+        match counts.iter_mut().find(|t| t.table == c.table) {
+            Some(t) => {
+                t.snapshot_rows += c.snapshot_rows;
+                t.restored_rows += c.restored_rows;
+            }
+            None => counts.push(c),
+        }
+    }
+    Ok(counts)
 }
 
 /// One loading connection, with the settings pg_restore gives its own.
@@ -353,8 +430,8 @@ async fn load_table(
     let (send, mut rows_in) = mpsc::channel::<Bytes>(4);
     let reader = {
         let (layout, meter) = (layout.clone(), meter.clone());
-        let start = layout.offset + job.span.data;
-        tokio::task::spawn_blocking(move || read_block(&layout, start, &send, &meter))
+        let (span, piece) = (job.span, job.piece);
+        tokio::task::spawn_blocking(move || read_block(&layout, span, piece, &send, &meter))
     };
     let mut sent = Ok(());
     while let Some(bytes) = rows_in.recv().await {
@@ -391,38 +468,87 @@ async fn load_table(
     })
 }
 
-/// Reads one table's block from byte `start` of the snapshot, sends its
-/// rows in chunks; returns how many rows it held.
+/// Reads one table's block (or one piece of it) from the snapshot, sends
+/// its rows in chunks; returns how many rows it held.
 fn read_block(
     layout: &Layout,
-    start: u64,
+    span: BlockSpan,
+    piece: Option<PieceIndex>,
     send: &mpsc::Sender<Bytes>,
     meter: &Arc<Mutex<Meter>>,
 ) -> Result<u64, CoreError> {
-    let raw = layout.file.repo.open_range(&layout.file.name, start)?;
-    let counted = Counted {
-        inner: raw,
-        meter: meter.clone(),
-    };
     let corrupt = |e: String| {
         CoreError::Archive(ArchiveError::Corrupt(format!(
             "member \"{}\": {e}",
             layout.member
         )))
     };
-    let contents = layout
-        .head
-        .block_contents(BufReader::with_capacity(1 << 20, counted))
-        .map_err(|e| corrupt(e.to_string()))?;
-    let mut rows = CopyRows::new(contents);
+    let (start, len) = match &piece {
+        Some(p) => (p.offset, p.end - p.offset),
+        None => (span.data, span.end - span.data),
+    };
+    let raw = layout
+        .file
+        .repo
+        .open_range(&layout.file.name, layout.offset + start)?;
+    let counted = BufReader::with_capacity(
+        1 << 20,
+        Counted {
+            inner: Box::new(raw.take(len)),
+            meter: meter.clone(),
+        },
+    );
+    let contents = match &piece {
+        None => layout.head.block_contents(counted),
+        Some(_) => layout.head.piece_contents(counted),
+    }
+    .map_err(|e| corrupt(e.to_string()))?;
+    let mut checked = Checked {
+        inner: contents,
+        adler: 1,
+        len: 0,
+        want: piece,
+    };
+    let mut rows = CopyRows::new(&mut checked);
     let moved = for_each_chunk(&mut rows, |chunk| {
         send.blocking_send(Bytes::from(chunk))
             .map_err(|_| std::io::Error::other("loader stopped"))
     });
     match moved {
         Ok(_) => Ok(rows.rows()),
-        Err(ChunkError::Read(e)) => Err(corrupt(e.to_string())),
+        Err(ChunkError::Read(e)) => Err(corrupt(format!(
+            "table data of entry {}: {e}",
+            span.dump_id
+        ))),
         Err(ChunkError::Sink(e)) => Err(CoreError::Internal(e.to_string())),
+    }
+}
+
+/// Checks a piece's length and Adler-32 against the index at its end (a
+/// whole block is checked by its own zlib trailer).
+struct Checked<R: Read> {
+    inner: R,
+    adler: u32,
+    len: u64,
+    want: Option<PieceIndex>,
+}
+
+impl<R: Read> Read for Checked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let Some(want) = &self.want else {
+            return Ok(n);
+        };
+        if n > 0 {
+            self.adler = zlib_rs::adler32::adler32(self.adler, &buf[..n]);
+            self.len += n as u64;
+        } else if self.len != want.raw_len || self.adler != want.adler32 {
+            return Err(std::io::Error::other(format!(
+                "a piece holds {} bytes with Adler-32 {:08x}, the manifest says {} bytes, {:08x}",
+                self.len, self.adler, want.raw_len, want.adler32
+            )));
+        }
+        Ok(n)
     }
 }
 

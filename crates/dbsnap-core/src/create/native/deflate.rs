@@ -13,6 +13,8 @@ pub(super) struct Piece {
     pub(super) bytes: Vec<u8>,
     pub(super) adler: u32,
     pub(super) raw_len: u64,
+    /// COPY rows (lines) in it.
+    pub(super) rows: u64,
 }
 
 /// Compresses one piece: raw deflate ending on a full flush (or the final
@@ -23,6 +25,7 @@ pub(super) struct Encoder {
     out: Vec<u8>,
     adler: u32,
     raw_len: u64,
+    rows: u64,
 }
 
 impl Encoder {
@@ -33,16 +36,18 @@ impl Encoder {
             out: Vec::new(),
             adler: 1,
             raw_len: 0,
+            rows: 0,
         }
     }
 
     pub(super) fn write(&mut self, mut data: &[u8]) -> Result<(), CoreError> {
         self.raw_len += data.len() as u64;
+        self.rows += data.iter().filter(|b| **b == b'\n').count() as u64;
+        self.adler = zlib_rs::adler32::adler32(self.adler, data);
         let Some(c) = self.deflate.as_mut() else {
             self.out.extend_from_slice(data);
             return Ok(());
         };
-        self.adler = zlib_rs::adler32::adler32(self.adler, data);
         while !data.is_empty() {
             self.out.reserve((data.len() / 2).max(64 << 10));
             let before = c.total_in();
@@ -75,6 +80,7 @@ impl Encoder {
             bytes: self.out,
             adler: self.adler,
             raw_len: self.raw_len,
+            rows: self.rows,
         })
     }
 }

@@ -30,6 +30,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::BytesMut;
 use dbsnap_archive::custom::{self, section, Head, RawEntry};
+use dbsnap_archive::snapshot::{PieceIndex, TableIndex};
 use dbsnap_pg::process::Tool;
 use dbsnap_pg::PgError;
 use futures::StreamExt;
@@ -133,6 +134,8 @@ struct Shared {
     thread: Mutex<Option<std::thread::JoinHandle<Result<(), CoreError>>>>,
     queue: Mutex<Queue>,
     changed: Condvar,
+    /// Where the pieces of split tables went in the member.
+    index: Mutex<Vec<TableIndex>>,
 }
 
 /// Pieces handed out and finished, in output order.
@@ -210,6 +213,10 @@ impl Shared {
 impl DumpControl for Shared {
     fn kill(&self) {
         self.abort();
+    }
+
+    fn index(&self) -> Vec<TableIndex> {
+        self.index.lock().map(|i| i.clone()).unwrap_or_default()
     }
 
     fn wait(&self, display_name: &str) -> Result<(), CoreError> {
@@ -527,9 +534,13 @@ fn write_member(
     shared: &Shared,
 ) -> Result<(), CoreError> {
     let broken = |e: std::io::Error| CoreError::Internal(format!("writing the member: {e}"));
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
+    let mut out = Counting {
+        inner: std::io::BufWriter::with_capacity(1 << 20, out),
+        at: 0,
+    };
     out.write_all(&head.to_bytes()).map_err(broken)?;
     let mut frame = Vec::with_capacity(16);
+    let mut index = Vec::new();
     for block in blocks {
         frame.clear();
         head.block_start(&mut frame, block.dump_id);
@@ -539,17 +550,32 @@ fn write_member(
         }
         out.write_all(&frame).map_err(broken)?;
         let mut adler = 1u32;
+        let mut pieces = Vec::new();
         for index in block.items.clone() {
             let Some(piece) = shared.wait_for(index) else {
                 return Err(CoreError::Internal("stopped".into()));
             };
             adler = zlib_rs::adler32::adler32_combine(adler, piece.adler, piece.raw_len);
+            let offset = out.at;
             for chunk in piece.bytes.chunks(CHUNK) {
                 frame.clear();
                 head.chunk_header(&mut frame, chunk.len());
                 out.write_all(&frame).map_err(broken)?;
                 out.write_all(chunk).map_err(broken)?;
             }
+            pieces.push(PieceIndex {
+                offset,
+                end: out.at,
+                rows: piece.rows,
+                raw_len: piece.raw_len,
+                adler32: piece.adler,
+            });
+        }
+        if pieces.len() > 1 {
+            index.push(TableIndex {
+                dump_id: block.dump_id,
+                pieces,
+            });
         }
         frame.clear();
         if level > 0 {
@@ -561,7 +587,27 @@ fn write_member(
     }
     std::io::copy(pg_dump_rest, &mut out).map_err(broken)?;
     out.flush().map_err(broken)?;
+    if let Ok(mut slot) = shared.index.lock() {
+        *slot = index;
+    }
     Ok(())
+}
+
+/// Counts the bytes written (the member's offsets).
+struct Counting<W: Write> {
+    inner: W,
+    at: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 #[cfg(test)]
