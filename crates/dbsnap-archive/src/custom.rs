@@ -184,12 +184,7 @@ pub fn read_head<R: Read>(input: &mut R) -> Result<Head, PgDumpError> {
     let header = read_header(&mut r)?;
     r.inner.on = false;
     let raw_header = std::mem::take(&mut r.inner.seen);
-    let compression = match Compression::from_header(r.version, header.compression)? {
-        Compression::None => BlockCompression::None,
-        Compression::Gzip => BlockCompression::Gzip,
-        Compression::Lz4 => BlockCompression::Lz4,
-        Compression::Zstd => BlockCompression::Zstd,
-    };
+    let compression = Compression::from_header(r.version, header.compression)?;
     let count = r.int("TOC count")?;
     if !(0..=10_000_000).contains(&count) {
         return Err(PgDumpError::Corrupt(format!("TOC entry count {count}")));
@@ -343,13 +338,8 @@ impl Head {
         &self,
         input: R,
     ) -> Result<Box<dyn Read + 'a>, PgDumpError> {
-        let compression = match self.compression {
-            BlockCompression::None => Compression::None,
-            BlockCompression::Gzip => Compression::Gzip,
-            BlockCompression::Lz4 => Compression::Lz4,
-            BlockCompression::Zstd => Compression::Zstd,
-        };
-        compression.reader(ChunkReader::new(self.reader(input, 0)))
+        self.compression
+            .reader(ChunkReader::new(self.reader(input, 0)))
     }
 
     /// The data of one piece of a split table's block (see

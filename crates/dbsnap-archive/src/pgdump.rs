@@ -12,6 +12,9 @@ use std::io::{self, Read};
 
 use thiserror::Error;
 
+/// How data blocks are compressed (one type with the writer's).
+pub(crate) use crate::custom::BlockCompression as Compression;
+
 const MAGIC: &[u8; 5] = b"PGDMP";
 const FORMAT_CUSTOM: u8 = 1;
 const BLK_DATA: u8 = 1;
@@ -562,15 +565,6 @@ impl<E: std::fmt::Display> std::fmt::Display for DataError<E> {
             DataError::Visit(e) => e.fmt(f),
         }
     }
-}
-
-/// How data blocks are compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Compression {
-    None,
-    Gzip,
-    Lz4,
-    Zstd,
 }
 
 impl Compression {

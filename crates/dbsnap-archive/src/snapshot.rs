@@ -700,22 +700,32 @@ pub fn with_member<R: Read, T>(
     )))
 }
 
-/// Where member `name`'s bytes lie in a snapshot file: (offset, size).
-/// Seeks over the other members.
-pub fn member_span<R: Read + io::Seek>(input: R, name: &str) -> Result<(u64, u64), ArchiveError> {
+/// Where the named members' bytes lie in a snapshot file: (offset, size)
+/// each, in the order asked, from one walk over the headers (seeking over
+/// the contents). A missing member is an error.
+pub fn member_spans<R: Read + io::Seek>(
+    input: R,
+    names: &[&str],
+) -> Result<Vec<(u64, u64)>, ArchiveError> {
+    let mut found: Vec<Option<(u64, u64)>> = vec![None; names.len()];
     let mut ar = tar::Archive::new(input);
     for entry in ar
         .entries_with_seek()
         .map_err(|e| map_tar_err(e, "archive"))?
     {
         let entry = entry.map_err(|e| map_tar_err(e, "a member header"))?;
-        if entry_name(&entry)? == name {
-            return Ok((entry.raw_file_position(), entry.size()));
+        let name = entry_name(&entry)?;
+        if let Some(i) = names.iter().position(|n| *n == name) {
+            found[i] = Some((entry.raw_file_position(), entry.size()));
         }
     }
-    Err(ArchiveError::Corrupt(format!(
-        "member \"{name}\" not found"
-    )))
+    names
+        .iter()
+        .zip(found)
+        .map(|(name, span)| {
+            span.ok_or_else(|| ArchiveError::Corrupt(format!("member \"{name}\" not found")))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -762,13 +772,15 @@ mod tests {
     }
 
     #[test]
-    fn member_span_points_at_the_member_bytes() {
+    fn member_spans_point_at_the_member_bytes() {
         let bytes = build();
-        let (at, size) = member_span(Cursor::new(&bytes), "a.dump").unwrap();
+        let spans = member_spans(Cursor::new(&bytes), &["a.dump", MANIFEST_MEMBER]).unwrap();
+        let (at, size) = spans[0];
         let want: Vec<u8> = (0..1000u32).flat_map(|i| i.to_le_bytes()).collect();
         assert_eq!(size, want.len() as u64);
         assert_eq!(&bytes[at as usize..(at + size) as usize], &want[..]);
-        assert!(member_span(Cursor::new(&bytes), "b.dump").is_err());
+        assert!(spans[1].0 > at + size);
+        assert!(member_spans(Cursor::new(&bytes), &["b.dump"]).is_err());
     }
 
     #[test]

@@ -85,7 +85,11 @@ impl Layout {
         };
         let path = dir.join(&file.name);
         let open = || File::open(&path).map_err(|e| StorageError::io(&path, e));
-        let (offset, size) = snapshot::member_span(BufReader::new(open()?), member)?;
+        let spans = snapshot::member_spans(
+            BufReader::new(open()?),
+            &[member, snapshot::MANIFEST_MEMBER],
+        )?;
+        let (offset, size) = spans[0];
         let corrupt = |e: dbsnap_archive::pgdump::PgDumpError| {
             ArchiveError::Corrupt(format!("member \"{member}\": {e}"))
         };
@@ -103,7 +107,7 @@ impl Layout {
         let blocks = head
             .scan_blocks(&mut r, head.byte_len(), size)
             .map_err(corrupt)?;
-        let pieces = read_pieces(open()?, member, &blocks)?;
+        let pieces = read_pieces(open()?, spans[1], member, &blocks)?;
         Ok(Some(Layout {
             file: file.clone(),
             member: member.to_string(),
@@ -188,12 +192,11 @@ impl Layout {
 /// The pieces of the member's split tables, from the snapshot's manifest,
 /// each checked to lie inside its table's block, in order.
 fn read_pieces(
-    file: File,
+    mut file: File,
+    (at, size): (u64, u64),
     member: &str,
     blocks: &[BlockSpan],
 ) -> Result<BTreeMap<i64, Vec<PieceIndex>>, CoreError> {
-    let mut file = BufReader::new(file);
-    let (at, size) = snapshot::member_span(&mut file, snapshot::MANIFEST_MEMBER)?;
     let bad =
         |what: String| ArchiveError::Corrupt(format!("{}: {what}", snapshot::MANIFEST_MEMBER));
     let mut json = Vec::new();
