@@ -164,7 +164,7 @@ pub struct RestoreArgs {
     /// Never ask for a password (default: ask once per server on a terminal).
     #[arg(short = 'w', long)]
     pub no_password: bool,
-    /// Connections loading a database that is replaced or created: tables in parallel, then indexes and constraints [default: the machine's cores].
+    /// Connections loading the databases that are replaced or created (all of them at once, tables in parallel), then building each one's indexes and constraints [default: the machine's cores].
     #[arg(short, long, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub jobs: Option<u32>,
     /// How a replaced or created database is loaded: dbsnap's parallel COPY of the tables (pg_restore for the schema), or stock pg_restore for everything.

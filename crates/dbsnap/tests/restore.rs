@@ -613,6 +613,59 @@ fn drop_and_restore_with_parallel_jobs_pg18() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// Two databases replaced in one run load at the same time and swap only
+/// once both are loaded and checked: a copy that fails its check leaves
+/// both live databases as they were (the other copy, loaded or stopped, is
+/// dropped too); without the failing check both are replaced.
+#[test]
+fn a_failure_in_one_copy_changes_no_database() {
+    let cluster = Cluster::start(15);
+    platform(&cluster, "a");
+    platform(&cluster, "b");
+    let home = Home::new();
+    let (a0, b0) = (state(&cluster, "a"), state(&cluster, "b"));
+    let file = snapshot(&home, &cluster, &["a", "b"]);
+    change_data(&cluster, "a");
+    change_data(&cluster, "b");
+    let (a1, b1) = (state(&cluster, "a"), state(&cluster, "b"));
+    let urls = [cluster.url("a"), cluster.url("b")];
+    // The check fails on b's copy only (copies are named after their database).
+    let check = r"SELECT current_database() NOT LIKE 'b\_\_%'";
+    let (code, v, err) = restore(
+        &home,
+        &cluster,
+        &file,
+        &urls,
+        &["--yes", "--drop", "--jobs", "2", "--check", check],
+    );
+    assert_ne!(code, 0, "{err}\n{v}");
+    assert!(
+        err.contains("did not return true") && err.contains("/b: check"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("stopped"),
+        "the cause is reported, not a stop: {err}"
+    );
+    assert_same(&state(&cluster, "a"), &a1, "a after b's copy failed");
+    assert_same(&state(&cluster, "b"), &b1, "b after its copy failed");
+    assert_eq!(common::kept_copies(&cluster), "0", "no copy is left");
+    let (code, v, err) = restore(
+        &home,
+        &cluster,
+        &file,
+        &urls,
+        &["--yes", "--drop", "--jobs", "2"],
+    );
+    assert_eq!(code, 0, "{err}\n{v}");
+    assert_same(&state(&cluster, "a"), &a0, "a restored");
+    assert_same(&state(&cluster, "b"), &b0, "b restored");
+    assert!(
+        v["databases"][0]["kept_as"].is_string() && v["databases"][1]["kept_as"].is_string(),
+        "{v}"
+    );
+}
+
 #[test]
 fn a_downgrade_names_the_objects_that_fail() {
     let new = Cluster::start(18);

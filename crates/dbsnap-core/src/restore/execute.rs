@@ -1,8 +1,9 @@
-//! Carrying a plan out: stop the app (always started again), take a safety
-//! snapshot, restore every database (data-only ones together, each in its
-//! own transaction, committed once all are loaded and checked; replaced
-//! ones by a checked copy swapped in, or in place in one transaction),
-//! journal every step for `resume` and `rollback`.
+//! Carrying a plan out: stop the app (always started again), load every
+//! new copy (swap, `--create`) at once while the safety snapshot is taken,
+//! restore the data-only databases (together, each in its own transaction,
+//! committed once all are loaded and checked) and the in-place ones (one
+//! transaction each), swap the copies in last; journal every step for
+//! `resume` and `rollback`.
 //!
 //! Never destroys live data before its replacement is complete and checked.
 
@@ -177,18 +178,19 @@ fn new_journal(plan: &Plan, route: &str, id: &str, now: time::OffsetDateTime) ->
 
 type Steps = (Vec<DbResult>, Option<SnapshotRef>, u64);
 
+/// The steps, in the order that keeps every live database as it was until
+/// everything that can fail has succeeded: missing roles; new copies (swap,
+/// `--create`) loaded all at once under one `--jobs` budget while the
+/// safety snapshot is taken (neither touches a live database); data-only
+/// databases, committed together; in-place replacements; last, the copies
+/// swapped in (created ones kept). A failure before the swaps drops every
+/// copy.
 async fn run_steps(
     plan: &Plan,
     opts: &RestoreOptions,
     progress: &Arc<dyn Progress>,
     journal: &mut RestoreState,
 ) -> Result<Steps, CoreError> {
-    let safety = safety_snapshot(plan, opts, progress, journal).await?;
-    // Data-only databases load concurrently, each in its own transaction;
-    // they commit only once all are loaded and checked.
-    let loading = std::time::Instant::now();
-    let mut data_only_reports = load_data_only(plan, opts, progress, journal).await?;
-    let data_only_secs = loading.elapsed().as_secs_f64();
     for (info, roles) in &plan.role_servers {
         let (admin, _) = replace::admin_client(opts.resolver.as_ref(), info).await?;
         replace::create_roles(&admin, roles, &info.display()).await?;
@@ -201,33 +203,72 @@ async fn run_steps(
         restores: tools::find_all("pg_restore", &opts.pg_bin),
         sessions: 0,
     };
-    let mut results = Vec::new();
-    for (i, d) in plan.databases.iter().enumerate() {
-        let t0 = std::time::Instant::now();
-        let mut result = DbResult {
-            database: d.live_db.clone(),
-            action: d.action,
-            kept_as: None,
-            data_only: None,
-            ignored: vec![],
-            row_counts: 0,
-            seconds: 0.0,
+    let copies: Vec<usize> = plan
+        .databases
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| matches!(d.action, Action::SwapRestore | Action::Create))
+        .map(|(i, _)| i)
+        .collect();
+    for &i in &copies {
+        let d = &plan.databases[i];
+        let name = match d.action {
+            Action::Create => d.live_db.clone(),
+            _ => replace::copy_name(&d.live_db, "new", &run.journal.id),
         };
-        match d.action {
-            Action::DataOnly => {
-                // Loaded together with the other data-only databases, above.
-                result.data_only = data_only_reports.remove(&i);
-                result.row_counts = result.data_only.as_ref().map_or(0, |r| r.tables.len());
-                result.seconds = data_only_secs;
-                results.push(result);
-                continue;
-            }
-            Action::ReplaceInPlace => run.in_place(i, d, &mut result).await?,
-            Action::SwapRestore | Action::Create => run.by_copy(i, d, &mut result).await?,
-        }
-        result.seconds = t0.elapsed().as_secs_f64();
-        results.push(result);
+        run.journal.databases[i].new_name = Some(name);
+        run.journal(i, Phase::Loading)?;
     }
+    let (safety, mut loaded, failure) = run.safety_and_copies(&copies).await;
+    if let Some(file) = &safety {
+        run.journal.safety_snapshot = Some(file.display());
+        run.journal.save()?;
+    }
+    if let Some(e) = failure {
+        // A copy that failed was dropped by its load (or never created).
+        for &i in copies.iter().filter(|i| !indices(&loaded).contains(i)) {
+            run.journal(i, Phase::Failed)?;
+        }
+        return Err(run.drop_copies(&indices(&loaded), e).await);
+    }
+    let rest = async {
+        let loading = std::time::Instant::now();
+        let mut data_only = load_data_only(plan, opts, progress, run.journal).await?;
+        let data_only_secs = loading.elapsed().as_secs_f64();
+        let mut results = Vec::new();
+        for (i, d) in plan.databases.iter().enumerate() {
+            let mut result = DbResult::new(d);
+            match d.action {
+                Action::DataOnly => {
+                    result.data_only = data_only.remove(&i);
+                    result.row_counts = result.data_only.as_ref().map_or(0, |r| r.tables.len());
+                    result.seconds = data_only_secs;
+                }
+                Action::ReplaceInPlace => {
+                    let t0 = std::time::Instant::now();
+                    run.in_place(i, d, &mut result).await?;
+                    result.seconds = t0.elapsed().as_secs_f64();
+                }
+                Action::SwapRestore | Action::Create => continue,
+            }
+            results.push((i, result));
+        }
+        Ok::<_, CoreError>(results)
+    };
+    let mut results = match rest.await {
+        Ok(results) => results,
+        Err(e) => return Err(run.drop_copies(&indices(&loaded), e).await),
+    };
+    // Every copy is loaded and checked, every other database restored: swap.
+    while !loaded.is_empty() {
+        let (i, mut result) = loaded.remove(0);
+        if let Err(e) = run.swap_in(i, &mut result).await {
+            return Err(run.drop_copies(&indices(&loaded), e).await);
+        }
+        results.push((i, result));
+    }
+    results.sort_by_key(|(i, _)| *i);
+    let results = results.into_iter().map(|(_, r)| r).collect();
     Ok((results, safety, run.sessions))
 }
 
@@ -236,7 +277,7 @@ async fn safety_snapshot(
     plan: &Plan,
     opts: &RestoreOptions,
     progress: &Arc<dyn Progress>,
-    journal: &mut RestoreState,
+    run_id: &str,
 ) -> Result<Option<SnapshotRef>, CoreError> {
     let existing: Vec<&DbPlan> = plan.databases.iter().filter(|d| d.exists).collect();
     if !plan.safety_snapshot || existing.is_empty() {
@@ -253,7 +294,7 @@ async fn safety_snapshot(
             resolved: existing.iter().map(|d| d.info.clone()).collect(),
             target: plan.metadata.target.clone(),
             prefix: "safety".into(),
-            safety_for: Some(journal.id.clone()),
+            safety_for: Some(run_id.to_string()),
             consistency: if same_instance {
                 ConsistencyMethod::Snapshot
             } else {
@@ -274,9 +315,28 @@ async fn safety_snapshot(
     )
     .await?;
     tracing::info!("safety snapshot: {}", created.file);
-    journal.safety_snapshot = Some(created.file.display());
-    journal.save()?;
     Ok(Some(created.file))
+}
+
+/// The copies loaded, in plan order, each with its result so far.
+type Loaded = Vec<(usize, DbResult)>;
+
+fn indices(loaded: &Loaded) -> Vec<usize> {
+    loaded.iter().map(|(i, _)| *i).collect()
+}
+
+impl DbResult {
+    fn new(d: &DbPlan) -> DbResult {
+        DbResult {
+            database: d.live_db.clone(),
+            action: d.action,
+            kept_as: None,
+            data_only: None,
+            ignored: vec![],
+            row_counts: 0,
+            seconds: 0.0,
+        }
+    }
 }
 
 /// State shared by the replacing steps of one run.
@@ -361,26 +421,69 @@ impl Run<'_> {
         self.journal(i, Phase::Committed)
     }
 
-    /// Restores into a new database (`--create`: the database itself; a
-    /// replacement: a copy), checks it, gives it the snapshot's
-    /// database-level properties, and swaps it in for a replacement. The
-    /// live database is untouched until the swap; a failed copy is dropped.
-    async fn by_copy(
-        &mut self,
-        i: usize,
-        d: &DbPlan,
-        result: &mut DbResult,
-    ) -> Result<(), CoreError> {
-        self.progress.phase(&format!("restoring {}", d.live_db));
+    /// The safety snapshot and every new copy, at the same time; a failure
+    /// of either stops the other's loads. Returns the safety snapshot, the
+    /// copies loaded, and the run's first failure. A failed copy is
+    /// dropped; the caller drops the loaded ones when anything failed.
+    async fn safety_and_copies(
+        &self,
+        copies: &[usize],
+    ) -> (Option<SnapshotRef>, Loaded, Option<CoreError>) {
+        let shared = load::Shared::new(self.opts.jobs as usize);
+        let shared = &shared;
+        let safety = async {
+            let taken =
+                safety_snapshot(self.plan, self.opts, self.progress, &self.journal.id).await;
+            let first = taken.is_err() && shared.fail();
+            (taken, first)
+        };
+        if !copies.is_empty() {
+            let names: Vec<&str> = copies
+                .iter()
+                .map(|&i| self.plan.databases[i].live_db.as_str())
+                .collect();
+            self.progress
+                .phase(&format!("restoring {}", names.join(", ")));
+        }
+        let loads = futures::future::join_all(copies.iter().map(|&i| async move {
+            let loaded = self.load_new(i, shared).await;
+            // Only the first failure is the cause; the others stopped for it.
+            let first = loaded.is_err() && shared.fail();
+            (i, loaded, first)
+        }));
+        let ((safety, safety_first), loads) = tokio::join!(safety, loads);
+        let (mut loaded, mut failure) = (Vec::new(), None);
+        let safety = match safety {
+            Ok(s) => s,
+            Err(e) => {
+                failure = Some((e, safety_first));
+                None
+            }
+        };
+        for (i, result, first) in loads {
+            match result {
+                Ok(r) => loaded.push((i, r)),
+                Err(e) if failure.as_ref().is_none_or(|(_, f)| first && !f) => {
+                    failure = Some((e, first))
+                }
+                Err(_) => {}
+            }
+        }
+        (safety, loaded, failure.map(|(e, _)| e))
+    }
+
+    /// Creates database `i`'s new copy (`--create`: the database itself)
+    /// and loads and checks it; the live database is untouched. A failed
+    /// copy is dropped.
+    async fn load_new(&self, i: usize, shared: &load::Shared) -> Result<DbResult, CoreError> {
+        let t0 = std::time::Instant::now();
+        let d = &self.plan.databases[i];
+        let load_name = self.journal.databases[i]
+            .new_name
+            .clone()
+            .ok_or_else(|| CoreError::Internal("journal: no copy name".into()))?;
         let target = d.server.clone();
         let (mut admin, _) = replace::admin_client(self.opts.resolver.as_ref(), &d.info).await?;
-        let load_name = if d.action == Action::Create {
-            d.live_db.clone()
-        } else {
-            replace::copy_name(&d.live_db, "new", &self.journal.id)
-        };
-        self.journal.databases[i].new_name = Some(load_name.clone());
-        self.journal(i, Phase::Loading)?;
         let like = replace::db_facts(&admin, &d.live_db, &target).await?;
         let how = replace::NewDatabase {
             props: d.archive.database.as_ref(),
@@ -388,16 +491,57 @@ impl Run<'_> {
             owner: d.new_owner.as_deref(),
         };
         replace::create_database(&admin, &load_name, how, &target).await?;
-        let loaded = self.load_copy(i, d, &mut admin, &load_name, result).await;
+        let mut result = DbResult::new(d);
+        let loaded = self
+            .load_copy(i, d, &mut admin, &load_name, &mut result, shared)
+            .await;
         if let Err(e) = loaded {
             // The live database was never touched; remove the partial copy.
             let _ = replace::drop_database(&admin, &load_name, &target).await;
-            self.journal(i, Phase::Failed)?;
             return Err(e);
         }
+        result.seconds = t0.elapsed().as_secs_f64();
+        Ok(result)
+    }
+
+    /// Drops the copies of databases `which` (nothing live changed for
+    /// them) and records them as failed; returns `e`, the run's error.
+    async fn drop_copies(&mut self, which: &[usize], e: CoreError) -> CoreError {
+        for &i in which {
+            let d = &self.plan.databases[i];
+            if let Some(name) = self.journal.databases[i].new_name.clone() {
+                let dropped = async {
+                    let (admin, _) =
+                        replace::admin_client(self.opts.resolver.as_ref(), &d.info).await?;
+                    replace::drop_database(&admin, &name, &d.server).await?;
+                    Ok::<_, CoreError>(())
+                };
+                if let Err(drop_error) = dropped.await {
+                    tracing::warn!("could not drop the new copy {name}: {drop_error}");
+                    // Left in its phase: `resume` drops it.
+                    continue;
+                }
+            }
+            if let Err(j) = self.journal(i, Phase::Failed) {
+                tracing::warn!("{j}");
+            }
+        }
+        e
+    }
+
+    /// Puts database `i`'s loaded copy in place: a created database is
+    /// done; a replacement is swapped in, the previous database kept.
+    async fn swap_in(&mut self, i: usize, result: &mut DbResult) -> Result<(), CoreError> {
+        let d = &self.plan.databases[i];
         if d.action == Action::Create {
             return self.journal(i, Phase::Committed);
         }
+        let target = d.server.clone();
+        let load_name = self.journal.databases[i]
+            .new_name
+            .clone()
+            .unwrap_or_default();
+        let (mut admin, _) = replace::admin_client(self.opts.resolver.as_ref(), &d.info).await?;
         let old = replace::copy_name(&d.live_db, "old", &self.journal.id);
         self.journal.databases[i].old_name = Some(old.clone());
         self.journal(i, Phase::Ready)?;
@@ -421,6 +565,7 @@ impl Run<'_> {
         admin: &mut tokio_postgres::Client,
         load_name: &str,
         result: &mut DbResult,
+        shared: &load::Shared,
     ) -> Result<(), CoreError> {
         let target = &d.server;
         let server_major = dbsnap_pg::server_info(admin, target).await?.major();
@@ -445,6 +590,7 @@ impl Run<'_> {
                 jobs: jobs as usize,
                 server_major,
                 target,
+                shared,
             };
             let (out, counts) = load::restore(layout, to, meter).await?;
             result.ignored = out.ignored;

@@ -18,12 +18,14 @@
 //!    constraints, triggers, materialized views built in parallel).
 //!
 //! The database is new and not yet in use: a failure at any step leaves a
-//! partial copy that the caller drops. Pieces of one big table still load
-//! on one connection (their offsets are not recorded in the snapshot yet).
+//! partial copy that the caller drops. Several databases load at once under
+//! one budget of connections ([`Shared`]); when one fails, the others stop
+//! at their next table or stage.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -236,16 +238,50 @@ fn is_utf8(head: &Head) -> bool {
         })
 }
 
+/// What the databases of one restore, loaded at the same time, share: how
+/// many tables may load at any moment (`--jobs` for the whole run, not per
+/// database), and whether one of them failed.
+pub(crate) struct Shared {
+    permits: tokio::sync::Semaphore,
+    failed: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn new(jobs: usize) -> Shared {
+        Shared {
+            permits: tokio::sync::Semaphore::new(jobs.max(1)),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// Records a failure; true for the first one (the error to report: the
+    /// others may only say they stopped because of it).
+    pub(crate) fn fail(&self) -> bool {
+        !self.failed.swap(true, Ordering::SeqCst)
+    }
+
+    /// An error once another database's restore failed.
+    fn go_on(&self, target: &str) -> Result<(), CoreError> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(CoreError::Internal(format!(
+                "{target}: stopped, another database's restore failed"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// What [`restore`] needs besides the layout.
 pub(crate) struct Target<'a> {
     pub program: Program,
     pub info: ConnInfo,
     pub route: Arc<dyn Resolver>,
     pub flags: RestoreFlags,
-    /// Connections for the data and the post-data builds.
+    /// Connections for this database's data and post-data builds.
     pub jobs: usize,
     pub server_major: u32,
     pub target: &'a str,
+    pub shared: &'a Shared,
 }
 
 /// Restores the member of `layout` into the new database of `to`; returns
@@ -284,6 +320,7 @@ pub(crate) async fn restore(
         rest.len()
     );
     let t0 = std::time::Instant::now();
+    to.shared.go_on(to.target)?;
     let mut out = stage(vec!["--section=pre-data".into()]).await?;
     let t_pre = t0.elapsed();
     meter.say(&format!(
@@ -307,6 +344,7 @@ pub(crate) async fn restore(
         .map(|e| format!("{};\n", e.dump_id))
         .collect();
     std::fs::write(list.path(), text).map_err(|e| CoreError::write_io(list.path(), e))?;
+    to.shared.go_on(to.target)?;
     let data = vec![
         "--section=data".to_string(),
         format!("--use-list={}", list.path().display()),
@@ -316,6 +354,7 @@ pub(crate) async fn restore(
     if to.jobs > 1 {
         post.push(format!("--jobs={}", to.jobs));
     }
+    to.shared.go_on(to.target)?;
     let more = stage(post).await?;
     out.ignored.extend(more.ignored);
     tracing::info!(
@@ -328,7 +367,8 @@ pub(crate) async fn restore(
     Ok((out, counts))
 }
 
-/// COPYs every job's block with up to `to.jobs` connections.
+/// COPYs every job's block with up to `to.jobs` connections, each table
+/// (or piece) holding one of the shared permits while it loads.
 async fn load_tables(
     layout: &Arc<Layout>,
     jobs: Vec<Job>,
@@ -360,6 +400,10 @@ async fn load_tables(
         async move {
             let mut counts = Vec::new();
             loop {
+                let _permit = to.shared.permits.acquire().await.map_err(|_| {
+                    CoreError::Internal("the loading connections' budget was closed".into())
+                })?;
+                to.shared.go_on(to.target)?;
                 let next = queue.lock().expect("queue").pop_front();
                 let Some(job) = next else {
                     return Ok::<_, CoreError>(counts);
