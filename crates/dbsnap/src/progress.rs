@@ -1,11 +1,14 @@
-//! Progress on a terminal: one line per database with bytes written, rate
-//! and elapsed time. Hidden when standard error is not a terminal, with
-//! `--json`, or with `--no-progress`.
+//! Progress on a terminal: one line per database with bytes moved, rate,
+//! elapsed time, and, when the engine knows them, the share of the table
+//! data done, rows and an estimate of the time left. Hidden when standard
+//! error is not a terminal, with `--json`, or with `--no-progress`. The log
+//! gets a progress line per database every 10 seconds whatever the display.
 
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use dbsnap_core::create::Progress;
+use dbsnap_core::create::{Progress, Work};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// The terminal progress display.
@@ -13,6 +16,42 @@ pub struct Ui {
     multi: Option<MultiProgress>,
     phase: Mutex<Option<ProgressBar>>,
     bars: Mutex<Vec<Option<ProgressBar>>>,
+    /// Per database: name, when it started, when progress was last logged.
+    clocks: Mutex<Vec<Option<Clock>>>,
+}
+
+struct Clock {
+    name: String,
+    started: Instant,
+    logged: Instant,
+    /// Rows moved, once the engine said.
+    rows: Option<u64>,
+}
+
+/// How often a database's progress goes to the log.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// `work` in words: `43% of 1.2 GiB, 1234567 rows, about 12s left`
+/// (without the share and the estimate when the total is unknown).
+fn describe(work: Work, elapsed: Duration) -> String {
+    let rows = format!("{} rows", work.rows);
+    if work.expected == 0 {
+        return rows;
+    }
+    let share = (work.done as f64 / work.expected as f64).min(1.0);
+    let mut text = format!(
+        "{:.0}% of {}, {rows}",
+        share * 100.0,
+        indicatif::BinaryBytes(work.expected)
+    );
+    if share > 0.01 && share < 1.0 {
+        let left = elapsed.as_secs_f64() * (1.0 - share) / share;
+        text.push_str(&format!(
+            ", about {} left",
+            indicatif::HumanDuration(Duration::from_secs_f64(left.ceil()))
+        ));
+    }
+    text
 }
 
 impl Ui {
@@ -24,6 +63,7 @@ impl Ui {
             multi,
             phase: Mutex::new(None),
             bars: Mutex::new(Vec::new()),
+            clocks: Mutex::new(Vec::new()),
         })
     }
 
@@ -69,6 +109,17 @@ impl Progress for Ui {
     }
 
     fn transfer_started(&self, index: usize, name: &str) {
+        if let Ok(mut clocks) = self.clocks.lock() {
+            if clocks.len() <= index {
+                clocks.resize_with(index + 1, || None);
+            }
+            clocks[index] = Some(Clock {
+                name: name.to_string(),
+                started: Instant::now(),
+                logged: Instant::now(),
+                rows: None,
+            });
+        }
         let Some(multi) = &self.multi else { return };
         let b = multi.add(ProgressBar::new_spinner());
         b.set_style(
@@ -91,10 +142,66 @@ impl Progress for Ui {
         }
     }
 
+    fn transfer_work(&self, index: usize, work: Work) {
+        let Ok(mut clocks) = self.clocks.lock() else {
+            return;
+        };
+        let Some(Some(clock)) = clocks.get_mut(index) else {
+            return;
+        };
+        clock.rows = Some(work.rows);
+        let text = describe(work, clock.started.elapsed());
+        if clock.logged.elapsed() >= LOG_EVERY {
+            clock.logged = Instant::now();
+            tracing::info!("{}: {text}", clock.name);
+        }
+        if let Some(b) = self.bar(index) {
+            b.set_message(text);
+        }
+    }
+
     fn transfer_finished(&self, index: usize, bytes: u64) {
+        let rows = self
+            .clocks
+            .lock()
+            .ok()
+            .and_then(|c| c.get(index).and_then(|c| c.as_ref().and_then(|c| c.rows)));
+        let done = match rows {
+            Some(rows) => format!("done, {rows} rows"),
+            None => "done".to_string(),
+        };
         if let Some(b) = self.bar(index) {
             b.set_position(bytes);
-            b.finish_with_message("done");
+            b.finish_with_message(done);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_in_words() {
+        let w = |done, expected, rows| Work {
+            done,
+            expected,
+            rows,
+        };
+        let secs = Duration::from_secs;
+        assert_eq!(describe(w(5, 0, 12), secs(3)), "12 rows");
+        assert_eq!(
+            describe(w(1 << 29, 1 << 30, 7), secs(10)),
+            "50% of 1.00 GiB, 7 rows, about 10 seconds left"
+        );
+        // No estimate before 1% or once everything is done.
+        assert_eq!(
+            describe(w(0, 1 << 30, 0), secs(1)),
+            "0% of 1.00 GiB, 0 rows"
+        );
+        assert_eq!(
+            describe(w(1 << 30, 1 << 30, 9), secs(1)),
+            "100% of 1.00 GiB, 9 rows"
+        );
     }
 }

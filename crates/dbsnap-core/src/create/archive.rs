@@ -5,7 +5,7 @@
 //! write is published.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,17 +46,24 @@ impl<W: Write> Write for HashingWriter<W> {
 /// Copies a dump's output into `out`, reporting progress. Write errors are
 /// storage errors (full disk); read errors belong to the dump.
 fn pump(
-    input: &mut dyn Read,
+    run: &mut RunningDump,
     out: &mut dyn Write,
     index: usize,
     progress: &dyn Progress,
     path: &std::path::Path,
 ) -> Result<u64, CoreError> {
     let mut total = 0u64;
-    for_each_chunk(input, |chunk| {
+    let control = run.control.clone();
+    let mut last = None;
+    for_each_chunk(&mut run.output, |chunk| {
         out.write_all(&chunk)?;
         total += chunk.len() as u64;
         progress.transfer_bytes(index, total);
+        let work = control.work();
+        if work.is_some() && work != last {
+            progress.transfer_work(index, work.unwrap_or_default());
+            last = work;
+        }
         Ok(())
     })
     .map_err(|e| match e {
@@ -243,7 +250,7 @@ fn copy_dump(
                 let mut stream = w
                     .stream_member(member)
                     .map_err(|e| archive_io(tmp_path, e))?;
-                let n = pump(&mut run.output, &mut stream, i, progress, tmp_path)?;
+                let n = pump(&mut run, &mut stream, i, progress, tmp_path)?;
                 stream.finish().map_err(|e| archive_io(tmp_path, e))?;
                 Ok((Some(w), None, n))
             }
@@ -253,7 +260,7 @@ fn copy_dump(
                     hasher: Sha256::new(),
                     size: 0,
                 };
-                let n = pump(&mut run.output, &mut hw, i, progress, &path)?;
+                let n = pump(&mut run, &mut hw, i, progress, &path)?;
                 let sha256 = hex::encode(hw.hasher.finalize());
                 let spooled = Spooled {
                     file: hw.inner,

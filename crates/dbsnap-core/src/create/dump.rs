@@ -52,6 +52,10 @@ pub trait DumpControl: Send + Sync {
     fn index(&self) -> Vec<dbsnap_archive::snapshot::TableIndex> {
         Vec::new()
     }
+    /// How far its table data is, when the engine knows.
+    fn work(&self) -> Option<super::Work> {
+        None
+    }
 }
 
 /// A dump in progress: a byte stream plus a way to wait for and stop it.

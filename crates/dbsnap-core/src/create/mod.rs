@@ -94,8 +94,23 @@ pub trait Progress: Send + Sync {
     fn transfer_started(&self, _index: usize, _name: &str) {}
     /// `bytes` moved so far for database `index`.
     fn transfer_bytes(&self, _index: usize, _bytes: u64) {}
+    /// How far database `index`'s table data is (when the engine knows).
+    fn transfer_work(&self, _index: usize, _work: Work) {}
     /// Database `index` is done.
     fn transfer_finished(&self, _index: usize, _bytes: u64) {}
+}
+
+/// How far one database's table data is: `done` of `expected` (bytes: the
+/// tables' sizes in the catalog for a dump, the data blocks' sizes in the
+/// member for a restore; 0 when unknown) and the rows moved so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Work {
+    /// Bytes of table data done.
+    pub done: u64,
+    /// Bytes of table data in all (0: unknown).
+    pub expected: u64,
+    /// Rows moved so far.
+    pub rows: u64,
 }
 
 /// Progress that goes nowhere.

@@ -561,6 +561,7 @@ async fn copy_data(
                         qualified(&entry)
                     )));
                 }
+                meter.add_rows(loaded);
                 report.tables.push(TableCount {
                     table: qualified(&entry),
                     snapshot_rows: rows,

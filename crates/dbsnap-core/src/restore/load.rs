@@ -373,11 +373,12 @@ async fn load_tables(
     layout: &Arc<Layout>,
     jobs: Vec<Job>,
     to: &Target<'_>,
-    meter: Meter,
+    mut meter: Meter,
 ) -> Result<Vec<TableCount>, CoreError> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
+    meter.expect(jobs.iter().map(Job::bytes).sum());
     let workers = to.jobs.clamp(1, jobs.len());
     let mut clients = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -508,6 +509,9 @@ async fn load_table(
     tx.commit()
         .await
         .map_err(pg_err(target, &format!("commit {}", job.table)))?;
+    if let Ok(mut m) = meter.lock() {
+        m.add_rows(loaded);
+    }
     Ok(TableCount {
         table: job.table,
         snapshot_rows: rows,

@@ -256,6 +256,9 @@ pub struct Meter {
     progress: Arc<dyn Progress>,
     index: usize,
     total: u64,
+    /// Bytes expected in all (0: unknown) and rows loaded so far.
+    expected: u64,
+    rows: u64,
 }
 
 impl Meter {
@@ -265,7 +268,32 @@ impl Meter {
             progress: progress.clone(),
             index,
             total: 0,
+            expected: 0,
+            rows: 0,
         }
+    }
+
+    /// Sets the bytes the load will read in all.
+    pub(crate) fn expect(&mut self, bytes: u64) {
+        self.expected = bytes;
+        self.work();
+    }
+
+    /// Adds `n` rows loaded.
+    pub(crate) fn add_rows(&mut self, n: u64) {
+        self.rows += n;
+        self.work();
+    }
+
+    fn work(&self) {
+        self.progress.transfer_work(
+            self.index,
+            crate::create::Work {
+                done: self.total,
+                expected: self.expected,
+                rows: self.rows,
+            },
+        );
     }
 
     /// Shows what this database's restore is doing (waiting for locks...).
@@ -277,6 +305,9 @@ impl Meter {
     pub fn add(&mut self, n: usize) {
         self.total += n as u64;
         self.progress.transfer_bytes(self.index, self.total);
+        if self.expected > 0 {
+            self.work();
+        }
     }
 
     pub(crate) fn finish(&self) {

@@ -40,7 +40,7 @@ mod deflate;
 mod sessions;
 
 use super::dump::{spawn_pg_dump, DumpControl, ToolControl};
-use super::{DumpEngine, DumpJob, PgDumpEngine, RunningDump};
+use super::{DumpEngine, DumpJob, PgDumpEngine, RunningDump, Work};
 use crate::error::CoreError;
 use deflate::{zlib_header, Encoder, Piece};
 use sessions::{list_tables, measure, open_workers, server_facts, Table};
@@ -136,6 +136,8 @@ struct Shared {
     changed: Condvar,
     /// Where the pieces of split tables went in the member.
     index: Mutex<Vec<TableIndex>>,
+    /// Table data copied so far (catalog bytes of the pieces done, rows).
+    work: Mutex<Option<Work>>,
 }
 
 /// Pieces handed out and finished, in output order.
@@ -186,7 +188,15 @@ impl Shared {
         }
     }
 
-    fn finish(&self, index: usize, piece: Piece) {
+    fn finish(&self, index: usize, piece: Piece, item: &Item) {
+        if let Ok(mut w) = self.work.lock() {
+            if let Some(w) = w.as_mut() {
+                w.done += item.bytes;
+                // The last piece's lines include the end-of-data marker's three.
+                let marker = if item.last { 3 } else { 0 };
+                w.rows += piece.rows.saturating_sub(marker);
+            }
+        }
         if let Ok(mut q) = self.queue.lock() {
             q.done.insert(index, piece);
         }
@@ -219,6 +229,10 @@ impl DumpControl for Shared {
         self.index.lock().map(|i| i.clone()).unwrap_or_default()
     }
 
+    fn work(&self) -> Option<Work> {
+        self.work.lock().ok().and_then(|w| *w)
+    }
+
     fn wait(&self, display_name: &str) -> Result<(), CoreError> {
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
         let result = match thread {
@@ -243,6 +257,8 @@ struct Item {
     sql: String,
     /// Last piece of its table: ends the zlib stream and the COPY data.
     last: bool,
+    /// Its share of the table's size in the catalog (for progress).
+    bytes: u64,
 }
 
 /// A table's data entry and which items make it.
@@ -302,6 +318,12 @@ fn produce(
         .filter(|v| *v > 0)
         .unwrap_or(PIECE_BYTES);
     let (head, blocks, items) = plan(head, &tables, jobs, version_num, piece_bytes);
+    if let Ok(mut w) = shared.work.lock() {
+        *w = Some(Work {
+            expected: items.iter().map(|i| i.bytes).sum(),
+            ..Work::default()
+        });
+    }
     tracing::info!(
         database = %job.display,
         tables = blocks.len(),
@@ -318,7 +340,7 @@ fn produce(
                 let window = jobs + 1;
                 while let Some(i) = shared.take(items.len(), window) {
                     match copy_piece(runtime, client, &items[i], level, shared) {
-                        Ok(p) => shared.finish(i, p),
+                        Ok(p) => shared.finish(i, p, &items[i]),
                         Err(e) => {
                             shared.fail(e);
                             return;
@@ -452,6 +474,7 @@ fn pieces(t: &Table, jobs: usize, version_num: i32, piece_bytes: i64) -> Vec<Ite
             table: t.qualified.clone(),
             sql,
             last: true,
+            bytes: t.bytes.max(0) as u64,
         }];
     }
     (0..n)
@@ -474,6 +497,7 @@ fn pieces(t: &Table, jobs: usize, version_num: i32, piece_bytes: i64) -> Vec<Ite
                     cond.join(" AND ")
                 ),
                 last: i == n - 1,
+                bytes: (t.bytes.max(0) * (hi - lo) / t.pages.max(1)) as u64,
             }
         })
         .collect()
