@@ -23,7 +23,7 @@ runs="${2:-3}"
 major="${DBSNAP_BENCH_PG:-15}"
 jobs="${DBSNAP_BENCH_JOBS:-$(nproc)}"
 
-pg18_bin="$(bash scripts/setup.sh 2>/dev/null | tail -1)"
+pg18_bin="$(bash scripts/setup.sh --demo 2>/dev/null | tail -1)"
 cargo build --release --locked -q -p dbsnap
 bin="$PWD/target/release/dbsnap"
 if [ "$major" = 18 ]; then server_bin="$pg18_bin"; else server_bin="/usr/lib/postgresql/$major/bin"; fi

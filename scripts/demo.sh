@@ -6,6 +6,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-bash scripts/setup.sh >/dev/null
+bash scripts/setup.sh --demo >/dev/null
 cargo build --release --locked -p dbsnap
 exec ./target/release/dbsnap demo "$@"

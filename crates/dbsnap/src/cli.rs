@@ -320,7 +320,7 @@ pub struct CreateArgs {
     /// Most attempts at a consistent cut.
     #[arg(long, default_value_t = 200)]
     pub max_attempts: u32,
-    /// Most seconds spent establishing a consistent cut.
+    /// Most seconds spent establishing a consistent cut, and waiting for a lock on any table while dumping.
     #[arg(long, default_value_t = 30)]
     pub max_wait: u64,
     /// Lock timeout of each write-barrier attempt, milliseconds.

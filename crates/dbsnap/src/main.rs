@@ -75,6 +75,33 @@ fn relay() -> ExitCode {
     }
 }
 
+/// A command line clap refuses: its message on stderr as usual, and with
+/// `--json` anywhere in the arguments also the JSON error document every
+/// other failure gives (exit 2). Help and version output are not errors.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let json = std::env::args_os().skip(1).any(|a| a == "--json");
+    let message = e.render().to_string();
+    let _ = e.print();
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        return ExitCode::from(e.exit_code() as u8);
+    }
+    if json {
+        let message = message.trim().trim_start_matches("error: ");
+        let doc = serde_json::json!({
+            "ok": false,
+            "error": {"kind": "usage", "exit_code": dbsnap_core::error::exit::USAGE, "message": message},
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    }
+    ExitCode::from(dbsnap_core::error::exit::USAGE)
+}
+
 fn main() -> ExitCode {
     quiet_on_closed_pipe();
     if std::env::args_os().nth(1).as_deref() == Some(dbsnap_core::WATCHDOG_ARG.as_ref()) {
@@ -89,7 +116,10 @@ fn main() -> ExitCode {
     }
     // Snapshots, spools, journals and logs hold the application's data.
     dbsnap_core::make_new_files_private();
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let json = cli.json();
     let log = logging::init(&cli);
     logging::prune(&cli, log.as_ref());

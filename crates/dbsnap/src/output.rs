@@ -298,11 +298,11 @@ pub fn print_verify(r: &VerifyReport, json: bool) {
             );
         }
     } else {
-        eprintln!(
-            "FAILED: {}: {}",
-            r.file.display(),
-            r.error.as_deref().unwrap_or("unknown error")
-        );
+        let file = r.file.display().to_string();
+        let error = r.error.as_deref().unwrap_or("unknown error");
+        // Most errors already start with the file.
+        let error = error.strip_prefix(&format!("{file}: ")).unwrap_or(error);
+        eprintln!("FAILED: {file}: {error}");
         eprintln!(
             "hint: the file is damaged; use another snapshot (dbsnap list) and take a new one"
         );

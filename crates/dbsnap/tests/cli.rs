@@ -320,3 +320,28 @@ fn a_dir_that_is_a_file_is_a_usage_error_naming_it() {
         );
     }
 }
+
+/// A value the parser refuses is a usage error (exit 2) naming the flag
+/// and the allowed values; with --json, also the JSON error document.
+#[test]
+fn refused_flag_values_are_usage_errors_also_in_json() {
+    let home = Home::new();
+    for (args, says) in [
+        (vec!["create", "--jobs", "0"], "0 is not in 1..=64"),
+        (vec!["restore", "--jobs", "1000"], "1000 is not in 1..=64"),
+        (vec!["restore", "--engine", "bogus"], "native, pg-restore"),
+        (vec!["create", "--engine", "bogus"], "native, pg-dump"),
+    ] {
+        let (code, v, err) = run_json(home.dbsnap().args(&args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(v["error"]["kind"], "usage", "{args:?}: {v}");
+        assert_eq!(v["error"]["exit_code"], 2, "{args:?}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{args:?}: {message}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // Help is not an error.
+    let (code, out, _) = run(home.dbsnap().args(["--json", "create", "--help"]));
+    assert_eq!(code, 0);
+    assert!(out.contains("--jobs"), "{out}");
+}

@@ -103,3 +103,70 @@ fn round_trip_through_stock_tools_pg15() {
 fn round_trip_through_stock_tools_pg18() {
     round_trip(18);
 }
+
+/// `--compress zstd` on a PostgreSQL 15 server: pg_dump 15 cannot write
+/// it, so pg_dump 18 (from --pg-bin) is the one run. Where that build has
+/// zstd, dbsnap restores the snapshot exactly (pg_restore 18 picked for the
+/// archive); where it lacks it (the PyPI build this project installs), the
+/// error says so, as a tooling problem (exit 7), and no snapshot is left.
+#[test]
+fn zstd_on_a_pg15_server_takes_a_newer_pg_dump() {
+    let cluster = Cluster::start(15);
+    cluster.create_db("app");
+    let sql = cluster.scratch().join("rich.sql");
+    std::fs::write(&sql, rich_schema_sql(5_000)).unwrap();
+    cluster.psql_file("app", &sql);
+    let home = Home::new();
+    let pg18 = dbsnap_test_support::bin_dir(18);
+    let pg18 = pg18.to_str().unwrap();
+    // A level zstd does not have is refused before anything connects.
+    let (code, _, err) = common::run_json(
+        common::create_command(&home, &cluster, &["app"]).args(["--compress", "zstd:99"]),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("must be 1 to 22"), "{err}");
+    let (code, v, err) =
+        common::run_json(common::create_command(&home, &cluster, &["app"]).args([
+            "--compress",
+            "zstd:3",
+            "--pg-bin",
+            pg18,
+        ]));
+    if code != 0 {
+        assert_eq!(code, 7, "{err}\n{v}");
+        assert!(
+            err.contains("does not support compression with ZSTD"),
+            "{err}"
+        );
+        assert!(err.contains("--compress 0-9"), "{err}");
+        assert!(home.snapshot_dir_entries().is_empty());
+        return;
+    }
+    assert!(
+        v["databases"][0]["pg_dump"]
+            .as_str()
+            .is_some_and(|p| p.contains("18.")),
+        "{v}"
+    );
+    let file = v["file"].as_str().unwrap();
+    let (code, v, err) = common::run_json(
+        home.dbsnap()
+            .args([
+                "restore",
+                "--yes",
+                "--create",
+                "--map",
+                "app=app-zstd",
+                "--file",
+            ])
+            .arg(file)
+            .args(["--pg-bin", pg18, "-d"])
+            .arg(cluster.url("postgres")),
+    );
+    assert_eq!(code, 0, "{err}\n{v}");
+    assert_eq!(
+        cluster.table_checksums("app-zstd"),
+        cluster.table_checksums("app")
+    );
+    assert_eq!(cluster.schema_dump("app-zstd"), cluster.schema_dump("app"));
+}

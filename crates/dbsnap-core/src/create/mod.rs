@@ -19,7 +19,7 @@ use dbsnap_archive::snapshot::{ConsistencyMethod, DatabaseEntry, Metadata, FORMA
 use dbsnap_archive::version::{sanitize_token, SchemaVersion};
 use dbsnap_pg::schema_version::{self, VersionSpec};
 use dbsnap_pg::tools::{self, Program};
-use dbsnap_pg::{ConnInfo, PgError, Resolver, ServerInfo};
+use dbsnap_pg::{ConnInfo, PgError, PgErrorKind, Resolver, ServerInfo};
 use dbsnap_storage::{Repository, SnapshotRef};
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -171,12 +171,10 @@ pub async fn create(
     opts: &CreateOptions,
     progress: &Arc<dyn Progress>,
 ) -> Result<CreateResult, CoreError> {
+    // A bad --compress is refused before anything connects.
+    gzip_level(opts.compress.as_deref())?;
     match opts.engine {
-        Engine::Native => {
-            // A bad --compress is refused before anything connects.
-            gzip_level(opts.compress.as_deref())?;
-            create_with(opts, progress, &NativeEngine).await
-        }
+        Engine::Native => create_with(opts, progress, &NativeEngine).await,
         Engine::PgDump => create_with(opts, progress, &PgDumpEngine).await,
     }
 }
@@ -204,7 +202,8 @@ pub async fn create_with(
     let opened = connect_all(opts.resolver.as_ref(), &infos).await?;
     check_duplicates_after_connect(&opened)?;
     check_instances(opts.consistency, &opened)?;
-    let programs = choose_programs(&opened, &opts.pg_bin)?;
+    let needs = native::compress_needs(opts.compress.as_deref());
+    let programs = choose_programs(&opened, &opts.pg_bin, needs, opts.compress.as_deref())?;
     let repo = &opts.repo;
     for stale in repo.remove_stale()? {
         tracing::info!("removed leftover of an interrupted run: {stale}");
@@ -354,13 +353,36 @@ async fn inside_the_cut(opened: &[Opened], opts: &CreateOptions) -> Result<SeenI
     Ok(seen)
 }
 
-/// The pg_dump for each database: at least as new as its server.
-fn choose_programs(opened: &[Opened], pg_bin: &[PathBuf]) -> Result<Vec<Program>, CoreError> {
+/// The pg_dump for each database: at least as new as its server, and as
+/// `needs` (the compression asked for: lz4 and zstd need 16).
+fn choose_programs(
+    opened: &[Opened],
+    pg_bin: &[PathBuf],
+    needs: Option<u32>,
+    compress: Option<&str>,
+) -> Result<Vec<Program>, CoreError> {
     let installed = tools::find_all("pg_dump", pg_bin);
     let mut programs = Vec::new();
     for o in opened {
-        let p =
-            tools::choose_pg_dump(&installed, o.server.major()).map_err(|e| e.on(&o.display))?;
+        let major = o.server.major();
+        let p = match needs.filter(|n| *n > major) {
+            Some(need) => tools::oldest_at_least(&installed, need)
+                .cloned()
+                .ok_or_else(|| {
+                    PgError::new(
+                        PgErrorKind::Tooling,
+                        format!(
+                            "--compress {}: pg_dump {need} or newer writes it; none was found",
+                            compress.unwrap_or_default()
+                        ),
+                    )
+                    .hint(format!(
+                        "install postgresql-client-{need} (or newer) and point --pg-bin / pg_bin at it, \
+                         or use --compress 0-9 (gzip, which every pg_restore reads)"
+                    ))
+                })?,
+            None => tools::choose_pg_dump(&installed, major).map_err(|e| e.on(&o.display))?,
+        };
         tracing::info!(database = %o.display, server = %o.server.version, pg_dump = %p.version, "chose pg_dump");
         programs.push(p);
     }

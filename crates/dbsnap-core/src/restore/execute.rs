@@ -34,7 +34,21 @@ fn pick_program(
     server_major: u32,
 ) -> Result<Program, CoreError> {
     let need = archive_major.max(server_major);
-    tools::oldest_at_least(all, need)
+    let found = tools::oldest_at_least(all, need);
+    if found.is_none() {
+        if let Some(p) = all
+            .iter()
+            .filter(|p| p.major >= archive_major)
+            .max_by_key(|p| p.major)
+        {
+            tracing::warn!(
+                "no {name} {need} or newer was found: using {name} {} ({}), which reads the archive but is older than the server ({server_major}); install postgresql-client-{need} or set pg_bin if objects fail to restore",
+                p.major,
+                p.path.display()
+            );
+        }
+    }
+    found
         // None new enough for both: the newest that still reads the archive.
         .or_else(|| all.iter().filter(|p| p.major >= archive_major).max_by_key(|p| p.major))
         .cloned()
@@ -123,15 +137,23 @@ fn explain_failure(e: CoreError, journal: &RestoreState) -> CoreError {
     if let Some(s) = &journal.safety_snapshot {
         tracing::warn!("the safety snapshot taken before the failure is kept: {s}");
     }
-    let CoreError::Interrupted(how) = e else {
-        return e;
-    };
     let changed = journal
         .databases
         .iter()
         .filter(|d| matches!(d.phase, Phase::Committed | Phase::Swapped))
         .map(|d| d.live.as_str())
         .collect::<Vec<_>>();
+    let CoreError::Interrupted(how) = e else {
+        // Copies swap in last, so only an in-place database or a swap
+        // that failed after others can leave some restored.
+        if !changed.is_empty() {
+            tracing::warn!(
+                "{} had been restored before the failure and stay restored (`dbsnap rollback` swaps a replaced one back)",
+                changed.join(", ")
+            );
+        }
+        return e;
+    };
     let left = if !journal.finished {
         "; a half-restored copy is left: run `dbsnap resume` to remove it".to_string()
     } else if !changed.is_empty() {
@@ -232,17 +254,17 @@ async fn run_steps(
         return Err(run.drop_copies(&indices(&loaded), e).await);
     }
     let rest = async {
-        let loading = std::time::Instant::now();
         let mut data_only = load_data_only(plan, opts, progress, run.journal).await?;
-        let data_only_secs = loading.elapsed().as_secs_f64();
         let mut results = Vec::new();
         for (i, d) in plan.databases.iter().enumerate() {
             let mut result = DbResult::new(d);
             match d.action {
                 Action::DataOnly => {
-                    result.data_only = data_only.remove(&i);
-                    result.row_counts = result.data_only.as_ref().map_or(0, |r| r.tables.len());
-                    result.seconds = data_only_secs;
+                    // Each database's own load (they commit together).
+                    let (report, seconds) = data_only.remove(&i).unzip();
+                    result.row_counts = report.as_ref().map_or(0, |r| r.tables.len());
+                    result.data_only = report;
+                    result.seconds = seconds.unwrap_or_default();
                 }
                 Action::ReplaceInPlace => {
                     let t0 = std::time::Instant::now();
@@ -630,7 +652,7 @@ async fn load_data_only(
     opts: &RestoreOptions,
     progress: &Arc<dyn Progress>,
     journal: &mut RestoreState,
-) -> Result<BTreeMap<usize, data_only::DataOnlyReport>, CoreError> {
+) -> Result<BTreeMap<usize, (data_only::DataOnlyReport, f64)>, CoreError> {
     let jobs: Vec<(usize, &DbPlan)> = plan
         .databases
         .iter()
@@ -657,8 +679,9 @@ async fn load_data_only(
         .collect();
     let prepared =
         futures::future::try_join_all(clients.iter_mut().zip(&jobs).zip(meters.iter_mut()).map(
-            |((client, (_, d)), meter)| {
-                data_only::prepare(
+            |((client, (_, d)), meter)| async move {
+                let t0 = std::time::Instant::now();
+                let (tx, report) = data_only::prepare(
                     client,
                     &d.server,
                     plan.file.clone(),
@@ -667,6 +690,8 @@ async fn load_data_only(
                     opts.lock_timeout,
                     meter,
                 )
+                .await?;
+                Ok::<_, CoreError>((tx, (report, t0.elapsed().as_secs_f64())))
             },
         ))
         .await?;

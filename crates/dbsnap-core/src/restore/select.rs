@@ -173,9 +173,16 @@ pub fn assign(
     for (i, live) in chosen {
         let entry = &m.databases[*i];
         let named: Vec<&ConnInfo> = given.iter().filter(|c| &c.dbname == live).collect();
+        // Mapped to another name: the server of the connection naming the
+        // snapshot's database (a target's), under the new name.
+        let original = given
+            .iter()
+            .filter(|c| c.dbname == entry.name)
+            .collect::<Vec<_>>();
         let info = match named.as_slice() {
             [one] => (*one).clone(),
             [] if servers.len() == 1 => servers[0].with_dbname(live),
+            [] if original.len() == 1 && *live != entry.name => original[0].with_dbname(live),
             [] => {
                 unnamed.push(if *live == entry.name {
                     live.clone()
@@ -309,6 +316,25 @@ mod tests {
 
     fn err(r: Result<impl std::fmt::Debug, CoreError>) -> String {
         r.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_mapped_database_goes_to_the_server_of_the_targets_connection() {
+        let m = meta(vec![
+            entry("app-core", "app-core.dump", "h:5432"),
+            entry("app-backend", "app-backend.dump", "h:5432"),
+        ]);
+        let map = BTreeMap::from([("app-core".to_string(), "app-core-copy".to_string())]);
+        let chosen = select(&m, &["app-core".to_string()], &map).unwrap();
+        let target = [
+            conn("host=h port=5432 dbname=app-core user=u"),
+            conn("host=h port=5432 dbname=app-backend user=u"),
+        ];
+        let got = assign(&m, &chosen, &target, Source::Target).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].live_db, "app-core-copy");
+        assert_eq!(got[0].info.dbname, "app-core-copy");
+        assert_eq!(got[0].info.user, "u");
     }
 
     #[test]

@@ -112,10 +112,21 @@ pub fn gzip_level(compress: Option<&str>) -> Result<Option<u32>, CoreError> {
                 hint: "e.g. --compress 1, --compress gzip:6 or --compress none".into(),
             })
     };
+    let other_level = |most: u32| -> Result<Option<u32>, CoreError> {
+        let l = detail.trim().trim_start_matches("level=");
+        match l.parse::<u32>() {
+            Ok(l) if !(1..=most).contains(&l) => Err(CoreError::Config {
+                message: format!("--compress {c}: the level of {method} must be 1 to {most}"),
+                hint: format!("e.g. --compress {method}:3, or --compress {method}"),
+            }),
+            _ => Ok(None),
+        }
+    };
     match method.to_ascii_lowercase().as_str() {
         "none" => Ok(Some(0)),
         "gzip" => level(detail, 6).map(Some),
-        "lz4" | "zstd" => Ok(None),
+        "lz4" => other_level(12),
+        "zstd" => other_level(22),
         digits if digits.chars().all(|d| d.is_ascii_digit()) => level(digits, 6).map(Some),
         _ => Err(CoreError::Config {
             message: format!("--compress {c}: unknown compression"),
@@ -123,6 +134,13 @@ pub fn gzip_level(compress: Option<&str>) -> Result<Option<u32>, CoreError> {
                 .into(),
         }),
     }
+}
+
+/// The oldest pg_dump (and pg_restore) that can write (and read) data
+/// compressed as `compress` asks: 16 for lz4 and zstd.
+pub fn compress_needs(compress: Option<&str>) -> Option<u32> {
+    let method = compress?.trim().split(':').next()?.to_ascii_lowercase();
+    matches!(method.as_str(), "lz4" | "zstd").then_some(16)
 }
 
 /// State shared by the producer, its workers and the control.
@@ -649,6 +667,14 @@ mod tests {
         assert_eq!(gzip_level(Some("zstd:3")).unwrap(), None);
         assert!(gzip_level(Some("12")).is_err());
         assert!(gzip_level(Some("brotli")).is_err());
+        assert!(gzip_level(Some("zstd:99")).is_err());
+        assert!(gzip_level(Some("lz4:13")).is_err());
+        assert_eq!(gzip_level(Some("zstd:level=22")).unwrap(), None);
+        assert_eq!(gzip_level(Some("zstd:long")).unwrap(), None);
+        assert_eq!(compress_needs(Some("zstd:3")), Some(16));
+        assert_eq!(compress_needs(Some("LZ4")), Some(16));
+        assert_eq!(compress_needs(Some("gzip:3")), None);
+        assert_eq!(compress_needs(None), None);
     }
 
     #[test]
