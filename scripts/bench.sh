@@ -154,6 +154,8 @@ for run in $(seq 1 "$runs"); do
   time_of restore_replace "$bin" --config "$config" restore --target demo --file "$file" --drop --yes --no-safety-snapshot --no-progress --json
   "$bin" --config "$config" cleanup --target demo --yes --json > /dev/null 2>&1 || true
   time_of restore_safety "$bin" --config "$config" restore --target demo --file "$file" --yes --no-progress --json
+  time_of replace_safety "$bin" --config "$config" restore --target demo --file "$file" --drop --yes --no-progress --json
+  "$bin" --config "$config" cleanup --target demo --yes --json > /dev/null 2>&1 || true
 done
 
 size_z1=$(du -cb "$work"/z1/*.dump | tail -1 | cut -f1)
@@ -171,4 +173,5 @@ row "TRUNCATE + pg_restore --data-only -1, each db" pgrestore_data
 row "dbsnap restore, data-only (no safety snapshot)" restore_data "$(ratio "$(median restore_data)" "$(median pgrestore_data)")"
 row "dbsnap restore --drop (replace, no safety snap.)" restore_replace "$(ratio "$(median restore_replace)" "$(median pgrestore_new)")"
 row "dbsnap restore, data-only with safety snapshot" restore_safety
+row "dbsnap restore --drop with safety snapshot" replace_safety "$(ratio "$(median replace_safety)" "$(median pgrestore_new)")"
 printf '\nsizes: pg_dump -Fc -Z1 %s bytes, dbsnap snapshot %s bytes (%s)\n' "$size_z1" "$size_snap" "$(ratio "$size_snap" "$size_z1")"

@@ -141,7 +141,7 @@ pub fn print_list(dir: &Path, rows: &[ListEntry], json: bool) {
 }
 
 /// `list`'s text table, ages counted back from `now`.
-fn list_lines(rows: &[ListEntry], now: OffsetDateTime) -> Vec<String> {
+pub(crate) fn list_lines(rows: &[ListEntry], now: OffsetDateTime) -> Vec<String> {
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(4);
     let mut lines = vec![format!(
         "{:>3}  {:<width$}  {:<20}  {:>8}  {:>10}  {:<11}  databases (versions)",

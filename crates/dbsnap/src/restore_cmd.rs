@@ -219,9 +219,12 @@ fn pick_snapshot(dir: &std::path::Path) -> Result<dbsnap_core::SnapshotRef, Core
         });
     }
     let default = default_pick(&rows);
+    // `list`'s table (numbered, newest first), the default marked.
     let mut out = std::io::stderr();
-    for (i, r) in rows.iter().enumerate() {
-        let _ = writeln!(out, "{}", pick_line(i, r, i == default));
+    let lines = output::list_lines(&rows, time::OffsetDateTime::now_utc());
+    for (i, line) in lines.iter().enumerate() {
+        let mark = if i == default + 1 { "  (default)" } else { "" };
+        let _ = writeln!(out, "{line}{mark}");
     }
     let choice = dialoguer::Input::<String>::new()
         .with_prompt(format!("Snapshot to restore (1-{})", rows.len()))
@@ -238,34 +241,6 @@ fn default_pick(rows: &[inspect::ListEntry]) -> usize {
     rows.iter()
         .position(|r| r.safety_for.is_none())
         .unwrap_or(0)
-}
-
-/// One numbered line of the pick; safety snapshots say so.
-fn pick_line(i: usize, r: &inspect::ListEntry, default: bool) -> String {
-    let marks = [
-        r.safety_for
-            .as_ref()
-            .map(|run| format!("[safety snapshot, taken before restore {run}]")),
-        default.then(|| "(default)".to_string()),
-    ];
-    let mut line = format!(
-        "{:>3}) {}  {}  {}  {}",
-        i + 1,
-        r.name,
-        r.created_at.as_deref().unwrap_or("-"),
-        output::human_bytes(r.size),
-        r.databases
-            .iter()
-            .zip(&r.versions)
-            .map(|(d, v)| format!("{d} {v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    for m in marks.into_iter().flatten() {
-        line.push_str("  ");
-        line.push_str(&m);
-    }
-    line
 }
 
 /// The row a typed answer names: its number in the list, or its file name.
