@@ -344,6 +344,8 @@ pub(crate) async fn restore(
         .map(|e| format!("{};\n", e.dump_id))
         .collect();
     std::fs::write(list.path(), text).map_err(|e| CoreError::write_io(list.path(), e))?;
+    // Crash tests: killed with the schema and list scratch files on disk.
+    crate::failpoint("restore-tables-loaded");
     to.shared.go_on(to.target)?;
     let data = vec![
         "--section=data".to_string(),

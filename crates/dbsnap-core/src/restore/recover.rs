@@ -1,6 +1,7 @@
 //! After a restore: `resume` finishes an interrupted run (brings the app
-//! back, removes half-loaded copies, reports what had been done),
-//! `rollback` swaps a replaced database back, `cleanup` drops kept copies.
+//! back, removes half-loaded copies and the run's scratch files, reports
+//! what had been done), `rollback` swaps a replaced database back,
+//! `cleanup` drops kept copies.
 
 use serde::Serialize;
 
@@ -9,6 +10,7 @@ use super::state::{Phase, Recovery, RestoreState};
 use crate::error::CoreError;
 use crate::hooks;
 use dbsnap_pg::{PgError, Resolver};
+use dbsnap_storage::Repository;
 
 /// What `resume` did for one interrupted run.
 #[derive(Debug, Clone, Serialize)]
@@ -69,6 +71,34 @@ async fn admin(
     Ok((client, admin.display()))
 }
 
+/// What runs killed with `-9` left in `repo` (a restore's scratch files, a
+/// partial snapshot), removed when `remove`; their paths. A repository
+/// that cannot be looked at is only a warning: the command did not need it.
+pub fn leftovers(repo: &dyn Repository, remove: bool) -> Vec<String> {
+    let found = if remove {
+        repo.remove_stale()
+    } else {
+        repo.stale()
+    };
+    match found {
+        Ok(paths) => {
+            if remove {
+                for p in &paths {
+                    tracing::info!("removed {p}, left behind by a killed run");
+                }
+            }
+            paths
+        }
+        Err(e) => {
+            tracing::warn!(
+                "could not look for what killed runs left in {}: {e}",
+                repo.location()
+            );
+            Vec::new()
+        }
+    }
+}
+
 async fn exists(
     client: &tokio_postgres::Client,
     name: &str,
@@ -82,7 +112,10 @@ pub async fn resume(access: Access<'_>) -> Result<Vec<Resumed>, CoreError> {
     let mut out = Vec::new();
     for mut st in RestoreState::all()?.into_iter().filter(|s| !s.finished) {
         same_route(&st, access)?;
-        let mut actions = Vec::new();
+        let mut actions: Vec<String> = leftovers(&*st.repository(), true)
+            .into_iter()
+            .map(|p| format!("removed {p}, left behind by a killed run"))
+            .collect();
         for db in st.databases.iter_mut() {
             let (client, target) = admin(&db.admin_conn, access).await?;
             let kept_exists = match (&db.old_name, db.phase) {

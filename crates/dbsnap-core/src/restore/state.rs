@@ -5,7 +5,9 @@
 //! `dbsnap rollback`. It holds connection settings without passwords.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use dbsnap_storage::{Repository, SnapshotRef};
 use serde::{Deserialize, Serialize};
 
 use crate::error::CoreError;
@@ -151,6 +153,12 @@ impl RestoreState {
     /// Path of this run's file.
     pub fn path(&self) -> PathBuf {
         state_dir().join(format!("restore-{}.json", self.id))
+    }
+
+    /// The repository of the snapshot restored: where the run's scratch
+    /// files were.
+    pub fn repository(&self) -> Arc<dyn Repository> {
+        SnapshotRef::from_path(Path::new(&self.file)).repo
     }
 
     /// Writes the file durably (temporary name, fsync, rename; 0600).
