@@ -116,7 +116,7 @@ pub async fn resume(access: Access<'_>) -> Result<Vec<Resumed>, CoreError> {
             .into_iter()
             .map(|p| format!("removed {p}, left behind by a killed run"))
             .collect();
-        for db in st.databases.iter_mut() {
+        for db in st.databases.iter_mut().filter(|d| d.interrupted()) {
             let (client, target) = admin(&db.admin_conn, access).await?;
             let kept_exists = match (&db.old_name, db.phase) {
                 (Some(old), Phase::Ready) => exists(&client, old, &target).await?,

@@ -97,6 +97,12 @@ impl DbRecord {
             _ => Recovery::Nothing,
         }
     }
+
+    /// Whether the run stopped while this database's copy was being loaded
+    /// or swapped in: only then does `resume` need its server.
+    pub fn interrupted(&self) -> bool {
+        matches!(self.phase, Phase::Loading | Phase::Ready)
+    }
 }
 
 /// One database's record.
@@ -237,6 +243,27 @@ mod tests {
             new_name: new.map(str::to_string),
             old_name: old.map(str::to_string),
             phase,
+        }
+    }
+
+    #[test]
+    fn which_records_need_their_server_after_the_run() {
+        let copy = Some("app__dbsnap_new_1");
+        // resume: only a copy being loaded or swapped in.
+        for (phase, interrupted) in [
+            (Phase::Planned, false),
+            (Phase::Loading, true),
+            (Phase::Ready, true),
+            (Phase::Swapped, false),
+            (Phase::Committed, false),
+            (Phase::Failed, false),
+            (Phase::RolledBack, false),
+        ] {
+            assert_eq!(
+                record(phase, copy, None).interrupted(),
+                interrupted,
+                "{phase:?}"
+            );
         }
     }
 
