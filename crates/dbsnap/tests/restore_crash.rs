@@ -418,4 +418,29 @@ fn scratch_files_of_a_killed_restore_are_removed_and_those_in_use_are_kept() {
     assert_eq!(code, 0, "{err}\n{v}");
     assert_eq!(v["databases"][0]["action"], "swap_restore", "{v}");
     assert_eq!(scratch_files(&home), [".dbsnap-schema-InUse1"]);
+
+    // cleanup lists such a file, --dry-run too; --yes removes it.
+    scratch_left_behind(&home, ".dbsnap-list-K1lled");
+    let dead = home.snapshots().join(".dbsnap-list-K1lled");
+    let cleanup = |args: &[&str]| {
+        let mut cmd = home.dbsnap();
+        cmd.arg("cleanup")
+            .args(args)
+            .arg("-d")
+            .arg(cluster.url("postgres"));
+        cmd
+    };
+    for args in [&[][..], &["--yes", "--dry-run"]] {
+        let (code, v, err) = run_json(&mut cleanup(args));
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert_eq!(v["leftovers"], serde_json::json!([dead]), "{args:?}: {v}");
+        assert!(dead.exists(), "cleanup {args:?} removed a file");
+    }
+    let (code, out, err) = common::run(&mut cleanup(&["--yes"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("removed: {}", dead.display())),
+        "{out}"
+    );
+    assert_eq!(scratch_files(&home), [".dbsnap-schema-InUse1"]);
 }

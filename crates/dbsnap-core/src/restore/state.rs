@@ -103,6 +103,22 @@ impl DbRecord {
     pub fn interrupted(&self) -> bool {
         matches!(self.phase, Phase::Loading | Phase::Ready)
     }
+
+    /// Whether a `__dbsnap_` database this restore made may still be on
+    /// the server: the previous database kept by a swap, the restored one
+    /// kept by a rollback, or the copy an interrupted run was loading. Only
+    /// then does `cleanup` need the server: a database created, restored in
+    /// place, or whose failed copy was dropped left none there.
+    pub fn may_have_kept_copy(&self) -> bool {
+        match self.phase {
+            Phase::Swapped | Phase::RolledBack => true,
+            // A created database carries the live name: not a copy.
+            Phase::Loading | Phase::Ready => {
+                self.new_name.as_ref().is_some_and(|n| n != &self.live)
+            }
+            Phase::Planned | Phase::Committed | Phase::Failed => false,
+        }
+    }
 }
 
 /// One database's record.
@@ -265,6 +281,19 @@ mod tests {
                 "{phase:?}"
             );
         }
+        // cleanup: only where a `__dbsnap_` database may be left.
+        let kept = |phase, new| record(phase, new, Some("app__dbsnap_old_1")).may_have_kept_copy();
+        assert!(kept(Phase::Swapped, copy));
+        assert!(kept(Phase::RolledBack, copy));
+        assert!(kept(Phase::Loading, copy));
+        assert!(kept(Phase::Ready, copy));
+        // A created database (its copy is the database itself), one
+        // restored in place, one whose copy failed and was dropped.
+        assert!(!kept(Phase::Loading, Some("app")));
+        assert!(!kept(Phase::Committed, Some("app")));
+        assert!(!kept(Phase::Committed, None));
+        assert!(!kept(Phase::Failed, copy));
+        assert!(!kept(Phase::Planned, None));
     }
 
     #[test]
