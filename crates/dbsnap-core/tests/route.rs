@@ -159,6 +159,9 @@ async fn create_and_restore_reach_databases_only_through_the_resolver() {
         resolver: &dbsnap_core::DIRECT,
         creds: &[],
     };
-    let kept = recover::cleanup(direct, false).await.unwrap();
-    assert!(kept.is_empty(), "another route's servers were visited");
+    let cleaned = recover::cleanup(direct, &repo, false).await.unwrap();
+    assert!(
+        cleaned.kept.is_empty() && cleaned.failed.is_empty(),
+        "another route's servers were visited"
+    );
 }

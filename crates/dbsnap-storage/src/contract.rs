@@ -14,6 +14,7 @@ pub fn check(fresh: &dyn Fn() -> Box<dyn Repository>) {
     round_trip_with_placeholders_and_ranges(&*fresh());
     never_overwrites(&*fresh());
     dropped_write_leaves_nothing(&*fresh());
+    scratch_in_use_is_never_stale(&*fresh());
     not_found_is_typed(&*fresh());
     delete(&*fresh());
     newest_first(&*fresh());
@@ -134,6 +135,25 @@ fn dropped_write_leaves_nothing(repo: &dyn Repository) {
     let w = repo.begin("gone.tar").unwrap();
     w.commit().unwrap();
     assert_eq!(names_of(repo), ["gone.tar"]);
+}
+
+fn scratch_in_use_is_never_stale(repo: &dyn Repository) {
+    repo.begin("s.tar").unwrap().commit().unwrap();
+    let scratch = repo.scratch("schema").expect("scratch");
+    scratch.as_file().write_all(b"member").unwrap();
+    assert_eq!(names_of(repo), ["s.tar"], "a scratch file is listed");
+    let path = scratch.path().to_path_buf();
+    let mine = path.display().to_string();
+    assert!(
+        !repo.stale().unwrap().contains(&mine),
+        "a scratch file in use is stale"
+    );
+    assert!(
+        !repo.remove_stale().unwrap().contains(&mine) && path.exists(),
+        "remove_stale removed a scratch file in use"
+    );
+    drop(scratch);
+    assert!(!path.exists(), "a dropped scratch file stayed");
 }
 
 fn not_found_is_typed(repo: &dyn Repository) {

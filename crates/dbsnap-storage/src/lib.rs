@@ -16,6 +16,11 @@
 //! - A pending write dropped without commit leaves nothing behind. One left
 //!   by a process that died is removed by [`Repository::remove_stale`],
 //!   which never touches a write in progress and is idempotent.
+//! - A [`Scratch`] file from [`Repository::scratch`] (what a restore reading
+//!   a snapshot writes for pg_restore) is removed on drop; one left by a
+//!   process that died is removed by [`Repository::remove_stale`] too, one
+//!   still in use never (see [`scratch`]). [`Repository::stale`] lists what
+//!   `remove_stale` would remove.
 //! - "Not found" is [`StorageError::NotFound`] (a snapshot) or
 //!   [`StorageError::NoRepository`] (the repository itself), never an I/O
 //!   error. Deleting a missing snapshot is `NotFound`.
@@ -25,6 +30,7 @@
 //! Calls block: from async code run them on a blocking thread.
 
 mod local;
+pub mod scratch;
 
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
@@ -38,6 +44,7 @@ use std::time::SystemTime;
 
 pub use dbsnap_archive::snapshot::{ArchiveOutput, Placeholder};
 pub use local::LocalRepository;
+pub use scratch::Scratch;
 use thiserror::Error;
 
 /// Errors of a repository.
@@ -215,8 +222,17 @@ pub trait Repository: Send + Sync + fmt::Debug {
     /// Deletes a complete snapshot.
     fn delete(&self, name: &str) -> Result<(), StorageError>;
 
-    /// Removes what writers that died left behind; returns what it removed.
+    /// A scratch file for a restore reading this repository's snapshots
+    /// (see [`scratch`]): beside them for a local repository (the same
+    /// file system), else in the temporary directory.
+    fn scratch(&self, tag: &str) -> Result<Scratch, StorageError>;
+
+    /// Removes what writers and restores that died left behind (partial
+    /// snapshots, spool and scratch files); returns where each was.
     fn remove_stale(&self) -> Result<Vec<String>, StorageError>;
+
+    /// What [`Repository::remove_stale`] would remove now.
+    fn stale(&self) -> Result<Vec<String>, StorageError>;
 }
 
 /// A snapshot being written: an [`ArchiveOutput`] plus commit. Dropped

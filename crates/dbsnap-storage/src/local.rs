@@ -7,6 +7,10 @@
 //! removes the temporary name and fsyncs the directory: a crash at any
 //! point leaves nothing that `list` shows. Leftovers of a writer that died
 //! hold no lock and are removed by `remove_stale`.
+//!
+//! A restore's scratch files go beside the snapshots too, or into the
+//! temporary directory when this one cannot be written (read-only media);
+//! `remove_stale` sweeps both places for those no process holds.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -14,7 +18,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::{ArchiveOutput, PendingWrite, Placeholder, Repository, SnapshotInfo, StorageError};
+use crate::{
+    scratch, ArchiveOutput, PendingWrite, Placeholder, Repository, Scratch, SnapshotInfo,
+    StorageError,
+};
 
 const PARTIAL: &str = ".partial";
 const SPOOL: &str = ".spool-";
@@ -69,6 +76,51 @@ impl LocalRepository {
             }
             Err(e) => Err(StorageError::io(&path, e)),
         }
+    }
+
+    /// The leftovers of runs that died: partial snapshots with their spool
+    /// files (no writer holds them), and scratch files no restore holds,
+    /// here and in the temporary directory; removed when `remove`.
+    fn sweep(&self, remove: bool) -> Result<Vec<String>, StorageError> {
+        let names: Vec<String> = match self.read_dir()? {
+            Some(rd) => rd
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut found = Vec::new();
+        let mut take = |path: PathBuf| {
+            if !remove || fs::remove_file(&path).is_ok() {
+                found.push(path.display().to_string());
+            }
+        };
+        for name in names
+            .iter()
+            .filter(|n| n.starts_with('.') && n.ends_with(PARTIAL))
+        {
+            let path = self.dir.join(name);
+            let Ok(f) = File::open(&path) else { continue };
+            if f.try_lock().is_err() {
+                continue; // a live writer holds it
+            }
+            let stem = &name[..name.len() - PARTIAL.len()];
+            for spool in names
+                .iter()
+                .filter(|n| n.starts_with(&format!("{stem}{SPOOL}")))
+            {
+                take(self.dir.join(spool));
+            }
+            take(path);
+        }
+        for dir in [self.dir.clone(), std::env::temp_dir()] {
+            found.extend(
+                scratch::sweep(&dir, remove)
+                    .iter()
+                    .map(|p| p.display().to_string()),
+            );
+        }
+        Ok(found)
     }
 }
 
@@ -174,38 +226,19 @@ impl Repository for LocalRepository {
             .map_err(|e| StorageError::io(&self.dir, e))
     }
 
+    fn scratch(&self, tag: &str) -> Result<Scratch, StorageError> {
+        Scratch::create(&self.dir, tag).or_else(|_| {
+            let tmp = std::env::temp_dir();
+            Scratch::create(&tmp, tag).map_err(|e| StorageError::io(&tmp, e))
+        })
+    }
+
     fn remove_stale(&self) -> Result<Vec<String>, StorageError> {
-        let Some(rd) = self.read_dir()? else {
-            return Ok(Vec::new());
-        };
-        let names: Vec<String> = rd
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        let mut removed = Vec::new();
-        for name in names
-            .iter()
-            .filter(|n| n.starts_with('.') && n.ends_with(PARTIAL))
-        {
-            let path = self.dir.join(name);
-            let Ok(f) = File::open(&path) else { continue };
-            if f.try_lock().is_err() {
-                continue; // a live writer holds it
-            }
-            let stem = &name[..name.len() - PARTIAL.len()];
-            for spool in names
-                .iter()
-                .filter(|n| n.starts_with(&format!("{stem}{SPOOL}")))
-            {
-                if fs::remove_file(self.dir.join(spool)).is_ok() {
-                    removed.push(spool.clone());
-                }
-            }
-            if fs::remove_file(&path).is_ok() {
-                removed.push(name.clone());
-            }
-        }
-        Ok(removed)
+        self.sweep(true)
+    }
+
+    fn stale(&self) -> Result<Vec<String>, StorageError> {
+        self.sweep(false)
     }
 }
 
@@ -341,26 +374,42 @@ mod tests {
     }
 
     #[test]
-    fn leftovers_of_a_killed_writer_are_removed_and_a_live_one_is_not() {
+    fn leftovers_of_killed_runs_are_removed_and_those_in_use_are_not() {
         let dir = tempfile::tempdir().unwrap();
         let repo = LocalRepository::new(dir.path());
         let mut live = repo.begin("live.tar").unwrap();
         live.spool("db").unwrap();
-        // A writer killed with -9: files remain, no lock is held.
-        std::fs::write(dir.path().join(".c.tar.partial"), b"x").unwrap();
-        std::fs::write(dir.path().join(".c.tar.spool-db"), b"x").unwrap();
+        let scratch = repo.scratch("schema").unwrap();
+        // A writer and a restore killed with -9: files remain, no lock is held.
+        for name in [".c.tar.partial", ".c.tar.spool-db", ".dbsnap-schema-k1lled"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
         assert!(repo.list().unwrap().is_empty());
+        let at = |names: &[&str]| -> Vec<String> {
+            names
+                .iter()
+                .map(|n| dir.path().join(n).display().to_string())
+                .collect()
+        };
+        let dead = at(&[".c.tar.partial", ".c.tar.spool-db", ".dbsnap-schema-k1lled"]);
+        let mut listed = repo.stale().unwrap();
+        listed.sort();
+        assert_eq!(listed, dead);
         let mut removed = repo.remove_stale().unwrap();
         removed.sort();
-        assert_eq!(removed, vec![".c.tar.partial", ".c.tar.spool-db"]);
+        assert_eq!(removed, dead);
         assert_eq!(repo.remove_stale().unwrap(), Vec::<String>::new());
         let mut left: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .map(|e| e.unwrap().path().display().to_string())
             .collect();
         left.sort();
-        assert_eq!(left, [".live.tar.partial", ".live.tar.spool-db"]);
+        let mut in_use = at(&[".live.tar.partial", ".live.tar.spool-db"]);
+        in_use.push(scratch.path().display().to_string());
+        in_use.sort();
+        assert_eq!(left, in_use);
         drop(live);
+        drop(scratch);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

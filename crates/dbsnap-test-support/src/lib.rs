@@ -342,6 +342,12 @@ impl Cluster {
         )
     }
 
+    /// Stops the server (immediate shutdown): for tests of a server that
+    /// cannot be reached. It is not started again.
+    pub fn stop(&self) {
+        self.server.stop();
+    }
+
     /// The server log so far.
     pub fn server_log(&self) -> String {
         std::fs::read_to_string(self.server.log_path()).unwrap_or_default()

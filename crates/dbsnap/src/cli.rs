@@ -84,9 +84,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Swap back the databases replaced by a restore (the restored copies are kept).
     Rollback(RollbackArgs),
-    /// Finish an interrupted restore: start the app again, remove half-loaded copies.
+    /// Finish an interrupted restore: start the app again, remove half-loaded copies and the run's scratch files.
     Resume(ResumeArgs),
-    /// List (or drop, with --yes) the previous databases kept by restores, and safety snapshots beyond keep_safety_snapshots.
+    /// List (or drop, with --yes) the previous databases kept by restores, safety snapshots beyond keep_safety_snapshots, and files killed runs left.
     Cleanup(CleanupArgs),
     /// Delete a snapshot from the repository (asks on a terminal; --yes otherwise).
     Delete(DeleteArgs),
@@ -233,7 +233,7 @@ pub struct CleanupArgs {
     /// Also look on this server (connection string; repeatable).
     #[arg(short = 'd', long = "database", value_name = "CONNSTR")]
     pub databases: Vec<String>,
-    /// Drop the kept databases and remove old safety snapshots (without it, only list them).
+    /// Drop the kept databases, remove old safety snapshots and files killed runs left (without it, only list them).
     #[arg(short, long)]
     pub yes: bool,
     /// Show what --yes would drop and change nothing.

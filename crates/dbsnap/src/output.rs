@@ -368,30 +368,62 @@ pub fn print_dry_run_value(v: &serde_json::Value, dry_run: bool, json: bool, tex
     }
 }
 
-/// Prints `cleanup`: kept databases and old safety snapshots, dropped and
-/// removed when `changed`, else what `--yes` would do.
+/// Prints `cleanup`: kept databases, old safety snapshots and what killed
+/// runs left, dropped and removed when `changed`, else what `--yes` would
+/// do; then, for each server it could not clean up, a warning with what
+/// to do, and an error saying what was done and what was not.
 pub fn print_cleanup(
-    kept: &[dbsnap_core::restore::recover::KeptCopy],
+    c: &dbsnap_core::restore::recover::Cleanup,
     safety: &[Removed],
     changed: bool,
     dry_run: bool,
     json: bool,
 ) {
+    let incomplete = cleanup_incomplete(c, safety, changed);
+    for f in &c.failed {
+        let not = if changed { "dropped" } else { "listed" };
+        eprintln!(
+            "warning: could not clean up server {}: its kept databases were not {not}:\n  {}\n  to finish: {}",
+            f.server,
+            f.error.replace('\n', "\n  "),
+            f.hint
+        );
+    }
     if json {
-        print_json(&json!({
-            "ok": true, "dry_run": dry_run, "result": kept, "safety_snapshots": safety,
-        }));
-        return;
+        let mut v = json!({
+            "ok": incomplete.is_none(), "dry_run": dry_run, "result": c.kept,
+            "safety_snapshots": safety, "leftovers": c.leftovers, "failed_servers": c.failed,
+        });
+        if let (Some(message), Some(first)) = (&incomplete, c.failed.first()) {
+            v["error"] =
+                json!({ "kind": first.kind, "exit_code": first.exit_code, "message": message });
+        }
+        print_json(&v);
+    } else {
+        print_cleanup_text(c, safety, changed, dry_run);
     }
-    let (drop, remove) = match (changed, dry_run) {
-        (true, _) => ("dropped", "removed"),
-        (false, true) => ("would drop", "would remove"),
-        (false, false) => ("kept", "old safety snapshot"),
+    if let Some(message) = incomplete {
+        eprintln!("error: {message}");
+    }
+}
+
+fn print_cleanup_text(
+    c: &dbsnap_core::restore::recover::Cleanup,
+    safety: &[Removed],
+    changed: bool,
+    dry_run: bool,
+) {
+    let (drop, remove, leftover) = match (changed, dry_run) {
+        (true, _) => ("dropped", "removed", "removed"),
+        (false, true) => ("would drop", "would remove", "would remove"),
+        (false, false) => ("kept", "old safety snapshot", "left by a killed run"),
     };
-    if kept.is_empty() {
-        println!("no kept databases");
+    match (c.kept.is_empty(), c.failed.is_empty()) {
+        (true, true) => println!("no kept databases"),
+        (true, false) => println!("no kept databases on the servers reached"),
+        _ => {}
     }
-    for k in kept {
+    for k in &c.kept {
         println!(
             "{drop}: {} on {} ({})",
             k.name,
@@ -402,11 +434,51 @@ pub fn print_cleanup(
     for s in safety {
         println!("{remove}: {} ({})", s.path, human_bytes(s.size));
     }
+    for l in &c.leftovers {
+        println!("{leftover}: {l}");
+    }
+    let any = !c.kept.is_empty() || !safety.is_empty() || !c.leftovers.is_empty();
     if dry_run {
         println!("dry run: nothing was changed");
-    } else if !changed && (!kept.is_empty() || !safety.is_empty()) {
+    } else if !changed && any {
         println!("pass --yes to drop and remove them");
     }
+}
+
+/// When a server could not be cleaned up: what was done, and which
+/// servers were not.
+fn cleanup_incomplete(
+    c: &dbsnap_core::restore::recover::Cleanup,
+    safety: &[Removed],
+    changed: bool,
+) -> Option<String> {
+    if c.failed.is_empty() {
+        return None;
+    }
+    let done = if changed {
+        let mut done = vec![format!("dropped {}", plural(c.kept.len(), "kept database"))];
+        if !safety.is_empty() {
+            done.push(format!(
+                "removed {}",
+                plural(safety.len(), "old safety snapshot")
+            ));
+        }
+        if !c.leftovers.is_empty() {
+            done.push(format!(
+                "removed {}",
+                plural(c.leftovers.len(), "leftover file")
+            ));
+        }
+        done.join(", ")
+    } else {
+        format!("listed {}", plural(c.kept.len(), "kept database"))
+    };
+    let servers: Vec<&str> = c.failed.iter().map(|f| f.server.as_str()).collect();
+    Some(format!(
+        "cleanup incomplete: {done}; not cleaned up: server {} (see the warning{} above)",
+        servers.join(", server "),
+        if servers.len() == 1 { "" } else { "s" }
+    ))
 }
 
 /// `1 table`, `3 tables`.

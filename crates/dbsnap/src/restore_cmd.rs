@@ -383,11 +383,13 @@ pub async fn cleanup(args: CleanupArgs, g: &GlobalArgs, config: &Config) -> Resu
     };
     let opened = open_for_recovery(&args.k8s, g.json).await?;
     let resolver = opened.as_ref().map(|o| o.route.resolver());
-    let kept = recover::cleanup(access(resolver.as_deref(), &args.databases), change).await;
+    let cleaned =
+        recover::cleanup(access(resolver.as_deref(), &args.databases), &repo, change).await;
     close(opened).await;
-    let kept = kept?;
-    output::print_cleanup(&kept, &safety, change, args.dry_run, g.json);
-    Ok(exit::OK)
+    let cleaned = cleaned?;
+    output::print_cleanup(&cleaned, &safety, change, args.dry_run, g.json);
+    // Non-zero only when a server that needed cleaning up was not.
+    Ok(cleaned.failed.first().map_or(exit::OK, |f| f.exit_code))
 }
 
 /// `dbsnap delete`: one snapshot, after confirmation.

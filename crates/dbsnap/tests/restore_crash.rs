@@ -353,3 +353,94 @@ fn ctrl_c_during_a_restore_starts_the_app_and_resume_cleans_up() {
     // The app was already started: resume does not start it twice.
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "stop\nstart\n");
 }
+
+/// The repository's scratch files (`.dbsnap-<tag>-<random>`).
+fn scratch_files(home: &Home) -> Vec<String> {
+    home.snapshot_dir_entries()
+        .into_iter()
+        .filter(|n| n.starts_with(".dbsnap-"))
+        .collect()
+}
+
+/// A scratch file some running dbsnap uses: it holds the file's lock
+/// (here this test process does) until dropped.
+fn scratch_in_use(home: &Home, name: &str) -> std::fs::File {
+    let f = std::fs::File::create(home.snapshots().join(name)).unwrap();
+    f.lock().unwrap();
+    f
+}
+
+/// What a killed run leaves: a scratch file that nobody holds.
+fn scratch_left_behind(home: &Home, name: &str) {
+    std::fs::write(home.snapshots().join(name), b"PGDMP...").unwrap();
+}
+
+#[test]
+fn scratch_files_of_a_killed_restore_are_removed_and_those_in_use_are_kept() {
+    let cluster = Cluster::start(15);
+    platform(&cluster);
+    let home = Home::new();
+    let file = common::create(&home, &cluster, &["app"], &[])["file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Killed during the load of the new copy: its schema file and
+    // pg_restore list (the application's data) stay in the repository.
+    let mut cmd = common::quick_restore(&home, &cluster, &file, &["app"]);
+    cmd.arg("--drop")
+        .env("DBSNAP_FAILPOINT", "restore-tables-loaded");
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the restore was not interrupted");
+    assert!(err.contains("failpoint restore-tables-loaded"), "{err}");
+    let left = scratch_files(&home);
+    assert!(
+        left.iter().any(|n| n.starts_with(".dbsnap-schema-"))
+            && left.iter().any(|n| n.starts_with(".dbsnap-list-")),
+        "{left:?}"
+    );
+    let _in_use = scratch_in_use(&home, ".dbsnap-schema-InUse1");
+
+    // resume removes them, and says so; not the one in use.
+    let v = resume(&home, &cluster);
+    let actions = v["result"][0]["actions"].to_string();
+    for name in &left {
+        assert!(actions.contains(name.as_str()), "{name} not reported: {v}");
+    }
+    assert_eq!(scratch_files(&home), [".dbsnap-schema-InUse1"]);
+    assert_eq!(common::kept_copies(&cluster), "0");
+
+    // The next restore removes what a killed run left (and its own
+    // scratch files when it is done).
+    scratch_left_behind(&home, ".dbsnap-restore-K1lled");
+    let mut restore = common::quick_restore(&home, &cluster, &file, &["app"]);
+    let (code, v, err) = run_json(restore.arg("--drop"));
+    assert_eq!(code, 0, "{err}\n{v}");
+    assert_eq!(v["databases"][0]["action"], "swap_restore", "{v}");
+    assert_eq!(scratch_files(&home), [".dbsnap-schema-InUse1"]);
+
+    // cleanup lists such a file, --dry-run too; --yes removes it.
+    scratch_left_behind(&home, ".dbsnap-list-K1lled");
+    let dead = home.snapshots().join(".dbsnap-list-K1lled");
+    let cleanup = |args: &[&str]| {
+        let mut cmd = home.dbsnap();
+        cmd.arg("cleanup")
+            .args(args)
+            .arg("-d")
+            .arg(cluster.url("postgres"));
+        cmd
+    };
+    for args in [&[][..], &["--yes", "--dry-run"]] {
+        let (code, v, err) = run_json(&mut cleanup(args));
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert_eq!(v["leftovers"], serde_json::json!([dead]), "{args:?}: {v}");
+        assert!(dead.exists(), "cleanup {args:?} removed a file");
+    }
+    let (code, out, err) = common::run(&mut cleanup(&["--yes"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("removed: {}", dead.display())),
+        "{out}"
+    );
+    assert_eq!(scratch_files(&home), [".dbsnap-schema-InUse1"]);
+}

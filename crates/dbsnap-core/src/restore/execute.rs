@@ -70,6 +70,8 @@ pub async fn execute(
     progress: &Arc<dyn Progress>,
 ) -> Result<RestoreResult, CoreError> {
     let started = std::time::Instant::now();
+    // Scratch files of restores killed with -9 hold the application's data.
+    super::recover::leftovers(&*opts.file.repo, true);
     let now = time::OffsetDateTime::now_utc();
     let id = now
         .format(time::macros::format_description!(

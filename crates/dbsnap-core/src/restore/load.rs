@@ -35,7 +35,7 @@ use dbsnap_archive::snapshot::{self, ArchiveError, Manifest, PieceIndex};
 use dbsnap_archive::sql::quote_ident;
 use dbsnap_pg::tools::Program;
 use dbsnap_pg::{ConnInfo, Resolver};
-use dbsnap_storage::{SnapshotRef, StorageError};
+use dbsnap_storage::{Scratch, SnapshotRef, StorageError};
 use futures::SinkExt;
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
@@ -160,7 +160,7 @@ impl Layout {
 
     /// Writes the schema file: the head, with `rest`'s blocks after it at
     /// recorded offsets (pg_restore seeks to them).
-    fn write_schema_file(&self, rest: &[BlockSpan]) -> Result<tempfile::NamedTempFile, CoreError> {
+    fn write_schema_file(&self, rest: &[BlockSpan]) -> Result<Scratch, CoreError> {
         let mut head = self.head.clone();
         let mut at = head.byte_len();
         for span in rest {
@@ -172,7 +172,7 @@ impl Layout {
         }
         let bytes = head.to_bytes();
         debug_assert_eq!(bytes.len() as u64, head.byte_len());
-        let tmp = replace::scratch_file(&self.file, "schema")?;
+        let tmp = self.file.repo.scratch("schema")?;
         let path = tmp.path().to_path_buf();
         let write_err = |e| CoreError::write_io(&path, e);
         let mut out = std::io::BufWriter::new(tmp.as_file());
@@ -335,7 +335,7 @@ pub(crate) async fn restore(
     // The rest of the data section as stock pg_restore would restore it
     // (sequence values, large objects, what sits between): every entry but
     // the tables loaded above, limited to the section.
-    let list = replace::scratch_file(&layout.file, "list")?;
+    let list = layout.file.repo.scratch("list")?;
     let text: String = layout
         .head
         .entries
@@ -344,6 +344,8 @@ pub(crate) async fn restore(
         .map(|e| format!("{};\n", e.dump_id))
         .collect();
     std::fs::write(list.path(), text).map_err(|e| CoreError::write_io(list.path(), e))?;
+    // Crash tests: killed with the schema and list scratch files on disk.
+    crate::failpoint("restore-tables-loaded");
     to.shared.go_on(to.target)?;
     let data = vec![
         "--section=data".to_string(),

@@ -1,6 +1,11 @@
 //! After a restore: `resume` finishes an interrupted run (brings the app
-//! back, removes half-loaded copies, reports what had been done),
-//! `rollback` swaps a replaced database back, `cleanup` drops kept copies.
+//! back, removes half-loaded copies and the run's scratch files, reports
+//! what had been done), `rollback` swaps a replaced database back,
+//! `cleanup` drops kept copies and removes what killed runs left.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -8,7 +13,8 @@ use super::replace;
 use super::state::{Phase, Recovery, RestoreState};
 use crate::error::CoreError;
 use crate::hooks;
-use dbsnap_pg::{PgError, Resolver};
+use dbsnap_pg::{ConnInfo, PgError, Resolver};
+use dbsnap_storage::Repository;
 
 /// What `resume` did for one interrupted run.
 #[derive(Debug, Clone, Serialize)]
@@ -51,10 +57,9 @@ fn same_route(st: &RestoreState, access: Access<'_>) -> Result<(), CoreError> {
     })
 }
 
-async fn admin(
-    conn: &str,
-    access: Access<'_>,
-) -> Result<(tokio_postgres::Client, String), CoreError> {
+/// The settings for `conn` (a journal's password-less connection, or a
+/// `-d` string), with the password a `-d` string for its server lends.
+fn credentials(conn: &str, access: Access<'_>) -> Result<ConnInfo, CoreError> {
     let mut info = access.resolver.resolve(conn)?;
     for c in access.creds {
         let c = access.resolver.resolve(c)?;
@@ -65,8 +70,50 @@ async fn admin(
             }
         }
     }
-    let (client, admin) = replace::admin_client(access.resolver, &info).await?;
+    Ok(info)
+}
+
+async fn admin(
+    conn: &str,
+    access: Access<'_>,
+) -> Result<(tokio_postgres::Client, String), CoreError> {
+    connect_admin(&credentials(conn, access)?, access).await
+}
+
+async fn connect_admin(
+    info: &ConnInfo,
+    access: Access<'_>,
+) -> Result<(tokio_postgres::Client, String), CoreError> {
+    let (client, admin) = replace::admin_client(access.resolver, info).await?;
     Ok((client, admin.display()))
+}
+
+/// What runs killed with `-9` left in `repo` (a restore's scratch files, a
+/// partial snapshot), removed when `remove`; their paths. A repository
+/// that cannot be looked at is only a warning: the command did not need it.
+pub fn leftovers(repo: &dyn Repository, remove: bool) -> Vec<String> {
+    let found = if remove {
+        repo.remove_stale()
+    } else {
+        repo.stale()
+    };
+    match found {
+        Ok(paths) => {
+            if remove {
+                for p in &paths {
+                    tracing::info!("removed {p}, left behind by a killed run");
+                }
+            }
+            paths
+        }
+        Err(e) => {
+            tracing::warn!(
+                "could not look for what killed runs left in {}: {e}",
+                repo.location()
+            );
+            Vec::new()
+        }
+    }
 }
 
 async fn exists(
@@ -82,8 +129,11 @@ pub async fn resume(access: Access<'_>) -> Result<Vec<Resumed>, CoreError> {
     let mut out = Vec::new();
     for mut st in RestoreState::all()?.into_iter().filter(|s| !s.finished) {
         same_route(&st, access)?;
-        let mut actions = Vec::new();
-        for db in st.databases.iter_mut() {
+        let mut actions: Vec<String> = leftovers(&*st.repository(), true)
+            .into_iter()
+            .map(|p| format!("removed {p}, left behind by a killed run"))
+            .collect();
+        for db in st.databases.iter_mut().filter(|d| d.interrupted()) {
             let (client, target) = admin(&db.admin_conn, access).await?;
             let kept_exists = match (&db.old_name, db.phase) {
                 (Some(old), Phase::Ready) => exists(&client, old, &target).await?,
@@ -211,47 +261,243 @@ pub struct KeptCopy {
     pub bytes: i64,
 }
 
-/// Lists (and with `drop`, drops) databases dbsnap kept (`__dbsnap_`
-/// names) on the servers of recorded restores and of `extra` connections.
-pub async fn cleanup(access: Access<'_>, drop: bool) -> Result<Vec<KeptCopy>, CoreError> {
-    let mut servers: Vec<String> = RestoreState::all()?
-        .iter()
-        .filter(|s| s.route == access.resolver.route())
-        .flat_map(|s| s.databases.iter().map(|d| d.admin_conn.clone()))
-        .collect();
-    servers.extend(access.creds.iter().cloned());
-    servers.sort();
-    servers.dedup();
-    let mut out = Vec::new();
-    // One server reached as two users (or by two names) is listed once.
-    let mut instances = std::collections::BTreeSet::new();
-    for conn in servers {
-        let (client, target) = admin(&conn, access).await?;
-        let instance = dbsnap_pg::server_info(&client, &target).await?.instance_id;
-        if !instances.insert(instance) {
-            continue;
-        }
-        let server = target.rsplit_once('/').map(|x| x.0).unwrap_or(&target);
-        let server = server.split_once('@').map_or(server, |x| x.1).to_string();
-        let rows = client
-            .query(
-                "SELECT datname::text, pg_database_size(oid) FROM pg_database WHERE datname LIKE '%\\_\\_dbsnap\\_%' ORDER BY 1",
-                &[],
+/// A server `cleanup` needed and could not clean up: nothing on it was
+/// listed, or (with `--yes`) only what is in [`Cleanup::kept`] was dropped.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerFailure {
+    /// Server (`host:port`).
+    pub server: String,
+    /// Why, with the hint.
+    pub error: String,
+    /// The error's kind, as in every command's JSON errors.
+    pub kind: &'static str,
+    /// The error's exit code.
+    pub exit_code: u8,
+    /// The restore journals that send `cleanup` there (empty: only `-d`).
+    pub journals: Vec<PathBuf>,
+    /// What to do about it.
+    pub hint: String,
+}
+
+impl ServerFailure {
+    fn new(server: Server, e: &CoreError) -> ServerFailure {
+        let hint = if server.journals.is_empty() {
+            "check the server and its -d connection string, then run `dbsnap cleanup` again"
+                .to_string()
+        } else {
+            let files: Vec<String> = server
+                .journals
+                .iter()
+                .map(|j| j.display().to_string())
+                .collect();
+            format!(
+                "start the server and run `dbsnap cleanup` again (with -d CONNSTR for it if it needs another user or a password); if it is gone for good, remove the restore journal{} naming it: {}",
+                if files.len() == 1 { "" } else { "s" },
+                files.join(" ")
             )
-            .await
-            .map_err(|e| CoreError::Pg(PgError::from_pg(e, &target, "list kept databases")))?;
-        for r in rows {
-            let name: String = r.get(0);
-            if drop {
-                replace::drop_database(&client, &name, &target).await?;
-                tracing::info!("dropped kept database {name} on {server}");
-            }
-            out.push(KeptCopy {
-                server: server.clone(),
-                name,
-                bytes: r.get(1),
-            });
+        };
+        ServerFailure {
+            server: server.label,
+            error: e.to_string(),
+            kind: e.kind_name(),
+            exit_code: e.exit_code(),
+            journals: server.journals,
+            hint,
+        }
+    }
+}
+
+/// What `cleanup` found, and with `drop` removed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Cleanup {
+    /// Kept copies on the servers it reached (dropped, with `drop`).
+    pub kept: Vec<KeptCopy>,
+    /// Servers it needed and could not clean up.
+    pub failed: Vec<ServerFailure>,
+    /// What killed runs left in the repositories (see [`leftovers`]).
+    pub leftovers: Vec<String>,
+}
+
+/// A server `cleanup` looks at: the ways to connect to it, and the
+/// journals that name it.
+struct Server {
+    label: String,
+    conns: Vec<ConnInfo>,
+    journals: Vec<PathBuf>,
+}
+
+/// Lists (and with `drop`, drops) databases dbsnap kept (`__dbsnap_`
+/// names) on the servers of recorded restores that may have left one (see
+/// [`DbRecord::may_have_kept_copy`](super::state::DbRecord::may_have_kept_copy))
+/// and of `-d` connections; and what killed runs left in `repo` and in the
+/// repositories restores read from. A server that fails is reported in
+/// [`Cleanup::failed`], and the others are still cleaned up.
+pub async fn cleanup(
+    access: Access<'_>,
+    repo: &Arc<dyn Repository>,
+    drop: bool,
+) -> Result<Cleanup, CoreError> {
+    let journals = RestoreState::all()?;
+    let mut out = Cleanup::default();
+    let mut repos: BTreeMap<String, Arc<dyn Repository>> = BTreeMap::new();
+    for r in std::iter::once(repo.clone()).chain(journals.iter().map(|s| s.repository())) {
+        repos.entry(r.location()).or_insert(r);
+    }
+    for r in repos.values() {
+        out.leftovers.extend(leftovers(&**r, drop));
+    }
+    // One server reached as two users (or by two names) is listed once.
+    let mut instances = BTreeSet::new();
+    for server in servers_to_clean(&journals, access)? {
+        if let Err(e) = clean_server(&server, access, drop, &mut instances, &mut out.kept).await {
+            out.failed.push(ServerFailure::new(server, &e));
         }
     }
     Ok(out)
+}
+
+/// The servers `cleanup` must look at, by `host:port`: those of the
+/// journals' databases that may have left a kept copy (restores made by
+/// this route), and those named by `-d`.
+fn servers_to_clean(
+    journals: &[RestoreState],
+    access: Access<'_>,
+) -> Result<Vec<Server>, CoreError> {
+    let mut servers: BTreeMap<String, Server> = BTreeMap::new();
+    let mut add = |conn: &str, journal: Option<PathBuf>| -> Result<(), CoreError> {
+        let info = credentials(conn, access)?;
+        let label = info.server();
+        let server = servers.entry(label.clone()).or_insert_with(|| Server {
+            label,
+            conns: Vec::new(),
+            journals: Vec::new(),
+        });
+        if !server.conns.contains(&info) {
+            server.conns.push(info);
+        }
+        if let Some(j) = journal.filter(|j| !server.journals.contains(j)) {
+            server.journals.push(j);
+        }
+        Ok(())
+    };
+    for st in journals
+        .iter()
+        .filter(|s| s.route == access.resolver.route())
+    {
+        for db in st.databases.iter().filter(|d| d.may_have_kept_copy()) {
+            add(&db.admin_conn, Some(st.path()))?;
+        }
+    }
+    for conn in access.creds {
+        add(conn, None)?;
+    }
+    Ok(servers.into_values().collect())
+}
+
+/// Lists (and with `drop`, drops) the kept copies on `server` into `kept`,
+/// unless its instance was cleaned up already under another name.
+async fn clean_server(
+    server: &Server,
+    access: Access<'_>,
+    drop: bool,
+    instances: &mut BTreeSet<String>,
+    kept: &mut Vec<KeptCopy>,
+) -> Result<(), CoreError> {
+    let (client, target) = connect_any(&server.conns, access).await?;
+    let instance = dbsnap_pg::server_info(&client, &target).await?.instance_id;
+    if !instances.insert(instance) {
+        return Ok(());
+    }
+    let rows = client
+        .query(
+            "SELECT datname::text, pg_database_size(oid) FROM pg_database WHERE datname LIKE '%\\_\\_dbsnap\\_%' ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(|e| CoreError::Pg(PgError::from_pg(e, &target, "list kept databases")))?;
+    for r in rows {
+        let name: String = r.get(0);
+        if drop {
+            replace::drop_database(&client, &name, &target).await?;
+            tracing::info!("dropped kept database {name} on {}", server.label);
+        }
+        kept.push(KeptCopy {
+            server: server.label.clone(),
+            name,
+            bytes: r.get(1),
+        });
+    }
+    Ok(())
+}
+
+/// The first of `conns` (one server, as several users) that connects; the
+/// last error when none does.
+async fn connect_any(
+    conns: &[ConnInfo],
+    access: Access<'_>,
+) -> Result<(tokio_postgres::Client, String), CoreError> {
+    let mut last = None;
+    for info in conns {
+        match connect_admin(info, access).await {
+            Ok(connected) => return Ok(connected),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| CoreError::Internal("a server without connections".into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore::state::DbRecord;
+
+    fn journal(id: &str, route: &str, port: u16, phase: Phase, new_name: &str) -> RestoreState {
+        RestoreState {
+            id: id.into(),
+            file: "/snapshots/app.tar".into(),
+            route: route.into(),
+            started_at: String::new(),
+            stop_cmd: None,
+            start_cmd: None,
+            app_stopped: false,
+            safety_snapshot: None,
+            databases: vec![DbRecord {
+                live: "app".into(),
+                admin_conn: format!("host=127.0.0.1 port={port} user=admin dbname=postgres"),
+                new_name: Some(new_name.into()),
+                old_name: None,
+                phase,
+            }],
+            finished: true,
+        }
+    }
+
+    #[test]
+    fn cleanup_looks_only_where_a_kept_copy_may_be_and_at_the_servers_named() {
+        let journals = [
+            journal("1", "direct", 5001, Phase::Swapped, "app__dbsnap_new_1"),
+            journal("2", "direct", 5001, Phase::RolledBack, "app__dbsnap_new_2"),
+            // Created, restored in place, failed: nothing kept.
+            journal("3", "direct", 5002, Phase::Committed, "app"),
+            journal("4", "direct", 5002, Phase::Committed, "app__dbsnap_new_4"),
+            journal("5", "direct", 5003, Phase::Failed, "app__dbsnap_new_5"),
+            // Made through another route: recovered that way only.
+            journal("6", "alias", 5004, Phase::Swapped, "app__dbsnap_new_6"),
+        ];
+        let creds = ["postgres://admin:pw@127.0.0.1:5001/postgres".to_string()];
+        let access = Access {
+            resolver: &crate::DIRECT,
+            creds: &creds,
+        };
+        let servers = servers_to_clean(&journals, access).unwrap();
+        let labels: Vec<&str> = servers.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(labels, ["127.0.0.1:5001"]);
+        // Both journals named, one connection (the -d string lends its password).
+        assert_eq!(
+            servers[0].journals,
+            [journals[0].path(), journals[1].path()]
+        );
+        assert_eq!(servers[0].conns.len(), 1);
+        assert_eq!(servers[0].conns[0].password.as_deref(), Some("pw"));
+    }
 }

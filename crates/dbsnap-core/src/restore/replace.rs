@@ -87,10 +87,9 @@ pub fn pg_restore(
     flags: RestoreFlags,
     meter: super::Meter,
 ) -> Result<RestoreOutput, CoreError> {
-    // A seekable copy for parallel jobs, next to a local snapshot (same file
-    // system), else in the temporary directory; removed on drop.
+    // A seekable copy for parallel jobs, removed on drop.
     if flags.jobs > 1 {
-        let tmp = scratch_file(file, "restore")?;
+        let tmp = file.repo.scratch("restore")?;
         feed_member(file, member, tmp.as_file(), meter)?;
         let jobs = format!("--jobs={}", flags.jobs);
         return pg_restore_file(program, tmp.path(), &[&jobs], info, route, flags);
@@ -98,24 +97,6 @@ pub fn pg_restore(
     let mut cmd = restore_command(program, info, route, flags)?;
     cmd.stdin(Stdio::piped());
     run_restore(cmd, info, |stdin| feed_member(file, member, stdin, meter))
-}
-
-/// A temporary file next to a local snapshot (same file system), else in
-/// the temporary directory; removed on drop.
-pub(crate) fn scratch_file(
-    file: &SnapshotRef,
-    tag: &str,
-) -> Result<tempfile::NamedTempFile, CoreError> {
-    let dir = file.repo.local_dir().unwrap_or(Path::new("."));
-    tempfile::Builder::new()
-        .prefix(&format!(".dbsnap-{tag}-"))
-        .tempfile_in(dir)
-        .or_else(|_| {
-            tempfile::Builder::new()
-                .prefix(&format!("dbsnap-{tag}-"))
-                .tempfile()
-        })
-        .map_err(|e| CoreError::write_io(dir, e))
 }
 
 /// Runs stock `pg_restore` with `args` on the archive file `path`.

@@ -5,7 +5,9 @@
 //! `dbsnap rollback`. It holds connection settings without passwords.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use dbsnap_storage::{Repository, SnapshotRef};
 use serde::{Deserialize, Serialize};
 
 use crate::error::CoreError;
@@ -95,6 +97,28 @@ impl DbRecord {
             _ => Recovery::Nothing,
         }
     }
+
+    /// Whether the run stopped while this database's copy was being loaded
+    /// or swapped in: only then does `resume` need its server.
+    pub fn interrupted(&self) -> bool {
+        matches!(self.phase, Phase::Loading | Phase::Ready)
+    }
+
+    /// Whether a `__dbsnap_` database this restore made may still be on
+    /// the server: the previous database kept by a swap, the restored one
+    /// kept by a rollback, or the copy an interrupted run was loading. Only
+    /// then does `cleanup` need the server: a database created, restored in
+    /// place, or whose failed copy was dropped left none there.
+    pub fn may_have_kept_copy(&self) -> bool {
+        match self.phase {
+            Phase::Swapped | Phase::RolledBack => true,
+            // A created database carries the live name: not a copy.
+            Phase::Loading | Phase::Ready => {
+                self.new_name.as_ref().is_some_and(|n| n != &self.live)
+            }
+            Phase::Planned | Phase::Committed | Phase::Failed => false,
+        }
+    }
 }
 
 /// One database's record.
@@ -151,6 +175,12 @@ impl RestoreState {
     /// Path of this run's file.
     pub fn path(&self) -> PathBuf {
         state_dir().join(format!("restore-{}.json", self.id))
+    }
+
+    /// The repository of the snapshot restored: where the run's scratch
+    /// files were.
+    pub fn repository(&self) -> Arc<dyn Repository> {
+        SnapshotRef::from_path(Path::new(&self.file)).repo
     }
 
     /// Writes the file durably (temporary name, fsync, rename; 0600).
@@ -230,6 +260,40 @@ mod tests {
             old_name: old.map(str::to_string),
             phase,
         }
+    }
+
+    #[test]
+    fn which_records_need_their_server_after_the_run() {
+        let copy = Some("app__dbsnap_new_1");
+        // resume: only a copy being loaded or swapped in.
+        for (phase, interrupted) in [
+            (Phase::Planned, false),
+            (Phase::Loading, true),
+            (Phase::Ready, true),
+            (Phase::Swapped, false),
+            (Phase::Committed, false),
+            (Phase::Failed, false),
+            (Phase::RolledBack, false),
+        ] {
+            assert_eq!(
+                record(phase, copy, None).interrupted(),
+                interrupted,
+                "{phase:?}"
+            );
+        }
+        // cleanup: only where a `__dbsnap_` database may be left.
+        let kept = |phase, new| record(phase, new, Some("app__dbsnap_old_1")).may_have_kept_copy();
+        assert!(kept(Phase::Swapped, copy));
+        assert!(kept(Phase::RolledBack, copy));
+        assert!(kept(Phase::Loading, copy));
+        assert!(kept(Phase::Ready, copy));
+        // A created database (its copy is the database itself), one
+        // restored in place, one whose copy failed and was dropped.
+        assert!(!kept(Phase::Loading, Some("app")));
+        assert!(!kept(Phase::Committed, Some("app")));
+        assert!(!kept(Phase::Committed, None));
+        assert!(!kept(Phase::Failed, copy));
+        assert!(!kept(Phase::Planned, None));
     }
 
     #[test]
