@@ -448,8 +448,6 @@ fn prune_after_restore(taken: &SnapshotRef, keep: usize) -> Vec<retention::Remov
     }
 }
 
-/// Recovery reaches the journal's servers directly, with `-d` strings
-/// lending passwords.
 /// The journal's servers reached directly, or through `resolver` (the
 /// cluster route the restore used).
 fn access<'a>(
