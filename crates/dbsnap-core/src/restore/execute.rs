@@ -79,7 +79,8 @@ pub async fn execute(
         ))
         .unwrap_or_default();
     let mut journal = new_journal(plan, opts.resolver.route(), &id, now);
-    journal.save()?;
+    journal.create()?;
+    let id = journal.id.clone();
 
     // Stop the app; the guard starts it again whatever happens (also if this future is dropped).
     let mut guard = hooks::StartGuard::new(None);

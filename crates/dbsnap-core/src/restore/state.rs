@@ -190,6 +190,44 @@ impl RestoreState {
         Ok(dbsnap_storage::write_durably(&self.path(), &json)?)
     }
 
+    /// Writes the file of a new run, claiming its id: the file appears
+    /// complete or not at all (a hard link of a written temporary file),
+    /// and never over another run's. A run started in the same second
+    /// keeps its file; this one takes the next free id (`…Z-2`, `…Z-3`).
+    pub fn create(&mut self) -> Result<(), CoreError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = state_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| CoreError::write_io(&dir, e))?;
+        let base = self.id.clone();
+        for n in 1..=100 {
+            if n > 1 {
+                self.id = format!("{base}-{n}");
+            }
+            let json =
+                serde_json::to_vec_pretty(self).map_err(|e| CoreError::Internal(e.to_string()))?;
+            let tmp = dir.join(format!(".restore-{}.{}.tmp", self.id, std::process::id()));
+            let written = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .and_then(|mut f| f.write_all(&json).and_then(|_| f.sync_all()));
+            let linked = written.and_then(|_| std::fs::hard_link(&tmp, self.path()));
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(CoreError::write_io(&self.path(), e)),
+            }
+        }
+        Err(CoreError::Internal(format!(
+            "no free restore id after {base}: {} holds 100 runs started in that second",
+            dir.display()
+        )))
+    }
+
     /// Reads one state file.
     pub fn load(path: &Path) -> Result<RestoreState, CoreError> {
         let bytes = std::fs::read(path).map_err(|e| CoreError::write_io(path, e))?;
