@@ -31,9 +31,31 @@ pub struct Config {
     /// How long logs and finished restore journals are kept.
     #[serde(default)]
     pub retention: crate::housekeeping::Retention,
+    /// `prune`'s rules when no `--keep-*` flag is given.
+    pub prune: Option<PruneConfig>,
     /// Where the file was read from.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// `[prune]`: which snapshots `prune` keeps (see `dbsnap prune --help`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneConfig {
+    /// The newest N per target.
+    pub keep_last: Option<usize>,
+    /// The newest of each of the last N hours with a snapshot.
+    pub keep_hourly: Option<usize>,
+    /// ... days.
+    pub keep_daily: Option<usize>,
+    /// ... ISO weeks.
+    pub keep_weekly: Option<usize>,
+    /// ... months.
+    pub keep_monthly: Option<usize>,
+    /// ... years.
+    pub keep_yearly: Option<usize>,
+    /// Everything taken within this long (`7d`, `12h`, ...).
+    pub keep_within: Option<String>,
 }
 
 /// One application's databases and how to snapshot them.

@@ -40,6 +40,8 @@ pub struct ListEntry {
     pub safety: bool,
     /// The restore run this is a safety snapshot for, if it is one.
     pub safety_for: Option<String>,
+    /// Pinned (`dbsnap pin`): prune keeps it, delete refuses it.
+    pub pinned: bool,
     /// `ok`, or why it cannot be used: `not_snapshot`, `truncated`,
     /// `corrupt`, `unsupported` or `unreadable` (the same cause gives
     /// `verify`, `extract-version` and `restore` one exit code).
@@ -63,6 +65,7 @@ impl ListEntry {
             consistent_cut: None,
             safety: false,
             safety_for: None,
+            pinned: false,
             status: "ok",
             error: None,
         }
@@ -114,9 +117,12 @@ pub fn read_checked_metadata(snapshot: &SnapshotRef) -> Result<Metadata, CoreErr
 /// even when its metadata reads fine.
 pub fn list(repo: &Arc<dyn Repository>) -> Result<Vec<ListEntry>, CoreError> {
     let mut out = Vec::new();
-    for f in repo.list()? {
+    let listed = repo.list()?;
+    let pinned = repo.pinned()?;
+    for f in listed {
         let snapshot = SnapshotRef::new(repo.clone(), &f.name);
         let mut e = ListEntry::new(&f.name, snapshot.display(), f.size);
+        e.pinned = pinned.contains(&f.name);
         match read_metadata(&snapshot) {
             Ok(m) => {
                 e.created_at = Some(m.created_at.clone());

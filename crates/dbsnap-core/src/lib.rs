@@ -13,6 +13,7 @@ pub mod error;
 pub mod hooks;
 pub mod housekeeping;
 pub mod inspect;
+pub mod prune;
 pub mod restore;
 pub mod retention;
 

@@ -63,6 +63,11 @@ pub fn prune_safety_snapshots(
         Err(CoreError::Storage(StorageError::NoRepository(_))) => return Ok(Vec::new()),
         r => r?,
     };
+    let pinned = repo.pinned()?;
+    let rows: Vec<ListEntry> = rows
+        .into_iter()
+        .filter(|r| !pinned.contains(&r.name))
+        .collect();
     let mut removed = Vec::new();
     for old in safety_snapshots_beyond(&rows, keep, protect) {
         if !dry_run {
@@ -105,6 +110,20 @@ fn not_deletable(snapshot: &SnapshotRef) -> CoreError {
         what: "its name is not a snapshot's (*.tar)\nhint: dbsnap deletes only snapshot files"
             .into(),
     }
+}
+
+/// Refuses a pinned snapshot: `delete` never removes one (unpin first).
+pub fn refuse_pinned(snapshot: &SnapshotRef) -> Result<(), CoreError> {
+    if snapshot.repo.pinned()?.contains(&snapshot.name) {
+        return Err(CoreError::Config {
+            message: format!("{} is pinned", snapshot.display()),
+            hint: format!(
+                "`dbsnap unpin {}` first if it really should go",
+                snapshot.name
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Deletes one snapshot (after [`deletable`] said what it is).

@@ -19,6 +19,7 @@ pub fn check(fresh: &dyn Fn() -> Box<dyn Repository>) {
     delete(&*fresh());
     newest_first(&*fresh());
     names(&*fresh());
+    pins(&*fresh());
 }
 
 fn read_all(repo: &dyn Repository, name: &str, offset: u64) -> Vec<u8> {
@@ -180,6 +181,38 @@ fn delete(repo: &dyn Repository) {
         matches!(repo.delete("d.tar"), Err(StorageError::NotFound(_))),
         "delete is not NotFound twice"
     );
+}
+
+fn pins(repo: &dyn Repository) {
+    assert!(repo.pinned().unwrap().is_empty());
+    for n in ["p1.tar", "p2.tar"] {
+        repo.begin(n).unwrap().commit().unwrap();
+    }
+    repo.set_pinned("p1.tar", true).unwrap();
+    repo.set_pinned("p1.tar", true).unwrap();
+    assert_eq!(
+        repo.pinned().unwrap().into_iter().collect::<Vec<_>>(),
+        ["p1.tar"]
+    );
+    // A pin is not a snapshot.
+    assert_eq!(names_of(repo), ["p2.tar", "p1.tar"]);
+    assert!(matches!(
+        repo.set_pinned("none.tar", true),
+        Err(StorageError::NotFound(_))
+    ));
+    repo.set_pinned("p1.tar", false).unwrap();
+    repo.set_pinned("p1.tar", false).unwrap();
+    assert!(repo.pinned().unwrap().is_empty());
+    // Deleting a pinned snapshot takes its pin along.
+    repo.set_pinned("p2.tar", true).unwrap();
+    repo.delete("p2.tar").unwrap();
+    assert!(repo.pinned().unwrap().is_empty());
+    repo.begin("p2.tar").unwrap().commit().unwrap();
+    assert!(
+        repo.pinned().unwrap().is_empty(),
+        "a new snapshot of the same name is not pinned"
+    );
+    assert!(repo.stale().unwrap().is_empty(), "a pin is not a leftover");
 }
 
 fn newest_first(repo: &dyn Repository) {

@@ -219,8 +219,15 @@ pub trait Repository: Send + Sync + fmt::Debug {
     /// Starts writing snapshot `name` (invisible until committed).
     fn begin(&self, name: &str) -> Result<Box<dyn PendingWrite>, StorageError>;
 
-    /// Deletes a complete snapshot.
+    /// Deletes a complete snapshot (and its pin, if any).
     fn delete(&self, name: &str) -> Result<(), StorageError>;
+
+    /// The names of the pinned snapshots: `prune` keeps them and `delete`
+    /// refuses them until they are unpinned.
+    fn pinned(&self) -> Result<std::collections::BTreeSet<String>, StorageError>;
+
+    /// Pins (or unpins) a complete snapshot; doing it twice is no error.
+    fn set_pinned(&self, name: &str, pinned: bool) -> Result<(), StorageError>;
 
     /// A scratch file for a restore reading this repository's snapshots
     /// (see [`scratch`]): beside them for a local repository (the same

@@ -25,6 +25,8 @@ use crate::{
 
 const PARTIAL: &str = ".partial";
 const SPOOL: &str = ".spool-";
+/// A pin is an empty file `.<name>.pin` beside the snapshot.
+const PIN: &str = ".pin";
 
 /// A repository in a local directory.
 #[derive(Debug, Clone)]
@@ -63,6 +65,16 @@ impl LocalRepository {
     }
 
     /// The path of a complete snapshot (NotFound otherwise).
+    fn pin_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!(".{name}{PIN}"))
+    }
+
+    fn sync_dir(&self) -> Result<(), StorageError> {
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StorageError::io(&self.dir, e))
+    }
+
     fn existing(&self, name: &str) -> Result<PathBuf, StorageError> {
         if !is_snapshot_name(name) {
             return Err(StorageError::NotFound(name.into()));
@@ -221,9 +233,49 @@ impl Repository for LocalRepository {
     fn delete(&self, name: &str) -> Result<(), StorageError> {
         let path = self.existing(name)?;
         fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| StorageError::io(&self.dir, e))
+        let pin = self.pin_path(name);
+        match fs::remove_file(&pin) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(StorageError::io(&pin, e)),
+            _ => {}
+        }
+        self.sync_dir()
+    }
+
+    fn pinned(&self) -> Result<std::collections::BTreeSet<String>, StorageError> {
+        let Some(rd) = self.read_dir()? else {
+            return Ok(Default::default());
+        };
+        Ok(rd
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let snapshot = name.strip_prefix('.')?.strip_suffix(PIN)?.to_string();
+                is_snapshot_name(&snapshot).then_some(snapshot)
+            })
+            // A pin left by a snapshot deleted by hand pins nothing.
+            .filter(|n| self.dir.join(n).is_file())
+            .collect())
+    }
+
+    fn set_pinned(&self, name: &str, pinned: bool) -> Result<(), StorageError> {
+        self.existing(name)?;
+        let pin = self.pin_path(name);
+        let done = if pinned {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&pin)
+                .and_then(|f| f.sync_all())
+        } else {
+            match fs::remove_file(&pin) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                r => r,
+            }
+        };
+        done.map_err(|e| StorageError::io(&pin, e))?;
+        self.sync_dir()
     }
 
     fn scratch(&self, tag: &str) -> Result<Scratch, StorageError> {

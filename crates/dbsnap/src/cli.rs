@@ -52,7 +52,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Repository directory (default: the target's, else `dir` in the config, else $DBSNAP_HOME/snapshots); for `demo`, its working directory.
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", visible_alias = "repo")]
     pub dir: Option<PathBuf>,
     /// JSON output: one document on standard output, errors included.
     #[arg(long, global = true)]
@@ -90,6 +90,12 @@ pub enum Command {
     Cleanup(CleanupArgs),
     /// Delete a snapshot from the repository (asks on a terminal; --yes otherwise).
     Delete(DeleteArgs),
+    /// Remove the snapshots a retention policy does not keep (--keep-last/-hourly/-daily/-weekly/-monthly/-yearly/-within, per target; pinned ones and the newest verified one always stay).
+    Prune(crate::prune_cmd::PruneArgs),
+    /// Pin a snapshot: prune keeps it and delete refuses it.
+    Pin(crate::prune_cmd::PinArgs),
+    /// Unpin a snapshot.
+    Unpin(crate::prune_cmd::PinArgs),
     /// Start a jump pod next to the app and leave it running; prints the kubectl exec line that opens psql in it.
     JumpCreate(crate::k8s_jump::JumpCreateArgs),
     /// Delete jump pods left by jump-create (one by name, or all in the namespace).
@@ -396,6 +402,9 @@ impl Cli {
                 | Command::Resume(_)
                 | Command::Cleanup(_)
                 | Command::Delete(_)
+                | Command::Prune(_)
+                | Command::Pin(_)
+                | Command::Unpin(_)
                 | Command::Demo(_)
                 | Command::JumpCreate(_)
                 | Command::JumpDelete(_)
@@ -417,6 +426,9 @@ impl Cli {
             Command::Resume(_) => "resume",
             Command::Cleanup(_) => "cleanup",
             Command::Delete(_) => "delete",
+            Command::Prune(_) => "prune",
+            Command::Pin(_) => "pin",
+            Command::Unpin(_) => "unpin",
             Command::Completions(_) => "completions",
             Command::Man => "man",
             Command::JumpCreate(_) => "jump-create",
@@ -537,6 +549,9 @@ pub async fn run(cli: Cli) -> Result<u8, CoreError> {
             let snapshot = resolve_file(&args.file, &g)?;
             crate::restore_cmd::delete(args, &g, &snapshot)
         }
+        Command::Prune(args) => crate::prune_cmd::prune(args, &g),
+        Command::Pin(args) => crate::prune_cmd::pin(args, &g, true),
+        Command::Unpin(args) => crate::prune_cmd::pin(args, &g, false),
     }
 }
 

@@ -9,6 +9,7 @@ mod k8s_jump;
 mod logging;
 mod output;
 mod progress;
+mod prune_cmd;
 mod restore_cmd;
 
 use std::process::ExitCode;

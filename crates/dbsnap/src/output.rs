@@ -202,10 +202,14 @@ fn list_details(r: &ListEntry) -> String {
         .map(|(d, v)| format!("{d} ({v})"))
         .collect::<Vec<_>>()
         .join(", ");
-    match &r.safety_for {
+    let mut line = match &r.safety_for {
         Some(run) => format!("{dbs}  [safety snapshot, restore {run}]"),
         None => dbs,
+    };
+    if r.pinned {
+        line.push_str("  [pinned]");
     }
+    line
 }
 
 /// An RFC 3339 time from the metadata.

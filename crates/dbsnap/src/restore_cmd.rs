@@ -15,7 +15,7 @@ use dbsnap_core::{inspect, retention, CoreError, SnapshotRef};
 use crate::cli::{CleanupArgs, DeleteArgs, GlobalArgs, RestoreArgs, ResumeArgs, RollbackArgs};
 use crate::{output, progress};
 
-fn interactive() -> bool {
+pub(crate) fn interactive() -> bool {
     std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }
 
@@ -285,7 +285,7 @@ fn confirm(plan: &Plan) -> Result<(), CoreError> {
 }
 
 /// A yes/no question, default no; no is an error that changed nothing.
-fn ask(question: &str) -> Result<(), CoreError> {
+pub(crate) fn ask(question: &str) -> Result<(), CoreError> {
     let ok = dialoguer::Confirm::new()
         .with_prompt(question)
         .default(false)
@@ -395,6 +395,7 @@ pub async fn cleanup(args: CleanupArgs, g: &GlobalArgs, config: &Config) -> Resu
 /// `dbsnap delete`: one snapshot, after confirmation.
 pub fn delete(args: DeleteArgs, g: &GlobalArgs, snapshot: &SnapshotRef) -> Result<u8, CoreError> {
     let target = retention::deletable(snapshot)?;
+    retention::refuse_pinned(snapshot)?;
     if !args.dry_run && !args.yes {
         if !interactive() {
             return Err(CoreError::NotConfirmed(format!(
