@@ -15,7 +15,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use dbsnap_storage::{Repository, SnapshotRef, StorageError};
+use dbsnap_storage::{Repository, SnapshotRef};
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 
@@ -77,7 +77,7 @@ pub fn decide(items: &[Item], policy: &Policy, now: OffsetDateTime) -> Vec<Vec<S
     order.sort_by_key(|&i| std::cmp::Reverse(items[i].time));
     for (i, item) in items.iter().enumerate() {
         if item.time.is_none() {
-            reasons[i].push("unreadable: not counted (`dbsnap delete` removes it)".into());
+            reasons[i].push("unreadable, not counted; `dbsnap delete` removes it".into());
         }
         if item.pinned {
             reasons[i].push("pinned".into());
@@ -181,9 +181,11 @@ pub fn describe(d: Duration) -> String {
 
 /// `--keep-within` values: a number with a unit, `30m`, `12h`, `7d`,
 /// `4w`, `6M` (30-day months), `1y` (365 days).
-pub fn parse_within(s: &str) -> Result<Duration, CoreError> {
+/// `what` names where the value came from (`--keep-within`, or
+/// `keep_within in [prune] of FILE`).
+pub fn parse_within(s: &str, what: &str) -> Result<Duration, CoreError> {
     let bad = || CoreError::Config {
-        message: format!("--keep-within {s}: not a duration"),
+        message: format!("{what} {s}: not a duration greater than 0 (at most 1000y)"),
         hint: "a number and a unit: 30m, 12h, 7d, 4w, 6M (30 days) or 1y (365 days)".into(),
     };
     let s = s.trim();
@@ -198,10 +200,10 @@ pub fn parse_within(s: &str) -> Result<Duration, CoreError> {
         'y' => 365 * 86_400,
         _ => return Err(bad()),
     };
-    if n <= 0 {
-        return Err(bad());
+    match n.checked_mul(per) {
+        Some(secs) if n > 0 && secs <= 1000 * 365 * 86_400 => Ok(Duration::seconds(secs)),
+        _ => Err(bad()),
     }
-    Ok(Duration::seconds(n * per))
 }
 
 /// One snapshot's fate.
@@ -232,8 +234,22 @@ pub struct PruneReport {
     pub removed: Vec<Fate>,
     /// Bytes the removed snapshots held.
     pub freed: u64,
-    /// The newest snapshot that passed `verify`, if any did.
-    pub newest_verified: Option<String>,
+    /// Per group where something goes, the newest snapshot that passed
+    /// `verify` (kept whatever the rules say).
+    pub newest_verified: Vec<String>,
+}
+
+impl PruneReport {
+    /// Nothing kept, nothing removed (a repository with no snapshots yet).
+    pub fn empty() -> PruneReport {
+        PruneReport {
+            dry_run: true,
+            kept: Vec::new(),
+            removed: Vec::new(),
+            freed: 0,
+            newest_verified: Vec::new(),
+        }
+    }
 }
 
 /// The plan of a prune: every snapshot of `repo` (of `target`, when
@@ -252,13 +268,10 @@ pub fn plan(
                 .into(),
         });
     }
-    let rows: Vec<ListEntry> = match inspect::list(repo) {
-        Err(CoreError::Storage(StorageError::NoRepository(_))) => Vec::new(),
-        r => r?,
-    }
-    .into_iter()
-    .filter(|r| target.is_none() || r.target.as_deref() == target)
-    .collect();
+    let rows: Vec<ListEntry> = inspect::list(repo)?
+        .into_iter()
+        .filter(|r| target.is_none() || r.target.as_deref() == target)
+        .collect();
     let pinned = repo.pinned()?;
     let mut items: Vec<Item> = rows
         .iter()
@@ -273,38 +286,45 @@ pub fn plan(
         })
         .collect();
     let mut reasons = decide(&items, policy, now);
-    // Something would go: the newest snapshot that verifies stays whatever
-    // the rules say (read in full, newest first, until one passes).
-    let mut newest_verified = None;
-    if reasons.iter().any(Vec::is_empty) {
+    // In every group where something would go, the newest snapshot that
+    // verifies stays whatever the rules say (read in full, newest first,
+    // until one passes); a group where none does loses nothing.
+    let mut newest_verified = Vec::new();
+    let groups: BTreeSet<String> = (0..rows.len())
+        .filter(|&i| reasons[i].is_empty())
+        .map(|i| items[i].group.clone())
+        .collect();
+    for group in groups {
         let mut order: Vec<usize> = (0..rows.len())
-            .filter(|&i| items[i].time.is_some() && !items[i].safety)
+            .filter(|&i| items[i].group == group && items[i].time.is_some() && !items[i].safety)
             .collect();
         order.sort_by_key(|&i| std::cmp::Reverse(items[i].time));
-        for i in order {
-            let snapshot = SnapshotRef::new(repo.clone(), &rows[i].name);
-            match inspect::verify(&snapshot) {
-                Ok(report) if report.ok => {
-                    items[i].verified = true;
-                    newest_verified = Some(rows[i].name.clone());
-                    break;
-                }
-                Ok(report) => tracing::warn!(
-                    "{} fails verification: {}",
-                    snapshot.display(),
-                    report.error.unwrap_or_default()
-                ),
-                Err(e) => tracing::warn!("{} fails verification: {e}", snapshot.display()),
+        let verified = order.into_iter().find(|&i| passes(repo, &rows[i].name));
+        match verified {
+            Some(i) => {
+                items[i].verified = true;
+                newest_verified.push(rows[i].name.clone());
+            }
+            None => {
+                return Err(CoreError::Verify {
+                    file: repo.location(),
+                    message: format!(
+                        "no snapshot{} passes verification: prune removes nothing\n\
+                         hint: `dbsnap verify FILE` says what is wrong with each; take a new snapshot, \
+                         then prune again",
+                        match group.as_str() {
+                            "" => " taken without a target".to_string(),
+                            g => format!(" of target {g}"),
+                        }
+                    ),
+                })
             }
         }
-        reasons = decide(&items, policy, now);
     }
+    reasons = decide(&items, policy, now);
     let mut report = PruneReport {
-        dry_run: true,
-        kept: Vec::new(),
-        removed: Vec::new(),
-        freed: 0,
         newest_verified,
+        ..PruneReport::empty()
     };
     for (r, why) in rows.into_iter().zip(reasons) {
         let fate = Fate {
@@ -348,6 +368,18 @@ pub fn carry_out(
     report.removed = removed;
     report.dry_run = false;
     Ok(report)
+}
+
+/// Whether the snapshot passes `verify` (a failure is logged).
+fn passes(repo: &Arc<dyn Repository>, name: &str) -> bool {
+    let snapshot = SnapshotRef::new(repo.clone(), name);
+    let failure = match inspect::verify(&snapshot) {
+        Ok(report) if report.ok => return true,
+        Ok(report) => report.error.unwrap_or_default(),
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!("{} fails verification: {failure}", snapshot.display());
+    false
 }
 
 fn parse_time(s: &str) -> Option<OffsetDateTime> {
@@ -430,12 +462,23 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_within("7d").unwrap(), Duration::days(7));
-        assert_eq!(parse_within("36h").unwrap(), Duration::hours(36));
-        assert_eq!(parse_within("2w").unwrap(), Duration::days(14));
-        assert_eq!(describe(parse_within("90m").unwrap()), "90m");
-        for bad in ["", "7", "d", "-1d", "0d", "3x", "1.5d"] {
-            assert!(parse_within(bad).is_err(), "{bad}");
+        let within = |s: &str| parse_within(s, "--keep-within");
+        assert_eq!(within("7d").unwrap(), Duration::days(7));
+        assert_eq!(within("36h").unwrap(), Duration::hours(36));
+        assert_eq!(within("2w").unwrap(), Duration::days(14));
+        assert_eq!(describe(within("90m").unwrap()), "90m");
+        for bad in [
+            "",
+            "7",
+            "d",
+            "-1d",
+            "0d",
+            "3x",
+            "1.5d",
+            "99999y",
+            "10000000000m",
+        ] {
+            assert!(within(bad).is_err(), "{bad}");
         }
         assert!(Policy::default().keeps_nothing());
     }

@@ -91,8 +91,9 @@ impl LocalRepository {
     }
 
     /// The leftovers of runs that died: partial snapshots with their spool
-    /// files (no writer holds them), and scratch files no restore holds,
-    /// here and in the temporary directory; removed when `remove`.
+    /// files (no writer holds them), pins of snapshots removed by hand, and
+    /// scratch files no restore holds, here and in the temporary
+    /// directory; removed when `remove`.
     fn sweep(&self, remove: bool) -> Result<Vec<String>, StorageError> {
         let names: Vec<String> = match self.read_dir()? {
             Some(rd) => rd
@@ -124,6 +125,17 @@ impl LocalRepository {
                 take(self.dir.join(spool));
             }
             take(path);
+        }
+        // A pin whose snapshot was removed by hand would pin a new snapshot
+        // that takes the name.
+        for name in names
+            .iter()
+            .filter(|n| n.starts_with('.') && n.ends_with(PIN))
+        {
+            let snapshot = &name[1..name.len() - PIN.len()];
+            if is_snapshot_name(snapshot) && !names.iter().any(|n| n == snapshot) {
+                take(self.dir.join(name));
+            }
         }
         for dir in [self.dir.clone(), std::env::temp_dir()] {
             found.extend(

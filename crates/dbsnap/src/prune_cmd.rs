@@ -61,10 +61,14 @@ fn policy(args: &PruneArgs, config: &Config) -> Result<Policy, CoreError> {
         keep_yearly: args.keep_yearly,
         keep_within: args.keep_within.clone(),
     };
-    let rules = if flags == PruneConfig::default() {
-        config.prune.clone().unwrap_or_default()
+    let (rules, within) = if flags == PruneConfig::default() {
+        let from = match &config.source {
+            Some(f) => format!("keep_within in [prune] of {}:", f.display()),
+            None => "keep_within in [prune]:".into(),
+        };
+        (config.prune.clone().unwrap_or_default(), from)
     } else {
-        flags
+        (flags, "--keep-within".to_string())
     };
     Ok(Policy {
         last: rules.keep_last.unwrap_or(0),
@@ -76,7 +80,7 @@ fn policy(args: &PruneArgs, config: &Config) -> Result<Policy, CoreError> {
         within: rules
             .keep_within
             .as_deref()
-            .map(prune::parse_within)
+            .map(|w| prune::parse_within(w, &within))
             .transpose()?,
         safety: config.keep_safety_snapshots(),
     })
@@ -87,11 +91,18 @@ pub fn prune(args: PruneArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
     let config = Config::load(g.config.as_deref())?;
     let target = args.target.as_ref().map(|t| config.target(t)).transpose()?;
     let policy = policy(&args, &config)?;
-    let repo = dbsnap_core::repository(&repo_dir(g, &config, target));
+    let dir = repo_dir(g, &config, target);
+    let repo = dbsnap_core::repository(&dir);
     let now = time::OffsetDateTime::now_utc();
-    let plan = prune::plan(&repo, &policy, args.target.as_deref(), now)?;
+    let plan = match prune::plan(&repo, &policy, args.target.as_deref(), now) {
+        Err(e) if crate::cli::missing_default_repo(&e, &dir) => prune::PruneReport::empty(),
+        r => r?,
+    };
     let report = if args.dry_run || plan.removed.is_empty() {
-        plan
+        PruneReport {
+            dry_run: args.dry_run,
+            ..plan
+        }
     } else {
         if !args.yes {
             if !crate::restore_cmd::interactive() {
@@ -100,7 +111,7 @@ pub fn prune(args: PruneArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
                     plan.removed.len()
                 )));
             }
-            print_report(&plan, true);
+            print_report(&plan, true, false);
             crate::restore_cmd::ask(&format!(
                 "Remove these {} snapshot(s) ({})?",
                 plan.removed.len(),
@@ -114,14 +125,21 @@ pub fn prune(args: PruneArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
         v["ok"] = serde_json::json!(true);
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
-        print_report(&report, report.dry_run);
+        print_report(&report, report.dry_run, report.dry_run);
     }
     Ok(exit::OK)
 }
 
-fn print_report(r: &PruneReport, would: bool) {
+/// The plan or the outcome, one line per snapshot; `dry_run` adds that
+/// nothing changed.
+fn print_report(r: &PruneReport, would: bool, dry_run: bool) {
     for k in &r.kept {
-        println!("keep    {}  ({})", k.name, k.reasons.join(", "));
+        let target = k
+            .target
+            .as_deref()
+            .map(|t| format!("[{t}] "))
+            .unwrap_or_default();
+        println!("keep    {}  {target}({})", k.name, k.reasons.join(", "));
     }
     let verb = if would { "would remove" } else { "removed" };
     for f in &r.removed {
@@ -135,7 +153,7 @@ fn print_report(r: &PruneReport, would: bool) {
             r.kept.len()
         ),
     }
-    if would && !r.removed.is_empty() {
+    if dry_run && !r.removed.is_empty() {
         println!("dry run: nothing was changed");
     }
 }

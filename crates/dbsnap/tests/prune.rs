@@ -88,8 +88,33 @@ fn prune_keeps_what_the_rules_pins_and_verification_say() {
     assert!(reasons(&v, s4).contains("last 1"), "{v}");
     assert!(reasons(&v, s3).contains("newest verified"), "{v}");
     assert!(reasons(&v, s1).contains("pinned"), "{v}");
-    assert_eq!(v["newest_verified"], s3.as_str());
+    assert_eq!(v["newest_verified"], serde_json::json!([s3]));
     assert!(snaps.iter().all(|s| exists(&home, s)));
+
+    // When no snapshot of a group verifies, prune removes nothing.
+    for s in [s1, s2, s3] {
+        let path = home.snapshots().join(s);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        bytes[mid] ^= 0xff;
+        std::fs::write(home.path().join(format!("{s}.good")), &bytes).unwrap();
+    }
+    let (code, _, err) = run_json(home.dbsnap().args(["prune", "--keep-last", "1", "--yes"]));
+    assert_eq!(code, 10, "{err}");
+    assert!(
+        err.contains("passes verification") && err.contains("removes nothing"),
+        "{err}"
+    );
+    assert!(snaps.iter().all(|s| exists(&home, s)));
+    for s in [s1, s2, s3] {
+        std::fs::rename(
+            home.path().join(format!("{s}.good")),
+            home.snapshots().join(s),
+        )
+        .unwrap();
+    }
 
     // Without a terminal and without --yes: refused, nothing removed.
     let (code, _, err) = run_json(home.dbsnap().args(["prune", "--keep-last", "1"]));
@@ -129,6 +154,27 @@ fn prune_keeps_what_the_rules_pins_and_verification_say() {
     assert!(left.is_empty(), "{left:?}");
 }
 
+/// Wrong input is a usage error (exit 2) that names it; nothing is read.
+#[test]
+fn prune_refuses_what_it_cannot_mean() {
+    let home = Home::new();
+    let missing = home.path().join("no-such-repo");
+    let (code, _, err) = run_json(
+        home.dbsnap()
+            .args(["prune", "--keep-last", "1", "--dry-run", "--repo"])
+            .arg(&missing),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no-such-repo"), "{err}");
+    for within in ["7", "7 days", "-1d", "0d", "99999y", "10000000000m"] {
+        let flag = format!("--keep-within={within}");
+        let (code, v, err) = run_json(home.dbsnap().args(["prune", &flag]));
+        assert_eq!(code, 2, "{within}: {err}");
+        assert_eq!(v["error"]["kind"], "usage", "{within}: {v}");
+        assert!(err.contains("--keep-within"), "{within}: {err}");
+    }
+}
+
 /// The rules from `[prune]` of the config when no flag is given.
 #[test]
 fn prune_takes_its_rules_from_the_config() {
@@ -166,5 +212,8 @@ fn prune_takes_its_rules_from_the_config() {
             .arg(&config),
     );
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("7 days"), "{err}");
+    assert!(
+        err.contains("7 days") && err.contains("keep_within in [prune]"),
+        "{err}"
+    );
 }
