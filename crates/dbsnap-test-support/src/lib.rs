@@ -9,6 +9,7 @@
 
 pub mod fake_kube;
 pub mod registry;
+pub mod s3;
 mod tls;
 
 use dbsnap_pg::local::{LocalServer, LocalServerOptions};
