@@ -227,6 +227,7 @@ async fn run_steps(
         journal,
         restores: tools::find_all("pg_restore", &opts.pg_bin),
         sessions: 0,
+        undropped: Default::default(),
     };
     let copies: Vec<usize> = plan
         .databases
@@ -250,8 +251,13 @@ async fn run_steps(
         run.journal.save()?;
     }
     if let Some(e) = failure {
-        // A copy that failed was dropped by its load (or never created).
-        for &i in copies.iter().filter(|i| !indices(&loaded).contains(i)) {
+        // A copy that failed was dropped by its load (or never created);
+        // one that could not be dropped stays loading, for `resume`.
+        let undropped = run.undropped.lock().map(|u| u.clone()).unwrap_or_default();
+        for &i in copies
+            .iter()
+            .filter(|i| !indices(&loaded).contains(i) && !undropped.contains(i))
+        {
             run.journal(i, Phase::Failed)?;
         }
         return Err(run.drop_copies(&indices(&loaded), e).await);
@@ -372,6 +378,9 @@ struct Run<'a> {
     journal: &'a mut RestoreState,
     restores: Vec<Program>,
     sessions: u64,
+    /// Copies whose load failed and whose drop failed too: left loading in
+    /// the journal, for `resume` to drop.
+    undropped: std::sync::Mutex<Vec<usize>>,
 }
 
 impl Run<'_> {
@@ -522,7 +531,12 @@ impl Run<'_> {
             .await;
         if let Err(e) = loaded {
             // The live database was never touched; remove the partial copy.
-            let _ = replace::drop_database(&admin, &load_name, &target).await;
+            if let Err(drop_error) = replace::drop_database(&admin, &load_name, &target).await {
+                tracing::warn!("could not drop the partial copy {load_name}: {drop_error}; `dbsnap resume` drops it");
+                if let Ok(mut u) = self.undropped.lock() {
+                    u.push(i);
+                }
+            }
             return Err(e);
         }
         result.seconds = t0.elapsed().as_secs_f64();
