@@ -56,18 +56,29 @@ pub async fn admin_client(
     route: &dyn crate::Resolver,
     info: &ConnInfo,
 ) -> Result<(Client, ConnInfo), PgError> {
-    let mut last = None;
+    let mut failed: Option<PgError> = None;
     for db in ["postgres", "template1"] {
         let admin = info.with_dbname(db);
         match route.connect(&admin).await {
             Ok(c) => return Ok((c, admin)),
             Err(e) if e.kind == PgErrorKind::NoDatabase || e.kind == PgErrorKind::Auth => {
-                last = Some(e)
+                // The first refused login is the one to report (template1
+                // is only the fallback when postgres does not exist).
+                if failed.as_ref().is_none_or(|f| f.kind != PgErrorKind::Auth) {
+                    failed = Some(e);
+                }
             }
             Err(e) => return Err(e),
         }
     }
-    Err(last.expect("tried at least one"))
+    let mut e = failed.expect("tried at least one");
+    let why = "dbsnap logs in to the server's maintenance database (postgres, else template1) \
+               to create, rename and drop databases";
+    e.hint = Some(match e.hint.take() {
+        Some(h) => format!("{h}; {why}"),
+        None => why.to_string(),
+    });
+    Err(e)
 }
 
 /// The connected role and its privileges.

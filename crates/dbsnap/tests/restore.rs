@@ -764,3 +764,30 @@ fn restores_keep_only_the_newest_safety_snapshots() {
     assert_eq!(safety, [taken[2].as_str(), taken[1].as_str()], "{v}");
     assert_eq!(rows.len(), 3, "the snapshot itself is never pruned: {v}");
 }
+
+/// A refused login on the server's maintenance database (a restore with
+/// --create needs it) names that database, not its template1 fallback,
+/// and says why dbsnap logs in there.
+#[test]
+fn a_wrong_password_for_the_server_names_the_maintenance_database() {
+    let cluster = Cluster::start(15);
+    cluster.create_db("app");
+    let home = Home::new();
+    let file = snapshot(&home, &cluster, &["app"]);
+    let wrong = cluster.url_as("postgres", Some("not-the-password"), "postgres");
+    let (code, v, err) = restore(
+        &home,
+        &cluster,
+        &file,
+        &[wrong],
+        &["--yes", "--create", "--map", "app=app-new", "-w"],
+    );
+    assert_eq!(code, 4, "{err}\n{v}");
+    let first = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
+    assert!(first.contains("/postgres:"), "{err}");
+    assert!(!first.contains("template1"), "{err}");
+    assert!(err.contains("maintenance database"), "{err}");
+}
