@@ -112,6 +112,11 @@ pub fn read_checked_metadata(snapshot: &SnapshotRef) -> Result<Metadata, CoreErr
     Ok(metadata)
 }
 
+/// A snapshot's creation time as its metadata records it (RFC 3339).
+pub fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
 /// Lists the snapshots in `repo`, newest first; unreadable files are
 /// reported on their row (`status`, `error`): a truncated file is flagged
 /// even when its metadata reads fine.

@@ -277,7 +277,7 @@ pub fn plan(
         .iter()
         .map(|r| Item {
             time: (r.status == "ok")
-                .then(|| r.created_at.as_deref().and_then(parse_time))
+                .then(|| r.created_at.as_deref().and_then(inspect::parse_time))
                 .flatten(),
             group: r.target.clone().unwrap_or_default(),
             safety: r.safety,
@@ -345,15 +345,16 @@ pub fn plan(
     Ok(report)
 }
 
-/// Removes what `report` (a [`plan`]) says goes, re-checking each one's
-/// pin right before (a snapshot pinned meanwhile stays).
+/// Removes what `report` (a [`plan`]) says goes, re-reading the pins
+/// first (a snapshot pinned since the plan stays).
 pub fn carry_out(
     repo: &Arc<dyn Repository>,
     mut report: PruneReport,
 ) -> Result<PruneReport, CoreError> {
     let mut removed = Vec::new();
+    let pinned = repo.pinned()?;
     for fate in std::mem::take(&mut report.removed) {
-        if repo.pinned()?.contains(&fate.name) {
+        if pinned.contains(&fate.name) {
             report.freed -= fate.size;
             report.kept.push(Fate {
                 reasons: vec!["pinned".into()],
@@ -380,10 +381,6 @@ fn passes(repo: &Arc<dyn Repository>, name: &str) -> bool {
     };
     tracing::warn!("{} fails verification: {failure}", snapshot.display());
     false
-}
-
-fn parse_time(s: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
 }
 
 #[cfg(test)]

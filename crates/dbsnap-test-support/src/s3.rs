@@ -58,14 +58,11 @@ impl S3Server {
             "{} is missing: run bash scripts/setup.sh",
             program.display()
         );
-        let mut dir = tempfile::tempdir().expect("temporary directory");
+        let dir = tempfile::tempdir().expect("temporary directory");
         let root = dir.path().join("buckets");
         std::fs::create_dir(&root).expect("bucket root");
-        let (access_key, secret_key) = (
-            "dbsnap-test-key".to_string(),
-            "dbsnap-test-secret".to_string(),
-        );
-        for attempt in 1.. {
+        let (access_key, secret_key) = ("dbsnap-test-key", "dbsnap-test-secret");
+        for attempt in 1..=5 {
             let port = crate::free_port();
             let log = dir.path().join(format!("server-{attempt}.log"));
             let out = std::fs::File::create(&log).expect("server log");
@@ -74,37 +71,35 @@ impl S3Server {
             match kind {
                 S3Kind::S3sFs => cmd
                     .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                    .args(["--access-key", &access_key, "--secret-key", &secret_key])
+                    .args(["--access-key", access_key, "--secret-key", secret_key])
                     .arg(&root),
                 S3Kind::Moto => cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]),
             };
-            let child = cmd
+            let mut child = cmd
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err)
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-            let mut server = S3Server {
-                kind,
-                endpoint: format!("http://127.0.0.1:{port}"),
-                access_key: access_key.clone(),
-                secret_key: secret_key.clone(),
-                region: "us-east-1".into(),
-                child,
-                log,
-                dir,
-            };
-            match server.wait_ready(port) {
-                Ok(()) => return server,
-                Err(log)
-                    if attempt < 5 && log.to_lowercase().contains("address already in use") =>
-                {
-                    dir = server.into_dir();
+            match wait_ready(&mut child, port, &log) {
+                Ok(()) => {
+                    return S3Server {
+                        kind,
+                        endpoint: format!("http://127.0.0.1:{port}"),
+                        access_key: access_key.into(),
+                        secret_key: secret_key.into(),
+                        region: "us-east-1".into(),
+                        child,
+                        log,
+                        dir,
+                    }
                 }
-                Err(log) => panic!("{kind:?} did not start on port {port}:\n{log}"),
+                // Another test took the port first: try another.
+                Err(out) if out.to_lowercase().contains("address already in use") => {}
+                Err(out) => panic!("{kind:?} did not start on port {port}:\n{out}"),
             }
         }
-        unreachable!("the loop returns or panics")
+        panic!("{kind:?} found no free port in 5 attempts")
     }
 
     /// Creates a bucket (s3s-fs: its directory; moto: a PUT, which it
@@ -159,33 +154,30 @@ impl S3Server {
     pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
         self.dir.path().join("buckets").join(bucket)
     }
-
-    fn into_dir(mut self) -> tempfile::TempDir {
-        self.kill();
-        let dir = tempfile::tempdir().expect("temporary directory");
-        std::mem::replace(&mut self.dir, dir)
-    }
-
-    /// Waits (every 20 ms, at most 30 s) until the port accepts and the
-    /// server answers HTTP; its output when it does not.
-    fn wait_ready(&mut self, port: u16) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if answers_http(port) {
-                return Ok(());
-            }
-            let exited = self.child.try_wait().ok().flatten();
-            if exited.is_some() || Instant::now() >= deadline {
-                return Err(format!("({exited:?})\n{}", self.log()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
 
 impl Drop for S3Server {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Waits (every 20 ms, at most 30 s) until the server on `port` answers
+/// HTTP; its output (killed) when it does not.
+fn wait_ready(child: &mut Child, port: u16, log: &std::path::Path) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if answers_http(port) {
+            return Ok(());
+        }
+        let exited = child.try_wait().ok().flatten();
+        if exited.is_some() || Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let out = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(format!("({exited:?})\n{out}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

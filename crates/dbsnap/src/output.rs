@@ -7,7 +7,7 @@ use std::path::Path;
 use dbsnap_archive::snapshot::Metadata;
 use dbsnap_core::create::CreateResult;
 use dbsnap_core::demo::DemoResult;
-use dbsnap_core::inspect::{ListEntry, VerifyReport};
+use dbsnap_core::inspect::{self, ListEntry, VerifyReport};
 use dbsnap_core::retention::Removed;
 use dbsnap_core::CoreError;
 use serde_json::json;
@@ -148,7 +148,7 @@ pub(crate) fn list_lines(rows: &[ListEntry], now: OffsetDateTime) -> Vec<String>
         "#", "file", "created (UTC)", "age", "size", "consistency"
     )];
     for (i, r) in rows.iter().enumerate() {
-        let created = r.created_at.as_deref().and_then(parse_time);
+        let created = r.created_at.as_deref().and_then(inspect::parse_time);
         let consistency = match (r.consistency.as_deref(), r.consistent_cut) {
             (Some(m), Some(false)) if m != "none" => format!("{m}!"),
             (Some(m), _) => m.to_string(),
@@ -210,11 +210,6 @@ fn list_details(r: &ListEntry) -> String {
         line.push_str("  [pinned]");
     }
     line
-}
-
-/// An RFC 3339 time from the metadata.
-fn parse_time(s: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
 }
 
 /// `2026-11-22 10:15:00Z`: UTC, to the second.
@@ -511,7 +506,7 @@ pub fn print_plan(p: &dbsnap_core::restore::Plan, json: bool, dry_run: bool) {
         Box::new(std::io::stderr())
     };
     let out = &mut out;
-    let taken = parse_time(&p.metadata.created_at).map_or_else(
+    let taken = inspect::parse_time(&p.metadata.created_at).map_or_else(
         || p.metadata.created_at.clone(),
         |t| format!("{} ({})", utc_seconds(t), age(t, OffsetDateTime::now_utc())),
     );

@@ -254,13 +254,14 @@ async fn run_steps(
         // A copy that failed was dropped by its load (or never created);
         // one that could not be dropped stays loading, for `resume`.
         let undropped = run.undropped.lock().map(|u| u.clone()).unwrap_or_default();
+        let loaded_ones = indices(&loaded);
         for &i in copies
             .iter()
-            .filter(|i| !indices(&loaded).contains(i) && !undropped.contains(i))
+            .filter(|i| !loaded_ones.contains(i) && !undropped.contains(i))
         {
             run.journal(i, Phase::Failed)?;
         }
-        return Err(run.drop_copies(&indices(&loaded), e).await);
+        return Err(run.drop_copies(&loaded_ones, e).await);
     }
     let rest = async {
         let mut data_only = load_data_only(plan, opts, progress, run.journal).await?;

@@ -139,8 +139,8 @@ pub fn gzip_level(compress: Option<&str>) -> Result<Option<u32>, CoreError> {
 /// The oldest pg_dump (and pg_restore) that can write (and read) data
 /// compressed as `compress` asks: 16 for lz4 and zstd.
 pub fn compress_needs(compress: Option<&str>) -> Option<u32> {
-    let method = compress?.trim().split(':').next()?.to_ascii_lowercase();
-    matches!(method.as_str(), "lz4" | "zstd").then_some(16)
+    // A valid value that is not zlib is one pg_dump writes: lz4 or zstd.
+    matches!(gzip_level(compress), Ok(None)).then_some(16)
 }
 
 /// State shared by the producer, its workers and the control.
