@@ -20,8 +20,12 @@ pub struct Config {
     /// Extra directories holding pg_dump/pg_restore, searched first.
     #[serde(default)]
     pub pg_bin: Vec<PathBuf>,
-    /// Default repository directory.
+    /// Default repository: a directory or `s3://bucket/prefix` (`repo` is
+    /// the same key).
+    #[serde(alias = "repo")]
     pub dir: Option<PathBuf>,
+    /// S3 repositories' endpoint, region, addressing, TLS.
+    pub s3: Option<S3Config>,
     /// Safety snapshots kept per repository (default 3); older ones are
     /// removed after a restore takes a new one, and by `cleanup`.
     pub keep_safety_snapshots: Option<usize>,
@@ -58,6 +62,29 @@ pub struct PruneConfig {
     pub keep_within: Option<String>,
 }
 
+/// `[s3]`: how to reach S3 repositories. Credentials are never here: they
+/// come from the standard AWS sources (environment, web identity, instance
+/// or container role). The AWS environment (`AWS_ENDPOINT_URL`,
+/// `AWS_REGION`, `AWS_ALLOW_HTTP`, `AWS_CA_BUNDLE`) wins over these.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint URL of an S3-compatible server (AWS when unset).
+    pub endpoint: Option<String>,
+    /// Region (default `us-east-1`).
+    pub region: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`, default true); false
+    /// for virtual-hosted style (`bucket.endpoint/key`).
+    pub path_style: Option<bool>,
+    /// Allow a plain-HTTP endpoint (like `--force-insecure`).
+    pub force_insecure: Option<bool>,
+    /// PEM file of CA certificates to trust besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Upload part size in MiB (default 16; S3 allows 10,000 parts, so
+    /// 16 MiB parts hold snapshots up to 156 GiB).
+    pub part_size_mib: Option<usize>,
+}
+
 /// One application's databases and how to snapshot them.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,7 +97,9 @@ pub struct TargetConfig {
     pub prefix: Option<String>,
     /// Consistency method.
     pub consistency: Option<ConsistencyMethod>,
-    /// Repository directory for this target.
+    /// Repository for this target: a directory or `s3://bucket/prefix`
+    /// (`repo` is the same key).
+    #[serde(alias = "repo")]
     pub dir: Option<PathBuf>,
     /// Command that stops the application (quiesce, destructive restores).
     pub stop_cmd: Option<String>,

@@ -151,9 +151,12 @@ impl CoreError {
             CoreError::Archive(_) | CoreError::Verify { .. } | CoreError::NotSnapshot { .. } => {
                 exit::VERIFY
             }
-            CoreError::Storage(StorageError::NoRepository(_) | StorageError::NotARepository(_)) => {
-                exit::USAGE
-            }
+            CoreError::Storage(
+                StorageError::NoRepository(_)
+                | StorageError::NotARepository(_)
+                | StorageError::NoBucket(_)
+                | StorageError::Config(_),
+            ) => exit::USAGE,
             CoreError::Storage(_) => exit::STORAGE,
             CoreError::Config { .. } => exit::USAGE,
             CoreError::Consistency { .. } => exit::CONSISTENCY,

@@ -20,7 +20,7 @@ pub mod retention;
 pub use dbsnap_pg::process::{guard_children_with, run_watchdog, WATCHDOG_ARG};
 pub use dbsnap_pg::relay;
 pub use dbsnap_pg::Resolver;
-pub use dbsnap_storage::{make_new_files_private, Repository, SnapshotRef};
+pub use dbsnap_storage::{make_new_files_private, s3, Repository, SnapshotRef};
 pub use error::CoreError;
 
 /// Tracing target of warnings that are also returned to the caller (a

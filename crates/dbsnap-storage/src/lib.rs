@@ -30,6 +30,7 @@
 //! Calls block: from async code run them on a blocking thread.
 
 mod local;
+pub mod s3;
 pub mod scratch;
 
 #[cfg(any(test, feature = "contract"))]
@@ -59,12 +60,29 @@ pub enum StorageError {
     /// The repository's location is something else (a file).
     #[error("repository {0} is not a directory\nhint: --dir (or `dir` in dbsnap.toml) names the directory holding the snapshots; pass a snapshot file with --file")]
     NotARepository(String),
+    /// The bucket of an object-store repository does not exist.
+    #[error("the bucket of {0} does not exist\nhint: check --repo (or `repo` in dbsnap.toml) and the endpoint; dbsnap does not create buckets: create it with your storage's tools (e.g. `aws s3 mb s3://BUCKET`)")]
+    NoBucket(String),
     /// A snapshot of that name exists already.
     #[error("snapshot \"{0}\" already exists")]
     Exists(String),
     /// The file system is full.
     #[error("no space left on device while writing {0}\nhint: free space or choose another --dir")]
     NoSpace(String),
+    /// A repository that cannot be used as configured (a malformed URL,
+    /// an unreadable CA file).
+    #[error("{0}")]
+    Config(String),
+    /// A request to an object store failed.
+    #[error("{location}: {message}{}", hint_line(.hint))]
+    Remote {
+        /// The repository or object.
+        location: String,
+        /// What the server or the connection said.
+        message: String,
+        /// What to do, or empty.
+        hint: String,
+    },
     /// Other I/O error, with the path or object concerned.
     #[error("{path}: {source}")]
     Io {
@@ -73,6 +91,14 @@ pub enum StorageError {
         /// Cause.
         source: io::Error,
     },
+}
+
+fn hint_line(hint: &str) -> String {
+    if hint.is_empty() {
+        String::new()
+    } else {
+        format!("\nhint: {hint}")
+    }
 }
 
 impl StorageError {
@@ -151,9 +177,69 @@ pub enum Unlisted {
     File(Box<dyn Read + Send>),
 }
 
-/// The repository at `location` (today: a local directory).
+/// The repository at `location`: an `s3://bucket/prefix` URL, else a
+/// local directory. One that cannot be opened as configured answers every
+/// call with the reason.
 pub fn open_repository(location: &Path) -> Arc<dyn Repository> {
-    Arc::new(LocalRepository::new(location))
+    match location.to_str().filter(|l| s3::is_s3_url(l)) {
+        Some(url) => match s3::S3Repository::open(url) {
+            Ok(r) => Arc::new(r),
+            Err(e) => Arc::new(Unusable {
+                location: url.to_string(),
+                why: e.to_string(),
+            }),
+        },
+        None => Arc::new(LocalRepository::new(location)),
+    }
+}
+
+/// A repository that could not be opened: every call says why.
+#[derive(Debug)]
+struct Unusable {
+    location: String,
+    why: String,
+}
+
+impl Unusable {
+    fn err<T>(&self) -> Result<T, StorageError> {
+        Err(StorageError::Config(self.why.clone()))
+    }
+}
+
+impl Repository for Unusable {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+    fn list(&self) -> Result<Vec<SnapshotInfo>, StorageError> {
+        self.err()
+    }
+    fn stat(&self, _: &str) -> Result<SnapshotInfo, StorageError> {
+        self.err()
+    }
+    fn open_range(&self, _: &str, _: u64) -> Result<Box<dyn Read + Send>, StorageError> {
+        self.err()
+    }
+    fn begin(&self, _: &str) -> Result<Box<dyn PendingWrite>, StorageError> {
+        self.err()
+    }
+    fn delete(&self, _: &str) -> Result<(), StorageError> {
+        self.err()
+    }
+    fn pinned(&self) -> Result<std::collections::BTreeSet<String>, StorageError> {
+        self.err()
+    }
+    fn set_pinned(&self, _: &str, _: bool) -> Result<(), StorageError> {
+        self.err()
+    }
+    fn scratch(&self, _: &str) -> Result<Scratch, StorageError> {
+        self.err()
+    }
+    fn remove_stale(&self) -> Result<Vec<String>, StorageError> {
+        self.err()
+    }
+    fn stale(&self) -> Result<Vec<String>, StorageError> {
+        self.err()
+    }
 }
 
 /// Writes a small state file durably: a temporary name, fsync, rename over
@@ -267,6 +353,63 @@ impl ArchiveOutput for Box<dyn PendingWrite> {
     }
 }
 
+/// A reader that can seek.
+pub trait ReadSeek: Read + io::Seek + Send {}
+impl<T: Read + io::Seek + Send> ReadSeek for T {}
+
+/// Forward seeks up to this far read on rather than start a new range.
+pub const SEEK_BY_READING: u64 = 1 << 20;
+
+/// Seeking over a repository's range reads.
+struct RangeSeeker {
+    snapshot: SnapshotRef,
+    size: u64,
+    pos: u64,
+    inner: Option<Box<dyn Read + Send>>,
+}
+
+impl Read for RangeSeeker {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.inner.is_none() {
+            let r = self
+                .snapshot
+                .repo
+                .open_range(&self.snapshot.name, self.pos)
+                .map_err(io::Error::other)?;
+            self.inner = Some(r);
+        }
+        let n = self.inner.as_mut().expect("opened").read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl io::Seek for RangeSeeker {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            io::SeekFrom::Start(p) => Some(p),
+            io::SeekFrom::End(d) => self.size.checked_add_signed(d),
+            io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        }
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        match (&mut self.inner, target.checked_sub(self.pos)) {
+            (Some(r), Some(ahead)) if ahead <= SEEK_BY_READING => {
+                let skipped = io::copy(&mut r.take(ahead), &mut io::sink())?;
+                self.pos += skipped;
+                if skipped < ahead {
+                    self.inner = None;
+                    self.pos = target;
+                }
+            }
+            _ => {
+                self.inner = None;
+                self.pos = target;
+            }
+        }
+        Ok(self.pos)
+    }
+}
+
 /// A snapshot named by its repository and its name: what commands, results
 /// and the restore journal refer to, never a bare path.
 #[derive(Clone)]
@@ -286,8 +429,16 @@ impl SnapshotRef {
         }
     }
 
-    /// A snapshot file given by path: its directory is the repository.
+    /// A snapshot file given by path (or `s3://bucket/prefix/name.tar`):
+    /// its directory is the repository.
     pub fn from_path(path: &Path) -> SnapshotRef {
+        if let Some((repo, name)) = path
+            .to_str()
+            .filter(|p| s3::is_s3_url(p))
+            .and_then(|p| p.rsplit_once('/'))
+        {
+            return SnapshotRef::new(open_repository(Path::new(repo)), name);
+        }
         let dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -302,6 +453,28 @@ impl SnapshotRef {
     /// Reads it from the start.
     pub fn open(&self) -> Result<Box<dyn Read + Send>, StorageError> {
         self.repo.open(&self.name)
+    }
+
+    /// Reads it with seeking: the file itself in a local repository, else
+    /// range reads, a new one for each seek beyond [`SEEK_BY_READING`].
+    pub fn open_seekable(&self) -> Result<Box<dyn ReadSeek>, StorageError> {
+        if let Some(dir) = self.repo.local_dir() {
+            let path = dir.join(&self.name);
+            return match File::open(&path) {
+                Ok(f) => Ok(Box::new(f)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    Err(StorageError::NotFound(self.name.clone()))
+                }
+                Err(e) => Err(StorageError::io(&path, e)),
+            };
+        }
+        let size = self.repo.stat(&self.name)?.size;
+        Ok(Box::new(RangeSeeker {
+            snapshot: self.clone(),
+            size,
+            pos: 0,
+            inner: None,
+        }))
     }
 
     /// What is at a name the repository does not list as a snapshot (a

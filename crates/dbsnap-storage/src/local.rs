@@ -291,10 +291,7 @@ impl Repository for LocalRepository {
     }
 
     fn scratch(&self, tag: &str) -> Result<Scratch, StorageError> {
-        Scratch::create(&self.dir, tag).or_else(|_| {
-            let tmp = std::env::temp_dir();
-            Scratch::create(&tmp, tag).map_err(|e| StorageError::io(&tmp, e))
-        })
+        Scratch::create(&self.dir, tag).or_else(|_| Scratch::in_temp_dir(tag))
     }
 
     fn remove_stale(&self) -> Result<Vec<String>, StorageError> {

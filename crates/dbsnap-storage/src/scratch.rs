@@ -49,6 +49,12 @@ impl Scratch {
         )))
     }
 
+    /// Creates a scratch file in the temporary directory.
+    pub fn in_temp_dir(tag: &str) -> Result<Scratch, crate::StorageError> {
+        let tmp = std::env::temp_dir();
+        Scratch::create(&tmp, tag).map_err(|e| crate::StorageError::io(&tmp, e))
+    }
+
     /// Where it is.
     pub fn path(&self) -> &Path {
         self.0.path()

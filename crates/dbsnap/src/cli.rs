@@ -66,6 +66,9 @@ pub struct GlobalArgs {
     /// Write this run's log to FILE (read-only commands log only with this or -v).
     #[arg(long, global = true, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// Allow plain HTTP (and, for a registry, an unverified TLS certificate) for an S3 endpoint and the jump pod image's registry; the Kubernetes API is always verified.
+    #[arg(long, global = true)]
+    pub force_insecure: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -413,6 +416,18 @@ impl Cli {
         )
     }
 
+    /// The cluster flags of a command that has them.
+    fn k8s_mut(&mut self) -> Option<&mut crate::k8s_cmd::K8sArgs> {
+        match &mut self.command {
+            Command::Create(a) => Some(&mut a.k8s),
+            Command::Restore(a) => Some(&mut a.k8s),
+            Command::Rollback(a) => Some(&mut a.k8s),
+            Command::Resume(a) => Some(&mut a.k8s),
+            Command::Cleanup(a) => Some(&mut a.k8s),
+            _ => None,
+        }
+    }
+
     /// Command name for the log file.
     pub fn command_name(&self) -> &'static str {
         match &self.command {
@@ -441,9 +456,14 @@ impl Cli {
 }
 
 /// Runs the command; returns the exit code on success paths.
-pub async fn run(cli: Cli) -> Result<u8, CoreError> {
+pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
+    let insecure = cli.global.force_insecure;
+    if let Some(k8s) = cli.k8s_mut() {
+        k8s.force_insecure = insecure;
+    }
     let g = cli.global;
     let show_progress = !g.no_progress && !g.json;
+    configure_s3(&g);
     match cli.command {
         Command::Create(args) => {
             let config = Config::load(g.config.as_deref())?;
@@ -581,6 +601,25 @@ pub fn layered<T>(
     default: impl FnOnce() -> T,
 ) -> T {
     flag.or(target).or(config).unwrap_or_else(default)
+}
+
+/// S3 repositories' settings: `[s3]` of dbsnap.toml and --force-insecure
+/// (the AWS environment wins over both, see `dbsnap_storage::s3`). A
+/// config file that cannot be read is reported by the command itself.
+fn configure_s3(g: &GlobalArgs) {
+    let s3 = Config::load(g.config.as_deref())
+        .ok()
+        .and_then(|c| c.s3)
+        .unwrap_or_default();
+    dbsnap_core::s3::configure(dbsnap_core::s3::S3Options {
+        endpoint: s3.endpoint,
+        region: s3.region,
+        virtual_hosted: !s3.path_style.unwrap_or(true),
+        allow_http: g.force_insecure || s3.force_insecure.unwrap_or(false),
+        ca_file: s3.ca_file,
+        part_size: s3.part_size_mib.map(|m| m << 20),
+        credentials: None,
+    });
 }
 
 /// The repository a command uses: `--dir`, else the target's `dir`, else
@@ -831,6 +870,7 @@ mod tests {
             verbose: 0,
             no_progress: false,
             log_file: None,
+            force_insecure: false,
         };
         assert_eq!(
             repo_dir(&g(Some("/flag")), &config, Some(&target)),

@@ -39,8 +39,10 @@ pub struct K8sArgs {
     /// Name of dbsnap's image in a registry (default: dbsnap).
     #[arg(long, value_name = "NAME")]
     pub image_name: Option<String>,
-    /// For the registry only: accept an unverified TLS certificate, or plain HTTP; the Kubernetes API is always verified.
-    #[arg(long)]
+    /// The global `--force-insecure` (set by `cli::run`): for the registry,
+    /// accept an unverified TLS certificate or plain HTTP; the Kubernetes
+    /// API is always verified.
+    #[arg(skip)]
     pub force_insecure: bool,
     /// How long the jump pod may take to start (e.g. 120s, 5min).
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
@@ -189,7 +191,6 @@ impl K8sArgs {
             self.image.as_ref().map(|_| "--image"),
             self.registry.as_ref().map(|_| "--registry"),
             self.image_name.as_ref().map(|_| "--image-name"),
-            self.force_insecure.then_some("--force-insecure"),
             self.container.as_ref().map(|_| "--container"),
         ]
         .into_iter()

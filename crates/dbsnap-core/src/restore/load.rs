@@ -23,7 +23,6 @@
 //! at their next table or stage.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -82,11 +81,8 @@ impl Layout {
     /// whose encoding is not UTF8 (dbsnap's connections speak UTF-8; its
     /// rows stay in their own encoding): stock pg_restore restores those.
     pub(crate) fn read(file: &SnapshotRef, member: &str) -> Result<Option<Layout>, CoreError> {
-        let Some(dir) = file.repo.local_dir() else {
-            return Ok(None);
-        };
-        let path = dir.join(&file.name);
-        let open = || File::open(&path).map_err(|e| StorageError::io(&path, e));
+        let open = || file.open_seekable();
+        let path = std::path::PathBuf::from(file.display());
         let spans = snapshot::member_spans(
             BufReader::new(open()?),
             &[member, snapshot::MANIFEST_MEMBER],
@@ -194,7 +190,7 @@ impl Layout {
 /// The pieces of the member's split tables, from the snapshot's manifest,
 /// each checked to lie inside its table's block, in order.
 fn read_pieces(
-    mut file: File,
+    mut file: Box<dyn dbsnap_storage::ReadSeek>,
     (at, size): (u64, u64),
     member: &str,
     blocks: &[BlockSpan],

@@ -1,0 +1,1029 @@
+//! The S3 repository: snapshots are objects under a prefix of a bucket
+//! (`s3://bucket/prefix`), on AWS or any S3-compatible server (SeaweedFS,
+//! MinIO, Ceph, moto, s3s), through `object_store`.
+//!
+//! # Layout
+//!
+//! Under the prefix, each snapshot is one object `<name>.tar`, byte for
+//! byte what a local repository holds. Beside it, hidden objects (names
+//! starting with `.`, never listed as snapshots):
+//! - `.<name>.pin`: an empty object pinning the snapshot;
+//! - `.<name>.upload-<token>`: the marker of a multipart upload in progress
+//!   (its upload id, and the host and process writing it), refreshed every
+//!   minute while the writer lives.
+//!
+//! # Writing
+//!
+//! A snapshot is uploaded straight to its final key in parts of a fixed
+//! size (16 MiB unless configured), a few at a time: memory stays bounded
+//! whatever the size, and nothing is written to local disk. S3 shows an
+//! object only when its multipart upload completes, so the snapshot is
+//! invisible until commit: an interrupted upload leaves no visible object.
+//! Placeholders (a tar header filled in at the end of its member) keep the
+//! part holding them in memory until filled; parts are uploaded in any
+//! order and completed in order. A snapshot smaller than one part is one
+//! plain PUT at commit.
+//!
+//! Commit refuses a name taken meanwhile (checked just before completing:
+//! S3 has no create-only completion on every server, so two writers of the
+//! same name committing in the same instant are not told apart; snapshot
+//! names carry the time to the second and a random suffix on collision).
+//!
+//! An upload whose writer died (killed, or its server unreachable when it
+//! tried to abort) is found by its marker: the marker's process is gone
+//! (same host) or it was last refreshed more than [`STALE_AFTER`] ago (any
+//! host). [`Repository::remove_stale`] (run by every `create`) aborts such
+//! uploads and removes their markers. An upload started and killed before
+//! its marker was written is not found: a bucket lifecycle rule
+//! `AbortIncompleteMultipartUpload` catches those (documented).
+//!
+//! # Reading
+//!
+//! Reads are ranged GETs, 64 KiB first and doubling up to [`READ_CHUNK`],
+//! the next ones requested while the current one is consumed: any offset
+//! costs nothing before it, a reader that wants only a header fetches
+//! little more, a slow reader holds at most a few chunks, and a failed
+//! request is retried alone.
+//!
+//! # Calls
+//!
+//! The trait is blocking. Every request runs on one runtime owned by this
+//! module; a caller blocks on its result without needing (or disturbing) a
+//! runtime of its own.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path as Key;
+use object_store::{ClientOptions, ObjectStore, PutPayload, RetryConfig};
+
+use crate::{
+    scratch, ArchiveOutput, PendingWrite, Placeholder, Repository, Scratch, SnapshotInfo,
+    StorageError,
+};
+
+/// Default part size of uploads.
+pub const DEFAULT_PART_SIZE: usize = 16 << 20;
+/// S3's limit on the parts of one upload.
+const MAX_PARTS: usize = 10_000;
+/// S3's minimum size of every part but the last.
+const MIN_PART_SIZE: usize = 5 << 20;
+/// Parts uploading at once per snapshot.
+const PARTS_IN_FLIGHT: usize = 4;
+/// Size of the largest ranged GET.
+pub const READ_CHUNK: u64 = 8 << 20;
+/// Size of the first ranged GET of a read (a header, often all a reader
+/// wants before it seeks); each next one is twice as large.
+const FIRST_CHUNK: u64 = 64 << 10;
+/// Ranged GETs ahead of the reader.
+const READ_AHEAD: usize = 2;
+/// How often a writer refreshes its upload marker.
+const HEARTBEAT: Duration = Duration::from_secs(60);
+/// An upload marker not refreshed for this long belongs to a dead writer.
+pub const STALE_AFTER: Duration = Duration::from_secs(15 * 60);
+/// How long dropping a pending write waits for its abort.
+const ABORT_WAIT: Duration = Duration::from_secs(20);
+
+const PIN: &str = ".pin";
+const UPLOAD: &str = ".upload-";
+
+/// Settings of S3 repositories beyond the URL. Unset fields come from the
+/// standard AWS environment (`AWS_ENDPOINT_URL`, `AWS_REGION`,
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+/// `AWS_ALLOW_HTTP`, `AWS_CA_BUNDLE`, web identity and instance
+/// credentials), which win over dbsnap.toml like they do for other tools.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Options {
+    /// Endpoint URL (`https://minio.example:9000`); AWS when unset.
+    pub endpoint: Option<String>,
+    /// Region (`us-east-1` when unset).
+    pub region: Option<String>,
+    /// Virtual-hosted-style requests (`bucket.endpoint/key`) instead of
+    /// path-style (`endpoint/bucket/key`, the default, which every
+    /// S3-compatible server accepts).
+    pub virtual_hosted: bool,
+    /// Allow a plain-HTTP endpoint (`--force-insecure`).
+    pub allow_http: bool,
+    /// PEM file of extra CA certificates to trust.
+    pub ca_file: Option<PathBuf>,
+    /// Part size of uploads in bytes (S3 allows 10,000 parts per object).
+    pub part_size: Option<usize>,
+    /// An access key id and secret, instead of the environment's (tests).
+    pub credentials: Option<(String, String)>,
+}
+
+static OPTIONS: OnceLock<S3Options> = OnceLock::new();
+
+/// Sets the options every S3 repository of this process uses (the CLI
+/// calls it once, after reading flags and dbsnap.toml).
+pub fn configure(options: S3Options) {
+    let _ = OPTIONS.set(options);
+}
+
+fn options() -> S3Options {
+    OPTIONS.get().cloned().unwrap_or_default()
+}
+
+/// Whether `location` is an S3 URL.
+pub fn is_s3_url(location: &str) -> bool {
+    location.starts_with("s3://")
+}
+
+/// The runtime every S3 request runs on (never dropped).
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("dbsnap-s3")
+            .enable_all()
+            .build()
+            .expect("the S3 runtime starts")
+    })
+}
+
+/// Runs `f` on the S3 runtime and waits for it, from any thread.
+fn block_on<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    let handle = runtime().spawn(f);
+    match futures::executor::block_on(handle) {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// A repository under `s3://bucket/prefix`.
+#[derive(Debug, Clone)]
+pub struct S3Repository {
+    store: Arc<AmazonS3>,
+    bucket: String,
+    prefix: String,
+    part_size: usize,
+}
+
+impl S3Repository {
+    /// The repository at `url` (`s3://bucket` or `s3://bucket/prefix`),
+    /// with the process's [`S3Options`].
+    pub fn open(url: &str) -> Result<S3Repository, StorageError> {
+        Self::with_options(url, &options())
+    }
+
+    /// The repository at `url` with `opts`.
+    pub fn with_options(url: &str, opts: &S3Options) -> Result<S3Repository, StorageError> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| config_error(url, "an S3 repository is written s3://BUCKET/PREFIX"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let prefix = prefix.trim_matches('/').to_string();
+        if bucket.is_empty() {
+            return Err(config_error(
+                url,
+                "the URL names no bucket (s3://BUCKET/PREFIX)",
+            ));
+        }
+        if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
+            return Err(config_error(url, "the prefix has an empty, . or .. part"));
+        }
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if env("AWS_ENDPOINT_URL").is_none() && env("AWS_ENDPOINT").is_none() {
+            if let Some(e) = &opts.endpoint {
+                b = b.with_endpoint(e);
+            }
+        }
+        if env("AWS_REGION").is_none() && env("AWS_DEFAULT_REGION").is_none() {
+            b = b.with_region(opts.region.as_deref().unwrap_or("us-east-1"));
+        }
+        b = b.with_virtual_hosted_style_request(opts.virtual_hosted);
+        if let Some((id, secret)) = &opts.credentials {
+            b = b.with_access_key_id(id).with_secret_access_key(secret);
+        }
+        let allow_http = opts.allow_http
+            || env("AWS_ALLOW_HTTP").is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+        let mut client = ClientOptions::new()
+            .with_allow_http(allow_http)
+            .with_connect_timeout(Duration::from_secs(10))
+            .with_timeout(Duration::from_secs(120));
+        let ca = env("AWS_CA_BUNDLE")
+            .map(PathBuf::from)
+            .or(opts.ca_file.clone());
+        if let Some(ca) = ca {
+            let pem = std::fs::read(&ca).map_err(|e| StorageError::io(&ca, e))?;
+            let certs = object_store::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| config_error(url, &format!("the CA file {}: {e}", ca.display())))?;
+            for c in certs {
+                client = client.with_root_certificate(c);
+            }
+        }
+        let retry = RetryConfig {
+            max_retries: 5,
+            retry_timeout: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let store = b
+            .with_client_options(client)
+            .with_retry(retry)
+            .build()
+            .map_err(|e| config_error(url, &e.to_string()))?;
+        let part_size = opts.part_size.unwrap_or(DEFAULT_PART_SIZE);
+        if part_size < MIN_PART_SIZE {
+            return Err(config_error(
+                url,
+                "part_size is below S3's minimum of 5 MiB",
+            ));
+        }
+        Ok(S3Repository {
+            store: Arc::new(store),
+            bucket: bucket.to_string(),
+            prefix,
+            part_size,
+        })
+    }
+
+    fn key(&self, name: &str) -> Key {
+        if self.prefix.is_empty() {
+            Key::from(name)
+        } else {
+            Key::from(format!("{}/{name}", self.prefix))
+        }
+    }
+
+    fn pin_key(&self, name: &str) -> Key {
+        self.key(&format!(".{name}{PIN}"))
+    }
+
+    fn dir_key(&self) -> Option<Key> {
+        (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()))
+    }
+
+    /// An error of a request about `what` (a snapshot name, or "" for the
+    /// repository).
+    fn error(&self, what: &str, e: object_store::Error) -> StorageError {
+        remote_error(&self.location(), what, e)
+    }
+
+    /// The objects directly under the prefix.
+    fn objects(&self) -> Result<Vec<object_store::ObjectMeta>, StorageError> {
+        let store = self.store.clone();
+        let dir = self.dir_key();
+        let listed = block_on(async move { store.list_with_delimiter(dir.as_ref()).await });
+        listed.map(|l| l.objects).map_err(|e| self.error("", e))
+    }
+
+    fn head(&self, name: &str) -> Result<object_store::ObjectMeta, StorageError> {
+        if !is_snapshot_name(name) {
+            return Err(StorageError::NotFound(name.into()));
+        }
+        let (store, key) = (self.store.clone(), self.key(name));
+        block_on(async move { store.head(&key).await }).map_err(|e| self.error(name, e))
+    }
+
+    fn delete_key(&self, key: Key) -> Result<(), StorageError> {
+        let store = self.store.clone();
+        let what = key.to_string();
+        match block_on(async move { store.delete(&key).await }) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error(&what, e)),
+        }
+    }
+
+    /// Upload markers, pins of missing snapshots, and scratch files in the
+    /// temporary directory that belong to dead runs; removed when `remove`.
+    fn sweep(&self, remove: bool) -> Result<Vec<String>, StorageError> {
+        let objects = match self.objects() {
+            Ok(o) => o,
+            Err(StorageError::NoBucket(_)) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let names: BTreeSet<String> = objects.iter().filter_map(file_name).collect();
+        let mut found = Vec::new();
+        for meta in &objects {
+            let Some(name) = file_name(meta) else {
+                continue;
+            };
+            if let Some(snapshot) = upload_of(&name) {
+                // Gone meanwhile: its writer finished.
+                let Some(body) = self.get_bytes(&meta.location)? else {
+                    continue;
+                };
+                // One that cannot be read names no upload: only it goes.
+                let marker: Option<Marker> = serde_json::from_slice(&body).ok();
+                let refreshed = SystemTime::from(meta.last_modified);
+                if !marker.as_ref().is_none_or(|m| m.is_dead(refreshed)) {
+                    continue;
+                }
+                if remove {
+                    if let Some(m) = &marker {
+                        let (store, key, id) =
+                            (self.store.clone(), self.key(snapshot), m.upload_id.clone());
+                        match block_on(async move { store.abort_multipart(&key, &id).await }) {
+                            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                            Err(e) => return Err(self.error(snapshot, e)),
+                        }
+                    }
+                    self.delete_key(meta.location.clone())?;
+                }
+                found.push(format!(
+                    "{} (an unfinished upload of {snapshot})",
+                    self.url_of(&name)
+                ));
+            } else if name
+                .strip_prefix('.')
+                .and_then(|n| n.strip_suffix(PIN))
+                .is_some_and(|s| is_snapshot_name(s) && !names.contains(s))
+            {
+                // A pin whose snapshot went would pin a new one of its name.
+                if remove {
+                    self.delete_key(meta.location.clone())?;
+                }
+                found.push(self.url_of(&name));
+            }
+        }
+        found.extend(
+            scratch::sweep(&std::env::temp_dir(), remove)
+                .iter()
+                .map(|p| p.display().to_string()),
+        );
+        Ok(found)
+    }
+
+    fn get_bytes(&self, key: &Key) -> Result<Option<Bytes>, StorageError> {
+        let (store, k) = (self.store.clone(), key.clone());
+        let got = block_on(async move {
+            match store.get(&k).await {
+                Ok(r) => r.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        got.map_err(|e| self.error(key.as_ref(), e))
+    }
+
+    fn url_of(&self, name: &str) -> String {
+        format!("{}/{name}", self.location())
+    }
+}
+
+fn file_name(meta: &object_store::ObjectMeta) -> Option<String> {
+    meta.location.filename().map(str::to_string)
+}
+
+/// The snapshot an upload marker's name belongs to.
+fn upload_of(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix('.')?;
+    let at = rest.rfind(UPLOAD)?;
+    Some(&rest[..at]).filter(|s| is_snapshot_name(s))
+}
+
+fn is_snapshot_name(name: &str) -> bool {
+    !name.starts_with('.') && name.ends_with(".tar") && !name.contains('/')
+}
+
+fn config_error(url: &str, why: &str) -> StorageError {
+    StorageError::Config(format!("repository {url}: {why}"))
+}
+
+/// Maps an object store error to a storage error that says what to do.
+fn remote_error(location: &str, what: &str, e: object_store::Error) -> StorageError {
+    if let object_store::Error::NotFound { .. } = e {
+        return StorageError::NotFound(what.to_string());
+    }
+    let text = error_chain(&e);
+    let lower = text.to_ascii_lowercase();
+    let hint = if lower.contains("nosuchbucket") || lower.contains("bucket does not exist") {
+        return StorageError::NoBucket(location.to_string());
+    } else if lower.contains("signaturedoesnotmatch")
+        || lower.contains("invalidaccesskeyid")
+        || lower.contains("accessdenied")
+        || lower.contains("403 forbidden")
+        || lower.contains("missing credentials")
+        || lower.contains("no credentials")
+    {
+        "the S3 server refused the credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the profile, web identity or instance role) and that they may read and write this bucket"
+    } else if lower.contains("url scheme is not allowed") || lower.contains("allow_http") {
+        "the endpoint is plain HTTP: pass --force-insecure (or set AWS_ALLOW_HTTP=true) to allow it"
+    } else if lower.contains("connect")
+        || lower.contains("dns")
+        || lower.contains("timed out")
+        || lower.contains("connection")
+    {
+        "the S3 endpoint cannot be reached: check AWS_ENDPOINT_URL (or endpoint in [s3] of dbsnap.toml) and that the server is up"
+    } else {
+        ""
+    };
+    StorageError::Remote {
+        location: if what.is_empty() {
+            location.to_string()
+        } else {
+            format!("{location}/{what}")
+        },
+        message: text,
+        hint: hint.to_string(),
+    }
+}
+
+/// An error and its causes, one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
+}
+
+/// What an upload marker records.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Marker {
+    upload_id: String,
+    host: String,
+    pid: u32,
+    /// The writer's process start time (clock ticks since boot), so that a
+    /// reused pid is not taken for the writer.
+    start: Option<u64>,
+}
+
+impl Marker {
+    fn mine(upload_id: String) -> Marker {
+        let pid = std::process::id();
+        Marker {
+            upload_id,
+            host: hostname(),
+            pid,
+            start: process_start(pid),
+        }
+    }
+
+    /// Whether the writer is gone: its process (same host) no longer runs,
+    /// or the marker was not refreshed for [`STALE_AFTER`].
+    fn is_dead(&self, refreshed: SystemTime) -> bool {
+        let age = SystemTime::now()
+            .duration_since(refreshed)
+            .unwrap_or_default();
+        if age > STALE_AFTER {
+            return true;
+        }
+        if self.host != hostname() {
+            return false;
+        }
+        if self.pid == std::process::id() {
+            return !LIVE_UPLOADS
+                .lock()
+                .is_ok_and(|l| l.contains(&self.upload_id));
+        }
+        match process_start(self.pid) {
+            None => true,
+            Some(start) => self.start.is_some_and(|s| s != start),
+        }
+    }
+}
+
+/// Upload ids of this process's pending writes.
+static LIVE_UPLOADS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+fn hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A process's start time from /proc (None when it does not run).
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command may hold spaces and parentheses: fields follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+impl Repository for S3Repository {
+    fn location(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+
+    fn list(&self) -> Result<Vec<SnapshotInfo>, StorageError> {
+        let mut out: Vec<SnapshotInfo> = self
+            .objects()?
+            .into_iter()
+            .filter_map(|m| {
+                let name = file_name(&m)?;
+                is_snapshot_name(&name).then(|| SnapshotInfo {
+                    name,
+                    size: m.size,
+                    modified: SystemTime::from(m.last_modified),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.modified
+                .cmp(&a.modified)
+                .then_with(|| b.name.cmp(&a.name))
+        });
+        Ok(out)
+    }
+
+    fn stat(&self, name: &str) -> Result<SnapshotInfo, StorageError> {
+        let m = self.head(name)?;
+        Ok(SnapshotInfo {
+            name: name.to_string(),
+            size: m.size,
+            modified: SystemTime::from(m.last_modified),
+        })
+    }
+
+    fn open_range(&self, name: &str, offset: u64) -> Result<Box<dyn Read + Send>, StorageError> {
+        let meta = self.head(name)?;
+        Ok(Box::new(RangeReader {
+            store: self.store.clone(),
+            key: meta.location,
+            location: self.url_of(name),
+            next: offset,
+            chunk: FIRST_CHUNK,
+            end: meta.size,
+            ahead: VecDeque::new(),
+            current: Bytes::new(),
+        }))
+    }
+
+    fn begin(&self, name: &str) -> Result<Box<dyn PendingWrite>, StorageError> {
+        if !is_snapshot_name(name) {
+            return Err(StorageError::Io {
+                path: name.into(),
+                source: io::Error::other("a snapshot name ends in .tar and does not start with ."),
+            });
+        }
+        match self.head(name) {
+            Ok(_) => return Err(StorageError::Exists(name.into())),
+            Err(StorageError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(Box::new(S3Pending {
+            repo: self.clone(),
+            name: name.to_string(),
+            key: self.key(name),
+            upload: None,
+            written: 0,
+            parts: BTreeMap::new(),
+            open: BTreeMap::new(),
+            in_flight: VecDeque::new(),
+            done: BTreeMap::new(),
+            failed: None,
+            spools: Vec::new(),
+            committed: false,
+        }))
+    }
+
+    fn delete(&self, name: &str) -> Result<(), StorageError> {
+        let meta = self.head(name)?;
+        self.delete_key(meta.location)?;
+        self.delete_key(self.pin_key(name))
+    }
+
+    fn pinned(&self) -> Result<BTreeSet<String>, StorageError> {
+        let objects = match self.objects() {
+            Ok(o) => o,
+            Err(StorageError::NoBucket(_)) => return Ok(BTreeSet::new()),
+            Err(e) => return Err(e),
+        };
+        let names: BTreeSet<String> = objects.iter().filter_map(file_name).collect();
+        Ok(names
+            .iter()
+            .filter_map(|n| n.strip_prefix('.')?.strip_suffix(PIN))
+            .filter(|s| is_snapshot_name(s) && names.contains(*s))
+            .map(str::to_string)
+            .collect())
+    }
+
+    fn set_pinned(&self, name: &str, pinned: bool) -> Result<(), StorageError> {
+        self.head(name)?;
+        let key = self.pin_key(name);
+        if !pinned {
+            return self.delete_key(key);
+        }
+        let store = self.store.clone();
+        block_on(async move { store.put(&key, PutPayload::new()).await })
+            .map(|_| ())
+            .map_err(|e| self.error(name, e))
+    }
+
+    fn scratch(&self, tag: &str) -> Result<Scratch, StorageError> {
+        Scratch::in_temp_dir(tag)
+    }
+
+    fn remove_stale(&self) -> Result<Vec<String>, StorageError> {
+        self.sweep(true)
+    }
+
+    fn stale(&self) -> Result<Vec<String>, StorageError> {
+        self.sweep(false)
+    }
+}
+
+/// Reads an object by ranged GETs, a few ahead.
+struct RangeReader {
+    store: Arc<AmazonS3>,
+    key: Key,
+    location: String,
+    /// Where the next request starts.
+    next: u64,
+    /// Its size.
+    chunk: u64,
+    end: u64,
+    ahead: VecDeque<tokio::task::JoinHandle<object_store::Result<Bytes>>>,
+    current: Bytes,
+}
+
+impl RangeReader {
+    fn request_ahead(&mut self) {
+        while self.ahead.len() < READ_AHEAD && self.next < self.end {
+            let to = (self.next + self.chunk).min(self.end);
+            self.chunk = (self.chunk * 2).min(READ_CHUNK);
+            let (store, key, range) = (self.store.clone(), self.key.clone(), self.next..to);
+            self.ahead
+                .push_back(runtime().spawn(async move { store.get_range(&key, range).await }));
+            self.next = to;
+        }
+    }
+}
+
+impl Read for RangeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.current.is_empty() {
+            self.request_ahead();
+            let Some(first) = self.ahead.pop_front() else {
+                return Ok(0);
+            };
+            self.current = match futures::executor::block_on(first) {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => {
+                    return Err(io::Error::other(format!(
+                        "reading {}: {}",
+                        self.location,
+                        error_chain(&e)
+                    )))
+                }
+                Err(e) => return Err(io::Error::other(e.to_string())),
+            };
+            self.request_ahead();
+            if self.current.is_empty() {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        Ok(n)
+    }
+}
+
+impl Drop for RangeReader {
+    fn drop(&mut self) {
+        for h in &self.ahead {
+            h.abort();
+        }
+    }
+}
+
+/// The multipart upload of a pending write, once its first part is full.
+struct Upload {
+    id: String,
+    marker: Key,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+type PartResult = Result<(usize, PartId), object_store::Error>;
+
+/// A snapshot being uploaded.
+struct S3Pending {
+    repo: S3Repository,
+    name: String,
+    key: Key,
+    upload: Option<Upload>,
+    /// Bytes written so far (the offset of the next byte).
+    written: u64,
+    /// Parts not uploaded yet: the one being filled and full ones with
+    /// unfilled placeholders.
+    parts: BTreeMap<usize, Vec<u8>>,
+    /// Unfilled placeholders per part.
+    open: BTreeMap<usize, usize>,
+    in_flight: VecDeque<tokio::task::JoinHandle<PartResult>>,
+    done: BTreeMap<usize, PartId>,
+    failed: Option<String>,
+    spools: Vec<Scratch>,
+    committed: bool,
+}
+
+impl S3Pending {
+    fn part_size(&self) -> u64 {
+        self.repo.part_size as u64
+    }
+
+    fn fail(&mut self, why: String) -> io::Error {
+        self.failed = Some(why.clone());
+        io::Error::other(why)
+    }
+
+    fn check_failed(&self) -> io::Result<()> {
+        match &self.failed {
+            Some(why) => Err(io::Error::other(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts the multipart upload and its marker.
+    fn start_upload(&mut self) -> io::Result<()> {
+        let (store, key) = (self.repo.store.clone(), self.key.clone());
+        let id = block_on(async move { store.create_multipart(&key).await }).map_err(|e| {
+            self.fail(format!(
+                "starting the upload of {}: {}",
+                self.location(),
+                error_chain(&e)
+            ))
+        })?;
+        LIVE_UPLOADS.lock().map(|mut l| l.insert(id.clone())).ok();
+        let token: u64 = rand::random();
+        let marker = self
+            .repo
+            .key(&format!(".{}{UPLOAD}{token:016x}", self.name));
+        let body = serde_json::to_vec(&Marker::mine(id.clone())).expect("marker serialises");
+        let (store, mkey) = (self.repo.store.clone(), marker.clone());
+        let put = move || {
+            let (store, mkey, body) = (store.clone(), mkey.clone(), body.clone());
+            async move { store.put(&mkey, PutPayload::from(body)).await }
+        };
+        let first = put();
+        let written = block_on(first);
+        let upload = Upload {
+            id,
+            marker,
+            heartbeat: runtime().spawn(async move {
+                loop {
+                    tokio::time::sleep(HEARTBEAT).await;
+                    let _ = put().await;
+                }
+            }),
+        };
+        self.upload = Some(upload);
+        written.map(|_| ()).map_err(|e| {
+            self.fail(format!(
+                "writing the upload marker of {}: {}",
+                self.location(),
+                error_chain(&e)
+            ))
+        })
+    }
+
+    fn location(&self) -> String {
+        self.repo.url_of(&self.name)
+    }
+
+    /// Uploads part `index` now (its placeholders are filled).
+    fn send(&mut self, index: usize) -> io::Result<()> {
+        if index >= MAX_PARTS {
+            return Err(self.fail(format!(
+                "{} is larger than S3's 10,000 parts of {} MiB: set a larger part_size in [s3] of dbsnap.toml",
+                self.location(),
+                self.repo.part_size >> 20
+            )));
+        }
+        if self.upload.is_none() {
+            self.start_upload()?;
+        }
+        let data = self.parts.remove(&index).unwrap_or_default();
+        while self.in_flight.len() >= PARTS_IN_FLIGHT {
+            self.wait_one()?;
+        }
+        let upload = self.upload.as_ref().expect("upload started");
+        let (store, key, id) = (self.repo.store.clone(), self.key.clone(), upload.id.clone());
+        let fut: BoxFuture<'static, PartResult> = Box::pin(async move {
+            store
+                .put_part(&key, &id, index, PutPayload::from(data))
+                .await
+                .map(|p| (index, p))
+        });
+        self.in_flight.push_back(runtime().spawn(fut));
+        Ok(())
+    }
+
+    fn wait_one(&mut self) -> io::Result<()> {
+        let Some(h) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        match futures::executor::block_on(h) {
+            Ok(Ok((i, p))) => {
+                self.done.insert(i, p);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(self.fail(format!(
+                "uploading {}: {}",
+                self.location(),
+                error_chain(&e)
+            ))),
+            Err(e) => Err(self.fail(format!("uploading {}: {e}", self.location()))),
+        }
+    }
+
+    /// Appends `data` at the end, sending every part it completes.
+    fn append(&mut self, mut data: &[u8]) -> io::Result<()> {
+        let size = self.part_size();
+        while !data.is_empty() {
+            let index = (self.written / size) as usize;
+            let room = (size - self.written % size) as usize;
+            let n = room.min(data.len());
+            self.parts
+                .entry(index)
+                .or_insert_with(|| Vec::with_capacity(size as usize))
+                .extend_from_slice(&data[..n]);
+            self.written += n as u64;
+            data = &data[n..];
+            if n == room && self.open.get(&index).copied().unwrap_or(0) == 0 {
+                self.send(index)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Write for S3Pending {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.check_failed()?;
+        self.append(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.check_failed()
+    }
+}
+
+impl ArchiveOutput for S3Pending {
+    fn reserve(&mut self, len: usize) -> io::Result<Placeholder> {
+        self.check_failed()?;
+        let offset = self.written;
+        let size = self.part_size();
+        if len > 0 {
+            let (first, last) = (offset / size, (offset + len as u64 - 1) / size);
+            for i in first..=last {
+                *self.open.entry(i as usize).or_default() += 1;
+            }
+        }
+        self.append(&vec![0u8; len])?;
+        Ok(Placeholder { offset, len })
+    }
+
+    fn fill(&mut self, at: Placeholder, data: &[u8]) -> io::Result<()> {
+        self.check_failed()?;
+        if data.len() != at.len {
+            return Err(io::Error::other(format!(
+                "placeholder of {} bytes filled with {}",
+                at.len,
+                data.len()
+            )));
+        }
+        let size = self.part_size();
+        let mut pos = at.offset;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let index = (pos / size) as usize;
+            let within = (pos % size) as usize;
+            let n = ((size as usize) - within).min(rest.len());
+            let Some(part) = self.parts.get_mut(&index) else {
+                return Err(io::Error::other("placeholder filled twice"));
+            };
+            part[within..within + n].copy_from_slice(&rest[..n]);
+            let open = self.open.entry(index).or_default();
+            *open = open.saturating_sub(1);
+            let complete = *open == 0 && (index as u64 + 1) * size <= self.written;
+            if *open == 0 {
+                self.open.remove(&index);
+            }
+            if complete {
+                self.send(index)?;
+            }
+            pos += n as u64;
+            rest = &rest[n..];
+        }
+        Ok(())
+    }
+}
+
+impl PendingWrite for S3Pending {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn spool(&mut self, tag: &str) -> Result<(File, PathBuf), StorageError> {
+        let s = Scratch::in_temp_dir(&format!("spool{tag}"))?;
+        let f = s
+            .as_file()
+            .try_clone()
+            .map_err(|e| StorageError::io(s.path(), e))?;
+        let path = s.path().to_path_buf();
+        self.spools.push(s);
+        Ok((f, path))
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<SnapshotInfo, StorageError> {
+        let location = self.location();
+        let io_err = |e: io::Error| StorageError::Remote {
+            location: location.clone(),
+            message: e.to_string(),
+            hint: String::new(),
+        };
+        self.check_failed().map_err(io_err)?;
+        if !self.open.is_empty() {
+            return Err(io_err(io::Error::other("a placeholder was never filled")));
+        }
+        // Taken meanwhile?
+        match self.repo.head(&self.name) {
+            Ok(_) => return Err(StorageError::Exists(self.name.clone())),
+            Err(StorageError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let (store, key) = (self.repo.store.clone(), self.key.clone());
+        if self.upload.is_none() {
+            // Smaller than one part: one PUT.
+            let data = self.parts.remove(&0).unwrap_or_default();
+            block_on(async move { store.put(&key, PutPayload::from(data)).await })
+                .map_err(|e| self.repo.error(&self.name, e))?;
+        } else {
+            let last = (self.written.saturating_sub(1) / self.part_size()) as usize;
+            if self.parts.contains_key(&last) {
+                self.send(last).map_err(io_err)?;
+            }
+            while !self.in_flight.is_empty() {
+                self.wait_one().map_err(io_err)?;
+            }
+            let parts: Vec<PartId> = std::mem::take(&mut self.done).into_values().collect();
+            if parts.len() != last + 1 {
+                return Err(io_err(io::Error::other(format!(
+                    "{} of {} parts uploaded",
+                    parts.len(),
+                    last + 1
+                ))));
+            }
+            let id = self.upload.as_ref().expect("upload").id.clone();
+            block_on(async move { store.complete_multipart(&key, &id, parts).await })
+                .map_err(|e| self.repo.error(&self.name, e))?;
+        }
+        self.committed = true;
+        if let Some(u) = self.upload.take() {
+            u.heartbeat.abort();
+            LIVE_UPLOADS.lock().map(|mut l| l.remove(&u.id)).ok();
+            // A marker left by a failure here is removed by the next sweep
+            // (its upload is complete; the abort finds nothing).
+            let _ = self.repo.delete_key(u.marker);
+        }
+        self.repo.stat(&self.name)
+    }
+}
+
+impl Drop for S3Pending {
+    fn drop(&mut self) {
+        for h in &self.in_flight {
+            h.abort();
+        }
+        let Some(u) = self.upload.take() else { return };
+        u.heartbeat.abort();
+        if self.committed {
+            return;
+        }
+        let (store, key, id, marker) = (
+            self.repo.store.clone(),
+            self.key.clone(),
+            u.id.clone(),
+            u.marker,
+        );
+        let aborted = block_on(async move {
+            tokio::time::timeout(ABORT_WAIT, async move {
+                store.abort_multipart(&key, &id).await?;
+                store.delete(&marker).await
+            })
+            .await
+        });
+        LIVE_UPLOADS.lock().map(|mut l| l.remove(&u.id)).ok();
+        if !matches!(aborted, Ok(Ok(()))) {
+            tracing::warn!(
+                "the unfinished upload of {} could not be aborted now; the next `dbsnap create` (or `dbsnap cleanup`) into {} aborts it",
+                self.location(),
+                self.repo.location()
+            );
+        }
+    }
+}
