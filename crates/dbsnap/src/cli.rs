@@ -424,6 +424,8 @@ impl Cli {
             Command::Rollback(a) => Some(&mut a.k8s),
             Command::Resume(a) => Some(&mut a.k8s),
             Command::Cleanup(a) => Some(&mut a.k8s),
+            Command::JumpCreate(a) => Some(&mut a.k8s),
+            Command::JumpDelete(a) => Some(&mut a.k8s),
             _ => None,
         }
     }

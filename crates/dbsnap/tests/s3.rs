@@ -108,8 +108,13 @@ fn every_command_works_on_an_s3_repository() {
         let (code, v, err) = run_json(cmd().args(["extract-version", "--file", &name]));
         assert_eq!(code, 0, "{kind:?} extract-version: {v}\n{err}");
 
-        // Data-only restore, then a replace (--drop), straight from the bucket.
-        for extra in [&[][..], &["--drop"][..]] {
+        // Data-only restore, then a replace (--drop) by the native engine
+        // (range reads) and by stock pg_restore (a checked scratch copy).
+        for extra in [
+            &[][..],
+            &["--drop"][..],
+            &["--drop", "--engine", "pg-restore", "--jobs", "2"][..],
+        ] {
             cluster.psql(
                 "core",
                 "DELETE FROM events WHERE id % 3 = 0; SELECT setval('s', 7)",

@@ -90,6 +90,7 @@ pub fn pg_restore(
     // A seekable copy for parallel jobs, removed on drop.
     if flags.jobs > 1 {
         let tmp = file.repo.scratch("restore")?;
+        check_room_for_member(file, member, tmp.path())?;
         feed_member(file, member, tmp.as_file(), meter)?;
         let jobs = format!("--jobs={}", flags.jobs);
         return pg_restore_file(program, tmp.path(), &[&jobs], info, route, flags);
@@ -97,6 +98,37 @@ pub fn pg_restore(
     let mut cmd = restore_command(program, info, route, flags)?;
     cmd.stdin(Stdio::piped());
     run_restore(cmd, info, |stdin| feed_member(file, member, stdin, meter))
+}
+
+/// Refuses to copy a member to `scratch` when its file system has less
+/// room than the member's size (the copy would fail part way, after
+/// minutes of reading).
+fn check_room_for_member(
+    file: &SnapshotRef,
+    member: &str,
+    scratch: &Path,
+) -> Result<(), CoreError> {
+    let spans = dbsnap_archive::snapshot::member_spans(
+        std::io::BufReader::new(file.open_seekable()?),
+        &[member],
+    )?;
+    let need = spans[0].1;
+    let dir = scratch.parent().unwrap_or(Path::new("."));
+    let Ok(fs) = rustix::fs::statvfs(dir) else {
+        return Ok(());
+    };
+    let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+    if free >= need {
+        return Ok(());
+    }
+    Err(CoreError::Storage(dbsnap_storage::StorageError::Io {
+        path: dir.display().to_string(),
+        source: std::io::Error::other(format!(
+            "stock pg_restore --jobs needs a copy of \"{member}\" ({} MiB) here, and only {} MiB are free\nhint: point TMPDIR at a larger disk, or pass --jobs 1 (pg_restore then reads the member as it streams)",
+            need >> 20,
+            free >> 20
+        )),
+    }))
 }
 
 /// Runs stock `pg_restore` with `args` on the archive file `path`.

@@ -51,24 +51,27 @@
 //! module; a caller blocks on its result without needing (or disturbing) a
 //! runtime of its own.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::fs::File;
-use std::io::{self, Read, Write};
+use std::collections::BTreeSet;
+use std::io::{self, Read};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
-use object_store::multipart::{MultipartStore, PartId};
+use object_store::multipart::MultipartStore;
 use object_store::path::Path as Key;
 use object_store::{ClientOptions, ObjectStore, PutPayload, RetryConfig};
 
-use crate::{
-    scratch, ArchiveOutput, PendingWrite, Placeholder, Repository, Scratch, SnapshotInfo,
-    StorageError,
-};
+use crate::{scratch, PendingWrite, Repository, Scratch, SnapshotInfo, StorageError};
+
+mod marker;
+mod read;
+mod upload;
+
+use marker::Marker;
+use read::RangeReader;
+use upload::S3Pending;
 
 /// Default part size of uploads.
 pub const DEFAULT_PART_SIZE: usize = 16 << 20;
@@ -444,70 +447,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// What an upload marker records.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Marker {
-    upload_id: String,
-    host: String,
-    pid: u32,
-    /// The writer's process start time (clock ticks since boot), so that a
-    /// reused pid is not taken for the writer.
-    start: Option<u64>,
-}
-
-impl Marker {
-    fn mine(upload_id: String) -> Marker {
-        let pid = std::process::id();
-        Marker {
-            upload_id,
-            host: hostname(),
-            pid,
-            start: process_start(pid),
-        }
-    }
-
-    /// Whether the writer is gone: its process (same host) no longer runs,
-    /// or the marker was not refreshed for [`STALE_AFTER`].
-    fn is_dead(&self, refreshed: SystemTime) -> bool {
-        let age = SystemTime::now()
-            .duration_since(refreshed)
-            .unwrap_or_default();
-        if age > STALE_AFTER {
-            return true;
-        }
-        if self.host != hostname() {
-            return false;
-        }
-        if self.pid == std::process::id() {
-            return !LIVE_UPLOADS
-                .lock()
-                .is_ok_and(|l| l.contains(&self.upload_id));
-        }
-        match process_start(self.pid) {
-            None => true,
-            Some(start) => self.start.is_some_and(|s| s != start),
-        }
-    }
-}
-
-/// Upload ids of this process's pending writes.
-static LIVE_UPLOADS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
-
-fn hostname() -> String {
-    rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned()
-}
-
-/// A process's start time from /proc (None when it does not run).
-fn process_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command may hold spaces and parentheses: fields follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
-}
-
 impl Repository for S3Repository {
     fn location(&self) -> String {
         if self.prefix.is_empty() {
@@ -549,16 +488,13 @@ impl Repository for S3Repository {
 
     fn open_range(&self, name: &str, offset: u64) -> Result<Box<dyn Read + Send>, StorageError> {
         let meta = self.head(name)?;
-        Ok(Box::new(RangeReader {
-            store: self.store.clone(),
-            key: meta.location,
-            location: self.url_of(name),
-            next: offset,
-            chunk: FIRST_CHUNK,
-            end: meta.size,
-            ahead: VecDeque::new(),
-            current: Bytes::new(),
-        }))
+        Ok(Box::new(RangeReader::new(
+            self.store.clone(),
+            meta.location,
+            self.url_of(name),
+            offset,
+            meta.size,
+        )))
     }
 
     fn begin(&self, name: &str) -> Result<Box<dyn PendingWrite>, StorageError> {
@@ -573,20 +509,7 @@ impl Repository for S3Repository {
             Err(StorageError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
-        Ok(Box::new(S3Pending {
-            repo: self.clone(),
-            name: name.to_string(),
-            key: self.key(name),
-            upload: None,
-            written: 0,
-            parts: BTreeMap::new(),
-            open: BTreeMap::new(),
-            in_flight: VecDeque::new(),
-            done: BTreeMap::new(),
-            failed: None,
-            spools: Vec::new(),
-            committed: false,
-        }))
+        Ok(Box::new(S3Pending::new(self.clone(), name)))
     }
 
     fn delete(&self, name: &str) -> Result<(), StorageError> {
@@ -632,398 +555,5 @@ impl Repository for S3Repository {
 
     fn stale(&self) -> Result<Vec<String>, StorageError> {
         self.sweep(false)
-    }
-}
-
-/// Reads an object by ranged GETs, a few ahead.
-struct RangeReader {
-    store: Arc<AmazonS3>,
-    key: Key,
-    location: String,
-    /// Where the next request starts.
-    next: u64,
-    /// Its size.
-    chunk: u64,
-    end: u64,
-    ahead: VecDeque<tokio::task::JoinHandle<object_store::Result<Bytes>>>,
-    current: Bytes,
-}
-
-impl RangeReader {
-    fn request_ahead(&mut self) {
-        while self.ahead.len() < READ_AHEAD && self.next < self.end {
-            let to = (self.next + self.chunk).min(self.end);
-            self.chunk = (self.chunk * 2).min(READ_CHUNK);
-            let (store, key, range) = (self.store.clone(), self.key.clone(), self.next..to);
-            self.ahead
-                .push_back(runtime().spawn(async move { store.get_range(&key, range).await }));
-            self.next = to;
-        }
-    }
-}
-
-impl Read for RangeReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.current.is_empty() {
-            self.request_ahead();
-            let Some(first) = self.ahead.pop_front() else {
-                return Ok(0);
-            };
-            self.current = match futures::executor::block_on(first) {
-                Ok(Ok(b)) => b,
-                Ok(Err(e)) => {
-                    return Err(io::Error::other(format!(
-                        "reading {}: {}",
-                        self.location,
-                        error_chain(&e)
-                    )))
-                }
-                Err(e) => return Err(io::Error::other(e.to_string())),
-            };
-            self.request_ahead();
-            if self.current.is_empty() {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        let _ = self.current.split_to(n);
-        Ok(n)
-    }
-}
-
-impl Drop for RangeReader {
-    fn drop(&mut self) {
-        for h in &self.ahead {
-            h.abort();
-        }
-    }
-}
-
-/// The multipart upload of a pending write, once its first part is full.
-struct Upload {
-    id: String,
-    marker: Key,
-    heartbeat: tokio::task::JoinHandle<()>,
-}
-
-type PartResult = Result<(usize, PartId), object_store::Error>;
-
-/// A snapshot being uploaded.
-struct S3Pending {
-    repo: S3Repository,
-    name: String,
-    key: Key,
-    upload: Option<Upload>,
-    /// Bytes written so far (the offset of the next byte).
-    written: u64,
-    /// Parts not uploaded yet: the one being filled and full ones with
-    /// unfilled placeholders.
-    parts: BTreeMap<usize, Vec<u8>>,
-    /// Unfilled placeholders per part.
-    open: BTreeMap<usize, usize>,
-    in_flight: VecDeque<tokio::task::JoinHandle<PartResult>>,
-    done: BTreeMap<usize, PartId>,
-    failed: Option<String>,
-    spools: Vec<Scratch>,
-    committed: bool,
-}
-
-impl S3Pending {
-    fn part_size(&self) -> u64 {
-        self.repo.part_size as u64
-    }
-
-    fn fail(&mut self, why: String) -> io::Error {
-        self.failed = Some(why.clone());
-        io::Error::other(why)
-    }
-
-    fn check_failed(&self) -> io::Result<()> {
-        match &self.failed {
-            Some(why) => Err(io::Error::other(why.clone())),
-            None => Ok(()),
-        }
-    }
-
-    /// Starts the multipart upload and its marker.
-    fn start_upload(&mut self) -> io::Result<()> {
-        let (store, key) = (self.repo.store.clone(), self.key.clone());
-        let id = block_on(async move { store.create_multipart(&key).await }).map_err(|e| {
-            self.fail(format!(
-                "starting the upload of {}: {}",
-                self.location(),
-                error_chain(&e)
-            ))
-        })?;
-        LIVE_UPLOADS.lock().map(|mut l| l.insert(id.clone())).ok();
-        let token: u64 = rand::random();
-        let marker = self
-            .repo
-            .key(&format!(".{}{UPLOAD}{token:016x}", self.name));
-        let body = serde_json::to_vec(&Marker::mine(id.clone())).expect("marker serialises");
-        let (store, mkey) = (self.repo.store.clone(), marker.clone());
-        let put = move || {
-            let (store, mkey, body) = (store.clone(), mkey.clone(), body.clone());
-            async move { store.put(&mkey, PutPayload::from(body)).await }
-        };
-        let first = put();
-        let written = block_on(first);
-        let upload = Upload {
-            id,
-            marker,
-            heartbeat: runtime().spawn(async move {
-                loop {
-                    tokio::time::sleep(HEARTBEAT).await;
-                    let _ = put().await;
-                }
-            }),
-        };
-        self.upload = Some(upload);
-        written.map(|_| ()).map_err(|e| {
-            self.fail(format!(
-                "writing the upload marker of {}: {}",
-                self.location(),
-                error_chain(&e)
-            ))
-        })
-    }
-
-    fn location(&self) -> String {
-        self.repo.url_of(&self.name)
-    }
-
-    /// Uploads part `index` now (its placeholders are filled).
-    fn send(&mut self, index: usize) -> io::Result<()> {
-        if index >= MAX_PARTS {
-            return Err(self.fail(format!(
-                "{} is larger than S3's 10,000 parts of {} MiB: set a larger part_size in [s3] of dbsnap.toml",
-                self.location(),
-                self.repo.part_size >> 20
-            )));
-        }
-        if self.upload.is_none() {
-            self.start_upload()?;
-        }
-        let data = self.parts.remove(&index).unwrap_or_default();
-        while self.in_flight.len() >= PARTS_IN_FLIGHT {
-            self.wait_one()?;
-        }
-        let upload = self.upload.as_ref().expect("upload started");
-        let (store, key, id) = (self.repo.store.clone(), self.key.clone(), upload.id.clone());
-        let fut: BoxFuture<'static, PartResult> = Box::pin(async move {
-            store
-                .put_part(&key, &id, index, PutPayload::from(data))
-                .await
-                .map(|p| (index, p))
-        });
-        self.in_flight.push_back(runtime().spawn(fut));
-        Ok(())
-    }
-
-    fn wait_one(&mut self) -> io::Result<()> {
-        let Some(h) = self.in_flight.pop_front() else {
-            return Ok(());
-        };
-        match futures::executor::block_on(h) {
-            Ok(Ok((i, p))) => {
-                self.done.insert(i, p);
-                Ok(())
-            }
-            Ok(Err(e)) => Err(self.fail(format!(
-                "uploading {}: {}",
-                self.location(),
-                error_chain(&e)
-            ))),
-            Err(e) => Err(self.fail(format!("uploading {}: {e}", self.location()))),
-        }
-    }
-
-    /// Appends `data` at the end, sending every part it completes.
-    fn append(&mut self, mut data: &[u8]) -> io::Result<()> {
-        let size = self.part_size();
-        while !data.is_empty() {
-            let index = (self.written / size) as usize;
-            let room = (size - self.written % size) as usize;
-            let n = room.min(data.len());
-            self.parts
-                .entry(index)
-                .or_insert_with(|| Vec::with_capacity(size as usize))
-                .extend_from_slice(&data[..n]);
-            self.written += n as u64;
-            data = &data[n..];
-            if n == room && self.open.get(&index).copied().unwrap_or(0) == 0 {
-                self.send(index)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Write for S3Pending {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.check_failed()?;
-        self.append(buf)?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.check_failed()
-    }
-}
-
-impl ArchiveOutput for S3Pending {
-    fn reserve(&mut self, len: usize) -> io::Result<Placeholder> {
-        self.check_failed()?;
-        let offset = self.written;
-        let size = self.part_size();
-        if len > 0 {
-            let (first, last) = (offset / size, (offset + len as u64 - 1) / size);
-            for i in first..=last {
-                *self.open.entry(i as usize).or_default() += 1;
-            }
-        }
-        self.append(&vec![0u8; len])?;
-        Ok(Placeholder { offset, len })
-    }
-
-    fn fill(&mut self, at: Placeholder, data: &[u8]) -> io::Result<()> {
-        self.check_failed()?;
-        if data.len() != at.len {
-            return Err(io::Error::other(format!(
-                "placeholder of {} bytes filled with {}",
-                at.len,
-                data.len()
-            )));
-        }
-        let size = self.part_size();
-        let mut pos = at.offset;
-        let mut rest = data;
-        while !rest.is_empty() {
-            let index = (pos / size) as usize;
-            let within = (pos % size) as usize;
-            let n = ((size as usize) - within).min(rest.len());
-            let Some(part) = self.parts.get_mut(&index) else {
-                return Err(io::Error::other("placeholder filled twice"));
-            };
-            part[within..within + n].copy_from_slice(&rest[..n]);
-            let open = self.open.entry(index).or_default();
-            *open = open.saturating_sub(1);
-            let complete = *open == 0 && (index as u64 + 1) * size <= self.written;
-            if *open == 0 {
-                self.open.remove(&index);
-            }
-            if complete {
-                self.send(index)?;
-            }
-            pos += n as u64;
-            rest = &rest[n..];
-        }
-        Ok(())
-    }
-}
-
-impl PendingWrite for S3Pending {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn spool(&mut self, tag: &str) -> Result<(File, PathBuf), StorageError> {
-        let s = Scratch::in_temp_dir(&format!("spool{tag}"))?;
-        let f = s
-            .as_file()
-            .try_clone()
-            .map_err(|e| StorageError::io(s.path(), e))?;
-        let path = s.path().to_path_buf();
-        self.spools.push(s);
-        Ok((f, path))
-    }
-
-    fn commit(mut self: Box<Self>) -> Result<SnapshotInfo, StorageError> {
-        let location = self.location();
-        let io_err = |e: io::Error| StorageError::Remote {
-            location: location.clone(),
-            message: e.to_string(),
-            hint: String::new(),
-        };
-        self.check_failed().map_err(io_err)?;
-        if !self.open.is_empty() {
-            return Err(io_err(io::Error::other("a placeholder was never filled")));
-        }
-        // Taken meanwhile?
-        match self.repo.head(&self.name) {
-            Ok(_) => return Err(StorageError::Exists(self.name.clone())),
-            Err(StorageError::NotFound(_)) => {}
-            Err(e) => return Err(e),
-        }
-        let (store, key) = (self.repo.store.clone(), self.key.clone());
-        if self.upload.is_none() {
-            // Smaller than one part: one PUT.
-            let data = self.parts.remove(&0).unwrap_or_default();
-            block_on(async move { store.put(&key, PutPayload::from(data)).await })
-                .map_err(|e| self.repo.error(&self.name, e))?;
-        } else {
-            let last = (self.written.saturating_sub(1) / self.part_size()) as usize;
-            if self.parts.contains_key(&last) {
-                self.send(last).map_err(io_err)?;
-            }
-            while !self.in_flight.is_empty() {
-                self.wait_one().map_err(io_err)?;
-            }
-            let parts: Vec<PartId> = std::mem::take(&mut self.done).into_values().collect();
-            if parts.len() != last + 1 {
-                return Err(io_err(io::Error::other(format!(
-                    "{} of {} parts uploaded",
-                    parts.len(),
-                    last + 1
-                ))));
-            }
-            let id = self.upload.as_ref().expect("upload").id.clone();
-            block_on(async move { store.complete_multipart(&key, &id, parts).await })
-                .map_err(|e| self.repo.error(&self.name, e))?;
-        }
-        self.committed = true;
-        if let Some(u) = self.upload.take() {
-            u.heartbeat.abort();
-            LIVE_UPLOADS.lock().map(|mut l| l.remove(&u.id)).ok();
-            // A marker left by a failure here is removed by the next sweep
-            // (its upload is complete; the abort finds nothing).
-            let _ = self.repo.delete_key(u.marker);
-        }
-        self.repo.stat(&self.name)
-    }
-}
-
-impl Drop for S3Pending {
-    fn drop(&mut self) {
-        for h in &self.in_flight {
-            h.abort();
-        }
-        let Some(u) = self.upload.take() else { return };
-        u.heartbeat.abort();
-        if self.committed {
-            return;
-        }
-        let (store, key, id, marker) = (
-            self.repo.store.clone(),
-            self.key.clone(),
-            u.id.clone(),
-            u.marker,
-        );
-        let aborted = block_on(async move {
-            tokio::time::timeout(ABORT_WAIT, async move {
-                store.abort_multipart(&key, &id).await?;
-                store.delete(&marker).await
-            })
-            .await
-        });
-        LIVE_UPLOADS.lock().map(|mut l| l.remove(&u.id)).ok();
-        if !matches!(aborted, Ok(Ok(()))) {
-            tracing::warn!(
-                "the unfinished upload of {} could not be aborted now; the next `dbsnap create` (or `dbsnap cleanup`) into {} aborts it",
-                self.location(),
-                self.repo.location()
-            );
-        }
     }
 }
