@@ -277,6 +277,16 @@ pub struct SnapshotInfo {
     pub modified: SystemTime,
 }
 
+/// Sorts snapshots the way [`Repository::list`] returns them: newest
+/// first, equal times (S3 records seconds) by name, descending.
+fn newest_first(snapshots: &mut [SnapshotInfo]) {
+    snapshots.sort_by(|a, b| {
+        b.modified
+            .cmp(&a.modified)
+            .then_with(|| b.name.cmp(&a.name))
+    });
+}
+
 /// Where snapshots live. See the crate docs for the contract.
 pub trait Repository: Send + Sync + fmt::Debug {
     /// Where it is, for messages: a directory, or a URL.

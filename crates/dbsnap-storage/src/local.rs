@@ -178,11 +178,7 @@ impl Repository for LocalRepository {
                 out.push(Self::info(&name, &meta));
             }
         }
-        out.sort_by(|a, b| {
-            b.modified
-                .cmp(&a.modified)
-                .then_with(|| b.name.cmp(&a.name))
-        });
+        crate::newest_first(&mut out);
         Ok(out)
     }
 

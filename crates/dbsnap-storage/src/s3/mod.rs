@@ -328,6 +328,9 @@ impl S3Repository {
                             (self.store.clone(), self.key(snapshot), m.upload_id.clone());
                         match block_on(async move { store.abort_multipart(&key, &id).await }) {
                             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                            // Completed or aborted already (a marker that
+                            // outlived its upload).
+                            Err(e) if error_chain(&e).contains("NoSuchUpload") => {}
                             Err(e) => return Err(self.error(snapshot, e)),
                         }
                     }
@@ -469,11 +472,7 @@ impl Repository for S3Repository {
                 })
             })
             .collect();
-        out.sort_by(|a, b| {
-            b.modified
-                .cmp(&a.modified)
-                .then_with(|| b.name.cmp(&a.name))
-        });
+        crate::newest_first(&mut out);
         Ok(out)
     }
 

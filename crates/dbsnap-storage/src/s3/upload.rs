@@ -320,7 +320,10 @@ impl PendingWrite for S3Pending {
         }
         self.committed = true;
         if let Some(u) = self.upload.take() {
+            // The heartbeat ends before the marker goes, so that no late
+            // refresh brings it back.
             u.heartbeat.abort();
+            let _ = futures::executor::block_on(u.heartbeat);
             LIVE_UPLOADS.lock().map(|mut l| l.remove(&u.id)).ok();
             // A marker left by a failure here is removed by the next sweep
             // (its upload is complete; the abort finds nothing).
