@@ -181,7 +181,13 @@ pub enum Unlisted {
 /// local directory. One that cannot be opened as configured answers every
 /// call with the reason.
 pub fn open_repository(location: &Path) -> Arc<dyn Repository> {
-    match location.to_str().filter(|l| s3::is_s3_url(l)) {
+    match location.to_str().filter(|l| s3::is_url(l)) {
+        Some(url) if !s3::is_s3_url(url) => Arc::new(Unusable {
+            location: url.to_string(),
+            why: format!(
+                "repository {url}: not a directory or an s3://BUCKET/PREFIX URL (only S3 object storage is supported; GCS and Azure are not yet)"
+            ),
+        }),
         Some(url) => match s3::S3Repository::open(url) {
             Ok(r) => Arc::new(r),
             Err(e) => Arc::new(Unusable {

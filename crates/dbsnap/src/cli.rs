@@ -26,7 +26,7 @@ Exit codes:
     6  privilege missing                    16  gave up waiting for a lock (nothing changed)
     7  pg_dump/pg_restore missing or old    17  post-restore check failed (rolled back)
     8  no consistent cut                   130  interrupted
-    9  local storage failed                141  standard output closed early (| head)
+    9  storage failed (disk, S3)           141  standard output closed early (| head)
 
 Environment: DBSNAP_HOME (default ~/.dbsnap: snapshots/, logs/, state/, config.toml),
 DBSNAP_PG_BIN (extra directories with pg_dump), and libpq's PGHOST, PGPORT,
@@ -51,7 +51,7 @@ pub struct GlobalArgs {
     /// Config file (default: ./dbsnap.toml, else $DBSNAP_HOME/config.toml).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Repository directory (default: the target's, else `dir` in the config, else $DBSNAP_HOME/snapshots); for `demo`, its working directory.
+    /// Repository: a directory or s3://BUCKET/PREFIX (default: the target's, else `dir`/`repo` in the config, else $DBSNAP_HOME/snapshots); for `demo`, its working directory. S3 settings: AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, or [s3] in dbsnap.toml.
     #[arg(long, global = true, value_name = "DIR", visible_alias = "repo")]
     pub dir: Option<PathBuf>,
     /// JSON output: one document on standard output, errors included.

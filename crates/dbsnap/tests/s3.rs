@@ -193,6 +193,20 @@ fn wrong_credentials_a_missing_bucket_and_plain_http_each_say_what_to_do() {
         "{err}"
     );
 
+    // Another scheme, an endpoint that is not a URL: usage errors.
+    let (code, _, err) =
+        run_json(dbsnap(&home, &server, tmp.path()).args(["list", "--repo", "gs://backups/p"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("only S3"), "{err}");
+    assert!(!tmp.path().join("gs:").exists());
+    let (code, _, err) = run_json(
+        dbsnap(&home, &server, tmp.path())
+            .env("AWS_ENDPOINT_URL", "127.0.0.1:9")
+            .args(["list", "--repo", "s3://backups/p"]),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("AWS_ENDPOINT_URL"), "{err}");
+
     let plain = || {
         let mut c = dbsnap(&home, &server, tmp.path());
         c.env_remove("AWS_ALLOW_HTTP")
@@ -251,6 +265,20 @@ fn a_server_killed_mid_upload_leaves_nothing_and_the_next_create_cleans_up() {
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 
     server.restart();
+    // create into a missing bucket fails before it dumps anything.
+    let (code, _, err) = run_json(
+        dbsnap(&home, &server, tmp.path())
+            .args(["create", "--repo", "s3://nosuch/p", "--pg-bin"])
+            .arg(cluster.bin_dir())
+            .arg("-d")
+            .arg(cluster.url("usage")),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("the bucket of s3://nosuch/p does not exist"),
+        "{err}"
+    );
+    assert!(!server.bucket_dir("nosuch").exists(), "the bucket was made");
     let (_, v, _) =
         run_json(dbsnap(&home, &server, tmp.path()).args(["list", "--repo", "s3://backups/p"]));
     assert_eq!(v["snapshots"].as_array().unwrap().len(), 0, "{v}");

@@ -140,6 +140,16 @@ pub fn is_s3_url(location: &str) -> bool {
     location.starts_with("s3://")
 }
 
+/// Whether `location` looks like a URL (`scheme://…`, `s3:/…`) rather
+/// than a directory: only `s3://` ones are repositories.
+pub fn is_url(location: &str) -> bool {
+    location.split_once(':').is_some_and(|(scheme, rest)| {
+        !scheme.is_empty()
+            && scheme.chars().all(|c| c.is_ascii_alphanumeric())
+            && rest.starts_with('/')
+    })
+}
+
 /// The runtime every S3 request runs on (never dropped).
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -180,6 +190,12 @@ impl S3Repository {
 
     /// The repository at `url` with `opts`.
     pub fn with_options(url: &str, opts: &S3Options) -> Result<S3Repository, StorageError> {
+        if url.contains(['?', '#']) {
+            return Err(config_error(
+                url,
+                "an S3 repository URL has no query or fragment",
+            ));
+        }
         let rest = url
             .strip_prefix("s3://")
             .ok_or_else(|| config_error(url, "an S3 repository is written s3://BUCKET/PREFIX"))?;
@@ -196,10 +212,28 @@ impl S3Repository {
         }
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
-        if env("AWS_ENDPOINT_URL").is_none() && env("AWS_ENDPOINT").is_none() {
-            if let Some(e) = &opts.endpoint {
-                b = b.with_endpoint(e);
-            }
+        let (endpoint, source) = match env("AWS_ENDPOINT_URL").or(env("AWS_ENDPOINT")) {
+            Some(e) => (Some(e), "AWS_ENDPOINT_URL"),
+            None => (opts.endpoint.clone(), "endpoint in [s3] of dbsnap.toml"),
+        };
+        if let Some(e) = endpoint {
+            let Some((scheme, host)) = e
+                .split_once("://")
+                .filter(|(s, h)| matches!(*s, "http" | "https") && !h.is_empty())
+            else {
+                return Err(config_error(
+                    url,
+                    &format!("the endpoint {e:?} ({source}) is not an http:// or https:// URL"),
+                ));
+            };
+            // Virtual-hosted style names the bucket in the host name;
+            // object_store takes a custom endpoint as the bucket's own.
+            let e = if opts.virtual_hosted {
+                format!("{scheme}://{bucket}.{host}")
+            } else {
+                e.clone()
+            };
+            b = b.with_endpoint(e);
         }
         if env("AWS_REGION").is_none() && env("AWS_DEFAULT_REGION").is_none() {
             b = b.with_region(opts.region.as_deref().unwrap_or("us-east-1"));
@@ -300,11 +334,8 @@ impl S3Repository {
     /// Upload markers, pins of missing snapshots, and scratch files in the
     /// temporary directory that belong to dead runs; removed when `remove`.
     fn sweep(&self, remove: bool) -> Result<Vec<String>, StorageError> {
-        let objects = match self.objects() {
-            Ok(o) => o,
-            Err(StorageError::NoBucket(_)) => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        // A missing bucket is an error here: `create` sweeps before it dumps.
+        let objects = self.objects()?;
         let names: BTreeSet<String> = objects.iter().filter_map(file_name).collect();
         let mut found = Vec::new();
         for meta in &objects {
