@@ -7,6 +7,7 @@
 mod chunks;
 pub mod config;
 pub mod consistency;
+pub mod copy;
 pub mod create;
 pub mod demo;
 pub mod error;

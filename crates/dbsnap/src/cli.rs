@@ -95,6 +95,8 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Remove the snapshots a retention policy does not keep (--keep-last/-hourly/-daily/-weekly/-monthly/-yearly/-within, per target; pinned ones and the newest verified one always stay).
     Prune(crate::prune_cmd::PruneArgs),
+    /// Copy snapshots to another repository (a directory or s3://), checking each on the way and on arrival; ones already there are skipped.
+    Copy(crate::copy_cmd::CopyArgs),
     /// Pin a snapshot: prune keeps it and delete refuses it.
     Pin(crate::prune_cmd::PinArgs),
     /// Unpin a snapshot.
@@ -406,6 +408,7 @@ impl Cli {
                 | Command::Cleanup(_)
                 | Command::Delete(_)
                 | Command::Prune(_)
+                | Command::Copy(_)
                 | Command::Pin(_)
                 | Command::Unpin(_)
                 | Command::Demo(_)
@@ -444,6 +447,7 @@ impl Cli {
             Command::Cleanup(_) => "cleanup",
             Command::Delete(_) => "delete",
             Command::Prune(_) => "prune",
+            Command::Copy(_) => "copy",
             Command::Pin(_) => "pin",
             Command::Unpin(_) => "unpin",
             Command::Completions(_) => "completions",
@@ -572,6 +576,7 @@ pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
             crate::restore_cmd::delete(args, &g, &snapshot)
         }
         Command::Prune(args) => crate::prune_cmd::prune(args, &g),
+        Command::Copy(args) => crate::copy_cmd::copy(args, &g, show_progress).await,
         Command::Pin(args) => crate::prune_cmd::pin(args, &g, true),
         Command::Unpin(args) => crate::prune_cmd::pin(args, &g, false),
     }

@@ -3,6 +3,7 @@
 //! documented exit codes. No logic beyond that lives here.
 
 mod cli;
+mod copy_cmd;
 mod k8s_capture;
 mod k8s_cmd;
 mod k8s_jump;

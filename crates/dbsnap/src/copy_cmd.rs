@@ -1,0 +1,110 @@
+//! `copy`: snapshots from one repository to another.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::Args;
+use dbsnap_core::config::Config;
+use dbsnap_core::copy::{self, CopyReport};
+use dbsnap_core::create::Progress;
+use dbsnap_core::error::exit;
+use dbsnap_core::CoreError;
+use serde_json::json;
+
+use crate::cli::{repo_dir, GlobalArgs};
+use crate::{output, progress};
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Source repository: a directory or s3://BUCKET/PREFIX (default: --dir/--repo, else `dir`/`repo` in the config, else $DBSNAP_HOME/snapshots).
+    #[arg(long, value_name = "REPO")]
+    pub from: Option<PathBuf>,
+    /// Destination repository: a directory (made if missing) or s3://BUCKET/PREFIX.
+    #[arg(long, value_name = "REPO")]
+    pub to: PathBuf,
+    /// Snapshots to copy (names as `dbsnap list` shows them, `.tar` optional); default: all.
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+/// `dbsnap copy`.
+pub async fn copy(args: CopyArgs, g: &GlobalArgs, show_progress: bool) -> Result<u8, CoreError> {
+    let from = match args.from.clone() {
+        Some(f) => f,
+        None => repo_dir(g, &Config::load(g.config.as_deref())?, None),
+    };
+    let from = dbsnap_core::repository(&from);
+    let to = dbsnap_core::repository(&args.to);
+    let ui = progress::Ui::new(show_progress);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let work = {
+        let (ui, cancel) = (ui.clone(), cancel.clone());
+        tokio::task::spawn_blocking(move || {
+            let sink: &dyn Progress = &*ui;
+            copy::copy(&from, &to, &args.names, sink, &cancel)
+        })
+    };
+    tokio::pin!(work);
+    // Ctrl-C / SIGTERM: the snapshot being copied is abandoned (its
+    // pending write dropped: nothing left), the ones before stay.
+    let result = tokio::select! {
+        r = &mut work => r,
+        s = dbsnap_core::hooks::termination_signal() => {
+            cancel.store(true, Ordering::Relaxed);
+            tracing::warn!("{s}: stopping the copy");
+            work.await
+        }
+    };
+    ui.finish();
+    let report = result.map_err(|e| CoreError::Internal(format!("copy: {e}")))??;
+    print(&report, g.json);
+    Ok(report.failure_code().unwrap_or(exit::OK))
+}
+
+fn print(r: &CopyReport, as_json: bool) {
+    let failed: Vec<_> = r
+        .snapshots
+        .iter()
+        .filter(|s| s.status == "failed")
+        .collect();
+    if as_json {
+        let mut v = serde_json::to_value(r).unwrap_or_default();
+        v["ok"] = json!(failed.is_empty());
+        if let Some(f) = failed.first() {
+            v["error"] = json!({
+                "kind": f.kind,
+                "exit_code": f.code,
+                "message": format!("{} of {} snapshot(s) could not be copied; first: {}: {}",
+                    failed.len(), r.snapshots.len(), f.name, f.error.as_deref().unwrap_or("")),
+            });
+        }
+        output::print_json(&v);
+        return;
+    }
+    for s in &r.snapshots {
+        match s.status {
+            "copied" => println!(
+                "copied   {}  ({}, {:.1}s, checked on arrival)",
+                s.name,
+                output::human_bytes(s.size),
+                s.seconds
+            ),
+            "present" => println!("present  {}  (the same snapshot is there already)", s.name),
+            _ => eprintln!(
+                "FAILED   {}: {}",
+                s.name,
+                s.error.as_deref().unwrap_or("unknown error")
+            ),
+        }
+    }
+    let copied = r.snapshots.iter().filter(|s| s.status == "copied").count();
+    let present = r.snapshots.iter().filter(|s| s.status == "present").count();
+    println!(
+        "{copied} copied ({}), {present} already present, {} failed: {} -> {}",
+        output::human_bytes(r.bytes),
+        failed.len(),
+        r.from,
+        r.to
+    );
+}

@@ -1,0 +1,184 @@
+//! `dbsnap copy` between a local directory and real S3 servers (s3s-fs and
+//! moto), both ways and bucket to bucket: what arrives is byte for byte
+//! what was sent, a second run copies nothing, a damaged snapshot is not
+//! copied (nothing left at the destination), a different snapshot of the
+//! same name is never overwritten, and wrong arguments fail before
+//! anything is read.
+
+mod common;
+
+use std::path::Path;
+
+use common::{create, run, run_json, Home};
+use dbsnap_test_support::s3::{S3Server, KINDS};
+use dbsnap_test_support::Cluster;
+
+fn names(v: &serde_json::Value, status: &str) -> Vec<String> {
+    let mut n: Vec<String> = v["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == status)
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    n.sort();
+    n
+}
+
+fn tar_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn copies_local_to_s3_and_back_byte_for_byte_and_skips_what_is_there() {
+    let cluster = Cluster::start(15);
+    cluster.create_db("app");
+    cluster.psql(
+        "app",
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 200000) g",
+    );
+    let home = Home::new();
+    let first = create(&home, &cluster, &["app"], &[]);
+    cluster.psql("app", "INSERT INTO t VALUES (0, 'later')");
+    let second = create(&home, &cluster, &["app"], &[]);
+    let local = tar_files(&home.snapshots());
+    assert_eq!(local.len(), 2, "{local:?}");
+    let first_name = first["file"].as_str().unwrap().rsplit('/').next().unwrap();
+    assert!(second["file"].as_str().is_some());
+
+    for kind in KINDS {
+        let server = S3Server::start(kind);
+        server.create_bucket("offsite");
+        server.create_bucket("other");
+        let tmp = tempfile::tempdir().unwrap();
+        let cmd = || {
+            let mut c = home.dbsnap();
+            for (k, v) in server.env() {
+                c.env(k, v);
+            }
+            c.env("TMPDIR", tmp.path());
+            c
+        };
+        let to = "s3://offsite/platform";
+
+        // One named snapshot first, then all: the named one is present.
+        let (code, v, err) = run_json(cmd().args(["copy", "--to", to, first_name]));
+        assert_eq!(code, 0, "{kind:?}: {v}\n{err}");
+        assert_eq!(names(&v, "copied"), [first_name.to_string()], "{v}");
+        let (code, v, err) = run_json(cmd().args(["copy", "--to", to]));
+        assert_eq!(code, 0, "{kind:?}: {v}\n{err}");
+        assert_eq!(names(&v, "present"), [first_name.to_string()], "{v}");
+        assert_eq!(names(&v, "copied").len(), 1, "{v}");
+        // A third run copies nothing.
+        let (code, v, err) = run_json(cmd().args(["copy", "--to", to]));
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(names(&v, "present"), local, "{v}");
+        assert_eq!(v["bytes"], 0, "{v}");
+
+        // The copies list, verify, and come back identical (S3 to S3,
+        // then S3 to a new local directory).
+        let (code, v, err) = run_json(cmd().args(["list", "--repo", to]));
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(v["snapshots"].as_array().unwrap().len(), 2, "{v}");
+        let (code, v, err) = run_json(cmd().args(["verify", "--repo", to, first_name]));
+        assert_eq!(code, 0, "{v}\n{err}");
+        let (code, v, err) =
+            run_json(cmd().args(["copy", "--from", to, "--to", "s3://other/again"]));
+        assert_eq!(code, 0, "{kind:?} s3 to s3: {v}\n{err}");
+        assert_eq!(names(&v, "copied"), local);
+        let back = home.path().join(format!("back-{kind:?}"));
+        let (code, v, err) = run_json(cmd().args([
+            "copy",
+            "--from",
+            "s3://other/again",
+            "--to",
+            back.to_str().unwrap(),
+        ]));
+        assert_eq!(code, 0, "{kind:?} s3 to local: {v}\n{err}");
+        assert_eq!(tar_files(&back), local, "nothing else in the directory");
+        for name in &local {
+            assert!(
+                std::fs::read(back.join(name)).unwrap()
+                    == std::fs::read(home.snapshots().join(name)).unwrap(),
+                "{kind:?}: {name} differs after local -> S3 -> S3 -> local"
+            );
+        }
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+        if kind == dbsnap_test_support::s3::S3Kind::S3sFs {
+            assert_eq!(server.open_uploads(), Vec::<String>::new());
+        }
+    }
+}
+
+#[test]
+fn a_damaged_snapshot_or_a_name_clash_is_not_copied_and_nothing_is_left() {
+    let cluster = Cluster::start(15);
+    cluster.create_db("app");
+    cluster.psql(
+        "app",
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 50000) g",
+    );
+    let home = Home::new();
+    let good = create(&home, &cluster, &["app"], &[]);
+    let good = good["file"].as_str().unwrap().rsplit('/').next().unwrap();
+    let bad = create(&home, &cluster, &["app"], &[]);
+    let bad = bad["file"].as_str().unwrap().rsplit('/').next().unwrap();
+    // One flipped byte in the middle of the second snapshot's dump.
+    let path = home.snapshots().join(bad);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&path, bytes).unwrap();
+
+    let dest = home.path().join("dest");
+    let cmd = || {
+        let mut c = home.dbsnap();
+        c.args(["copy", "--to", dest.to_str().unwrap()]);
+        c
+    };
+    let (code, v, err) = run_json(&mut cmd());
+    assert_eq!(code, 10, "a damaged source is exit 10: {v}\n{err}");
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(names(&v, "copied"), [good.to_string()]);
+    assert_eq!(names(&v, "failed"), [bad.to_string()]);
+    assert_eq!(tar_files(&dest), [good.to_string()], "no partial file");
+
+    // A different snapshot under the good one's name at the destination:
+    // refused (exit 9), not overwritten.
+    let clash = home.path().join("clash");
+    std::fs::create_dir_all(&clash).unwrap();
+    std::fs::copy(home.snapshots().join(bad), clash.join(good)).unwrap();
+    let before = std::fs::read(clash.join(good)).unwrap();
+    let (code, out, err) = run(home
+        .dbsnap()
+        .args(["copy", "--to", clash.to_str().unwrap(), good]));
+    assert_eq!(code, 9, "{out}\n{err}");
+    assert!(
+        err.contains("a different snapshot of the same name"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(clash.join(good)).unwrap(), before);
+
+    // Wrong arguments fail before anything is read or written.
+    let (code, _, err) = run(home
+        .dbsnap()
+        .args(["copy", "--to", dest.to_str().unwrap(), "nope"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("snapshot \"nope\" not found"), "{err}");
+    let snapshots = home.snapshots();
+    let (code, _, err) = run(home
+        .dbsnap()
+        .args(["copy", "--to", snapshots.to_str().unwrap()]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("the same repository"), "{err}");
+    let (code, _, err) = run(home.dbsnap().args(["copy", "--to", "gs://x/y"]));
+    assert_eq!(code, 2, "{err}");
+}
