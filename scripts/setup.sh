@@ -124,6 +124,18 @@ PY
   rm -rf "$ktmp"
 fi
 
+# The stock age tool (age, age-keygen): the encryption tests recover a
+# snapshot with it, as the docs tell users to.
+if ! command -v age >/dev/null || ! command -v age-keygen >/dev/null; then
+  if [ "$(id -u)" != 0 ]; then
+    log "age is missing; run as root or apt-get install age"
+    exit 1
+  fi
+  log "installing age from Debian"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age >/dev/null
+fi
+
 # A real registry for the jump pod image tests (they start their own, on
 # free ports). The package would start a registry service on port 5000:
 # a policy-rc.d denies that during the install, and where systemd runs the

@@ -114,6 +114,26 @@ pub struct Metadata {
     pub consistency: Consistency,
     /// Databases, in archive order.
     pub databases: Vec<DatabaseEntry>,
+    /// Set when the members are encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+}
+
+/// How a snapshot's members are encrypted: every member but `dbsnap.json`,
+/// the key member and `manifest.json` is an age file encrypted to the
+/// snapshot's own X25519 key, and that key (an age identity file) is in
+/// the key member, itself an age file encrypted to the user's recipients
+/// or passphrase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encryption {
+    /// `age`.
+    pub scheme: String,
+    /// The member holding the snapshot key (`snapshot-key.age`), second
+    /// in the archive.
+    pub key_member: String,
+    /// Who can open the key member: age recipients (public keys), or
+    /// `passphrase`.
+    pub key_for: Vec<String>,
 }
 
 impl Metadata {
@@ -757,6 +777,7 @@ mod tests {
                 schema_version: None,
                 connection: None,
             }],
+            encryption: None,
         }
     }
 

@@ -123,6 +123,7 @@ fn snapshot_readers_survive_mutations() {
             schema_version: None,
             connection: None,
         }],
+        encryption: None,
     };
     let mut w = SnapshotWriter::new(Cursor::new(Vec::new()), &meta, 0).unwrap();
     w.add_bytes("app-core.dump", &fixture("app-core-pg15.dump"))

@@ -37,6 +37,8 @@ pub struct Config {
     pub retention: crate::housekeeping::Retention,
     /// `prune`'s rules when no `--keep-*` flag is given.
     pub prune: Option<PruneConfig>,
+    /// Encryption of new snapshots, and the keys to open encrypted ones.
+    pub encryption: Option<EncryptionConfig>,
     /// Where the file was read from.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -83,6 +85,21 @@ pub struct S3Config {
     /// Upload part size in MiB (default 16; S3 allows 10,000 parts, so
     /// 16 MiB parts hold snapshots up to 156 GiB).
     pub part_size_mib: Option<usize>,
+}
+
+/// `[encryption]`: what new snapshots (and restore's safety snapshots)
+/// are encrypted to, and the keys reads use.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// age recipients (`age1…`) or files of them.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// Encrypt with the passphrase in `DBSNAP_PASSPHRASE` instead.
+    pub passphrase: Option<bool>,
+    /// age identity files (secret keys) to open encrypted snapshots.
+    #[serde(default)]
+    pub identity: Vec<PathBuf>,
 }
 
 /// One application's databases and how to snapshot them.

@@ -42,6 +42,8 @@ pub struct ListEntry {
     pub safety_for: Option<String>,
     /// Pinned (`dbsnap pin`): prune keeps it, delete refuses it.
     pub pinned: bool,
+    /// Its members are encrypted (age).
+    pub encrypted: bool,
     /// `ok`, or why it cannot be used: `not_snapshot`, `truncated`,
     /// `corrupt`, `unsupported` or `unreadable` (the same cause gives
     /// `verify`, `extract-version` and `restore` one exit code).
@@ -66,6 +68,7 @@ impl ListEntry {
             safety: false,
             safety_for: None,
             pinned: false,
+            encrypted: false,
             status: "ok",
             error: None,
         }
@@ -147,6 +150,7 @@ pub fn list(repo: &Arc<dyn Repository>) -> Result<Vec<ListEntry>, CoreError> {
                 e.consistent_cut = Some(m.consistency.consistent_cut);
                 e.safety = m.safety_for.is_some();
                 e.safety_for = m.safety_for.clone();
+                e.encrypted = m.encryption.is_some();
                 if let Err(err) = check_complete(&snapshot, f.size) {
                     e.mark_unusable(&err);
                 }
@@ -295,6 +299,11 @@ pub struct VerifyReport {
     pub members: Vec<VerifiedMember>,
     /// Metadata, when readable.
     pub metadata: Option<Metadata>,
+    /// Whether its members are encrypted.
+    pub encrypted: bool,
+    /// Whether the database members were read as pg_dump archives (not
+    /// when encrypted and no key was given: checksums only).
+    pub contents_checked: bool,
 }
 
 /// The members whose names start with `prefix` (small ones: each at most
@@ -323,7 +332,19 @@ pub fn read_members(
         Ok(())
     })
     .map_err(|e| archive_error(snapshot, e))?;
-    Ok(found)
+    found
+        .into_iter()
+        .map(|(name, stored)| {
+            let mut plain = Vec::new();
+            crate::crypt::reader(snapshot, &name, &stored[..])?
+                .read_to_end(&mut plain)
+                .map_err(|e| CoreError::Verify {
+                    file: snapshot.display(),
+                    message: format!("member \"{name}\": {e}"),
+                })?;
+            Ok((name, plain))
+        })
+        .collect()
 }
 
 /// Recomputes every member's checksum against the manifest and parses each
@@ -344,15 +365,28 @@ pub fn verify(snapshot: &SnapshotRef) -> Result<VerifyReport, CoreError> {
                 error: Some(e.to_string()),
                 members: Vec::new(),
                 metadata: read_metadata(snapshot).ok(),
+                encrypted: false,
+                contents_checked: false,
             }),
             _ => Err(e),
         };
     }
+    // An encrypted snapshot's dumps are parsed with a key; without one,
+    // only their checksums are checked.
+    let encrypted = read_metadata(snapshot)
+        .map(|m| m.encryption.is_some())
+        .unwrap_or(false);
+    let contents_checked = !encrypted || crate::crypt::has_keys();
+    if encrypted && contents_checked {
+        crate::crypt::check_keys(snapshot)?;
+    }
     let f = open(snapshot)?;
     let mut details: Vec<(String, pgdump::PgDumpSummary)> = Vec::new();
     let outcome = snapshot::verify(BufReader::with_capacity(1 << 20, f), |visit, reader| {
-        if visit.name.ends_with(".dump") {
-            let summary = pgdump::read_archive(reader).map_err(|e| {
+        if visit.name.ends_with(".dump") && contents_checked {
+            let mut plain = crate::crypt::reader(snapshot, visit.name, reader)
+                .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+            let summary = pgdump::read_archive(&mut plain).map_err(|e| {
                 ArchiveError::Corrupt(format!(
                     "member \"{}\" is not a readable pg_dump archive: {e}",
                     visit.name
@@ -390,6 +424,8 @@ pub fn verify(snapshot: &SnapshotRef) -> Result<VerifyReport, CoreError> {
                 error: None,
                 members,
                 metadata: Some(v.metadata),
+                encrypted,
+                contents_checked,
             })
         }
         Err(e) if !is_damage(&e) => Err(archive_error(snapshot, e)),
@@ -399,6 +435,8 @@ pub fn verify(snapshot: &SnapshotRef) -> Result<VerifyReport, CoreError> {
             error: Some(e.to_string()),
             members: Vec::new(),
             metadata: read_metadata(snapshot).ok(),
+            encrypted,
+            contents_checked,
         }),
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod consistency;
 pub mod copy;
 pub mod create;
+pub mod crypt;
 pub mod demo;
 pub mod error;
 pub mod hooks;

@@ -29,7 +29,7 @@ Exit codes:
     9  storage failed (disk, S3)           141  standard output closed early (| head)
 
 Environment: DBSNAP_HOME (default ~/.dbsnap: snapshots/, logs/, state/, config.toml),
-DBSNAP_PG_BIN (extra directories with pg_dump), and libpq's PGHOST, PGPORT,
+DBSNAP_PG_BIN (extra directories with pg_dump), DBSNAP_PASSPHRASE (age encryption), and libpq's PGHOST, PGPORT,
 PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, PGSSLROOTCERT, PGAPPNAME,
 PGCONNECT_TIMEOUT, PGPASSFILE, PGSERVICE, PGSERVICEFILE.";
 
@@ -66,6 +66,9 @@ pub struct GlobalArgs {
     /// Write this run's log to FILE (read-only commands log only with this or -v).
     #[arg(long, global = true, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// age identity file (secret keys, from age-keygen) to open encrypted snapshots; repeatable (also `identity` in [encryption]; a passphrase comes from DBSNAP_PASSPHRASE).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
     /// Allow plain HTTP (and, for a registry, an unverified TLS certificate) for an S3 endpoint and the jump pod image's registry; the Kubernetes API is always verified.
     #[arg(long, global = true)]
     pub force_insecure: bool,
@@ -344,6 +347,8 @@ pub struct CreateArgs {
     #[arg(long, requires = "k8s_objects")]
     pub include_secrets: bool,
     #[command(flatten)]
+    pub encrypt: crate::encryption::EncryptArgs,
+    #[command(flatten)]
     pub k8s: crate::k8s_cmd::K8sArgs,
     #[command(flatten)]
     pub scale: crate::k8s_cmd::ScaleArgs,
@@ -470,6 +475,12 @@ pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
     let g = cli.global;
     let show_progress = !g.no_progress && !g.json;
     configure_s3(&g);
+    let encrypt = match &cli.command {
+        Command::Create(a) => Some(&a.encrypt),
+        _ => None,
+    };
+    let writes_snapshots = matches!(cli.command, Command::Create(_) | Command::Restore(_));
+    crate::encryption::configure(encrypt, writes_snapshots, &g.identity, g.config.as_deref())?;
     match cli.command {
         Command::Create(args) => {
             let config = Config::load(g.config.as_deref())?;
@@ -877,6 +888,7 @@ mod tests {
             verbose: 0,
             no_progress: false,
             log_file: None,
+            identity: Vec::new(),
             force_insecure: false,
         };
         assert_eq!(

@@ -4,6 +4,7 @@
 
 mod cli;
 mod copy_cmd;
+mod encryption;
 mod k8s_capture;
 mod k8s_cmd;
 mod k8s_jump;

@@ -206,6 +206,9 @@ fn list_details(r: &ListEntry) -> String {
         Some(run) => format!("{dbs}  [safety snapshot, restore {run}]"),
         None => dbs,
     };
+    if r.encrypted {
+        line.push_str("  [encrypted]");
+    }
     if r.pinned {
         line.push_str("  [pinned]");
     }
@@ -295,6 +298,11 @@ pub fn print_verify(r: &VerifyReport, json: bool) {
                 human_bytes(m.size),
                 &m.sha256[..16]
             );
+        }
+        if r.encrypted && !r.contents_checked {
+            println!("encrypted: checksums checked; pass --identity (or set DBSNAP_PASSPHRASE) to read the dumps inside too");
+        } else if r.encrypted {
+            println!("encrypted: decrypted with the key given and every dump read");
         }
     } else {
         let file = r.file.display().to_string();

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::{DumpControl, DumpEngine, DumpJob, Progress, RunningDump};
 use crate::chunks::{for_each_chunk, ChunkError};
+use crate::crypt::Sealer;
 use crate::error::CoreError;
 
 /// A member spooled to a file, with its size and checksum.
@@ -96,6 +97,7 @@ pub(super) async fn write_archive(
     engine: &dyn DumpEngine,
     progress: &Arc<dyn Progress>,
     extra: &[(String, Vec<u8>)],
+    sealer: Option<Arc<Sealer>>,
 ) -> Result<(dbsnap_storage::SnapshotInfo, Vec<u64>), CoreError> {
     let mut pending = begin_unique(repo, file_name)?;
     // Errors name the snapshot being written.
@@ -109,8 +111,13 @@ pub(super) async fn write_archive(
         });
     }
     let mtime = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
-    let writer =
+    let mut writer =
         SnapshotWriter::new(pending, metadata, mtime).map_err(|e| archive_io(&tmp_path, e))?;
+    if let Some(s) = &sealer {
+        writer
+            .add_bytes(crate::crypt::KEY_MEMBER, s.key_member())
+            .map_err(|e| archive_io(&tmp_path, e))?;
+    }
     let mut writer = Some(Box::new(writer));
     let sinks: Vec<Sink> = spools
         .into_iter()
@@ -122,11 +129,12 @@ pub(super) async fn write_archive(
     let running = start_dumps(engine, jobs)?;
     let aborter = Aborter::new(&running);
     let _kill_on_cancel = KillOnDrop(aborter.children.clone());
-    let (jobs_owned, members_owned, progress_owned, tmp_owned) = (
+    let (jobs_owned, members_owned, progress_owned, tmp_owned, sealer_owned) = (
         jobs.to_vec(),
         members.to_vec(),
         progress.clone(),
         tmp_path.clone(),
+        sealer.clone(),
     );
     let abort = aborter.clone();
     // Blocking copies run off the async workers, so signals are still handled.
@@ -139,8 +147,9 @@ pub(super) async fn write_archive(
                 .map(|(i, (run, sink))| {
                     let (job, member) = (&jobs_owned[i], &members_owned[i]);
                     let (abort, tmp_path, progress) = (&abort, &tmp_owned, &*progress_owned);
+                    let sealer = sealer_owned.as_deref();
                     scope.spawn(move || {
-                        copy_dump(i, run, sink, job, member, abort, progress, tmp_path)
+                        copy_dump(i, run, sink, job, member, abort, progress, tmp_path, sealer)
                     })
                 })
                 .collect();
@@ -159,7 +168,15 @@ pub(super) async fn write_archive(
     for (member, control) in members.iter().zip(&aborter.children) {
         writer.index_member(member, control.index());
     }
-    let info = finish_archive(writer, spooled, members.to_vec(), extra.to_vec(), tmp_path).await?;
+    let extra = match &sealer {
+        Some(s) => extra
+            .iter()
+            .map(|(name, bytes)| Ok((name.clone(), s.seal_bytes(bytes)?)))
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(|e| CoreError::Internal(format!("age: {e}")))?,
+        None => extra.to_vec(),
+    };
+    let info = finish_archive(writer, spooled, members.to_vec(), extra, tmp_path).await?;
     Ok((info, sizes))
 }
 
@@ -242,15 +259,25 @@ fn copy_dump(
     abort: &Aborter,
     progress: &dyn Progress,
     tmp_path: &std::path::Path,
+    sealer: Option<&Sealer>,
 ) -> Result<DumpOutcome, CoreError> {
     progress.transfer_started(i, &job.info.dbname);
+    let seal_err = |e| CoreError::write_io(tmp_path, e);
     let copied = (|| -> Result<DumpOutcome, CoreError> {
         match sink {
             Sink::Direct(mut w) => {
                 let mut stream = w
                     .stream_member(member)
                     .map_err(|e| archive_io(tmp_path, e))?;
-                let n = pump(&mut run, &mut stream, i, progress, tmp_path)?;
+                let n = match sealer {
+                    Some(s) => {
+                        let mut sealed = s.seal(&mut stream).map_err(seal_err)?;
+                        let n = pump(&mut run, &mut sealed, i, progress, tmp_path)?;
+                        sealed.finish().map_err(seal_err)?;
+                        n
+                    }
+                    None => pump(&mut run, &mut stream, i, progress, tmp_path)?,
+                };
                 stream.finish().map_err(|e| archive_io(tmp_path, e))?;
                 Ok((Some(w), None, n))
             }
@@ -260,7 +287,15 @@ fn copy_dump(
                     hasher: Sha256::new(),
                     size: 0,
                 };
-                let n = pump(&mut run, &mut hw, i, progress, &path)?;
+                let n = match sealer {
+                    Some(s) => {
+                        let mut sealed = s.seal(&mut hw).map_err(seal_err)?;
+                        let n = pump(&mut run, &mut sealed, i, progress, &path)?;
+                        sealed.finish().map_err(seal_err)?;
+                        n
+                    }
+                    None => pump(&mut run, &mut hw, i, progress, &path)?,
+                };
                 let sha256 = hex::encode(hw.hasher.finalize());
                 let spooled = Spooled {
                     file: hw.inner,

@@ -226,6 +226,7 @@ pub async fn create_with(
 
     let seen = inside_the_cut(&opened, opts).await?;
     let members = member_names(&opened);
+    let sealer = crate::crypt::sealer()?.map(Arc::new);
     let metadata = Metadata {
         format_version: FORMAT_VERSION.into(),
         tool_version: format!("dbsnap {}", env!("CARGO_PKG_VERSION")),
@@ -252,6 +253,7 @@ pub async fn create_with(
                 connection: Some(recorded_connection(&o.info)),
             })
             .collect(),
+        encryption: sealer.as_ref().map(|s| s.info()),
     };
     let file_name = snapshot_file_name(&opts.prefix, &metadata, created);
 
@@ -289,6 +291,7 @@ pub async fn create_with(
         engine,
         progress,
         &opts.extra_members,
+        sealer,
     )
     .await;
     // Leader transactions end only after every dump has finished.

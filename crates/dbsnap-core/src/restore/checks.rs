@@ -14,7 +14,8 @@ pub(super) fn archive_row_counts(
     use dbsnap_archive::pgdump::{read_archive_data, CopyRows, DataItem};
     let f = crate::inspect::open(file)?;
     let mut counts = Vec::new();
-    dbsnap_archive::snapshot::with_member(
+    crate::crypt::with_member(
+        file,
         std::io::BufReader::with_capacity(1 << 20, f),
         member,
         |input| {

@@ -62,7 +62,7 @@ pub(crate) fn stream_member(
             tx.blocking_send(m)
                 .map_err(|_| std::io::Error::other(LOADER_STOPPED))
         };
-        snapshot::with_member(reader, &member, |input| {
+        crate::crypt::with_member(&file, reader, &member, |input| {
             pgdump::read_archive_data(input, |item| -> std::io::Result<()> {
                 match item {
                     DataItem::Toc(entries) => send(Msg::Toc(entries.to_vec())),

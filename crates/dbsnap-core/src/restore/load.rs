@@ -52,6 +52,10 @@ pub(crate) struct Layout {
     head: Head,
     /// The member's first byte in the snapshot file.
     offset: u64,
+    /// Its size as stored.
+    size: u64,
+    /// Whether it is encrypted (its positions are then in the plaintext).
+    encrypted: bool,
     blocks: Vec<BlockSpan>,
     /// Where the pieces of split tables lie (from `manifest.json`).
     pieces: BTreeMap<i64, Vec<PieceIndex>>,
@@ -91,9 +95,20 @@ impl Layout {
         let corrupt = |e: dbsnap_archive::pgdump::PgDumpError| {
             ArchiveError::Corrupt(format!("member \"{member}\": {e}"))
         };
-        let mut r = BufReader::with_capacity(1 << 16, open()?);
-        r.seek(SeekFrom::Start(offset))
-            .map_err(|e| StorageError::io(&path, e))?;
+        let encrypted = crate::inspect::read_metadata(file)?.encryption.is_some();
+        let (mut r, plain_size) = if encrypted {
+            let mut m = crate::crypt::member_seekable(file, member, (offset, size))?;
+            let plain_size = m
+                .seek(SeekFrom::End(0))
+                .and_then(|n| m.seek(SeekFrom::Start(0)).map(|_| n))
+                .map_err(|e| corrupt(dbsnap_archive::pgdump::PgDumpError::Io(e)))?;
+            (BufReader::with_capacity(1 << 16, m), plain_size)
+        } else {
+            let mut r = BufReader::with_capacity(1 << 16, open()?);
+            r.seek(SeekFrom::Start(offset))
+                .map_err(|e| StorageError::io(&path, e))?;
+            (r, size)
+        };
         let head = custom::read_head(&mut r).map_err(corrupt)?;
         let readable = matches!(
             head.compression(),
@@ -103,7 +118,7 @@ impl Layout {
             return Ok(None);
         }
         let blocks = head
-            .scan_blocks(&mut r, head.byte_len(), size)
+            .scan_blocks(&mut r, head.byte_len(), plain_size)
             .map_err(corrupt)?;
         let pieces = read_pieces(open()?, spans[1], member, &blocks)?;
         Ok(Some(Layout {
@@ -111,9 +126,30 @@ impl Layout {
             member: member.to_string(),
             head,
             offset,
+            size,
+            encrypted,
             blocks,
             pieces,
         }))
+    }
+
+    /// The member's bytes from `start` (in the plaintext when encrypted).
+    fn open_at(&self, start: u64) -> Result<Box<dyn Read + Send>, CoreError> {
+        if !self.encrypted {
+            return Ok(self
+                .file
+                .repo
+                .open_range(&self.file.name, self.offset + start)?);
+        }
+        let mut m =
+            crate::crypt::member_seekable(&self.file, &self.member, (self.offset, self.size))?;
+        m.seek(SeekFrom::Start(start)).map_err(|e| {
+            CoreError::Archive(ArchiveError::Corrupt(format!(
+                "member \"{}\": {e}",
+                self.member
+            )))
+        })?;
+        Ok(Box::new(m))
     }
 
     /// Table data blocks with a COPY statement, largest first; the other
@@ -174,11 +210,7 @@ impl Layout {
         let mut out = std::io::BufWriter::new(tmp.as_file());
         out.write_all(&bytes).map_err(write_err)?;
         for span in rest {
-            let mut block = self
-                .file
-                .repo
-                .open_range(&self.file.name, self.offset + span.start)?
-                .take(span.end - span.start);
+            let mut block = self.open_at(span.start)?.take(span.end - span.start);
             std::io::copy(&mut block, &mut out).map_err(write_err)?;
         }
         out.flush().map_err(write_err)?;
@@ -536,10 +568,7 @@ fn read_block(
         Some(p) => (p.offset, p.end - p.offset),
         None => (span.data, span.end - span.data),
     };
-    let raw = layout
-        .file
-        .repo
-        .open_range(&layout.file.name, layout.offset + start)?;
+    let raw = layout.open_at(start)?;
     let counted = BufReader::with_capacity(
         1 << 20,
         Counted {

@@ -19,6 +19,9 @@ use crate::inspect;
 /// Changes nothing. Every database is checked before any refusal is
 /// reported; a refusal is an error with its exit code.
 pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan, CoreError> {
+    // An encrypted snapshot's key first: a missing or wrong one is the
+    // error, before anything is read in full or changed.
+    crate::crypt::check_keys(&opts.file)?;
     progress.phase("verifying the snapshot");
     let report = inspect::verify(&opts.file)?;
     if !report.ok {

@@ -281,17 +281,22 @@ fn feed_member(
 ) -> Result<(), CoreError> {
     let mut out = Metered { inner: out, meter };
     let f = crate::inspect::open(file)?;
-    let r = snapshot::with_member(BufReader::with_capacity(1 << 20, f), member, |input| {
-        match std::io::copy(input, &mut out) {
-            Ok(_) => Ok(()),
-            // The consumer stopped reading: its own exit status tells why.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-            Err(e) => Err(snapshot::ArchiveError::Io(e)),
-        }
-    });
+    let r = crate::crypt::with_member(
+        file,
+        BufReader::with_capacity(1 << 20, f),
+        member,
+        |input| {
+            match std::io::copy(input, &mut out) {
+                Ok(_) => Ok(()),
+                // The consumer stopped reading: its own exit status tells why.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                Err(e) => Err(snapshot::ArchiveError::Io(e)),
+            }
+        },
+    );
     out.meter.finish();
     drop(out);
-    r.map_err(CoreError::from)
+    r
 }
 
 /// Replaces the database's contents inside one transaction: pg_restore's

@@ -307,6 +307,7 @@ mod tests {
                 snapshot: None,
             },
             databases: dbs,
+            encryption: None,
         }
     }
 

@@ -1,0 +1,92 @@
+//! Encryption settings: `create --encrypt-to/--passphrase`, `--identity`,
+//! `[encryption]` in dbsnap.toml and `DBSNAP_PASSPHRASE`, handed to
+//! dbsnap-core's `crypt` once per run.
+
+use std::path::PathBuf;
+
+use age::secrecy::SecretString;
+use clap::Args;
+use dbsnap_core::config::Config;
+use dbsnap_core::crypt::{self, Keys, Seal};
+use dbsnap_core::CoreError;
+
+/// The environment variable holding the passphrase.
+pub const PASSPHRASE_ENV: &str = "DBSNAP_PASSPHRASE";
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct EncryptArgs {
+    /// Encrypt the snapshot to this age recipient (age1…), or to every recipient in this file; repeatable (default: `recipients` in [encryption]).
+    #[arg(long, value_name = "RECIPIENT|FILE")]
+    pub encrypt_to: Vec<String>,
+    /// Encrypt the snapshot with the passphrase in DBSNAP_PASSPHRASE.
+    #[arg(long, conflicts_with = "encrypt_to")]
+    pub passphrase: bool,
+}
+
+/// Sets what new snapshots are encrypted to (`create`'s flags, else the
+/// config's `[encryption]`; restore's safety snapshots follow the config)
+/// and the keys reads may use (`--identity`, `identity` in the config,
+/// `DBSNAP_PASSPHRASE`).
+pub fn configure(
+    create: Option<&EncryptArgs>,
+    writes_snapshots: bool,
+    identity: &[PathBuf],
+    config_file: Option<&std::path::Path>,
+) -> Result<(), CoreError> {
+    let config = Config::load(config_file)
+        .ok()
+        .and_then(|c| c.encryption)
+        .unwrap_or_default();
+    let passphrase = std::env::var(PASSPHRASE_ENV)
+        .ok()
+        .map(|p| SecretString::from(p.trim_end_matches(['\r', '\n']).to_string()));
+    let flags = create.cloned().unwrap_or_default();
+    let (recipients, use_passphrase, from) = if flags.passphrase || !flags.encrypt_to.is_empty() {
+        (flags.encrypt_to, flags.passphrase, "--passphrase")
+    } else {
+        (
+            config.recipients.clone(),
+            config.passphrase.unwrap_or(false),
+            "passphrase = true in [encryption]",
+        )
+    };
+    if use_passphrase && !recipients.is_empty() {
+        return Err(CoreError::Config {
+            message: "[encryption] has both recipients and passphrase = true".into(),
+            hint: "age encrypts to recipients or to a passphrase, not both: keep one".into(),
+        });
+    }
+    let seal = if !writes_snapshots {
+        None
+    } else if use_passphrase {
+        let p = passphrase.clone().filter(|p| {
+            use age::secrecy::ExposeSecret;
+            !p.expose_secret().is_empty()
+        });
+        match p {
+            Some(p) => Some(Seal::Passphrase(p)),
+            None => {
+                return Err(CoreError::Config {
+                    message: format!("{from} needs the passphrase in {PASSPHRASE_ENV}"),
+                    hint: format!(
+                        "export {PASSPHRASE_ENV}=… (read from a secret store; it is never written anywhere)"
+                    ),
+                })
+            }
+        }
+    } else if recipients.is_empty() {
+        None
+    } else {
+        Some(Seal::Recipients(crypt::parse_recipients(&recipients)?))
+    };
+    let mut identity_files = identity.to_vec();
+    identity_files.extend(config.identity.iter().cloned());
+    crypt::configure(
+        seal,
+        Keys {
+            identity_files,
+            passphrase,
+        },
+    );
+    Ok(())
+}
