@@ -4,6 +4,7 @@
 //! No terminal I/O here: progress goes through [`create::Progress`], results
 //! are returned as values for the binary to print.
 
+pub mod bucket;
 mod chunks;
 pub mod config;
 pub mod consistency;

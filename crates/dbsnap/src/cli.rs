@@ -100,6 +100,10 @@ pub enum Command {
     Prune(crate::prune_cmd::PruneArgs),
     /// Copy snapshots to another repository (a directory or s3://), checking each on the way and on arrival; ones already there are skipped.
     Copy(crate::copy_cmd::CopyArgs),
+    /// Back up an S3 bucket (or prefix) incrementally: only objects whose ETag or size changed are copied; each run records every object, so any run can be restored.
+    BucketBackup(crate::bucket_cmd::BucketBackupArgs),
+    /// Put a bucket-backup run's objects back (the newest, one by --run, or the one current at --at) into a bucket or prefix.
+    BucketRestore(crate::bucket_cmd::BucketRestoreArgs),
     /// Pin a snapshot: prune keeps it and delete refuses it.
     Pin(crate::prune_cmd::PinArgs),
     /// Unpin a snapshot.
@@ -414,6 +418,8 @@ impl Cli {
                 | Command::Delete(_)
                 | Command::Prune(_)
                 | Command::Copy(_)
+                | Command::BucketBackup(_)
+                | Command::BucketRestore(_)
                 | Command::Pin(_)
                 | Command::Unpin(_)
                 | Command::Demo(_)
@@ -453,6 +459,8 @@ impl Cli {
             Command::Delete(_) => "delete",
             Command::Prune(_) => "prune",
             Command::Copy(_) => "copy",
+            Command::BucketBackup(_) => "bucket-backup",
+            Command::BucketRestore(_) => "bucket-restore",
             Command::Pin(_) => "pin",
             Command::Unpin(_) => "unpin",
             Command::Completions(_) => "completions",
@@ -588,6 +596,8 @@ pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
         }
         Command::Prune(args) => crate::prune_cmd::prune(args, &g),
         Command::Copy(args) => crate::copy_cmd::copy(args, &g, show_progress).await,
+        Command::BucketBackup(args) => crate::bucket_cmd::backup(args, &g, show_progress).await,
+        Command::BucketRestore(args) => crate::bucket_cmd::restore(args, &g, show_progress).await,
         Command::Pin(args) => crate::prune_cmd::pin(args, &g, true),
         Command::Unpin(args) => crate::prune_cmd::pin(args, &g, false),
     }

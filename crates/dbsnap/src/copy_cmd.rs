@@ -1,7 +1,6 @@
 //! `copy`: snapshots from one repository to another.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::Args;
@@ -37,27 +36,13 @@ pub async fn copy(args: CopyArgs, g: &GlobalArgs, show_progress: bool) -> Result
     let from = dbsnap_core::repository(&from);
     let to = dbsnap_core::repository(&args.to);
     let ui = progress::Ui::new(show_progress);
-    let cancel = Arc::new(AtomicBool::new(false));
-    let work = {
-        let (ui, cancel) = (ui.clone(), cancel.clone());
-        tokio::task::spawn_blocking(move || {
-            let sink: &dyn Progress = &*ui;
-            copy::copy(&from, &to, &args.names, sink, &cancel)
-        })
-    };
-    tokio::pin!(work);
-    // Ctrl-C / SIGTERM: the snapshot being copied is abandoned (its
-    // pending write dropped: nothing left), the ones before stay.
-    let result = tokio::select! {
-        r = &mut work => r,
-        s = dbsnap_core::hooks::termination_signal() => {
-            cancel.store(true, Ordering::Relaxed);
-            tracing::warn!("{s}: stopping the copy");
-            work.await
-        }
-    };
+    let sink: Arc<dyn Progress> = ui.clone();
+    let result = crate::progress::cancellable(move |cancel| {
+        copy::copy(&from, &to, &args.names, &*sink, &cancel)
+    })
+    .await;
     ui.finish();
-    let report = result.map_err(|e| CoreError::Internal(format!("copy: {e}")))??;
+    let report = result?;
     print(&report, g.json);
     Ok(report.failure_code().unwrap_or(exit::OK))
 }

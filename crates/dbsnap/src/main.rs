@@ -2,6 +2,7 @@
 //! calls dbsnap-core, prints results (text or `--json`), maps errors to the
 //! documented exit codes. No logic beyond that lives here.
 
+mod bucket_cmd;
 mod cli;
 mod copy_cmd;
 mod encryption;

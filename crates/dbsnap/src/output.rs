@@ -54,6 +54,13 @@ pub fn table(rows: &[Vec<String>]) -> Vec<String> {
         .collect()
 }
 
+/// A result as JSON with `"ok": true`.
+pub fn print_ok_json(r: &impl serde::Serialize) {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    v["ok"] = json!(true);
+    print_json(&v);
+}
+
 pub fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }

@@ -5,10 +5,12 @@
 //! gets a progress line per database every 10 seconds whatever the display.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dbsnap_core::create::{Progress, Work};
+use dbsnap_core::CoreError;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// The terminal progress display.
@@ -175,6 +177,28 @@ impl Progress for Ui {
             b.finish_with_message(done);
         }
     }
+}
+
+/// Runs `work` on a blocking thread; Ctrl-C / SIGTERM sets the cancel
+/// flag and waits for it to stop (objects in flight finish or abort).
+pub async fn cancellable<T: Send + 'static>(
+    work: impl FnOnce(Arc<AtomicBool>) -> Result<T, CoreError> + Send + 'static,
+) -> Result<T, CoreError> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let task = {
+        let cancel = cancel.clone();
+        tokio::task::spawn_blocking(move || work(cancel))
+    };
+    tokio::pin!(task);
+    let r = tokio::select! {
+        r = &mut task => r,
+        s = dbsnap_core::hooks::termination_signal() => {
+            cancel.store(true, Ordering::Relaxed);
+            tracing::warn!("{s}: stopping; what is done is kept");
+            task.await
+        }
+    };
+    r.map_err(|e| CoreError::Internal(format!("bucket task: {e}")))?
 }
 
 #[cfg(test)]

@@ -587,3 +587,39 @@ impl Repository for S3Repository {
         self.sweep(false)
     }
 }
+
+/// An object store at `location` and the prefix in it, for copies of
+/// whole buckets: `s3://bucket/prefix` (with this process's
+/// [`S3Options`]) or a local directory (created, 0700, if missing).
+pub fn object_store_at(
+    location: &str,
+) -> Result<(Arc<dyn object_store::ObjectStore>, Key), StorageError> {
+    if is_s3_url(location) {
+        let r = S3Repository::open(location)?;
+        let prefix = Key::from(r.prefix.as_str());
+        return Ok((r.store, prefix));
+    }
+    if is_url(location) {
+        return Err(config_error(
+            location,
+            "not a directory or an s3://BUCKET/PREFIX URL",
+        ));
+    }
+    let dir = std::path::Path::new(location);
+    crate::create_private_dir(dir)?;
+    let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+        .map_err(|e| config_error(location, &e.to_string()))?;
+    Ok((Arc::new(store), Key::default()))
+}
+
+/// Runs `f` on the runtime S3 requests use and waits for it, from any
+/// thread (not from inside that runtime).
+pub fn run<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    block_on(f)
+}
+
+/// A failed request about `what` at `location`, with a hint where one
+/// helps (missing bucket, refused credentials, unreachable endpoint).
+pub fn request_error(location: &str, what: &str, e: object_store::Error) -> StorageError {
+    remote_error(location, what, e)
+}
