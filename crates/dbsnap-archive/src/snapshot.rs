@@ -804,6 +804,32 @@ mod tests {
         assert!(member_spans(Cursor::new(&bytes), &["b.dump"]).is_err());
     }
 
+    /// A connection lost in the middle (a read failing with a kind other
+    /// than end-of-file or invalid data) is I/O, never damage.
+    #[test]
+    fn a_read_failing_midway_is_io_not_damage() {
+        struct Failing<'a>(&'a [u8], usize);
+        impl Read for Failing<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.1 >= self.0.len() / 2 {
+                    return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "lost"));
+                }
+                let n = buf.len().min(self.0.len() / 2 - self.1).min(100);
+                buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
+                self.1 += n;
+                Ok(n)
+            }
+        }
+        let bytes = build();
+        match verify(Failing(&bytes, 0), |_, r| {
+            io::copy(r, &mut io::sink())?;
+            Ok(())
+        }) {
+            Err(ArchiveError::Io(e)) => assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+
     #[test]
     fn round_trip_and_stock_tar_reads_it() {
         let bytes = build();

@@ -289,6 +289,10 @@ fn copy_one(
     pending.flush().map_err(|e| io_error(to, &info.name, e))?;
     pending.commit()?;
     progress.transfer_finished(index, done);
+    progress.phase(&format!(
+        "checking {} on arrival (reading it back)",
+        info.name
+    ));
     read_back(to, &info.name, &sent)
 }
 

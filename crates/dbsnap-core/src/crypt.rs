@@ -68,28 +68,42 @@ pub fn configure(seal: Option<Seal>, keys: Keys) {
 }
 
 /// Reads recipients: `age1…` keys as given, anything else is a file of
-/// them (one per line, `#` comments), as `age -R` reads.
-pub fn parse_recipients(specs: &[String]) -> Result<Vec<age::x25519::Recipient>, CoreError> {
+/// them (one per line, `#` comments), as `age -R` reads. `from` names
+/// where they were given (`--encrypt-to`, `recipients in [encryption]`).
+/// A secret key given by mistake is refused without being repeated.
+pub fn parse_recipients(
+    specs: &[String],
+    from: &str,
+) -> Result<Vec<age::x25519::Recipient>, CoreError> {
     let mut out = Vec::new();
     for spec in specs {
+        if let Some(e) = not_a_recipient(spec, from) {
+            return Err(e);
+        }
         if spec.starts_with("age1") {
-            out.push(parse_recipient(spec, "--encrypt-to")?);
+            out.push(parse_recipient(spec, from)?);
             continue;
         }
         let text = std::fs::read_to_string(spec).map_err(|e| CoreError::Config {
-            message: format!("cannot read the recipients file {spec}: {e}"),
-            hint: "--encrypt-to takes an age public key (age1…) or a file of them, one per line"
-                .into(),
+            message: format!(
+                "{from}: {spec:?} is neither an age public key (age1…) nor a readable file of them: {e}"
+            ),
+            hint: "give an age public key (age1…), or a file of them, one per line".into(),
         })?;
         let before = out.len();
-        for line in text.lines().map(str::trim) {
-            if !line.is_empty() && !line.starts_with('#') {
-                out.push(parse_recipient(line, spec)?);
+        for (n, line) in text.lines().map(str::trim).enumerate() {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
             }
+            let at = format!("{from}: line {} of {spec}", n + 1);
+            if let Some(e) = not_a_recipient(line, &at) {
+                return Err(e);
+            }
+            out.push(parse_recipient(line, &at)?);
         }
         if out.len() == before {
             return Err(CoreError::Config {
-                message: format!("the recipients file {spec} holds no recipient"),
+                message: format!("{from}: the recipients file {spec} holds no recipient"),
                 hint: "put age public keys (age1…) in it, one per line".into(),
             });
         }
@@ -97,15 +111,29 @@ pub fn parse_recipients(specs: &[String]) -> Result<Vec<age::x25519::Recipient>,
     Ok(out)
 }
 
+/// A secret key or an SSH key where a recipient belongs, named without
+/// its value.
+fn not_a_recipient(s: &str, at: &str) -> Option<CoreError> {
+    if s.starts_with("AGE-SECRET-KEY-") || (s.contains("AGE-SECRET-KEY-") && !s.contains('/')) {
+        return Some(CoreError::Config {
+            message: format!("{at}: a secret key (AGE-SECRET-KEY-…) was given where a public key belongs; it is not repeated here"),
+            hint: "give its public key: `age-keygen -y KEYFILE` prints it (age1…); keep the secret key for --identity".into(),
+        });
+    }
+    if s.starts_with("ssh-") || s.starts_with("ecdsa-") {
+        return Some(CoreError::Config {
+            message: format!("{at}: SSH keys are not supported as recipients"),
+            hint: "make an age key with `age-keygen` and give its public key (age1…)".into(),
+        });
+    }
+    None
+}
+
 fn parse_recipient(s: &str, from: &str) -> Result<age::x25519::Recipient, CoreError> {
     age::x25519::Recipient::from_str(s).map_err(|e| CoreError::Config {
-        message: format!("{from}: \"{s}\" is not an age recipient: {e}"),
-        hint: if s.starts_with("ssh-") {
-            "SSH keys are not supported as recipients; make an age key with `age-keygen`".into()
-        } else {
-            "an age public key looks like age1…; `age-keygen -y key.txt` prints the one of a key"
-                .into()
-        },
+        message: format!("{from}: \"{s}\" is not an age public key: {e}"),
+        hint: "an age public key looks like age1…; `age-keygen -y key.txt` prints the one of a key"
+            .into(),
     })
 }
 
@@ -199,6 +227,35 @@ impl<W: Write> Write for Sealed<W> {
     }
 }
 
+/// When no encryption is configured, makes new snapshots of this process
+/// (restore's safety snapshot) encrypted like `file`: to the same
+/// recipients, or to the passphrase given. A restore of an encrypted
+/// snapshot never leaves its data unencrypted beside it.
+pub fn seal_like(file: &SnapshotRef) -> Result<(), CoreError> {
+    if SEAL.get().is_some() {
+        return Ok(());
+    }
+    let Ok(metadata) = crate::inspect::read_metadata(file) else {
+        return Ok(());
+    };
+    let Some(info) = metadata.encryption else {
+        return Ok(());
+    };
+    let seal = if info.key_for.iter().any(|k| k == "passphrase") {
+        match KEYS.get().and_then(|k| k.passphrase.clone()) {
+            Some(p) => Seal::Passphrase(p),
+            None => return Ok(()),
+        }
+    } else {
+        Seal::Recipients(parse_recipients(
+            &info.key_for,
+            "the snapshot's recipients",
+        )?)
+    };
+    let _ = SEAL.set(seal);
+    Ok(())
+}
+
 /// Whether any key to open snapshots was given.
 pub fn has_keys() -> bool {
     KEYS.get()
@@ -270,12 +327,14 @@ fn unwrap_key(file: &SnapshotRef, info: &Encryption) -> Result<age::x25519::Iden
             }
         }
     }
+    let mut passphrase_given = false;
     if let Some(p) = keys.and_then(|k| k.passphrase.clone()) {
         if passphrase_snapshot {
+            passphrase_given = true;
             identities.push(Box::new(age::scrypt::Identity::new(p)));
         }
     }
-    if identities.is_empty() {
+    if identities.is_empty() || (passphrase_snapshot && !passphrase_given) {
         return Err(no_key(file, info, "no key to open it was given"));
     }
     let wrapped = read_key_member(file, &info.key_member)?;

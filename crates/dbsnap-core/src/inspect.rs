@@ -386,11 +386,15 @@ pub fn verify(snapshot: &SnapshotRef) -> Result<VerifyReport, CoreError> {
         if visit.name.ends_with(".dump") && contents_checked {
             let mut plain = crate::crypt::reader(snapshot, visit.name, reader)
                 .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
-            let summary = pgdump::read_archive(&mut plain).map_err(|e| {
-                ArchiveError::Corrupt(format!(
+            let summary = pgdump::read_archive(&mut plain).map_err(|e| match e {
+                // The connection to the repository, not the snapshot.
+                pgdump::PgDumpError::Io(e) if e.kind() == dbsnap_storage::s3::LOST => {
+                    ArchiveError::Io(e)
+                }
+                e => ArchiveError::Corrupt(format!(
                     "member \"{}\" is not a readable pg_dump archive: {e}",
                     visit.name
-                ))
+                )),
             })?;
             details.push((visit.name.to_string(), summary));
         }

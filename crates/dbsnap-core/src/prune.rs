@@ -299,7 +299,13 @@ pub fn plan(
             .filter(|&i| items[i].group == group && items[i].time.is_some() && !items[i].safety)
             .collect();
         order.sort_by_key(|&i| std::cmp::Reverse(items[i].time));
-        let verified = order.into_iter().find(|&i| passes(repo, &rows[i].name));
+        let mut verified = None;
+        for i in order {
+            if passes(repo, &rows[i].name)? {
+                verified = Some(i);
+                break;
+            }
+        }
         match verified {
             Some(i) => {
                 items[i].verified = true;
@@ -372,15 +378,19 @@ pub fn carry_out(
 }
 
 /// Whether the snapshot passes `verify` (a failure is logged).
-fn passes(repo: &Arc<dyn Repository>, name: &str) -> bool {
+/// Whether a snapshot verifies. A snapshot that could not be read (the
+/// repository failed, not the snapshot) stops the prune: its verdict is
+/// unknown, and the rule must not pass to an older one because of it.
+fn passes(repo: &Arc<dyn Repository>, name: &str) -> Result<bool, CoreError> {
     let snapshot = SnapshotRef::new(repo.clone(), name);
     let failure = match inspect::verify(&snapshot) {
-        Ok(report) if report.ok => return true,
+        Ok(report) if report.ok => return Ok(true),
         Ok(report) => report.error.unwrap_or_default(),
+        Err(e) if e.exit_code() == crate::error::exit::STORAGE => return Err(e),
         Err(e) => e.to_string(),
     };
     tracing::warn!("{} fails verification: {failure}", snapshot.display());
-    false
+    Ok(false)
 }
 
 #[cfg(test)]

@@ -75,7 +75,10 @@ fn print(r: &CopyReport, as_json: bool) {
                 output::human_bytes(s.size),
                 s.seconds
             ),
-            "present" => println!("present  {}  (the same snapshot is there already)", s.name),
+            "present" => println!(
+                "present  {}  (already there: same size and manifest; `dbsnap verify` checks it in full)",
+                s.name
+            ),
             _ => eprintln!(
                 "FAILED   {}: {}",
                 s.name,

@@ -41,7 +41,8 @@ pub fn configure(
         .ok()
         .map(|p| SecretString::from(p.trim_end_matches(['\r', '\n']).to_string()));
     let flags = create.cloned().unwrap_or_default();
-    let (recipients, use_passphrase, from) = if flags.passphrase || !flags.encrypt_to.is_empty() {
+    let flags_given = flags.passphrase || !flags.encrypt_to.is_empty();
+    let (recipients, use_passphrase, from) = if flags_given {
         (flags.encrypt_to, flags.passphrase, "--passphrase")
     } else {
         (
@@ -77,10 +78,29 @@ pub fn configure(
     } else if recipients.is_empty() {
         None
     } else {
-        Some(Seal::Recipients(crypt::parse_recipients(&recipients)?))
+        let from = if flags_given {
+            "--encrypt-to"
+        } else {
+            "recipients in [encryption]"
+        };
+        Some(Seal::Recipients(crypt::parse_recipients(
+            &recipients,
+            from,
+        )?))
     };
     let mut identity_files = identity.to_vec();
     identity_files.extend(config.identity.iter().cloned());
+    // A key file that cannot be read is an error now, not when (or if) an
+    // encrypted snapshot is opened.
+    for f in &identity_files {
+        if let Err(e) = std::fs::File::open(f) {
+            return Err(CoreError::Config {
+                message: format!("cannot read the age identity file {}: {e}", f.display()),
+                hint: "--identity (and identity in [encryption]) take files made by `age-keygen`"
+                    .into(),
+            });
+        }
+    }
     crypt::configure(
         seal,
         Keys {

@@ -164,6 +164,45 @@ fn an_encrypted_snapshot_needs_its_key_and_restores_exactly() {
         assert_eq!(fingerprint(&cluster, "app"), before, "{extra:?}");
     }
 
+    // The safety snapshots those restores took are encrypted like the
+    // snapshot (no [encryption] here).
+    let (code, v, err) = run_json(home.dbsnap().arg("list"));
+    assert_eq!(code, 0, "{err}");
+    let safety: Vec<_> = v["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["safety"] == true)
+        .collect();
+    assert!(!safety.is_empty(), "{v}");
+    assert!(safety.iter().all(|r| r["encrypted"] == true), "{v}");
+
+    // A secret key where a public key belongs is refused without being
+    // repeated; a missing identity file is an error at once.
+    let secret = std::fs::read_to_string(&key).unwrap();
+    let secret = secret
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .unwrap();
+    for given in [key_s, secret] {
+        let mut c = home.dbsnap();
+        c.args(["create", "-d", &cluster.url("app"), "--encrypt-to", given]);
+        let (code, out, err) = run(&mut c);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("a secret key"), "{err}");
+        assert!(
+            !out.contains(&secret[20..]) && !err.contains(&secret[20..]),
+            "secret key echoed"
+        );
+    }
+    assert!(!home.logs().contains(&secret[20..]), "secret key in a log");
+    let (code, _, err) =
+        run(home
+            .dbsnap()
+            .args(["verify", &file, "--identity", "/nonexistent/key.txt"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot read the age identity file"), "{err}");
+
     // Stock tools, as docs/ENCRYPTION.md says.
     let k = members.join("k.txt");
     let st = Command::new("age")
@@ -213,7 +252,7 @@ fn a_passphrase_and_the_config_encrypt_safety_snapshots_too() {
         &cluster.url("app"),
     ]));
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("not an age recipient"), "{err}");
+    assert!(err.contains("not an age public key"), "{err}");
     assert!(!home.snapshots().exists() || common::Home::snapshot_dir_entries(&home).is_empty());
 
     let mut c = home.dbsnap();

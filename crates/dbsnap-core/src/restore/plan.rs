@@ -22,6 +22,7 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
     // An encrypted snapshot's key first: a missing or wrong one is the
     // error, before anything is read in full or changed.
     crate::crypt::check_keys(&opts.file)?;
+    crate::crypt::seal_like(&opts.file)?;
     progress.phase("verifying the snapshot");
     let report = inspect::verify(&opts.file)?;
     if !report.ok {

@@ -67,6 +67,7 @@ use crate::{scratch, PendingWrite, Repository, Scratch, SnapshotInfo, StorageErr
 
 mod marker;
 mod read;
+pub use read::LOST;
 mod upload;
 
 use marker::Marker;

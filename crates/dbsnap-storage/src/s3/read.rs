@@ -58,6 +58,11 @@ impl RangeReader {
     }
 }
 
+/// The kind of a read that failed on the way (a request that failed
+/// after its retries): archive readers report it as a storage failure,
+/// never as a damaged snapshot.
+pub const LOST: io::ErrorKind = io::ErrorKind::ConnectionAborted;
+
 impl Read for RangeReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.current.is_empty() {
@@ -67,14 +72,15 @@ impl Read for RangeReader {
             };
             self.current = match futures::executor::block_on(first) {
                 Ok(Ok(b)) => b,
+                // A failed request is the connection's fault, not the
+                // snapshot's: a kind readers pass on as I/O, not damage.
                 Ok(Err(e)) => {
-                    return Err(io::Error::other(format!(
-                        "reading {}: {}",
-                        self.location,
-                        error_chain(&e)
-                    )))
+                    return Err(io::Error::new(
+                        LOST,
+                        format!("reading {}: {}", self.location, error_chain(&e)),
+                    ))
                 }
-                Err(e) => return Err(io::Error::other(e.to_string())),
+                Err(e) => return Err(io::Error::new(LOST, e.to_string())),
             };
             self.request_ahead();
             if self.current.is_empty() {
