@@ -98,6 +98,9 @@ pub fn print_create(r: &CreateResult, json: bool) {
         r.databases.len(),
         r.duration_secs
     );
+    if let Some(e) = &r.encryption {
+        println!("  encrypted (age) for: {}", e.key_for.join(", "));
+    }
     let c = &r.consistency;
     let how = match (c.method.as_str(), c.consistent_cut) {
         ("snapshot", true) => format!(

@@ -114,6 +114,10 @@ fn copies_local_to_s3_and_back_byte_for_byte_and_skips_what_is_there() {
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
         if kind == dbsnap_test_support::s3::S3Kind::S3sFs {
             assert_eq!(server.open_uploads(), Vec::<String>::new());
+            // A bucket name the server refuses is a usage error.
+            let (code, _, err) = run(cmd().args(["copy", "--to", "s3://ab/x"]));
+            assert_eq!(code, 2, "{err}");
+            assert!(err.contains("bucket name is not valid"), "{err}");
         }
     }
 }

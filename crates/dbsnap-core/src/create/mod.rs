@@ -157,6 +157,8 @@ pub struct CreateResult {
     pub warnings: Vec<String>,
     /// The start hook failed after the cut (the snapshot is complete).
     pub start_hook_failure: Option<String>,
+    /// How it is encrypted, when it is.
+    pub encryption: Option<dbsnap_archive::snapshot::Encryption>,
 }
 
 struct Opened {
@@ -310,6 +312,7 @@ pub async fn create_with(
         duration_secs: started.elapsed().as_secs_f64(),
         warnings: seen.warnings,
         start_hook_failure: cut.start_failure,
+        encryption: metadata.encryption.clone(),
     })
 }
 

@@ -437,6 +437,10 @@ fn remote_error(location: &str, what: &str, e: object_store::Error) -> StorageEr
     let lower = text.to_ascii_lowercase();
     let hint = if lower.contains("nosuchbucket") || lower.contains("bucket does not exist") {
         return StorageError::NoBucket(location.to_string());
+    } else if lower.contains("invalidbucketname") {
+        return StorageError::Config(format!(
+            "{location}: the server says the bucket name is not valid (S3 bucket names are 3 to 63 lowercase letters, digits, dots and hyphens)"
+        ));
     } else if lower.contains("signaturedoesnotmatch")
         || lower.contains("invalidaccesskeyid")
         || lower.contains("accessdenied")
