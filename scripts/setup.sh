@@ -124,6 +124,15 @@ PY
   rm -rf "$ktmp"
 fi
 
+# Azurite, a real Azure Blob Storage server (npm), for az:// repositories.
+azurite_version="${DBSNAP_AZURITE_VERSION:-3.35.0}"
+if [ ! -x "$root/.cache/azurite/node_modules/.bin/azurite-blob" ]; then
+  log "installing Azurite $azurite_version from npm"
+  mkdir -p "$root/.cache/azurite"
+  (cd "$root/.cache/azurite" && npm install --silent --no-audit --no-fund --prefix . "azurite@$azurite_version" >/dev/null 2>&1) \
+    || { log "npm install azurite@$azurite_version failed"; exit 1; }
+fi
+
 # The stock age tool (age, age-keygen): the encryption tests recover a
 # snapshot with it, as the docs tell users to.
 if ! command -v age >/dev/null || ! command -v age-keygen >/dev/null; then

@@ -147,10 +147,10 @@ fn config(message: String, hint: &str) -> CoreError {
 }
 
 fn source_store(from: &str) -> Result<(Arc<dyn ObjectStore>, Key), CoreError> {
-    if !s3::is_s3_url(from) {
+    if !s3::is_object_store_url(from) {
         return Err(config(
-            format!("--from {from}: bucket-backup copies an S3 bucket"),
-            "name it s3://BUCKET or s3://BUCKET/PREFIX",
+            format!("--from {from}: bucket-backup copies an object store bucket"),
+            "name it s3://BUCKET[/PREFIX] (or gs://BUCKET, az://CONTAINER)",
         ));
     }
     Ok(object_store_at(from)?)
@@ -184,7 +184,9 @@ async fn list_all(
     let p = (!prefix.as_ref().is_empty()).then_some(prefix);
     match store.list(p).try_collect::<Vec<_>>().await {
         Ok(v) => Ok(v),
-        Err(object_store::Error::NotFound { .. }) if !s3::is_s3_url(location) => Ok(Vec::new()),
+        Err(object_store::Error::NotFound { .. }) if !s3::is_object_store_url(location) => {
+            Ok(Vec::new())
+        }
         Err(e) => Err(request_error(location, "", e).into()),
     }
 }

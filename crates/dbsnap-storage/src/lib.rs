@@ -182,10 +182,10 @@ pub enum Unlisted {
 /// call with the reason.
 pub fn open_repository(location: &Path) -> Arc<dyn Repository> {
     match location.to_str().filter(|l| s3::is_url(l)) {
-        Some(url) if !s3::is_s3_url(url) => Arc::new(Unusable {
+        Some(url) if !s3::is_object_store_url(url) => Arc::new(Unusable {
             location: url.to_string(),
             why: format!(
-                "repository {url}: not a directory or an s3://BUCKET/PREFIX URL (only S3 object storage is supported; GCS and Azure are not yet)"
+                "repository {url}: not a directory or an object store URL (s3://BUCKET/PREFIX, az://CONTAINER/PREFIX, gs://BUCKET/PREFIX)"
             ),
         }),
         Some(url) => match s3::S3Repository::open(url) {
@@ -450,7 +450,7 @@ impl SnapshotRef {
     pub fn from_path(path: &Path) -> SnapshotRef {
         if let Some((repo, name)) = path
             .to_str()
-            .filter(|p| s3::is_s3_url(p))
+            .filter(|p| s3::is_object_store_url(p))
             .and_then(|p| p.rsplit_once('/'))
         {
             return SnapshotRef::new(open_repository(Path::new(repo)), name);

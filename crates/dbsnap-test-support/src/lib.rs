@@ -7,6 +7,7 @@
 //! A test that asks for a server that cannot be started panics with the
 //! reason: tests never pass silently without a database.
 
+pub mod azure;
 pub mod fake_kube;
 pub mod registry;
 pub mod s3;

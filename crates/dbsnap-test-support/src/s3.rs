@@ -219,7 +219,11 @@ impl Drop for S3Server {
 
 /// Waits (every 20 ms, at most 30 s) until the server on `port` answers
 /// HTTP; its output (killed) when it does not.
-fn wait_ready(child: &mut Child, port: u16, log: &std::path::Path) -> Result<(), String> {
+pub(crate) fn wait_ready(
+    child: &mut Child,
+    port: u16,
+    log: &std::path::Path,
+) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if answers_http(port) {

@@ -51,7 +51,7 @@ pub struct GlobalArgs {
     /// Config file (default: ./dbsnap.toml, else $DBSNAP_HOME/config.toml).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Repository: a directory or s3://BUCKET/PREFIX (default: the target's, else `dir`/`repo` in the config, else $DBSNAP_HOME/snapshots); for `demo`, its working directory. S3 settings: AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, or [s3] in dbsnap.toml.
+    /// Repository: a directory, s3://BUCKET/PREFIX, az://CONTAINER/PREFIX or gs://BUCKET/PREFIX (default: the target's, else `dir`/`repo` in the config, else $DBSNAP_HOME/snapshots); for `demo`, its working directory. S3 settings: AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, or [s3] in dbsnap.toml.
     #[arg(long, global = true, value_name = "DIR", visible_alias = "repo")]
     pub dir: Option<PathBuf>,
     /// JSON output: one document on standard output, errors included.
@@ -647,6 +647,7 @@ fn configure_s3(g: &GlobalArgs) {
         ca_file: s3.ca_file,
         part_size: s3.part_size_mib.map(|m| m << 20),
         credentials: None,
+        azure_emulator: None,
     });
 }
 

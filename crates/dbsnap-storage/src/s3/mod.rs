@@ -58,7 +58,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::multipart::MultipartStore;
 use object_store::path::Path as Key;
 use object_store::{ClientOptions, ObjectStore, PutPayload, RetryConfig};
@@ -122,6 +124,11 @@ pub struct S3Options {
     pub part_size: Option<usize>,
     /// An access key id and secret, instead of the environment's (tests).
     pub credentials: Option<(String, String)>,
+    /// For `az://`, with `credentials` (account, key): an Azurite blob URL
+    /// (`http://127.0.0.1:10000`), path-style, instead of the environment's
+    /// (tests; users set `AZURE_STORAGE_USE_EMULATOR=true` and
+    /// `AZURITE_BLOB_STORAGE_URL`).
+    pub azure_emulator: Option<String>,
 }
 
 static OPTIONS: OnceLock<S3Options> = OnceLock::new();
@@ -140,6 +147,22 @@ fn options() -> S3Options {
 pub fn is_s3_url(location: &str) -> bool {
     location.starts_with("s3://")
 }
+
+/// The URL schemes of object stores: S3, Azure Blob Storage (`az://`
+/// container) and Google Cloud Storage (`gs://` bucket).
+const SCHEMES: [&str; 3] = ["s3", "az", "gs"];
+
+/// Whether `location` is an object store URL (`s3://`, `az://`, `gs://`).
+pub fn is_object_store_url(location: &str) -> bool {
+    location
+        .split_once("://")
+        .is_some_and(|(scheme, _)| SCHEMES.contains(&scheme))
+}
+
+/// What a repository's requests go through: an object store with
+/// multipart uploads (S3, Azure, GCS).
+pub(crate) trait Store: ObjectStore + MultipartStore {}
+impl<T: ObjectStore + MultipartStore> Store for T {}
 
 /// Whether `location` looks like a URL (`scheme://…`, `s3:/…`) rather
 /// than a directory: only `s3://` ones are repositories.
@@ -173,10 +196,12 @@ fn block_on<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 
     }
 }
 
-/// A repository under `s3://bucket/prefix`.
+/// A repository under `s3://bucket/prefix` (or `az://container/prefix`,
+/// `gs://bucket/prefix`).
 #[derive(Debug, Clone)]
 pub struct S3Repository {
-    store: Arc<AmazonS3>,
+    store: Arc<dyn Store>,
+    scheme: &'static str,
     bucket: String,
     prefix: String,
     part_size: usize,
@@ -197,9 +222,15 @@ impl S3Repository {
                 "an S3 repository URL has no query or fragment",
             ));
         }
-        let rest = url
-            .strip_prefix("s3://")
-            .ok_or_else(|| config_error(url, "an S3 repository is written s3://BUCKET/PREFIX"))?;
+        let (scheme, rest) = url
+            .split_once("://")
+            .and_then(|(s, r)| SCHEMES.iter().find(|k| **k == s).map(|k| (*k, r)))
+            .ok_or_else(|| {
+                config_error(
+                    url,
+                    "an object store repository is written s3://BUCKET/PREFIX (or az://CONTAINER/PREFIX, gs://BUCKET/PREFIX)",
+                )
+            })?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let prefix = prefix.trim_matches('/').to_string();
         if bucket.is_empty() {
@@ -212,6 +243,54 @@ impl S3Repository {
             return Err(config_error(url, "the prefix has an empty, . or .. part"));
         }
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let retry = RetryConfig {
+            max_retries: 5,
+            retry_timeout: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let client = || {
+            ClientOptions::new()
+                .with_allow_http(opts.allow_http)
+                .with_connect_timeout(Duration::from_secs(10))
+                .with_timeout(Duration::from_secs(120))
+        };
+        let part_size = opts.part_size.unwrap_or(DEFAULT_PART_SIZE);
+        let other: Option<Arc<dyn Store>> = match scheme {
+            // Azure and GCS: their standard environment (AZURE_STORAGE_*,
+            // GOOGLE_*); [s3]'s endpoint and CA do not apply.
+            "az" => Some(Arc::new(
+                match (&opts.azure_emulator, &opts.credentials) {
+                    (Some(url), Some((account, key))) => MicrosoftAzureBuilder::new()
+                        .with_account(account)
+                        .with_access_key(key)
+                        .with_endpoint(format!("{url}/{account}")),
+                    _ => MicrosoftAzureBuilder::from_env(),
+                }
+                .with_container_name(bucket)
+                .with_client_options(client())
+                .with_retry(retry.clone())
+                .build()
+                .map_err(|e| config_error(url, &e.to_string()))?,
+            )),
+            "gs" => Some(Arc::new(
+                GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_client_options(client())
+                    .with_retry(retry.clone())
+                    .build()
+                    .map_err(|e| config_error(url, &e.to_string()))?,
+            )),
+            _ => None,
+        };
+        if let Some(store) = other {
+            return Ok(S3Repository {
+                store,
+                scheme,
+                bucket: bucket.to_string(),
+                prefix,
+                part_size,
+            });
+        }
         let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
         let (endpoint, source) = match env("AWS_ENDPOINT_URL").or(env("AWS_ENDPOINT")) {
             Some(e) => (Some(e), "AWS_ENDPOINT_URL"),
@@ -260,17 +339,11 @@ impl S3Repository {
                 client = client.with_root_certificate(c);
             }
         }
-        let retry = RetryConfig {
-            max_retries: 5,
-            retry_timeout: Duration::from_secs(60),
-            ..Default::default()
-        };
         let store = b
             .with_client_options(client)
             .with_retry(retry)
             .build()
             .map_err(|e| config_error(url, &e.to_string()))?;
-        let part_size = opts.part_size.unwrap_or(DEFAULT_PART_SIZE);
         if part_size < MIN_PART_SIZE {
             return Err(config_error(
                 url,
@@ -279,6 +352,7 @@ impl S3Repository {
         }
         Ok(S3Repository {
             store: Arc::new(store),
+            scheme,
             bucket: bucket.to_string(),
             prefix,
             part_size,
@@ -435,7 +509,10 @@ fn remote_error(location: &str, what: &str, e: object_store::Error) -> StorageEr
     }
     let text = error_chain(&e);
     let lower = text.to_ascii_lowercase();
-    let hint = if lower.contains("nosuchbucket") || lower.contains("bucket does not exist") {
+    let hint = if lower.contains("nosuchbucket")
+        || lower.contains("bucket does not exist")
+        || lower.contains("containernotfound")
+    {
         return StorageError::NoBucket(location.to_string());
     } else if lower.contains("invalidbucketname") {
         return StorageError::Config(format!(
@@ -448,7 +525,13 @@ fn remote_error(location: &str, what: &str, e: object_store::Error) -> StorageEr
         || lower.contains("missing credentials")
         || lower.contains("no credentials")
     {
-        "the S3 server refused the credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the profile, web identity or instance role) and that they may read and write this bucket"
+        if location.starts_with("az://") {
+            "Azure refused the credentials: check AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_SAS_KEY, or the managed identity) and that they may read and write this container"
+        } else if location.starts_with("gs://") {
+            "Google Cloud Storage refused the credentials: check GOOGLE_APPLICATION_CREDENTIALS (or GOOGLE_SERVICE_ACCOUNT) and that the account may read and write this bucket"
+        } else {
+            "the S3 server refused the credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or web identity or the instance role) and that they may read and write this bucket"
+        }
     } else if lower.contains("url scheme is not allowed") || lower.contains("allow_http") {
         "the endpoint is plain HTTP: pass --force-insecure (or set AWS_ALLOW_HTTP=true) to allow it"
     } else if lower.contains("connect")
@@ -489,9 +572,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 impl Repository for S3Repository {
     fn location(&self) -> String {
         if self.prefix.is_empty() {
-            format!("s3://{}", self.bucket)
+            format!("{}://{}", self.scheme, self.bucket)
         } else {
-            format!("s3://{}/{}", self.bucket, self.prefix)
+            format!("{}://{}/{}", self.scheme, self.bucket, self.prefix)
         }
     }
 
@@ -599,15 +682,16 @@ impl Repository for S3Repository {
 pub fn object_store_at(
     location: &str,
 ) -> Result<(Arc<dyn object_store::ObjectStore>, Key), StorageError> {
-    if is_s3_url(location) {
+    if is_object_store_url(location) {
         let r = S3Repository::open(location)?;
         let prefix = Key::from(r.prefix.as_str());
-        return Ok((r.store, prefix));
+        let store: Arc<dyn ObjectStore> = r.store;
+        return Ok((store, prefix));
     }
     if is_url(location) {
         return Err(config_error(
             location,
-            "not a directory or an s3://BUCKET/PREFIX URL",
+            "not a directory or an s3://, az:// or gs:// URL",
         ));
     }
     let dir = std::path::Path::new(location);

@@ -5,15 +5,13 @@ use std::io::{self, Read};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use object_store::aws::AmazonS3;
 use object_store::path::Path as Key;
-use object_store::ObjectStore;
 
 use super::{error_chain, runtime, FIRST_CHUNK, READ_AHEAD, READ_CHUNK};
 
 /// Reads an object by ranged GETs, a few ahead.
 pub(super) struct RangeReader {
-    store: Arc<AmazonS3>,
+    store: Arc<dyn super::Store>,
     key: Key,
     location: String,
     /// Where the next request starts.
@@ -28,7 +26,7 @@ pub(super) struct RangeReader {
 impl RangeReader {
     /// Reads `key` (`end` bytes long) from `offset`.
     pub(super) fn new(
-        store: Arc<AmazonS3>,
+        store: Arc<dyn super::Store>,
         key: Key,
         location: String,
         offset: u64,

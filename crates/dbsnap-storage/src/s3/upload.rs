@@ -6,9 +6,9 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use futures::future::BoxFuture;
-use object_store::multipart::{MultipartStore, PartId};
+use object_store::multipart::PartId;
 use object_store::path::Path as Key;
-use object_store::{ObjectStore, PutPayload};
+use object_store::PutPayload;
 
 use super::marker::{Marker, LIVE_UPLOADS};
 use super::{
