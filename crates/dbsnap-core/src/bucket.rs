@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use dbsnap_storage::s3::{self, object_store_at, request_error};
+use dbsnap_storage::s3::{self, object_store_at, object_store_existing, request_error};
 use dbsnap_storage::StorageError;
 use futures::{StreamExt, TryStreamExt};
 use md5::Md5;
@@ -131,6 +131,8 @@ pub struct RunInfo {
     pub run: String,
     /// What it backed up.
     pub source: String,
+    /// When it started (the bucket as it was then).
+    pub started_at: String,
     /// When it finished.
     pub finished_at: String,
     /// Objects.
@@ -199,6 +201,40 @@ fn etag(meta: &ObjectMeta) -> Option<String> {
         .filter(|e| !e.is_empty())
 }
 
+/// Refuses two locations of which one holds the other (a backup inside the
+/// bucket it backs up, a restore over its own backups).
+fn refuse_overlap(a: &str, b: &str, what: &str) -> Result<(), CoreError> {
+    let norm = |l: &str| format!("{}/", l.trim_end_matches('/'));
+    let (a, b) = (norm(a), norm(b));
+    if a.starts_with(&b) || b.starts_with(&a) {
+        return Err(config(
+            format!(
+                "{what}: {} and {}",
+                a.trim_end_matches('/'),
+                b.trim_end_matches('/')
+            ),
+            "keep the backups in another bucket, or beside the backed-up prefix, never inside it",
+        ));
+    }
+    Ok(())
+}
+
+/// A run's manifest, or `None` (with a warning) when it cannot be read.
+async fn read_run_or_skip(
+    repo: &Arc<dyn ObjectStore>,
+    runs: &Key,
+    run: &str,
+    location: &str,
+) -> Option<RunManifest> {
+    match read_run(repo, runs, run, location).await {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!("{e}; skipping run {run} (remove runs/{run}.json if it is not one)");
+            None
+        }
+    }
+}
+
 /// The blob of an object version: its key, ETag (the modification time
 /// where a server lists none) and size.
 fn blob_id(key: &str, meta: &ObjectMeta) -> String {
@@ -237,6 +273,8 @@ struct Tally {
     done: AtomicUsize,
     moved: AtomicUsize,
     bytes: AtomicU64,
+    /// When progress was last shown.
+    shown: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Tally {
@@ -245,10 +283,18 @@ impl Tally {
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// One more object done; every 100 (and the last), a progress line.
+    /// One more object done; a progress line at most every second (and
+    /// every 100th, and the last).
     fn done(&self, total: usize, verb: &str, progress: &dyn Progress) {
         let n = self.done.fetch_add(1, Ordering::Relaxed) + 1;
-        if n.is_multiple_of(100) || n == total {
+        let due = self.shown.lock().is_ok_and(|mut t| {
+            let due = t.is_none_or(|t| t.elapsed().as_secs() >= 1);
+            if due {
+                *t = Some(Instant::now());
+            }
+            due
+        });
+        if due || n.is_multiple_of(100) || n == total {
             progress.phase(&format!(
                 "{n}/{total} objects, {} {verb} ({} MiB)",
                 self.moved.load(Ordering::Relaxed),
@@ -266,25 +312,46 @@ async fn backup_async(
 ) -> Result<BackupReport, CoreError> {
     let started = Instant::now();
     let started_at = now_rfc3339();
+    refuse_overlap(
+        from,
+        to,
+        "--to (the backups) would be inside --from (the bucket backed up), or hold it",
+    )?;
     let (src, src_prefix) = source_store(from)?;
     let (repo, repo_prefix) = object_store_at(to)?;
     let blobs = repo_prefix.child("blobs");
     let runs = repo_prefix.child("runs");
-    progress.phase(&format!("listing {from}"));
-    let objects = list_all(&src, &src_prefix, from).await?;
-    // Blobs there already (earlier runs, or a killed one), and what the
-    // earlier manifests know about them.
-    let have: HashSet<String> = list_all(&repo, &blobs, to)
-        .await?
-        .into_iter()
-        .filter_map(|m| m.location.filename().map(str::to_string))
-        .collect();
+    // What the earlier runs know, and that they are of this source.
     let mut known: HashMap<String, RunObject> = HashMap::new();
     for run in run_ids(&repo, &runs, to).await? {
-        for o in read_run(&repo, &runs, &run, to).await?.objects {
+        let Some(m) = read_run_or_skip(&repo, &runs, &run, to).await else {
+            continue;
+        };
+        if m.source.trim_end_matches('/') != from.trim_end_matches('/') {
+            return Err(config(
+                format!("{to} holds backups of {}, not of {from}", m.source),
+                "give each backed-up bucket or prefix its own --to",
+            ));
+        }
+        for o in m.objects {
             known.insert(o.blob.clone(), o);
         }
     }
+    progress.phase(&format!("listing {from}"));
+    let objects = list_all(&src, &src_prefix, from).await?;
+    if objects.is_empty() {
+        return Err(config(
+            format!("{from} holds no objects: no run recorded"),
+            "check the bucket and prefix in --from (a run of nothing would restore as nothing)",
+        ));
+    }
+    // Blobs there already (earlier runs, or a killed one), by size: one
+    // whose size is not its object's (cut short, damaged) is copied again.
+    let have: HashMap<String, u64> = list_all(&repo, &blobs, to)
+        .await?
+        .into_iter()
+        .filter_map(|m| m.location.filename().map(|f| (f.to_string(), m.size)))
+        .collect();
     let total = objects.len();
     let tally = Arc::new(Tally::default());
     let (have, known) = (Arc::new(have), Arc::new(known));
@@ -299,7 +366,8 @@ async fn backup_async(
                     return Err(CoreError::Interrupted(String::new()));
                 }
                 let id = blob_id(&key, &meta);
-                let entry = match (have.contains(&id), known.get(&id)) {
+                let present = have.get(&id) == Some(&meta.size);
+                let entry = match (present, known.get(&id)) {
                     (true, Some(o)) => RunObject {
                         key: key.clone(),
                         ..o.clone()
@@ -318,7 +386,8 @@ async fn backup_async(
                         }
                     }
                     (false, _) => {
-                        let o = copy_in(&src, &repo, &blobs, &key, &meta, from, to).await?;
+                        let o =
+                            copy_in(&src, &repo, &blobs, &key, &meta, from, to, &cancel).await?;
                         tally.moved(o.size);
                         o
                     }
@@ -399,6 +468,7 @@ async fn new_run_id(
 }
 
 /// Streams one object from the source into its blob, hashing it.
+#[allow(clippy::too_many_arguments)]
 async fn copy_in(
     src: &Arc<dyn ObjectStore>,
     repo: &Arc<dyn ObjectStore>,
@@ -407,6 +477,7 @@ async fn copy_in(
     listed: &ObjectMeta,
     from: &str,
     to: &str,
+    cancel: &AtomicBool,
 ) -> Result<RunObject, CoreError> {
     let got = src
         .get(&listed.location)
@@ -422,7 +493,8 @@ async fn copy_in(
     };
     let id = blob_id(key, &meta);
     let at = blobs.child(id.as_str());
-    let (sha256, md5, size) = stream_to(got.into_stream(), repo, &at, from, to, None).await?;
+    let (sha256, md5, size) =
+        stream_to(got.into_stream(), repo, &at, from, to, None, cancel).await?;
     if size != meta.size {
         return Err(StorageError::Io {
             path: format!("{from}/{key}"),
@@ -479,12 +551,17 @@ async fn stream_to(
     from: &str,
     to: &str,
     want: Option<(&str, &str)>,
+    cancel: &AtomicBool,
 ) -> Result<(String, String, u64), CoreError> {
     let mut out = object_store::buffered::BufWriter::with_capacity(dst.clone(), at.clone(), PART)
         .with_max_concurrency(2);
     let (mut sha, mut md5, mut size) = (Sha256::new(), Md5::new(), 0u64);
     let outcome: Result<(String, String), CoreError> = async {
         while let Some(chunk) = stream.next().await {
+            // Ctrl-C: this object's upload is aborted, not finished.
+            if cancel.load(Ordering::Relaxed) {
+                return Err(CoreError::Interrupted(String::new()));
+            }
             let chunk = chunk.map_err(|e| request_error(from, "", e))?;
             sha.update(&chunk);
             md5.update(&chunk);
@@ -565,14 +642,17 @@ async fn read_run(
 pub fn runs(from: &str) -> Result<Vec<RunInfo>, CoreError> {
     let from = from.to_string();
     s3::run(async move {
-        let (repo, prefix) = object_store_at(&from)?;
+        let (repo, prefix) = object_store_existing(&from)?;
         let runs = prefix.child("runs");
         let mut out = Vec::new();
         for id in run_ids(&repo, &runs, &from).await? {
-            let m = read_run(&repo, &runs, &id, &from).await?;
+            let Some(m) = read_run_or_skip(&repo, &runs, &id, &from).await else {
+                continue;
+            };
             out.push(RunInfo {
                 run: m.run,
                 source: m.source,
+                started_at: m.started_at,
                 finished_at: m.finished_at,
                 objects: m.objects.len(),
                 bytes: m.objects.iter().map(|o| o.size).sum(),
@@ -582,8 +662,8 @@ pub fn runs(from: &str) -> Result<Vec<RunInfo>, CoreError> {
     })
 }
 
-/// Which run to restore: `run` by id, else the newest that finished at or
-/// before `at`, else the newest.
+/// Which run to restore: `run` by id, else the newest that started at or
+/// before `at` (the bucket as it was then), else the newest.
 fn choose(
     runs: &[RunInfo],
     run: Option<&str>,
@@ -609,9 +689,14 @@ fn choose(
     };
     runs.iter()
         .rev()
-        .find(|r| crate::inspect::parse_time(&r.finished_at).is_some_and(|t| t <= at))
+        .find(|r| crate::inspect::parse_time(&r.started_at).is_some_and(|t| t <= at))
         .map(|r| r.run.clone())
-        .ok_or_else(|| config(format!("no run in {from} had finished by {at}"), hint))
+        .ok_or_else(|| {
+            let at = at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            config(format!("no run in {from} had started by {at}"), hint)
+        })
 }
 
 /// Puts a run's objects back under `to` (a bucket or prefix, or a
@@ -627,6 +712,11 @@ pub fn restore(
     progress: Arc<dyn Progress>,
     cancel: Arc<AtomicBool>,
 ) -> Result<RestoreReport, CoreError> {
+    refuse_overlap(
+        from,
+        to,
+        "--to would hold the backups being restored (--from), or lie inside them",
+    )?;
     let listed = runs(from)?;
     let chosen = choose(&listed, run, at, from)?;
     let (from, to) = (from.to_string(), to.to_string());
@@ -642,7 +732,7 @@ async fn restore_async(
     cancel: Arc<AtomicBool>,
 ) -> Result<RestoreReport, CoreError> {
     let started = Instant::now();
-    let (repo, repo_prefix) = object_store_at(from)?;
+    let (repo, repo_prefix) = object_store_existing(from)?;
     let manifest = read_run(&repo, &repo_prefix.child("runs"), run, from).await?;
     let blobs = repo_prefix.child("blobs");
     let (dst, dst_prefix) = object_store_at(to)?;
@@ -696,7 +786,7 @@ async fn restore_async(
                     };
                     let what = format!("the blob of \"{}\" (blobs/{})", o.key, o.blob);
                     let want = Some((o.sha256.as_str(), what.as_str()));
-                    stream_to(got.into_stream(), &dst, &at, from, to, want).await?;
+                    stream_to(got.into_stream(), &dst, &at, from, to, want, &cancel).await?;
                     tally.moved(o.size);
                 }
                 tally.done(total, "written", &*progress);
@@ -707,15 +797,35 @@ async fn restore_async(
         .collect()
         .await;
     let written = tally.moved.load(Ordering::Relaxed);
+    let mut failed: Vec<CoreError> = Vec::new();
     for r in results {
         match r {
+            Ok(()) => {}
             Err(CoreError::Interrupted(_)) => {
                 return Err(CoreError::Interrupted(format!(
                     "; {written} object(s) were written: run bucket-restore again to finish"
                 )))
             }
-            r => r?,
+            Err(e) => failed.push(e),
         }
+    }
+    if let Some(first) = failed.first() {
+        let code_of = first.exit_code();
+        let list: Vec<String> = failed.iter().take(5).map(|e| e.to_string()).collect();
+        let message = format!(
+            "{} of {total} object(s) could not be restored ({written} written, nothing deleted):\n  {}{}",
+            failed.len(),
+            list.join("\n  "),
+            if failed.len() > 5 { "\n  …" } else { "" }
+        );
+        return Err(if code_of == crate::error::exit::VERIFY {
+            CoreError::Verify {
+                file: from.to_string(),
+                message,
+            }
+        } else {
+            failed.swap_remove(0)
+        });
     }
     let keys: HashSet<&str> = manifest.objects.iter().map(|o| o.key.as_str()).collect();
     let mut extra: Vec<String> = existing

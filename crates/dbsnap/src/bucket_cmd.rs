@@ -31,7 +31,7 @@ pub struct BucketRestoreArgs {
     /// Where to put the objects back: s3://BUCKET[/PREFIX] (the same bucket or another), or a directory.
     #[arg(long, value_name = "LOCATION", required_unless_present = "list")]
     pub to: Option<String>,
-    /// Restore the newest run that had finished at this time (RFC 3339, e.g. 2026-11-20T00:00:00Z); default: the newest run.
+    /// Restore the newest run that had started by this time (RFC 3339, e.g. 2026-11-20T00:00:00Z): the bucket as it was then; default: the newest run.
     #[arg(long, value_name = "TIME", conflicts_with = "run")]
     pub at: Option<String>,
     /// Restore this run (an id from --list).
@@ -96,8 +96,9 @@ pub async fn restore(
         } else {
             for r in &runs {
                 println!(
-                    "{}  finished {}  {} objects  {}  from {}",
+                    "{}  started {}  finished {}  {} objects  {}  from {}",
                     r.run,
+                    r.started_at,
                     r.finished_at,
                     r.objects,
                     output::human_bytes(r.bytes),

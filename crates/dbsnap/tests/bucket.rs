@@ -332,4 +332,72 @@ fn a_damaged_blob_is_not_written_and_bad_arguments_fail_clearly() {
         "yesterday",
     ]));
     assert_eq!(code, 2, "{err}");
+
+    // A blob cut short is copied again by the next backup.
+    for e in std::fs::read_dir(&blobs).unwrap().flatten() {
+        if std::fs::read(e.path()).unwrap() == b"other" {
+            std::fs::write(e.path(), b"o").unwrap();
+        }
+    }
+    let (code, v, err) =
+        run_json(cmd().args(["bucket-backup", "--from", "s3://usage", "--to", local_s]));
+    assert_eq!(code, 0, "{v}\n{err}");
+    assert_eq!(v["copied"], 1, "the cut blob: {v}");
+
+    // Backups inside the bucket they back up, a restore over its own
+    // backups, a second source in one location, an empty source: refused.
+    for (args, what) in [
+        (
+            [
+                "bucket-backup",
+                "--from",
+                "s3://usage",
+                "--to",
+                "s3://usage/bk",
+            ],
+            "inside",
+        ),
+        (
+            [
+                "bucket-backup",
+                "--from",
+                "s3://usage/a",
+                "--to",
+                "s3://usage",
+            ],
+            "inside",
+        ),
+        (
+            ["bucket-backup", "--from", "s3://out", "--to", local_s],
+            "holds backups of",
+        ),
+        (
+            [
+                "bucket-backup",
+                "--from",
+                "s3://usage/none",
+                "--to",
+                "s3://out/bk",
+            ],
+            "holds no objects",
+        ),
+        (
+            ["bucket-restore", "--from", local_s, "--to", local_s],
+            "would hold the backups",
+        ),
+    ] {
+        let (code, _, err) = run(cmd().args(args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(what), "{args:?}: {err}");
+    }
+    // Reading a location that does not exist creates nothing.
+    let missing = home.path().join("nothing-here");
+    let (code, _, err) = run(cmd().args([
+        "bucket-restore",
+        "--from",
+        missing.to_str().unwrap(),
+        "--list",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(!missing.exists());
 }

@@ -183,6 +183,6 @@ fn a_damaged_snapshot_or_a_name_clash_is_not_copied_and_nothing_is_left() {
         .args(["copy", "--to", snapshots.to_str().unwrap()]));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("the same repository"), "{err}");
-    let (code, _, err) = run(home.dbsnap().args(["copy", "--to", "gs://x/y"]));
+    let (code, _, err) = run(home.dbsnap().args(["copy", "--to", "ftp://x/y"]));
     assert_eq!(code, 2, "{err}");
 }

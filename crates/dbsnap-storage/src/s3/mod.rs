@@ -682,6 +682,21 @@ impl Repository for S3Repository {
 pub fn object_store_at(
     location: &str,
 ) -> Result<(Arc<dyn object_store::ObjectStore>, Key), StorageError> {
+    object_store_opened(location, true)
+}
+
+/// [`object_store_at`], for reading: a missing directory is
+/// [`StorageError::NoRepository`], not created.
+pub fn object_store_existing(
+    location: &str,
+) -> Result<(Arc<dyn object_store::ObjectStore>, Key), StorageError> {
+    object_store_opened(location, false)
+}
+
+fn object_store_opened(
+    location: &str,
+    create: bool,
+) -> Result<(Arc<dyn object_store::ObjectStore>, Key), StorageError> {
     if is_object_store_url(location) {
         let r = S3Repository::open(location)?;
         let prefix = Key::from(r.prefix.as_str());
@@ -695,7 +710,17 @@ pub fn object_store_at(
         ));
     }
     let dir = std::path::Path::new(location);
-    crate::create_private_dir(dir)?;
+    if location.is_empty() {
+        return Err(config_error(location, "an empty location"));
+    }
+    if create {
+        crate::create_private_dir(dir)?;
+    }
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(config_error(location, "not a directory")),
+        Err(_) => return Err(StorageError::NoRepository(location.to_string())),
+    }
     let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
         .map_err(|e| config_error(location, &e.to_string()))?;
     Ok((Arc::new(store), Key::default()))
