@@ -192,7 +192,7 @@ fn select(from: &Arc<dyn Repository>, names: &[String]) -> Result<Vec<SnapshotIn
             chosen.push(found.clone());
         }
     }
-    chosen.sort_by(|a, b| b.modified.cmp(&a.modified).then(b.name.cmp(&a.name)));
+    dbsnap_storage::newest_first(&mut chosen);
     Ok(chosen)
 }
 

@@ -276,19 +276,24 @@ pub fn check_keys(file: &SnapshotRef) -> Result<(), CoreError> {
 }
 
 fn snapshot_key(file: &SnapshotRef, info: &Encryption) -> Result<age::x25519::Identity, CoreError> {
-    let id = file.display();
-    if let Some(k) = UNWRAPPED
-        .lock()
-        .ok()
-        .and_then(|m| m.as_ref().and_then(|m| m.get(&id).cloned()))
-    {
+    if let Some(k) = unwrapped(file) {
         return Ok(k);
     }
     let key = unwrap_key(file, info)?;
     if let Ok(mut m) = UNWRAPPED.lock() {
-        m.get_or_insert_with(HashMap::new).insert(id, key.clone());
+        m.get_or_insert_with(HashMap::new)
+            .insert(file.display(), key.clone());
     }
     Ok(key)
+}
+
+/// The snapshot's key, when it was unwrapped already.
+fn unwrapped(file: &SnapshotRef) -> Option<age::x25519::Identity> {
+    let id = file.display();
+    UNWRAPPED
+        .lock()
+        .ok()
+        .and_then(|m| m.as_ref().and_then(|m| m.get(&id).cloned()))
 }
 
 fn no_key(file: &SnapshotRef, info: &Encryption, what: &str) -> CoreError {
@@ -412,6 +417,10 @@ fn decrypt<R: Read>(
 }
 
 fn key_for_member(file: &SnapshotRef) -> Result<age::x25519::Identity, CoreError> {
+    // Every member and range opened asks: the metadata is read only once.
+    if let Some(k) = unwrapped(file) {
+        return Ok(k);
+    }
     let metadata = crate::inspect::read_metadata(file)?;
     match &metadata.encryption {
         Some(info) => snapshot_key(file, info),

@@ -285,7 +285,7 @@ pub struct SnapshotInfo {
 
 /// Sorts snapshots the way [`Repository::list`] returns them: newest
 /// first, equal times (S3 records seconds) by name, descending.
-fn newest_first(snapshots: &mut [SnapshotInfo]) {
+pub fn newest_first(snapshots: &mut [SnapshotInfo]) {
     snapshots.sort_by(|a, b| {
         b.modified
             .cmp(&a.modified)
