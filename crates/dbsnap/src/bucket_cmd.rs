@@ -1,11 +1,8 @@
 //! `bucket-backup` and `bucket-restore`: S3 buckets (usage data, model
 //! checkpoints) copied incrementally into a backup location and back.
 
-use std::sync::Arc;
-
 use clap::Args;
 use dbsnap_core::bucket;
-use dbsnap_core::create::Progress;
 use dbsnap_core::error::exit;
 use dbsnap_core::CoreError;
 use serde_json::json;
@@ -54,14 +51,10 @@ pub async fn backup(
     g: &GlobalArgs,
     show_progress: bool,
 ) -> Result<u8, CoreError> {
-    let ui = progress::Ui::new(show_progress);
-    let sink: Arc<dyn Progress> = ui.clone();
-    let r = crate::progress::cancellable(move |cancel| {
+    let r = progress::cancellable(show_progress, move |sink, cancel| {
         bucket::backup(&args.from, &args.to, sink, cancel)
     })
-    .await;
-    ui.finish();
-    let r = r?;
+    .await?;
     if g.json {
         output::print_ok_json(&r);
     } else {
@@ -122,10 +115,8 @@ pub async fn restore(
             "--delete-extra deletes objects under --to that the run does not have\nhint: pass --yes to confirm (without --delete-extra nothing is deleted)".into(),
         ));
     }
-    let ui = progress::Ui::new(show_progress);
-    let sink: Arc<dyn Progress> = ui.clone();
     let to = args.to.clone().unwrap_or_default();
-    let r = crate::progress::cancellable(move |cancel| {
+    let r = progress::cancellable(show_progress, move |sink, cancel| {
         bucket::restore(
             &args.from,
             &to,
@@ -136,9 +127,7 @@ pub async fn restore(
             cancel,
         )
     })
-    .await;
-    ui.finish();
-    let r = r?;
+    .await?;
     if g.json {
         output::print_ok_json(&r);
     } else {

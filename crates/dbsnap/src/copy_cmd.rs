@@ -1,12 +1,10 @@
 //! `copy`: snapshots from one repository to another.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Args;
 use dbsnap_core::config::Config;
 use dbsnap_core::copy::{self, CopyReport};
-use dbsnap_core::create::Progress;
 use dbsnap_core::error::exit;
 use dbsnap_core::CoreError;
 use serde_json::json;
@@ -35,14 +33,10 @@ pub async fn copy(args: CopyArgs, g: &GlobalArgs, show_progress: bool) -> Result
     };
     let from = dbsnap_core::repository(&from);
     let to = dbsnap_core::repository(&args.to);
-    let ui = progress::Ui::new(show_progress);
-    let sink: Arc<dyn Progress> = ui.clone();
-    let result = crate::progress::cancellable(move |cancel| {
+    let report = progress::cancellable(show_progress, move |sink, cancel| {
         copy::copy(&from, &to, &args.names, &*sink, &cancel)
     })
-    .await;
-    ui.finish();
-    let report = result?;
+    .await?;
     print(&report, g.json);
     Ok(report.failure_code().unwrap_or(exit::OK))
 }

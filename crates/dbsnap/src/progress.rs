@@ -179,15 +179,18 @@ impl Progress for Ui {
     }
 }
 
-/// Runs `work` on a blocking thread; Ctrl-C / SIGTERM sets the cancel
-/// flag and waits for it to stop (objects in flight finish or abort).
+/// Runs `work` on a blocking thread with the progress display (when
+/// `show`); Ctrl-C / SIGTERM sets the flag `work` is given and waits for it
+/// to stop (what is in flight is abandoned, what is done is kept).
 pub async fn cancellable<T: Send + 'static>(
-    work: impl FnOnce(Arc<AtomicBool>) -> Result<T, CoreError> + Send + 'static,
+    show: bool,
+    work: impl FnOnce(Arc<dyn Progress>, Arc<AtomicBool>) -> Result<T, CoreError> + Send + 'static,
 ) -> Result<T, CoreError> {
+    let ui = Ui::new(show);
     let cancel = Arc::new(AtomicBool::new(false));
     let task = {
-        let cancel = cancel.clone();
-        tokio::task::spawn_blocking(move || work(cancel))
+        let (cancel, sink): (_, Arc<dyn Progress>) = (cancel.clone(), ui.clone());
+        tokio::task::spawn_blocking(move || work(sink, cancel))
     };
     tokio::pin!(task);
     let r = tokio::select! {
@@ -198,7 +201,8 @@ pub async fn cancellable<T: Send + 'static>(
             task.await
         }
     };
-    r.map_err(|e| CoreError::Internal(format!("bucket task: {e}")))?
+    ui.finish();
+    r.map_err(|e| CoreError::Internal(format!("task: {e}")))?
 }
 
 #[cfg(test)]
