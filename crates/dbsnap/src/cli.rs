@@ -5,11 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use dbsnap_archive::snapshot::ConsistencyMethod;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use dbsnap_core::config::{self, Config, TargetConfig};
-use dbsnap_core::consistency::{CutLimits, QuiesceHooks};
-use dbsnap_core::create::{self, CreateOptions, Progress};
+use dbsnap_core::create::Progress;
 use dbsnap_core::error::{exit, StorageError};
 use dbsnap_core::{demo, inspect, CoreError};
 
@@ -77,7 +75,7 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Take a consistent snapshot of every database of a target.
-    Create(CreateArgs),
+    Create(crate::create_cmd::CreateArgs),
     /// List the snapshots in the repository, newest first.
     List(ListArgs),
     /// Print the schema versions recorded in a snapshot (reads only its metadata).
@@ -261,38 +259,6 @@ pub struct CleanupArgs {
     pub k8s: crate::k8s_cmd::K8sArgs,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Consistency {
-    /// Identical transaction snapshots in every database (default; no impact on the app).
-    Snapshot,
-    /// Block writers for milliseconds with SHARE locks while snapshots are taken.
-    Barrier,
-    /// Run --stop-cmd, take the snapshots, run --start-cmd.
-    Quiesce,
-    /// Each database on its own, like pg_dump (no cross-database guarantee).
-    None,
-}
-
-impl From<Consistency> for ConsistencyMethod {
-    fn from(c: Consistency) -> Self {
-        match c {
-            Consistency::Snapshot => ConsistencyMethod::Snapshot,
-            Consistency::Barrier => ConsistencyMethod::Barrier,
-            Consistency::Quiesce => ConsistencyMethod::Quiesce,
-            Consistency::None => ConsistencyMethod::None,
-        }
-    }
-}
-
-/// `--engine` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum EngineArg {
-    /// pg_dump writes the schema; dbsnap copies table data in parallel.
-    Native,
-    /// pg_dump writes everything.
-    PgDump,
-}
-
 /// restore's `--engine` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RestoreEngineArg {
@@ -300,62 +266,6 @@ pub enum RestoreEngineArg {
     Native,
     /// pg_restore for everything.
     PgRestore,
-}
-
-#[derive(Debug, Args)]
-pub struct CreateArgs {
-    /// Database connection string (URI or key=value); repeat for each database.
-    #[arg(short = 'd', long = "database", value_name = "CONNSTR")]
-    pub databases: Vec<String>,
-    /// Named target from the config file.
-    #[arg(short, long)]
-    pub target: Option<String>,
-    /// Snapshot file name prefix (default: db-snapshot).
-    #[arg(long)]
-    pub prefix: Option<String>,
-    /// How to make one moment across databases.
-    #[arg(long, value_enum)]
-    pub consistency: Option<Consistency>,
-    /// Command that stops the application (for --consistency quiesce).
-    #[arg(long, value_name = "CMD")]
-    pub stop_cmd: Option<String>,
-    /// Command that starts it again; always run after --stop-cmd.
-    #[arg(long, value_name = "CMD")]
-    pub start_cmd: Option<String>,
-    /// Compression of the data: a zlib level 0-9 (default 2), gzip[:LEVEL],
-    /// none, or lz4/zstd[:LEVEL] (written by pg_dump 16+, restorable by pg_restore 16+ only).
-    #[arg(long)]
-    pub compress: Option<String>,
-    /// Connections copying table data at once, per database (default: the machine's cores).
-    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub jobs: Option<u32>,
-    /// Who writes the data: dbsnap's parallel COPY (native) or pg_dump alone.
-    #[arg(long, value_enum, default_value_t = EngineArg::Native)]
-    pub engine: EngineArg,
-    /// Directory with pg_dump (searched before PATH); repeatable.
-    #[arg(long, value_name = "DIR")]
-    pub pg_bin: Vec<PathBuf>,
-    /// Most attempts at a consistent cut.
-    #[arg(long, default_value_t = 200)]
-    pub max_attempts: u32,
-    /// Most seconds spent establishing a consistent cut, and waiting for a lock on any table while dumping.
-    #[arg(long, default_value_t = 30)]
-    pub max_wait: u64,
-    /// Lock timeout of each write-barrier attempt, milliseconds.
-    #[arg(long, default_value_t = 2000)]
-    pub lock_timeout: u64,
-    /// Also store the namespace's Deployments, StatefulSets, ConfigMaps, Services, Ingresses, PVCs and CronJobs (as YAML, under k8s/) in the snapshot.
-    #[arg(long)]
-    pub k8s_objects: bool,
-    /// With --k8s-objects: also store the namespace's Secrets (their values end up in the snapshot).
-    #[arg(long, requires = "k8s_objects")]
-    pub include_secrets: bool,
-    #[command(flatten)]
-    pub encrypt: crate::encryption::EncryptArgs,
-    #[command(flatten)]
-    pub k8s: crate::k8s_cmd::K8sArgs,
-    #[command(flatten)]
-    pub scale: crate::k8s_cmd::ScaleArgs,
 }
 
 #[derive(Debug, Args)]
@@ -492,7 +402,7 @@ pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
     match cli.command {
         Command::Create(args) => {
             let config = Config::load(g.config.as_deref())?;
-            create_cmd(args, &g, &config, show_progress).await
+            crate::create_cmd::create_cmd(args, &g, &config, show_progress).await
         }
         Command::JumpCreate(args) => {
             let config = Config::load(g.config.as_deref())?;
@@ -678,179 +588,6 @@ pub fn resolve_file(
         Some(d) => Ok(d.clone()),
         None => Ok(repo_dir(g, &Config::load(g.config.as_deref())?, None)),
     })
-}
-
-/// Refuses stop/start commands `create` would not run: a start command
-/// without a stop command, and either given on the command line without
-/// `--consistency quiesce` (flag or the target's `consistency`). A target's
-/// own `stop_cmd`/`start_cmd` also serve `restore`, so they are not an
-/// error under another consistency method.
-fn check_create_hooks(
-    args: &CreateArgs,
-    consistency: ConsistencyMethod,
-    hooks: &QuiesceHooks,
-) -> Result<(), CoreError> {
-    if hooks.start_cmd.is_some() && hooks.stop_cmd.is_none() {
-        let from = if args.start_cmd.is_some() {
-            "--start-cmd"
-        } else {
-            "the target's start_cmd"
-        };
-        return Err(CoreError::Config {
-            message: format!("{from} is given without a stop command; it would never run"),
-            hint: "pass --stop-cmd too (with --consistency quiesce), or drop --start-cmd".into(),
-        });
-    }
-    let given: Vec<&str> = [
-        args.stop_cmd.as_ref().map(|_| "--stop-cmd"),
-        args.start_cmd.as_ref().map(|_| "--start-cmd"),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if !given.is_empty() && consistency != ConsistencyMethod::Quiesce {
-        return Err(CoreError::Config {
-            message: format!(
-                "{} {} only with --consistency quiesce (this snapshot would use {}): {} would be ignored",
-                given.join(" and "),
-                if given.len() == 1 { "runs" } else { "run" },
-                consistency.as_str(),
-                if given.len() == 1 { "it" } else { "they" },
-            ),
-            hint: "add --consistency quiesce (or consistency = \"quiesce\" in the target), or drop them"
-                .into(),
-        });
-    }
-    Ok(())
-}
-
-async fn create_cmd(
-    args: CreateArgs,
-    g: &GlobalArgs,
-    config: &Config,
-    show_progress: bool,
-) -> Result<u8, CoreError> {
-    let target = match &args.target {
-        Some(t) => Some(config.target(t)?.clone()),
-        None => None,
-    };
-    let t = target.clone().unwrap_or_default();
-    if !args.databases.is_empty() && args.target.is_some() {
-        return Err(CoreError::Config {
-            message: "--database and --target both name databases".into(),
-            hint: "use one of them".into(),
-        });
-    }
-    args.k8s.check_used(&args.scale, t.k8s.as_ref())?;
-    let k8s = args.k8s.settings(t.k8s.as_ref())?;
-    if k8s.is_some() && !(args.databases.is_empty() && t.databases.is_empty()) {
-        return Err(CoreError::Config {
-            message: "the databases are named twice: by --database (or the target's databases) and by --k8s (or the target's k8s)".into(),
-            hint: "use one of them".into(),
-        });
-    }
-    let databases = if args.databases.is_empty() {
-        t.databases.clone()
-    } else {
-        args.databases.clone()
-    };
-    let consistency = layered(
-        args.consistency.map(Into::into),
-        t.consistency,
-        None,
-        || ConsistencyMethod::Snapshot,
-    );
-    let mut hooks = QuiesceHooks {
-        stop_cmd: args.stop_cmd.clone().or(t.stop_cmd.clone()),
-        start_cmd: args.start_cmd.clone().or(t.start_cmd.clone()),
-    };
-    check_create_hooks(&args, consistency, &hooks)?;
-    if consistency == ConsistencyMethod::Quiesce || args.scale.scale.is_some() {
-        let scale = crate::k8s_cmd::scale_hooks(&args.scale, &args.k8s, t.k8s.as_ref()).await?;
-        if scale.is_some() && consistency != ConsistencyMethod::Quiesce {
-            return Err(CoreError::Config {
-                message: "--scale stops the app only with --consistency quiesce".into(),
-                hint: "add --consistency quiesce, or drop --scale (snapshots need no stopped app)"
-                    .into(),
-            });
-        }
-        let explicit = args.stop_cmd.is_some() || args.start_cmd.is_some();
-        crate::k8s_cmd::merge_scale_hooks(&mut hooks, scale, explicit)?;
-    }
-    let mut pg_bin = args.pg_bin.clone();
-    pg_bin.extend(config.pg_bin.iter().cloned());
-    let extra_members = if args.k8s_objects {
-        crate::k8s_capture::export_objects(&args.k8s, t.k8s.as_ref(), args.include_secrets, g.json)
-            .await?
-    } else {
-        Vec::new()
-    };
-    let make_opts =
-        |databases: Vec<String>, resolver: Arc<dyn dbsnap_core::Resolver>| CreateOptions {
-            databases,
-            resolver,
-            resolved: Vec::new(),
-            target: args.target.clone(),
-            prefix: layered(args.prefix.clone(), t.prefix.clone(), None, || {
-                "db-snapshot".into()
-            }),
-            safety_for: None,
-            consistency,
-            repo: dbsnap_core::repository(&repo_dir(g, config, Some(&t))),
-            pg_bin,
-            hooks: hooks.clone(),
-            compress: args.compress.clone().or(t.compress.clone()),
-            jobs: args.jobs.map(|j| j as usize),
-            engine: match args.engine {
-                EngineArg::Native => dbsnap_core::create::Engine::Native,
-                EngineArg::PgDump => dbsnap_core::create::Engine::PgDump,
-            },
-            version_spec: t.schema_version.clone(),
-            version_specs: t.schema_versions.clone(),
-            limits: CutLimits {
-                max_attempts: args.max_attempts,
-                max_wait: Duration::from_secs(args.max_wait),
-                lock_timeout: Duration::from_millis(args.lock_timeout),
-            },
-            extra_members: extra_members.clone(),
-        };
-    let ui = progress::Ui::new(show_progress);
-    let sink: Arc<dyn Progress> = ui.clone();
-    // Ctrl-C / SIGTERM: dropping the work removes the partial file, kills
-    // pg_dump, and (quiesce) runs the start command (dbsnap-core's StartGuard);
-    // queries still in flight are cancelled.
-    let work = async {
-        let Some(k) = &k8s else {
-            return create::create(&make_opts(databases, dbsnap_core::direct_route()), &sink).await;
-        };
-        let opened = crate::k8s_cmd::open(k, &crate::k8s_cmd::run_id(), g.json).await?;
-        let names = opened.databases.iter().map(|d| d.name.clone()).collect();
-        let r = create::create(&make_opts(names, opened.route.resolver()), &sink).await;
-        let r = match r {
-            Err(e) => Err(opened.route.explain(e).await),
-            ok => ok,
-        };
-        opened.route.close().await;
-        r
-    };
-    let result = tokio::select! {
-        r = work => r,
-        s = dbsnap_core::hooks::termination_signal() => {
-            dbsnap_core::hooks::stop_everything().await;
-            dbsnap_k8s::pod::delete_started().await;
-            Err(CoreError::Interrupted(format!(" by {s}; no snapshot was written")))
-        }
-    };
-    ui.finish();
-    let result = result?;
-    output::print_create(&result, g.json);
-    if let Some(f) = &result.start_hook_failure {
-        eprintln!(
-            "error: the snapshot is complete, but the application was not started again: {f}"
-        );
-        return Ok(exit::HOOK);
-    }
-    Ok(exit::OK)
 }
 
 /// A duration as PostgreSQL writes one: `500ms`, `30s`, `2min`/`2m`, `1h`;

@@ -5,6 +5,7 @@
 mod bucket_cmd;
 mod cli;
 mod copy_cmd;
+mod create_cmd;
 mod encryption;
 mod k8s_capture;
 mod k8s_cmd;
