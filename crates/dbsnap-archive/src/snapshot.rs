@@ -24,7 +24,7 @@ pub const METADATA_MEMBER: &str = "dbsnap.json";
 /// Name of the manifest member (always last).
 pub const MANIFEST_MEMBER: &str = "manifest.json";
 /// Format version written by this crate.
-pub const FORMAT_VERSION: &str = "1.0";
+pub const FORMAT_VERSION: &str = "1.1";
 /// Major format version this crate reads.
 pub const FORMAT_MAJOR: u32 = 1;
 /// Largest metadata or manifest member accepted (they are small).
@@ -91,6 +91,26 @@ pub struct DatabaseEntry {
     /// (host, port, dbname, user, sslmode): restore's default connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<String>,
+    /// The server's system identifier (`pg_control_system()`): which
+    /// cluster the database was taken from, whatever address reached it.
+    /// None in snapshots of format 1.0, or where the role could not read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_identifier: Option<String>,
+}
+
+/// The Kubernetes workload a snapshot was taken for (`create --k8s`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubernetesOrigin {
+    /// Namespace of the workload.
+    pub namespace: String,
+    /// The workload, as `kind/name` (`deployment/core-api`).
+    pub workload: String,
+}
+
+impl std::fmt::Display for KubernetesOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} in namespace {}", self.workload, self.namespace)
+    }
 }
 
 /// Contents of `dbsnap.json`.
@@ -114,6 +134,10 @@ pub struct Metadata {
     pub consistency: Consistency,
     /// Databases, in archive order.
     pub databases: Vec<DatabaseEntry>,
+    /// The Kubernetes workload whose databases these are, when taken
+    /// through the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesOrigin>,
     /// Set when the members are encrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,

@@ -122,7 +122,9 @@ fn snapshot_readers_survive_mutations() {
             pg_dump_version: "15".into(),
             schema_version: None,
             connection: None,
+            system_identifier: None,
         }],
+        kubernetes: None,
         encryption: None,
     };
     let mut w = SnapshotWriter::new(Cursor::new(Vec::new()), &meta, 0).unwrap();

@@ -173,6 +173,7 @@ pub async fn run(
         resolver: crate::direct_route(),
         resolved: Vec::new(),
         target: Some("demo".into()),
+        kubernetes: None,
         prefix: "db-snapshot".into(),
         safety_for: None,
         consistency: ConsistencyMethod::Snapshot,

@@ -48,6 +48,9 @@ pub mod exit {
     /// jump pod could not start (or its image could not be taken from the
     /// registry named with `--registry`).
     pub const KUBERNETES: u8 = 18;
+    /// Restore refused: the databases it would change are not the ones the
+    /// snapshot was taken from (another server, target or workload).
+    pub const OTHER_ORIGIN: u8 = 19;
     /// Interrupted (Ctrl-C / SIGTERM).
     pub const INTERRUPTED: u8 = 130;
 }
@@ -197,6 +200,7 @@ impl CoreError {
             exit::NOT_CONFIRMED => "not_confirmed",
             exit::CHECK_FAILED => "check_failed",
             exit::KUBERNETES => "kubernetes",
+            exit::OTHER_ORIGIN => "other_origin",
             _ => "internal",
         }
     }

@@ -35,6 +35,10 @@ pub struct ServerInfo {
     /// An identity of the running instance: databases with equal identities
     /// share one transaction-ID space.
     pub instance_id: String,
+    /// `pg_control_system()`'s system identifier: the same for a cluster
+    /// and its physical replicas, new for every `initdb`. None where the
+    /// role may not read it.
+    pub system_identifier: Option<String>,
     /// Whether the connected role is a superuser.
     pub is_superuser: bool,
 }
@@ -466,7 +470,7 @@ pub async fn server_info(client: &Client, target: &str) -> Result<ServerInfo, Pg
         Err(_) => None,
     };
     let started: String = row.get(2);
-    let instance_id = match sysid {
+    let instance_id = match &sysid {
         Some(s) => format!("{s}/{started}"),
         None => format!("{}/{started}", row.get::<_, String>(3)),
     };
@@ -474,6 +478,7 @@ pub async fn server_info(client: &Client, target: &str) -> Result<ServerInfo, Pg
         version_num: version_num as u32,
         version: row.get(1),
         instance_id,
+        system_identifier: sysid,
         is_superuser: row.get::<_, Option<bool>>(4).unwrap_or(false),
     })
 }

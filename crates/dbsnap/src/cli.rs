@@ -23,8 +23,10 @@ Exit codes:
     5  database does not exist              15  confirmation needed (--yes) or declined
     6  privilege missing                    16  gave up waiting for a lock (nothing changed)
     7  pg_dump/pg_restore missing or old    17  post-restore check failed (rolled back)
-    8  no consistent cut                   130  interrupted
-    9  storage failed (disk, S3)           141  standard output closed early (| head)
+    8  no consistent cut                    18  Kubernetes: no access, RBAC, workload, jump pod
+    9  storage failed (disk, S3)            19  refused: the databases are not the snapshot's origin
+                                           130  interrupted
+                                           141  standard output closed early (| head)
 
 Environment: DBSNAP_HOME (default ~/.dbsnap: snapshots/, logs/, state/, config.toml),
 DBSNAP_PG_BIN (extra directories with pg_dump), DBSNAP_PASSPHRASE (age encryption), and libpq's PGHOST, PGPORT,
@@ -165,6 +167,9 @@ pub struct RestoreArgs {
     /// Create databases that do not exist.
     #[arg(long)]
     pub create: bool,
+    /// Restore into databases the snapshot was not taken from (another server, target or Kubernetes workload): the same app on a rebuilt, upgraded or external server, or a copy for testing. Without it such a restore is refused (exit 19).
+    #[arg(long)]
+    pub into_other_origin: bool,
     /// Do not restore ownership (everything belongs to the connecting role).
     #[arg(long)]
     pub no_owner: bool,

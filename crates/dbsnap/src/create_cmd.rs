@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use dbsnap_archive::snapshot::ConsistencyMethod;
+use dbsnap_archive::snapshot::{ConsistencyMethod, KubernetesOrigin};
 use dbsnap_core::config::Config;
 use dbsnap_core::consistency::{CutLimits, QuiesceHooks};
 use dbsnap_core::create::{self, CreateOptions, Progress};
@@ -209,35 +209,37 @@ pub async fn create_cmd(
     } else {
         Vec::new()
     };
-    let make_opts =
-        |databases: Vec<String>, resolver: Arc<dyn dbsnap_core::Resolver>| CreateOptions {
-            databases,
-            resolver,
-            resolved: Vec::new(),
-            target: args.target.clone(),
-            prefix: layered(args.prefix.clone(), t.prefix.clone(), None, || {
-                "db-snapshot".into()
-            }),
-            safety_for: None,
-            consistency,
-            repo: dbsnap_core::repository(&repo_dir(g, config, Some(&t))),
-            pg_bin,
-            hooks: hooks.clone(),
-            compress: args.compress.clone().or(t.compress.clone()),
-            jobs: args.jobs.map(|j| j as usize),
-            engine: match args.engine {
-                EngineArg::Native => dbsnap_core::create::Engine::Native,
-                EngineArg::PgDump => dbsnap_core::create::Engine::PgDump,
-            },
-            version_spec: t.schema_version.clone(),
-            version_specs: t.schema_versions.clone(),
-            limits: CutLimits {
-                max_attempts: args.max_attempts,
-                max_wait: Duration::from_secs(args.max_wait),
-                lock_timeout: Duration::from_millis(args.lock_timeout),
-            },
-            extra_members: extra_members.clone(),
-        };
+    let make_opts = |databases: Vec<String>,
+                     resolver: Arc<dyn dbsnap_core::Resolver>,
+                     kubernetes: Option<KubernetesOrigin>| CreateOptions {
+        databases,
+        resolver,
+        resolved: Vec::new(),
+        target: args.target.clone(),
+        kubernetes,
+        prefix: layered(args.prefix.clone(), t.prefix.clone(), None, || {
+            "db-snapshot".into()
+        }),
+        safety_for: None,
+        consistency,
+        repo: dbsnap_core::repository(&repo_dir(g, config, Some(&t))),
+        pg_bin,
+        hooks: hooks.clone(),
+        compress: args.compress.clone().or(t.compress.clone()),
+        jobs: args.jobs.map(|j| j as usize),
+        engine: match args.engine {
+            EngineArg::Native => dbsnap_core::create::Engine::Native,
+            EngineArg::PgDump => dbsnap_core::create::Engine::PgDump,
+        },
+        version_spec: t.schema_version.clone(),
+        version_specs: t.schema_versions.clone(),
+        limits: CutLimits {
+            max_attempts: args.max_attempts,
+            max_wait: Duration::from_secs(args.max_wait),
+            lock_timeout: Duration::from_millis(args.lock_timeout),
+        },
+        extra_members: extra_members.clone(),
+    };
     let ui = progress::Ui::new(show_progress);
     let sink: Arc<dyn Progress> = ui.clone();
     // Ctrl-C / SIGTERM: dropping the work removes the partial file, kills
@@ -245,11 +247,13 @@ pub async fn create_cmd(
     // queries still in flight are cancelled.
     let work = async {
         let Some(k) = &k8s else {
-            return create::create(&make_opts(databases, dbsnap_core::direct_route()), &sink).await;
+            let opts = make_opts(databases, dbsnap_core::direct_route(), None);
+            return create::create(&opts, &sink).await;
         };
         let opened = crate::k8s_cmd::open(k, &crate::k8s_cmd::run_id(), g.json).await?;
         let names = opened.databases.iter().map(|d| d.name.clone()).collect();
-        let r = create::create(&make_opts(names, opened.route.resolver()), &sink).await;
+        let opts = make_opts(names, opened.route.resolver(), Some(opened.origin.clone()));
+        let r = create::create(&opts, &sink).await;
         let r = match r {
             Err(e) => Err(opened.route.explain(e).await),
             ok => ok,

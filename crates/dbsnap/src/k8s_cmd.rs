@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use dbsnap_archive::snapshot::KubernetesOrigin;
 use dbsnap_core::config::K8sTarget;
 use dbsnap_core::CoreError;
 use dbsnap_k8s::cluster::{self, ClusterAccess, K8sError};
@@ -233,6 +234,8 @@ pub fn k8s_error(e: K8sError) -> CoreError {
 pub struct Opened {
     pub route: Route,
     pub databases: Vec<Database>,
+    /// The workload and namespace, as a snapshot records them.
+    pub origin: KubernetesOrigin,
 }
 
 /// The route in use.
@@ -289,6 +292,10 @@ pub async fn open(s: &K8sSettings, run: &str, quiet: bool) -> Result<Opened, Cor
     if discovery.databases.is_empty() {
         return Err(no_databases(&s.workload, &namespace, &discovery));
     }
+    let origin = KubernetesOrigin {
+        namespace: namespace.clone(),
+        workload: s.workload.display(),
+    };
     if s.via == Via::PortForward {
         let label = format!("k8s-port-forward:{namespace}/{}", s.workload.display());
         let (route, databases) =
@@ -299,6 +306,7 @@ pub async fn open(s: &K8sSettings, run: &str, quiet: bool) -> Result<Opened, Cor
         return Ok(Opened {
             route: Route::Forward(Arc::new(route)),
             databases,
+            origin,
         });
     }
     let object = workload_object(&client, &namespace, &s.workload).await?;
@@ -329,6 +337,7 @@ pub async fn open(s: &K8sSettings, run: &str, quiet: bool) -> Result<Opened, Cor
     Ok(Opened {
         route: Route::Jump(Arc::new(route)),
         databases,
+        origin,
     })
 }
 

@@ -540,6 +540,30 @@ pub fn print_plan(p: &dbsnap_core::restore::Plan, json: bool, dry_run: bool) {
     for d in &p.databases {
         let _ = writeln!(out, "  {}: {}", d.live_db, d.reason);
     }
+    for m in &p.origin.moves {
+        let _ = writeln!(
+            out,
+            "  {} moves from {} to {} (created there as {})",
+            m.snapshot_db, m.from, m.to, m.live_db
+        );
+    }
+    for d in &p.origin.differences {
+        let _ = writeln!(out, "  another origin: {d}");
+    }
+    if !p.origin.differences.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {}",
+            if p.origin.allowed {
+                "restoring into another origin was allowed (--into-other-origin)"
+            } else {
+                "a restore into another origin needs --into-other-origin (or a confirmation on a terminal)"
+            }
+        );
+    }
+    for u in &p.origin.unchecked {
+        let _ = writeln!(out, "  note: {u}");
+    }
     match (&p.stop_cmd, &p.start_cmd) {
         (Some(stop), start) => {
             let _ = writeln!(
@@ -556,7 +580,11 @@ pub fn print_plan(p: &dbsnap_core::restore::Plan, json: bool, dry_run: bool) {
             );
         }
     }
-    let _ = writeln!(out, "  {}", safety_line(p));
+    if p.safety_snapshot {
+        let _ = writeln!(out, "  {}, into {}", safety_line(p), p.safety_repo);
+    } else {
+        let _ = writeln!(out, "  {}", safety_line(p));
+    }
     for w in &p.warnings {
         let _ = writeln!(out, "  warning: {w}");
     }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
+use dbsnap_archive::snapshot::KubernetesOrigin;
 use dbsnap_core::config::Config;
 use dbsnap_core::consistency::QuiesceHooks;
 use dbsnap_core::create::Progress;
@@ -60,7 +61,7 @@ pub async fn run(
         g,
         config,
         show_progress,
-        Some(names),
+        Some((names, opened.origin.clone())),
         opened.route.resolver(),
     )
     .await;
@@ -77,9 +78,10 @@ async fn run_on(
     g: &GlobalArgs,
     config: &Config,
     show_progress: bool,
-    databases: Option<Vec<String>>,
+    found: Option<(Vec<String>, KubernetesOrigin)>,
     resolver: Arc<dyn dbsnap_core::Resolver>,
 ) -> Result<u8, CoreError> {
+    let (databases, kubernetes) = found.unzip();
     // Snapshots come from --dir, else the named target's repository, else the config's.
     let named_target = match &args.target {
         Some(t) => Some(config.target(t)?.clone()),
@@ -127,6 +129,9 @@ async fn run_on(
         file: file.clone(),
         databases: databases.unwrap_or_else(|| args.databases.clone()),
         targets,
+        restore_target: args.target.clone(),
+        kubernetes,
+        into_other_origin: args.into_other_origin,
         only: args.only.clone(),
         map,
         drop: args.drop,
@@ -169,15 +174,26 @@ async fn run_on(
             })
         }));
     }
-    let opts = opts;
     let plan = restore::plan(&opts, &*sink).await;
     ui.finish();
-    let plan = plan?;
-    if args.dry_run {
+    let mut plan = plan?;
+    if plan.origin.refuses() {
+        // Another app's (or server's) snapshot: said with both sides, and
+        // only a terminal without --yes may be asked; --yes never implies it.
+        if args.dry_run || args.yes || !interactive() {
+            if !g.json {
+                output::print_plan(&plan, false, args.dry_run);
+            }
+            return Err(plan.origin.refusal());
+        }
+        output::print_plan(&plan, false, false);
+        ask("The databases above are not the ones this snapshot was taken from. Restore into them anyway?")?;
+        plan.origin.allowed = true;
+        opts.into_other_origin = true;
+    } else if args.dry_run {
         output::print_plan(&plan, g.json, true);
         return Ok(exit::OK);
-    }
-    if !g.json {
+    } else if !g.json {
         output::print_plan(&plan, false, false);
     }
     if !args.yes {

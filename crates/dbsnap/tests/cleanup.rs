@@ -49,7 +49,13 @@ fn a_server_that_cannot_be_reached_is_reported_and_the_others_are_cleaned_up() {
         &[reachable.url("app")],
         &["--drop"],
     );
-    let kept_on_gone = restore(&home, &gone, &file, &[gone.url("app")], &["--drop"]);
+    let kept_on_gone = restore(
+        &home,
+        &gone,
+        &file,
+        &[gone.url("app")],
+        &["--drop", "--into-other-origin"],
+    );
     let created = restore(
         &home,
         &gone,

@@ -998,3 +998,53 @@ fn a_jump_pod_deleted_during_a_data_only_restore_leaves_the_database_as_it_was()
 /// `docker-registry`), the app's or one named with `--registry`.
 #[path = "k8s/image.rs"]
 mod image;
+
+#[test]
+fn a_snapshot_of_another_namespaces_app_is_refused_naming_both() {
+    let s = Setup::new();
+    // The same app in another namespace, on the same server: only the
+    // workload's namespace tells them apart.
+    s.kube.seed_app(
+        "staging",
+        &s.cluster
+            .url_as("core_app", Some("Pw-in-a-Secret-7"), "core"),
+    );
+    let (code, _, err) = run(s.dbsnap(&["create"]).arg("--no-progress"));
+    assert_eq!(code, 0, "{err}");
+    let file = snapshot_file(&s.home);
+    let meta = common::metadata(&file);
+    assert_eq!(
+        meta["kubernetes"],
+        serde_json::json!({"namespace": NS, "workload": "deploy/core-api"})
+    );
+    s.cluster.psql("core", "DELETE FROM jobs WHERE id > 10");
+    let before = fingerprint(&s.cluster, "core");
+    let mut cmd = s.home.dbsnap();
+    cmd.args([
+        "restore",
+        "--yes",
+        "--no-progress",
+        "--no-safety-snapshot",
+        "--file",
+    ])
+    .arg(&file)
+    .args(["--k8s", "deploy/core-api", "-n", "staging", "--kubeconfig"])
+    .arg(&s.kubeconfig)
+    .arg("--pg-bin")
+    .arg(s.cluster.bin_dir())
+    .env_remove("KUBECONFIG");
+    let (code, _, err) = run(&mut cmd);
+    assert_eq!(code, 19, "{err}");
+    assert!(
+        err.contains("taken for deploy/core-api in namespace poolside, the restore goes to deploy/core-api in namespace staging"),
+        "{err}"
+    );
+    assert_eq!(fingerprint(&s.cluster, "core"), before);
+    s.assert_no_pods_left();
+    // Its own namespace restores as before.
+    let (code, _, err) = run(s
+        .dbsnap(&["restore", "--yes", "--no-progress", "--no-safety-snapshot"])
+        .arg("--file")
+        .arg(&file));
+    assert_eq!(code, 0, "{err}");
+}

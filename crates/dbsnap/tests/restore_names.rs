@@ -66,11 +66,7 @@ fn real_names_member_names_and_exactly_what_is_named() {
     assert_eq!(code, 0, "{err}\n{v}");
     let file = v["file"].as_str().unwrap().to_string();
     // Members keep readable names; the mapping is in dbsnap.json.
-    let meta = std::process::Command::new("tar")
-        .args(["-xOf", &file, "dbsnap.json"])
-        .output()
-        .unwrap();
-    let meta: serde_json::Value = serde_json::from_slice(&meta.stdout).unwrap();
+    let meta = common::metadata(&file);
     let members: Vec<(String, String)> = meta["databases"]
         .as_array()
         .unwrap_or_else(|| panic!("{meta}"))

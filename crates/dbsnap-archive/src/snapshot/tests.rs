@@ -26,7 +26,9 @@ fn meta() -> Metadata {
             pg_dump_version: "15".into(),
             schema_version: None,
             connection: None,
+            system_identifier: None,
         }],
+        kubernetes: None,
         encryption: None,
     }
 }

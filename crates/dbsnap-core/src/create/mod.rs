@@ -47,6 +47,9 @@ pub struct CreateOptions {
     pub resolved: Vec<ConnInfo>,
     /// Target name, recorded in the metadata.
     pub target: Option<String>,
+    /// The Kubernetes workload the databases belong to (`--k8s`),
+    /// recorded in the metadata.
+    pub kubernetes: Option<dbsnap_archive::snapshot::KubernetesOrigin>,
     /// File name prefix.
     pub prefix: String,
     /// The restore run this safety snapshot is taken for, if it is one.
@@ -253,8 +256,10 @@ pub async fn create_with(
                 pg_dump_version: p.version.clone(),
                 schema_version: v.clone(),
                 connection: Some(recorded_connection(&o.info)),
+                system_identifier: o.server.system_identifier.clone(),
             })
             .collect(),
+        kubernetes: opts.kubernetes.clone(),
         encryption: sealer.as_ref().map(|s| s.info()),
     };
     let file_name = snapshot_file_name(&opts.prefix, &metadata, created);

@@ -70,6 +70,9 @@ pub async fn execute(
     progress: &Arc<dyn Progress>,
 ) -> Result<RestoreResult, CoreError> {
     let started = std::time::Instant::now();
+    if plan.origin.refuses() && !opts.into_other_origin {
+        return Err(plan.origin.refusal());
+    }
     // Scratch files of restores killed with -9 hold the application's data.
     super::recover::leftovers(&*opts.file.repo, true);
     let now = time::OffsetDateTime::now_utc();
@@ -324,7 +327,22 @@ async fn safety_snapshot(
             databases: Vec::new(),
             resolver: opts.resolver.clone(),
             resolved: existing.iter().map(|d| d.info.clone()).collect(),
-            target: plan.metadata.target.clone(),
+            // The live databases' own origin: the restore's, else the
+            // snapshot's when it is the same.
+            target: opts.restore_target.clone().or_else(|| {
+                plan.origin
+                    .differences
+                    .is_empty()
+                    .then(|| plan.metadata.target.clone())
+                    .flatten()
+            }),
+            kubernetes: opts.kubernetes.clone().or_else(|| {
+                plan.origin
+                    .differences
+                    .is_empty()
+                    .then(|| plan.metadata.kubernetes.clone())
+                    .flatten()
+            }),
             prefix: "safety".into(),
             safety_for: Some(run_id.to_string()),
             consistency: if same_instance {

@@ -12,6 +12,7 @@ pub mod data_only;
 pub mod decide;
 mod execute;
 mod load;
+pub mod origin;
 mod plan;
 pub mod recover;
 pub mod replace;
@@ -25,7 +26,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dbsnap_archive::snapshot::Metadata;
+use dbsnap_archive::snapshot::{KubernetesOrigin, Metadata};
 use dbsnap_archive::toc::ArchiveFacts;
 use dbsnap_archive::version::Comparison;
 use dbsnap_pg::schema_version::VersionSpec;
@@ -47,6 +48,15 @@ pub struct RestoreOptions {
     pub databases: Vec<String>,
     /// Config targets (name -> connection strings), to find the snapshot's.
     pub targets: BTreeMap<String, Vec<String>>,
+    /// The config target the restore is for, when the user named one
+    /// (compared with the snapshot's).
+    pub restore_target: Option<String>,
+    /// The Kubernetes workload the restore goes through (`--k8s`),
+    /// compared with the snapshot's.
+    pub kubernetes: Option<KubernetesOrigin>,
+    /// Restore into databases the snapshot was not taken from (another
+    /// server, target or workload): without it such a plan is refused.
+    pub into_other_origin: bool,
     /// Restore only these snapshot databases.
     pub only: Vec<String>,
     /// Snapshot database name -> live database name.
@@ -147,6 +157,10 @@ pub struct DbPlan {
     pub reason: String,
     /// Owner of the new database (replace, create); None: the connecting role.
     pub new_owner: Option<String>,
+    /// Where the snapshot's database was taken (`host:port` as reached then).
+    pub snapshot_server: String,
+    /// The live server's system identifier, when the role may read it.
+    pub system_identifier: Option<String>,
     #[serde(skip)]
     info: ConnInfo,
     #[serde(skip)]
@@ -175,6 +189,10 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// Roles that will be created (`--create-roles`).
     pub roles_to_create: Vec<String>,
+    /// Whether the databases are the ones the snapshot was taken from.
+    pub origin: origin::OriginCheck,
+    /// Where the safety snapshot goes.
+    pub safety_repo: String,
     #[serde(skip)]
     role_servers: Vec<(ConnInfo, Vec<String>)>,
 }

@@ -10,7 +10,7 @@ use dbsnap_archive::toc::ArchiveFacts;
 use dbsnap_pg::schema_version;
 use dbsnap_pg::{ConnInfo, PgError, PgErrorKind};
 
-use super::{data_only, decide, replace, select, DbPlan, Plan, RestoreOptions};
+use super::{data_only, decide, origin, replace, select, DbPlan, Plan, RestoreOptions};
 use crate::create::Progress;
 use crate::error::{exit, CoreError};
 use crate::inspect;
@@ -57,7 +57,8 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
             .find(|m| m.name == entry.member)
             .map(|m| m.facts.clone())
             .unwrap_or_default();
-        let facts = gather(opts, &mut s, entry, archive, &mut passwords).await?;
+        let (facts, system_identifier) =
+            gather(opts, &mut s, entry, archive, &mut passwords).await?;
         let target = s.info.display();
         let decision = match decide::decide(&facts, choices) {
             Ok(d) => d,
@@ -86,6 +87,8 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
             action: decision.action,
             reason: decision.reason,
             new_owner: decision.new_owner,
+            snapshot_server: entry.server.clone(),
+            system_identifier,
             info: s.info,
             pg_dump_major: dbsnap_pg::tools::major_version(&entry.pg_dump_version).unwrap_or(0),
             archive: facts.archive,
@@ -95,6 +98,7 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
         return Err(refused(refusals));
     }
     let roles_to_create = role_servers.iter().flat_map(|(_, r)| r.clone()).collect();
+    let origin = origin_check(opts, &metadata, &plans);
     let mut plan = Plan {
         file: opts.file.clone(),
         metadata,
@@ -104,10 +108,40 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
         safety_snapshot: false,
         warnings,
         roles_to_create,
+        origin,
+        safety_repo: opts.safety_repo.location(),
         role_servers,
     };
     plan.safety_snapshot = !opts.no_safety_snapshot && plan.changes_existing();
     Ok(plan)
+}
+
+/// The snapshot's origin against the plan's destination.
+fn origin_check(
+    opts: &RestoreOptions,
+    metadata: &Metadata,
+    plans: &[DbPlan],
+) -> origin::OriginCheck {
+    let to = origin::Destination {
+        target: opts.restore_target.as_deref(),
+        kubernetes: opts.kubernetes.as_ref(),
+    };
+    let dbs: Vec<origin::LiveDatabase<'_>> = plans
+        .iter()
+        .filter_map(|p| {
+            let entry = metadata.databases.iter().find(|e| e.member == p.member)?;
+            Some(origin::LiveDatabase {
+                entry,
+                live_db: &p.live_db,
+                server: p.info.server(),
+                exists: p.exists,
+                system_identifier: p.system_identifier.as_deref(),
+            })
+        })
+        .collect();
+    let mut check = origin::check(metadata, &to, &dbs);
+    check.allowed = opts.into_other_origin;
+    check
 }
 
 /// One error for every refusal: the code of the most specific one (live
@@ -197,11 +231,12 @@ async fn gather(
     entry: &DatabaseEntry,
     archive: ArchiveFacts,
     passwords: &mut Passwords,
-) -> Result<decide::Facts, CoreError> {
+) -> Result<(decide::Facts, Option<String>), CoreError> {
     let admin = passwords.admin(&mut s.info).await?;
     let target = s.info.display();
     let role = replace::role_facts(&admin, &target).await?;
-    let server_major = dbsnap_pg::server_info(&admin, &target).await?.major();
+    let server = dbsnap_pg::server_info(&admin, &target).await?;
+    let server_major = server.major();
     let exists = replace::db_facts(&admin, &s.live_db, &target)
         .await?
         .is_some();
@@ -225,7 +260,7 @@ async fn gather(
         live_version = schema_version::detect(&client, spec, &target).await?;
         data_only_obstacles = data_only::preflight(&client, &target, &archive).await?;
     }
-    Ok(decide::Facts {
+    let facts = decide::Facts {
         snapshot_db: entry.name.clone(),
         live_db: s.live_db.clone(),
         exists,
@@ -237,7 +272,8 @@ async fn gather(
         roles,
         archive,
         data_only_obstacles,
-    })
+    };
+    Ok((facts, server.system_identifier))
 }
 
 /// Pairs the chosen databases with connections: `-d` flags, else the
@@ -257,7 +293,9 @@ fn connections(
         let given = resolve(&opts.databases)?;
         return select::assign(metadata, chosen, &given, select::Source::Flags);
     }
-    if let Some(t) = metadata.target.as_ref().and_then(|t| opts.targets.get(t)) {
+    // The target the restore is for, else the snapshot's.
+    let target = opts.restore_target.as_ref().or(metadata.target.as_ref());
+    if let Some(t) = target.and_then(|t| opts.targets.get(t)) {
         return select::assign(metadata, chosen, &resolve(t)?, select::Source::Target);
     }
     select::recorded(metadata, chosen, |s| {

@@ -289,6 +289,7 @@ mod tests {
             pg_dump_version: "15.1".into(),
             schema_version: None,
             connection: None,
+            system_identifier: None,
         }
     }
 
@@ -307,6 +308,7 @@ mod tests {
                 snapshot: None,
             },
             databases: dbs,
+            kubernetes: None,
             encryption: None,
         }
     }

@@ -111,6 +111,18 @@ pub fn create(home: &Home, cluster: &Cluster, dbs: &[&str], extra: &[&str]) -> s
     v
 }
 
+/// A snapshot's `dbsnap.json`, read with stock `tar`.
+pub fn metadata(file: impl AsRef<Path>) -> serde_json::Value {
+    let out = Command::new("tar")
+        .arg("-xOf")
+        .arg(file.as_ref())
+        .arg("dbsnap.json")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tar -xOf failed");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Extracts every member of a snapshot with stock `tar` into a new directory.
 pub fn tar_extract(file: &Path, into: &Path) {
     std::fs::create_dir_all(into).unwrap();
