@@ -133,6 +133,15 @@ pub enum CoreError {
     /// Anything else.
     #[error("{0}")]
     Internal(String),
+    /// An error, and what it left behind (databases a restore had
+    /// committed before it, the safety snapshot that undoes them).
+    #[error("{error}\n{note}")]
+    Left {
+        /// The error.
+        error: Box<CoreError>,
+        /// What was left, and what to do.
+        note: String,
+    },
 }
 
 impl CoreError {
@@ -170,11 +179,15 @@ impl CoreError {
             CoreError::Check(_) => exit::CHECK_FAILED,
             CoreError::Kubernetes { .. } => exit::KUBERNETES,
             CoreError::Internal(_) => exit::INTERNAL,
+            CoreError::Left { error, .. } => error.exit_code(),
         }
     }
 
     /// A short machine-readable name for `--json` output.
     pub fn kind_name(&self) -> &'static str {
+        if let CoreError::Left { error, .. } = self {
+            return error.kind_name();
+        }
         if matches!(
             self,
             CoreError::NotSnapshot { .. } | CoreError::Archive(ArchiveError::NotSnapshot(_))

@@ -331,13 +331,15 @@ pub async fn terminate_sessions(admin: &Client, db: &str, target: &str) -> Resul
     Ok(rows.len() as u64)
 }
 
-/// Renames `live` to `old` and `new` to `live` in one transaction.
+/// Renames `live` to `old` and `new` to `live` in one transaction, committed,
+/// or with `prepare` prepared under that id (two-phase commit).
 pub async fn swap(
     admin: &mut Client,
     live: &str,
     new: &str,
     old: &str,
     target: &str,
+    prepare: Option<&str>,
 ) -> Result<(), PgError> {
     let mut attempt = 0;
     loop {
@@ -359,10 +361,7 @@ pub async fn swap(
             .await;
         match r {
             Ok(()) => {
-                return tx
-                    .commit()
-                    .await
-                    .map_err(|e| PgError::from_pg(e, target, "commit the swap"))
+                return crate::twophase::finish(tx, prepare, target, "commit the swap").await;
             }
             Err(e)
                 if attempt < 10

@@ -17,6 +17,7 @@ pub mod schema_version;
 pub mod snapshot;
 pub mod tools;
 pub mod tunnel;
+pub mod twophase;
 
 pub use connect::{connect, server_info, ServerInfo};
 pub use conninfo::{ConnInfo, SslMode};

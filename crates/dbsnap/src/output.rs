@@ -580,6 +580,21 @@ pub fn print_plan(p: &dbsnap_core::restore::Plan, json: bool, dry_run: bool) {
             );
         }
     }
+    match &p.commit {
+        dbsnap_core::restore::Commit::Single => {}
+        dbsnap_core::restore::Commit::TwoPhase => {
+            let _ = writeln!(
+                out,
+                "  the databases commit together: each is prepared first (two-phase commit), then all commit"
+            );
+        }
+        dbsnap_core::restore::Commit::OneAfterAnother { reason } => {
+            let _ = writeln!(
+                out,
+                "  the databases commit one after the other ({reason}): a failure between two commits leaves the ones before restored"
+            );
+        }
+    }
     if p.safety_snapshot {
         let _ = writeln!(out, "  {}, into {}", safety_line(p), p.safety_repo);
     } else {

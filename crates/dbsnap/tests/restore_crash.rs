@@ -41,16 +41,6 @@ fn crash_restore(
     );
 }
 
-fn resume(home: &Home, cluster: &Cluster) -> serde_json::Value {
-    let (code, v, err) = run_json(
-        home.dbsnap()
-            .args(["resume", "-d"])
-            .arg(cluster.url("postgres")),
-    );
-    assert_eq!(code, 0, "{err}");
-    v
-}
-
 #[test]
 fn killed_during_the_data_load_leaves_the_database_as_before() {
     let cluster = Cluster::start(15);
@@ -72,11 +62,11 @@ fn killed_during_the_data_load_leaves_the_database_as_before() {
         changed,
         "the uncommitted load must leave no trace"
     );
-    let v = resume(&home, &cluster);
+    let v = common::resume(&home, &cluster);
     assert_eq!(v["result"][0]["started_app"], true, "{v}");
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "stop\nstart\n");
     // Nothing left to resume.
-    let v = resume(&home, &cluster);
+    let v = common::resume(&home, &cluster);
     assert_eq!(v["result"].as_array().unwrap().len(), 0);
 }
 
@@ -102,7 +92,7 @@ fn killed_before_and_after_the_swap() {
     assert_eq!(fingerprint(&cluster, "app"), newer);
     let copies = || common::kept_copies(&cluster);
     assert_eq!(copies(), "1");
-    let v = resume(&home, &cluster);
+    let v = common::resume(&home, &cluster);
     assert!(
         v["result"][0]["actions"]
             .to_string()
@@ -116,7 +106,7 @@ fn killed_before_and_after_the_swap() {
     let log = home.path().join("hooks2.log");
     crash_restore(&home, &cluster, &file, "restore-swapped", &log);
     assert_eq!(fingerprint(&cluster, "app"), snapshot_state);
-    let v = resume(&home, &cluster);
+    let v = common::resume(&home, &cluster);
     assert!(
         v["result"][0]["actions"]
             .to_string()
@@ -402,7 +392,7 @@ fn scratch_files_of_a_killed_restore_are_removed_and_those_in_use_are_kept() {
     let _in_use = scratch_in_use(&home, ".dbsnap-schema-InUse1");
 
     // resume removes them, and says so; not the one in use.
-    let v = resume(&home, &cluster);
+    let v = common::resume(&home, &cluster);
     let actions = v["result"][0]["actions"].to_string();
     for name in &left {
         assert!(actions.contains(name.as_str()), "{name} not reported: {v}");

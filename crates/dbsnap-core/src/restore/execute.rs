@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use dbsnap_archive::snapshot::ConsistencyMethod;
 use dbsnap_pg::tools::{self, Program};
-use dbsnap_pg::{PgError, PgErrorKind};
+
 use dbsnap_storage::SnapshotRef;
 
 use super::checks::{archive_row_counts, checks_sql, compare_row_counts, run_checks};
@@ -21,46 +21,11 @@ use super::{
     blocking, data_only, pg_err, replace, Action, DbPlan, DbResult, Meter, Plan, RestoreOptions,
     RestoreResult,
 };
-use super::{load, LoadEngine};
+use super::{commit, load, Commit, LoadEngine};
 use crate::consistency::QuiesceHooks;
 use crate::create::{self, CreateOptions, Progress};
 use crate::error::CoreError;
 use crate::hooks;
-
-fn pick_program(
-    name: &str,
-    all: &[Program],
-    archive_major: u32,
-    server_major: u32,
-) -> Result<Program, CoreError> {
-    let need = archive_major.max(server_major);
-    let found = tools::oldest_at_least(all, need);
-    if found.is_none() {
-        if let Some(p) = all
-            .iter()
-            .filter(|p| p.major >= archive_major)
-            .max_by_key(|p| p.major)
-        {
-            tracing::warn!(
-                "no {name} {need} or newer was found: using {name} {} ({}), which reads the archive but is older than the server ({server_major}); install postgresql-client-{need} or set pg_bin if objects fail to restore",
-                p.major,
-                p.path.display()
-            );
-        }
-    }
-    found
-        // None new enough for both: the newest that still reads the archive.
-        .or_else(|| all.iter().filter(|p| p.major >= archive_major).max_by_key(|p| p.major))
-        .cloned()
-        .ok_or_else(|| {
-            PgError::new(
-                PgErrorKind::Tooling,
-                format!("{name} {need} or newer is needed (archive from pg_dump {archive_major}, server {server_major})"),
-            )
-            .hint(format!("install postgresql-client-{need}, or set pg_bin / DBSNAP_PG_BIN"))
-            .into()
-        })
-}
 
 /// Carries out a plan. The app is stopped first and always started again;
 /// each step is journaled for `resume` and `rollback`.
@@ -107,6 +72,12 @@ pub async fn execute(
             Err(CoreError::Interrupted(format!(" by {s}")))
         }
     };
+    if outcome.is_err() {
+        // Interrupted or failed with transactions prepared: finish them by
+        // the run's decision now, so no lock outlives the run (what cannot
+        // be reached is left for `resume`).
+        commit::settle_all(plan, opts, &mut journal).await;
+    }
     let start_failure = match guard.disarm() {
         Some(start) => {
             progress.phase("starting the application");
@@ -119,12 +90,9 @@ pub async fn execute(
     };
     journal.app_stopped = false;
     // A half-loaded copy (interrupted) is left for `resume` to remove.
-    journal.finished = !journal
-        .databases
-        .iter()
-        .any(|d| matches!(d.phase, Phase::Loading | Phase::Ready));
+    journal.finished = !journal.databases.iter().any(|d| d.interrupted());
     let _ = journal.save();
-    let outcome = outcome.map_err(|e| explain_failure(e, &journal));
+    let outcome = outcome.map_err(|e| commit::explain_failure(e, &journal));
     let (databases, safety, sessions) = outcome?;
     Ok(RestoreResult {
         id,
@@ -135,42 +103,6 @@ pub async fn execute(
         start_hook_failure: start_failure,
         duration_secs: started.elapsed().as_secs_f64(),
     })
-}
-
-/// Completes a failed run's error with what it left: an interruption says
-/// whether `resume` has work to do; a safety snapshot taken first is named.
-fn explain_failure(e: CoreError, journal: &RestoreState) -> CoreError {
-    if let Some(s) = &journal.safety_snapshot {
-        tracing::warn!("the safety snapshot taken before the failure is kept: {s}");
-    }
-    let changed = journal
-        .databases
-        .iter()
-        .filter(|d| matches!(d.phase, Phase::Committed | Phase::Swapped))
-        .map(|d| d.live.as_str())
-        .collect::<Vec<_>>();
-    let CoreError::Interrupted(how) = e else {
-        // Copies swap in last, so only an in-place database or a swap
-        // that failed after others can leave some restored.
-        if !changed.is_empty() {
-            tracing::warn!(
-                "{} had been restored before the failure and stay restored (`dbsnap rollback` swaps a replaced one back)",
-                changed.join(", ")
-            );
-        }
-        return e;
-    };
-    let left = if !journal.finished {
-        "; a half-restored copy is left: run `dbsnap resume` to remove it".to_string()
-    } else if !changed.is_empty() {
-        format!(
-            "; {} had been restored before and stay restored (`dbsnap rollback` swaps a replaced one back)",
-            changed.join(", ")
-        )
-    } else {
-        "; nothing was changed".to_string()
-    };
-    CoreError::Interrupted(format!("{how}{left}"))
 }
 
 /// The journal of a new run: every database planned, nothing done yet.
@@ -198,9 +130,11 @@ fn new_journal(plan: &Plan, route: &str, id: &str, now: time::OffsetDateTime) ->
                 new_name: None,
                 old_name: None,
                 phase: Phase::Planned,
+                prepared: None,
             })
             .collect(),
         finished: false,
+        commit_decided: false,
     }
 }
 
@@ -266,8 +200,9 @@ async fn run_steps(
         }
         return Err(run.drop_copies(&loaded_ones, e).await);
     }
+    let two_phase = run.two_phase();
     let rest = async {
-        let mut data_only = load_data_only(plan, opts, progress, run.journal).await?;
+        let mut data_only = load_data_only(plan, opts, progress, run.journal, two_phase).await?;
         let mut results = Vec::new();
         for (i, d) in plan.databases.iter().enumerate() {
             let mut result = DbResult::new(d);
@@ -292,15 +227,23 @@ async fn run_steps(
     };
     let mut results = match rest.await {
         Ok(results) => results,
+        Err(e) if two_phase => return Err(run.abandon(e).await),
         Err(e) => return Err(run.drop_copies(&indices(&loaded), e).await),
     };
-    // Every copy is loaded and checked, every other database restored: swap.
+    // Every copy is loaded and checked, every other database restored (or,
+    // two-phase, prepared): swap.
     while !loaded.is_empty() {
         let (i, mut result) = loaded.remove(0);
         if let Err(e) = run.swap_in(i, &mut result).await {
+            if two_phase {
+                return Err(run.abandon(e).await);
+            }
             return Err(run.drop_copies(&indices(&loaded), e).await);
         }
         results.push((i, result));
+    }
+    if two_phase {
+        run.commit_all().await?;
     }
     results.sort_by_key(|(i, _)| *i);
     let results = results.into_iter().map(|(_, r)| r).collect();
@@ -403,6 +346,77 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    fn two_phase(&self) -> bool {
+        self.plan.commit == Commit::TwoPhase
+    }
+
+    /// Two-phase: records that database `i`'s transaction is about to be
+    /// prepared in `database` (before it is); returns its id.
+    fn will_prepare(&mut self, i: usize, database: &str) -> Result<Option<String>, CoreError> {
+        if !self.two_phase() {
+            return Ok(None);
+        }
+        let p = commit::record(&self.journal.id, i, database);
+        let gid = p.gid.clone();
+        self.journal.databases[i].prepared = Some(p);
+        self.journal(i, Phase::Prepared)?;
+        Ok(Some(gid))
+    }
+
+    /// Two-phase: every database is prepared; decides (durably) to commit,
+    /// then commits each. A failure after the decision is left for
+    /// `resume`, which commits the rest.
+    async fn commit_all(&mut self) -> Result<(), CoreError> {
+        crate::failpoint("restore-prepared");
+        self.journal.commit_decided = true;
+        if let Err(e) = self.journal.save() {
+            self.journal.commit_decided = false;
+            return Err(self.abandon(e).await);
+        }
+        crate::failpoint("restore-decided");
+        self.progress.phase("committing every database");
+        for i in 0..self.plan.databases.len() {
+            let d = &self.plan.databases[i];
+            match self.journal.databases[i].phase {
+                Phase::Prepared => {
+                    let record = self.journal.databases[i].clone();
+                    let database = record.prepared.as_ref().map(|p| p.database.clone());
+                    let info = d
+                        .info
+                        .with_dbname(database.as_deref().unwrap_or(&d.live_db));
+                    let client = self.opts.resolver.connect(&info).await?;
+                    match commit::settle(&client, &record, true, &d.server).await? {
+                        commit::Settled::Committed(then) => self.journal(i, then)?,
+                        commit::Settled::RolledBack { .. } => {
+                            return Err(CoreError::Internal("a decided commit rolled back".into()))
+                        }
+                    }
+                }
+                // A created database was complete once loaded.
+                Phase::Loading if d.action == Action::Create => {
+                    self.journal(i, Phase::Committed)?
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Two-phase, before the decision: rolls back every prepared
+    /// transaction and drops every copy (created databases too), so no
+    /// database changed; returns `e`, the run's error. What cannot be
+    /// reached stays in the journal for `resume`.
+    async fn abandon(&mut self, e: CoreError) -> CoreError {
+        commit::settle_all(self.plan, self.opts, self.journal).await;
+        let copies: Vec<usize> = (0..self.plan.databases.len())
+            .filter(|&i| {
+                let db = &self.journal.databases[i];
+                matches!(db.phase, Phase::Loading | Phase::Ready) && db.new_name.is_some()
+            })
+            .collect();
+        self.drop_copies(&copies, e).await
+    }
+
     fn flags(&self, jobs: u32) -> replace::RestoreFlags {
         replace::RestoreFlags {
             no_owner: self.opts.no_owner,
@@ -447,7 +461,8 @@ impl Run<'_> {
         let target = &d.server;
         let (admin, _) = replace::admin_client(self.opts.resolver.as_ref(), &d.info).await?;
         let server_major = dbsnap_pg::server_info(&admin, target).await?.major();
-        let program = pick_program("pg_restore", &self.restores, d.pg_dump_major, server_major)?;
+        let program =
+            replace::pick_program("pg_restore", &self.restores, d.pg_dump_major, server_major)?;
         let n = replace::terminate_sessions(&admin, &d.live_db, target).await?;
         self.ended_sessions(n, d, "before replacing it");
         let (file, member, info) = (self.plan.file.clone(), d.member.clone(), d.info.clone());
@@ -456,6 +471,7 @@ impl Run<'_> {
             blocking(move || archive_row_counts(&file, &member)).await?
         };
         let epilogue = checks_sql(&counts, &self.opts.checks);
+        let gid = self.will_prepare(i, &d.live_db)?;
         let (flags, psql) = (self.flags(1), replace::psql_beside(&program));
         let meter = Meter::new(self.progress, i, &d.live_db);
         let route = self.opts.resolver.clone();
@@ -465,12 +481,23 @@ impl Run<'_> {
                 member: &member,
             };
             replace::replace_in_place(
-                &program, &psql, source, &info, &*route, flags, &epilogue, meter,
+                &program,
+                &psql,
+                source,
+                &info,
+                &*route,
+                flags,
+                &epilogue,
+                gid.as_deref(),
+                meter,
             )
         })
         .await?;
         result.ignored = out.ignored;
         result.row_counts = counts.len();
+        if self.two_phase() {
+            return Ok(());
+        }
         self.journal(i, Phase::Committed)
     }
 
@@ -592,6 +619,10 @@ impl Run<'_> {
     async fn swap_in(&mut self, i: usize, result: &mut DbResult) -> Result<(), CoreError> {
         let d = &self.plan.databases[i];
         if d.action == Action::Create {
+            // Two-phase: committed with the others (dropped if they are not).
+            if self.two_phase() {
+                return Ok(());
+            }
             return self.journal(i, Phase::Committed);
         }
         let target = d.server.clone();
@@ -599,18 +630,30 @@ impl Run<'_> {
             .new_name
             .clone()
             .unwrap_or_default();
-        let (mut admin, _) = replace::admin_client(self.opts.resolver.as_ref(), &d.info).await?;
+        let (mut admin, admin_info) =
+            replace::admin_client(self.opts.resolver.as_ref(), &d.info).await?;
         let old = replace::copy_name(&d.live_db, "old", &self.journal.id);
         self.journal.databases[i].old_name = Some(old.clone());
         self.journal(i, Phase::Ready)?;
         crate::failpoint("restore-copy-ready");
         let n = replace::terminate_sessions(&admin, &d.live_db, &target).await?;
         self.ended_sessions(n, d, "before the swap");
-        replace::swap(&mut admin, &d.live_db, &load_name, &old, &target).await?;
-        crate::failpoint("restore-swapped");
-        self.journal(i, Phase::Swapped)?;
+        let gid = self.will_prepare(i, &admin_info.dbname)?;
+        replace::swap(
+            &mut admin,
+            &d.live_db,
+            &load_name,
+            &old,
+            &target,
+            gid.as_deref(),
+        )
+        .await?;
         result.kept_as = Some(old);
-        Ok(())
+        if gid.is_some() {
+            return Ok(());
+        }
+        crate::failpoint("restore-swapped");
+        self.journal(i, Phase::Swapped)
     }
 
     /// pg_restore into `load_name`, row counts and checks on it, then the
@@ -627,7 +670,8 @@ impl Run<'_> {
     ) -> Result<(), CoreError> {
         let target = &d.server;
         let server_major = dbsnap_pg::server_info(admin, target).await?.major();
-        let program = pick_program("pg_restore", &self.restores, d.pg_dump_major, server_major)?;
+        let program =
+            replace::pick_program("pg_restore", &self.restores, d.pg_dump_major, server_major)?;
         let load_info = d.info.with_dbname(load_name);
         let (file, member) = (self.plan.file.clone(), d.member.clone());
         let meter = Meter::new(self.progress, i, &d.live_db);
@@ -688,6 +732,7 @@ async fn load_data_only(
     opts: &RestoreOptions,
     progress: &Arc<dyn Progress>,
     journal: &mut RestoreState,
+    two_phase: bool,
 ) -> Result<BTreeMap<usize, (data_only::DataOnlyReport, f64)>, CoreError> {
     let jobs: Vec<(usize, &DbPlan)> = plan
         .databases
@@ -735,11 +780,21 @@ async fn load_data_only(
     crate::failpoint("restore-data-loaded");
     let mut reports = BTreeMap::new();
     for ((tx, report), (i, d)) in prepared.into_iter().zip(&jobs) {
-        tx.commit()
-            .await
-            .map_err(pg_err(&d.server, "commit the restore"))?;
-        journal.databases[*i].phase = Phase::Committed;
-        journal.save()?;
+        if two_phase {
+            // Journaled before it is sent: `resume` must know to look for it.
+            let p = commit::record(&journal.id, *i, &d.live_db);
+            let gid = p.gid.clone();
+            journal.databases[*i].prepared = Some(p);
+            journal.databases[*i].phase = Phase::Prepared;
+            journal.save()?;
+            dbsnap_pg::twophase::prepare(tx, &gid, &d.server).await?;
+        } else {
+            tx.commit()
+                .await
+                .map_err(pg_err(&d.server, "commit the restore"))?;
+            journal.databases[*i].phase = Phase::Committed;
+            journal.save()?;
+        }
         reports.insert(*i, report);
     }
     Ok(reports)

@@ -8,6 +8,7 @@
 //! replacing objects in one transaction), check, journal every step.
 
 mod checks;
+mod commit;
 pub mod data_only;
 pub mod decide;
 mod execute;
@@ -169,6 +170,24 @@ pub struct DbPlan {
     archive: ArchiveFacts,
 }
 
+/// How the databases of a restore commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Commit {
+    /// One database commits (or none): nothing to coordinate.
+    Single,
+    /// Every database prepares its transaction (`PREPARE TRANSACTION`),
+    /// then all commit: a failure before the last prepare changes none, and
+    /// after it `resume` commits the rest.
+    TwoPhase,
+    /// The databases commit one after the other: a failure between two
+    /// commits leaves the ones before restored.
+    OneAfterAnother {
+        /// Why two-phase commit is not used.
+        reason: String,
+    },
+}
+
 /// A complete plan.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -191,6 +210,8 @@ pub struct Plan {
     pub roles_to_create: Vec<String>,
     /// Whether the databases are the ones the snapshot was taken from.
     pub origin: origin::OriginCheck,
+    /// How the databases that change commit.
+    pub commit: Commit,
     /// Where the safety snapshot goes.
     pub safety_repo: String,
     #[serde(skip)]

@@ -10,7 +10,7 @@ use dbsnap_archive::toc::ArchiveFacts;
 use dbsnap_pg::schema_version;
 use dbsnap_pg::{ConnInfo, PgError, PgErrorKind};
 
-use super::{data_only, decide, origin, replace, select, DbPlan, Plan, RestoreOptions};
+use super::{data_only, decide, origin, replace, select, Commit, DbPlan, Plan, RestoreOptions};
 use crate::create::Progress;
 use crate::error::{exit, CoreError};
 use crate::inspect;
@@ -49,6 +49,7 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
     let mut passwords = Passwords::new(opts.resolver.clone(), opts.password_prompt.clone());
     let (mut plans, mut warnings, mut refusals) = (Vec::new(), Vec::new(), Vec::new());
     let mut role_servers: Vec<(ConnInfo, Vec<String>)> = Vec::new();
+    let mut capacities = BTreeMap::new();
     for mut s in selected {
         let entry = &metadata.databases[s.index];
         let archive = report
@@ -57,8 +58,9 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
             .find(|m| m.name == entry.member)
             .map(|m| m.facts.clone())
             .unwrap_or_default();
-        let (facts, system_identifier) =
+        let (facts, system_identifier, capacity) =
             gather(opts, &mut s, entry, archive, &mut passwords).await?;
+        capacities.insert(s.info.server(), capacity);
         let target = s.info.display();
         let decision = match decide::decide(&facts, choices) {
             Ok(d) => d,
@@ -99,6 +101,7 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
     }
     let roles_to_create = role_servers.iter().flat_map(|(_, r)| r.clone()).collect();
     let origin = origin_check(opts, &metadata, &plans);
+    let commit = commit_mode(&plans, &capacities);
     let mut plan = Plan {
         file: opts.file.clone(),
         metadata,
@@ -109,11 +112,45 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
         warnings,
         roles_to_create,
         origin,
+        commit,
         safety_repo: opts.safety_repo.location(),
         role_servers,
     };
     plan.safety_snapshot = !opts.no_safety_snapshot && plan.changes_existing();
     Ok(plan)
+}
+
+/// How the databases commit: one alone needs nothing; several use
+/// two-phase commit when every server has room for their prepared
+/// transactions (`capacities`: per server, `max_prepared_transactions` and
+/// those in use), else commit one after the other.
+fn commit_mode(plans: &[DbPlan], capacities: &BTreeMap<String, (u32, u32)>) -> Commit {
+    // A created database is complete once loaded: it commits nothing later.
+    let committing: Vec<&DbPlan> = plans
+        .iter()
+        .filter(|p| p.action != super::Action::Create)
+        .collect();
+    if committing.len() < 2 {
+        return Commit::Single;
+    }
+    let mut needed: BTreeMap<String, u32> = BTreeMap::new();
+    for p in &committing {
+        *needed.entry(p.info.server()).or_default() += 1;
+    }
+    for (server, need) in needed {
+        let (max, used) = capacities.get(&server).copied().unwrap_or_default();
+        if max == 0 {
+            return Commit::OneAfterAnother {
+                reason: format!("{server} does not allow prepared transactions (max_prepared_transactions = 0, PostgreSQL's default)"),
+            };
+        }
+        if max.saturating_sub(used) < need {
+            return Commit::OneAfterAnother {
+                reason: format!("{server} has room for {} more prepared transactions (max_prepared_transactions = {max}, {used} in use), the restore needs {need}", max.saturating_sub(used)),
+            };
+        }
+    }
+    Commit::TwoPhase
 }
 
 /// The snapshot's origin against the plan's destination.
@@ -231,12 +268,13 @@ async fn gather(
     entry: &DatabaseEntry,
     archive: ArchiveFacts,
     passwords: &mut Passwords,
-) -> Result<(decide::Facts, Option<String>), CoreError> {
+) -> Result<(decide::Facts, Option<String>, (u32, u32)), CoreError> {
     let admin = passwords.admin(&mut s.info).await?;
     let target = s.info.display();
     let role = replace::role_facts(&admin, &target).await?;
     let server = dbsnap_pg::server_info(&admin, &target).await?;
     let server_major = server.major();
+    let capacity = dbsnap_pg::twophase::capacity(&admin, &target).await?;
     let exists = replace::db_facts(&admin, &s.live_db, &target)
         .await?
         .is_some();
@@ -273,7 +311,7 @@ async fn gather(
         archive,
         data_only_obstacles,
     };
-    Ok((facts, server.system_identifier))
+    Ok((facts, server.system_identifier, capacity))
 }
 
 /// Pairs the chosen databases with connections: `-d` flags, else the

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::replace;
 use super::state::{Phase, Recovery, RestoreState};
+use super::{commit, replace};
 use crate::error::CoreError;
 use crate::hooks;
 use dbsnap_pg::{ConnInfo, PgError, Resolver};
@@ -133,13 +133,48 @@ pub async fn resume(access: Access<'_>) -> Result<Vec<Resumed>, CoreError> {
             .into_iter()
             .map(|p| format!("removed {p}, left behind by a killed run"))
             .collect();
+        let decided = st.commit_decided;
         for db in st.databases.iter_mut().filter(|d| d.interrupted()) {
             let (client, target) = admin(&db.admin_conn, access).await?;
+            if db.phase == Phase::Prepared {
+                // Finished where it was prepared, by the run's decision.
+                let database = db
+                    .prepared
+                    .as_ref()
+                    .map(|p| p.database.clone())
+                    .unwrap_or_default();
+                let info = credentials(&db.admin_conn, access)?.with_dbname(&database);
+                let there = access.resolver.connect(&info).await?;
+                match commit::settle(&there, db, decided, &target).await? {
+                    commit::Settled::Committed(then) => {
+                        db.phase = then;
+                        actions.push(format!(
+                            "{}: committed its prepared transaction (the run had prepared every database)",
+                            db.live
+                        ));
+                        continue;
+                    }
+                    commit::Settled::RolledBack { copy } => {
+                        actions.push(format!(
+                            "{}: rolled back its prepared transaction (the run stopped before every database was prepared); the live database was not changed",
+                            db.live
+                        ));
+                        db.phase = if copy.is_some() {
+                            Phase::Ready
+                        } else {
+                            Phase::Failed
+                        };
+                        if copy.is_none() {
+                            continue;
+                        }
+                    }
+                }
+            }
             let kept_exists = match (&db.old_name, db.phase) {
                 (Some(old), Phase::Ready) => exists(&client, old, &target).await?,
                 _ => false,
             };
-            match db.recovery(kept_exists) {
+            match db.recovery(kept_exists, decided, false) {
                 Recovery::Nothing => {}
                 Recovery::SwapHadCompleted { kept } => {
                     db.phase = Phase::Swapped;
@@ -158,6 +193,7 @@ pub async fn resume(access: Access<'_>) -> Result<Vec<Resumed>, CoreError> {
                     }
                     db.phase = Phase::Failed;
                 }
+                Recovery::CommitPrepared { .. } | Recovery::RollBackPrepared { .. } => {}
             }
         }
         let mut started_app = false;
@@ -236,7 +272,7 @@ pub async fn rollback(
         }
         let restored_as = replace::copy_name(&db.live, "rolledback", &st.id);
         if !dry_run {
-            replace::swap(&mut client, &db.live, &old, &restored_as, &target).await?;
+            replace::swap(&mut client, &db.live, &old, &restored_as, &target, None).await?;
             db.phase = Phase::RolledBack;
         }
         done.push((db.live.clone(), restored_as));
@@ -338,6 +374,26 @@ pub async fn cleanup(
     drop: bool,
 ) -> Result<Cleanup, CoreError> {
     let journals = RestoreState::all()?;
+    // A copy a prepared swap is about to put in place must not be dropped,
+    // and prepared transactions are finished by the run's decision only.
+    if let Some(st) = journals
+        .iter()
+        .find(|s| s.databases.iter().any(|d| d.phase == Phase::Prepared))
+    {
+        return Err(CoreError::Config {
+            message: format!(
+                "restore {} left prepared transactions (two-phase commit) in {}, holding their locks",
+                st.id,
+                st.databases
+                    .iter()
+                    .filter(|d| d.phase == Phase::Prepared)
+                    .map(|d| d.live.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            hint: "run `dbsnap resume` first: it commits or rolls them back as the run had decided".into(),
+        });
+    }
     let mut out = Cleanup::default();
     let mut repos: BTreeMap<String, Arc<dyn Repository>> = BTreeMap::new();
     for r in std::iter::once(repo.clone()).chain(journals.iter().map(|s| s.repository())) {
@@ -415,6 +471,13 @@ async fn clean_server(
         )
         .await
         .map_err(|e| CoreError::Pg(PgError::from_pg(e, &target, "list kept databases")))?;
+    // Prepared by a restore whose journal is gone: only a person can tell
+    // whether the run's other databases committed.
+    for (gid, database) in dbsnap_pg::twophase::list(&client, "dbsnap-", &target).await? {
+        tracing::warn!(
+            "{target}: prepared transaction {gid} in database {database} was left by a restore whose journal is gone; it holds its locks until finished: COMMIT PREPARED '{gid}' if the restore's other databases were restored, else ROLLBACK PREPARED '{gid}' (connected to {database})"
+        );
+    }
     for r in rows {
         let name: String = r.get(0);
         if drop {
@@ -467,8 +530,10 @@ mod tests {
                 new_name: Some(new_name.into()),
                 old_name: None,
                 phase,
+                prepared: None,
             }],
             finished: true,
+            commit_decided: false,
         }
     }
 

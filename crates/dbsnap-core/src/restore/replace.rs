@@ -313,6 +313,7 @@ pub fn replace_in_place(
     route: &dyn Resolver,
     flags: RestoreFlags,
     epilogue: &str,
+    prepare: Option<&str>,
     meter: super::Meter,
 ) -> Result<RestoreOutput, CoreError> {
     let mut restore = Tool::new(&pg_restore.path);
@@ -362,7 +363,7 @@ pub fn replace_in_place(
     let psql_err = collect(Box::new(psql_err));
     let (file, member) = (source.file.clone(), source.member.to_string());
     let feeder = std::thread::spawn(move || feed_member(&file, &member, restore_in, meter));
-    let relay = relay_script(restore_out, &mut psql_in, epilogue);
+    let relay = relay_script(restore_out, &mut psql_in, epilogue, prepare);
     drop(psql_in);
     let psql_status = psql_child
         .wait()
@@ -406,6 +407,7 @@ fn relay_script(
     restore_out: impl Read,
     psql_in: &mut impl Write,
     epilogue: &str,
+    prepare: Option<&str>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::with_capacity(1 << 20, restore_out);
     let mut line = Vec::new();
@@ -424,6 +426,12 @@ fn relay_script(
             // Checks run inside the transaction: a failure rolls everything back.
             psql_in.write_all(epilogue.as_bytes())?;
             checked = true;
+            if let Some(gid) = prepare {
+                // Two-phase commit: the run commits it once every database is prepared.
+                let gid = gid.replace('\'', "''");
+                psql_in.write_all(format!("PREPARE TRANSACTION '{gid}';\n").as_bytes())?;
+                continue;
+            }
         }
         psql_in.write_all(&line)?;
         if !injected && t == b"BEGIN;" {
@@ -457,4 +465,41 @@ fn psql_failure(lines: &[String], target: &str) -> CoreError {
 /// psql next to `pg_restore` (same installation).
 pub fn psql_beside(program: &Program) -> PathBuf {
     program.path.with_file_name("psql")
+}
+
+/// The pg_restore (or psql) for an archive from pg_dump `archive_major`
+/// restored into a server `server_major`.
+pub(super) fn pick_program(
+    name: &str,
+    all: &[Program],
+    archive_major: u32,
+    server_major: u32,
+) -> Result<Program, CoreError> {
+    let need = archive_major.max(server_major);
+    let found = dbsnap_pg::tools::oldest_at_least(all, need);
+    if found.is_none() {
+        if let Some(p) = all
+            .iter()
+            .filter(|p| p.major >= archive_major)
+            .max_by_key(|p| p.major)
+        {
+            tracing::warn!(
+                "no {name} {need} or newer was found: using {name} {} ({}), which reads the archive but is older than the server ({server_major}); install postgresql-client-{need} or set pg_bin if objects fail to restore",
+                p.major,
+                p.path.display()
+            );
+        }
+    }
+    found
+        // None new enough for both: the newest that still reads the archive.
+        .or_else(|| all.iter().filter(|p| p.major >= archive_major).max_by_key(|p| p.major))
+        .cloned()
+        .ok_or_else(|| {
+            dbsnap_pg::PgError::new(
+                dbsnap_pg::PgErrorKind::Tooling,
+                format!("{name} {need} or newer is needed (archive from pg_dump {archive_major}, server {server_major})"),
+            )
+            .hint(format!("install postgresql-client-{need}, or set pg_bin / DBSNAP_PG_BIN"))
+            .into()
+        })
 }

@@ -22,6 +22,11 @@ pub enum Phase {
     Loading,
     /// The new database is complete; the swap has not happened.
     Ready,
+    /// A two-phase restore prepared this database's transaction (its data,
+    /// its objects, or its swap) under [`DbRecord::prepared`], or was about
+    /// to: `resume` commits it if the run's [`RestoreState::commit_decided`]
+    /// is set, and rolls it back otherwise.
+    Prepared,
     /// Names were swapped: the restored copy is live, the old one kept.
     Swapped,
     /// Restored in place (data-only or replace-in-transaction): committed.
@@ -39,6 +44,7 @@ impl Phase {
             Phase::Planned => "not started",
             Phase::Loading => "loading a new copy",
             Phase::Ready => "new copy loaded, not swapped in",
+            Phase::Prepared => "prepared (two-phase commit), not committed",
             Phase::Swapped => "replaced (previous database kept)",
             Phase::Committed => "restored",
             Phase::Failed => "failed, unchanged",
@@ -49,15 +55,18 @@ impl Phase {
     /// Whether a database in `self` may move to `next`. The journal never
     /// records anything else: `Loading -> Ready -> Swapped` for a copy that
     /// replaces the live database, `Loading -> Committed` for a created
-    /// one, `Planned -> Committed` in place, `-> Failed` before anything
-    /// live changed, `Swapped -> RolledBack` by `rollback`.
+    /// one, `Planned -> Committed` in place, with two-phase commit
+    /// `Planned -> Prepared -> Committed` and `Ready -> Prepared ->
+    /// Swapped`, `-> Failed` before anything live changed, `Swapped ->
+    /// RolledBack` by `rollback`.
     pub fn may_become(self, next: Phase) -> bool {
         use Phase::*;
         matches!(
             (self, next),
-            (Planned, Loading | Committed | Failed)
+            (Planned, Loading | Prepared | Committed | Failed)
                 | (Loading, Ready | Committed | Failed)
-                | (Ready, Swapped | Failed)
+                | (Ready, Prepared | Swapped | Failed)
+                | (Prepared, Committed | Swapped | Failed)
                 | (Swapped, RolledBack)
         )
     }
@@ -80,28 +89,67 @@ pub enum Recovery {
         /// The copy to drop.
         copy: Option<String>,
     },
+    /// The run had decided to commit: commit the prepared transaction
+    /// (`None`: it had committed) and record `then`.
+    CommitPrepared {
+        /// The transaction to commit.
+        prepared: Option<PreparedTransaction>,
+        /// The phase it leaves the database in.
+        then: Phase,
+    },
+    /// The run had not decided: roll the prepared transaction back
+    /// (`None`: it never was prepared), drop the copy of a swap, and
+    /// record the database as failed (unchanged).
+    RollBackPrepared {
+        /// The transaction to roll back.
+        prepared: Option<PreparedTransaction>,
+        /// The copy to drop.
+        copy: Option<String>,
+    },
 }
 
 impl DbRecord {
-    /// The recovery for this record; `kept_exists`: whether the database's
-    /// kept name exists on the server (asked only for a ready copy).
-    pub fn recovery(&self, kept_exists: bool) -> Recovery {
+    /// The recovery for this record. `kept_exists`: whether the database's
+    /// kept name exists on the server (asked only for a ready copy);
+    /// `decided`: the run's [`RestoreState::commit_decided`];
+    /// `still_prepared`: whether its prepared transaction is still on the
+    /// server (asked only in [`Phase::Prepared`]).
+    pub fn recovery(&self, kept_exists: bool, decided: bool, still_prepared: bool) -> Recovery {
+        // A created database carries the live name: it is the copy too.
+        let copy = self.new_name.clone().filter(|n| n != &self.live);
         match self.phase {
             Phase::Ready if kept_exists && self.old_name.is_some() => Recovery::SwapHadCompleted {
                 kept: self.old_name.clone().expect("checked"),
             },
-            Phase::Loading | Phase::Ready => Recovery::DropCopy {
-                // A created database carries the live name: it is the copy too.
-                copy: self.new_name.clone().filter(|n| n != &self.live),
-            },
+            Phase::Loading | Phase::Ready => Recovery::DropCopy { copy },
+            Phase::Prepared => {
+                let prepared = self.prepared.clone().filter(|_| still_prepared);
+                if decided {
+                    // Every database was prepared: each one commits (one no
+                    // longer prepared had committed already).
+                    Recovery::CommitPrepared {
+                        prepared,
+                        then: if self.old_name.is_some() {
+                            Phase::Swapped
+                        } else {
+                            Phase::Committed
+                        },
+                    }
+                } else {
+                    // Not every database was prepared: none may commit (one no
+                    // longer prepared never finished preparing).
+                    Recovery::RollBackPrepared { prepared, copy }
+                }
+            }
             _ => Recovery::Nothing,
         }
     }
 
     /// Whether the run stopped while this database's copy was being loaded
-    /// or swapped in: only then does `resume` need its server.
+    /// or swapped in, or with its transaction prepared: only then does
+    /// `resume` need its server.
     pub fn interrupted(&self) -> bool {
-        matches!(self.phase, Phase::Loading | Phase::Ready)
+        matches!(self.phase, Phase::Loading | Phase::Ready | Phase::Prepared)
     }
 
     /// Whether a `__dbsnap_` database this restore made may still be on
@@ -113,7 +161,7 @@ impl DbRecord {
         match self.phase {
             Phase::Swapped | Phase::RolledBack => true,
             // A created database carries the live name: not a copy.
-            Phase::Loading | Phase::Ready => {
+            Phase::Loading | Phase::Ready | Phase::Prepared => {
                 self.new_name.as_ref().is_some_and(|n| n != &self.live)
             }
             Phase::Planned | Phase::Committed | Phase::Failed => false,
@@ -134,6 +182,21 @@ pub struct DbRecord {
     pub old_name: Option<String>,
     /// Phase.
     pub phase: Phase,
+    /// The prepared transaction of a two-phase restore (recorded before
+    /// `PREPARE TRANSACTION` is sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepared: Option<PreparedTransaction>,
+}
+
+/// A transaction prepared for two-phase commit, and where: `COMMIT
+/// PREPARED` must run in the database it was prepared in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedTransaction {
+    /// Its global id (`dbsnap-<run>-<n>`).
+    pub gid: String,
+    /// The database it was prepared in (the live one, or the maintenance
+    /// database for a swap).
+    pub database: String,
 }
 
 /// One restore run.
@@ -160,6 +223,11 @@ pub struct RestoreState {
     pub databases: Vec<DbRecord>,
     /// True once the run ended (successfully or not) and the app was started.
     pub finished: bool,
+    /// Two-phase commit: set (durably) once every database's transaction
+    /// is prepared, before the first `COMMIT PREPARED`. From then on the
+    /// restore commits everywhere; before, it rolls back everywhere.
+    #[serde(default)]
+    pub commit_decided: bool,
 }
 
 fn direct() -> String {
@@ -267,7 +335,7 @@ mod tests {
     fn transitions() {
         use Phase::*;
         let all = [
-            Planned, Loading, Ready, Swapped, Committed, Failed, RolledBack,
+            Planned, Loading, Ready, Prepared, Swapped, Committed, Failed, RolledBack,
         ];
         let allowed: Vec<(Phase, Phase)> = all
             .iter()
@@ -278,13 +346,18 @@ mod tests {
             allowed,
             [
                 (Planned, Loading),
+                (Planned, Prepared),
                 (Planned, Committed),
                 (Planned, Failed),
                 (Loading, Ready),
                 (Loading, Committed),
                 (Loading, Failed),
+                (Ready, Prepared),
                 (Ready, Swapped),
                 (Ready, Failed),
+                (Prepared, Swapped),
+                (Prepared, Committed),
+                (Prepared, Failed),
                 (Swapped, RolledBack),
             ]
         );
@@ -297,6 +370,7 @@ mod tests {
             new_name: new.map(str::to_string),
             old_name: old.map(str::to_string),
             phase,
+            prepared: None,
         }
     }
 
@@ -308,6 +382,7 @@ mod tests {
             (Phase::Planned, false),
             (Phase::Loading, true),
             (Phase::Ready, true),
+            (Phase::Prepared, true),
             (Phase::Swapped, false),
             (Phase::Committed, false),
             (Phase::Failed, false),
@@ -339,14 +414,17 @@ mod tests {
         // Killed while loading the copy: drop it.
         let r = record(Phase::Loading, Some("app__dbsnap_new_1"), None);
         assert_eq!(
-            r.recovery(false),
+            r.recovery(false, false, false),
             Recovery::DropCopy {
                 copy: Some("app__dbsnap_new_1".into())
             }
         );
         // Killed while creating a missing database: it is the copy.
         let r = record(Phase::Loading, Some("app"), None);
-        assert_eq!(r.recovery(false), Recovery::DropCopy { copy: None });
+        assert_eq!(
+            r.recovery(false, false, false),
+            Recovery::DropCopy { copy: None }
+        );
         // Ready, and the kept name exists: the swap had committed.
         let r = record(
             Phase::Ready,
@@ -354,14 +432,14 @@ mod tests {
             Some("app__dbsnap_old_1"),
         );
         assert_eq!(
-            r.recovery(true),
+            r.recovery(true, false, false),
             Recovery::SwapHadCompleted {
                 kept: "app__dbsnap_old_1".into()
             }
         );
         // Ready, no kept database: the swap never happened.
         assert_eq!(
-            r.recovery(false),
+            r.recovery(false, false, false),
             Recovery::DropCopy {
                 copy: Some("app__dbsnap_new_1".into())
             }
@@ -375,9 +453,55 @@ mod tests {
             Phase::RolledBack,
         ] {
             assert_eq!(
-                record(p, Some("x"), Some("y")).recovery(true),
+                record(p, Some("x"), Some("y")).recovery(true, false, false),
                 Recovery::Nothing
             );
         }
+    }
+
+    #[test]
+    fn prepared_transactions_follow_the_runs_decision() {
+        let prepared = PreparedTransaction {
+            gid: "dbsnap-1-0".into(),
+            database: "app".into(),
+        };
+        let mut data = record(Phase::Prepared, None, None);
+        data.prepared = Some(prepared.clone());
+        let mut swap = record(
+            Phase::Prepared,
+            Some("app__dbsnap_new_1"),
+            Some("app__dbsnap_old_1"),
+        );
+        swap.prepared = Some(prepared.clone());
+        // Decided: commit what is still prepared; a gone one had committed.
+        assert_eq!(
+            data.recovery(false, true, true),
+            Recovery::CommitPrepared {
+                prepared: Some(prepared.clone()),
+                then: Phase::Committed
+            }
+        );
+        assert_eq!(
+            swap.recovery(false, true, false),
+            Recovery::CommitPrepared {
+                prepared: None,
+                then: Phase::Swapped
+            }
+        );
+        // Not decided: roll back, and drop a swap's copy.
+        assert_eq!(
+            swap.recovery(false, false, true),
+            Recovery::RollBackPrepared {
+                prepared: Some(prepared),
+                copy: Some("app__dbsnap_new_1".into())
+            }
+        );
+        assert_eq!(
+            data.recovery(false, false, false),
+            Recovery::RollBackPrepared {
+                prepared: None,
+                copy: None
+            }
+        );
     }
 }

@@ -111,6 +111,17 @@ pub fn create(home: &Home, cluster: &Cluster, dbs: &[&str], extra: &[&str]) -> s
     v
 }
 
+/// `dbsnap resume --json` with the cluster's superuser; asserts success.
+pub fn resume(home: &Home, cluster: &Cluster) -> serde_json::Value {
+    let (code, v, err) = run_json(
+        home.dbsnap()
+            .args(["resume", "-d"])
+            .arg(cluster.url("postgres")),
+    );
+    assert_eq!(code, 0, "{err}");
+    v
+}
+
 /// A snapshot's `dbsnap.json`, read with stock `tar`.
 pub fn metadata(file: impl AsRef<Path>) -> serde_json::Value {
     let out = Command::new("tar")
