@@ -28,6 +28,9 @@ pub struct ListEntry {
     pub created_at: Option<String>,
     /// Target name.
     pub target: Option<String>,
+    /// The Kubernetes workload it was taken for (`create --k8s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<dbsnap_archive::snapshot::KubernetesOrigin>,
     /// Database names.
     pub databases: Vec<String>,
     /// Schema version per database (display strings).
@@ -61,6 +64,7 @@ impl ListEntry {
             size,
             created_at: None,
             target: None,
+            kubernetes: None,
             databases: vec![],
             versions: vec![],
             consistency: None,
@@ -135,6 +139,7 @@ pub fn list(repo: &Arc<dyn Repository>) -> Result<Vec<ListEntry>, CoreError> {
             Ok(m) => {
                 e.created_at = Some(m.created_at.clone());
                 e.target = m.target.clone();
+                e.kubernetes = m.kubernetes.clone();
                 e.databases = m.databases.iter().map(|d| d.name.clone()).collect();
                 e.versions = m
                     .databases

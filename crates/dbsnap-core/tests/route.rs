@@ -163,7 +163,7 @@ async fn create_and_restore_reach_databases_only_through_the_resolver() {
         resolver: &dbsnap_core::DIRECT,
         creds: &[],
     };
-    let cleaned = recover::cleanup(direct, &repo, false).await.unwrap();
+    let cleaned = recover::cleanup(direct, &repo, false, true).await.unwrap();
     assert!(
         cleaned.kept.is_empty() && cleaned.failed.is_empty(),
         "another route's servers were visited"

@@ -137,11 +137,42 @@ fn api_error(e: kube::Error, verb: &str, what: &str, namespace: &str) -> K8sErro
             format!("RBAC denied: cannot {verb} {what} in namespace {namespace}: {}", s.message),
             format!("ask for a Role that allows {verb} on it (kubectl auth can-i {verb} ... -n {namespace})"),
         ),
-        _ => error(
-            format!("cannot {verb} {what} in namespace {namespace}: {e}"),
-            "check that the cluster is reachable (kubectl cluster-info)",
-        ),
+        _ => match dbsnap_pg::connect::tls_problem(&e) {
+            Some(tls) => error(
+                format!("cannot {verb} {what} in namespace {namespace}: the Kubernetes API server is not trusted: {tls}"),
+                "the kubeconfig's certificate-authority (or -data) for this cluster must be the CA that signed the API server's certificate: check the cluster entry (kubectl config view --raw --minify)",
+            ),
+            None => error(
+                format!("cannot {verb} {what} in namespace {namespace}: {}", describe(&e)),
+                "check that the cluster is reachable (kubectl cluster-info)",
+            ),
+        },
     }
+}
+
+/// A kube-rs error in one sentence: the API's own message and code, the
+/// TLS or connection failure under a transport error, never a dump.
+pub fn describe(e: &kube::Error) -> String {
+    if let kube::Error::Api(s) = e {
+        let message = if s.message.is_empty() {
+            &s.reason
+        } else {
+            &s.message
+        };
+        return format!("the API server answered {} {message}", s.code);
+    }
+    if let Some(tls) = dbsnap_pg::connect::tls_problem(e) {
+        return format!("the API server is not trusted: {tls}");
+    }
+    // The deepest cause says most (`client error (Connect)` says nothing).
+    let mut deepest: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = deepest.source() {
+        deepest = next;
+    }
+    if std::ptr::addr_eq(deepest, e as &(dyn std::error::Error + 'static)) {
+        return e.to_string();
+    }
+    format!("{e}: {deepest}")
 }
 
 /// Reads `workload` and the ConfigMaps its pod template names, and finds

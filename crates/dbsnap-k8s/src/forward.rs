@@ -201,7 +201,10 @@ fn forward_dial(client: &Client, namespace: &str, pod: &str, port: u16) -> Dial 
                             s.message
                         )
                     }
-                    _ => format!("cannot port-forward to pod/{pod}: {e}"),
+                    _ => format!(
+                        "cannot port-forward to pod/{pod}: {}",
+                        crate::cluster::describe(&e)
+                    ),
                 })
             })?;
             let stream = forwarder
@@ -273,7 +276,10 @@ async fn target_pod(
         .await
         .map_err(|e| {
             error(
-                format!("cannot read service/{service_name} in namespace {namespace}: {e}"),
+                format!(
+                    "cannot read service/{service_name} in namespace {namespace}: {}",
+                    crate::cluster::describe(&e)
+                ),
                 "check RBAC: get on services",
             )
         })?
@@ -299,7 +305,10 @@ async fn target_pod(
         .await
         .map_err(|e| {
             error(
-                format!("cannot list pods in namespace {namespace}: {e}"),
+                format!(
+                    "cannot list pods in namespace {namespace}: {}",
+                    crate::cluster::describe(&e)
+                ),
                 "check RBAC: list on pods",
             )
         })?;
@@ -367,7 +376,10 @@ async fn read_secret_key(
             "ask for get on that Secret, or give the password with PGPASSWORD / ~/.pgpass",
         ),
         _ => error(
-            format!("cannot read secret/{name} in namespace {namespace}: {e}"),
+            format!(
+                "cannot read secret/{name} in namespace {namespace}: {}",
+                crate::cluster::describe(&e)
+            ),
             "check the Secret's name",
         ),
     })?;

@@ -72,7 +72,10 @@ pub async fn export(
             }
             Err(e) => {
                 return Err(error(
-                    format!("cannot list {plural} in namespace {namespace}: {e}"),
+                    format!(
+                        "cannot list {plural} in namespace {namespace}: {}",
+                        crate::cluster::describe(&e)
+                    ),
                     "check that the cluster is reachable (kubectl cluster-info)",
                 ))
             }

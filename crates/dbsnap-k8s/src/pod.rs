@@ -94,7 +94,7 @@ fn list_error(e: kube::Error, namespace: &str) -> K8sError {
             format!("ask for a Role that allows list and delete on pods (kubectl auth can-i list pods -n {namespace})"),
         ),
         _ => error(
-            format!("cannot list pods in namespace {namespace}: {e}"),
+            format!("cannot list pods in namespace {namespace}: {}", crate::cluster::describe(&e)),
             "check that the cluster is reachable (kubectl cluster-info)",
         ),
     }
@@ -187,8 +187,10 @@ impl JumpPod {
             let pod = self.api.get(&self.name).await.map_err(|e| {
                 error(
                     format!(
-                        "cannot read pod/{} in namespace {}: {e}",
-                        self.name, self.namespace
+                        "cannot read pod/{} in namespace {}: {}",
+                        self.name,
+                        self.namespace,
+                        crate::cluster::describe(&e)
                     ),
                     "check that the cluster is reachable and that you may get pods",
                 )
@@ -258,9 +260,10 @@ impl JumpPod {
             Ok(_) => tracing::debug!("deleted pod/{}", self.name),
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => tracing::warn!(
-                "could not delete jump pod {} in namespace {}: {e} (it ends by its deadline)",
+                "could not delete jump pod {} in namespace {}: {} (it ends by its deadline)",
                 self.name,
-                self.namespace
+                self.namespace,
+                crate::cluster::describe(&e)
             ),
         }
     }
@@ -383,7 +386,10 @@ fn exec_error(e: kube::Error, pod: &str) -> String {
                 s.message
             )
         }
-        _ => format!("cannot exec into pod/{pod}: {e}"),
+        _ => format!(
+            "cannot exec into pod/{pod}: {}",
+            crate::cluster::describe(&e)
+        ),
     }
 }
 
@@ -399,7 +405,7 @@ fn create_error(e: kube::Error, namespace: &str) -> K8sError {
             format!("ask for a Role that allows create, get and delete on pods and create on pods/exec (kubectl auth can-i create pods -n {namespace})"),
         ),
         _ => error(
-            format!("cannot create the jump pod in namespace {namespace}: {e}"),
+            format!("cannot create the jump pod in namespace {namespace}: {}", crate::cluster::describe(&e)),
             "check that the cluster is reachable (kubectl cluster-info)",
         ),
     }

@@ -64,12 +64,27 @@ pub fn parse_workloads(text: &str) -> Result<Vec<Workload>, String> {
             if name.is_empty() {
                 return Err(format!("\"{item}\": the name is missing"));
             }
+            if !is_object_name(name) {
+                return Err(format!(
+                    "\"{item}\": \"{name}\" is not a Kubernetes name (lowercase letters, digits, '-' and '.', at most 253)"
+                ));
+            }
             Ok(Workload {
                 resource: resource.into(),
                 name: name.into(),
             })
         })
         .collect()
+}
+
+/// Whether `name` is a valid object name (a DNS-1123 subdomain), so that
+/// a typo is refused here rather than sent to the API server.
+fn is_object_name(name: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    name.len() <= 253
+        && name.starts_with(alnum)
+        && name.ends_with(alnum)
+        && name.chars().all(|c| alnum(c) || c == '-' || c == '.')
 }
 
 /// The replicas to restore later: the annotation of an earlier,
@@ -147,7 +162,7 @@ fn api_error(e: kube::Error, verb: &str, what: &str, namespace: &str) -> K8sErro
             format!("ask for a Role that allows get and patch on deployments and statefulsets and list on pods (kubectl auth can-i {verb} {} -n {namespace})", what.split('/').next().unwrap_or_default()),
         ),
         _ => error(
-            format!("cannot {verb} {what} in namespace {namespace}: {e}"),
+            format!("cannot {verb} {what} in namespace {namespace}: {}", crate::cluster::describe(&e)),
             "check that the cluster is reachable (kubectl cluster-info)",
         ),
     }

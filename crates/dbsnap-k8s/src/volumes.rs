@@ -54,7 +54,7 @@ fn api_error(e: kube::Error, verb: &str, namespace: &str) -> K8sError {
             format!("ask for a Role that allows {verb} on volumesnapshots.snapshot.storage.k8s.io"),
         ),
         _ => error(
-            format!("cannot {verb} volumesnapshots in namespace {namespace}: {e}"),
+            format!("cannot {verb} volumesnapshots in namespace {namespace}: {}", crate::cluster::describe(&e)),
             "check that the cluster is reachable (kubectl cluster-info)",
         ),
     }
@@ -160,7 +160,8 @@ pub async fn check_claims(
             Err(e) => {
                 return Err(error(
                     format!(
-                        "cannot read persistentvolumeclaim {pvc} in namespace {namespace}: {e}"
+                        "cannot read persistentvolumeclaim {pvc} in namespace {namespace}: {}",
+                        crate::cluster::describe(&e)
                     ),
                     "check that the cluster is reachable (kubectl cluster-info)",
                 ))

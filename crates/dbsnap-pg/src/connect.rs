@@ -50,6 +50,77 @@ impl ServerInfo {
     }
 }
 
+/// Why a peer's certificate was not accepted, in words (never a Debug dump).
+pub fn certificate_problem(e: &CertificateError) -> String {
+    match e {
+        CertificateError::NotValidForNameContext {
+            expected,
+            presented,
+        } => {
+            let names = if presented.is_empty() {
+                "no host name".to_string()
+            } else {
+                presented
+                    .iter()
+                    .map(|n| presented_name(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            format!(
+                "its certificate is for {names}, not for {}",
+                expected.to_str()
+            )
+        }
+        CertificateError::NotValidForName => "its certificate is not for this host name".into(),
+        CertificateError::UnknownIssuer => {
+            "its certificate is not signed by a trusted certificate authority".into()
+        }
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            "its certificate has expired".into()
+        }
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            "its certificate is not valid yet (check this machine's clock)".into()
+        }
+        CertificateError::BadSignature => "its certificate's signature does not verify".into(),
+        CertificateError::Revoked => "its certificate was revoked".into(),
+        other => format!("its certificate was refused: {other}"),
+    }
+}
+
+/// A name rustls reports a certificate holds, without its Debug wrapping
+/// (`DnsName("registry.internal")`, `IpAddress(V4(…))`).
+pub fn presented_name(name: &str) -> &str {
+    name.strip_prefix("DnsName(\"")
+        .and_then(|n| n.strip_suffix("\")"))
+        .unwrap_or(name)
+}
+
+/// The TLS failure somewhere in an error's chain of causes, in words: a
+/// refused certificate as [`certificate_problem`] says it. None when no
+/// TLS error is in the chain.
+pub fn tls_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(t) = e.downcast_ref::<rustls::Error>() {
+            return Some(match t {
+                rustls::Error::InvalidCertificate(c) => certificate_problem(c),
+                other => format!("TLS failed: {other}"),
+            });
+        }
+        // An io::Error hides its inner error from `source()`.
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if let Some(found) = tls_problem(inner) {
+                return Some(found);
+            }
+        }
+        next = e.source();
+    }
+    None
+}
+
 /// Opens a connection to `info`; the connection task runs on the current
 /// tokio runtime until the client is dropped.
 pub async fn connect(info: &ConnInfo) -> Result<Client, PgError> {

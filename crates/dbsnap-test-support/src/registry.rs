@@ -56,6 +56,8 @@ pub enum Auth {
 #[derive(Debug, Clone)]
 pub struct Builder {
     tls: bool,
+    /// Host names of its certificate (None: 127.0.0.1 and localhost).
+    tls_names: Option<Vec<String>>,
     auth: Auth,
     repositories: Vec<(String, Vec<String>)>,
 }
@@ -64,6 +66,13 @@ impl Builder {
     /// Serve TLS (default) or plain HTTP.
     pub fn tls(mut self, tls: bool) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Serve TLS with a certificate for these names only (not the address
+    /// clients reach it by, unless listed).
+    pub fn tls_names(mut self, names: &[&str]) -> Self {
+        self.tls_names = Some(names.iter().map(|n| n.to_string()).collect());
         self
     }
 
@@ -97,9 +106,13 @@ impl Builder {
             }
             drop(loader);
         }
-        let tls = self
-            .tls
-            .then(|| TlsMaterial::generate("dbsnap-test-registry"));
+        let tls = self.tls.then(|| match &self.tls_names {
+            Some(names) => TlsMaterial::generate_for(
+                "dbsnap-test-registry",
+                &names.iter().map(String::as_str).collect::<Vec<_>>(),
+            ),
+            None => TlsMaterial::generate("dbsnap-test-registry"),
+        });
         let mut token = None;
         let mut auth = String::new();
         match self.auth {
@@ -167,6 +180,7 @@ impl Registry {
     pub fn builder() -> Builder {
         Builder {
             tls: true,
+            tls_names: None,
             auth: Auth::None,
             repositories: Vec::new(),
         }

@@ -16,8 +16,14 @@ pub(crate) struct TlsMaterial {
 }
 
 impl TlsMaterial {
-    /// A new CA named `name-ca` and a server certificate named `name`.
+    /// A new CA named `name-ca` and a server certificate named `name`, for
+    /// 127.0.0.1 and localhost.
     pub(crate) fn generate(name: &str) -> TlsMaterial {
+        Self::generate_for(name, &["127.0.0.1", "localhost"])
+    }
+
+    /// [`TlsMaterial::generate`] with a server certificate for `hosts`.
+    pub(crate) fn generate_for(name: &str, hosts: &[&str]) -> TlsMaterial {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
         let ca_key = KeyPair::generate().expect("CA key");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
@@ -28,7 +34,7 @@ impl TlsMaterial {
         let ca = ca_params.self_signed(&ca_key).expect("self-signed CA");
         let server_key = KeyPair::generate().expect("server key");
         let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
                 .expect("server params");
         params.distinguished_name.push(DnType::CommonName, name);
         let server = params

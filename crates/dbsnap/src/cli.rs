@@ -346,15 +346,14 @@ impl Cli {
     }
 
     /// The cluster flags of a command that has them.
-    fn k8s_mut(&mut self) -> Option<&mut crate::k8s_cmd::K8sArgs> {
+    fn k8s_mut(&mut self) -> Option<&mut crate::k8s_cmd::PodArgs> {
         match &mut self.command {
-            Command::Create(a) => Some(&mut a.k8s),
-            Command::Restore(a) => Some(&mut a.k8s),
-            Command::Rollback(a) => Some(&mut a.k8s),
-            Command::Resume(a) => Some(&mut a.k8s),
-            Command::Cleanup(a) => Some(&mut a.k8s),
-            Command::JumpCreate(a) => Some(&mut a.k8s),
-            Command::JumpDelete(a) => Some(&mut a.k8s),
+            Command::Create(a) => Some(&mut a.k8s.pod),
+            Command::Restore(a) => Some(&mut a.k8s.pod),
+            Command::Rollback(a) => Some(&mut a.k8s.pod),
+            Command::Resume(a) => Some(&mut a.k8s.pod),
+            Command::Cleanup(a) => Some(&mut a.k8s.pod),
+            Command::JumpCreate(a) => Some(&mut a.pod),
             _ => None,
         }
     }

@@ -22,7 +22,7 @@ pub async fn export_objects(
     include_secrets: bool,
     quiet: bool,
 ) -> Result<Vec<(String, Vec<u8>)>, CoreError> {
-    let access = k8s.cluster.access(target);
+    let access = k8s.pod.cluster.access(target);
     let (client, namespace) = cluster::connect(&access).await.map_err(k8s_error)?;
     if include_secrets && !quiet {
         eprintln!(

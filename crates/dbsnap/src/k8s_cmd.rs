@@ -20,9 +20,23 @@ use dbsnap_k8s::scale::{parse_workloads, Workload};
 
 use crate::cli::parse_duration;
 
-/// Flags that reach the databases through a cluster.
+/// Flags that reach the databases through a cluster: the app and its jump
+/// pod, and the route (jump pod or port-forward).
 #[derive(Debug, Clone, Args, Default)]
 pub struct K8sArgs {
+    #[command(flatten)]
+    pub pod: PodArgs,
+    /// How to reach the databases: `jump` (a relay in a jump pod; the password never leaves the cluster) or `port-forward` (to PostgreSQL running in the cluster; the password must be known here).
+    #[arg(long, value_enum, default_value = "jump")]
+    pub via: Via,
+    /// With --via port-forward: read the password (or URL) from the app's Secret.
+    #[arg(long)]
+    pub read_secret: bool,
+}
+
+/// The app's workload, its cluster, and the jump pod started beside it.
+#[derive(Debug, Clone, Args, Default)]
+pub struct PodArgs {
     /// Find the databases in this workload's pod template (deploy/NAME or sts/NAME) and reach them through the cluster, from a jump pod.
     #[arg(long, value_name = "WORKLOAD")]
     pub k8s: Option<String>,
@@ -48,12 +62,17 @@ pub struct K8sArgs {
     /// How long the jump pod may take to start (e.g. 120s, 5min).
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
     pub pod_timeout: Duration,
-    /// How to reach the databases: `jump` (a relay in a jump pod; the password never leaves the cluster) or `port-forward` (to PostgreSQL running in the cluster; the password must be known here).
-    #[arg(long, value_enum, default_value = "jump")]
-    pub via: Via,
-    /// With --via port-forward: read the password (or URL) from the app's Secret.
-    #[arg(long)]
-    pub read_secret: bool,
+}
+
+impl PodArgs {
+    /// As the route flags of a command that always uses a jump pod.
+    pub fn with_jump_route(&self) -> K8sArgs {
+        K8sArgs {
+            pod: self.clone(),
+            via: Via::Jump,
+            read_secret: false,
+        }
+    }
 }
 
 /// Which cluster and namespace: flags shared by every Kubernetes command.
@@ -109,7 +128,7 @@ impl K8sArgs {
     /// The settings, if the flags or the target name a workload.
     pub fn settings(&self, target: Option<&K8sTarget>) -> Result<Option<K8sSettings>, CoreError> {
         let t = target.cloned().unwrap_or_default();
-        let Some(text) = self.k8s.clone().or(target.map(|t| t.workload.clone())) else {
+        let Some(text) = self.pod.k8s.clone().or(target.map(|t| t.workload.clone())) else {
             return Ok(None);
         };
         let workload = single_workload(&text)?;
@@ -122,10 +141,10 @@ impl K8sArgs {
         let image = self.image_request(&t)?;
         Ok(Some(K8sSettings {
             workload,
-            access: self.cluster.access(target),
-            container: self.container.clone().or(t.container),
+            access: self.pod.cluster.access(target),
+            container: self.pod.container.clone().or(t.container),
             image,
-            pod_timeout: self.pod_timeout,
+            pod_timeout: self.pod.pod_timeout,
             via: self.via,
             read_secret: self.read_secret,
         }))
@@ -133,9 +152,17 @@ impl K8sArgs {
 }
 
 impl K8sArgs {
-    /// The image settings: flags over the target's, and an explicit image
-    /// over an explicit registry within each.
+    /// The image settings: flags over the target's. An image and a
+    /// registry together are refused, in the target as on the command line.
     fn image_request(&self, t: &K8sTarget) -> Result<ImageRequest, CoreError> {
+        if let (Some(image), Some(registry)) = (&t.image, &t.registry) {
+            return Err(CoreError::Config {
+                message: format!(
+                    "the target's k8s settings name both image = \"{image}\" and registry = \"{registry}\": only one can choose the jump pod's image"
+                ),
+                hint: "keep one of them in dbsnap.toml".into(),
+            });
+        }
         let given = |value: &Option<String>, from: &str| {
             value.clone().map(|value| Given {
                 value,
@@ -143,8 +170,8 @@ impl K8sArgs {
             })
         };
         let (image, registry) = match (
-            given(&self.image, "--image"),
-            given(&self.registry, "--registry"),
+            given(&self.pod.image, "--image"),
+            given(&self.pod.registry, "--registry"),
         ) {
             (None, None) => (
                 given(&t.image, "the target's image"),
@@ -163,13 +190,14 @@ impl K8sArgs {
             image,
             registry,
             image_name: self
+                .pod
                 .image_name
                 .clone()
                 .or(t.image_name.clone())
                 .unwrap_or_else(|| image::DEFAULT_IMAGE_NAME.into()),
             repository_env: t.image_repository_env.clone(),
             options: RegistryOptions {
-                force_insecure: self.force_insecure || t.force_insecure.unwrap_or(false),
+                force_insecure: self.pod.force_insecure || t.force_insecure.unwrap_or(false),
                 ..RegistryOptions::default()
             },
         })
@@ -184,15 +212,15 @@ impl K8sArgs {
         scale: &ScaleArgs,
         target: Option<&K8sTarget>,
     ) -> Result<(), CoreError> {
-        let used = self.k8s.is_some() || scale.scale.is_some() || target.is_some();
+        let used = self.pod.k8s.is_some() || scale.scale.is_some() || target.is_some();
         let given: Vec<&str> = [
-            self.cluster.namespace.as_ref().map(|_| "--namespace"),
-            self.cluster.context.as_ref().map(|_| "--context"),
-            self.cluster.kubeconfig.as_ref().map(|_| "--kubeconfig"),
-            self.image.as_ref().map(|_| "--image"),
-            self.registry.as_ref().map(|_| "--registry"),
-            self.image_name.as_ref().map(|_| "--image-name"),
-            self.container.as_ref().map(|_| "--container"),
+            self.pod.cluster.namespace.as_ref().map(|_| "--namespace"),
+            self.pod.cluster.context.as_ref().map(|_| "--context"),
+            self.pod.cluster.kubeconfig.as_ref().map(|_| "--kubeconfig"),
+            self.pod.image.as_ref().map(|_| "--image"),
+            self.pod.registry.as_ref().map(|_| "--registry"),
+            self.pod.image_name.as_ref().map(|_| "--image-name"),
+            self.pod.container.as_ref().map(|_| "--container"),
         ]
         .into_iter()
         .flatten()
@@ -443,7 +471,7 @@ pub async fn scale_hooks(
         message: format!("--scale {text}: {e}"),
         hint: "e.g. --scale deploy/core-api,sts/worker".into(),
     })?;
-    let access = k8s.cluster.access(target);
+    let access = k8s.pod.cluster.access(target);
     // Resolve the namespace now: the commands must not depend on a
     // context that could change before `resume`.
     let (client, namespace) = cluster::connect(&access).await.map_err(k8s_error)?;

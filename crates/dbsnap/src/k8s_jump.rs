@@ -9,13 +9,18 @@ use dbsnap_core::CoreError;
 use dbsnap_k8s::cluster;
 
 use crate::cli::parse_duration;
-use crate::k8s_cmd::{jump_image, k8s_error, run_id, shell_quote, workload_object, K8sArgs};
+use crate::k8s_cmd::{
+    jump_image, k8s_error, run_id, shell_quote, workload_object, ClusterFlags, PodArgs,
+};
+
+/// The shortest life of a kept jump pod.
+const MIN_TTL: Duration = Duration::from_secs(60);
 
 /// `dbsnap jump-create`: a jump pod left running for a person.
 #[derive(Debug, Args)]
 pub struct JumpCreateArgs {
     #[command(flatten)]
-    pub k8s: K8sArgs,
+    pub pod: PodArgs,
     /// Named target from the config (for its k8s settings).
     #[arg(short, long)]
     pub target: Option<String>,
@@ -30,7 +35,7 @@ pub struct JumpDeleteArgs {
     /// The pod (default: every pod jump-create left in the namespace).
     pub name: Option<String>,
     #[command(flatten)]
-    pub k8s: K8sArgs,
+    pub cluster: ClusterFlags,
     /// Named target from the config (for its k8s settings).
     #[arg(short, long)]
     pub target: Option<String>,
@@ -56,8 +61,18 @@ pub async fn jump_create(
     args: &JumpCreateArgs,
     target: Option<&K8sTarget>,
 ) -> Result<JumpCreated, CoreError> {
+    if args.ttl < MIN_TTL {
+        return Err(CoreError::Config {
+            message: format!(
+                "--ttl {}s: a kept jump pod lives at least 60s",
+                args.ttl.as_secs()
+            ),
+            hint: "give a longer --ttl, e.g. 30min or 1h (jump-delete removes it sooner)".into(),
+        });
+    }
     let s = args
-        .k8s
+        .pod
+        .with_jump_route()
         .settings(target)?
         .ok_or_else(|| CoreError::Config {
             message: "jump-create needs the app's workload".into(),
@@ -77,7 +92,7 @@ pub async fn jump_create(
         workload: &object,
         container: &discovery.container,
         image: &image.image,
-        deadline_secs: args.ttl.as_secs().max(60),
+        deadline_secs: args.ttl.as_secs(),
     });
     pod["metadata"]["labels"][dbsnap_k8s::pod::ROLE_LABEL] =
         serde_json::Value::String(dbsnap_k8s::pod::ROLE_KEPT.into());
@@ -109,7 +124,7 @@ pub async fn jump_create(
         namespace,
         image: image.image,
         image_reason: image.reason,
-        expires_in_seconds: args.ttl.as_secs().max(60),
+        expires_in_seconds: args.ttl.as_secs(),
         psql,
     })
 }
@@ -151,9 +166,7 @@ pub async fn jump_delete(
     args: &JumpDeleteArgs,
     target: Option<&K8sTarget>,
 ) -> Result<Vec<String>, CoreError> {
-    // The settings are checked (as everywhere), the access is theirs.
-    args.k8s.settings(target)?;
-    let access = args.k8s.cluster.access(target);
+    let access = args.cluster.access(target);
     let (client, namespace) = cluster::connect(&access).await.map_err(k8s_error)?;
     dbsnap_k8s::pod::delete_kept(&client, &namespace, args.name.as_deref())
         .await

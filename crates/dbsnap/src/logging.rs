@@ -72,6 +72,11 @@ pub fn init(cli: &Cli) -> Option<RunLog> {
         1 => LevelFilter::INFO,
         _ => LevelFilter::DEBUG,
     };
+    // kube-rs logs each failure (and what it could not parse) before
+    // returning the error dbsnap reports in words; its raw lines only with -vv.
+    let verbose = cli.global.verbose;
+    let quiet_kube =
+        move |m: &tracing::Metadata<'_>| verbose >= 2 || !m.target().starts_with("kube_client");
     let (path, file_layer) = match log {
         Some((path, file)) => (
             Some(path),
@@ -80,7 +85,8 @@ pub fn init(cli: &Cli) -> Option<RunLog> {
                     .with_ansi(false)
                     .with_target(false)
                     .with_writer(Mutex::new(file))
-                    .with_filter(LevelFilter::INFO),
+                    .with_filter(LevelFilter::INFO)
+                    .with_filter(filter::filter_fn(quiet_kube)),
             ),
         ),
         None => (None, None),
@@ -91,7 +97,8 @@ pub fn init(cli: &Cli) -> Option<RunLog> {
         .with_ansi(colour(std::io::stderr().is_terminal()))
         .with_writer(std::io::stderr)
         .with_filter(stderr_level)
-        .with_filter(filter::filter_fn(|m| m.target() != dbsnap_core::REPORTED));
+        .with_filter(filter::filter_fn(|m| m.target() != dbsnap_core::REPORTED))
+        .with_filter(filter::filter_fn(quiet_kube));
     tracing_subscriber::registry()
         .with(file_layer)
         .with(stderr_layer)

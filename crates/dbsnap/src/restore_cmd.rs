@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
-use dbsnap_archive::snapshot::KubernetesOrigin;
 use dbsnap_core::config::Config;
 use dbsnap_core::consistency::QuiesceHooks;
 use dbsnap_core::create::Progress;
@@ -27,7 +26,9 @@ fn not_confirmed(what: &str) -> CoreError {
 }
 
 /// `dbsnap restore`: straight to the servers, or through the cluster with
-/// `--k8s` (the jump pod is deleted whatever the outcome).
+/// `--k8s` (the jump pod is deleted whatever the outcome). Everything that
+/// needs no jump pod (the snapshot, picked on a terminal; the flags;
+/// `--scale`'s workloads) is settled before one starts.
 pub async fn run(
     args: RestoreArgs,
     g: &GlobalArgs,
@@ -37,34 +38,22 @@ pub async fn run(
     let target = args.target.as_ref().map(|t| config.target(t)).transpose()?;
     let target_k8s = target.and_then(|t| t.k8s.as_ref());
     args.k8s.check_used(&args.scale, target_k8s)?;
-    let Some(k) = args.k8s.settings(target_k8s)? else {
-        return run_on(
-            args,
-            g,
-            config,
-            show_progress,
-            None,
-            dbsnap_core::direct_route(),
-        )
-        .await;
-    };
-    if !args.databases.is_empty() {
+    let k8s = args.k8s.settings(target_k8s)?;
+    if k8s.is_some() && !args.databases.is_empty() {
         return Err(CoreError::Config {
             message: "the databases are named twice: by --database and by --k8s".into(),
             hint: "use one of them".into(),
         });
     }
+    let mut opts = options(&args, g, config, k8s.as_ref()).await?;
+    let Some(k) = k8s else {
+        return run_with(&args, g, config, show_progress, opts).await;
+    };
     let opened = crate::k8s_cmd::open(&k, &crate::k8s_cmd::run_id(), g.json).await?;
-    let names = opened.databases.iter().map(|d| d.name.clone()).collect();
-    let r = run_on(
-        args,
-        g,
-        config,
-        show_progress,
-        Some((names, opened.origin.clone())),
-        opened.route.resolver(),
-    )
-    .await;
+    opts.databases = opened.databases.iter().map(|d| d.name.clone()).collect();
+    opts.resolver = opened.route.resolver();
+    opts.kubernetes = Some(opened.origin.clone());
+    let r = run_with(&args, g, config, show_progress, opts).await;
     let r = match r {
         Err(e) => Err(opened.route.explain(e).await),
         ok => ok,
@@ -73,15 +62,14 @@ pub async fn run(
     r
 }
 
-async fn run_on(
-    args: RestoreArgs,
+/// The restore's options from the flags and the config, reaching the
+/// databases directly (the caller puts a cluster route in).
+async fn options(
+    args: &RestoreArgs,
     g: &GlobalArgs,
     config: &Config,
-    show_progress: bool,
-    found: Option<(Vec<String>, KubernetesOrigin)>,
-    resolver: Arc<dyn dbsnap_core::Resolver>,
-) -> Result<u8, CoreError> {
-    let (databases, kubernetes) = found.unzip();
+    k8s: Option<&crate::k8s_cmd::K8sSettings>,
+) -> Result<RestoreOptions, CoreError> {
     // Snapshots come from --dir, else the named target's repository, else the config's.
     let named_target = match &args.target {
         Some(t) => Some(config.target(t)?.clone()),
@@ -90,7 +78,7 @@ async fn run_on(
     let dir = crate::cli::repo_dir(g, config, named_target.as_ref());
     let file = match &args.file {
         Some(f) => inspect::resolve_snapshot(f, || Ok(dir.clone()))?,
-        None => pick_snapshot(&dir)?,
+        None => pick_snapshot(&dir, &Origin::of(args, k8s))?,
     };
     let metadata = inspect::read_metadata(&file)?;
     let target_name = args.target.clone().or(metadata.target.clone());
@@ -125,12 +113,12 @@ async fn run_on(
     let scale = crate::k8s_cmd::scale_hooks(&args.scale, &args.k8s, t.k8s.as_ref()).await?;
     let explicit = args.stop_cmd.is_some() || args.start_cmd.is_some();
     crate::k8s_cmd::merge_scale_hooks(&mut hooks, scale, explicit)?;
-    let opts = RestoreOptions {
-        file: file.clone(),
-        databases: databases.unwrap_or_else(|| args.databases.clone()),
+    Ok(RestoreOptions {
+        file,
+        databases: args.databases.clone(),
         targets,
         restore_target: args.target.clone(),
-        kubernetes,
+        kubernetes: None,
         into_other_origin: args.into_other_origin,
         only: args.only.clone(),
         map,
@@ -150,18 +138,26 @@ async fn run_on(
         },
         no_safety_snapshot: args.no_safety_snapshot,
         lock_timeout: args.lock_timeout,
-        resolver,
+        resolver: dbsnap_core::direct_route(),
         // Safety snapshots: --dir, else the target's repository, else the default.
         safety_repo: dbsnap_core::repository(&crate::cli::repo_dir(g, config, target.as_ref())),
-        hooks: hooks.clone(),
+        hooks,
         pg_bin,
         checks,
         version_spec: t.schema_version.clone(),
         version_specs: t.schema_versions.clone(),
-    };
+    })
+}
+
+async fn run_with(
+    args: &RestoreArgs,
+    g: &GlobalArgs,
+    config: &Config,
+    show_progress: bool,
+    mut opts: RestoreOptions,
+) -> Result<u8, CoreError> {
     let ui = progress::Ui::new(show_progress);
     let sink: Arc<dyn Progress> = ui.clone();
-    let mut opts = opts;
     if interactive() && !args.no_password {
         let ui = ui.clone();
         opts.password_prompt = Some(Arc::new(move |server: &str| {
@@ -216,7 +212,39 @@ async fn run_on(
     Ok(exit::OK)
 }
 
-fn pick_snapshot(dir: &std::path::Path) -> Result<dbsnap_core::SnapshotRef, CoreError> {
+/// What the restore is for, as far as it is known before connecting: the
+/// picker lists only snapshots that may be of it.
+struct Origin {
+    target: Option<String>,
+    workload: Option<String>,
+    namespace: Option<String>,
+}
+
+impl Origin {
+    fn of(args: &RestoreArgs, k8s: Option<&crate::k8s_cmd::K8sSettings>) -> Origin {
+        Origin {
+            target: args.target.clone(),
+            workload: k8s.map(|k| k.workload.display()),
+            namespace: k8s.and_then(|k| k.access.namespace.clone()),
+        }
+    }
+
+    /// Whether a snapshot may be of this origin: what both record agrees
+    /// (the server's identity is checked by the plan).
+    fn admits(&self, row: &inspect::ListEntry) -> bool {
+        let differs =
+            |a: &Option<String>, b: Option<&String>| matches!((a, b), (Some(a), Some(b)) if a != b);
+        let k = row.kubernetes.as_ref();
+        !differs(&self.target, row.target.as_ref())
+            && !differs(&self.workload, k.map(|k| &k.workload))
+            && !differs(&self.namespace, k.map(|k| &k.namespace))
+    }
+}
+
+fn pick_snapshot(
+    dir: &std::path::Path,
+    origin: &Origin,
+) -> Result<dbsnap_core::SnapshotRef, CoreError> {
     if !interactive() {
         return Err(CoreError::Config {
             message: "no snapshot given".into(),
@@ -224,13 +252,23 @@ fn pick_snapshot(dir: &std::path::Path) -> Result<dbsnap_core::SnapshotRef, Core
         });
     }
     let repo = dbsnap_core::repository(dir);
-    let rows: Vec<_> = inspect::list(&repo)?
+    let usable: Vec<_> = inspect::list(&repo)?
         .into_iter()
         .filter(|r| r.error.is_none())
         .collect();
+    let all = usable.len();
+    let rows: Vec<_> = usable.into_iter().filter(|r| origin.admits(r)).collect();
+    let others = all - rows.len();
     if rows.is_empty() {
         return Err(CoreError::Config {
-            message: format!("no snapshots in {}", dir.display()),
+            message: if others > 0 {
+                format!(
+                    "no snapshots of this target or workload in {} ({others} of others)",
+                    dir.display()
+                )
+            } else {
+                format!("no snapshots in {}", dir.display())
+            },
             hint: "pass --dir or --file".into(),
         });
     }
@@ -241,6 +279,13 @@ fn pick_snapshot(dir: &std::path::Path) -> Result<dbsnap_core::SnapshotRef, Core
     for (i, line) in lines.iter().enumerate() {
         let mark = if i == default + 1 { "  (default)" } else { "" };
         let _ = writeln!(out, "{line}{mark}");
+    }
+    if others > 0 {
+        let _ = writeln!(
+            out,
+            "({others} snapshot{} of other targets or workloads not listed: pass --file to restore one)",
+            if others == 1 { "" } else { "s" }
+        );
     }
     let choice = dialoguer::Input::<String>::new()
         .with_prompt(format!("Snapshot to restore (1-{})", rows.len()))
@@ -318,13 +363,15 @@ pub(crate) fn ask(question: &str) -> Result<(), CoreError> {
 
 /// `dbsnap rollback`.
 pub async fn rollback(args: RollbackArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
+    // Nothing to roll back is said before any question or jump pod.
+    recover::rollback_run(args.id.as_deref())?;
     if !args.yes && !args.dry_run {
         if !interactive() {
             return Err(not_confirmed("a rollback"));
         }
         ask("Swap the previous databases back in (the restored copies are kept)?")?;
     }
-    let opened = open_for_recovery(&args.k8s, g.json).await?;
+    let opened = open_for_recovery(&args.k8s, g.json, true).await?;
     let resolver = opened.as_ref().map(|o| o.route.resolver());
     let r = recover::rollback(
         args.id.as_deref(),
@@ -356,7 +403,8 @@ pub async fn rollback(args: RollbackArgs, g: &GlobalArgs) -> Result<u8, CoreErro
 
 /// `dbsnap resume`.
 pub async fn resume(args: ResumeArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
-    let opened = open_for_recovery(&args.k8s, g.json).await?;
+    let needed = recover::routed_work(recover::Work::Resume)?;
+    let opened = open_for_recovery(&args.k8s, g.json, needed).await?;
     let resolver = opened.as_ref().map(|o| o.route.resolver());
     let r = recover::resume(access(resolver.as_deref(), &args.databases)).await;
     close(opened).await;
@@ -397,10 +445,18 @@ pub async fn cleanup(args: CleanupArgs, g: &GlobalArgs, config: &Config) -> Resu
             retention::prune_safety_snapshots(&repo, config.keep_safety_snapshots(), None, !change)?
         }
     };
-    let opened = open_for_recovery(&args.k8s, g.json).await?;
+    // Through the cluster only when a journal made that way, or a -d, needs a server.
+    let needed = !args.databases.is_empty() || recover::routed_work(recover::Work::Cleanup)?;
+    let opened = open_for_recovery(&args.k8s, g.json, needed).await?;
     let resolver = opened.as_ref().map(|o| o.route.resolver());
-    let cleaned =
-        recover::cleanup(access(resolver.as_deref(), &args.databases), &repo, change).await;
+    let servers = opened.is_some() || args.k8s.pod.k8s.is_none();
+    let cleaned = recover::cleanup(
+        access(resolver.as_deref(), &args.databases),
+        &repo,
+        change,
+        servers,
+    )
+    .await;
     close(opened).await;
     let cleaned = cleaned?;
     output::print_cleanup(&cleaned, &safety, change, args.dry_run, g.json);
@@ -479,15 +535,18 @@ fn access<'a>(
 
 /// With `--k8s`: the route a restore through the cluster used, open again
 /// (a new jump pod) for rollback, resume or cleanup.
+/// `needed`: whether anything needs it; a route is never opened for
+/// nothing (the flags are still checked).
 async fn open_for_recovery(
     k8s: &crate::k8s_cmd::K8sArgs,
     quiet: bool,
+    needed: bool,
 ) -> Result<Option<crate::k8s_cmd::Opened>, CoreError> {
     match k8s.settings(None)? {
-        Some(s) => Ok(Some(
+        Some(s) if needed => Ok(Some(
             crate::k8s_cmd::open(&s, &crate::k8s_cmd::run_id(), quiet).await?,
         )),
-        None => Ok(None),
+        _ => Ok(None),
     }
 }
 

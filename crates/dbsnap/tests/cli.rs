@@ -345,3 +345,65 @@ fn refused_flag_values_are_usage_errors_also_in_json() {
     assert_eq!(code, 0);
     assert!(out.contains("--jobs"), "{out}");
 }
+
+#[test]
+fn jump_commands_take_only_their_own_flags() {
+    let home = Home::new();
+    let (code, out, _) = run(home.dbsnap().args(["jump-delete", "--help"]));
+    assert_eq!(code, 0);
+    for flag in [
+        "--image",
+        "--registry",
+        "--via",
+        "--k8s",
+        "--pod-timeout",
+        "--read-secret",
+    ] {
+        assert!(
+            !out.contains(flag),
+            "jump-delete --help lists {flag}:\n{out}"
+        );
+    }
+    let (code, out, _) = run(home.dbsnap().args(["jump-create", "--help"]));
+    assert_eq!(code, 0);
+    assert!(out.contains("--image") && !out.contains("--via"), "{out}");
+    // A jump pod is always a jump pod.
+    let (code, _, err) = run(home.dbsnap().args([
+        "jump-create",
+        "--k8s",
+        "deploy/api",
+        "--via",
+        "port-forward",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--via"), "{err}");
+    // A life too short to use is refused, not stretched to 60 s.
+    let (code, _, err) =
+        run(home
+            .dbsnap()
+            .args(["jump-create", "--k8s", "deploy/api", "--ttl", "0s"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--ttl 0s"), "{err}");
+    // A target naming both an image and a registry, like the two flags.
+    std::fs::write(
+        home.path().join("dbsnap.toml"),
+        "[targets.app]\nk8s = { workload = \"deploy/api\", image = \"postgres:18\", registry = \"registry.example.com\" }\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(home.dbsnap().args(["jump-create", "-t", "app"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("both image = \"postgres:18\" and registry = \"registry.example.com\""),
+        "{err}"
+    );
+    let (code, _, err) = run(home.dbsnap().args([
+        "jump-create",
+        "--k8s",
+        "deploy/api",
+        "--image",
+        "a",
+        "--registry",
+        "b",
+    ]));
+    assert_eq!(code, 2, "{err}");
+}

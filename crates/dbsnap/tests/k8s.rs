@@ -1048,3 +1048,100 @@ fn a_snapshot_of_another_namespaces_app_is_refused_naming_both() {
         .arg(&file));
     assert_eq!(code, 0, "{err}");
 }
+
+fn pods_created(s: &Setup) -> usize {
+    s.kube
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/pods"))
+        .count()
+}
+
+#[test]
+fn what_needs_no_jump_pod_is_checked_before_one_starts() {
+    let s = Setup::new();
+    let (code, _, err) = run(s.dbsnap(&["create"]).arg("--no-progress"));
+    assert_eq!(code, 0, "{err}");
+    let file = snapshot_file(&s.home);
+    s.assert_no_pods_left();
+    let before = pods_created(&s);
+    // No snapshot named and no terminal to pick one on.
+    let (code, _, err) = run(&mut s.dbsnap(&["restore", "--yes"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no snapshot given"), "{err}");
+    // A --scale typo.
+    let file = file.to_str().unwrap();
+    let (code, _, err) = run(&mut s.dbsnap(&[
+        "restore",
+        "--yes",
+        "--scale",
+        "deploy/Core_API",
+        "--file",
+        file,
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not a Kubernetes name"), "{err}");
+    // A workload reference that is not KIND/NAME never reaches the API.
+    let mut c = s.home.dbsnap();
+    c.args(["create", "--k8s", "deploy/a/b", "-n", NS, "--kubeconfig"])
+        .arg(&s.kubeconfig);
+    let (code, _, err) = run(&mut c);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("\"a/b\" is not a Kubernetes name") && !err.contains("405"),
+        "{err}"
+    );
+    assert!(!s.kube.requests().iter().any(|r| r.path.contains("/a/b")));
+    // Nothing to roll back, resume or clean up.
+    let recovery = |args: &[&str]| {
+        let mut c = s.home.dbsnap();
+        c.args(args)
+            .args(["--k8s", "deploy/core-api", "-n", NS, "--kubeconfig"])
+            .arg(&s.kubeconfig);
+        run(&mut c)
+    };
+    let (code, _, err) = recovery(&["rollback", "--yes"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no restore replaced a database"), "{err}");
+    let (code, out, err) = recovery(&["resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("no interrupted restore"), "{out}");
+    let (code, _, err) = recovery(&["cleanup", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        pods_created(&s),
+        before,
+        "a jump pod was started for nothing"
+    );
+}
+
+#[test]
+fn an_answer_that_is_not_the_kubernetes_api_is_one_sentence() {
+    let s = Setup::new();
+    // A proxy in front of the API server answers with its own page.
+    s.kube.answer_plain(
+        "/deployments/core-api",
+        502,
+        "<html><body>Bad Gateway</body></html>",
+    );
+    let (code, _, err) = run(s.dbsnap(&["create"]).arg("--no-progress"));
+    assert_eq!(code, 18, "{err}");
+    assert!(
+        err.contains(
+            "cannot get deploy/core-api in namespace poolside: the API server answered 502"
+        ),
+        "{err}"
+    );
+    // kube-rs's own line about the body it could not parse is not shown,
+    // nor written to the log.
+    assert!(
+        !err.contains("WARN") && !err.contains("Failed to parse"),
+        "{err}"
+    );
+    assert!(
+        !s.home.logs().contains("Failed to parse"),
+        "{}",
+        s.home.logs()
+    );
+    assert_eq!(pods_created(&s), 0);
+}

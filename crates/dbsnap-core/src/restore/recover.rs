@@ -222,6 +222,44 @@ pub async fn resume(access: Access<'_>) -> Result<Vec<Resumed>, CoreError> {
     Ok(out)
 }
 
+/// What a recovery command is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// `resume`: finish interrupted runs.
+    Resume,
+    /// `cleanup`: drop kept copies.
+    Cleanup,
+}
+
+/// Whether a recovery command may need a server through a cluster route
+/// (which is opened only then): `resume`, any run left unfinished (one made
+/// another way is refused by its route, as before); `cleanup`, a run made
+/// through a route other than the direct one that may have kept a copy.
+pub fn routed_work(work: Work) -> Result<bool, CoreError> {
+    let all = RestoreState::all()?;
+    Ok(match work {
+        Work::Resume => all.iter().any(|s| !s.finished),
+        Work::Cleanup => all
+            .iter()
+            .any(|s| s.route != "direct" && s.databases.iter().any(|d| d.may_have_kept_copy())),
+    })
+}
+
+/// The run `rollback` would undo: `id`, else the latest that swapped a
+/// database in; an error saying there is none.
+pub fn rollback_run(id: Option<&str>) -> Result<RestoreState, CoreError> {
+    RestoreState::all()?
+        .into_iter()
+        .find(|s| id.is_none_or(|i| s.id == i) && s.databases.iter().any(|d| d.phase == Phase::Swapped))
+        .ok_or_else(|| CoreError::Config {
+            message: match id {
+                Some(i) => format!("restore {i} replaced no database that can be swapped back"),
+                None => "no restore replaced a database that can be swapped back".into(),
+            },
+            hint: "only drop-and-restore by swap keeps the previous database; see `dbsnap cleanup --dry-run`".into(),
+        })
+}
+
 /// What `rollback` did (or, in a dry run, would do).
 #[derive(Debug, Clone, Serialize)]
 pub struct RolledBack {
@@ -239,17 +277,7 @@ pub async fn rollback(
     access: Access<'_>,
     dry_run: bool,
 ) -> Result<RolledBack, CoreError> {
-    let runs = RestoreState::all()?;
-    let mut st = runs
-        .into_iter()
-        .find(|s| id.is_none_or(|i| s.id == i) && s.databases.iter().any(|d| d.phase == Phase::Swapped))
-        .ok_or_else(|| CoreError::Config {
-            message: match id {
-                Some(i) => format!("restore {i} replaced no database that can be swapped back"),
-                None => "no restore replaced a database that can be swapped back".into(),
-            },
-            hint: "only drop-and-restore by swap keeps the previous database; see `dbsnap cleanup --dry-run`".into(),
-        })?;
+    let mut st = rollback_run(id)?;
     same_route(&st, access)?;
     let mut done = Vec::new();
     for db in st
@@ -368,10 +396,14 @@ struct Server {
 /// and of `-d` connections; and what killed runs left in `repo` and in the
 /// repositories restores read from. A server that fails is reported in
 /// [`Cleanup::failed`], and the others are still cleaned up.
+///
+/// `servers: false` looks at the repositories only (the route that would
+/// reach the servers was not opened: see [`routed_work`]).
 pub async fn cleanup(
     access: Access<'_>,
     repo: &Arc<dyn Repository>,
     drop: bool,
+    servers: bool,
 ) -> Result<Cleanup, CoreError> {
     let journals = RestoreState::all()?;
     // A copy a prepared swap is about to put in place must not be dropped,
@@ -404,7 +436,12 @@ pub async fn cleanup(
     }
     // One server reached as two users (or by two names) is listed once.
     let mut instances = BTreeSet::new();
-    for server in servers_to_clean(&journals, access)? {
+    let to_clean = if servers {
+        servers_to_clean(&journals, access)?
+    } else {
+        Vec::new()
+    };
+    for server in to_clean {
         if let Err(e) = clean_server(&server, access, drop, &mut instances, &mut out.kept).await {
             out.failed.push(ServerFailure::new(server, &e));
         }

@@ -103,8 +103,10 @@ pub enum HttpError {
     Connect(String),
     /// The server answered the TLS handshake with something else (plain HTTP).
     NotTls,
-    /// The server's certificate is not trusted (or not for this host).
+    /// The server's certificate is not trusted.
     Untrusted(String),
+    /// The server's certificate is for other names (those).
+    WrongName(Vec<String>),
     /// Any other TLS failure.
     Tls(String),
     /// Plain `http://` refused without `force_insecure`.
@@ -231,7 +233,7 @@ fn with_http1(mut config: ClientConfig) -> ClientConfig {
 }
 
 /// `HOST` of `HOST[:PORT]` (IPv6 brackets removed).
-fn host_name(host: &str) -> &str {
+pub(super) fn host_name(host: &str) -> &str {
     let name = match host_port(host) {
         Some(_) => &host[..host.rfind(':').unwrap_or(host.len())],
         None => host,
@@ -254,7 +256,12 @@ fn tls_error(e: std::io::Error) -> HttpError {
         .cloned();
     match inner {
         Some(rustls::Error::InvalidMessage(_)) => HttpError::NotTls,
-        Some(rustls::Error::InvalidCertificate(c)) => HttpError::Untrusted(format!("{c:?}")),
+        Some(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::NotValidForNameContext { presented, .. },
+        )) => HttpError::WrongName(presented),
+        Some(rustls::Error::InvalidCertificate(c)) => {
+            HttpError::Untrusted(dbsnap_pg::connect::certificate_problem(&c))
+        }
         Some(other) => HttpError::Tls(other.to_string()),
         None => HttpError::Tls(e.to_string()),
     }

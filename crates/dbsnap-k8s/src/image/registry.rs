@@ -73,8 +73,14 @@ pub enum RegistryError {
     Unreachable { detail: String },
     #[error("{host} does not speak TLS (a plain HTTP registry?)")]
     NotTls { host: String },
-    #[error("{host}'s TLS certificate is not trusted ({detail})")]
+    #[error("{host}'s TLS certificate is not accepted: {detail}")]
     Untrusted { host: String, detail: String },
+    #[error("{host}'s TLS certificate is for {names}, not for {name}")]
+    WrongName {
+        host: String,
+        name: String,
+        names: String,
+    },
     #[error("TLS with {host} failed: {detail}")]
     Tls { host: String, detail: String },
     #[error("{url} is plain HTTP")]
@@ -120,6 +126,9 @@ impl RegistryError {
             }
             RegistryError::Untrusted { host, .. } => format!(
                 "add the registry's CA to SSL_CERT_FILE or /etc/docker/certs.d/{host}/ca.crt, or pass --force-insecure to accept its certificate unverified"
+            ),
+            RegistryError::WrongName { name, names, .. } => format!(
+                "name the registry by a name its certificate holds ({names}), or reissue the certificate with {name} in its subjectAltName; --force-insecure accepts it unverified"
             ),
             RegistryError::Tls { .. } => {
                 "check the registry's TLS setup; --force-insecure accepts an unverified certificate, or plain HTTP".into()
@@ -398,6 +407,19 @@ fn transport_error(e: HttpError, url: &Url) -> RegistryError {
         HttpError::Connect(detail) => RegistryError::Unreachable { detail },
         HttpError::NotTls => RegistryError::NotTls { host },
         HttpError::Untrusted(detail) => RegistryError::Untrusted { host, detail },
+        HttpError::WrongName(names) => RegistryError::WrongName {
+            name: super::http::host_name(&url.host).to_string(),
+            host,
+            names: if names.is_empty() {
+                "no host name".into()
+            } else {
+                names
+                    .iter()
+                    .map(|n| dbsnap_pg::connect::presented_name(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        },
         HttpError::Tls(detail) => RegistryError::Tls { host, detail },
         HttpError::PlainRefused => RegistryError::PlainHttp { url: url.display() },
         HttpError::Protocol(detail) => RegistryError::Protocol { host, detail },

@@ -285,6 +285,15 @@ impl FakeKube {
         std::fs::write(path, format!("{config:#}\n"))
     }
 
+    /// Answers every request whose path contains `path` with `status` and
+    /// a plain-text `body` (not a Kubernetes Status), as a proxy or load
+    /// balancer in front of an API server does.
+    pub fn answer_plain(&self, path: &str, status: u16, body: &str) {
+        lock(&self.state)
+            .plain_answers
+            .push((path.into(), status, body.into()));
+    }
+
     /// Adds a rule to the deny-list.
     pub fn deny(&self, rule: Deny) {
         lock(&self.state).denies.push(rule);

@@ -200,7 +200,19 @@ async fn answer(state: &Shared, call: &Call, req: Request<Incoming>) -> Response
     };
     let reply = {
         let mut guard = lock(state);
-        let reply = route(&mut guard, call, &content_type, &body);
+        let plain = guard
+            .plain_answers
+            .iter()
+            .find(|(path, _, _)| call.path.contains(path.as_str()))
+            .map(|(_, status, body)| Reply {
+                status: StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
+                body: Value::String(body.clone()),
+                plain: true,
+            });
+        let reply = match plain {
+            Some(reply) => reply,
+            None => route(&mut guard, call, &content_type, &body),
+        };
         if wants_table {
             tabulate(reply)
         } else {

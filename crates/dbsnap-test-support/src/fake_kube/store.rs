@@ -42,6 +42,9 @@ pub(super) struct State {
     /// The newest resource version, for watchers to wait on.
     pub(super) changed: tokio::sync::watch::Sender<u64>,
     pub(super) denies: Vec<Deny>,
+    /// Paths (substrings) answered with a status and a plain-text body, as
+    /// a proxy in front of an API server does.
+    pub(super) plain_answers: Vec<(String, u16, String)>,
     pub(super) log: Vec<LoggedRequest>,
     pub(super) resource_version: u64,
     pub(super) address: String,
@@ -65,6 +68,7 @@ impl State {
             events: Vec::new(),
             changed: tokio::sync::watch::Sender::new(0),
             denies: Vec::new(),
+            plain_answers: Vec::new(),
             log: Vec::new(),
             resource_version: 0,
             address,

@@ -195,7 +195,10 @@ fn a_named_registry_that_fails_is_an_error_and_force_insecure_leaves_the_api_ver
     // Untrusted certificate: the error names --force-insecure.
     let (code, _, err) = run(&mut dbsnap(&s, &["create", "--registry", &host], None));
     assert_eq!(code, 18, "{err}");
-    assert!(err.contains("TLS certificate is not trusted"), "{err}");
+    assert!(
+        err.contains("TLS certificate is not accepted: its certificate is not signed by a trusted certificate authority"),
+        "{err}"
+    );
     assert!(err.contains("--force-insecure"), "{err}");
     assert!(!s
         .kube
@@ -230,9 +233,11 @@ fn a_named_registry_that_fails_is_an_error_and_force_insecure_leaves_the_api_ver
     .env("HOME", s.home.path());
     let (code, _, err) = run(&mut c);
     assert_eq!(code, 18, "{err}");
-    // (kube-rs reports the refused certificate only as a failed connect.)
+    // Said in words, not as kube-rs's "client error (Connect)".
     assert!(
-        err.contains("cannot get deploy/core-api in namespace poolside"),
+        err.contains("cannot get deploy/core-api in namespace poolside: the Kubernetes API server is not trusted: its certificate is not signed by a trusted certificate authority")
+            && err.contains("certificate-authority")
+            && !err.contains("client error"),
         "{err}"
     );
     assert_eq!(s.pods_left(), Vec::<String>::new());
@@ -264,4 +269,28 @@ fn a_named_registry_that_fails_is_an_error_and_force_insecure_leaves_the_api_ver
     ));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--force-insecure"), "{err}");
+}
+
+#[test]
+fn a_registry_certificate_for_another_name_says_which_names_it_holds() {
+    let s = Setup::new();
+    let registry = Registry::builder()
+        .tls_names(&["registry.internal"])
+        .tags("dbsnap", &["1.0.0"])
+        .start();
+    let host = registry.host().to_string();
+    let (code, _, err) = run(&mut dbsnap(
+        &s,
+        &["create", "--registry", &host],
+        Some(registry.ca_file()),
+    ));
+    assert_eq!(code, 18, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{host}'s TLS certificate is for registry.internal, not for 127.0.0.1"
+        )) && err.contains("127.0.0.1 in its subjectAltName")
+            && !err.contains("NotValidForName"),
+        "{err}"
+    );
+    assert_eq!(s.pods_left(), Vec::<String>::new());
 }
