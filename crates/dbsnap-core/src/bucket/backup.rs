@@ -478,3 +478,38 @@ async fn copy_in(
         verified_at: Some(now_rfc3339()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reused_blob_is_read_again_once_its_verification_is_old() {
+        let now = time::macros::datetime!(2026-12-01 12:00 UTC);
+        let day = Duration::from_secs(86_400);
+        let recent = Some("2026-11-20T12:00:00Z");
+        assert!(verified_recently(recent, 30 * day, now));
+        assert!(!verified_recently(recent, 10 * day, now));
+        assert!(
+            !verified_recently(recent, Duration::ZERO, now),
+            "0: always read"
+        );
+        assert!(!verified_recently(None, 30 * day, now), "never verified");
+        assert!(!verified_recently(Some("garbage"), 30 * day, now));
+    }
+
+    #[test]
+    fn only_a_plain_md5_etag_checks_bytes() {
+        let meta = |e: &str| ObjectMeta {
+            location: Key::from("k"),
+            last_modified: Default::default(),
+            size: 1,
+            e_tag: Some(e.to_string()),
+            version: None,
+        };
+        let md5 = "0cc175b9c0f1b6a831c399e269772661";
+        assert_eq!(md5_etag(&meta(&format!("\"{md5}\""))).as_deref(), Some(md5));
+        assert_eq!(md5_etag(&meta(&format!("{md5}-3"))), None, "multipart");
+        assert_eq!(md5_etag(&meta("1733500000")), None);
+    }
+}

@@ -367,3 +367,63 @@ fn summary(
     };
     Some(format!("{}\nhint: {hint}", lines.join("\n")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expect(entries: &[(u64, &str, &str, &str)]) -> Expected {
+        let mut e = Expected::new();
+        for (size, sha, run, key) in entries {
+            e.entry((*size, sha.to_string()))
+                .or_default()
+                .push((run.to_string(), key.to_string()));
+        }
+        e
+    }
+
+    #[test]
+    fn a_blob_is_judged_against_every_run_that_recorded_it() {
+        let sha = "a".repeat(64);
+        let other = "b".repeat(64);
+        let e = || expect(&[(5, &sha, "r1", "k"), (5, &sha, "r2", "k")]);
+        assert!(judge("id", e(), Some((sha.clone(), 5))).is_empty());
+        let d = judge("id", e(), Some((other.clone(), 5)));
+        assert_eq!(d.len(), 1, "one object, named once with both runs");
+        assert_eq!(
+            (d[0].damage, d[0].runs.clone()),
+            (
+                Damage::ChecksumMismatch,
+                vec!["r1".to_string(), "r2".to_string()]
+            )
+        );
+        assert_eq!(
+            judge("id", e(), Some((sha.clone(), 4)))[0].damage,
+            Damage::WrongSize
+        );
+        assert_eq!(judge("id", e(), None)[0].damage, Damage::Missing);
+    }
+
+    #[test]
+    fn the_summary_names_the_first_five_and_says_what_to_do() {
+        assert!(summary("loc", 3, &[], &[]).is_none());
+        let d = |k: &str| Damaged {
+            key: k.into(),
+            blob: "id".into(),
+            runs: vec!["r".into()],
+            damage: Damage::Missing,
+            detail: "its blob is missing".into(),
+        };
+        let many: Vec<Damaged> = (0..7).map(|i| d(&format!("k{i}"))).collect();
+        let s = summary("loc", 9, &many, &[]).unwrap();
+        assert!(
+            s.starts_with("7 of 9 object(s) in loc are damaged or missing:"),
+            "{s}"
+        );
+        assert!(
+            s.contains("\"k4\"") && !s.contains("\"k5\"") && s.contains('…'),
+            "{s}"
+        );
+        assert!(s.contains("\nhint: "), "{s}");
+    }
+}
