@@ -243,7 +243,17 @@ fn a_blob_damaged_at_the_same_size_is_found_and_not_carried_forward() {
                 }
                 loc.set_manifest(&t.s3, run, &m);
             }
-            let third = t.backup(loc, &[]);
+            let (code, third, err) =
+                run_json(
+                    t.cmd()
+                        .args(["bucket-backup", "--from", "s3://usage", "--to", &url]),
+                );
+            assert_eq!(code, 0, "{third}\n{err}");
+            assert!(
+                err.contains(&format!("WARN the blob of \"{x}\" (blobs/{xb})"))
+                    && err.contains("copying it again"),
+                "{err}"
+            );
             assert_eq!(
                 third["repaired"],
                 serde_json::json!([x]),
@@ -439,9 +449,16 @@ fn prune_removes_unkept_runs_then_exactly_the_blobs_no_kept_run_needs() {
         // A manifest that cannot be read: never counted, kept, and no blob
         // is removed while it is there (which ones it needs is unknown).
         loc.write(&t.s3, "runs/20000101T000000Z.json", b"not json");
-        let v = t.ok(
-            0,
-            &["bucket-prune", "--from", &url, "--keep-last", "2", "--yes"],
+        let (code, v, err) =
+            run_json(
+                t.cmd()
+                    .args(["bucket-prune", "--from", &url, "--keep-last", "2", "--yes"]),
+            );
+        assert_eq!(code, 0, "{v}\n{err}");
+        assert!(
+            err.contains("runs/20000101T000000Z.json: not a bucket-backup run manifest")
+                && err.contains("removes no blob"),
+            "{err}"
         );
         assert_eq!(v["removed"].as_array().unwrap().len(), 2, "{v}");
         assert_eq!(v["removed_blobs"], 0, "{v}");

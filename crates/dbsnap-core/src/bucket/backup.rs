@@ -330,7 +330,7 @@ async fn backup_locked(
                     None => {
                         let fate = if present {
                             tracing::warn!(
-                                "the blob of \"{key}\" (blobs/{id}) does not match its recorded SHA-256: copying the object again from {from}"
+                                "the blob of \"{key}\" (blobs/{id}) does not match the object's checksum: copying it again from {from}"
                             );
                             Fate::Repaired
                         } else {
