@@ -127,6 +127,15 @@ pub enum CoreError {
     /// A post-restore check failed.
     #[error("{0}\nhint: the restore was rolled back: no database changed (a warning above names any restored before the failure)")]
     Check(String),
+    /// Something another process holds (a bucket-backup location in use)
+    /// stands in the way; nothing was changed.
+    #[error("{message}\nhint: {hint}")]
+    Busy {
+        /// Who holds it.
+        message: String,
+        /// What to do.
+        hint: String,
+    },
     /// Interrupted by a signal.
     #[error("interrupted{0}")]
     Interrupted(String),
@@ -174,6 +183,7 @@ impl CoreError {
             CoreError::Consistency { .. } => exit::CONSISTENCY,
             CoreError::Hook(_) => exit::HOOK,
             CoreError::Interrupted(_) => exit::INTERRUPTED,
+            CoreError::Busy { .. } => exit::LOCK_TIMEOUT,
             CoreError::Refused { code, .. } => *code,
             CoreError::NotConfirmed(_) => exit::NOT_CONFIRMED,
             CoreError::Check(_) => exit::CHECK_FAILED,

@@ -1,10 +1,11 @@
-//! `bucket-backup` and `bucket-restore`: S3 buckets (usage data, model
-//! checkpoints) copied incrementally into a backup location and back.
+//! `bucket-backup`, `bucket-restore`, `bucket-verify` and `bucket-prune`:
+//! S3 buckets (usage data, model checkpoints) copied incrementally into a
+//! backup location and back, checked, and pruned.
 
 use clap::Args;
-use dbsnap_core::bucket;
 use dbsnap_core::error::exit;
 use dbsnap_core::CoreError;
+use dbsnap_core::{bucket, prune};
 use serde_json::json;
 
 use crate::cli::GlobalArgs;
@@ -18,6 +19,56 @@ pub struct BucketBackupArgs {
     /// Where its backups go: a directory or s3://BUCKET/PREFIX, one per backed-up bucket (blobs/ and runs/ inside).
     #[arg(long, value_name = "LOCATION")]
     pub to: String,
+    /// Read a reused blob again, and compare it with its SHA-256, when it was last verified longer ago than this (30m, 12h, 7d, 4w, 6M, 1y; 0: every reused blob); one that no longer matches is copied again from the source.
+    #[arg(long, value_name = "DURATION", default_value = "30d")]
+    pub reverify_after: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BucketVerifyArgs {
+    /// The backup location bucket-backup wrote (--to there).
+    #[arg(long, value_name = "LOCATION")]
+    pub from: String,
+    /// Verify this run (an id from `bucket-restore --list`); default: the newest run, the one bucket-restore restores.
+    #[arg(long, value_name = "ID", conflicts_with = "all")]
+    pub run: Option<String>,
+    /// Verify every run (each blob is read once); a run manifest that cannot be read counts as damage.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BucketPruneArgs {
+    /// The backup location bucket-backup wrote (--to there).
+    #[arg(long, value_name = "LOCATION")]
+    pub from: String,
+    /// Keep the newest N runs.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<usize>,
+    /// Keep the newest run of each of the last N hours that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<usize>,
+    /// Keep the newest run of each of the last N days that have one (UTC).
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<usize>,
+    /// Keep the newest run of each of the last N ISO weeks that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<usize>,
+    /// Keep the newest run of each of the last N months that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<usize>,
+    /// Keep the newest run of each of the last N years that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<usize>,
+    /// Keep every run started within this long: 30m, 12h, 7d, 4w, 6M, 1y.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Remove without asking (required without a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Show which runs would go and why each stays, and how many blobs would be freed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -51,15 +102,27 @@ pub async fn backup(
     g: &GlobalArgs,
     show_progress: bool,
 ) -> Result<u8, CoreError> {
+    let options = bucket::BackupOptions {
+        reverify_after: match args.reverify_after.trim() {
+            "0" => std::time::Duration::ZERO,
+            w => std::time::Duration::from_secs(
+                prune::parse_within(w, "--reverify-after")?.whole_seconds() as u64,
+            ),
+        },
+    };
     let r = progress::cancellable(show_progress, move |sink, cancel| {
-        bucket::backup(&args.from, &args.to, sink, cancel)
+        bucket::backup(&args.from, &args.to, options, sink, cancel)
     })
     .await?;
     if g.json {
         output::print_ok_json(&r);
     } else {
+        let reread = match r.reverified {
+            0 => String::new(),
+            n => format!(" ({n} read again and verified)"),
+        };
         println!(
-            "run {}: {} objects ({}), {} copied ({}), {} unchanged, {:.1}s: {} -> {}",
+            "run {}: {} objects ({}), {} copied ({}), {} unchanged{reread}, {:.1}s: {} -> {}",
             r.run,
             r.objects,
             output::human_bytes(r.bytes),
@@ -70,8 +133,161 @@ pub async fn backup(
             r.from,
             r.to
         );
+        if !r.repaired.is_empty() {
+            println!(
+                "{} damaged blob(s) found on reuse and copied again from the source: {}",
+                r.repaired.len(),
+                r.repaired.join(", ")
+            );
+        }
+        if r.removed_temporary > 0 {
+            println!(
+                "removed {} temporary file(s) a killed run left in blobs/",
+                r.removed_temporary
+            );
+        }
     }
     Ok(exit::OK)
+}
+
+/// `dbsnap bucket-verify`: exit 10 when a blob is damaged or missing.
+pub async fn verify(
+    args: BucketVerifyArgs,
+    g: &GlobalArgs,
+    show_progress: bool,
+) -> Result<u8, CoreError> {
+    let which = match (&args.run, args.all) {
+        (Some(id), _) => bucket::Which::Run(id.clone()),
+        (None, true) => bucket::Which::All,
+        (None, false) => bucket::Which::Newest,
+    };
+    let from = args.from.clone();
+    let r = progress::cancellable(show_progress, move |sink, cancel| {
+        bucket::verify(&from, which, sink, cancel)
+    })
+    .await?;
+    if g.json {
+        let mut v = serde_json::to_value(&r).unwrap_or_default();
+        // A failed verification reads like every other command's error.
+        if let Some(message) = &r.error {
+            v["error"] = json!({"kind": "verify", "exit_code": exit::VERIFY, "message": message});
+        }
+        output::print_json(&v);
+    } else {
+        for d in &r.damaged {
+            println!(
+                "DAMAGED  {}  blobs/{}  run {}: {}",
+                d.key,
+                d.blob,
+                d.runs.join(", "),
+                d.detail
+            );
+        }
+        let runs = match r.runs.as_slice() {
+            [one] => format!("run {one}"),
+            many => format!("{} runs", many.len()),
+        };
+        match &r.error {
+            None => println!(
+                "verified {runs}: {} objects in {} blobs ({} read), each matches its size and SHA-256, {:.1}s: {}",
+                r.objects,
+                r.blobs,
+                output::human_bytes(r.bytes),
+                r.seconds,
+                r.from
+            ),
+            Some(e) => eprintln!("FAILED: {e}"),
+        }
+    }
+    Ok(if r.ok { exit::OK } else { exit::VERIFY })
+}
+
+/// The keep rules of `bucket-prune`: `prune`'s, from the flags only.
+fn keep_policy(a: &BucketPruneArgs) -> Result<prune::Policy, CoreError> {
+    let policy = prune::Policy {
+        last: a.keep_last.unwrap_or(0),
+        hourly: a.keep_hourly.unwrap_or(0),
+        daily: a.keep_daily.unwrap_or(0),
+        weekly: a.keep_weekly.unwrap_or(0),
+        monthly: a.keep_monthly.unwrap_or(0),
+        yearly: a.keep_yearly.unwrap_or(0),
+        within: a
+            .keep_within
+            .as_deref()
+            .map(|w| prune::parse_within(w, "--keep-within"))
+            .transpose()?,
+        safety: 0,
+    };
+    if policy.keeps_nothing() {
+        return Err(CoreError::Config {
+            message: "bucket-prune needs at least one rule that keeps runs".into(),
+            hint: "e.g. --keep-last 7 --keep-daily 14 --keep-weekly 8 --keep-monthly 12 (see what would go with --dry-run)".into(),
+        });
+    }
+    Ok(policy)
+}
+
+/// `dbsnap bucket-prune`.
+pub fn prune(args: BucketPruneArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
+    let policy = keep_policy(&args)?;
+    let plan = bucket::plan_prune(&args.from, &policy, time::OffsetDateTime::now_utc())?;
+    let nothing = plan.removed.is_empty() && plan.removed_blobs == 0;
+    let report = if args.dry_run || nothing {
+        plan
+    } else {
+        if !args.yes {
+            if !crate::restore_cmd::interactive() {
+                return Err(CoreError::NotConfirmed(format!(
+                    "pruning {} run(s) and {} blob(s) needs confirmation; there is no terminal to ask on\nhint: pass --yes to confirm (see what would go and why each run stays with --dry-run)",
+                    plan.removed.len(),
+                    plan.removed_blobs
+                )));
+            }
+            print_prune(&plan, true);
+            crate::restore_cmd::ask(&format!(
+                "Remove these {} run(s) and {} blob(s) ({})?",
+                plan.removed.len(),
+                plan.removed_blobs,
+                output::human_bytes(plan.freed)
+            ))?;
+        }
+        bucket::prune(&args.from, &policy, plan)?
+    };
+    if g.json {
+        output::print_ok_json(&report);
+    } else {
+        print_prune(&report, report.dry_run);
+        if report.dry_run && !nothing {
+            println!("dry run: nothing was changed");
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// The plan or the outcome of `bucket-prune`, one line per run.
+fn print_prune(r: &bucket::PruneReport, would: bool) {
+    for k in &r.kept {
+        println!("keep    {}  ({})", k.run, k.reasons.join(", "));
+    }
+    let verb = if would { "would remove" } else { "removed" };
+    for f in &r.removed {
+        println!(
+            "{verb}  {}  ({} objects, {})",
+            f.run,
+            f.objects,
+            output::human_bytes(f.bytes)
+        );
+    }
+    println!(
+        "{verb} {} run(s) and {} blob(s) no kept run needs ({}); {} run(s) kept",
+        r.removed.len(),
+        r.removed_blobs,
+        output::human_bytes(r.freed),
+        r.kept.len()
+    );
+    if let Some(why) = &r.blobs_kept_because {
+        println!("no blob removed: {why}");
+    }
 }
 
 /// `dbsnap bucket-restore`.

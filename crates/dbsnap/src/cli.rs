@@ -104,6 +104,10 @@ pub enum Command {
     BucketBackup(crate::bucket_cmd::BucketBackupArgs),
     /// Put a bucket-backup run's objects back (the newest, one by --run, or the one current at --at) into a bucket or prefix.
     BucketRestore(crate::bucket_cmd::BucketRestoreArgs),
+    /// Read every blob of a bucket-backup run (the newest, --run ID, or --all) and compare it with the size and SHA-256 recorded; exit 10 naming the damaged or missing objects.
+    BucketVerify(crate::bucket_cmd::BucketVerifyArgs),
+    /// Remove the bucket-backup runs a retention policy does not keep (prune's --keep-* rules; the newest run always stays), then the blobs no remaining run needs.
+    BucketPrune(crate::bucket_cmd::BucketPruneArgs),
     /// Pin a snapshot: prune keeps it and delete refuses it.
     Pin(crate::prune_cmd::PinArgs),
     /// Unpin a snapshot.
@@ -335,6 +339,7 @@ impl Cli {
                 | Command::Copy(_)
                 | Command::BucketBackup(_)
                 | Command::BucketRestore(_)
+                | Command::BucketPrune(_)
                 | Command::Pin(_)
                 | Command::Unpin(_)
                 | Command::Demo(_)
@@ -375,6 +380,8 @@ impl Cli {
             Command::Copy(_) => "copy",
             Command::BucketBackup(_) => "bucket-backup",
             Command::BucketRestore(_) => "bucket-restore",
+            Command::BucketVerify(_) => "bucket-verify",
+            Command::BucketPrune(_) => "bucket-prune",
             Command::Pin(_) => "pin",
             Command::Unpin(_) => "unpin",
             Command::Completions(_) => "completions",
@@ -512,6 +519,8 @@ pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
         Command::Copy(args) => crate::copy_cmd::copy(args, &g, show_progress).await,
         Command::BucketBackup(args) => crate::bucket_cmd::backup(args, &g, show_progress).await,
         Command::BucketRestore(args) => crate::bucket_cmd::restore(args, &g, show_progress).await,
+        Command::BucketVerify(args) => crate::bucket_cmd::verify(args, &g, show_progress).await,
+        Command::BucketPrune(args) => crate::bucket_cmd::prune(args, &g),
         Command::Pin(args) => crate::prune_cmd::pin(args, &g, true),
         Command::Unpin(args) => crate::prune_cmd::pin(args, &g, false),
     }

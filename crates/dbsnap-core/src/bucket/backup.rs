@@ -1,10 +1,17 @@
 //! `bucket-backup`: a run copying new and changed objects into the
 //! location's blobs and recording every object in its manifest.
+//!
+//! A blob is reused when its object is unchanged (same key, ETag and
+//! size) and the blob has that size; one last verified longer ago than
+//! [`BackupOptions::reverify_after`] (or never) is first read in full and
+//! compared with the SHA-256 recorded for it, and copied again from the
+//! source when it differs. A run never records a blob it has not either
+//! written, re-read, or found verified within that period.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dbsnap_storage::s3::{self, object_store_at, request_error};
 use dbsnap_storage::StorageError;
@@ -15,8 +22,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{
-    config, etag, list_all, now_rfc3339, read_run_or_skip, refuse_overlap, relative, run_ids,
-    stream_to, Hashes, RunManifest, RunObject, Sums, Tally, PARALLEL,
+    config, etag, hash_object, list_all, lock, now_rfc3339, read_run_or_skip, refuse_overlap,
+    relative, run_ids, stream_to, RunManifest, RunObject, Tally, PARALLEL,
 };
 use crate::create::Progress;
 use crate::error::CoreError;
@@ -40,8 +47,50 @@ pub struct BackupReport {
     pub copied_bytes: u64,
     /// Objects whose blob was there already (unchanged).
     pub unchanged: usize,
+    /// Of those, blobs read again and found to match (last verified
+    /// longer ago than the re-verification period).
+    pub reverified: usize,
+    /// Keys whose blob was found damaged on reuse and copied again from
+    /// the source (counted in `copied`).
+    pub repaired: Vec<String>,
+    /// Temporary files of killed runs removed (`blobs/<id>#<n>`, in a
+    /// directory location).
+    pub removed_temporary: usize,
     /// Seconds.
     pub seconds: f64,
+}
+
+/// How `bucket-backup` treats the blobs it reuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupOptions {
+    /// A reused blob last verified longer ago than this (or never) is read
+    /// in full and compared with its SHA-256 first; zero: every one.
+    pub reverify_after: Duration,
+}
+
+impl BackupOptions {
+    /// The default re-verification period: 30 days.
+    pub const DEFAULT_REVERIFY_AFTER: Duration = Duration::from_secs(30 * 86_400);
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            reverify_after: Self::DEFAULT_REVERIFY_AFTER,
+        }
+    }
+}
+
+/// What became of one object in a run.
+enum Fate {
+    /// New or changed: copied.
+    Copied,
+    /// Its blob reused, verified recently enough.
+    Reused,
+    /// Its blob reused after reading it again.
+    Reverified,
+    /// Its blob did not match: copied again.
+    Repaired,
 }
 
 fn source_store(from: &str) -> Result<(Arc<dyn ObjectStore>, Key), CoreError> {
@@ -73,28 +122,100 @@ fn blob_id(key: &str, meta: &ObjectMeta) -> String {
 pub fn backup(
     from: &str,
     to: &str,
+    options: BackupOptions,
     progress: Arc<dyn Progress>,
     cancel: Arc<AtomicBool>,
 ) -> Result<BackupReport, CoreError> {
     let (from, to) = (from.to_string(), to.to_string());
-    s3::run(async move { backup_async(&from, &to, progress, cancel).await })
+    s3::run(async move {
+        refuse_overlap(
+            &from,
+            &to,
+            "--to (the backups) would be inside --from (the bucket backed up), or hold it",
+        )?;
+        let (src, src_prefix) = source_store(&from)?;
+        let (repo, repo_prefix) = object_store_at(&to)?;
+        let store = (repo.clone(), repo_prefix.clone());
+        lock::with_lock(&repo, &repo_prefix, &to, "bucket-backup", |_| {
+            backup_locked(
+                &from,
+                &to,
+                (src, src_prefix),
+                store,
+                options,
+                progress,
+                cancel,
+            )
+        })
+        .await
+    })
 }
 
-async fn backup_async(
+/// Removes the temporary files killed runs left in a directory
+/// location's `blobs/` (`<id>#<n>`: object_store's staged writes, which
+/// it never lists); the lock says no other run is writing them.
+fn remove_temporaries(to: &str) -> Result<usize, CoreError> {
+    if s3::is_object_store_url(to) {
+        return Ok(0);
+    }
+    let dir = std::path::Path::new(to).join("blobs");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(StorageError::io(&dir, e).into()),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io(&dir, e))?;
+        let name = entry.file_name();
+        let temporary = name
+            .to_str()
+            .and_then(|n| n.split_once('#'))
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if temporary {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io(&entry.path(), e).into()),
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(
+            "removed {removed} temporary file(s) of a killed run from {}",
+            dir.display()
+        );
+    }
+    Ok(removed)
+}
+
+/// Whether a blob verified at `at` (RFC 3339) is recent enough to reuse
+/// without reading it.
+fn verified_recently(at: Option<&str>, within: Duration, now: time::OffsetDateTime) -> bool {
+    at.and_then(crate::inspect::parse_time)
+        .is_some_and(|t| now - t < within)
+}
+
+/// An ETag that is the MD5 of the object's bytes (a single-part upload
+/// without server-side encryption by KMS writes one): 32 hex digits.
+fn md5_etag(meta: &ObjectMeta) -> Option<String> {
+    etag(meta).filter(|e| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn backup_locked(
     from: &str,
     to: &str,
+    (src, src_prefix): (Arc<dyn ObjectStore>, Key),
+    (repo, repo_prefix): (Arc<dyn ObjectStore>, Key),
+    options: BackupOptions,
     progress: Arc<dyn Progress>,
     cancel: Arc<AtomicBool>,
 ) -> Result<BackupReport, CoreError> {
     let started = Instant::now();
     let started_at = now_rfc3339();
-    refuse_overlap(
-        from,
-        to,
-        "--to (the backups) would be inside --from (the bucket backed up), or hold it",
-    )?;
-    let (src, src_prefix) = source_store(from)?;
-    let (repo, repo_prefix) = object_store_at(to)?;
+    let now = time::OffsetDateTime::now_utc();
+    let removed_temporary = remove_temporaries(to)?;
     let blobs = repo_prefix.child("blobs");
     let runs = repo_prefix.child("runs");
     // What the earlier runs know, and that they are of this source.
@@ -109,7 +230,18 @@ async fn backup_async(
                 "give each backed-up bucket or prefix its own --to",
             ));
         }
-        for o in m.objects {
+        for mut o in m.objects {
+            // The newest verification any run recorded counts.
+            if let Some(earlier) = known.get(&o.blob) {
+                let t = |o: &RunObject| {
+                    o.verified_at
+                        .as_deref()
+                        .and_then(crate::inspect::parse_time)
+                };
+                if t(earlier) > t(&o) {
+                    o.verified_at = earlier.verified_at.clone();
+                }
+            }
             known.insert(o.blob.clone(), o);
         }
     }
@@ -131,7 +263,7 @@ async fn backup_async(
     let total = objects.len();
     let tally = Arc::new(Tally::default());
     let (have, known) = (Arc::new(have), Arc::new(known));
-    let results: Vec<Result<RunObject, CoreError>> = futures::stream::iter(objects)
+    let results: Vec<Result<(RunObject, Fate), CoreError>> = futures::stream::iter(objects)
         .map(|meta| {
             let (src, repo, blobs) = (src.clone(), repo.clone(), blobs.clone());
             let (have, known, cancel) = (have.clone(), known.clone(), cancel.clone());
@@ -142,30 +274,72 @@ async fn backup_async(
                     return Err(CoreError::Interrupted(String::new()));
                 }
                 let id = blob_id(&key, &meta);
+                let at = blobs.child(id.as_str());
                 let present = have.get(&id) == Some(&meta.size);
-                let entry = match (present, known.get(&id)) {
-                    (true, Some(o)) => RunObject {
-                        key: key.clone(),
-                        ..o.clone()
-                    },
-                    (true, None) => {
-                        let at = blobs.child(id.as_str());
-                        let (sha256, md5, _) = hash_object(&repo, &at, to).await?;
-                        RunObject {
-                            key: key.clone(),
-                            size: meta.size,
-                            etag: etag(&meta),
-                            last_modified: meta.last_modified.to_rfc3339(),
-                            blob: id,
-                            sha256,
-                            md5,
-                        }
+                let reused = match (present, known.get(&id)) {
+                    (false, _) => None,
+                    (true, Some(o))
+                        if verified_recently(
+                            o.verified_at.as_deref(),
+                            options.reverify_after,
+                            now,
+                        ) =>
+                    {
+                        Some((
+                            RunObject {
+                                key: key.clone(),
+                                ..o.clone()
+                            },
+                            Fate::Reused,
+                        ))
                     }
-                    (false, _) => {
+                    (true, Some(o)) => {
+                        let (sha256, _, size) = hash_object(&repo, &at, to).await?;
+                        (sha256 == o.sha256 && size == o.size).then(|| {
+                            let o = RunObject {
+                                key: key.clone(),
+                                verified_at: Some(now_rfc3339()),
+                                ..o.clone()
+                            };
+                            (o, Fate::Reverified)
+                        })
+                    }
+                    // Written by a run killed before its manifest: its
+                    // bytes are what it read, checked against an MD5 ETag
+                    // where the source has one.
+                    (true, None) => {
+                        let (sha256, md5, _) = hash_object(&repo, &at, to).await?;
+                        let matches = md5_etag(&meta).is_none_or(|e| e == md5);
+                        matches.then(|| {
+                            let o = RunObject {
+                                key: key.clone(),
+                                size: meta.size,
+                                etag: etag(&meta),
+                                last_modified: meta.last_modified.to_rfc3339(),
+                                blob: id.clone(),
+                                sha256,
+                                md5,
+                                verified_at: Some(now_rfc3339()),
+                            };
+                            (o, Fate::Reused)
+                        })
+                    }
+                };
+                let entry = match reused {
+                    Some(r) => r,
+                    None => {
+                        let fate = if present {
+                            tracing::warn!(
+                                "the blob of \"{key}\" (blobs/{id}) does not match the object's checksum: copying it again from {from}"
+                            );
+                            Fate::Repaired
+                        } else {
+                            Fate::Copied
+                        };
                         let o =
                             copy_in(&src, &repo, &blobs, &key, &meta, from, to, &cancel).await?;
                         tally.moved(o.size);
-                        o
+                        (o, fate)
                     }
                 };
                 tally.done(total, "copied", &*progress);
@@ -177,9 +351,17 @@ async fn backup_async(
         .await;
     let copied = tally.moved.load(Ordering::Relaxed);
     let mut entries = Vec::with_capacity(results.len());
+    let (mut reverified, mut repaired) = (0, Vec::new());
     for r in results {
         match r {
-            Ok(e) => entries.push(e),
+            Ok((e, fate)) => {
+                match fate {
+                    Fate::Reverified => reverified += 1,
+                    Fate::Repaired => repaired.push(e.key.clone()),
+                    Fate::Copied | Fate::Reused => {}
+                }
+                entries.push(e);
+            }
             Err(CoreError::Interrupted(_)) => {
                 return Err(CoreError::Interrupted(format!(
                     "; {copied} object(s) were copied and are kept: run bucket-backup again to finish (no run was recorded)"
@@ -188,6 +370,7 @@ async fn backup_async(
             Err(e) => return Err(e),
         }
     }
+    repaired.sort();
     entries.sort_by(|a, b| a.key.cmp(&b.key));
     let run = new_run_id(&repo, &runs, to).await?;
     let manifest = RunManifest {
@@ -213,6 +396,9 @@ async fn backup_async(
         copied,
         copied_bytes: tally.bytes.load(Ordering::Relaxed),
         unchanged: manifest.objects.len() - copied,
+        reverified,
+        repaired,
+        removed_temporary,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -289,23 +475,41 @@ async fn copy_in(
         blob: id,
         sha256,
         md5,
+        verified_at: Some(now_rfc3339()),
     })
 }
 
-/// SHA-256, MD5 and size of an object's bytes, read in full.
-async fn hash_object(
-    store: &Arc<dyn ObjectStore>,
-    at: &Key,
-    location: &str,
-) -> Result<Sums, CoreError> {
-    let mut stream = store
-        .get(at)
-        .await
-        .map_err(|e| request_error(location, at.as_ref(), e))?
-        .into_stream();
-    let mut hashes = Hashes::default();
-    while let Some(chunk) = stream.next().await {
-        hashes.update(&chunk.map_err(|e| request_error(location, at.as_ref(), e))?);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reused_blob_is_read_again_once_its_verification_is_old() {
+        let now = time::macros::datetime!(2026-12-01 12:00 UTC);
+        let day = Duration::from_secs(86_400);
+        let recent = Some("2026-11-20T12:00:00Z");
+        assert!(verified_recently(recent, 30 * day, now));
+        assert!(!verified_recently(recent, 10 * day, now));
+        assert!(
+            !verified_recently(recent, Duration::ZERO, now),
+            "0: always read"
+        );
+        assert!(!verified_recently(None, 30 * day, now), "never verified");
+        assert!(!verified_recently(Some("garbage"), 30 * day, now));
     }
-    Ok(hashes.finish())
+
+    #[test]
+    fn only_a_plain_md5_etag_checks_bytes() {
+        let meta = |e: &str| ObjectMeta {
+            location: Key::from("k"),
+            last_modified: Default::default(),
+            size: 1,
+            e_tag: Some(e.to_string()),
+            version: None,
+        };
+        let md5 = "0cc175b9c0f1b6a831c399e269772661";
+        assert_eq!(md5_etag(&meta(&format!("\"{md5}\""))).as_deref(), Some(md5));
+        assert_eq!(md5_etag(&meta(&format!("{md5}-3"))), None, "multipart");
+        assert_eq!(md5_etag(&meta("1733500000")), None);
+    }
 }

@@ -15,6 +15,14 @@
 //! Every write is atomic (an S3 upload, a local temporary file renamed),
 //! so a blob is complete or absent. A restore checks each object's SHA-256
 //! as it streams and aborts that object's upload when it does not match.
+//!
+//! A blob is never trusted forever: each run records when every blob was
+//! last read in full and found to match (`verified_at`), and a backup
+//! reusing a blob last verified longer ago than its re-verification period
+//! reads it again, copying the object again when it no longer matches.
+//! `bucket-verify` reads every blob of a run; `bucket-prune` removes runs
+//! and the blobs no remaining run needs, never while a backup runs
+//! ([`lock`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -34,10 +42,15 @@ use crate::create::Progress;
 use crate::error::CoreError;
 
 mod backup;
+mod lock;
+mod prune;
 mod restore;
+mod verify;
 
-pub use backup::{backup, BackupReport};
+pub use backup::{backup, BackupOptions, BackupReport};
+pub use prune::{plan_prune, prune, PruneReport, RunFate};
 pub use restore::{restore, RestoreReport};
+pub use verify::{verify, Damage, Damaged, UnreadableRun, VerifyReport, Which};
 
 /// Objects copied at once.
 const PARALLEL: usize = 4;
@@ -61,6 +74,11 @@ pub struct RunObject {
     pub sha256: String,
     /// MD5 of its bytes (a single-part upload's ETag).
     pub md5: String,
+    /// When the blob was last read in full and matched `sha256` (RFC 3339):
+    /// written by this or an earlier run, or re-read on reuse. Absent in
+    /// manifests of versions before it was recorded: never verified.
+    #[serde(default)]
+    pub verified_at: Option<String>,
 }
 
 /// `runs/<id>.json`.
@@ -292,6 +310,24 @@ async fn stream_to(
         let _ = out.abort().await;
     }
     outcome
+}
+
+/// SHA-256, MD5 and size of an object's bytes, read in full.
+async fn hash_object(
+    store: &Arc<dyn ObjectStore>,
+    at: &Key,
+    location: &str,
+) -> Result<Sums, CoreError> {
+    let mut stream = store
+        .get(at)
+        .await
+        .map_err(|e| request_error(location, at.as_ref(), e))?
+        .into_stream();
+    let mut hashes = Hashes::default();
+    while let Some(chunk) = stream.next().await {
+        hashes.update(&chunk.map_err(|e| request_error(location, at.as_ref(), e))?);
+    }
+    Ok(hashes.finish())
 }
 
 fn io_err(location: &str, at: &Key, e: std::io::Error) -> CoreError {

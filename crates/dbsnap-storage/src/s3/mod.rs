@@ -68,6 +68,7 @@ use object_store::{ClientOptions, ObjectStore, PutPayload, RetryConfig};
 use crate::{scratch, PendingWrite, Repository, Scratch, SnapshotInfo, StorageError};
 
 mod marker;
+pub use marker::{stale, Owner};
 mod read;
 pub use read::LOST;
 mod upload;
@@ -91,8 +92,9 @@ pub const READ_CHUNK: u64 = 8 << 20;
 const FIRST_CHUNK: u64 = 64 << 10;
 /// Ranged GETs ahead of the reader.
 const READ_AHEAD: usize = 2;
-/// How often a writer refreshes its upload marker.
-const HEARTBEAT: Duration = Duration::from_secs(60);
+/// How often a writer refreshes its upload marker (and a bucket backup
+/// its lock).
+pub const HEARTBEAT: Duration = Duration::from_secs(60);
 /// An upload marker not refreshed for this long belongs to a dead writer.
 pub const STALE_AFTER: Duration = Duration::from_secs(15 * 60);
 /// How long dropping a pending write waits for its abort.
