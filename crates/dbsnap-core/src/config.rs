@@ -204,15 +204,28 @@ impl Config {
     /// Loads the config per the lookup order; `explicit` must exist.
     pub fn load(explicit: Option<&Path>) -> Result<Config, CoreError> {
         let path = match explicit {
-            Some(p) => {
-                if !p.is_file() {
+            // Any readable file, `/dev/null` too (no settings at all).
+            Some(p) => match std::fs::metadata(p) {
+                Ok(m) if m.is_dir() => {
+                    return Err(CoreError::Config {
+                        message: format!("config file \"{}\" is a directory", p.display()),
+                        hint: "give --config the path of a dbsnap.toml file".into(),
+                    })
+                }
+                Ok(_) => Some(p.to_path_buf()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Err(CoreError::Config {
                         message: format!("config file \"{}\" not found", p.display()),
                         hint: "check the --config path".into(),
-                    });
+                    })
                 }
-                Some(p.to_path_buf())
-            }
+                Err(e) => {
+                    return Err(CoreError::Config {
+                        message: format!("could not read config file \"{}\": {e}", p.display()),
+                        hint: "check the path and its permissions".into(),
+                    })
+                }
+            },
             None => [PathBuf::from("dbsnap.toml"), home().join("config.toml")]
                 .into_iter()
                 .find(|p| p.is_file()),

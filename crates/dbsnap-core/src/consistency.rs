@@ -67,6 +67,9 @@ pub struct QuiesceHooks {
     pub stop_cmd: Option<String>,
     /// Starts it again.
     pub start_cmd: Option<String>,
+    /// What the commands do, in words, when dbsnap made them (`--scale`):
+    /// plans say this instead of the commands.
+    pub described: Option<String>,
 }
 
 /// The established cut.

@@ -237,6 +237,10 @@ pub struct PruneReport {
     /// Per group where something goes, the newest snapshot that passed
     /// `verify` (kept whatever the rules say).
     pub newest_verified: Vec<String>,
+    /// Snapshots found to fail `verify` on the way (newer than those):
+    /// the keep rules count them, which is why the newest that verifies is
+    /// kept as well.
+    pub failing_verification: Vec<String>,
 }
 
 impl PruneReport {
@@ -248,6 +252,7 @@ impl PruneReport {
             removed: Vec::new(),
             freed: 0,
             newest_verified: Vec::new(),
+            failing_verification: Vec::new(),
         }
     }
 }
@@ -289,7 +294,7 @@ pub fn plan(
     // In every group where something would go, the newest snapshot that
     // verifies stays whatever the rules say (read in full, newest first,
     // until one passes); a group where none does loses nothing.
-    let mut newest_verified = Vec::new();
+    let (mut newest_verified, mut failing) = (Vec::new(), Vec::new());
     let groups: BTreeSet<String> = (0..rows.len())
         .filter(|&i| reasons[i].is_empty())
         .map(|i| items[i].group.clone())
@@ -305,6 +310,7 @@ pub fn plan(
                 verified = Some(i);
                 break;
             }
+            failing.push(rows[i].name.clone());
         }
         match verified {
             Some(i) => {
@@ -330,9 +336,13 @@ pub fn plan(
     reasons = decide(&items, policy, now);
     let mut report = PruneReport {
         newest_verified,
+        failing_verification: failing.clone(),
         ..PruneReport::empty()
     };
-    for (r, why) in rows.into_iter().zip(reasons) {
+    for (r, mut why) in rows.into_iter().zip(reasons) {
+        if !why.is_empty() && failing.contains(&r.name) {
+            why.push("fails verification".into());
+        }
         let fate = Fate {
             name: r.name,
             path: r.path,

@@ -187,6 +187,7 @@ pub async fn create_cmd(
     let mut hooks = QuiesceHooks {
         stop_cmd: args.stop_cmd.clone().or(t.stop_cmd.clone()),
         start_cmd: args.start_cmd.clone().or(t.start_cmd.clone()),
+        described: None,
     };
     check_create_hooks(&args, consistency, &hooks)?;
     if consistency == ConsistencyMethod::Quiesce || args.scale.scale.is_some() {

@@ -88,8 +88,13 @@ pub fn configure(
             from,
         )?))
     };
-    let mut identity_files = identity.to_vec();
-    identity_files.extend(config.identity.iter().cloned());
+    // --identity replaces the config's identity, as every flag replaces
+    // its setting: a wrong key given on purpose is not rescued by another.
+    let identity_files = if identity.is_empty() {
+        config.identity.clone()
+    } else {
+        identity.to_vec()
+    };
     // A key file that cannot be read is an error now, not when (or if) an
     // encrypted snapshot is opened.
     for f in &identity_files {

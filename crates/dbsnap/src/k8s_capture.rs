@@ -34,8 +34,9 @@ pub async fn export_objects(
         .map_err(k8s_error)?;
     if !quiet {
         eprintln!(
-            "k8s: {} of namespace {namespace} go into the snapshot",
-            crate::output::count_of(objects.len(), "object")
+            "k8s: {} of namespace {namespace} {} into the snapshot",
+            crate::output::count_of(objects.len(), "object"),
+            if objects.len() == 1 { "goes" } else { "go" }
         );
     }
     Ok(objects

@@ -458,7 +458,7 @@ pub async fn scale_hooks(
     scale: &ScaleArgs,
     k8s: &K8sArgs,
     target: Option<&K8sTarget>,
-) -> Result<Option<(String, String)>, CoreError> {
+) -> Result<Option<ScaleHooks>, CoreError> {
     let listed = scale.scale.clone().or_else(|| {
         target
             .filter(|t| !t.scale.is_empty())
@@ -489,7 +489,7 @@ pub async fn scale_hooks(
         exe.display().to_string(),
         "k8s-scale".into(),
         "--namespace".into(),
-        namespace,
+        namespace.clone(),
     ];
     if let Some(c) = &access.context {
         base.extend(["--context".into(), c.clone()]);
@@ -510,10 +510,21 @@ pub async fn scale_hooks(
             .join(" ")
     };
     let wait = format!("{}ms", scale.scale_timeout.as_millis());
-    Ok(Some((
-        command("down", &["--wait".into(), wait]),
-        command("up", &[]),
-    )))
+    Ok(Some(ScaleHooks {
+        down: command("down", &["--wait".into(), wait]),
+        up: command("up", &[]),
+        described: format!(
+            "the app is stopped first (scale {list} in namespace {namespace} to 0, waiting up to {} for its pods to be gone) and scaled back after",
+            crate::cli::human_duration(scale.scale_timeout)
+        ),
+    }))
+}
+
+/// The commands `--scale` stops and starts the app with, and what they do.
+pub struct ScaleHooks {
+    pub down: String,
+    pub up: String,
+    pub described: String,
 }
 
 /// A word for a POSIX shell: as is when plain, else single-quoted.
@@ -532,10 +543,10 @@ pub(crate) fn shell_quote(word: &str) -> String {
 /// cannot be combined with `--stop-cmd`/`--start-cmd`.
 pub fn merge_scale_hooks(
     hooks: &mut dbsnap_core::consistency::QuiesceHooks,
-    scale: Option<(String, String)>,
+    scale: Option<ScaleHooks>,
     explicit: bool,
 ) -> Result<(), CoreError> {
-    let Some((down, up)) = scale else {
+    let Some(scale) = scale else {
         return Ok(());
     };
     if explicit {
@@ -544,8 +555,9 @@ pub fn merge_scale_hooks(
             hint: "use one of them".into(),
         });
     }
-    hooks.stop_cmd = Some(down);
-    hooks.start_cmd = Some(up);
+    hooks.stop_cmd = Some(scale.down);
+    hooks.start_cmd = Some(scale.up);
+    hooks.described = Some(scale.described);
     Ok(())
 }
 

@@ -565,6 +565,9 @@ pub fn print_plan(p: &dbsnap_core::restore::Plan, json: bool, dry_run: bool) {
         let _ = writeln!(out, "  note: {u}");
     }
     match (&p.stop_cmd, &p.start_cmd) {
+        (Some(_), _) if p.app_stop.is_some() => {
+            let _ = writeln!(out, "  {}", p.app_stop.as_deref().unwrap_or_default());
+        }
         (Some(stop), start) => {
             let _ = writeln!(
                 out,

@@ -153,6 +153,15 @@ fn print_report(r: &PruneReport, would: bool, dry_run: bool) {
             r.kept.len()
         ),
     }
+    if !r.failing_verification.is_empty() {
+        println!(
+            "note: {} fail{} verification: the keep rules count {}, so the newest snapshot that verifies ({}) is kept as well",
+            r.failing_verification.join(", "),
+            if r.failing_verification.len() == 1 { "s" } else { "" },
+            if r.failing_verification.len() == 1 { "it" } else { "them" },
+            r.newest_verified.join(", ")
+        );
+    }
     if dry_run && !r.removed.is_empty() {
         println!("dry run: nothing was changed");
     }

@@ -109,6 +109,7 @@ async fn options(
     let mut hooks = QuiesceHooks {
         stop_cmd: args.stop_cmd.clone().or(t.stop_cmd.clone()),
         start_cmd: args.start_cmd.clone().or(t.start_cmd.clone()),
+        described: None,
     };
     let scale = crate::k8s_cmd::scale_hooks(&args.scale, &args.k8s, t.k8s.as_ref()).await?;
     let explicit = args.stop_cmd.is_some() || args.start_cmd.is_some();

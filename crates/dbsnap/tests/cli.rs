@@ -407,3 +407,23 @@ fn jump_commands_take_only_their_own_flags() {
     ]));
     assert_eq!(code, 2, "{err}");
 }
+
+#[test]
+fn a_config_path_that_exists_is_read_and_one_that_does_not_is_named() {
+    let home = Home::new();
+    // /dev/null: a config with no settings, not "not found".
+    let (code, _, err) = run(home.dbsnap().args(["--config", "/dev/null", "list"]));
+    assert_ne!(code, 2, "{err}");
+    assert!(!err.contains("not found"), "{err}");
+    let (code, _, err) = run(home
+        .dbsnap()
+        .args(["--config", "/nonexistent/dbsnap.toml", "list"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("\"/nonexistent/dbsnap.toml\" not found"),
+        "{err}"
+    );
+    let (code, _, err) = run(home.dbsnap().arg("--config").arg(home.path()).arg("list"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is a directory"), "{err}");
+}

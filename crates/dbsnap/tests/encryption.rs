@@ -312,6 +312,19 @@ fn a_passphrase_and_the_config_encrypt_safety_snapshots_too() {
         "safety snapshot not encrypted: {v}"
     );
     assert_eq!(rows[1]["encrypted"], true, "{v}");
+    // --identity replaces the config's identity: a wrong key on the command
+    // line is refused even though the config's would open it.
+    let (wrong, _) = keygen(home.path(), "wrong.txt");
+    damage(&cluster);
+    let damaged = fingerprint(&cluster, "app");
+    let (code, out) = restore(
+        &home,
+        &cluster,
+        &file,
+        &["--identity", wrong.to_str().unwrap()],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(fingerprint(&cluster, "app"), damaged);
 }
 
 #[test]

@@ -418,6 +418,12 @@ fn scale_down_and_back_around_a_replacing_restore() {
         .args(["--scale", "deploy/core-api", "--file"])
         .arg(&file));
     assert_eq!(code, 0, "restore failed\nstdout: {out}\nstderr: {err}");
+    // The plan says what happens to the app in words, not dbsnap's own commands.
+    assert!(
+        err.contains("the app is stopped first (scale deploy/core-api in namespace poolside to 0, waiting up to 5 min for its pods to be gone) and scaled back after")
+            && !err.contains("k8s-scale"),
+        "{err}"
+    );
     // Two patches of the app: to 0 (and its pods gone), then back.
     let patches = s
         .kube

@@ -89,6 +89,16 @@ fn prune_keeps_what_the_rules_pins_and_verification_say() {
     assert!(reasons(&v, s3).contains("newest verified"), "{v}");
     assert!(reasons(&v, s1).contains("pinned"), "{v}");
     assert_eq!(v["newest_verified"], serde_json::json!([s3]));
+    // The damaged one counts for `last 1`: said per snapshot and once for all.
+    assert!(reasons(&v, s4).contains("fails verification"), "{v}");
+    assert_eq!(v["failing_verification"], serde_json::json!([s4]));
+    let (_, out, _) = run(home
+        .dbsnap()
+        .args(["prune", "--keep-last", "1", "--dry-run"]));
+    assert!(
+        out.contains(&format!("note: {s4} fails verification: the keep rules count it, so the newest snapshot that verifies ({s3}) is kept as well")),
+        "{out}"
+    );
     assert!(snaps.iter().all(|s| exists(&home, s)));
 
     // When no snapshot of a group verifies, prune removes nothing.

@@ -143,6 +143,32 @@ fn verify_names_the_damaged_member_and_list_survives() {
             .arg(&dir),
     );
     assert_eq!(code, 10, "{v}");
+    // A restore of it names the file once, then what is wrong.
+    let half = dir.join("half.tar");
+    let (code, _, err) = run(home
+        .dbsnap()
+        .args([
+            "restore",
+            "--yes",
+            "-d",
+            "postgres://u@127.0.0.1:1/app",
+            "--file",
+        ])
+        .arg(&half));
+    assert_eq!(code, 10, "{err}");
+    let first = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
+    assert_eq!(
+        first.matches(&*half.display().to_string()).count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        first.contains("truncated") && first.contains("nothing was changed"),
+        "{err}"
+    );
     for bad in ["metaflip.tar", "garbage.tar", "tiny.tar"] {
         let (code, v, err) = run_json(
             home.dbsnap()

@@ -201,6 +201,8 @@ pub struct Plan {
     pub stop_cmd: Option<String>,
     /// Start command.
     pub start_cmd: Option<String>,
+    /// What the stop and start commands do, in words, when dbsnap made them.
+    pub app_stop: Option<String>,
     /// Whether a safety snapshot will be taken first: unless
     /// `--no-safety-snapshot`, whenever a database that exists is changed.
     pub safety_snapshot: bool,

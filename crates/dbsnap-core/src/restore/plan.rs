@@ -26,12 +26,13 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
     progress.phase("verifying the snapshot");
     let report = inspect::verify(&opts.file)?;
     if !report.ok {
+        let file = opts.file.display();
+        let error = report.error.unwrap_or_else(|| "verification failed".into());
+        // The report names the file already; the error names it once.
+        let error = error.strip_prefix(&format!("{file}: ")).unwrap_or(&error);
         return Err(CoreError::Verify {
-            file: opts.file.display(),
-            message: format!(
-                "{}; nothing was changed",
-                report.error.unwrap_or_else(|| "verification failed".into())
-            ),
+            message: format!("{error}; nothing was changed"),
+            file,
         });
     }
     let metadata = report.metadata.expect("verified snapshot has metadata");
@@ -107,6 +108,7 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
         metadata,
         databases: plans,
         stop_cmd: opts.hooks.stop_cmd.clone(),
+        app_stop: opts.hooks.described.clone(),
         start_cmd: opts.hooks.start_cmd.clone(),
         safety_snapshot: false,
         warnings,
