@@ -144,7 +144,7 @@ async fn an_untrusted_certificate_needs_force_insecure() {
     let e = newest(&registry, "dbsnap", &o).await.unwrap_err();
     assert!(matches!(e, RegistryError::Untrusted { .. }), "{e:?}");
     assert!(
-        e.to_string().contains("TLS certificate is not trusted"),
+        e.to_string().contains("TLS certificate is not accepted: its certificate is not signed by a trusted certificate authority"),
         "{e}"
     );
     assert!(e.hint().contains("--force-insecure"), "{}", e.hint());
