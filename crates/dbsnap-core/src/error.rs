@@ -53,7 +53,136 @@ pub mod exit {
     pub const OTHER_ORIGIN: u8 = 19;
     /// Interrupted (Ctrl-C / SIGTERM).
     pub const INTERRUPTED: u8 = 130;
+    /// Standard output was closed before everything was printed (as a
+    /// program stopped by SIGPIPE).
+    pub const CLOSED_OUTPUT: u8 = 141;
 }
+
+/// One documented exit code: the source `--help`, the man page and the
+/// README's table are made from (a test checks the README agrees).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitCode {
+    /// The code.
+    pub code: u8,
+    /// The error kind `--json` names (`error.kind`).
+    pub kind: &'static str,
+    /// A few words, for `--help`.
+    pub short: &'static str,
+}
+
+/// Every exit code dbsnap documents, in order.
+pub const EXIT_CODES: &[ExitCode] = &[
+    ExitCode {
+        code: exit::OK,
+        kind: "ok",
+        short: "ok",
+    },
+    ExitCode {
+        code: exit::INTERNAL,
+        kind: "internal",
+        short: "internal error",
+    },
+    ExitCode {
+        code: exit::USAGE,
+        kind: "usage",
+        short: "bad arguments or configuration",
+    },
+    ExitCode {
+        code: exit::UNREACHABLE,
+        kind: "unreachable",
+        short: "server unreachable",
+    },
+    ExitCode {
+        code: exit::AUTH,
+        kind: "auth",
+        short: "authentication failed",
+    },
+    ExitCode {
+        code: exit::NO_DATABASE,
+        kind: "no_database",
+        short: "database does not exist",
+    },
+    ExitCode {
+        code: exit::PRIVILEGE,
+        kind: "privilege",
+        short: "privilege missing",
+    },
+    ExitCode {
+        code: exit::TOOLING,
+        kind: "tooling",
+        short: "pg_dump/pg_restore missing or old",
+    },
+    ExitCode {
+        code: exit::CONSISTENCY,
+        kind: "consistency",
+        short: "no consistent cut",
+    },
+    ExitCode {
+        code: exit::STORAGE,
+        kind: "storage",
+        short: "storage failed (disk, S3)",
+    },
+    ExitCode {
+        code: exit::VERIFY,
+        kind: "verify",
+        short: "snapshot damaged or not a snapshot",
+    },
+    ExitCode {
+        code: exit::HOOK,
+        kind: "hook",
+        short: "stop/start command failed",
+    },
+    ExitCode {
+        code: exit::SERVER,
+        kind: "server",
+        short: "other server or pg_dump failure",
+    },
+    ExitCode {
+        code: exit::LIVE_OLDER,
+        kind: "live_older",
+        short: "refused: live schema older than the snapshot",
+    },
+    ExitCode {
+        code: exit::VERSION_MISMATCH,
+        kind: "version_mismatch",
+        short: "refused: versions diverged, unknown or dirty",
+    },
+    ExitCode {
+        code: exit::NOT_CONFIRMED,
+        kind: "not_confirmed",
+        short: "confirmation needed (--yes) or declined",
+    },
+    ExitCode {
+        code: exit::LOCK_TIMEOUT,
+        kind: "lock_timeout",
+        short: "gave up waiting for a lock (nothing changed)",
+    },
+    ExitCode {
+        code: exit::CHECK_FAILED,
+        kind: "check_failed",
+        short: "post-restore check failed (rolled back)",
+    },
+    ExitCode {
+        code: exit::KUBERNETES,
+        kind: "kubernetes",
+        short: "Kubernetes: no access, RBAC, workload, jump pod",
+    },
+    ExitCode {
+        code: exit::OTHER_ORIGIN,
+        kind: "other_origin",
+        short: "refused: not the snapshot's origin",
+    },
+    ExitCode {
+        code: exit::INTERRUPTED,
+        kind: "interrupted",
+        short: "interrupted",
+    },
+    ExitCode {
+        code: exit::CLOSED_OUTPUT,
+        kind: "closed_output",
+        short: "standard output closed early (| head)",
+    },
+];
 
 /// An operation's failure.
 #[derive(Debug, Error)]
@@ -204,28 +333,11 @@ impl CoreError {
         ) {
             return "not_snapshot";
         }
-        match self.exit_code() {
-            exit::USAGE => "usage",
-            exit::UNREACHABLE => "unreachable",
-            exit::AUTH => "auth",
-            exit::NO_DATABASE => "no_database",
-            exit::PRIVILEGE => "privilege",
-            exit::TOOLING => "tooling",
-            exit::CONSISTENCY => "consistency",
-            exit::STORAGE => "storage",
-            exit::VERIFY => "verify",
-            exit::HOOK => "hook",
-            exit::LOCK_TIMEOUT => "lock_timeout",
-            exit::SERVER => "server",
-            exit::INTERRUPTED => "interrupted",
-            exit::LIVE_OLDER => "live_older",
-            exit::VERSION_MISMATCH => "version_mismatch",
-            exit::NOT_CONFIRMED => "not_confirmed",
-            exit::CHECK_FAILED => "check_failed",
-            exit::KUBERNETES => "kubernetes",
-            exit::OTHER_ORIGIN => "other_origin",
-            _ => "internal",
-        }
+        let code = self.exit_code();
+        EXIT_CODES
+            .iter()
+            .find(|c| c.code == code && c.code != exit::OK)
+            .map_or("internal", |c| c.kind)
     }
 
     /// Wraps an I/O error on the archive being written, recognising a full disk.

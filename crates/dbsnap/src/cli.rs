@@ -13,29 +13,35 @@ use dbsnap_core::{demo, inspect, CoreError};
 
 use crate::{output, progress};
 
-const AFTER_HELP: &str = "\
-Exit codes:
-    0  ok                                   10  snapshot damaged or not a snapshot
-    1  internal error                       11  stop/start command failed
-    2  bad arguments or configuration       12  other server or pg_dump failure
-    3  server unreachable                   13  refused: live schema older than the snapshot
-    4  authentication failed                14  refused: versions diverged, unknown or dirty
-    5  database does not exist              15  confirmation needed (--yes) or declined
-    6  privilege missing                    16  gave up waiting for a lock (nothing changed)
-    7  pg_dump/pg_restore missing or old    17  post-restore check failed (rolled back)
-    8  no consistent cut                    18  Kubernetes: no access, RBAC, workload, jump pod
-    9  storage failed (disk, S3)            19  refused: the databases are not the snapshot's origin
-                                           130  interrupted
-                                           141  standard output closed early (| head)
-
+const ENVIRONMENT: &str = "\
 Environment: DBSNAP_HOME (default ~/.dbsnap: snapshots/, logs/, state/, config.toml),
 DBSNAP_PG_BIN (extra directories with pg_dump), DBSNAP_PASSPHRASE (age encryption), and libpq's PGHOST, PGPORT,
 PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, PGSSLROOTCERT, PGAPPNAME,
 PGCONNECT_TIMEOUT, PGPASSFILE, PGSERVICE, PGSERVICEFILE.";
 
+/// `--help`'s epilogue: the exit codes (from their one table, two
+/// columns) and the environment.
+pub fn after_help() -> String {
+    let codes = dbsnap_core::error::EXIT_CODES;
+    let half = codes.len().div_ceil(2);
+    let mut text = String::from("Exit codes:\n");
+    for i in 0..half {
+        let left = codes[i];
+        let mut line = format!("  {:>3}  {:<36}", left.code, left.short);
+        if let Some(right) = codes.get(i + half) {
+            line.push_str(&format!("{:>3}  {}", right.code, right.short));
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text.push('\n');
+    text.push_str(ENVIRONMENT);
+    text
+}
+
 /// Consistent, verifiable snapshots of an application's PostgreSQL databases.
 #[derive(Debug, Parser)]
-#[command(name = "dbsnap", version, about, after_help = AFTER_HELP)]
+#[command(name = "dbsnap", version, about, after_help = after_help())]
 pub struct Cli {
     /// Flags every command takes, before or after its name.
     #[command(flatten)]

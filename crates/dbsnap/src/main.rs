@@ -22,7 +22,7 @@ use clap::Parser;
 
 /// Exit code when standard output was closed early (`dbsnap list | head`):
 /// what a program killed by SIGPIPE reports in a shell.
-const CLOSED_PIPE: i32 = 141;
+const CLOSED_PIPE: i32 = dbsnap_core::error::exit::CLOSED_OUTPUT as i32;
 
 /// A reader that stops reading (`dbsnap list | head`) is not a crash: Rust
 /// ignores SIGPIPE, so a closed standard output makes printing panic; end

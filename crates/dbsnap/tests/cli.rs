@@ -427,3 +427,48 @@ fn a_config_path_that_exists_is_read_and_one_that_does_not_is_named() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("is a directory"), "{err}");
 }
+
+#[test]
+fn the_exit_code_tables_agree_with_their_one_source() {
+    let codes = dbsnap_core::error::EXIT_CODES;
+    // The README's table: the same codes, in order, with the same JSON kinds.
+    let readme =
+        std::fs::read_to_string(dbsnap_test_support::workspace_root().join("README.md")).unwrap();
+    let start = readme
+        .find("| code | JSON `error.kind` | meaning |")
+        .expect("the README's exit code table");
+    let rows: Vec<(u8, String)> = readme[start..]
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.split(" | ").collect();
+            (
+                cells[0].trim_start_matches("| ").parse().unwrap(),
+                cells[1].trim_matches('`').to_string(),
+            )
+        })
+        .collect();
+    let source: Vec<(u8, String)> = codes.iter().map(|c| (c.code, c.kind.to_string())).collect();
+    assert_eq!(rows, source, "README.md's exit code table");
+    // --help and the man page list every code with its words.
+    let home = Home::new();
+    let (code, help, _) = run(home.dbsnap().arg("--help"));
+    assert_eq!(code, 0);
+    let (code, man, _) = run(home.dbsnap().arg("man"));
+    let man = man.replace("\\-", "-").replace("\\*(Aq", "'");
+    assert_eq!(code, 0);
+    for c in codes {
+        assert!(
+            help.contains(&format!("{:>3}  {}", c.code, c.short)),
+            "--help lacks {}:\n{help}",
+            c.code
+        );
+        assert!(
+            man.contains(c.short),
+            "the man page lacks exit code {} ({})",
+            c.code,
+            c.short
+        );
+    }
+}
