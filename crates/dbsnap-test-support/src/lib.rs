@@ -49,9 +49,11 @@ pub fn kubectl_bin() -> PathBuf {
 
 /// PostgreSQL majors under test: `DBSNAP_TEST_PG_VERSIONS` (comma separated),
 /// default `15,18`.
+/// Panics when that names none: a test over no version would pass without
+/// testing anything.
 pub fn versions() -> Vec<u32> {
-    std::env::var("DBSNAP_TEST_PG_VERSIONS")
-        .unwrap_or_else(|_| "15,18".into())
+    let text = std::env::var("DBSNAP_TEST_PG_VERSIONS").unwrap_or_else(|_| "15,18".into());
+    let versions: Vec<u32> = text
         .split(',')
         .filter(|s| !s.trim().is_empty())
         .map(|s| {
@@ -59,7 +61,12 @@ pub fn versions() -> Vec<u32> {
                 .parse()
                 .expect("DBSNAP_TEST_PG_VERSIONS holds majors")
         })
-        .collect()
+        .collect();
+    assert!(
+        !versions.is_empty(),
+        "DBSNAP_TEST_PG_VERSIONS={text:?} names no PostgreSQL major to test"
+    );
+    versions
 }
 
 /// Directory of the client binaries (psql, pg_dump, pg_restore) to use

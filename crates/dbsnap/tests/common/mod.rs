@@ -45,29 +45,38 @@ impl Home {
         c
     }
 
-    /// All log files' contents.
+    /// All log files' contents. Panics when there is no log file at all:
+    /// a check that something is *not* in the logs must not pass because
+    /// they went elsewhere.
     pub fn logs(&self) -> String {
-        let mut s = String::new();
-        if let Ok(rd) = std::fs::read_dir(self.path().join("logs")) {
-            for e in rd.flatten() {
-                s.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
-            }
-        }
-        s
+        let dir = self.path().join("logs");
+        let files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("no log directory {}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(!files.is_empty(), "no log file in {}", dir.display());
+        files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect()
     }
 
-    /// Files in the snapshot directory (all, hidden included).
+    /// Files in the snapshot directory (all, hidden included); none when
+    /// the directory was never made. Panics when `DBSNAP_HOME` itself is
+    /// gone or the directory cannot be read: an empty list must mean that
+    /// nothing is there.
     pub fn snapshot_dir_entries(&self) -> Vec<String> {
+        assert!(self.path().is_dir(), "the test's DBSNAP_HOME is gone");
         match std::fs::read_dir(self.snapshots()) {
             Ok(rd) => {
                 let mut v: Vec<String> = rd
-                    .flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
                     .collect();
                 v.sort();
                 v
             }
-            Err(_) => vec![],
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+            Err(e) => panic!("cannot read {}: {e}", self.snapshots().display()),
         }
     }
 }
