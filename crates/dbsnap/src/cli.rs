@@ -500,7 +500,7 @@ pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
             crate::restore_cmd::cleanup(args, &g, &config).await
         }
         Command::Completions(args) => {
-            let mut cmd = Cli::command();
+            let mut cmd = without_hidden(&Cli::command());
             clap_complete::generate(args.shell, &mut cmd, "dbsnap", &mut std::io::stdout());
             Ok(exit::OK)
         }
@@ -527,11 +527,12 @@ pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
 }
 
 /// Writes the man page: dbsnap(1), then one page per command
-/// (dbsnap-create(1), ...) with all of its flags.
+/// (dbsnap-create(1), ...) with all of its flags; hidden commands (the
+/// ones dbsnap runs itself, like `k8s-scale`) have none.
 fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
     let cmd = Cli::command();
     clap_mangen::Man::new(cmd.clone()).render(out)?;
-    for sub in cmd.get_subcommands() {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("dbsnap-{}", sub.get_name());
         let page = sub
             .clone()
@@ -541,6 +542,32 @@ fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
         clap_mangen::Man::new(page).render(out)?;
     }
     Ok(())
+}
+
+/// `cmd` without its hidden subcommands, at every level, for completion
+/// scripts: clap_complete offers every subcommand it is given. Only what
+/// completions use is kept (name, descriptions, version, flags, groups,
+/// aliases).
+fn without_hidden(cmd: &clap::Command) -> clap::Command {
+    let mut out = clap::Command::new(cmd.get_name().to_string())
+        .args(cmd.get_arguments().cloned())
+        .groups(cmd.get_groups().cloned())
+        .visible_aliases(cmd.get_visible_aliases().map(str::to_string))
+        .subcommands(
+            cmd.get_subcommands()
+                .filter(|s| !s.is_hide_set())
+                .map(without_hidden),
+        );
+    if let Some(about) = cmd.get_about() {
+        out = out.about(about.clone());
+    }
+    if let Some(about) = cmd.get_long_about() {
+        out = out.long_about(about.clone());
+    }
+    if let Some(version) = cmd.get_version() {
+        out = out.version(version.to_string());
+    }
+    out
 }
 
 /// The one precedence rule of every setting: the flag, else the target's
