@@ -324,11 +324,13 @@ impl Cli {
         self.global.json
     }
 
-    /// Whether the command may change something (a database, the
-    /// repository, dbsnap's state): such runs always write a log.
+    /// Whether the command may change something (a database, a
+    /// repository or bucket, a cluster, files, dbsnap's state): such runs
+    /// always write a log. One that only reads (list, verify, `volume-snapshot
+    /// list`, ...) logs only with -v or --log-file, however long it runs.
     pub fn writes(&self) -> bool {
         matches!(
-            self.command,
+            &self.command,
             Command::Create(_)
                 | Command::Restore(_)
                 | Command::Rollback(_)
@@ -346,7 +348,10 @@ impl Cli {
                 | Command::JumpCreate(_)
                 | Command::JumpDelete(_)
                 | Command::K8sScale(_)
-                | Command::VolumeSnapshot(_)
+                | Command::K8sObjects(_)
+                | Command::VolumeSnapshot(crate::k8s_capture::VolumeSnapshotArgs {
+                    action: crate::k8s_capture::VolumeSnapshotAction::Create(_),
+                })
         )
     }
 
