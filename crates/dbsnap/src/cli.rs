@@ -98,7 +98,7 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Remove the snapshots a retention policy does not keep (--keep-last/-hourly/-daily/-weekly/-monthly/-yearly/-within, per target; pinned ones and the newest verified one always stay).
     Prune(crate::prune_cmd::PruneArgs),
-    /// Copy snapshots to another repository (a directory or s3://), checking each on the way and on arrival; ones already there are skipped.
+    /// Copy snapshots to another repository (a directory or s3://), checking each on the way and on arrival; ones already there are skipped; pinned ones are pinned there too.
     Copy(crate::copy_cmd::CopyArgs),
     /// Back up an S3 bucket (or prefix) incrementally: only objects whose ETag or size changed are copied; each run records every object, so any run can be restored.
     BucketBackup(crate::bucket_cmd::BucketBackupArgs),

@@ -62,15 +62,20 @@ fn print(r: &CopyReport, as_json: bool) {
         return;
     }
     for s in &r.snapshots {
+        let pinned = if s.pinned {
+            "; pinned, as at the source"
+        } else {
+            ""
+        };
         match s.status {
             "copied" => println!(
-                "copied   {}  ({}, {:.1}s, checked on arrival)",
+                "copied   {}  ({}, {:.1}s, checked on arrival{pinned})",
                 s.name,
                 output::human_bytes(s.size),
                 s.seconds
             ),
             "present" => println!(
-                "present  {}  (already there: same size and manifest; `dbsnap verify` checks it in full)",
+                "present  {}  (already there: same size and manifest; `dbsnap verify` checks it in full{pinned})",
                 s.name
             ),
             _ => eprintln!(
@@ -82,8 +87,12 @@ fn print(r: &CopyReport, as_json: bool) {
     }
     let copied = r.snapshots.iter().filter(|s| s.status == "copied").count();
     let present = r.snapshots.iter().filter(|s| s.status == "present").count();
+    let pinned = match r.snapshots.iter().filter(|s| s.pinned).count() {
+        0 => String::new(),
+        n => format!(" ({n} pinned there, as at the source)"),
+    };
     println!(
-        "{copied} copied ({}), {present} already present, {} failed: {} -> {}",
+        "{copied} copied ({}), {present} already present, {} failed{pinned}: {} -> {}",
         output::human_bytes(r.bytes),
         failed.len(),
         r.from,
