@@ -10,6 +10,7 @@ use dbsnap_core::CoreError;
 use serde_json::json;
 
 use crate::cli::{repo_dir, GlobalArgs};
+use crate::location::{in_flag_words, Named};
 use crate::{output, progress};
 
 #[derive(Debug, Args)]
@@ -31,12 +32,24 @@ pub async fn copy(args: CopyArgs, g: &GlobalArgs, show_progress: bool) -> Result
         Some(f) => f,
         None => repo_dir(g, &Config::load(g.config.as_deref())?, None),
     };
+    // A source from --dir or the config keeps the storage's own hints.
+    let (given_from, given_to) = (
+        args.from.as_ref().map(|f| f.to_string_lossy().into_owned()),
+        args.to.to_string_lossy().into_owned(),
+    );
+    let mut named = vec![Named::to(&given_to, "the repository to copy to")];
+    named.extend(
+        given_from
+            .as_deref()
+            .map(|f| Named::from(f, "the repository to copy from")),
+    );
     let from = dbsnap_core::repository(&from);
     let to = dbsnap_core::repository(&args.to);
     let report = progress::cancellable(show_progress, move |sink, cancel| {
         copy::copy(&from, &to, &args.names, &*sink, &cancel)
     })
-    .await?;
+    .await
+    .map_err(|e| in_flag_words(e, &named))?;
     print(&report, g.json);
     Ok(report.failure_code().unwrap_or(exit::OK))
 }

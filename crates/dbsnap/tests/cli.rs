@@ -344,14 +344,16 @@ fn a_dir_that_is_a_file_is_a_usage_error_naming_it() {
     let home = Home::new();
     let file = home.path().join("not-a-dir");
     std::fs::write(&file, "x").unwrap();
-    for cmd in ["list", "cleanup"] {
-        let (code, v, _) = run_json(home.dbsnap().arg(cmd).arg("--dir").arg(&file));
-        assert_eq!(code, 2, "{cmd}: {v}");
+    for cmd in [&["list"][..], &["cleanup"], &["prune", "--keep-last", "1"]] {
+        let (code, v, _) = run_json(home.dbsnap().args(cmd).arg("--dir").arg(&file));
+        assert_eq!(code, 2, "{cmd:?}: {v}");
         let msg = v["error"]["message"].as_str().unwrap();
         assert!(
             msg.contains("is not a directory") && msg.contains("--dir"),
             "{msg}"
         );
+        // None of them takes --file.
+        assert!(!msg.contains("--file"), "{cmd:?}: {msg}");
     }
 }
 

@@ -277,3 +277,58 @@ fn a_pinned_snapshot_is_pinned_where_it_is_copied_also_when_there_already() {
         assert_eq!(pinned_in(&mut cmd(), to), both, "{to}");
     }
 }
+
+/// A file or a missing bucket where --to or --from names a repository:
+/// exit 2 naming the flag and the location (a file was exit 9, "File
+/// exists", or a hint about --dir and --file), nothing written.
+#[test]
+fn a_bad_location_is_named_by_the_flag_that_gave_it() {
+    for kind in KINDS {
+        let server = S3Server::start(kind);
+        let home = Home::new();
+        std::fs::create_dir_all(home.snapshots()).unwrap();
+        let file = home.path().join("a-file");
+        std::fs::write(&file, "mine").unwrap();
+        let file_s = file.to_str().unwrap();
+        let dest = home.path().join("dest");
+        let dest_s = dest.to_str().unwrap();
+        for (args, message, hint) in [
+            (
+                vec!["--to", file_s],
+                format!("--to {file_s}: is a file, not a directory or s3:// location"),
+                "--to names the repository to copy to",
+            ),
+            (
+                vec!["--from", file_s, "--to", dest_s],
+                format!("--from {file_s}: is a file, not a directory or s3:// location"),
+                "--from names the repository to copy from",
+            ),
+            (
+                vec!["--to", "s3://gone/x"],
+                "--to s3://gone/x: the bucket does not exist".into(),
+                "check --to",
+            ),
+            (
+                vec!["--from", "s3://gone/x", "--to", dest_s],
+                "--from s3://gone/x: the bucket does not exist".into(),
+                "check --from",
+            ),
+        ] {
+            let mut c = home.dbsnap();
+            for (k, v) in server.env() {
+                c.env(k, v);
+            }
+            let (code, v, err) = run_json(c.arg("copy").args(&args));
+            assert_eq!(code, 2, "{kind:?} {args:?}: {v}\n{err}");
+            assert!(err.contains(&message), "{kind:?} {args:?}: {err}");
+            let hint_line = err.lines().find(|l| l.starts_with("hint: ")).unwrap_or("");
+            assert!(hint_line.contains(hint), "{kind:?} {args:?}: {err}");
+            assert!(
+                !hint_line.contains("--dir") && !hint_line.contains("--file"),
+                "{err}"
+            );
+        }
+        assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+        assert!(!dest.exists(), "{kind:?}: the destination was made");
+    }
+}
