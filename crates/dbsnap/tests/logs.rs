@@ -114,13 +114,7 @@ fn kubernetes_commands_log_when_they_change_something() {
         NS,
         &cluster.url_as("app_user", Some("Pw-in-a-Secret-7"), "app"),
     );
-    kube.insert(
-        "persistentvolumeclaims",
-        NS,
-        serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "data-db-0"},
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}),
-    );
+    kube.seed_claim(NS, "data-db-0");
     let home = Home::new();
     let kubeconfig = home.path().join("kubeconfig");
     kube.write_kubeconfig(&kubeconfig).unwrap();
