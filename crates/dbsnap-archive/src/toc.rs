@@ -1,5 +1,5 @@
 //! What a pg_dump archive's table of contents says beyond its objects: the
-//! roles a restore needs, the database-level properties (owner, comment,
+//! roles and extensions a restore needs, the database-level properties (owner, comment,
 //! settings, per-role settings, grants, security labels) that stock
 //! `pg_restore` only applies with `--create`, and who owns the large
 //! objects.
@@ -26,6 +26,9 @@ pub struct ArchiveFacts {
     pub database: Option<DatabaseProps>,
     /// Owners of the archive's large objects.
     pub large_object_owners: BTreeSet<String>,
+    /// Extensions the archive creates (`CREATE EXTENSION`; pg_dump leaves
+    /// out the built-in ones, such as plpgsql).
+    pub extensions: BTreeSet<String>,
     /// Tables with data, in archive order.
     pub data_tables: Vec<QualifiedName>,
     /// Sequences whose values the archive sets.
@@ -103,6 +106,9 @@ impl ArchiveFacts {
             match e.desc.as_str() {
                 "TABLE DATA" => f.data_tables.push(QualifiedName::of(e)),
                 "SEQUENCE SET" => f.sequences.push(QualifiedName::of(e)),
+                "EXTENSION" => {
+                    f.extensions.insert(e.tag.clone());
+                }
                 _ => {}
             }
             if let Some(o) = e.owner.as_deref().filter(|o| !o.is_empty()) {
@@ -435,6 +441,12 @@ mod tests {
             ),
             entry("TABLE", "t", "tabowner", "CREATE TABLE public.t (a int);"),
             entry(
+                "EXTENSION",
+                "pgcrypto",
+                "",
+                "CREATE EXTENSION IF NOT EXISTS pgcrypto WITH SCHEMA public;",
+            ),
+            entry(
                 "ACL",
                 "TABLE t",
                 "tabowner",
@@ -457,6 +469,7 @@ mod tests {
         assert_eq!(f.owners.iter().collect::<Vec<_>>(), ["loowner", "tabowner"]);
         assert_eq!(f.privilege_roles.iter().collect::<Vec<_>>(), ["writer"]);
         assert_eq!(f.other_roles.iter().collect::<Vec<_>>(), ["auditor"]);
+        assert_eq!(f.extensions.iter().collect::<Vec<_>>(), ["pgcrypto"]);
         assert_eq!(
             f.large_object_owners.iter().collect::<Vec<_>>(),
             ["loowner"]

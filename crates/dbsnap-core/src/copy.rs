@@ -9,7 +9,9 @@
 //! mismatch deletes the copy. A name already at the destination is
 //! skipped when it is the same snapshot (same size, same last blocks:
 //! the manifest with every member's checksum) and refused otherwise:
-//! nothing is ever overwritten.
+//! nothing is ever overwritten. A snapshot pinned at the source is pinned
+//! at the destination too, also one that was there already; copy never
+//! unpins one.
 
 use std::io::{self, BufReader, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +45,8 @@ pub struct CopyItem {
     /// The exit code of the failure.
     #[serde(skip)]
     pub code: u8,
+    /// Pinned at the destination because it is pinned at the source.
+    pub pinned: bool,
     /// Seconds spent on it (read, write and read-back).
     pub seconds: f64,
 }
@@ -93,9 +97,10 @@ pub fn copy(
     }
     let mut chosen = select(from, names)?;
     chosen.reverse();
-    let present = match to.list() {
-        Ok(l) => l,
-        Err(StorageError::NoRepository(_)) => Vec::new(),
+    let pins = from.pinned()?;
+    let (present, pinned_there) = match to.list() {
+        Ok(l) => (l, to.pinned()?),
+        Err(StorageError::NoRepository(_)) => Default::default(),
         Err(e) => return Err(e.into()),
     };
     // What an earlier copy killed on the way left behind, and a missing
@@ -118,6 +123,13 @@ pub fn copy(
             Some(there) => compare(from, to, &info, there).map(|()| "present"),
             None => copy_one(from, to, &info, progress, i, cancel).map(|()| "copied"),
         };
+        let pinned = pins.contains(&info.name);
+        let outcome = outcome.and_then(|status| {
+            if pinned && !pinned_there.contains(&info.name) {
+                pin(to, &info.name)?;
+            }
+            Ok(status)
+        });
         if matches!(outcome, Err(CoreError::Interrupted(_))) {
             return Err(CoreError::Interrupted(format!(
                 " while copying {}; it was not written (the {} copied before it are complete)",
@@ -136,11 +148,13 @@ pub fn copy(
             error: None,
             kind: None,
             code: 0,
+            pinned: false,
             seconds: started.elapsed().as_secs_f64(),
         };
         match outcome {
             Ok(status) => {
                 item.status = status;
+                item.pinned = pinned;
                 if status == "copied" {
                     report.bytes += info.size;
                 }
@@ -156,6 +170,18 @@ pub fn copy(
         report.snapshots.push(item);
     }
     Ok(report)
+}
+
+/// Pins a snapshot at the destination, as it is at the source.
+fn pin(to: &Arc<dyn Repository>, name: &str) -> Result<(), CoreError> {
+    to.set_pinned(name, true).map_err(|e| CoreError::Left {
+        error: Box::new(e.into()),
+        note: format!(
+            "{name} is at {} but not pinned there as it is at the source\nhint: run copy again, or `dbsnap pin {name} --repo {}`",
+            to.location(),
+            to.location()
+        ),
+    })
 }
 
 fn same_place(a: &Arc<dyn Repository>, b: &Arc<dyn Repository>) -> bool {

@@ -265,6 +265,13 @@ impl Drop for TempDirGuard {
 /// not listable; what dbsnap keeps inside stays private.
 fn server_reachable_dir(dir: &std::path::Path) -> Result<PathBuf, CoreError> {
     use std::os::unix::fs::PermissionsExt;
+    if dir.exists() && !dir.is_dir() {
+        return Err(CoreError::Config {
+            message: format!("--dir {}: is a file, not a directory", dir.display()),
+            hint: "demo's --dir names its working directory (made if missing); name another one"
+                .into(),
+        });
+    }
     if !dir.exists() {
         std::fs::create_dir_all(dir).map_err(|e| CoreError::write_io(dir, e))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))

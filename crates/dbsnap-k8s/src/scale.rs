@@ -225,12 +225,14 @@ pub async fn preflight(
 
 /// Scales each workload to 0 (recording its replicas in an annotation)
 /// and waits up to `wait` until its pods are gone. If they are not, the
-/// workloads are scaled back and the error says which pods remain.
+/// workloads are scaled back and the error says which pods remain, and
+/// that `wait_flag` (the caller's flag setting `wait`) gives them longer.
 pub async fn scale_down(
     client: &Client,
     namespace: &str,
     workloads: &[Workload],
     wait: Duration,
+    wait_flag: &str,
 ) -> Result<Scaled, K8sError> {
     refuse_autoscaled(client, namespace, workloads).await?;
     let mut done: Scaled = Vec::new();
@@ -282,7 +284,7 @@ pub async fn scale_down(
             scale_up(client, namespace, &names).await.ok();
             return Err(error(
                 format!("the app's pods were still running {} s after scaling to 0: {} (the app was scaled back; nothing was changed)", wait.as_secs(), left.join(", ")),
-                "raise --scale-timeout, or check what keeps the pods (kubectl describe pod NAME)",
+                format!("raise {wait_flag}, or check what keeps the pods (kubectl describe pod NAME)"),
             ));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;

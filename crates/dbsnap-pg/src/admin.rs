@@ -36,6 +36,16 @@ pub struct RoleStatus {
     pub admin: bool,
 }
 
+/// What a server offers of an extension an archive creates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExtensionStatus {
+    /// In `pg_available_extensions`: its files are installed on the server.
+    pub available: bool,
+    /// Only a superuser may create its default version: it needs one and
+    /// is not trusted (trust came with PostgreSQL 13).
+    pub superuser_only: bool,
+}
+
 /// Facts about a live database, used to create its replacement alike when
 /// the archive does not say how it was created.
 #[derive(Debug, Clone)]
@@ -128,6 +138,45 @@ pub async fn role_statuses(
                     exists: r.get(1),
                     member: r.get(2),
                     admin: r.get(3),
+                },
+            )
+        })
+        .collect())
+}
+
+/// What the server offers of each of `extensions`.
+pub async fn extension_statuses(
+    admin: &Client,
+    extensions: &[String],
+    server_major: u32,
+    target: &str,
+) -> Result<BTreeMap<String, ExtensionStatus>, PgError> {
+    // `trusted` (PostgreSQL 13) lets a non-superuser with CREATE create it.
+    let superuser_only = if server_major >= 13 {
+        "coalesce(v.superuser AND NOT v.trusted, false)"
+    } else {
+        "coalesce(v.superuser, false)"
+    };
+    let rows = admin
+        .query(
+            &format!(
+                "SELECT x, a.name IS NOT NULL, {superuser_only} \
+                 FROM unnest($1::text[]) x \
+                 LEFT JOIN pg_available_extensions a ON a.name = x \
+                 LEFT JOIN pg_available_extension_versions v ON v.name = x AND v.version = a.default_version"
+            ),
+            &[&extensions],
+        )
+        .await
+        .map_err(|e| PgError::from_pg(e, target, "check available extensions"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                ExtensionStatus {
+                    available: r.get(1),
+                    superuser_only: r.get(2),
                 },
             )
         })

@@ -58,7 +58,7 @@ pub enum StorageError {
     #[error("repository {0} does not exist\nhint: check --dir (or `dir` in dbsnap.toml); `dbsnap create` makes it")]
     NoRepository(String),
     /// The repository's location is something else (a file).
-    #[error("repository {0} is not a directory\nhint: --dir (or `dir` in dbsnap.toml) names the directory holding the snapshots; pass a snapshot file with --file")]
+    #[error("repository {0} is not a directory\nhint: --dir (or `dir` in dbsnap.toml) names the directory holding the snapshots, not a file")]
     NotARepository(String),
     /// The bucket of an object-store repository does not exist.
     #[error("the bucket of {0} does not exist\nhint: check --repo (or `repo` in dbsnap.toml) and the endpoint; dbsnap does not create buckets: create it with your storage's tools (e.g. `aws s3 mb s3://BUCKET`)")]
@@ -139,6 +139,16 @@ pub fn create_private_dir(dir: &Path) -> Result<(), StorageError> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| StorageError::io(dir, e))
+}
+
+/// Creates the directory of the repository at `location` (and its
+/// parents, 0700) unless it exists; a file in its place is
+/// [`StorageError::NotARepository`], not an I/O error.
+pub(crate) fn create_repository_dir(dir: &Path, location: &str) -> Result<(), StorageError> {
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(StorageError::NotARepository(location.to_string())),
+        _ => create_private_dir(dir),
+    }
 }
 
 /// Warns (once per directory) when an existing directory holding

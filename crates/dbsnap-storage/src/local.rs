@@ -205,7 +205,7 @@ impl Repository for LocalRepository {
                 source: io::Error::other("a snapshot name ends in .tar and does not start with ."),
             });
         }
-        crate::create_private_dir(&self.dir)?;
+        crate::create_repository_dir(&self.dir, &self.location())?;
         crate::warn_if_shared(&self.dir);
         let final_path = self.dir.join(name);
         if final_path.exists() {
@@ -428,6 +428,21 @@ mod tests {
         let repo = LocalRepository::new(dir.path().join("typo"));
         assert!(matches!(repo.list(), Err(StorageError::NoRepository(_))));
         assert!(repo.remove_stale().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_file_is_not_a_repository_also_for_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"mine").unwrap();
+        let repo = LocalRepository::new(&file);
+        assert!(matches!(repo.list(), Err(StorageError::NotARepository(_))));
+        // Not an I/O error ("File exists") when a write would make it.
+        assert!(matches!(
+            repo.begin("s.tar").map(|_| ()),
+            Err(StorageError::NotARepository(_))
+        ));
+        assert_eq!(std::fs::read(&file).unwrap(), b"mine");
     }
 
     #[test]

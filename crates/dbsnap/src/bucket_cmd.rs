@@ -9,7 +9,11 @@ use dbsnap_core::{bucket, prune};
 use serde_json::json;
 
 use crate::cli::GlobalArgs;
+use crate::location::{in_flag_words, Named};
 use crate::{output, progress};
+
+/// What a backup location named by --from is, in hints.
+const BACKUPS: &str = "the backup location bucket-backup wrote (its --to)";
 
 #[derive(Debug, Args)]
 pub struct BucketBackupArgs {
@@ -110,10 +114,16 @@ pub async fn backup(
             ),
         },
     };
+    let named = [
+        Named::from(&args.from, "the bucket to back up"),
+        Named::to(&args.to, "where its backups go"),
+    ];
+    let (from, to) = (args.from.clone(), args.to.clone());
     let r = progress::cancellable(show_progress, move |sink, cancel| {
-        bucket::backup(&args.from, &args.to, options, sink, cancel)
+        bucket::backup(&from, &to, options, sink, cancel)
     })
-    .await?;
+    .await
+    .map_err(|e| in_flag_words(e, &named))?;
     if g.json {
         output::print_ok_json(&r);
     } else {
@@ -165,7 +175,8 @@ pub async fn verify(
     let r = progress::cancellable(show_progress, move |sink, cancel| {
         bucket::verify(&from, which, sink, cancel)
     })
-    .await?;
+    .await
+    .map_err(|e| in_flag_words(e, &[Named::from(&args.from, BACKUPS)]))?;
     if g.json {
         let mut v = serde_json::to_value(&r).unwrap_or_default();
         // A failed verification reads like every other command's error.
@@ -229,6 +240,11 @@ fn keep_policy(a: &BucketPruneArgs) -> Result<prune::Policy, CoreError> {
 
 /// `dbsnap bucket-prune`.
 pub fn prune(args: BucketPruneArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
+    let from = args.from.clone();
+    prune_at(args, g).map_err(|e| in_flag_words(e, &[Named::from(&from, BACKUPS)]))
+}
+
+fn prune_at(args: BucketPruneArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
     let policy = keep_policy(&args)?;
     let plan = bucket::plan_prune(&args.from, &policy, time::OffsetDateTime::now_utc())?;
     let nothing = plan.removed.is_empty() && plan.removed_blobs == 0;
@@ -297,7 +313,8 @@ pub async fn restore(
     show_progress: bool,
 ) -> Result<u8, CoreError> {
     if args.list {
-        let runs = bucket::runs(&args.from)?;
+        let runs = bucket::runs(&args.from)
+            .map_err(|e| in_flag_words(e, &[Named::from(&args.from, BACKUPS)]))?;
         if g.json {
             output::print_json(&json!({"ok": true, "runs": runs}));
         } else if runs.is_empty() {
@@ -331,11 +348,16 @@ pub async fn restore(
             "--delete-extra deletes objects under --to that the run does not have\nhint: pass --yes to confirm (without --delete-extra nothing is deleted)".into(),
         ));
     }
-    let to = args.to.clone().unwrap_or_default();
+    let (from, to) = (args.from.clone(), args.to.clone().unwrap_or_default());
+    let named = [
+        Named::from(&from, BACKUPS),
+        Named::to(&to, "where the objects go back"),
+    ];
+    let (f, t) = (from.clone(), to.clone());
     let r = progress::cancellable(show_progress, move |sink, cancel| {
         bucket::restore(
-            &args.from,
-            &to,
+            &f,
+            &t,
             args.run.as_deref(),
             at,
             args.delete_extra,
@@ -343,7 +365,8 @@ pub async fn restore(
             cancel,
         )
     })
-    .await?;
+    .await
+    .map_err(|e| in_flag_words(e, &named))?;
     if g.json {
         output::print_ok_json(&r);
     } else {

@@ -104,7 +104,7 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Remove the snapshots a retention policy does not keep (--keep-last/-hourly/-daily/-weekly/-monthly/-yearly/-within, per target; pinned ones and the newest verified one always stay).
     Prune(crate::prune_cmd::PruneArgs),
-    /// Copy snapshots to another repository (a directory or s3://), checking each on the way and on arrival; ones already there are skipped.
+    /// Copy snapshots to another repository (a directory or s3://), checking each on the way and on arrival; ones already there are skipped; pinned ones are pinned there too.
     Copy(crate::copy_cmd::CopyArgs),
     /// Back up an S3 bucket (or prefix) incrementally: only objects whose ETag or size changed are copied; each run records every object, so any run can be restored.
     BucketBackup(crate::bucket_cmd::BucketBackupArgs),
@@ -330,11 +330,13 @@ impl Cli {
         self.global.json
     }
 
-    /// Whether the command may change something (a database, the
-    /// repository, dbsnap's state): such runs always write a log.
+    /// Whether the command may change something (a database, a
+    /// repository or bucket, a cluster, files, dbsnap's state): such runs
+    /// always write a log. One that only reads (list, verify, `volume-snapshot
+    /// list`, ...) logs only with -v or --log-file, however long it runs.
     pub fn writes(&self) -> bool {
         matches!(
-            self.command,
+            &self.command,
             Command::Create(_)
                 | Command::Restore(_)
                 | Command::Rollback(_)
@@ -352,7 +354,10 @@ impl Cli {
                 | Command::JumpCreate(_)
                 | Command::JumpDelete(_)
                 | Command::K8sScale(_)
-                | Command::VolumeSnapshot(_)
+                | Command::K8sObjects(_)
+                | Command::VolumeSnapshot(crate::k8s_capture::VolumeSnapshotArgs {
+                    action: crate::k8s_capture::VolumeSnapshotAction::Create(_),
+                })
         )
     }
 
@@ -506,7 +511,7 @@ pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
             crate::restore_cmd::cleanup(args, &g, &config).await
         }
         Command::Completions(args) => {
-            let mut cmd = Cli::command();
+            let mut cmd = without_hidden(&Cli::command());
             clap_complete::generate(args.shell, &mut cmd, "dbsnap", &mut std::io::stdout());
             Ok(exit::OK)
         }
@@ -533,11 +538,12 @@ pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
 }
 
 /// Writes the man page: dbsnap(1), then one page per command
-/// (dbsnap-create(1), ...) with all of its flags.
+/// (dbsnap-create(1), ...) with all of its flags; hidden commands (the
+/// ones dbsnap runs itself, like `k8s-scale`) have none.
 fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
     let cmd = Cli::command();
     clap_mangen::Man::new(cmd.clone()).render(out)?;
-    for sub in cmd.get_subcommands() {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("dbsnap-{}", sub.get_name());
         let page = sub
             .clone()
@@ -547,6 +553,32 @@ fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
         clap_mangen::Man::new(page).render(out)?;
     }
     Ok(())
+}
+
+/// `cmd` without its hidden subcommands, at every level, for completion
+/// scripts: clap_complete offers every subcommand it is given. Only what
+/// completions use is kept (name, descriptions, version, flags, groups,
+/// aliases).
+fn without_hidden(cmd: &clap::Command) -> clap::Command {
+    let mut out = clap::Command::new(cmd.get_name().to_string())
+        .args(cmd.get_arguments().cloned())
+        .groups(cmd.get_groups().cloned())
+        .visible_aliases(cmd.get_visible_aliases().map(str::to_string))
+        .subcommands(
+            cmd.get_subcommands()
+                .filter(|s| !s.is_hide_set())
+                .map(without_hidden),
+        );
+    if let Some(about) = cmd.get_about() {
+        out = out.about(about.clone());
+    }
+    if let Some(about) = cmd.get_long_about() {
+        out = out.long_about(about.clone());
+    }
+    if let Some(version) = cmd.get_version() {
+        out = out.version(version.to_string());
+    }
+    out
 }
 
 /// The one precedence rule of every setting: the flag, else the target's

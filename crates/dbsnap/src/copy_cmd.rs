@@ -10,6 +10,7 @@ use dbsnap_core::CoreError;
 use serde_json::json;
 
 use crate::cli::{repo_dir, GlobalArgs};
+use crate::location::{in_flag_words, Named};
 use crate::{output, progress};
 
 #[derive(Debug, Args)]
@@ -31,12 +32,24 @@ pub async fn copy(args: CopyArgs, g: &GlobalArgs, show_progress: bool) -> Result
         Some(f) => f,
         None => repo_dir(g, &Config::load(g.config.as_deref())?, None),
     };
+    // A source from --dir or the config keeps the storage's own hints.
+    let (given_from, given_to) = (
+        args.from.as_ref().map(|f| f.to_string_lossy().into_owned()),
+        args.to.to_string_lossy().into_owned(),
+    );
+    let mut named = vec![Named::to(&given_to, "the repository to copy to")];
+    named.extend(
+        given_from
+            .as_deref()
+            .map(|f| Named::from(f, "the repository to copy from")),
+    );
     let from = dbsnap_core::repository(&from);
     let to = dbsnap_core::repository(&args.to);
     let report = progress::cancellable(show_progress, move |sink, cancel| {
         copy::copy(&from, &to, &args.names, &*sink, &cancel)
     })
-    .await?;
+    .await
+    .map_err(|e| in_flag_words(e, &named))?;
     print(&report, g.json);
     Ok(report.failure_code().unwrap_or(exit::OK))
 }
@@ -62,15 +75,20 @@ fn print(r: &CopyReport, as_json: bool) {
         return;
     }
     for s in &r.snapshots {
+        let pinned = if s.pinned {
+            "; pinned, as at the source"
+        } else {
+            ""
+        };
         match s.status {
             "copied" => println!(
-                "copied   {}  ({}, {:.1}s, checked on arrival)",
+                "copied   {}  ({}, {:.1}s, checked on arrival{pinned})",
                 s.name,
                 output::human_bytes(s.size),
                 s.seconds
             ),
             "present" => println!(
-                "present  {}  (already there: same size and manifest; `dbsnap verify` checks it in full)",
+                "present  {}  (already there: same size and manifest; `dbsnap verify` checks it in full{pinned})",
                 s.name
             ),
             _ => eprintln!(
@@ -82,8 +100,12 @@ fn print(r: &CopyReport, as_json: bool) {
     }
     let copied = r.snapshots.iter().filter(|s| s.status == "copied").count();
     let present = r.snapshots.iter().filter(|s| s.status == "present").count();
+    let pinned = match r.snapshots.iter().filter(|s| s.pinned).count() {
+        0 => String::new(),
+        n => format!(" ({n} pinned there, as at the source)"),
+    };
     println!(
-        "{copied} copied ({}), {present} already present, {} failed: {} -> {}",
+        "{copied} copied ({}), {present} already present, {} failed{pinned}: {} -> {}",
         output::human_bytes(r.bytes),
         failed.len(),
         r.from,

@@ -160,7 +160,7 @@ pub async fn volume_snapshot(
                 .await
                 .map_err(k8s_error)?;
             if !workloads.is_empty() {
-                dbsnap_k8s::scale::scale_down(&client, &ns, &workloads, c.wait)
+                dbsnap_k8s::scale::scale_down(&client, &ns, &workloads, c.wait, "--wait")
                     .await
                     .map_err(k8s_error)?;
             }

@@ -593,9 +593,17 @@ pub async fn k8s_scale(args: &K8sScaleArgs) -> Result<(), CoreError> {
     };
     let (client, namespace) = cluster::connect(&access).await.map_err(k8s_error)?;
     if args.direction == "down" {
-        let done = dbsnap_k8s::scale::scale_down(&client, &namespace, &workloads, args.wait)
-            .await
-            .map_err(k8s_error)?;
+        // Run by the hooks of create's and restore's --scale, whose
+        // --scale-timeout is this --wait.
+        let done = dbsnap_k8s::scale::scale_down(
+            &client,
+            &namespace,
+            &workloads,
+            args.wait,
+            "--scale-timeout",
+        )
+        .await
+        .map_err(k8s_error)?;
         for (w, before) in done {
             eprintln!(
                 "k8s: scaled {} to 0 (had {before}); its pods are gone",

@@ -10,6 +10,7 @@ mod encryption;
 mod k8s_capture;
 mod k8s_cmd;
 mod k8s_jump;
+mod location;
 mod logging;
 mod output;
 mod progress;

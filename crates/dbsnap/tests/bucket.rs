@@ -327,3 +327,184 @@ fn a_damaged_blob_is_not_written_and_bad_arguments_fail_clearly() {
     assert_eq!(code, 2, "{err}");
     assert!(!missing.exists());
 }
+
+/// Runs a bucket command expecting exit 2 with `message` and a hint
+/// saying `hint_says`, never naming `--repo` or `--dir` (flags it does
+/// not take); returns stderr.
+fn refused_naming(cmd: &mut Command, message: &str, hint_says: &str) -> String {
+    let (code, v, err) = run_json(cmd);
+    assert_eq!(code, 2, "{message}: {v}\n{err}");
+    assert_eq!(v["error"]["kind"], "usage", "{v}");
+    assert!(err.contains(message), "{err}");
+    let hint = err
+        .lines()
+        .find(|l| l.starts_with("hint: "))
+        .unwrap_or_else(|| panic!("no hint: {err}"));
+    assert!(hint.contains(hint_says), "{hint}");
+    assert!(
+        !hint.contains("--repo") && !hint.contains("--dir"),
+        "{hint}"
+    );
+    err
+}
+
+/// A missing bucket, a missing directory or a file where a location
+/// should be: exit 2 naming the flag (--from or --to) and the location,
+/// before anything is written.
+#[test]
+fn a_bad_location_is_named_by_the_flag_that_gave_it() {
+    use dbsnap_test_support::s3::S3Kind;
+    for kind in KINDS {
+        let server = S3Server::start(kind);
+        server.create_bucket("usage");
+        server.create_bucket("out");
+        let s3 = Client::new(&server);
+        s3.put("usage", "x.txt", b"x");
+        let home = Home::new();
+        let cmd = |args: &[&str]| {
+            let mut c: Command = home.dbsnap();
+            for (k, v) in server.env() {
+                c.env(k, v);
+            }
+            c.args(args);
+            c
+        };
+        let local = home.path().join("bk");
+        let local_s = local.to_str().unwrap();
+        let (code, v, err) = run_json(&mut cmd(&[
+            "bucket-backup",
+            "--from",
+            "s3://usage",
+            "--to",
+            local_s,
+        ]));
+        assert_eq!(code, 0, "{v}\n{err}");
+
+        // Buckets that do not exist: read from...
+        let mut cases = vec![
+            (
+                vec![
+                    "bucket-backup",
+                    "--from",
+                    "s3://nope",
+                    "--to",
+                    "s3://out/bk",
+                ],
+                "--from s3://nope",
+            ),
+            (
+                vec![
+                    "bucket-restore",
+                    "--from",
+                    "s3://nope/bk",
+                    "--to",
+                    "s3://out",
+                ],
+                "--from s3://nope/bk",
+            ),
+            (
+                vec!["bucket-restore", "--from", "s3://nope/bk", "--list"],
+                "--from s3://nope/bk",
+            ),
+            (
+                vec!["bucket-verify", "--from", "s3://nope/bk"],
+                "--from s3://nope/bk",
+            ),
+            (
+                vec!["bucket-prune", "--from", "s3://nope/bk", "--keep-last", "1"],
+                "--from s3://nope/bk",
+            ),
+        ];
+        // ...and written to (s3s-fs makes the bucket a write names, as
+        // no S3 service does; moto refuses like one).
+        if kind == S3Kind::Moto {
+            cases.extend([
+                (
+                    vec![
+                        "bucket-backup",
+                        "--from",
+                        "s3://usage",
+                        "--to",
+                        "s3://gone/bk",
+                    ],
+                    "--to s3://gone/bk",
+                ),
+                (
+                    vec!["bucket-restore", "--from", local_s, "--to", "s3://gone/r"],
+                    "--to s3://gone/r",
+                ),
+            ]);
+        }
+        for (args, location) in cases {
+            let flag = &location[..location.find(' ').unwrap()];
+            let err = refused_naming(
+                &mut cmd(&args),
+                &format!("{location}: the bucket does not exist"),
+                &format!("check {flag}"),
+            );
+            // The destination's bucket is the one to create; a source's is not.
+            assert_eq!(
+                err.contains("dbsnap does not create buckets"),
+                flag == "--to",
+                "{kind:?} {args:?}: {err}"
+            );
+        }
+        assert!(
+            s3.objects("out", "").is_empty(),
+            "{kind:?}: something was written"
+        );
+        if kind == S3Kind::Moto {
+            continue;
+        }
+
+        // A backup location that does not exist.
+        let missing = home.path().join("nothing-here");
+        let missing_s = missing.to_str().unwrap();
+        for args in [
+            vec!["bucket-restore", "--from", missing_s, "--list"],
+            vec!["bucket-restore", "--from", missing_s, "--to", "s3://out"],
+            vec!["bucket-verify", "--from", missing_s],
+            vec!["bucket-prune", "--from", missing_s, "--keep-last", "1"],
+        ] {
+            refused_naming(
+                &mut cmd(&args),
+                &format!("--from {missing_s}: does not exist"),
+                "check --from",
+            );
+        }
+        assert!(!missing.exists(), "a location only read was created");
+
+        // A file where a location should be (was exit 9, "File exists").
+        let file = home.path().join("a-file");
+        std::fs::write(&file, "mine").unwrap();
+        let file_s = file.to_str().unwrap();
+        for (args, flag) in [
+            (
+                vec!["bucket-backup", "--from", "s3://usage", "--to", file_s],
+                "--to",
+            ),
+            (
+                vec!["bucket-restore", "--from", local_s, "--to", file_s],
+                "--to",
+            ),
+            (
+                vec!["bucket-restore", "--from", file_s, "--to", "s3://out"],
+                "--from",
+            ),
+            (vec!["bucket-restore", "--from", file_s, "--list"], "--from"),
+            (vec!["bucket-verify", "--from", file_s], "--from"),
+            (
+                vec!["bucket-prune", "--from", file_s, "--keep-last", "1"],
+                "--from",
+            ),
+        ] {
+            refused_naming(
+                &mut cmd(&args),
+                &format!("{flag} {file_s}: is a file, not a directory or s3:// location"),
+                &format!("{flag} names"),
+            );
+        }
+        assert_eq!(std::fs::read(&file).unwrap(), b"mine", "the file changed");
+        assert!(s3.objects("out", "").is_empty(), "something was restored");
+    }
+}

@@ -274,6 +274,40 @@ fn completions_and_man_page_cover_every_command() {
     }
 }
 
+/// Commands dbsnap runs itself (`k8s-scale`, the hooks of `--scale`; the
+/// jump pod's `__relay`; the watchdog) are in neither the completion
+/// scripts nor the man page.
+#[test]
+fn hidden_commands_are_in_neither_completions_nor_the_man_page() {
+    let home = Home::new();
+    // k8s-scale is a command, only hidden from --help.
+    let (code, out, err) = run(home.dbsnap().args(["k8s-scale", "--help"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("DIRECTION"), "{out}");
+    assert!(!command_names(&home).iter().any(|n| n == "k8s-scale"));
+    let hidden = ["k8s-scale", "k8s__subcmd__scale", "__relay", "watchdog"];
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let (code, out, err) = run(home.dbsnap().args(["completions", shell]));
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(out.contains("volume-snapshot"), "{shell}: {out}");
+        for name in hidden {
+            assert!(!out.contains(name), "{shell} completes {name}");
+        }
+    }
+    let (code, man, err) = run(home.dbsnap().arg("man"));
+    assert_eq!(code, 0, "{err}");
+    assert!(man.contains(".TH dbsnap-volume-snapshot 1"), "{man}");
+    for name in [
+        "k8s\\-scale",
+        "k8s-scale",
+        "__relay",
+        "\\_\\_relay",
+        "watchdog",
+    ] {
+        assert!(!man.contains(name), "the man page has {name}");
+    }
+}
+
 #[test]
 fn a_reader_that_stops_reading_is_not_a_crash() {
     let home = Home::new();
@@ -310,14 +344,16 @@ fn a_dir_that_is_a_file_is_a_usage_error_naming_it() {
     let home = Home::new();
     let file = home.path().join("not-a-dir");
     std::fs::write(&file, "x").unwrap();
-    for cmd in ["list", "cleanup"] {
-        let (code, v, _) = run_json(home.dbsnap().arg(cmd).arg("--dir").arg(&file));
-        assert_eq!(code, 2, "{cmd}: {v}");
+    for cmd in [&["list"][..], &["cleanup"], &["prune", "--keep-last", "1"]] {
+        let (code, v, _) = run_json(home.dbsnap().args(cmd).arg("--dir").arg(&file));
+        assert_eq!(code, 2, "{cmd:?}: {v}");
         let msg = v["error"]["message"].as_str().unwrap();
         assert!(
             msg.contains("is not a directory") && msg.contains("--dir"),
             "{msg}"
         );
+        // None of them takes --file.
+        assert!(!msg.contains("--file"), "{cmd:?}: {msg}");
     }
 }
 

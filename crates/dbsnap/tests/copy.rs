@@ -2,8 +2,8 @@
 //! moto), both ways and bucket to bucket: what arrives is byte for byte
 //! what was sent, a second run copies nothing, a damaged snapshot is not
 //! copied (nothing left at the destination), a different snapshot of the
-//! same name is never overwritten, and wrong arguments fail before
-//! anything is read.
+//! same name is never overwritten, a pinned snapshot is pinned where it
+//! is copied, and wrong arguments fail before anything is read.
 
 mod common;
 
@@ -14,11 +14,16 @@ use dbsnap_test_support::s3::{S3Server, KINDS};
 use dbsnap_test_support::Cluster;
 
 fn names(v: &serde_json::Value, status: &str) -> Vec<String> {
+    names_where(v, |s| s["status"] == status)
+}
+
+/// The sorted names of the snapshots in `v` that `keep` keeps.
+fn names_where(v: &serde_json::Value, keep: impl Fn(&serde_json::Value) -> bool) -> Vec<String> {
     let mut n: Vec<String> = v["snapshots"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|s| s["status"] == status)
+        .filter(|s| keep(s))
         .map(|s| s["name"].as_str().unwrap().to_string())
         .collect();
     n.sort();
@@ -185,4 +190,145 @@ fn a_damaged_snapshot_or_a_name_clash_is_not_copied_and_nothing_is_left() {
     assert!(err.contains("the same repository"), "{err}");
     let (code, _, err) = run(home.dbsnap().args(["copy", "--to", "ftp://x/y"]));
     assert_eq!(code, 2, "{err}");
+}
+
+/// The names pinned in repository `repo`, as `list` shows them.
+fn pinned_in(cmd: &mut std::process::Command, repo: &str) -> Vec<String> {
+    let (code, v, err) = run_json(cmd.args(["list", "--repo", repo]));
+    assert_eq!(code, 0, "{err}");
+    names_where(&v, |s| s["pinned"] == true)
+}
+
+#[test]
+fn a_pinned_snapshot_is_pinned_where_it_is_copied_also_when_there_already() {
+    let cluster = Cluster::start(15);
+    cluster.create_db("app");
+    cluster.psql(
+        "app",
+        "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g",
+    );
+    let home = Home::new();
+    let name = |v: serde_json::Value| {
+        v["file"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let a = name(create(&home, &cluster, &["app"], &[]));
+    let b = name(create(&home, &cluster, &["app"], &[]));
+    let (code, _, err) = run(home.dbsnap().args(["pin", &a]));
+    assert_eq!(code, 0, "{err}");
+
+    let server = S3Server::start(dbsnap_test_support::s3::S3Kind::S3sFs);
+    server.create_bucket("offsite");
+    let cmd = || {
+        let mut c = home.dbsnap();
+        for (k, v) in server.env() {
+            c.env(k, v);
+        }
+        c
+    };
+    let dir = home.path().join("dest");
+    for to in [dir.to_str().unwrap(), "s3://offsite/platform"] {
+        // B alone, not pinned: not pinned there.
+        let (code, v, err) = run_json(cmd().args(["copy", "--to", to, &b]));
+        assert_eq!(code, 0, "{to}: {v}\n{err}");
+        assert_eq!(v["snapshots"][0]["pinned"], false, "{v}");
+        assert_eq!(pinned_in(&mut cmd(), to), Vec::<String>::new(), "{to}");
+
+        // B pinned at the source too: A is copied and pinned, B (there
+        // already) pinned; the text says so.
+        let (code, _, err) = run(home.dbsnap().args(["pin", &b]));
+        assert_eq!(code, 0, "{err}");
+        let (code, out, err) = run(cmd().args(["copy", "--to", to]));
+        assert_eq!(code, 0, "{to}: {out}\n{err}");
+        let line = |n: &str| {
+            out.lines()
+                .find(|l| l.contains(n))
+                .unwrap_or_else(|| panic!("no line for {n}: {out}"))
+                .to_string()
+        };
+        assert!(
+            line(&a).starts_with("copied") && line(&a).contains("pinned, as at the source"),
+            "{out}"
+        );
+        assert!(
+            line(&b).starts_with("present") && line(&b).contains("pinned, as at the source"),
+            "{out}"
+        );
+        assert!(out.contains("(2 pinned there, as at the source)"), "{out}");
+        let mut both = vec![a.clone(), b.clone()];
+        both.sort();
+        assert_eq!(pinned_in(&mut cmd(), to), both, "{to}");
+        // Pinned there: delete refuses them.
+        let (code, _, err) = run(cmd().args(["delete", "--repo", to, "--yes", &a]));
+        assert_eq!(code, 2, "{to}: {err}");
+        assert!(err.contains("pinned"), "{to}: {err}");
+
+        // Copy never unpins: B unpinned at the source stays pinned there.
+        let (code, _, err) = run(home.dbsnap().args(["unpin", &b]));
+        assert_eq!(code, 0, "{err}");
+        let (code, v, err) = run_json(cmd().args(["copy", "--to", to]));
+        assert_eq!(code, 0, "{to}: {v}\n{err}");
+        assert_eq!(names(&v, "present"), both, "{v}");
+        assert_eq!(pinned_in(&mut cmd(), to), both, "{to}");
+    }
+}
+
+/// A file or a missing bucket where --to or --from names a repository:
+/// exit 2 naming the flag and the location (a file was exit 9, "File
+/// exists", or a hint about --dir and --file), nothing written.
+#[test]
+fn a_bad_location_is_named_by_the_flag_that_gave_it() {
+    for kind in KINDS {
+        let server = S3Server::start(kind);
+        let home = Home::new();
+        std::fs::create_dir_all(home.snapshots()).unwrap();
+        let file = home.path().join("a-file");
+        std::fs::write(&file, "mine").unwrap();
+        let file_s = file.to_str().unwrap();
+        let dest = home.path().join("dest");
+        let dest_s = dest.to_str().unwrap();
+        for (args, message, hint) in [
+            (
+                vec!["--to", file_s],
+                format!("--to {file_s}: is a file, not a directory or s3:// location"),
+                "--to names the repository to copy to",
+            ),
+            (
+                vec!["--from", file_s, "--to", dest_s],
+                format!("--from {file_s}: is a file, not a directory or s3:// location"),
+                "--from names the repository to copy from",
+            ),
+            (
+                vec!["--to", "s3://gone/x"],
+                "--to s3://gone/x: the bucket does not exist".into(),
+                "check --to",
+            ),
+            (
+                vec!["--from", "s3://gone/x", "--to", dest_s],
+                "--from s3://gone/x: the bucket does not exist".into(),
+                "check --from",
+            ),
+        ] {
+            let mut c = home.dbsnap();
+            for (k, v) in server.env() {
+                c.env(k, v);
+            }
+            let (code, v, err) = run_json(c.arg("copy").args(&args));
+            assert_eq!(code, 2, "{kind:?} {args:?}: {v}\n{err}");
+            assert!(err.contains(&message), "{kind:?} {args:?}: {err}");
+            let hint_line = err.lines().find(|l| l.starts_with("hint: ")).unwrap_or("");
+            assert!(hint_line.contains(hint), "{kind:?} {args:?}: {err}");
+            assert!(
+                !hint_line.contains("--dir") && !hint_line.contains("--file"),
+                "{err}"
+            );
+        }
+        assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+        assert!(!dest.exists(), "{kind:?}: the destination was made");
+    }
 }

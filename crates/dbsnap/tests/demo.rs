@@ -92,3 +92,20 @@ fn demo_takes_lists_and_verifies_a_snapshot_then_cleans_up() {
         .status();
     assert!(st.unwrap().success());
 }
+
+#[test]
+fn a_dir_that_is_a_file_is_refused_before_a_server_starts() {
+    let home = Home::new();
+    let file = home.path().join("a-file");
+    std::fs::write(&file, "mine").unwrap();
+    let (code, v, err) = run_json(home.dbsnap().arg("demo").arg("--dir").arg(&file));
+    assert_eq!(code, 2, "{v}\n{err}");
+    assert!(
+        err.contains(&format!(
+            "--dir {}: is a file, not a directory",
+            file.display()
+        )) && err.contains("hint:"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+}

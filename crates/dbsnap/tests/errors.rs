@@ -46,6 +46,27 @@ fn unreachable_host() {
     );
 }
 
+/// A --dir that names a file is a usage error naming it (it was exit 9,
+/// "File exists"), and the file is left as it was.
+#[test]
+fn a_dir_that_is_a_file() {
+    let cluster = Cluster::start(15);
+    cluster.create_db("app");
+    let home = Home::new();
+    let file = home.path().join("a-file");
+    std::fs::write(&file, "mine").unwrap();
+    let err = expect_failure(
+        &home,
+        create_cmd(&home, &cluster, &[cluster.url("app")])
+            .arg("--dir")
+            .arg(&file),
+        2,
+        &[&format!("repository {} is not a directory", file.display())],
+    );
+    assert!(!err.contains("--file"), "create has no --file: {err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+}
+
 #[test]
 fn wrong_password_missing_database_and_duplicates() {
     let cluster = Cluster::start(15);

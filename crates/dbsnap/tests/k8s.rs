@@ -735,13 +735,7 @@ fn volume_snapshots_are_taken_together_and_listed() {
     let s = Setup::new();
     s.kube.seed_database(NS, "db", s.cluster.port);
     for pvc in ["data-db-0", "wal-db-0"] {
-        s.kube.insert(
-            "persistentvolumeclaims",
-            NS,
-            serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                "metadata": {"name": pvc},
-                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}),
-        );
+        s.kube.seed_claim(NS, pvc);
     }
     let mut c = s.home.dbsnap();
     c.args([

@@ -1,6 +1,7 @@
 //! Run logs: written by commands that change something (path printed at
-//! the end), by read-only ones only with `-v` or `--log-file`; old logs and
-//! journals of finished restores are pruned by age and count.
+//! the end; Kubernetes commands too), by read-only ones only with `-v` or
+//! `--log-file`; old logs and journals of finished restores are pruned by
+//! age and count.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{create, create_command, run, run_json, Home};
+use dbsnap_test_support::fake_kube::FakeKube;
 use dbsnap_test_support::Cluster;
 
 fn log_files(home: &Home) -> Vec<PathBuf> {
@@ -91,6 +93,90 @@ fn only_writing_commands_log_unless_asked_and_the_path_is_printed() {
     let (code, _, err) = run_json(home.dbsnap().args(["list", "-v"]));
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("log:"), "{err}");
+}
+
+/// The Kubernetes commands follow the same rule: `volume-snapshot list`
+/// only reads (no log), `volume-snapshot create` changes the cluster and
+/// `k8s-objects --out` writes files (a log each).
+#[test]
+fn kubernetes_commands_log_when_they_change_something() {
+    const NS: &str = "poolside";
+    let cluster = Cluster::start(15);
+    cluster.create_db("app");
+    cluster.psql(
+        "app",
+        "CREATE ROLE app_user LOGIN PASSWORD 'Pw-in-a-Secret-7'; ALTER DATABASE app OWNER TO app_user",
+    );
+    let kube = FakeKube::start();
+    // The jump pod's `dbsnap` is the binary under test.
+    kube.map_command("dbsnap", Path::new(env!("CARGO_BIN_EXE_dbsnap")));
+    kube.seed_app(
+        NS,
+        &cluster.url_as("app_user", Some("Pw-in-a-Secret-7"), "app"),
+    );
+    kube.seed_claim(NS, "data-db-0");
+    let home = Home::new();
+    let kubeconfig = home.path().join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig).unwrap();
+    let kc = kubeconfig.to_str().unwrap();
+    let (code, v, err) = run_json(
+        home.dbsnap()
+            .args(["create", "--k8s-objects", "--k8s", "deploy/core-api"])
+            .args(["-n", NS, "--kubeconfig", kc, "--pg-bin"])
+            .arg(cluster.bin_dir())
+            .env_remove("KUBECONFIG"),
+    );
+    assert_eq!(code, 0, "{v}\n{err}");
+    let file = v["file"].as_str().unwrap().to_string();
+    std::fs::remove_dir_all(home.path().join("logs")).unwrap();
+
+    let (code, _, err) = run(home.dbsnap().args([
+        "volume-snapshot",
+        "create",
+        "--pvc",
+        "data-db-0",
+        "-n",
+        NS,
+        "--kubeconfig",
+        kc,
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        log_files(&home),
+        [printed_log(&err)],
+        "volume-snapshot create"
+    );
+
+    let (code, out, err) =
+        run(home
+            .dbsnap()
+            .args(["volume-snapshot", "list", "-n", NS, "--kubeconfig", kc]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("data-db-0"), "{out}");
+    assert!(!err.contains("log:"), "{err}");
+    assert_eq!(
+        log_files(&home).len(),
+        1,
+        "volume-snapshot list wrote a log"
+    );
+
+    let out_dir = home.path().join("objects");
+    let (code, _, err) = run(home
+        .dbsnap()
+        .args(["k8s-objects", "--out"])
+        .arg(&out_dir)
+        .arg(&file));
+    assert_eq!(code, 0, "{err}");
+    assert!(out_dir.join(NS).join("deployment-core-api.yaml").is_file());
+    let logged = printed_log(&err);
+    assert!(
+        log_files(&home).contains(&logged),
+        "k8s-objects --out: {err}"
+    );
+    assert_eq!(log_files(&home).len(), 2);
+    assert!(std::fs::read_to_string(&logged)
+        .unwrap()
+        .contains("dbsnap started"));
 }
 
 /// A journal file in `$DBSNAP_HOME/state/`.

@@ -9,9 +9,9 @@ use dbsnap_archive::version::{Comparison, SchemaVersion};
 
 use super::data_only::Obstacle;
 use super::Action;
-use crate::error::exit;
 
-pub use dbsnap_pg::admin::{RoleFacts, RoleStatus};
+pub use super::refusal::Refusal;
+pub use dbsnap_pg::admin::{ExtensionStatus, RoleFacts, RoleStatus};
 
 /// Everything `decide` needs about one database.
 #[derive(Debug, Clone, Default)]
@@ -34,6 +34,8 @@ pub struct Facts {
     pub role: RoleFacts,
     /// Every role the archive names, as seen from the live server.
     pub roles: BTreeMap<String, RoleStatus>,
+    /// Every extension the archive creates, as the live server offers it.
+    pub extensions: BTreeMap<String, ExtensionStatus>,
     /// What the archive holds besides its objects.
     pub archive: ArchiveFacts,
     /// Why a data-only restore could not run (checked when the database exists).
@@ -72,172 +74,6 @@ pub struct Decision {
     pub new_owner: Option<String>,
 }
 
-/// Why a database will not be restored. Every variant says what to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// The live database does not exist and `--create` was not given.
-    NoDatabase { live_db: String },
-    /// The live schema is older than the snapshot's.
-    LiveOlder {
-        live_db: String,
-        live: String,
-        snapshot: String,
-    },
-    /// Migrations applied on one side only.
-    Diverged {
-        live_db: String,
-        only_live: Vec<String>,
-        only_snapshot: Vec<String>,
-    },
-    /// Versions that cannot be compared.
-    Unknown {
-        live_db: String,
-        live: String,
-        snapshot: String,
-    },
-    /// A migration failed or is running.
-    Dirty {
-        live_db: String,
-        live: String,
-        snapshot: String,
-    },
-    /// The snapshot comes from a newer PostgreSQL.
-    Downgrade { live_db: String, from: u32, to: u32 },
-    /// Equal versions, but the live schema lacks what the snapshot has.
-    SchemaDrift {
-        live_db: String,
-        missing: Vec<String>,
-    },
-    /// Objects only their owner may replace.
-    NotOwned {
-        live_db: String,
-        objects: Vec<(String, String)>,
-    },
-    /// Roles the archive needs that the server lacks.
-    MissingRoles { live_db: String, roles: Vec<String> },
-    /// Per-role settings the connected role may not set.
-    RoleSettings { live_db: String, roles: Vec<String> },
-}
-
-impl Refusal {
-    /// The exit code (README's table).
-    pub fn code(&self) -> u8 {
-        match self {
-            Refusal::NoDatabase { .. } => exit::NO_DATABASE,
-            Refusal::LiveOlder { .. } => exit::LIVE_OLDER,
-            Refusal::Diverged { .. }
-            | Refusal::Unknown { .. }
-            | Refusal::Dirty { .. }
-            | Refusal::Downgrade { .. }
-            | Refusal::SchemaDrift { .. } => exit::VERSION_MISMATCH,
-            Refusal::NotOwned { .. } | Refusal::RoleSettings { .. } => exit::PRIVILEGE,
-            Refusal::MissingRoles { .. } => exit::USAGE,
-        }
-    }
-
-    /// The problem in one line (the caller names the database).
-    pub fn message(&self) -> String {
-        match self {
-            Refusal::NoDatabase { live_db } => {
-                format!("database \"{live_db}\" does not exist (use --create to create it)")
-            }
-            Refusal::LiveOlder { live, snapshot, .. } => format!(
-                "the live schema ({live}) is older than the snapshot's ({snapshot}): \
-                 upgrade the app first, or use --drop"
-            ),
-            Refusal::Diverged {
-                only_live,
-                only_snapshot,
-                ..
-            } => format!(
-                "schema versions diverged: only live has [{}], only the snapshot has [{}]",
-                only_live.join(", "),
-                only_snapshot.join(", ")
-            ),
-            Refusal::Unknown { live, snapshot, .. } => {
-                format!("the schema versions cannot be compared (live {live}, snapshot {snapshot})")
-            }
-            Refusal::Dirty { live, snapshot, .. } => format!(
-                "a schema version is dirty (live {live}, snapshot {snapshot}): \
-                 a migration failed or is running"
-            ),
-            Refusal::Downgrade { from, to, .. } => format!(
-                "downgrade from PostgreSQL {from} to {to}: objects using newer features \
-                 will fail (pass --allow-downgrade to try anyway)"
-            ),
-            Refusal::SchemaDrift { missing, .. } => format!(
-                "the schema versions are equal but the live database lacks {}",
-                missing.join(", ")
-            ),
-            Refusal::NotOwned { objects, .. } => {
-                format!("only their owners may replace {}", group_by_owner(objects))
-            }
-            Refusal::MissingRoles { roles, .. } => {
-                format!(
-                    "the snapshot names roles the server lacks: {}",
-                    roles.join(", ")
-                )
-            }
-            Refusal::RoleSettings { roles, .. } => format!(
-                "the snapshot has per-role settings for {} that the connecting role may not set",
-                roles.join(", ")
-            ),
-        }
-    }
-
-    /// What to do about it.
-    pub fn hint(&self) -> &'static str {
-        match self {
-            Refusal::NoDatabase { .. } => "pass --create, or --map to another name",
-            Refusal::LiveOlder { .. } => {
-                "upgrade the application to the snapshot's version first, or use --drop to replace the database"
-            }
-            Refusal::Diverged { .. } | Refusal::Unknown { .. } | Refusal::Dirty { .. } => {
-                "use --drop to replace the database with the snapshot's (a safety snapshot is taken first)"
-            }
-            Refusal::Downgrade { .. } => {
-                "restore into a server at least as new as the snapshot's, or pass --allow-downgrade"
-            }
-            Refusal::SchemaDrift { .. } => {
-                "the schema was changed outside migrations; restore with --drop to replace it"
-            }
-            Refusal::NotOwned { .. } => {
-                "connect as the owner or a superuser, or make the connecting role a member of the owner \
-                 (GRANT owner TO role)"
-            }
-            Refusal::MissingRoles { .. } => {
-                "create those roles first, or pass --create-roles to create them (NOLOGIN); --no-owner \
-                 and --no-privileges leave out ownership and grants"
-            }
-            Refusal::RoleSettings { .. } => {
-                "connect as a superuser, or a role with CREATEROLE (and ADMIN OPTION on those roles on \
-                 PostgreSQL 16+)"
-            }
-        }
-    }
-}
-
-fn group_by_owner(objects: &[(String, String)]) -> String {
-    let mut by_owner: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (what, owner) in objects {
-        by_owner.entry(owner).or_default().push(what);
-    }
-    by_owner
-        .iter()
-        .map(|(owner, what)| {
-            let shown: Vec<&str> = what.iter().take(8).copied().collect();
-            let more = what.len().saturating_sub(shown.len());
-            let more = if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            };
-            format!("{}{more} (owner {owner})", shown.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 fn show(v: &Option<SchemaVersion>) -> String {
     v.as_ref()
         .map(|v| v.display())
@@ -251,8 +87,33 @@ fn describe(v: &Option<SchemaVersion>) -> String {
     }
 }
 
-/// Decides what to do with one database.
+/// Decides what to do with one database; the first refusal when there
+/// are several.
 pub fn decide(f: &Facts, c: Choices) -> Result<Decision, Refusal> {
+    decide_all(f, c).map_err(|mut all| all.remove(0))
+}
+
+/// [`decide`], with every refusal of the restore's prerequisites (roles
+/// and extensions) at once, so one run names everything to fix.
+pub fn decide_all(f: &Facts, c: Choices) -> Result<Decision, Vec<Refusal>> {
+    let (mut d, roles) = decide_one(f, c).map_err(|r| vec![r])?;
+    let mut refusals: Vec<Refusal> = roles.err().into_iter().collect();
+    refusals.extend(super::extensions::refusals(f, d.action));
+    if !refusals.is_empty() {
+        return Err(refusals);
+    }
+    if d.action == Action::ReplaceInPlace {
+        d.warnings.push(format!(
+            "the role cannot create databases; {} will be replaced in place, inside one transaction \
+             (objects owned by other roles are left alone)",
+            f.live_db
+        ));
+    }
+    Ok(d)
+}
+
+/// The decision before its prerequisites, and whether the roles are there.
+fn decide_one(f: &Facts, c: Choices) -> Result<(Decision, Result<(), Refusal>), Refusal> {
     let live_db = f.live_db.clone();
     let replace = if f.role.createdb || f.role.superuser {
         Action::SwapRestore
@@ -305,17 +166,10 @@ pub fn decide(f: &Facts, c: Choices) -> Result<Decision, Refusal> {
                 },
             });
         }
-        return Ok(d);
+        return Ok((d, Ok(())));
     }
-    roles_for_schema(f, c, &mut d)?;
-    if action == Action::ReplaceInPlace {
-        d.warnings.push(format!(
-            "the role cannot create databases; {} will be replaced in place, inside one transaction \
-             (objects owned by other roles are left alone)",
-            f.live_db
-        ));
-    }
-    Ok(d)
+    let roles = roles_for_schema(f, c, &mut d);
+    Ok((d, roles))
 }
 
 /// The decision table's rows for an existing database without `--drop`.
@@ -460,6 +314,7 @@ fn roles_for_schema(f: &Facts, c: Choices, d: &mut Decision) -> Result<(), Refus
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::exit;
     use dbsnap_archive::toc::{DatabaseProps, DbStatement};
     use dbsnap_archive::version::VersionModel;
 

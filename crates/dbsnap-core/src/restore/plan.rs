@@ -63,10 +63,10 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
             gather(opts, &mut s, entry, archive, &mut passwords).await?;
         capacities.insert(s.info.server(), capacity);
         let target = s.info.display();
-        let decision = match decide::decide(&facts, choices) {
+        let decision = match decide::decide_all(&facts, choices) {
             Ok(d) => d,
-            Err(r) => {
-                refusals.push((target, r));
+            Err(all) => {
+                refusals.extend(all.into_iter().map(|r| (target.clone(), r)));
                 continue;
             }
         };
@@ -184,13 +184,21 @@ fn origin_check(
 }
 
 /// One error for every refusal: the code of the most specific one (live
-/// older first: its advice, upgrade first, comes before anything else).
+/// older first: its advice, upgrade first, comes before anything else),
+/// its hint first, then the others' that differ.
 fn refused(refusals: Vec<(String, decide::Refusal)>) -> CoreError {
     let first = refusals
         .iter()
         .find(|(_, r)| r.code() == exit::LIVE_OLDER)
         .unwrap_or(&refusals[0]);
-    let (code, hint) = (first.1.code(), first.1.hint());
+    let code = first.1.code();
+    let mut hints = vec![first.1.hint()];
+    for (_, r) in &refusals {
+        if !hints.contains(&r.hint()) {
+            hints.push(r.hint());
+        }
+    }
+    let hint = hints.join("\nhint: ");
     let message = format!(
         "restore refused, nothing was changed:\n  {}",
         refusals
@@ -206,13 +214,10 @@ fn refused(refusals: Vec<(String, decide::Refusal)>) -> CoreError {
     };
     match kind {
         Some(kind) => PgError::new(kind, message).hint(hint).into(),
-        None if code == exit::USAGE => CoreError::Config {
-            message,
-            hint: hint.into(),
-        },
+        None if code == exit::USAGE => CoreError::Config { message, hint },
         None => CoreError::Refused {
             message,
-            hint: hint.into(),
+            hint,
             code,
         },
     }
@@ -289,6 +294,12 @@ async fn gather(
     }
     let named: Vec<String> = named.into_iter().collect();
     let roles = replace::role_statuses(&admin, &named, server_major, &target).await?;
+    let wanted: Vec<String> = archive.extensions.iter().cloned().collect();
+    let extensions = if wanted.is_empty() {
+        BTreeMap::new()
+    } else {
+        replace::extension_statuses(&admin, &wanted, server_major, &target).await?
+    };
     let (mut live_version, mut data_only_obstacles) = (None, Vec::new());
     if exists {
         let client = opts.resolver.connect(&s.info).await?;
@@ -310,6 +321,7 @@ async fn gather(
         server_major,
         role,
         roles,
+        extensions,
         archive,
         data_only_obstacles,
     };

@@ -24,7 +24,8 @@ use crate::error::CoreError;
 
 pub use dbsnap_pg::admin::{
     admin_client, apply_database_properties, create_database, create_roles, db_facts,
-    drop_database, role_facts, role_statuses, swap, terminate_sessions, DbFacts, NewDatabase,
+    drop_database, extension_statuses, role_facts, role_statuses, swap, terminate_sessions,
+    DbFacts, NewDatabase,
 };
 
 /// A name for a kept or new copy: `<live>__dbsnap_<tag>_<id>`, within

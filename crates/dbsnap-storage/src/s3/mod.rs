@@ -506,11 +506,16 @@ fn config_error(url: &str, why: &str) -> StorageError {
 
 /// Maps an object store error to a storage error that says what to do.
 fn remote_error(location: &str, what: &str, e: object_store::Error) -> StorageError {
-    if let object_store::Error::NotFound { .. } = e {
-        return StorageError::NotFound(what.to_string());
-    }
     let text = error_chain(&e);
     let lower = text.to_ascii_lowercase();
+    if let object_store::Error::NotFound { .. } = e {
+        // A write into a missing bucket is a 404 too (moto's and AWS's
+        // NoSuchBucket, in the response body): not a missing object.
+        if lower.contains("<code>nosuchbucket</code>") {
+            return StorageError::NoBucket(location.to_string());
+        }
+        return StorageError::NotFound(what.to_string());
+    }
     let hint = if lower.contains("nosuchbucket")
         || lower.contains("bucket does not exist")
         || lower.contains("containernotfound")
@@ -716,11 +721,11 @@ fn object_store_opened(
         return Err(config_error(location, "an empty location"));
     }
     if create {
-        crate::create_private_dir(dir)?;
+        crate::create_repository_dir(dir, location)?;
     }
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(config_error(location, "not a directory")),
+        Ok(_) => return Err(StorageError::NotARepository(location.to_string())),
         Err(_) => return Err(StorageError::NoRepository(location.to_string())),
     }
     let store = object_store::local::LocalFileSystem::new_with_prefix(dir)

@@ -398,6 +398,18 @@ impl FakeKube {
         self.insert("services", namespace, database_service(name));
     }
 
+    /// Seeds `namespace` with a PersistentVolumeClaim `name` (1 GiB) to
+    /// take VolumeSnapshots of.
+    pub fn seed_claim(&self, namespace: &str, name: &str) {
+        self.insert(
+            "persistentvolumeclaims",
+            namespace,
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": name},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}),
+        );
+    }
+
     /// Pods start this much later (they stay `Pending`, `ContainerCreating`).
     pub fn set_pod_start_delay(&self, delay: Duration) {
         lock(&self.state).kubelet.start_delay = delay;
