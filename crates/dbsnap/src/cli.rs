@@ -414,20 +414,21 @@ pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
     }
     let g = cli.global;
     let show_progress = !g.no_progress && !g.json;
-    configure_s3(&g);
+    // One reading of the config for the whole run: a file that does not
+    // parse, or has an unknown key, stops every command (exit 2).
+    let config = Config::load(g.config.as_deref())?;
+    configure_s3(&g, &config);
     let encrypt = match &cli.command {
         Command::Create(a) => Some(&a.encrypt),
         _ => None,
     };
     let writes_snapshots = matches!(cli.command, Command::Create(_) | Command::Restore(_));
-    crate::encryption::configure(encrypt, writes_snapshots, &g.identity, g.config.as_deref())?;
+    crate::encryption::configure(encrypt, writes_snapshots, &g.identity, &config)?;
     match cli.command {
         Command::Create(args) => {
-            let config = Config::load(g.config.as_deref())?;
             crate::create_cmd::create_cmd(args, &g, &config, show_progress).await
         }
         Command::JumpCreate(args) => {
-            let config = Config::load(g.config.as_deref())?;
             let target = args.target.as_ref().map(|t| config.target(t)).transpose()?;
             let created =
                 crate::k8s_jump::jump_create(&args, target.and_then(|t| t.k8s.as_ref())).await?;
@@ -440,7 +441,7 @@ pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
             Ok(exit::OK)
         }
         Command::K8sObjects(args) => {
-            let written = crate::k8s_capture::write_objects(&args, &g)?;
+            let written = crate::k8s_capture::write_objects(&args, &g, &config)?;
             output::print_objects_written(&args.out, &written, g.json);
             Ok(exit::OK)
         }
@@ -449,7 +450,6 @@ pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
             Ok(exit::OK)
         }
         Command::JumpDelete(args) => {
-            let config = Config::load(g.config.as_deref())?;
             let target = args.target.as_ref().map(|t| config.target(t)).transpose()?;
             let deleted =
                 crate::k8s_jump::jump_delete(&args, target.and_then(|t| t.k8s.as_ref())).await?;
@@ -457,7 +457,6 @@ pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
             Ok(exit::OK)
         }
         Command::List(args) => {
-            let config = Config::load(g.config.as_deref())?;
             let target = match &args.target {
                 Some(t) => Some(config.target(t)?),
                 None => None,
@@ -471,13 +470,13 @@ pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
             Ok(exit::OK)
         }
         Command::ExtractVersion(args) => {
-            let path = resolve_file(&args, &g)?;
+            let path = resolve_file(&args, &g, &config)?;
             let meta = inspect::read_checked_metadata(&path)?;
             output::print_versions(&path, &meta, g.json);
             Ok(exit::OK)
         }
         Command::Verify(args) => {
-            let path = resolve_file(&args, &g)?;
+            let path = resolve_file(&args, &g, &config)?;
             let report = inspect::verify(&path)?;
             output::print_verify(&report, g.json);
             Ok(if report.ok { exit::OK } else { exit::VERIFY })
@@ -500,16 +499,10 @@ pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
                 exit::VERIFY
             })
         }
-        Command::Restore(args) => {
-            let config = Config::load(g.config.as_deref())?;
-            crate::restore_cmd::run(args, &g, &config, show_progress).await
-        }
+        Command::Restore(args) => crate::restore_cmd::run(args, &g, &config, show_progress).await,
         Command::Rollback(args) => crate::restore_cmd::rollback(args, &g).await,
         Command::Resume(args) => crate::restore_cmd::resume(args, &g).await,
-        Command::Cleanup(args) => {
-            let config = Config::load(g.config.as_deref())?;
-            crate::restore_cmd::cleanup(args, &g, &config).await
-        }
+        Command::Cleanup(args) => crate::restore_cmd::cleanup(args, &g, &config).await,
         Command::Completions(args) => {
             let mut cmd = without_hidden(&Cli::command());
             clap_complete::generate(args.shell, &mut cmd, "dbsnap", &mut std::io::stdout());
@@ -523,17 +516,17 @@ pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
             _ => Ok(exit::OK),
         },
         Command::Delete(args) => {
-            let snapshot = resolve_file(&args.file, &g)?;
+            let snapshot = resolve_file(&args.file, &g, &config)?;
             crate::restore_cmd::delete(args, &g, &snapshot)
         }
-        Command::Prune(args) => crate::prune_cmd::prune(args, &g),
-        Command::Copy(args) => crate::copy_cmd::copy(args, &g, show_progress).await,
+        Command::Prune(args) => crate::prune_cmd::prune(args, &g, &config),
+        Command::Copy(args) => crate::copy_cmd::copy(args, &g, &config, show_progress).await,
         Command::BucketBackup(args) => crate::bucket_cmd::backup(args, &g, show_progress).await,
         Command::BucketRestore(args) => crate::bucket_cmd::restore(args, &g, show_progress).await,
         Command::BucketVerify(args) => crate::bucket_cmd::verify(args, &g, show_progress).await,
         Command::BucketPrune(args) => crate::bucket_cmd::prune(args, &g),
-        Command::Pin(args) => crate::prune_cmd::pin(args, &g, true),
-        Command::Unpin(args) => crate::prune_cmd::pin(args, &g, false),
+        Command::Pin(args) => crate::prune_cmd::pin(args, &g, &config, true),
+        Command::Unpin(args) => crate::prune_cmd::pin(args, &g, &config, false),
     }
 }
 
@@ -593,13 +586,9 @@ pub fn layered<T>(
 }
 
 /// S3 repositories' settings: `[s3]` of dbsnap.toml and --force-insecure
-/// (the AWS environment wins over both, see `dbsnap_storage::s3`). A
-/// config file that cannot be read is reported by the command itself.
-fn configure_s3(g: &GlobalArgs) {
-    let s3 = Config::load(g.config.as_deref())
-        .ok()
-        .and_then(|c| c.s3)
-        .unwrap_or_default();
+/// (the AWS environment wins over both, see `dbsnap_storage::s3`).
+fn configure_s3(g: &GlobalArgs, config: &Config) {
+    let s3 = config.s3.clone().unwrap_or_default();
     dbsnap_core::s3::configure(dbsnap_core::s3::S3Options {
         endpoint: s3.endpoint,
         region: s3.region,
@@ -634,11 +623,9 @@ pub fn missing_default_repo(e: &CoreError, dir: &Path) -> bool {
 pub fn resolve_file(
     args: &FileArgs,
     g: &GlobalArgs,
+    config: &Config,
 ) -> Result<dbsnap_core::SnapshotRef, CoreError> {
-    inspect::resolve_snapshot(args.file(), || match &g.dir {
-        Some(d) => Ok(d.clone()),
-        None => Ok(repo_dir(g, &Config::load(g.config.as_deref())?, None)),
-    })
+    inspect::resolve_snapshot(args.file(), || Ok(repo_dir(g, config, None)))
 }
 
 /// A duration as a person says it: `5 min`, `2 h`, `90 s`.

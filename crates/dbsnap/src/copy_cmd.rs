@@ -27,10 +27,15 @@ pub struct CopyArgs {
 }
 
 /// `dbsnap copy`.
-pub async fn copy(args: CopyArgs, g: &GlobalArgs, show_progress: bool) -> Result<u8, CoreError> {
+pub async fn copy(
+    args: CopyArgs,
+    g: &GlobalArgs,
+    config: &Config,
+    show_progress: bool,
+) -> Result<u8, CoreError> {
     let from = match args.from.clone() {
         Some(f) => f,
-        None => repo_dir(g, &Config::load(g.config.as_deref())?, None),
+        None => repo_dir(g, config, None),
     };
     // A source from --dir or the config keeps the storage's own hints.
     let (given_from, given_to) = (

@@ -31,12 +31,9 @@ pub fn configure(
     create: Option<&EncryptArgs>,
     writes_snapshots: bool,
     identity: &[PathBuf],
-    config_file: Option<&std::path::Path>,
+    config: &Config,
 ) -> Result<(), CoreError> {
-    let config = Config::load(config_file)
-        .ok()
-        .and_then(|c| c.encryption)
-        .unwrap_or_default();
+    let config = config.encryption.clone().unwrap_or_default();
     let passphrase = std::env::var(PASSPHRASE_ENV)
         .ok()
         .map(|p| SecretString::from(p.trim_end_matches(['\r', '\n']).to_string()));

@@ -60,8 +60,9 @@ pub struct K8sObjectsArgs {
 pub fn write_objects(
     args: &K8sObjectsArgs,
     g: &crate::cli::GlobalArgs,
+    config: &dbsnap_core::config::Config,
 ) -> Result<Vec<PathBuf>, CoreError> {
-    let path = crate::cli::resolve_file(&args.file, g)?;
+    let path = crate::cli::resolve_file(&args.file, g, config)?;
     let objects = dbsnap_core::inspect::read_members(&path, dbsnap_k8s::objects::MEMBER_PREFIX)?;
     if objects.is_empty() {
         return Err(CoreError::Config {

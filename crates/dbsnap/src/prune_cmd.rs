@@ -87,10 +87,9 @@ fn policy(args: &PruneArgs, config: &Config) -> Result<Policy, CoreError> {
 }
 
 /// `dbsnap prune`.
-pub fn prune(args: PruneArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
-    let config = Config::load(g.config.as_deref())?;
+pub fn prune(args: PruneArgs, g: &GlobalArgs, config: &Config) -> Result<u8, CoreError> {
     let target = args.target.as_ref().map(|t| config.target(t)).transpose()?;
-    let policy = policy(&args, &config)?;
+    let policy = policy(&args, config)?;
     let dir = repo_dir(g, &config, target);
     let repo = dbsnap_core::repository(&dir);
     let now = time::OffsetDateTime::now_utc();
@@ -168,8 +167,8 @@ fn print_report(r: &PruneReport, would: bool, dry_run: bool) {
 }
 
 /// `dbsnap pin` / `dbsnap unpin`.
-pub fn pin(args: PinArgs, g: &GlobalArgs, pinned: bool) -> Result<u8, CoreError> {
-    let snapshot: SnapshotRef = resolve_file(&args.file, g)?;
+pub fn pin(args: PinArgs, g: &GlobalArgs, config: &Config, pinned: bool) -> Result<u8, CoreError> {
+    let snapshot: SnapshotRef = resolve_file(&args.file, g, config)?;
     dbsnap_core::retention::deletable(&snapshot)?;
     snapshot.repo.set_pinned(&snapshot.name, pinned)?;
     tracing::info!(

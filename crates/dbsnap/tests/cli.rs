@@ -508,3 +508,41 @@ fn the_exit_code_tables_agree_with_their_one_source() {
         );
     }
 }
+
+#[test]
+fn a_broken_config_stops_every_command_naming_file_line_and_key() {
+    let home = Home::new();
+    let config = home.path().join("dbsnap.toml");
+    std::fs::write(&config, "dir = \"/tmp\"\n[prune]\nkeep_lst = 3\n").unwrap();
+    let commands: &[&[&str]] = &[
+        &["list"],
+        &["create", "-d", "postgres://127.0.0.1:1/x"],
+        &["restore", "--file", "x.tar"],
+        &["verify", "x.tar"],
+        &["extract-version", "x.tar"],
+        &["prune", "--keep-last", "1"],
+        &["delete", "x.tar"],
+        &["pin", "x.tar"],
+        &["copy", "--to", "/tmp/nowhere"],
+        &["rollback"],
+        &["resume"],
+        &["cleanup"],
+        &["bucket-verify", "--from", "/tmp/nowhere"],
+        &["demo"],
+        &["completions", "bash"],
+        &["man"],
+    ];
+    for args in commands {
+        let (code, out, err) = run(home.dbsnap().args(*args));
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(
+            err.contains(&format!("invalid config \"{}\"", config.display()))
+                || err.contains("invalid config \"dbsnap.toml\""),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains("line 3") && err.contains("keep_lst"),
+            "{args:?}: {err}"
+        );
+    }
+}
