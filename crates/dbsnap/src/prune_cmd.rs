@@ -90,7 +90,7 @@ fn policy(args: &PruneArgs, config: &Config) -> Result<Policy, CoreError> {
 pub fn prune(args: PruneArgs, g: &GlobalArgs, config: &Config) -> Result<u8, CoreError> {
     let target = args.target.as_ref().map(|t| config.target(t)).transpose()?;
     let policy = policy(&args, config)?;
-    let dir = repo_dir(g, &config, target);
+    let dir = repo_dir(g, config, target);
     let repo = dbsnap_core::repository(&dir);
     let now = time::OffsetDateTime::now_utc();
     let plan = match prune::plan(&repo, &policy, args.target.as_deref(), now) {
