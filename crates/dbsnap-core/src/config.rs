@@ -12,6 +12,8 @@ use dbsnap_pg::schema_version::VersionSpec;
 use serde::Deserialize;
 
 use crate::error::CoreError;
+use dbsnap_storage::s3::S3Options;
+use dbsnap_storage::{Locations, NamedLocation};
 
 /// The whole config file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -26,6 +28,10 @@ pub struct Config {
     pub dir: Option<PathBuf>,
     /// S3 repositories' endpoint, region, addressing, TLS.
     pub s3: Option<S3Config>,
+    /// Named repositories, each with its own service and credentials,
+    /// usable wherever a repository or location is taken.
+    #[serde(default)]
+    pub repositories: BTreeMap<String, RepositoryConfig>,
     /// Safety snapshots kept per repository (default 3); older ones are
     /// removed after a restore takes a new one, and by `cleanup`.
     pub keep_safety_snapshots: Option<usize>,
@@ -85,6 +91,32 @@ pub struct S3Config {
     /// Upload part size in MiB (default 16; S3 allows 10,000 parts, so
     /// 16 MiB parts hold snapshots up to 156 GiB).
     pub part_size_mib: Option<usize>,
+}
+
+/// `[repositories.NAME]`: a repository with its own settings, which win
+/// over the AWS environment (so two services can be used in one run).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// A directory, or `s3://BUCKET/PREFIX` (`az://`, `gs://`).
+    pub location: String,
+    /// As in `[s3]`.
+    pub endpoint: Option<String>,
+    /// As in `[s3]`.
+    pub region: Option<String>,
+    /// As in `[s3]`.
+    pub path_style: Option<bool>,
+    /// As in `[s3]`.
+    pub force_insecure: Option<bool>,
+    /// As in `[s3]`.
+    pub ca_file: Option<PathBuf>,
+    /// As in `[s3]`.
+    pub part_size_mib: Option<usize>,
+    /// Environment variable holding the access key id (default: the AWS
+    /// environment's credentials).
+    pub access_key_id_env: Option<String>,
+    /// Environment variable holding the secret access key.
+    pub secret_access_key_env: Option<String>,
 }
 
 /// `[encryption]`: what new snapshots (and restore's safety snapshots)
@@ -195,6 +227,56 @@ pub fn log_dir() -> PathBuf {
 }
 
 impl Config {
+    /// How the locations a user writes are reached: `[s3]` for plain URLs
+    /// (`force_insecure`: the global flag), `[repositories]` by name. A
+    /// named repository's credential variable that is unset is an error
+    /// naming it.
+    pub fn locations(&self, force_insecure: bool) -> Result<Locations, CoreError> {
+        let options = |c: &S3Config, own: bool| S3Options {
+            endpoint: c.endpoint.clone(),
+            region: c.region.clone(),
+            virtual_hosted: !c.path_style.unwrap_or(true),
+            allow_http: force_insecure || c.force_insecure.unwrap_or(false),
+            ca_file: c.ca_file.clone(),
+            part_size: c.part_size_mib.map(|m| m << 20),
+            own_settings_first: own,
+            ..S3Options::default()
+        };
+        let mut out = Locations {
+            defaults: options(&self.s3.clone().unwrap_or_default(), false),
+            named: BTreeMap::new(),
+        };
+        for (name, r) in &self.repositories {
+            let s3 = S3Config {
+                endpoint: r.endpoint.clone(),
+                region: r.region.clone(),
+                path_style: r.path_style,
+                force_insecure: r.force_insecure,
+                ca_file: r.ca_file.clone(),
+                part_size_mib: r.part_size_mib,
+            };
+            let mut o = options(&s3, true);
+            o.credentials_env = match (&r.access_key_id_env, &r.secret_access_key_env) {
+                (None, None) => None,
+                (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
+                _ => {
+                    return Err(CoreError::Config {
+                        message: format!("repository {name}: access_key_id_env and secret_access_key_env go together"),
+                        hint: "name both variables, or neither (the AWS environment's credentials)".into(),
+                    })
+                }
+            };
+            out.named.insert(
+                name.clone(),
+                NamedLocation {
+                    location: r.location.clone(),
+                    options: o,
+                },
+            );
+        }
+        Ok(out)
+    }
+
     /// How many safety snapshots to keep per repository.
     pub fn keep_safety_snapshots(&self) -> usize {
         self.keep_safety_snapshots

@@ -166,7 +166,7 @@ pub async fn run(
             .map_err(|e| PgError::from_pg(e, &info.display(), "load sample rows"))?;
         }
     }
-    let repo = crate::repository(&dir.join("snapshots"));
+    let repo = crate::Location::directory(dir.join("snapshots")).repository();
     let databases = vec![server.url("app-core"), server.url("app-backend")];
     let create_opts = CreateOptions {
         databases: databases.clone(),

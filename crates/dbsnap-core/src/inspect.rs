@@ -4,7 +4,7 @@
 //! file (and for `verify`, the first member) that failed.
 
 use std::io::{BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use dbsnap_archive::snapshot::{self, ArchiveError, Metadata};
@@ -170,16 +170,17 @@ pub fn list(repo: &Arc<dyn Repository>) -> Result<Vec<ListEntry>, CoreError> {
 }
 
 /// Where `--file` points: a path as given (it has a directory part or
-/// exists), else a name in the repository `dir`.
+/// exists), else a name in the repository `repo`.
 pub fn resolve_snapshot(
     file: &Path,
-    dir: impl FnOnce() -> Result<PathBuf, CoreError>,
+    locations: &crate::Locations,
+    repo: impl FnOnce() -> Result<crate::Location, CoreError>,
 ) -> Result<SnapshotRef, CoreError> {
     if file.components().count() > 1 || file.exists() {
-        Ok(SnapshotRef::from_path(file))
+        Ok(locations.snapshot(file))
     } else {
         Ok(SnapshotRef::new(
-            crate::repository(&dir()?),
+            repo()?.repository(),
             file.to_string_lossy(),
         ))
     }

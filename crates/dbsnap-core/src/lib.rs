@@ -23,7 +23,9 @@ pub mod retention;
 pub use dbsnap_pg::process::{guard_children_with, run_watchdog, WATCHDOG_ARG};
 pub use dbsnap_pg::relay;
 pub use dbsnap_pg::Resolver;
-pub use dbsnap_storage::{make_new_files_private, s3, Repository, SnapshotRef};
+pub use dbsnap_storage::{
+    make_new_files_private, s3, Location, Locations, Repository, SnapshotRef,
+};
 pub use error::CoreError;
 
 /// Tracing target of warnings that are also returned to the caller (a
@@ -38,11 +40,6 @@ pub fn direct_route() -> std::sync::Arc<dyn dbsnap_pg::Resolver> {
 
 /// The direct route, for borrowers.
 pub static DIRECT: dbsnap_pg::endpoint::Direct = dbsnap_pg::endpoint::Direct;
-
-/// The repository at `dir`.
-pub fn repository(dir: &std::path::Path) -> std::sync::Arc<dyn Repository> {
-    dbsnap_storage::open_repository(dir)
-}
 
 /// Crash-test hook: when `DBSNAP_FAILPOINT` names this point, the process
 /// dies on the spot (abort: no destructors, no cleanup), as under `kill -9`.

@@ -73,7 +73,7 @@ async fn create_and_restore_reach_databases_only_through_the_resolver() {
         connections: AtomicUsize::new(0),
         programs: AtomicUsize::new(0),
     });
-    let repo = dbsnap_core::repository(&home.path().join("snapshots"));
+    let repo = dbsnap_core::Location::directory(home.path().join("snapshots")).repository();
     let progress: Arc<dyn Progress> = Arc::new(NoProgress);
     let created = create::create(
         &CreateOptions {
@@ -159,7 +159,9 @@ async fn create_and_restore_reach_databases_only_through_the_resolver() {
     )
     .unwrap();
     assert!(journal.contains("\"route\": \"alias\""), "{journal}");
+    let locations = dbsnap_core::Locations::default();
     let direct = recover::Access {
+        locations: &locations,
         resolver: &dbsnap_core::DIRECT,
         creds: &[],
     };

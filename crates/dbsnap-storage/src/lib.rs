@@ -30,6 +30,7 @@
 //! Calls block: from async code run them on a blocking thread.
 
 mod local;
+mod location;
 pub mod s3;
 pub mod scratch;
 
@@ -45,6 +46,7 @@ use std::time::SystemTime;
 
 pub use dbsnap_archive::snapshot::{ArchiveOutput, Placeholder};
 pub use local::LocalRepository;
+pub use location::{Location, Locations, NamedLocation};
 pub use scratch::Scratch;
 use thiserror::Error;
 
@@ -187,33 +189,11 @@ pub enum Unlisted {
     File(Box<dyn Read + Send>),
 }
 
-/// The repository at `location`: an `s3://bucket/prefix` URL, else a
-/// local directory. One that cannot be opened as configured answers every
-/// call with the reason.
-pub fn open_repository(location: &Path) -> Arc<dyn Repository> {
-    match location.to_str().filter(|l| s3::is_url(l)) {
-        Some(url) if !s3::is_object_store_url(url) => Arc::new(Unusable {
-            location: url.to_string(),
-            why: format!(
-                "repository {url}: not a directory or an object store URL (s3://BUCKET/PREFIX, az://CONTAINER/PREFIX, gs://BUCKET/PREFIX)"
-            ),
-        }),
-        Some(url) => match s3::S3Repository::open(url) {
-            Ok(r) => Arc::new(r),
-            Err(e) => Arc::new(Unusable {
-                location: url.to_string(),
-                why: e.to_string(),
-            }),
-        },
-        None => Arc::new(LocalRepository::new(location)),
-    }
-}
-
 /// A repository that could not be opened: every call says why.
 #[derive(Debug)]
-struct Unusable {
-    location: String,
-    why: String,
+pub(crate) struct Unusable {
+    pub(crate) location: String,
+    pub(crate) why: String,
 }
 
 impl Unusable {
@@ -453,27 +433,6 @@ impl SnapshotRef {
             repo,
             name: name.into(),
         }
-    }
-
-    /// A snapshot file given by path (or `s3://bucket/prefix/name.tar`):
-    /// its directory is the repository.
-    pub fn from_path(path: &Path) -> SnapshotRef {
-        if let Some((repo, name)) = path
-            .to_str()
-            .filter(|p| s3::is_object_store_url(p))
-            .and_then(|p| p.rsplit_once('/'))
-        {
-            return SnapshotRef::new(open_repository(Path::new(repo)), name);
-        }
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        SnapshotRef::new(Arc::new(LocalRepository::new(dir)), name)
     }
 
     /// Reads it from the start.

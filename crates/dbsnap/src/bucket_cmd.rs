@@ -118,7 +118,10 @@ pub async fn backup(
         Named::from(&args.from, "the bucket to back up"),
         Named::to(&args.to, "where its backups go"),
     ];
-    let (from, to) = (args.from.clone(), args.to.clone());
+    let (from, to) = (
+        g.locations.resolve(&args.from),
+        g.locations.resolve(&args.to),
+    );
     let r = progress::cancellable(show_progress, move |sink, cancel| {
         bucket::backup(&from, &to, options, sink, cancel)
     })
@@ -171,7 +174,7 @@ pub async fn verify(
         (None, true) => bucket::Which::All,
         (None, false) => bucket::Which::Newest,
     };
-    let from = args.from.clone();
+    let from = g.locations.resolve(&args.from);
     let r = progress::cancellable(show_progress, move |sink, cancel| {
         bucket::verify(&from, which, sink, cancel)
     })
@@ -246,7 +249,8 @@ pub fn prune(args: BucketPruneArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
 
 fn prune_at(args: BucketPruneArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
     let policy = keep_policy(&args)?;
-    let plan = bucket::plan_prune(&args.from, &policy, time::OffsetDateTime::now_utc())?;
+    let from = g.locations.resolve(&args.from);
+    let plan = bucket::plan_prune(&from, &policy, time::OffsetDateTime::now_utc())?;
     let nothing = plan.removed.is_empty() && plan.removed_blobs == 0;
     let report = if args.dry_run || nothing {
         plan
@@ -267,7 +271,7 @@ fn prune_at(args: BucketPruneArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
                 output::human_bytes(plan.freed)
             ))?;
         }
-        bucket::prune(&args.from, &policy, plan)?
+        bucket::prune(&from, &policy, plan)?
     };
     if g.json {
         output::print_ok_json(&report);
@@ -313,7 +317,7 @@ pub async fn restore(
     show_progress: bool,
 ) -> Result<u8, CoreError> {
     if args.list {
-        let runs = bucket::runs(&args.from)
+        let runs = bucket::runs(&g.locations.resolve(&args.from))
             .map_err(|e| in_flag_words(e, &[Named::from(&args.from, BACKUPS)]))?;
         if g.json {
             output::print_json(&json!({"ok": true, "runs": runs}));
@@ -353,7 +357,7 @@ pub async fn restore(
         Named::from(&from, BACKUPS),
         Named::to(&to, "where the objects go back"),
     ];
-    let (f, t) = (from.clone(), to.clone());
+    let (f, t) = (g.locations.resolve(&from), g.locations.resolve(&to));
     let r = progress::cancellable(show_progress, move |sink, cancel| {
         bucket::restore(
             &f,

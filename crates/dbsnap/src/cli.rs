@@ -78,6 +78,10 @@ pub struct GlobalArgs {
     /// Allow plain HTTP (and, for a registry, an unverified TLS certificate) for an S3 endpoint and the jump pod image's registry; the Kubernetes API is always verified.
     #[arg(long, global = true)]
     pub force_insecure: bool,
+    /// How the locations named on the command line and in the config are
+    /// reached (set by `run` from the config: `[s3]`, `[repositories]`).
+    #[arg(skip)]
+    pub locations: dbsnap_core::Locations,
 }
 
 #[derive(Debug, Subcommand)]
@@ -412,12 +416,12 @@ pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
     if let Some(k8s) = cli.k8s_mut() {
         k8s.force_insecure = insecure;
     }
-    let g = cli.global;
+    let mut g = cli.global;
     let show_progress = !g.no_progress && !g.json;
     // One reading of the config for the whole run: a file that does not
     // parse, or has an unknown key, stops every command (exit 2).
     let config = Config::load(g.config.as_deref())?;
-    configure_s3(&g, &config);
+    g.locations = config.locations(g.force_insecure)?;
     let encrypt = match &cli.command {
         Command::Create(a) => Some(&a.encrypt),
         _ => None,
@@ -462,7 +466,7 @@ pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
                 None => None,
             };
             let dir = repo_dir(&g, &config, target);
-            let rows = match inspect::list(&dbsnap_core::repository(&dir)) {
+            let rows = match inspect::list(&g.locations.open(&dir)) {
                 Err(e) if missing_default_repo(&e, &dir) => Vec::new(),
                 r => r?,
             };
@@ -585,22 +589,6 @@ pub fn layered<T>(
     flag.or(target).or(config).unwrap_or_else(default)
 }
 
-/// S3 repositories' settings: `[s3]` of dbsnap.toml and --force-insecure
-/// (the AWS environment wins over both, see `dbsnap_storage::s3`).
-fn configure_s3(g: &GlobalArgs, config: &Config) {
-    let s3 = config.s3.clone().unwrap_or_default();
-    dbsnap_core::s3::configure(dbsnap_core::s3::S3Options {
-        endpoint: s3.endpoint,
-        region: s3.region,
-        virtual_hosted: !s3.path_style.unwrap_or(true),
-        allow_http: g.force_insecure || s3.force_insecure.unwrap_or(false),
-        ca_file: s3.ca_file,
-        part_size: s3.part_size_mib.map(|m| m << 20),
-        credentials: None,
-        azure_emulator: None,
-    });
-}
-
 /// The repository a command uses: `--dir`, else the target's `dir`, else
 /// the config's `dir`, else `$DBSNAP_HOME/snapshots`.
 pub fn repo_dir(g: &GlobalArgs, config: &Config, target: Option<&TargetConfig>) -> PathBuf {
@@ -610,6 +598,17 @@ pub fn repo_dir(g: &GlobalArgs, config: &Config, target: Option<&TargetConfig>) 
         config.dir.clone(),
         config::default_snapshot_dir,
     )
+}
+
+/// [`repo_dir`] as a location (a repository name resolved, a URL with its
+/// options).
+pub fn repo(
+    g: &GlobalArgs,
+    config: &Config,
+    target: Option<&TargetConfig>,
+) -> dbsnap_core::Location {
+    g.locations
+        .resolve(&repo_dir(g, config, target).display().to_string())
 }
 
 /// Whether `e` is only the default repository not existing yet (nothing
@@ -625,7 +624,7 @@ pub fn resolve_file(
     g: &GlobalArgs,
     config: &Config,
 ) -> Result<dbsnap_core::SnapshotRef, CoreError> {
-    inspect::resolve_snapshot(args.file(), || Ok(repo_dir(g, config, None)))
+    inspect::resolve_snapshot(args.file(), &g.locations, || Ok(repo(g, config, None)))
 }
 
 /// A duration as a person says it: `5 min`, `2 h`, `90 s`.
@@ -685,6 +684,7 @@ mod tests {
             log_file: None,
             identity: Vec::new(),
             force_insecure: false,
+            locations: Default::default(),
         };
         assert_eq!(
             repo_dir(&g(Some("/flag")), &config, Some(&target)),

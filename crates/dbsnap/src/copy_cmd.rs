@@ -48,8 +48,8 @@ pub async fn copy(
             .as_deref()
             .map(|f| Named::from(f, "the repository to copy from")),
     );
-    let from = dbsnap_core::repository(&from);
-    let to = dbsnap_core::repository(&args.to);
+    let from = g.locations.open(&from);
+    let to = g.locations.open(&args.to);
     let report = progress::cancellable(show_progress, move |sink, cancel| {
         copy::copy(&from, &to, &args.names, &*sink, &cancel)
     })

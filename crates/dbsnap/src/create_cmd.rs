@@ -13,7 +13,7 @@ use dbsnap_core::create::{self, CreateOptions, Progress};
 use dbsnap_core::error::exit;
 use dbsnap_core::CoreError;
 
-use crate::cli::{layered, repo_dir, GlobalArgs};
+use crate::cli::{layered, GlobalArgs};
 use crate::{output, progress};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -223,7 +223,7 @@ pub async fn create_cmd(
         }),
         safety_for: None,
         consistency,
-        repo: dbsnap_core::repository(&repo_dir(g, config, Some(&t))),
+        repo: crate::cli::repo(g, config, Some(&t)).repository(),
         pg_bin,
         hooks: hooks.clone(),
         compress: args.compress.clone().or(t.compress.clone()),

@@ -91,7 +91,7 @@ pub fn prune(args: PruneArgs, g: &GlobalArgs, config: &Config) -> Result<u8, Cor
     let target = args.target.as_ref().map(|t| config.target(t)).transpose()?;
     let policy = policy(&args, config)?;
     let dir = repo_dir(g, config, target);
-    let repo = dbsnap_core::repository(&dir);
+    let repo = g.locations.open(&dir);
     let now = time::OffsetDateTime::now_utc();
     let plan = match prune::plan(&repo, &policy, args.target.as_deref(), now) {
         Err(e) if crate::cli::missing_default_repo(&e, &dir) => prune::PruneReport::empty(),

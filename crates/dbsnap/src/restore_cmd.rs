@@ -77,8 +77,10 @@ async fn options(
     };
     let dir = crate::cli::repo_dir(g, config, named_target.as_ref());
     let file = match &args.file {
-        Some(f) => inspect::resolve_snapshot(f, || Ok(dir.clone()))?,
-        None => pick_snapshot(&dir, &Origin::of(args, k8s))?,
+        Some(f) => inspect::resolve_snapshot(f, &g.locations, || {
+            Ok(g.locations.resolve(&dir.display().to_string()))
+        })?,
+        None => pick_snapshot(&dir, &g.locations, &Origin::of(args, k8s))?,
     };
     let metadata = inspect::read_metadata(&file)?;
     let target_name = args.target.clone().or(metadata.target.clone());
@@ -141,7 +143,7 @@ async fn options(
         lock_timeout: args.lock_timeout,
         resolver: dbsnap_core::direct_route(),
         // Safety snapshots: --dir, else the target's repository, else the default.
-        safety_repo: dbsnap_core::repository(&crate::cli::repo_dir(g, config, target.as_ref())),
+        safety_repo: crate::cli::repo(g, config, target.as_ref()).repository(),
         hooks,
         pg_bin,
         checks,
@@ -244,6 +246,7 @@ impl Origin {
 
 fn pick_snapshot(
     dir: &std::path::Path,
+    locations: &dbsnap_core::Locations,
     origin: &Origin,
 ) -> Result<dbsnap_core::SnapshotRef, CoreError> {
     if !interactive() {
@@ -252,7 +255,7 @@ fn pick_snapshot(
             hint: "pass --file (see `dbsnap list`)".into(),
         });
     }
-    let repo = dbsnap_core::repository(dir);
+    let repo = locations.open(dir);
     let usable: Vec<_> = inspect::list(&repo)?
         .into_iter()
         .filter(|r| r.error.is_none())
@@ -376,7 +379,7 @@ pub async fn rollback(args: RollbackArgs, g: &GlobalArgs) -> Result<u8, CoreErro
     let resolver = opened.as_ref().map(|o| o.route.resolver());
     let r = recover::rollback(
         args.id.as_deref(),
-        access(resolver.as_deref(), &args.databases),
+        access(resolver.as_deref(), &args.databases, g),
         args.dry_run,
     )
     .await;
@@ -407,7 +410,7 @@ pub async fn resume(args: ResumeArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
     let needed = recover::routed_work(recover::Work::Resume)?;
     let opened = open_for_recovery(&args.k8s, g.json, needed).await?;
     let resolver = opened.as_ref().map(|o| o.route.resolver());
-    let r = recover::resume(access(resolver.as_deref(), &args.databases)).await;
+    let r = recover::resume(access(resolver.as_deref(), &args.databases, g)).await;
     close(opened).await;
     let r = r?;
     output::print_value(
@@ -436,7 +439,7 @@ pub async fn resume(args: ResumeArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
 pub async fn cleanup(args: CleanupArgs, g: &GlobalArgs, config: &Config) -> Result<u8, CoreError> {
     let change = args.yes && !args.dry_run;
     let dir = crate::cli::repo_dir(g, config, None);
-    let repo = dbsnap_core::repository(&dir);
+    let repo = g.locations.open(&dir);
     // A repository named by --dir or the config must exist; the default
     // one not existing yet just has no safety snapshots.
     let safety = match inspect::list(&repo) {
@@ -452,7 +455,7 @@ pub async fn cleanup(args: CleanupArgs, g: &GlobalArgs, config: &Config) -> Resu
     let resolver = opened.as_ref().map(|o| o.route.resolver());
     let servers = opened.is_some() || args.k8s.pod.k8s.is_none();
     let cleaned = recover::cleanup(
-        access(resolver.as_deref(), &args.databases),
+        access(resolver.as_deref(), &args.databases, g),
         &repo,
         change,
         servers,
@@ -527,10 +530,12 @@ fn prune_after_restore(taken: &SnapshotRef, keep: usize) -> Vec<retention::Remov
 fn access<'a>(
     resolver: Option<&'a dyn dbsnap_core::Resolver>,
     creds: &'a [String],
+    g: &'a GlobalArgs,
 ) -> recover::Access<'a> {
     recover::Access {
         resolver: resolver.unwrap_or(&dbsnap_core::DIRECT),
         creds,
+        locations: &g.locations,
     }
 }
 

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dbsnap_storage::s3::{self, object_store_at, request_error};
+use dbsnap_storage::s3::{self, request_error};
+use dbsnap_storage::Location;
 use dbsnap_storage::StorageError;
 use futures::StreamExt;
 use object_store::path::Path as Key;
@@ -93,14 +94,14 @@ enum Fate {
     Repaired,
 }
 
-fn source_store(from: &str) -> Result<(Arc<dyn ObjectStore>, Key), CoreError> {
-    if !s3::is_object_store_url(from) {
+fn source_store(from: &Location) -> Result<(Arc<dyn ObjectStore>, Key), CoreError> {
+    if !from.is_object_store() {
         return Err(config(
             format!("--from {from}: bucket-backup copies an object store bucket"),
             "name it s3://BUCKET[/PREFIX] (or gs://BUCKET, az://CONTAINER)",
         ));
     }
-    Ok(object_store_at(from)?)
+    Ok(from.object_store(true)?)
 }
 
 /// The blob of an object version: its key, ETag (the modification time
@@ -120,12 +121,13 @@ fn blob_id(key: &str, meta: &ObjectMeta) -> String {
 /// Copies `from` (`s3://bucket[/prefix]`) into `to` incrementally and
 /// records the run; see the module docs.
 pub fn backup(
-    from: &str,
-    to: &str,
+    from: &Location,
+    to: &Location,
     options: BackupOptions,
     progress: Arc<dyn Progress>,
     cancel: Arc<AtomicBool>,
 ) -> Result<BackupReport, CoreError> {
+    let (from_at, to_at) = (from.clone(), to.clone());
     let (from, to) = (from.to_string(), to.to_string());
     s3::run(async move {
         refuse_overlap(
@@ -133,8 +135,8 @@ pub fn backup(
             &to,
             "--to (the backups) would be inside --from (the bucket backed up), or hold it",
         )?;
-        let (src, src_prefix) = source_store(&from)?;
-        let (repo, repo_prefix) = object_store_at(&to)?;
+        let (src, src_prefix) = source_store(&from_at)?;
+        let (repo, repo_prefix) = to_at.object_store(true)?;
         let store = (repo.clone(), repo_prefix.clone());
         lock::with_lock(&repo, &repo_prefix, &to, "bucket-backup", |_| {
             backup_locked(

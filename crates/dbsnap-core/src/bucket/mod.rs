@@ -28,7 +28,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use dbsnap_storage::s3::{self, object_store_existing, request_error};
+use dbsnap_storage::s3::{self, request_error};
+use dbsnap_storage::Location;
 use dbsnap_storage::StorageError;
 use futures::{StreamExt, TryStreamExt};
 use md5::Md5;
@@ -379,10 +380,10 @@ async fn read_run(
 }
 
 /// The runs recorded at `from`, oldest first, with their sizes.
-pub fn runs(from: &str) -> Result<Vec<RunInfo>, CoreError> {
-    let from = from.to_string();
+pub fn runs(location: &Location) -> Result<Vec<RunInfo>, CoreError> {
+    let (location, from) = (location.clone(), location.to_string());
     s3::run(async move {
-        let (repo, prefix) = object_store_existing(&from)?;
+        let (repo, prefix) = location.object_store(false)?;
         let runs = prefix.child("runs");
         let mut out = Vec::new();
         for id in run_ids(&repo, &runs, &from).await? {

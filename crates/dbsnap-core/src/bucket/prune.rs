@@ -13,7 +13,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use dbsnap_storage::s3::{self, object_store_existing, request_error};
+use dbsnap_storage::s3::{self, request_error};
+use dbsnap_storage::Location;
 use futures::StreamExt;
 use object_store::path::Path as Key;
 use object_store::{ObjectMeta, ObjectStore};
@@ -67,13 +68,13 @@ struct Assessment {
 
 /// What `policy` would remove from `from`; nothing is changed.
 pub fn plan_prune(
-    from: &str,
+    location: &Location,
     policy: &Policy,
     now: OffsetDateTime,
 ) -> Result<PruneReport, CoreError> {
-    let (from, policy) = (from.to_string(), policy.clone());
+    let (location, from, policy) = (location.clone(), location.to_string(), policy.clone());
     s3::run(async move {
-        let (repo, prefix) = object_store_existing(&from)?;
+        let (repo, prefix) = location.object_store(false)?;
         Ok(assess(&repo, &prefix, &from, Some(&policy), now)
             .await?
             .report)
@@ -83,10 +84,14 @@ pub fn plan_prune(
 /// Removes what `plan` (a [`plan_prune`]) removes, holding the lock:
 /// the runs it names that the policy still removes now, then every blob
 /// no remaining run needs.
-pub fn prune(from: &str, policy: &Policy, plan: PruneReport) -> Result<PruneReport, CoreError> {
-    let (from, policy) = (from.to_string(), policy.clone());
+pub fn prune(
+    location: &Location,
+    policy: &Policy,
+    plan: PruneReport,
+) -> Result<PruneReport, CoreError> {
+    let (location, from, policy) = (location.clone(), location.to_string(), policy.clone());
     s3::run(async move {
-        let (repo, prefix) = object_store_existing(&from)?;
+        let (repo, prefix) = location.object_store(false)?;
         lock::with_lock(&repo, &prefix, &from, "bucket-prune", |taken| {
             carry_out(&repo, &prefix, &from, &policy, plan, taken)
         })

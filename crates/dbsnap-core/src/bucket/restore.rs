@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use dbsnap_storage::s3::{self, object_store_at, object_store_existing, request_error};
+use dbsnap_storage::s3::{self, request_error};
+use dbsnap_storage::Location;
 use futures::StreamExt;
 use object_store::{ObjectMeta, ObjectStore};
 use serde::Serialize;
@@ -86,8 +87,8 @@ fn choose(
 /// `delete_extra` removes the objects under `to` the run does not have.
 #[allow(clippy::too_many_arguments)]
 pub fn restore(
-    from: &str,
-    to: &str,
+    from: &Location,
+    to: &Location,
     run: Option<&str>,
     at: Option<time::OffsetDateTime>,
     delete_extra: bool,
@@ -95,29 +96,30 @@ pub fn restore(
     cancel: Arc<AtomicBool>,
 ) -> Result<RestoreReport, CoreError> {
     refuse_overlap(
-        from,
-        to,
+        from.as_str(),
+        to.as_str(),
         "--to would hold the backups being restored (--from), or lie inside them",
     )?;
     let listed = runs(from)?;
-    let chosen = choose(&listed, run, at, from)?;
-    let (from, to) = (from.to_string(), to.to_string());
+    let chosen = choose(&listed, run, at, from.as_str())?;
+    let (from, to) = (from.clone(), to.clone());
     s3::run(async move { restore_async(&from, &to, &chosen, delete_extra, progress, cancel).await })
 }
 
 async fn restore_async(
-    from: &str,
-    to: &str,
+    from_at: &Location,
+    to_at: &Location,
     run: &str,
     delete_extra: bool,
     progress: Arc<dyn Progress>,
     cancel: Arc<AtomicBool>,
 ) -> Result<RestoreReport, CoreError> {
     let started = Instant::now();
-    let (repo, repo_prefix) = object_store_existing(from)?;
+    let (from, to) = (from_at.as_str(), to_at.as_str());
+    let (repo, repo_prefix) = from_at.object_store(false)?;
     let manifest = read_run(&repo, &repo_prefix.child("runs"), run, from).await?;
     let blobs = repo_prefix.child("blobs");
-    let (dst, dst_prefix) = object_store_at(to)?;
+    let (dst, dst_prefix) = to_at.object_store(true)?;
     progress.phase(&format!("listing {to}"));
     let existing: HashMap<String, ObjectMeta> = list_all(&dst, &dst_prefix, to)
         .await?

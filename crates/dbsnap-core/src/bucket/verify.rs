@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use dbsnap_storage::s3::{self, object_store_existing, request_error};
+use dbsnap_storage::s3::{self, request_error};
+use dbsnap_storage::Location;
 use futures::StreamExt;
 use object_store::path::Path as Key;
 use object_store::ObjectStore;
@@ -98,23 +99,24 @@ type Expected = BTreeMap<(u64, String), Vec<(String, String)>>;
 /// their manifests. A request that fails is an error (exit 9: the verdict
 /// is unknown), not damage.
 pub fn verify(
-    from: &str,
+    from: &Location,
     which: Which,
     progress: Arc<dyn Progress>,
     cancel: Arc<AtomicBool>,
 ) -> Result<VerifyReport, CoreError> {
-    let from = from.to_string();
+    let from = from.clone();
     s3::run(async move { verify_async(&from, which, progress, cancel).await })
 }
 
 async fn verify_async(
-    from: &str,
+    location: &Location,
     which: Which,
     progress: Arc<dyn Progress>,
     cancel: Arc<AtomicBool>,
 ) -> Result<VerifyReport, CoreError> {
     let started = Instant::now();
-    let (repo, prefix) = object_store_existing(from)?;
+    let from = location.as_str();
+    let (repo, prefix) = location.object_store(false)?;
     let runs_key = prefix.child("runs");
     let ids = run_ids(&repo, &runs_key, from).await?;
     if ids.is_empty() {

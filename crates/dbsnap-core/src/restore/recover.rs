@@ -39,6 +39,8 @@ pub struct Access<'a> {
     /// Credentials for the journal's password-less connections: a `-d`
     /// string for the same host and port lends its password.
     pub creds: &'a [String],
+    /// How the repositories the journals name are reached.
+    pub locations: &'a dbsnap_storage::Locations,
 }
 
 /// Refuses to recover a run through another route than it was made by.
@@ -129,7 +131,7 @@ pub async fn resume(access: Access<'_>) -> Result<Vec<Resumed>, CoreError> {
     let mut out = Vec::new();
     for mut st in RestoreState::all()?.into_iter().filter(|s| !s.finished) {
         same_route(&st, access)?;
-        let mut actions: Vec<String> = leftovers(&*st.repository(), true)
+        let mut actions: Vec<String> = leftovers(&*st.repository(access.locations), true)
             .into_iter()
             .map(|p| format!("removed {p}, left behind by a killed run"))
             .collect();
@@ -428,7 +430,9 @@ pub async fn cleanup(
     }
     let mut out = Cleanup::default();
     let mut repos: BTreeMap<String, Arc<dyn Repository>> = BTreeMap::new();
-    for r in std::iter::once(repo.clone()).chain(journals.iter().map(|s| s.repository())) {
+    for r in
+        std::iter::once(repo.clone()).chain(journals.iter().map(|s| s.repository(access.locations)))
+    {
         repos.entry(r.location()).or_insert(r);
     }
     for r in repos.values() {
@@ -587,9 +591,11 @@ mod tests {
             journal("6", "alias", 5004, Phase::Swapped, "app__dbsnap_new_6"),
         ];
         let creds = ["postgres://admin:pw@127.0.0.1:5001/postgres".to_string()];
+        let locations = dbsnap_storage::Locations::default();
         let access = Access {
             resolver: &crate::DIRECT,
             creds: &creds,
+            locations: &locations,
         };
         let servers = servers_to_clean(&journals, access).unwrap();
         let labels: Vec<&str> = servers.iter().map(|s| s.label.as_str()).collect();

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dbsnap_storage::{Repository, SnapshotRef};
+use dbsnap_storage::Repository;
 use serde::{Deserialize, Serialize};
 
 use crate::error::CoreError;
@@ -247,8 +247,8 @@ impl RestoreState {
 
     /// The repository of the snapshot restored: where the run's scratch
     /// files were.
-    pub fn repository(&self) -> Arc<dyn Repository> {
-        SnapshotRef::from_path(Path::new(&self.file)).repo
+    pub fn repository(&self, locations: &dbsnap_storage::Locations) -> Arc<dyn Repository> {
+        locations.snapshot(Path::new(&self.file)).repo
     }
 
     /// Writes the file durably (temporary name, fsync, rename; 0600).

@@ -126,23 +126,19 @@ pub struct S3Options {
     pub part_size: Option<usize>,
     /// An access key id and secret, instead of the environment's (tests).
     pub credentials: Option<(String, String)>,
+    /// The names of the environment variables holding the access key id
+    /// and secret (a named repository's own), read when it is opened.
+    pub credentials_env: Option<(String, String)>,
     /// For `az://`, with `credentials` (account, key): an Azurite blob URL
     /// (`http://127.0.0.1:10000`), path-style, instead of the environment's
     /// (tests; users set `AZURE_STORAGE_USE_EMULATOR=true` and
     /// `AZURITE_BLOB_STORAGE_URL`).
     pub azure_emulator: Option<String>,
-}
-
-static OPTIONS: OnceLock<S3Options> = OnceLock::new();
-
-/// Sets the options every S3 repository of this process uses (the CLI
-/// calls it once, after reading flags and dbsnap.toml).
-pub fn configure(options: S3Options) {
-    let _ = OPTIONS.set(options);
-}
-
-fn options() -> S3Options {
-    OPTIONS.get().cloned().unwrap_or_default()
+    /// These settings win over the AWS environment's endpoint, region,
+    /// plain-HTTP and CA settings: a named repository's own service,
+    /// whatever `AWS_ENDPOINT_URL` says (the `[s3]` defaults leave the
+    /// environment first, as other tools do).
+    pub own_settings_first: bool,
 }
 
 /// Whether `location` is an S3 URL.
@@ -210,12 +206,6 @@ pub struct S3Repository {
 }
 
 impl S3Repository {
-    /// The repository at `url` (`s3://bucket` or `s3://bucket/prefix`),
-    /// with the process's [`S3Options`].
-    pub fn open(url: &str) -> Result<S3Repository, StorageError> {
-        Self::with_options(url, &options())
-    }
-
     /// The repository at `url` with `opts`.
     pub fn with_options(url: &str, opts: &S3Options) -> Result<S3Repository, StorageError> {
         if url.contains(['?', '#']) {
@@ -244,7 +234,12 @@ impl S3Repository {
         if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
             return Err(config_error(url, "the prefix has an empty, . or .. part"));
         }
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        // The environment, unless the options come first (a named repository).
+        let env = |k: &str| {
+            std::env::var(k)
+                .ok()
+                .filter(|v| !v.is_empty() && !opts.own_settings_first)
+        };
         let retry = RetryConfig {
             max_retries: 5,
             retry_timeout: Duration::from_secs(60),
@@ -293,10 +288,46 @@ impl S3Repository {
                 part_size,
             });
         }
-        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        let named_credentials = match &opts.credentials_env {
+            None => None,
+            Some((id, secret)) => {
+                let var = |v: &str| {
+                    std::env::var(v).ok().filter(|s| !s.is_empty()).ok_or_else(|| {
+                        config_error(
+                            url,
+                            &format!("the environment variable {v} (named in dbsnap.toml for this repository) is not set; export it with the repository's key"),
+                        )
+                    })
+                };
+                Some((var(id)?, var(secret)?))
+            }
+        };
+        let credentials = opts.credentials.clone().or(named_credentials);
+        let mut b = if opts.own_settings_first {
+            // Only the environment's credentials, when the repository has none.
+            let mut b = AmazonS3Builder::new();
+            if credentials.is_none() {
+                let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+                if let (Some(id), Some(secret)) =
+                    (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"))
+                {
+                    b = b.with_access_key_id(id).with_secret_access_key(secret);
+                }
+                if let Some(token) = var("AWS_SESSION_TOKEN") {
+                    b = b.with_token(token);
+                }
+            }
+            b
+        } else {
+            AmazonS3Builder::from_env()
+        }
+        .with_bucket_name(bucket);
         let (endpoint, source) = match env("AWS_ENDPOINT_URL").or(env("AWS_ENDPOINT")) {
             Some(e) => (Some(e), "AWS_ENDPOINT_URL"),
-            None => (opts.endpoint.clone(), "endpoint in [s3] of dbsnap.toml"),
+            None => (
+                opts.endpoint.clone(),
+                "the repository's endpoint in dbsnap.toml",
+            ),
         };
         if let Some(e) = endpoint {
             let Some((scheme, host)) = e
@@ -321,7 +352,7 @@ impl S3Repository {
             b = b.with_region(opts.region.as_deref().unwrap_or("us-east-1"));
         }
         b = b.with_virtual_hosted_style_request(opts.virtual_hosted);
-        if let Some((id, secret)) = &opts.credentials {
+        if let Some((id, secret)) = &credentials {
             b = b.with_access_key_id(id).with_secret_access_key(secret);
         }
         let allow_http = opts.allow_http
@@ -683,29 +714,15 @@ impl Repository for S3Repository {
     }
 }
 
-/// An object store at `location` and the prefix in it, for copies of
-/// whole buckets: `s3://bucket/prefix` (with this process's
-/// [`S3Options`]) or a local directory (created, 0700, if missing).
-pub fn object_store_at(
+/// An object store at `location` and the prefix in it (see
+/// [`crate::Location::object_store`]).
+pub(crate) fn object_store_opened(
     location: &str,
-) -> Result<(Arc<dyn object_store::ObjectStore>, Key), StorageError> {
-    object_store_opened(location, true)
-}
-
-/// [`object_store_at`], for reading: a missing directory is
-/// [`StorageError::NoRepository`], not created.
-pub fn object_store_existing(
-    location: &str,
-) -> Result<(Arc<dyn object_store::ObjectStore>, Key), StorageError> {
-    object_store_opened(location, false)
-}
-
-fn object_store_opened(
-    location: &str,
+    options: &S3Options,
     create: bool,
 ) -> Result<(Arc<dyn object_store::ObjectStore>, Key), StorageError> {
     if is_object_store_url(location) {
-        let r = S3Repository::open(location)?;
+        let r = S3Repository::with_options(location, options)?;
         let prefix = Key::from(r.prefix.as_str());
         let store: Arc<dyn ObjectStore> = r.store;
         return Ok((store, prefix));
