@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use age::secrecy::{ExposeSecret, SecretString};
 use dbsnap_archive::snapshot::{self, Encryption};
@@ -36,6 +36,7 @@ pub const KEY_MEMBER: &str = "snapshot-key.age";
 const MAGIC: &[u8] = b"age-encryption.org/";
 
 /// What `create` encrypts the snapshot key to.
+#[derive(Clone)]
 pub enum Seal {
     /// age recipients (public keys).
     Recipients(Vec<age::x25519::Recipient>),
@@ -45,7 +46,7 @@ pub enum Seal {
 
 /// The keys a reading command may use: age identity files and a
 /// passphrase.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Keys {
     /// Identity files (`--identity`, `identity` in `[encryption]`).
     pub identity_files: Vec<PathBuf>,
@@ -53,18 +54,48 @@ pub struct Keys {
     pub passphrase: Option<SecretString>,
 }
 
-static SEAL: OnceLock<Seal> = OnceLock::new();
-static KEYS: OnceLock<Keys> = OnceLock::new();
-/// Snapshot keys unwrapped so far, by snapshot.
-static UNWRAPPED: Mutex<Option<HashMap<String, age::x25519::Identity>>> = Mutex::new(None);
+/// One run's encryption: what its new snapshots are encrypted to, the keys
+/// it opens snapshots with, and the snapshot keys unwrapped so far (once
+/// per snapshot: one scrypt run for a passphrase). A value carried by the
+/// options of create, restore, verify and prune; nothing process-wide.
+#[derive(Default)]
+pub struct Crypto {
+    seal: Option<Seal>,
+    keys: Keys,
+    unwrapped: Mutex<HashMap<String, age::x25519::Identity>>,
+}
 
-/// Sets, once per process, what new snapshots are encrypted to (`None`:
-/// they are not) and the keys reads may use.
-pub fn configure(seal: Option<Seal>, keys: Keys) {
-    if let Some(s) = seal {
-        let _ = SEAL.set(s);
+impl std::fmt::Debug for Crypto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the keys.
+        f.debug_struct("Crypto")
+            .field("encrypts", &self.seal.is_some())
+            .field(
+                "keys",
+                &(
+                    self.keys.identity_files.len(),
+                    self.keys.passphrase.is_some(),
+                ),
+            )
+            .finish()
     }
-    let _ = KEYS.set(keys);
+}
+
+impl Crypto {
+    /// New snapshots encrypted to `seal` (`None`: not encrypted), opened
+    /// with `keys`.
+    pub fn new(seal: Option<Seal>, keys: Keys) -> Crypto {
+        Crypto {
+            seal,
+            keys,
+            unwrapped: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// No encryption and no keys.
+    pub fn none() -> std::sync::Arc<Crypto> {
+        std::sync::Arc::new(Crypto::default())
+    }
 }
 
 /// Reads recipients: `age1…` keys as given, anything else is a file of
@@ -145,41 +176,43 @@ pub struct Sealer {
     info: Encryption,
 }
 
-/// The sealer for a new snapshot, when encryption is configured.
-pub fn sealer() -> Result<Option<Sealer>, CoreError> {
-    let Some(seal) = SEAL.get() else {
-        return Ok(None);
-    };
-    let key = age::x25519::Identity::generate();
-    let mut text = key.to_string().expose_secret().to_string();
-    text.push('\n');
-    let (encryptor, key_for) = match seal {
-        Seal::Recipients(r) => (
-            age::Encryptor::with_recipients(r.iter().map(|r| r as &dyn age::Recipient))
-                .map_err(|e| CoreError::Internal(format!("age: {e}")))?,
-            r.iter().map(|r| r.to_string()).collect(),
-        ),
-        Seal::Passphrase(p) => (
-            age::Encryptor::with_user_passphrase(p.clone()),
-            vec!["passphrase".to_string()],
-        ),
-    };
-    let mut wrapped = Vec::new();
-    let mut w = encryptor
-        .wrap_output(&mut wrapped)
-        .map_err(|e| CoreError::Internal(format!("age: {e}")))?;
-    w.write_all(text.as_bytes())
-        .and_then(|()| w.finish().map(|_| ()))
-        .map_err(|e| CoreError::Internal(format!("age: {e}")))?;
-    Ok(Some(Sealer {
-        recipient: key.to_public(),
-        wrapped,
-        info: Encryption {
-            scheme: "age".into(),
-            key_member: KEY_MEMBER.into(),
-            key_for,
-        },
-    }))
+impl Crypto {
+    /// The sealer for a new snapshot, when encryption is configured.
+    pub fn sealer(&self) -> Result<Option<Sealer>, CoreError> {
+        let Some(seal) = &self.seal else {
+            return Ok(None);
+        };
+        let key = age::x25519::Identity::generate();
+        let mut text = key.to_string().expose_secret().to_string();
+        text.push('\n');
+        let (encryptor, key_for) = match seal {
+            Seal::Recipients(r) => (
+                age::Encryptor::with_recipients(r.iter().map(|r| r as &dyn age::Recipient))
+                    .map_err(|e| CoreError::Internal(format!("age: {e}")))?,
+                r.iter().map(|r| r.to_string()).collect(),
+            ),
+            Seal::Passphrase(p) => (
+                age::Encryptor::with_user_passphrase(p.clone()),
+                vec!["passphrase".to_string()],
+            ),
+        };
+        let mut wrapped = Vec::new();
+        let mut w = encryptor
+            .wrap_output(&mut wrapped)
+            .map_err(|e| CoreError::Internal(format!("age: {e}")))?;
+        w.write_all(text.as_bytes())
+            .and_then(|()| w.finish().map(|_| ()))
+            .map_err(|e| CoreError::Internal(format!("age: {e}")))?;
+        Ok(Some(Sealer {
+            recipient: key.to_public(),
+            wrapped,
+            info: Encryption {
+                scheme: "age".into(),
+                key_member: KEY_MEMBER.into(),
+                key_for,
+            },
+        }))
+    }
 }
 
 impl Sealer {
@@ -227,73 +260,79 @@ impl<W: Write> Write for Sealed<W> {
     }
 }
 
-/// When no encryption is configured, makes new snapshots of this process
-/// (restore's safety snapshot) encrypted like `file`: to the same
-/// recipients, or to the passphrase given. A restore of an encrypted
-/// snapshot never leaves its data unencrypted beside it.
-pub fn seal_like(file: &SnapshotRef) -> Result<(), CoreError> {
-    if SEAL.get().is_some() {
-        return Ok(());
-    }
-    let Ok(metadata) = crate::inspect::read_metadata(file) else {
-        return Ok(());
-    };
-    let Some(info) = metadata.encryption else {
-        return Ok(());
-    };
-    let seal = if info.key_for.iter().any(|k| k == "passphrase") {
-        match KEYS.get().and_then(|k| k.passphrase.clone()) {
-            Some(p) => Seal::Passphrase(p),
-            None => return Ok(()),
+impl Crypto {
+    /// The encryption of a safety snapshot taken before `file` is restored:
+    /// this run's when it has one, else like `file`'s: to the same recipients,
+    /// or to the passphrase given. A restore of an encrypted snapshot never
+    /// leaves its data unencrypted beside it.
+    pub fn seal_like(&self, file: &SnapshotRef) -> Result<Crypto, CoreError> {
+        let same = |seal: Option<Seal>| Crypto::new(seal, self.keys.clone());
+        if self.seal.is_some() {
+            return Ok(same(self.seal.clone()));
         }
-    } else {
-        Seal::Recipients(parse_recipients(
-            &info.key_for,
-            "the snapshot's recipients",
-        )?)
-    };
-    let _ = SEAL.set(seal);
-    Ok(())
-}
-
-/// Whether any key to open snapshots was given.
-pub fn has_keys() -> bool {
-    KEYS.get()
-        .is_some_and(|k| !k.identity_files.is_empty() || k.passphrase.is_some())
-}
-
-/// Unwraps the snapshot's key now, when it is encrypted: a missing or
-/// wrong key is an error before anything else is done.
-/// (A snapshot whose metadata cannot be read passes: reading it says why.)
-pub fn check_keys(file: &SnapshotRef) -> Result<(), CoreError> {
-    let Ok(metadata) = crate::inspect::read_metadata(file) else {
-        return Ok(());
-    };
-    if let Some(info) = &metadata.encryption {
-        snapshot_key(file, info)?;
+        let Ok(metadata) = crate::inspect::read_metadata(file) else {
+            return Ok(same(None));
+        };
+        let Some(info) = metadata.encryption else {
+            return Ok(same(None));
+        };
+        let seal = if info.key_for.iter().any(|k| k == "passphrase") {
+            self.keys.passphrase.clone().map(Seal::Passphrase)
+        } else {
+            Some(Seal::Recipients(parse_recipients(
+                &info.key_for,
+                "the snapshot's recipients",
+            )?))
+        };
+        Ok(same(seal))
     }
-    Ok(())
 }
 
-fn snapshot_key(file: &SnapshotRef, info: &Encryption) -> Result<age::x25519::Identity, CoreError> {
-    if let Some(k) = unwrapped(file) {
-        return Ok(k);
+impl Crypto {
+    /// Whether any key to open snapshots was given.
+    pub fn has_keys(&self) -> bool {
+        !self.keys.identity_files.is_empty() || self.keys.passphrase.is_some()
     }
-    let key = unwrap_key(file, info)?;
-    if let Ok(mut m) = UNWRAPPED.lock() {
-        m.get_or_insert_with(HashMap::new)
-            .insert(file.display(), key.clone());
-    }
-    Ok(key)
 }
 
-/// The snapshot's key, when it was unwrapped already.
-fn unwrapped(file: &SnapshotRef) -> Option<age::x25519::Identity> {
-    let id = file.display();
-    UNWRAPPED
-        .lock()
-        .ok()
-        .and_then(|m| m.as_ref().and_then(|m| m.get(&id).cloned()))
+impl Crypto {
+    /// Unwraps the snapshot's key now, when it is encrypted: a missing or
+    /// wrong key is an error before anything else is done.
+    /// (A snapshot whose metadata cannot be read passes: reading it says why.)
+    pub fn check_keys(&self, file: &SnapshotRef) -> Result<(), CoreError> {
+        let Ok(metadata) = crate::inspect::read_metadata(file) else {
+            return Ok(());
+        };
+        if let Some(info) = &metadata.encryption {
+            self.snapshot_key(file, info)?;
+        }
+        Ok(())
+    }
+}
+
+impl Crypto {
+    fn snapshot_key(
+        &self,
+        file: &SnapshotRef,
+        info: &Encryption,
+    ) -> Result<age::x25519::Identity, CoreError> {
+        if let Some(k) = self.unwrapped(file) {
+            return Ok(k);
+        }
+        let key = self.unwrap_key(file, info)?;
+        if let Ok(mut m) = self.unwrapped.lock() {
+            m.insert(file.display(), key.clone());
+        }
+        Ok(key)
+    }
+}
+
+impl Crypto {
+    /// The snapshot's key, when it was unwrapped already.
+    fn unwrapped(&self, file: &SnapshotRef) -> Option<age::x25519::Identity> {
+        let id = file.display();
+        self.unwrapped.lock().ok().and_then(|m| m.get(&id).cloned())
+    }
 }
 
 fn no_key(file: &SnapshotRef, info: &Encryption, what: &str) -> CoreError {
@@ -311,61 +350,71 @@ fn no_key(file: &SnapshotRef, info: &Encryption, what: &str) -> CoreError {
     }
 }
 
-fn unwrap_key(file: &SnapshotRef, info: &Encryption) -> Result<age::x25519::Identity, CoreError> {
-    let keys = KEYS.get();
-    let passphrase_snapshot = info.key_for.iter().any(|k| k == "passphrase");
-    let mut identities: Vec<Box<dyn age::Identity>> = Vec::new();
-    for path in keys
-        .map(|k| k.identity_files.as_slice())
-        .unwrap_or_default()
-    {
-        let read = age::IdentityFile::from_file(path.display().to_string())
-            .and_then(|f| f.into_identities().map_err(io::Error::other));
-        match read {
-            Ok(mut ids) => identities.append(&mut ids),
-            Err(e) => {
-                return Err(CoreError::Config {
-                    message: format!("cannot read the age identity file {}: {e}", path.display()),
-                    hint: "--identity takes a file made by `age-keygen` (AGE-SECRET-KEY-1… lines)"
-                        .into(),
-                })
+impl Crypto {
+    fn unwrap_key(
+        &self,
+        file: &SnapshotRef,
+        info: &Encryption,
+    ) -> Result<age::x25519::Identity, CoreError> {
+        let keys = Some(&self.keys);
+        let passphrase_snapshot = info.key_for.iter().any(|k| k == "passphrase");
+        let mut identities: Vec<Box<dyn age::Identity>> = Vec::new();
+        for path in keys
+            .map(|k| k.identity_files.as_slice())
+            .unwrap_or_default()
+        {
+            let read = age::IdentityFile::from_file(path.display().to_string())
+                .and_then(|f| f.into_identities().map_err(io::Error::other));
+            match read {
+                Ok(mut ids) => identities.append(&mut ids),
+                Err(e) => {
+                    return Err(CoreError::Config {
+                        message: format!(
+                            "cannot read the age identity file {}: {e}",
+                            path.display()
+                        ),
+                        hint:
+                            "--identity takes a file made by `age-keygen` (AGE-SECRET-KEY-1… lines)"
+                                .into(),
+                    })
+                }
             }
         }
-    }
-    let mut passphrase_given = false;
-    if let Some(p) = keys.and_then(|k| k.passphrase.clone()) {
-        if passphrase_snapshot {
-            passphrase_given = true;
-            identities.push(Box::new(age::scrypt::Identity::new(p)));
+        let mut passphrase_given = false;
+        if let Some(p) = keys.and_then(|k| k.passphrase.clone()) {
+            if passphrase_snapshot {
+                passphrase_given = true;
+                identities.push(Box::new(age::scrypt::Identity::new(p)));
+            }
         }
-    }
-    if identities.is_empty() || (passphrase_snapshot && !passphrase_given) {
-        return Err(no_key(file, info, "no key to open it was given"));
-    }
-    let wrapped = read_key_member(file, &info.key_member)?;
-    let decryptor = age::Decryptor::new_buffered(&wrapped[..])
-        .map_err(|e| damaged(file, &info.key_member, e))?;
-    let mut reader = match decryptor.decrypt(identities.iter().map(|i| i.as_ref())) {
-        Ok(r) => r,
-        Err(age::DecryptError::NoMatchingKeys) | Err(age::DecryptError::DecryptionFailed) => {
-            let what = if passphrase_snapshot {
-                "the passphrase given does not open it"
-            } else {
-                "none of the keys given opens it"
-            };
-            return Err(no_key(file, info, what));
+        if identities.is_empty() || (passphrase_snapshot && !passphrase_given) {
+            return Err(no_key(file, info, "no key to open it was given"));
         }
-        Err(e) => return Err(damaged(file, &info.key_member, e)),
-    };
-    let mut text = String::new();
-    reader
-        .read_to_string(&mut text)
-        .map_err(|e| damaged(file, &info.key_member, e))?;
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
-        .unwrap_or_default();
-    age::x25519::Identity::from_str(line).map_err(|e| damaged(file, &info.key_member, e))
+        let wrapped = read_key_member(file, &info.key_member)?;
+        let decryptor = age::Decryptor::new_buffered(&wrapped[..])
+            .map_err(|e| damaged(file, &info.key_member, e))?;
+        let mut reader = match decryptor.decrypt(identities.iter().map(|i| i.as_ref())) {
+            Ok(r) => r,
+            Err(age::DecryptError::NoMatchingKeys) | Err(age::DecryptError::DecryptionFailed) => {
+                let what = if passphrase_snapshot {
+                    "the passphrase given does not open it"
+                } else {
+                    "none of the keys given opens it"
+                };
+                return Err(no_key(file, info, what));
+            }
+            Err(e) => return Err(damaged(file, &info.key_member, e)),
+        };
+        let mut text = String::new();
+        reader
+            .read_to_string(&mut text)
+            .map_err(|e| damaged(file, &info.key_member, e))?;
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+            .unwrap_or_default();
+        age::x25519::Identity::from_str(line).map_err(|e| damaged(file, &info.key_member, e))
+    }
 }
 
 fn damaged(file: &SnapshotRef, member: &str, e: impl std::fmt::Display) -> CoreError {
@@ -385,50 +434,58 @@ fn read_key_member(file: &SnapshotRef, member: &str) -> Result<Vec<u8>, CoreErro
     .map_err(|e| crate::inspect::archive_error(file, e))
 }
 
-/// The plaintext of member `member` of `file`, read from `input` (its
-/// bytes as stored): decrypted when it is an age file, else as it is.
-pub fn reader<'a>(
-    file: &SnapshotRef,
-    member: &str,
-    mut input: impl Read + 'a,
-) -> Result<Box<dyn Read + 'a>, CoreError> {
-    let mut head = Vec::with_capacity(MAGIC.len());
-    (&mut input)
-        .take(MAGIC.len() as u64)
-        .read_to_end(&mut head)
-        .map_err(|e| io_error(file, e))?;
-    let whole = io::Cursor::new(head.clone()).chain(input);
-    if head != MAGIC {
-        return Ok(Box::new(whole));
+impl Crypto {
+    /// The plaintext of member `member` of `file`, read from `input` (its
+    /// bytes as stored): decrypted when it is an age file, else as it is.
+    pub fn reader<'a>(
+        &self,
+        file: &SnapshotRef,
+        member: &str,
+        mut input: impl Read + 'a,
+    ) -> Result<Box<dyn Read + 'a>, CoreError> {
+        let mut head = Vec::with_capacity(MAGIC.len());
+        (&mut input)
+            .take(MAGIC.len() as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| io_error(file, e))?;
+        let whole = io::Cursor::new(head.clone()).chain(input);
+        if head != MAGIC {
+            return Ok(Box::new(whole));
+        }
+        Ok(Box::new(self.decrypt(file, member, whole)?))
     }
-    Ok(Box::new(decrypt(file, member, whole)?))
 }
 
-/// Member `member` (`stored`, an age file) decrypted with its snapshot's key.
-fn decrypt<R: Read>(
-    file: &SnapshotRef,
-    member: &str,
-    stored: R,
-) -> Result<age::stream::StreamReader<R>, CoreError> {
-    let key = key_for_member(file)?;
-    age::Decryptor::new(stored)
-        .and_then(|d| d.decrypt(std::iter::once(&key as &dyn age::Identity)))
-        .map_err(|e| damaged(file, member, e))
+impl Crypto {
+    /// Member `member` (`stored`, an age file) decrypted with its snapshot's key.
+    fn decrypt<R: Read>(
+        &self,
+        file: &SnapshotRef,
+        member: &str,
+        stored: R,
+    ) -> Result<age::stream::StreamReader<R>, CoreError> {
+        let key = self.key_for_member(file)?;
+        age::Decryptor::new(stored)
+            .and_then(|d| d.decrypt(std::iter::once(&key as &dyn age::Identity)))
+            .map_err(|e| damaged(file, member, e))
+    }
 }
 
-fn key_for_member(file: &SnapshotRef) -> Result<age::x25519::Identity, CoreError> {
-    // Every member and range opened asks: the metadata is read only once.
-    if let Some(k) = unwrapped(file) {
-        return Ok(k);
-    }
-    let metadata = crate::inspect::read_metadata(file)?;
-    match &metadata.encryption {
-        Some(info) => snapshot_key(file, info),
-        None => Err(damaged(
-            file,
-            "dbsnap.json",
-            "a member is encrypted but the metadata does not say how",
-        )),
+impl Crypto {
+    fn key_for_member(&self, file: &SnapshotRef) -> Result<age::x25519::Identity, CoreError> {
+        // Every member and range opened asks: the metadata is read only once.
+        if let Some(k) = self.unwrapped(file) {
+            return Ok(k);
+        }
+        let metadata = crate::inspect::read_metadata(file)?;
+        match &metadata.encryption {
+            Some(info) => self.snapshot_key(file, info),
+            None => Err(damaged(
+                file,
+                "dbsnap.json",
+                "a member is encrypted but the metadata does not say how",
+            )),
+        }
     }
 }
 
@@ -439,34 +496,37 @@ fn io_error(file: &SnapshotRef, e: io::Error) -> CoreError {
     })
 }
 
-/// A member of `file`, seekable over its plaintext (position 0 is its
-/// first byte): the member `at` (offset, size) in the archive, decrypted
-/// chunk by chunk when it is an age file.
-pub fn member_seekable(
-    file: &SnapshotRef,
-    member: &str,
-    (offset, size): (u64, u64),
-) -> Result<Box<dyn ReadSeek>, CoreError> {
-    let mut span = Span {
-        inner: file.open_seekable()?,
-        start: offset,
-        len: size,
-        pos: 0,
-    };
-    span.inner
-        .seek(SeekFrom::Start(offset))
-        .map_err(|e| io_error(file, e))?;
-    let mut head = Vec::new();
-    (&mut span)
-        .take(MAGIC.len() as u64)
-        .read_to_end(&mut head)
-        .map_err(|e| io_error(file, e))?;
-    span.seek(SeekFrom::Start(0))
-        .map_err(|e| io_error(file, e))?;
-    if head != MAGIC {
-        return Ok(Box::new(span));
+impl Crypto {
+    /// A member of `file`, seekable over its plaintext (position 0 is its
+    /// first byte): the member `at` (offset, size) in the archive, decrypted
+    /// chunk by chunk when it is an age file.
+    pub fn member_seekable(
+        &self,
+        file: &SnapshotRef,
+        member: &str,
+        (offset, size): (u64, u64),
+    ) -> Result<Box<dyn ReadSeek>, CoreError> {
+        let mut span = Span {
+            inner: file.open_seekable()?,
+            start: offset,
+            len: size,
+            pos: 0,
+        };
+        span.inner
+            .seek(SeekFrom::Start(offset))
+            .map_err(|e| io_error(file, e))?;
+        let mut head = Vec::new();
+        (&mut span)
+            .take(MAGIC.len() as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| io_error(file, e))?;
+        span.seek(SeekFrom::Start(0))
+            .map_err(|e| io_error(file, e))?;
+        if head != MAGIC {
+            return Ok(Box::new(span));
+        }
+        Ok(Box::new(self.decrypt(file, member, span)?))
     }
-    Ok(Box::new(decrypt(file, member, span)?))
 }
 
 /// A window `start..start + len` of a seekable reader, seen as a file of
@@ -507,27 +567,32 @@ impl Seek for Span {
     }
 }
 
-/// [`snapshot::with_member`] over the member's plaintext: finds member
-/// `member` in `input` (the snapshot from its start) and hands `f` its
-/// bytes, decrypted when it is encrypted.
-pub fn with_member<T>(
-    file: &SnapshotRef,
-    input: impl Read,
-    member: &str,
-    f: impl FnOnce(&mut dyn Read) -> Result<T, snapshot::ArchiveError>,
-) -> Result<T, CoreError> {
-    let mut failed = None;
-    let r = snapshot::with_member(input, member, |stored| match reader(file, member, stored) {
-        Ok(mut plain) => f(&mut plain),
-        Err(e) => {
-            let message = e.to_string();
-            failed = Some(e);
-            Err(snapshot::ArchiveError::Corrupt(message))
+impl Crypto {
+    /// [`snapshot::with_member`] over the member's plaintext: finds member
+    /// `member` in `input` (the snapshot from its start) and hands `f` its
+    /// bytes, decrypted when it is encrypted.
+    pub fn with_member<T>(
+        &self,
+        file: &SnapshotRef,
+        input: impl Read,
+        member: &str,
+        f: impl FnOnce(&mut dyn Read) -> Result<T, snapshot::ArchiveError>,
+    ) -> Result<T, CoreError> {
+        let mut failed = None;
+        let r = snapshot::with_member(input, member, |stored| {
+            match self.reader(file, member, stored) {
+                Ok(mut plain) => f(&mut plain),
+                Err(e) => {
+                    let message = e.to_string();
+                    failed = Some(e);
+                    Err(snapshot::ArchiveError::Corrupt(message))
+                }
+            }
+        });
+        match (r, failed) {
+            (_, Some(e)) => Err(e),
+            (Ok(v), None) => Ok(v),
+            (Err(e), None) => Err(crate::inspect::archive_error(file, e)),
         }
-    });
-    match (r, failed) {
-        (_, Some(e)) => Err(e),
-        (Ok(v), None) => Ok(v),
-        (Err(e), None) => Err(crate::inspect::archive_error(file, e)),
     }
 }

@@ -187,11 +187,12 @@ pub async fn run(
         version_specs: Default::default(),
         limits: Default::default(),
         extra_members: Vec::new(),
+        crypto: crate::crypt::Crypto::none(),
     };
     let created = create::create(&create_opts, progress).await?;
     progress.phase("listing and verifying");
     let list = inspect::list(&repo)?;
-    let verify = inspect::verify(&created.file)?;
+    let verify = inspect::verify(&created.file, &crate::crypt::Crypto::default())?;
     let (stop_command, try_command, psql_command) = if opts.keep {
         server.keep();
         let config = write_kept_config(&dir, &server, &password)?;

@@ -318,6 +318,7 @@ pub struct VerifyReport {
 pub fn read_members(
     snapshot: &SnapshotRef,
     prefix: &str,
+    crypto: &crate::crypt::Crypto,
 ) -> Result<Vec<(String, Vec<u8>)>, CoreError> {
     const MAX: u64 = 16 << 20;
     let f = open(snapshot)?;
@@ -342,7 +343,8 @@ pub fn read_members(
         .into_iter()
         .map(|(name, stored)| {
             let mut plain = Vec::new();
-            crate::crypt::reader(snapshot, &name, &stored[..])?
+            crypto
+                .reader(snapshot, &name, &stored[..])?
                 .read_to_end(&mut plain)
                 .map_err(|e| CoreError::Verify {
                     file: snapshot.display(),
@@ -355,7 +357,12 @@ pub fn read_members(
 
 /// Recomputes every member's checksum against the manifest and parses each
 /// database member as a pg_dump custom archive.
-pub fn verify(snapshot: &SnapshotRef) -> Result<VerifyReport, CoreError> {
+/// An encrypted snapshot's dumps are parsed when `crypto` has a key
+/// (else only their checksums are checked).
+pub fn verify(
+    snapshot: &SnapshotRef,
+    crypto: &crate::crypt::Crypto,
+) -> Result<VerifyReport, CoreError> {
     // A file that is not a snapshot says what it is; a truncated snapshot is
     // called truncated, as `list` calls it, before its members are read.
     if let Err(e) = read_metadata(snapshot) {
@@ -382,15 +389,16 @@ pub fn verify(snapshot: &SnapshotRef) -> Result<VerifyReport, CoreError> {
     let encrypted = read_metadata(snapshot)
         .map(|m| m.encryption.is_some())
         .unwrap_or(false);
-    let contents_checked = !encrypted || crate::crypt::has_keys();
+    let contents_checked = !encrypted || crypto.has_keys();
     if encrypted && contents_checked {
-        crate::crypt::check_keys(snapshot)?;
+        crypto.check_keys(snapshot)?;
     }
     let f = open(snapshot)?;
     let mut details: Vec<(String, pgdump::PgDumpSummary)> = Vec::new();
     let outcome = snapshot::verify(BufReader::with_capacity(1 << 20, f), |visit, reader| {
         if visit.name.ends_with(".dump") && contents_checked {
-            let mut plain = crate::crypt::reader(snapshot, visit.name, reader)
+            let mut plain = crypto
+                .reader(snapshot, visit.name, reader)
                 .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
             let summary = pgdump::read_archive(&mut plain).map_err(|e| match e {
                 // The connection to the repository, not the snapshot.

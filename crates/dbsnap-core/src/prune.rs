@@ -264,6 +264,7 @@ pub fn plan(
     policy: &Policy,
     target: Option<&str>,
     now: OffsetDateTime,
+    crypto: &crate::crypt::Crypto,
 ) -> Result<PruneReport, CoreError> {
     if policy.keeps_nothing() {
         return Err(CoreError::Config {
@@ -306,7 +307,7 @@ pub fn plan(
         order.sort_by_key(|&i| std::cmp::Reverse(items[i].time));
         let mut verified = None;
         for i in order {
-            if passes(repo, &rows[i].name)? {
+            if passes(repo, &rows[i].name, crypto)? {
                 verified = Some(i);
                 break;
             }
@@ -391,9 +392,13 @@ pub fn carry_out(
 /// Whether a snapshot verifies. A snapshot that could not be read (the
 /// repository failed, not the snapshot) stops the prune: its verdict is
 /// unknown, and the rule must not pass to an older one because of it.
-fn passes(repo: &Arc<dyn Repository>, name: &str) -> Result<bool, CoreError> {
+fn passes(
+    repo: &Arc<dyn Repository>,
+    name: &str,
+    crypto: &crate::crypt::Crypto,
+) -> Result<bool, CoreError> {
     let snapshot = SnapshotRef::new(repo.clone(), name);
-    let failure = match inspect::verify(&snapshot) {
+    let failure = match inspect::verify(&snapshot, crypto) {
         Ok(report) if report.ok => return Ok(true),
         Ok(report) => report.error.unwrap_or_default(),
         Err(e) if e.exit_code() == crate::error::exit::STORAGE => return Err(e),

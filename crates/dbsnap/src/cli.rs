@@ -82,6 +82,10 @@ pub struct GlobalArgs {
     /// reached (set by `run` from the config: `[s3]`, `[repositories]`).
     #[arg(skip)]
     pub locations: dbsnap_core::Locations,
+    /// The run's encryption and keys (set by `run` from the flags and
+    /// `[encryption]`).
+    #[arg(skip)]
+    pub crypto: Arc<dbsnap_core::crypt::Crypto>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -427,7 +431,12 @@ pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
         _ => None,
     };
     let writes_snapshots = matches!(cli.command, Command::Create(_) | Command::Restore(_));
-    crate::encryption::configure(encrypt, writes_snapshots, &g.identity, &config)?;
+    g.crypto = Arc::new(crate::encryption::configure(
+        encrypt,
+        writes_snapshots,
+        &g.identity,
+        &config,
+    )?);
     match cli.command {
         Command::Create(args) => {
             crate::create_cmd::create_cmd(args, &g, &config, show_progress).await
@@ -481,7 +490,7 @@ pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
         }
         Command::Verify(args) => {
             let path = resolve_file(&args, &g, &config)?;
-            let report = inspect::verify(&path)?;
+            let report = inspect::verify(&path, &g.crypto)?;
             output::print_verify(&report, g.json);
             Ok(if report.ok { exit::OK } else { exit::VERIFY })
         }
@@ -685,6 +694,7 @@ mod tests {
             identity: Vec::new(),
             force_insecure: false,
             locations: Default::default(),
+            crypto: Default::default(),
         };
         assert_eq!(
             repo_dir(&g(Some("/flag")), &config, Some(&target)),

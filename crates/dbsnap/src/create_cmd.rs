@@ -218,6 +218,7 @@ pub async fn create_cmd(
         resolved: Vec::new(),
         target: args.target.clone(),
         kubernetes,
+        crypto: g.crypto.clone(),
         prefix: layered(args.prefix.clone(), t.prefix.clone(), None, || {
             "db-snapshot".into()
         }),

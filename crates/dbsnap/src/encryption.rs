@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use age::secrecy::SecretString;
 use clap::Args;
 use dbsnap_core::config::Config;
-use dbsnap_core::crypt::{self, Keys, Seal};
+use dbsnap_core::crypt::{self, Crypto, Keys, Seal};
 use dbsnap_core::CoreError;
 
 /// The environment variable holding the passphrase.
@@ -23,7 +23,7 @@ pub struct EncryptArgs {
     pub passphrase: bool,
 }
 
-/// Sets what new snapshots are encrypted to (`create`'s flags, else the
+/// The run's encryption: what new snapshots are encrypted to (`create`'s flags, else the
 /// config's `[encryption]`; restore's safety snapshots follow the config)
 /// and the keys reads may use (`--identity`, `identity` in the config,
 /// `DBSNAP_PASSPHRASE`).
@@ -32,7 +32,7 @@ pub fn configure(
     writes_snapshots: bool,
     identity: &[PathBuf],
     config: &Config,
-) -> Result<(), CoreError> {
+) -> Result<Crypto, CoreError> {
     let config = config.encryption.clone().unwrap_or_default();
     let passphrase = std::env::var(PASSPHRASE_ENV)
         .ok()
@@ -103,12 +103,11 @@ pub fn configure(
             });
         }
     }
-    crypt::configure(
+    Ok(Crypto::new(
         seal,
         Keys {
             identity_files,
             passphrase,
         },
-    );
-    Ok(())
+    ))
 }

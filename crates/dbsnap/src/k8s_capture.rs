@@ -63,7 +63,8 @@ pub fn write_objects(
     config: &dbsnap_core::config::Config,
 ) -> Result<Vec<PathBuf>, CoreError> {
     let path = crate::cli::resolve_file(&args.file, g, config)?;
-    let objects = dbsnap_core::inspect::read_members(&path, dbsnap_k8s::objects::MEMBER_PREFIX)?;
+    let objects =
+        dbsnap_core::inspect::read_members(&path, dbsnap_k8s::objects::MEMBER_PREFIX, &g.crypto)?;
     if objects.is_empty() {
         return Err(CoreError::Config {
             message: format!("{} holds no Kubernetes objects", path.display()),

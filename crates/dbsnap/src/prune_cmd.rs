@@ -93,7 +93,7 @@ pub fn prune(args: PruneArgs, g: &GlobalArgs, config: &Config) -> Result<u8, Cor
     let dir = repo_dir(g, config, target);
     let repo = g.locations.open(&dir);
     let now = time::OffsetDateTime::now_utc();
-    let plan = match prune::plan(&repo, &policy, args.target.as_deref(), now) {
+    let plan = match prune::plan(&repo, &policy, args.target.as_deref(), now, &g.crypto) {
         Err(e) if crate::cli::missing_default_repo(&e, &dir) => prune::PruneReport::empty(),
         r => r?,
     };

@@ -123,6 +123,7 @@ async fn options(
         restore_target: args.target.clone(),
         kubernetes: None,
         into_other_origin: args.into_other_origin,
+        crypto: g.crypto.clone(),
         only: args.only.clone(),
         map,
         drop: args.drop,

@@ -74,6 +74,8 @@ pub struct CreateOptions {
     pub version_specs: BTreeMap<String, VersionSpec>,
     /// Limits of the consistency methods.
     pub limits: CutLimits,
+    /// What the snapshot is encrypted to (and nothing when it is not).
+    pub crypto: Arc<crate::crypt::Crypto>,
     /// Further members stored after the databases (e.g. a namespace's
     /// Kubernetes objects under `k8s/`): name and bytes.
     pub extra_members: Vec<(String, Vec<u8>)>,
@@ -231,7 +233,7 @@ pub async fn create_with(
 
     let seen = inside_the_cut(&opened, opts).await?;
     let members = member_names(&opened);
-    let sealer = crate::crypt::sealer()?.map(Arc::new);
+    let sealer = opts.crypto.sealer()?.map(Arc::new);
     let metadata = Metadata {
         format_version: FORMAT_VERSION.into(),
         tool_version: format!("dbsnap {}", env!("CARGO_PKG_VERSION")),

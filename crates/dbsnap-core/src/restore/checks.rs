@@ -10,11 +10,12 @@ use crate::error::CoreError;
 pub(super) fn archive_row_counts(
     file: &dbsnap_storage::SnapshotRef,
     member: &str,
+    crypto: &crate::crypt::Crypto,
 ) -> Result<Vec<TableCount>, CoreError> {
     use dbsnap_archive::pgdump::{read_archive_data, CopyRows, DataItem};
     let f = crate::inspect::open(file)?;
     let mut counts = Vec::new();
-    crate::crypt::with_member(
+    crypto.with_member(
         file,
         std::io::BufReader::with_capacity(1 << 20, f),
         member,

@@ -47,9 +47,20 @@ const LOADER_STOPPED: &str = "loader stopped";
 
 /// Streams one database member of `file` through the pg_dump reader on a
 /// blocking thread; the channel is bounded, so memory is too.
+/// A database member of a snapshot, and what opens it.
+pub(crate) struct Member {
+    /// The snapshot.
+    pub(crate) file: dbsnap_storage::SnapshotRef,
+    /// The member's name.
+    pub(crate) name: String,
+    /// Opens it when it is encrypted.
+    pub(crate) crypto: std::sync::Arc<crate::crypt::Crypto>,
+}
+
 pub(crate) fn stream_member(
     file: dbsnap_storage::SnapshotRef,
     member: String,
+    crypto: std::sync::Arc<crate::crypt::Crypto>,
 ) -> (
     mpsc::Receiver<Msg>,
     tokio::task::JoinHandle<Result<(), CoreError>>,
@@ -62,7 +73,7 @@ pub(crate) fn stream_member(
             tx.blocking_send(m)
                 .map_err(|_| std::io::Error::other(LOADER_STOPPED))
         };
-        crate::crypt::with_member(&file, reader, &member, |input| {
+        crypto.with_member(&file, reader, &member, |input| {
             pgdump::read_archive_data(input, |item| -> std::io::Result<()> {
                 match item {
                     DataItem::Toc(entries) => send(Msg::Toc(entries.to_vec())),
@@ -158,13 +169,12 @@ pub(crate) fn qualified(e: &TocEntry) -> String {
 pub(crate) async fn prepare<'c>(
     client: &'c mut Client,
     target: &str,
-    file: dbsnap_storage::SnapshotRef,
-    member: String,
+    member: Member,
     checks: &[String],
     lock_timeout: Duration,
     meter: &mut super::Meter,
 ) -> Result<(Transaction<'c>, DataOnlyReport), CoreError> {
-    let (mut rx, reader) = stream_member(file, member);
+    let (mut rx, reader) = stream_member(member.file, member.name, member.crypto);
     let result = load(client, target, &mut rx, checks, lock_timeout, meter).await;
     drop(rx);
     let read = reader

@@ -303,6 +303,7 @@ async fn safety_snapshot(
             version_specs: opts.version_specs.clone(),
             limits: Default::default(),
             extra_members: Vec::new(),
+            crypto: plan.safety_crypto.clone(),
         },
         progress,
     )
@@ -466,9 +467,10 @@ impl Run<'_> {
         let n = replace::terminate_sessions(&admin, &d.live_db, target).await?;
         self.ended_sessions(n, d, "before replacing it");
         let (file, member, info) = (self.plan.file.clone(), d.member.clone(), d.info.clone());
+        let crypto = self.opts.crypto.clone();
         let counts = {
-            let (file, member) = (file.clone(), member.clone());
-            blocking(move || archive_row_counts(&file, &member)).await?
+            let (file, member, crypto) = (file.clone(), member.clone(), crypto.clone());
+            blocking(move || archive_row_counts(&file, &member, &crypto)).await?
         };
         let epilogue = checks_sql(&counts, &self.opts.checks);
         let gid = self.will_prepare(i, &d.live_db)?;
@@ -479,6 +481,7 @@ impl Run<'_> {
             let source = replace::MemberRef {
                 file: &file,
                 member: &member,
+                crypto: &crypto,
             };
             replace::replace_in_place(
                 &program,
@@ -678,7 +681,8 @@ impl Run<'_> {
         let layout = match self.opts.engine {
             LoadEngine::Native => {
                 let (file, member) = (file.clone(), member.clone());
-                blocking(move || load::Layout::read(&file, &member)).await?
+                let crypto = self.opts.crypto.clone();
+                blocking(move || load::Layout::read(&file, &member, &crypto)).await?
             }
             LoadEngine::PgRestore => None,
         };
@@ -702,14 +706,20 @@ impl Run<'_> {
             let out = {
                 let (file, member, load_info) = (file.clone(), member.clone(), load_info.clone());
                 let flags = self.flags(jobs);
-                let route = self.opts.resolver.clone();
+                let (route, crypto) = (self.opts.resolver.clone(), self.opts.crypto.clone());
                 blocking(move || {
-                    replace::pg_restore(&program, &file, &member, &load_info, &*route, flags, meter)
+                    let source = replace::MemberRef {
+                        file: &file,
+                        member: &member,
+                        crypto: &crypto,
+                    };
+                    replace::pg_restore(&program, source, &load_info, &*route, flags, meter)
                 })
                 .await?
             };
             result.ignored = out.ignored;
-            let mut counts = blocking(move || archive_row_counts(&file, &member)).await?;
+            let crypto = self.opts.crypto.clone();
+            let mut counts = blocking(move || archive_row_counts(&file, &member, &crypto)).await?;
             result.row_counts = counts.len();
             let client = self.opts.resolver.connect(&load_info).await?;
             compare_row_counts(&client, target, &mut counts).await?;
@@ -765,8 +775,11 @@ async fn load_data_only(
                 let (tx, report) = data_only::prepare(
                     client,
                     &d.server,
-                    plan.file.clone(),
-                    d.member.clone(),
+                    data_only::Member {
+                        file: plan.file.clone(),
+                        name: d.member.clone(),
+                        crypto: opts.crypto.clone(),
+                    },
                     &opts.checks,
                     opts.lock_timeout,
                     meter,

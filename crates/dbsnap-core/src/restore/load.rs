@@ -43,6 +43,7 @@ use super::data_only::TableCount;
 use super::replace::{self, RestoreFlags, RestoreOutput};
 use super::{blocking, pg_err, Meter};
 use crate::chunks::{for_each_chunk, ChunkError};
+use crate::crypt::Crypto;
 use crate::error::CoreError;
 
 /// Where a member's head and data blocks lie in a local snapshot file.
@@ -56,6 +57,8 @@ pub(crate) struct Layout {
     size: u64,
     /// Whether it is encrypted (its positions are then in the plaintext).
     encrypted: bool,
+    /// Opens it when it is.
+    crypto: Arc<Crypto>,
     blocks: Vec<BlockSpan>,
     /// Where the pieces of split tables lie (from `manifest.json`).
     pieces: BTreeMap<i64, Vec<PieceIndex>>,
@@ -84,7 +87,11 @@ impl Layout {
     /// not a local file, data compressed with lz4 or zstd, or a database
     /// whose encoding is not UTF8 (dbsnap's connections speak UTF-8; its
     /// rows stay in their own encoding): stock pg_restore restores those.
-    pub(crate) fn read(file: &SnapshotRef, member: &str) -> Result<Option<Layout>, CoreError> {
+    pub(crate) fn read(
+        file: &SnapshotRef,
+        member: &str,
+        crypto: &Arc<Crypto>,
+    ) -> Result<Option<Layout>, CoreError> {
         let open = || file.open_seekable();
         let path = std::path::PathBuf::from(file.display());
         let spans = snapshot::member_spans(
@@ -97,7 +104,7 @@ impl Layout {
         };
         let encrypted = crate::inspect::read_metadata(file)?.encryption.is_some();
         let (mut r, plain_size) = if encrypted {
-            let mut m = crate::crypt::member_seekable(file, member, (offset, size))?;
+            let mut m = crypto.member_seekable(file, member, (offset, size))?;
             let plain_size = m
                 .seek(SeekFrom::End(0))
                 .and_then(|n| m.seek(SeekFrom::Start(0)).map(|_| n))
@@ -128,6 +135,7 @@ impl Layout {
             offset,
             size,
             encrypted,
+            crypto: crypto.clone(),
             blocks,
             pieces,
         }))
@@ -142,7 +150,8 @@ impl Layout {
                 .open_range(&self.file.name, self.offset + start)?);
         }
         let mut m =
-            crate::crypt::member_seekable(&self.file, &self.member, (self.offset, self.size))?;
+            self.crypto
+                .member_seekable(&self.file, &self.member, (self.offset, self.size))?;
         m.seek(SeekFrom::Start(start)).map_err(|e| {
             CoreError::Archive(ArchiveError::Corrupt(format!(
                 "member \"{}\": {e}",

@@ -60,6 +60,9 @@ pub struct RestoreOptions {
     /// Restore into databases the snapshot was not taken from (another
     /// server, target or workload): without it such a plan is refused.
     pub into_other_origin: bool,
+    /// The run's encryption: the keys that open the snapshot, what the
+    /// safety snapshot is encrypted to.
+    pub crypto: Arc<crate::crypt::Crypto>,
     /// Restore only these snapshot databases.
     pub only: Vec<String>,
     /// Snapshot database name -> live database name.
@@ -220,6 +223,10 @@ pub struct Plan {
     pub safety_repo: String,
     #[serde(skip)]
     role_servers: Vec<(ConnInfo, Vec<String>)>,
+    /// What the safety snapshot is encrypted to (this run's encryption,
+    /// else the snapshot's own).
+    #[serde(skip)]
+    safety_crypto: Arc<crate::crypt::Crypto>,
 }
 
 impl Plan {

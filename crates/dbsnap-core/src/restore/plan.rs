@@ -21,10 +21,10 @@ use crate::inspect;
 pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan, CoreError> {
     // An encrypted snapshot's key first: a missing or wrong one is the
     // error, before anything is read in full or changed.
-    crate::crypt::check_keys(&opts.file)?;
-    crate::crypt::seal_like(&opts.file)?;
+    opts.crypto.check_keys(&opts.file)?;
+    let safety_crypto = Arc::new(opts.crypto.seal_like(&opts.file)?);
     progress.phase("verifying the snapshot");
-    let report = inspect::verify(&opts.file)?;
+    let report = inspect::verify(&opts.file, &opts.crypto)?;
     if !report.ok {
         let file = opts.file.display();
         let error = report.error.unwrap_or_else(|| "verification failed".into());
@@ -117,6 +117,7 @@ pub async fn plan(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Plan
         commit,
         safety_repo: opts.safety_repo.location(),
         role_servers,
+        safety_crypto,
     };
     plan.safety_snapshot = !opts.no_safety_snapshot && plan.changes_existing();
     Ok(plan)

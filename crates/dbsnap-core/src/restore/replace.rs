@@ -20,6 +20,9 @@ use dbsnap_pg::tools::Program;
 use dbsnap_pg::{ConnInfo, Resolver};
 use dbsnap_storage::SnapshotRef;
 
+use std::sync::Arc;
+
+use crate::crypt::Crypto;
 use crate::error::CoreError;
 
 pub use dbsnap_pg::admin::{
@@ -46,6 +49,8 @@ pub struct MemberRef<'a> {
     pub file: &'a SnapshotRef,
     /// The member's name.
     pub member: &'a str,
+    /// Opens it when it is encrypted.
+    pub crypto: &'a Arc<Crypto>,
 }
 
 /// Output of a pg_restore run.
@@ -81,24 +86,26 @@ pub struct RestoreFlags {
 /// extracted file. Errors other than version noise fail the run.
 pub fn pg_restore(
     program: &Program,
-    file: &SnapshotRef,
-    member: &str,
+    source: MemberRef<'_>,
     info: &ConnInfo,
     route: &dyn Resolver,
     flags: RestoreFlags,
     meter: super::Meter,
 ) -> Result<RestoreOutput, CoreError> {
+    let (file, member, crypto) = (source.file, source.member, source.crypto);
     // A seekable copy for parallel jobs, removed on drop.
     if flags.jobs > 1 {
         let tmp = file.repo.scratch("restore")?;
         check_room_for_member(file, member, tmp.path())?;
-        feed_member(file, member, tmp.as_file(), meter)?;
+        feed_member(file, member, crypto, tmp.as_file(), meter)?;
         let jobs = format!("--jobs={}", flags.jobs);
         return pg_restore_file(program, tmp.path(), &[&jobs], info, route, flags);
     }
     let mut cmd = restore_command(program, info, route, flags)?;
     cmd.stdin(Stdio::piped());
-    run_restore(cmd, info, |stdin| feed_member(file, member, stdin, meter))
+    run_restore(cmd, info, |stdin| {
+        feed_member(file, member, crypto, stdin, meter)
+    })
 }
 
 /// Refuses to copy a member to `scratch` when its file system has less
@@ -277,12 +284,13 @@ impl<W: Write> Write for Metered<W> {
 fn feed_member(
     file: &SnapshotRef,
     member: &str,
+    crypto: &Crypto,
     out: impl Write,
     meter: super::Meter,
 ) -> Result<(), CoreError> {
     let mut out = Metered { inner: out, meter };
     let f = crate::inspect::open(file)?;
-    let r = crate::crypt::with_member(
+    let r = crypto.with_member(
         file,
         BufReader::with_capacity(1 << 20, f),
         member,
@@ -363,7 +371,9 @@ pub fn replace_in_place(
     let restore_err = collect(Box::new(restore_err));
     let psql_err = collect(Box::new(psql_err));
     let (file, member) = (source.file.clone(), source.member.to_string());
-    let feeder = std::thread::spawn(move || feed_member(&file, &member, restore_in, meter));
+    let crypto = source.crypto.clone();
+    let feeder =
+        std::thread::spawn(move || feed_member(&file, &member, &crypto, restore_in, meter));
     let relay = relay_script(restore_out, &mut psql_in, epilogue, prepare);
     drop(psql_in);
     let psql_status = psql_child
