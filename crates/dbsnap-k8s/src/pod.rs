@@ -27,25 +27,81 @@ pub const ROLE_KEPT: &str = "jump-kept";
 /// Annotation naming the host and process that made a pod.
 pub const OWNER_ANNOTATION: &str = "dbsnap.io/owner";
 
-/// Pods this process started and has not deleted yet, for Ctrl-C and SIGTERM.
-static STARTED: std::sync::Mutex<Vec<JumpPod>> = std::sync::Mutex::new(Vec::new());
+/// The deletions of a run's jump pods whose guards were dropped (the work
+/// through them was stopped: Ctrl-C, SIGTERM): [`Reaper::reap`] waits for
+/// them, so the run ends only once its pods are gone. Owned by the run.
+#[derive(Debug, Clone, Default)]
+pub struct Reaper {
+    pending: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
 
-/// Deletes every pod this process started and has not deleted yet (for
-/// Ctrl-C and SIGTERM, once the work through them has stopped).
-pub async fn delete_started() {
-    let pods: Vec<JumpPod> = STARTED
-        .lock()
-        .map(|mut s| std::mem::take(&mut *s))
-        .unwrap_or_default();
-    for pod in pods {
-        pod.delete().await;
+impl Reaper {
+    /// Waits until every deletion started by a dropped guard is done.
+    pub async fn reap(&self) {
+        let pending: Vec<_> = self
+            .pending
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        for deletion in pending {
+            let _ = deletion.await;
+        }
     }
 }
 
-/// Leaves `pod` running past this process (`jump-create`).
-pub fn forget(pod: &JumpPod) {
-    if let Ok(mut started) = STARTED.lock() {
-        started.retain(|p| p.name != pod.name || p.namespace != pod.namespace);
+/// Owns a started jump pod: [`PodGuard::delete`] deletes it; dropped
+/// without that (or [`PodGuard::keep`]), it deletes the pod in a task its
+/// [`Reaper`] waits for.
+pub struct PodGuard {
+    pod: JumpPod,
+    reaper: Reaper,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl PodGuard {
+    /// Deletes the pod now (once; later calls do nothing).
+    pub async fn delete(&self) {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.pod.delete().await;
+        }
+    }
+
+    /// Leaves the pod running past this process (`jump-create`).
+    pub fn keep(self) -> JumpPod {
+        self.armed.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.pod.clone()
+    }
+}
+
+impl std::fmt::Debug for PodGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.pod.fmt(f)
+    }
+}
+
+impl std::ops::Deref for PodGuard {
+    type Target = JumpPod;
+    fn deref(&self) -> &JumpPod {
+        &self.pod
+    }
+}
+
+impl Drop for PodGuard {
+    fn drop(&mut self) {
+        if !self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let pod = self.pod.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let deletion = rt.spawn(async move { pod.delete().await });
+                if let Ok(mut p) = self.reaper.pending.lock() {
+                    p.push(deletion);
+                }
+            }
+            // No runtime to delete it from: its deadline ends it.
+            Err(_) => tracing::warn!("{pod:?} is left to its deadline"),
+        }
     }
 }
 
@@ -145,7 +201,8 @@ impl JumpPod {
         namespace: &str,
         mut pod: Json,
         ready_within: Duration,
-    ) -> Result<JumpPod, K8sError> {
+        reaper: &Reaper,
+    ) -> Result<PodGuard, K8sError> {
         pod["metadata"]["annotations"][OWNER_ANNOTATION] = Json::String(owner());
         let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
         let object: Pod = serde_json::from_value(pod)
@@ -159,13 +216,15 @@ impl JumpPod {
             name: created.metadata.name.unwrap_or_default(),
             namespace: namespace.to_string(),
         };
-        if let Ok(mut started) = STARTED.lock() {
-            started.push(jump.clone());
-        }
-        match jump.wait_running(ready_within).await {
-            Ok(()) => Ok(jump),
+        let guard = PodGuard {
+            pod: jump,
+            reaper: reaper.clone(),
+            armed: std::sync::atomic::AtomicBool::new(true),
+        };
+        match guard.wait_running(ready_within).await {
+            Ok(()) => Ok(guard),
             Err(e) => {
-                jump.delete().await;
+                guard.delete().await;
                 Err(e)
             }
         }
@@ -249,9 +308,6 @@ impl JumpPod {
     /// Deletes the pod now (no grace: nothing in it needs to finish).
     /// Failures are logged: the pod's deadline ends it anyway.
     pub async fn delete(&self) {
-        if let Ok(mut started) = STARTED.lock() {
-            started.retain(|p| p.name != self.name || p.namespace != self.namespace);
-        }
         let params = DeleteParams {
             grace_period_seconds: Some(0),
             ..DeleteParams::default()

@@ -29,7 +29,7 @@ use serde_json::Value as Json;
 
 use crate::cluster::K8sError;
 use crate::discover::{Discovered, Discovery};
-use crate::pod::JumpPod;
+use crate::pod::{JumpPod, PodGuard};
 
 /// A database reached through the cluster.
 #[derive(Debug, Clone, Serialize)]
@@ -49,6 +49,8 @@ pub struct RouteOptions {
     pub label: String,
     /// How long the jump pod may take to start.
     pub ready_within: Duration,
+    /// Waits for the pod's deletion when the route is dropped unclosed.
+    pub reaper: crate::pod::Reaper,
 }
 
 /// Servers are told apart by address and role: one tunnel each.
@@ -60,10 +62,10 @@ fn key(info: &ConnInfo) -> ServerKey {
 }
 
 /// A route through a jump pod. Close it with [`ClusterRoute::close`]; if
-/// it is dropped instead, the pod ends by its deadline.
+/// it is dropped instead, its guard deletes the pod (see [`crate::pod::Reaper`]).
 pub struct ClusterRoute {
     label: String,
-    pod: JumpPod,
+    pod: PodGuard,
     relay_dir: Option<String>,
     tunnels: Vec<(ServerKey, Tunnel)>,
 }
@@ -100,7 +102,14 @@ impl ClusterRoute {
             );
         }
         let run = crate::pod::run_of(&pod).unwrap_or("run").to_string();
-        let pod = JumpPod::start(client, namespace, pod, options.ready_within).await?;
+        let pod = JumpPod::start(
+            client,
+            namespace,
+            pod,
+            options.ready_within,
+            &options.reaper,
+        )
+        .await?;
         tracing::info!("jump pod {} is running in namespace {namespace}", pod.name);
         let mut route = ClusterRoute {
             label: options.label.clone(),

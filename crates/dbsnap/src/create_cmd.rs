@@ -246,13 +246,15 @@ pub async fn create_cmd(
     let sink: Arc<dyn Progress> = ui.clone();
     // Ctrl-C / SIGTERM: dropping the work removes the partial file, kills
     // pg_dump, and (quiesce) runs the start command (dbsnap-core's StartGuard);
-    // queries still in flight are cancelled.
+    // queries still in flight are cancelled; the jump pod's guard deletes
+    // it, and the reaper waits for that.
+    let reaper = dbsnap_k8s::pod::Reaper::default();
     let work = async {
         let Some(k) = &k8s else {
             let opts = make_opts(databases, dbsnap_core::direct_route(), None);
             return create::create(&opts, &sink).await;
         };
-        let opened = crate::k8s_cmd::open(k, &crate::k8s_cmd::run_id(), g.json).await?;
+        let opened = crate::k8s_cmd::open(k, &crate::k8s_cmd::run_id(), g.json, &reaper).await?;
         let names = opened.databases.iter().map(|d| d.name.clone()).collect();
         let opts = make_opts(names, opened.route.resolver(), Some(opened.origin.clone()));
         let r = create::create(&opts, &sink).await;
@@ -267,7 +269,7 @@ pub async fn create_cmd(
         r = work => r,
         s = dbsnap_core::hooks::termination_signal() => {
             dbsnap_core::hooks::stop_everything().await;
-            dbsnap_k8s::pod::delete_started().await;
+            reaper.reap().await;
             Err(CoreError::Interrupted(format!(" by {s}; no snapshot was written")))
         }
     };

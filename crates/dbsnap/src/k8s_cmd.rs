@@ -311,7 +311,12 @@ impl Route {
 
 /// Connects to the cluster, discovers the app's databases (never reading
 /// a Secret), starts the jump pod and the tunnels.
-pub async fn open(s: &K8sSettings, run: &str, quiet: bool) -> Result<Opened, CoreError> {
+pub async fn open(
+    s: &K8sSettings,
+    run: &str,
+    quiet: bool,
+    reaper: &dbsnap_k8s::pod::Reaper,
+) -> Result<Opened, CoreError> {
     let (client, namespace) = cluster::connect(&s.access).await.map_err(k8s_error)?;
     let discovery =
         cluster::discover_workload(&client, &namespace, &s.workload, s.container.as_deref())
@@ -357,6 +362,7 @@ pub async fn open(s: &K8sSettings, run: &str, quiet: bool) -> Result<Opened, Cor
     let options = RouteOptions {
         label,
         ready_within: s.pod_timeout,
+        reaper: reaper.clone(),
     };
     let (route, databases) = ClusterRoute::open(&client, &namespace, &discovery, pod, &options)
         .await

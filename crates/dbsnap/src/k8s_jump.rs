@@ -96,10 +96,11 @@ pub async fn jump_create(
     });
     pod["metadata"]["labels"][dbsnap_k8s::pod::ROLE_LABEL] =
         serde_json::Value::String(dbsnap_k8s::pod::ROLE_KEPT.into());
-    let started = dbsnap_k8s::pod::JumpPod::start(&client, &namespace, pod, s.pod_timeout)
+    let reaper = dbsnap_k8s::pod::Reaper::default();
+    let started = dbsnap_k8s::pod::JumpPod::start(&client, &namespace, pod, s.pod_timeout, &reaper)
         .await
-        .map_err(k8s_error)?;
-    dbsnap_k8s::pod::forget(&started);
+        .map_err(k8s_error)?
+        .keep();
     // The same cluster as this run: its kubeconfig and context, if given.
     let mut access = String::new();
     if let Some(file) = &s.access.kubeconfig {

@@ -49,7 +49,8 @@ pub async fn run(
     let Some(k) = k8s else {
         return run_with(&args, g, config, show_progress, opts).await;
     };
-    let opened = crate::k8s_cmd::open(&k, &crate::k8s_cmd::run_id(), g.json).await?;
+    let reaper = dbsnap_k8s::pod::Reaper::default();
+    let opened = crate::k8s_cmd::open(&k, &crate::k8s_cmd::run_id(), g.json, &reaper).await?;
     opts.databases = opened.databases.iter().map(|d| d.name.clone()).collect();
     opts.resolver = opened.route.resolver();
     opts.kubernetes = Some(opened.origin.clone());
@@ -551,7 +552,7 @@ async fn open_for_recovery(
 ) -> Result<Option<crate::k8s_cmd::Opened>, CoreError> {
     match k8s.settings(None)? {
         Some(s) if needed => Ok(Some(
-            crate::k8s_cmd::open(&s, &crate::k8s_cmd::run_id(), quiet).await?,
+            crate::k8s_cmd::open(&s, &crate::k8s_cmd::run_id(), quiet, &Default::default()).await?,
         )),
         _ => Ok(None),
     }
