@@ -103,6 +103,11 @@ pub fn init(cli: &Cli) -> Option<RunLog> {
     tracing_subscriber::registry()
         .with(file_layer)
         .with(stderr_layer)
+        .with(
+            Collect
+                .with_filter(LevelFilter::WARN)
+                .with_filter(filter::filter_fn(quiet_kube)),
+        )
         .init();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -110,6 +115,41 @@ pub fn init(cli: &Cli) -> Option<RunLog> {
         "dbsnap started"
     );
     path.map(|path| RunLog { path })
+}
+
+/// The warnings this run logged, for `--json`'s `warnings` (the binary's
+/// own record; libraries only log).
+static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The warnings logged so far, in order.
+pub fn warnings() -> Vec<String> {
+    WARNINGS.lock().map(|w| w.clone()).unwrap_or_default()
+}
+
+/// Keeps every warning's message (and its fields) for [`warnings`].
+struct Collect;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Collect {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Text(String);
+        impl tracing::field::Visit for Text {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0.insert_str(0, &format!("{value:?}"));
+                } else {
+                    self.0.push_str(&format!(" {}={value:?}", field.name()));
+                }
+            }
+        }
+        if event.metadata().target() == dbsnap_core::REPORTED {
+            return;
+        }
+        let mut text = Text(String::new());
+        event.record(&mut text);
+        if let Ok(mut w) = WARNINGS.lock() {
+            w.push(text.0);
+        }
+    }
 }
 
 /// Prunes old logs and journals of finished restores, per the config's

@@ -99,11 +99,10 @@ fn usage_error(e: clap::Error) -> ExitCode {
     }
     if json {
         let message = message.trim().trim_start_matches("error: ");
-        let doc = serde_json::json!({
+        output::print_json(&serde_json::json!({
             "ok": false,
             "error": {"kind": "usage", "exit_code": dbsnap_core::error::exit::USAGE, "message": message},
-        });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        }));
     }
     ExitCode::from(dbsnap_core::error::exit::USAGE)
 }

@@ -54,15 +54,151 @@ pub fn table(rows: &[Vec<String>]) -> Vec<String> {
         .collect()
 }
 
-/// A result as JSON with `"ok": true`.
-pub fn print_ok_json(r: &impl serde::Serialize) {
-    let mut v = serde_json::to_value(r).unwrap_or_default();
-    v["ok"] = json!(true);
-    print_json(&v);
+/// The one shape of every command's `--json` document (docs/SCRIPTING.md):
+/// `ok`; `dry_run` for commands that have it; the warnings the run logged;
+/// the command's `result`; on failure `error` (and the run's `log`).
+#[derive(Debug, serde::Serialize)]
+pub struct Envelope {
+    /// Whether the command did what it was asked (its exit code is 0).
+    pub ok: bool,
+    /// With `--dry-run`: true (nothing was changed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    /// Warnings the run logged, in order.
+    pub warnings: Vec<String>,
+    /// What the command produced (also on some failures: a partial copy,
+    /// a verification report).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDoc>,
+    /// The run's log file, on failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<std::path::PathBuf>,
 }
 
-pub fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+/// A failure in `--json`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ErrorDoc {
+    /// The error's kind (the exit code's name, e.g. `usage`, `verify`).
+    pub kind: String,
+    /// The exit code.
+    pub exit_code: u8,
+    /// What went wrong.
+    pub message: String,
+    /// What to do about it, when dbsnap knows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl ErrorDoc {
+    /// `e` as a JSON error: its message and hint apart.
+    pub fn of(e: &CoreError) -> ErrorDoc {
+        Self::from_text(e.kind_name(), e.exit_code(), &e.to_string())
+    }
+
+    /// An error from its words (`message\nhint: hint`).
+    pub fn from_text(kind: &str, exit_code: u8, text: &str) -> ErrorDoc {
+        let (message, hint) = match text.split_once("\nhint: ") {
+            Some((m, h)) => (m.to_string(), Some(h.to_string())),
+            None => (text.to_string(), None),
+        };
+        ErrorDoc {
+            kind: kind.to_string(),
+            exit_code,
+            message,
+            hint,
+        }
+    }
+}
+
+/// A result as JSON: the envelope with `"ok": true`.
+pub fn print_ok_json(r: &impl serde::Serialize) {
+    print_json(&to_json(r));
+}
+
+/// `r` as JSON; a value that cannot be serialized is an internal error,
+/// never an empty success.
+pub fn to_json(r: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(r).unwrap_or_else(|e| {
+        json!({ "ok": false, "error": { "kind": "internal", "exit_code": dbsnap_core::error::exit::INTERNAL,
+            "message": format!("internal: the result cannot be written as JSON: {e}") } })
+    })
+}
+
+/// Prints one command's JSON document in the [`Envelope`]: `doc` is the
+/// command's result (with `ok`, `dry_run`, `error` and `log` as written by
+/// the handlers taken out into the envelope, and a `result` field, where a
+/// handler wrapped its value in one, unwrapped).
+pub fn print_json(doc: &serde_json::Value) {
+    let mut doc = doc.clone();
+    // A result's own `error` field (a verify report's) is not the envelope's.
+    let error_is_ours = doc.get("error").is_some_and(|e| e.is_object());
+    let mut take = |key: &str| doc.as_object_mut().and_then(|o| o.remove(key));
+    let ok = take("ok").and_then(|v| v.as_bool());
+    let dry_run = take("dry_run").and_then(|v| v.as_bool());
+    let error = if error_is_ours { take("error") } else { None };
+    let error: Option<ErrorDoc> = error.map(|e| {
+        let text = e["message"].as_str().unwrap_or_default().to_string();
+        let mut d = ErrorDoc::from_text(
+            e["kind"].as_str().unwrap_or("internal"),
+            e["exit_code"].as_u64().unwrap_or(1) as u8,
+            &text,
+        );
+        if let Some(h) = e["hint"].as_str() {
+            d.hint = Some(h.to_string());
+        }
+        d
+    });
+    let log = take("log").and_then(|v| v.as_str().map(std::path::PathBuf::from));
+    // A result's warnings are the run's: the envelope has them (before those
+    // only logged), once each.
+    let mut warnings: Vec<String> = match take("warnings") {
+        Some(serde_json::Value::Array(w)) => w
+            .into_iter()
+            .filter_map(|x| x.as_str().map(String::from))
+            .collect(),
+        _ => Vec::new(),
+    };
+    for w in crate::logging::warnings() {
+        if !warnings.iter().any(|known| w.contains(known.as_str())) {
+            warnings.push(w);
+        }
+    }
+    let wrapped = take("result");
+    let rest_empty = doc.as_object().is_some_and(|o| o.is_empty()) || doc.is_null();
+    let result = match wrapped {
+        Some(r) if rest_empty => Some(r),
+        Some(r) => {
+            doc["result"] = r;
+            Some(doc)
+        }
+        None if rest_empty => None,
+        None => Some(doc),
+    };
+    let envelope = Envelope {
+        ok: ok.unwrap_or(error.is_none()),
+        dry_run,
+        warnings,
+        result,
+        error,
+        log,
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&envelope).unwrap_or_else(|_| "{\"ok\": false}".into())
+    );
+}
+
+/// The error of a run whose work is done but whose start command failed
+/// (exit 11): said in `--json` beside the result.
+fn hook_failed(done: &str, failure: &str) -> serde_json::Value {
+    json!(ErrorDoc::from_text(
+        "hook",
+        dbsnap_core::error::exit::HOOK,
+        &format!("{done}, but the application was not started again: {failure}"),
+    ))
 }
 
 /// Prints an error with its hint.
@@ -74,7 +210,7 @@ pub fn print_error(e: &CoreError, json: bool, log: Option<&Path>) {
     if json {
         print_json(&json!({
             "ok": false,
-            "error": { "kind": e.kind_name(), "exit_code": e.exit_code(), "message": e.to_string() },
+            "error": ErrorDoc::of(e),
             "log": log,
         }));
     }
@@ -86,8 +222,10 @@ pub fn print_create(r: &CreateResult, json: bool) {
         eprintln!("warning: {w}");
     }
     if json {
-        let mut v = serde_json::to_value(r).unwrap_or_default();
-        v["ok"] = json!(true);
+        let mut v = to_json(r);
+        if let Some(f) = &r.start_hook_failure {
+            v["error"] = hook_failed("the snapshot is complete", f);
+        }
         print_json(&v);
         return;
     }
@@ -649,9 +787,11 @@ fn safety_line(p: &dbsnap_core::restore::Plan) -> &'static str {
 /// Prints the result of a restore, with the old safety snapshots it removed.
 pub fn print_restore(r: &dbsnap_core::restore::RestoreResult, pruned: &[Removed], json: bool) {
     if json {
-        let mut v = serde_json::to_value(r).unwrap_or_default();
-        v["ok"] = json!(true);
+        let mut v = to_json(r);
         v["removed_safety_snapshots"] = json!(pruned);
+        if let Some(f) = &r.start_hook_failure {
+            v["error"] = hook_failed("the restore is complete", f);
+        }
         print_json(&v);
         return;
     }

@@ -122,7 +122,7 @@ pub fn prune(args: PruneArgs, g: &GlobalArgs, config: &Config) -> Result<u8, Cor
     if g.json {
         let mut v = serde_json::to_value(&report).unwrap_or_default();
         v["ok"] = serde_json::json!(true);
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        output::print_json(&v);
     } else {
         print_report(&report, report.dry_run, report.dry_run);
     }
@@ -178,7 +178,7 @@ pub fn pin(args: PinArgs, g: &GlobalArgs, config: &Config, pinned: bool) -> Resu
     );
     if g.json {
         let v = serde_json::json!({ "ok": true, "file": snapshot.display(), "pinned": pinned });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        output::print_json(&v);
     } else {
         let what = if pinned {
             "pinned (prune keeps it; delete refuses it until `dbsnap unpin`)"

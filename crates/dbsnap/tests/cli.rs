@@ -98,7 +98,7 @@ fn global_flags_go_on_either_side_of_the_command() {
         let (code, out, err) = run(home.dbsnap().args(args));
         assert_eq!(code, 2, "{args:?}: {err}");
         let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
-        let msg = v["error"]["message"].as_str().unwrap();
+        let msg = &common::error_text(&v);
         assert!(msg.contains(missing.to_str().unwrap()), "{msg}");
         assert!(err.contains("INFO"), "-v had no effect: {err}");
     }
@@ -347,7 +347,7 @@ fn a_dir_that_is_a_file_is_a_usage_error_naming_it() {
     for cmd in [&["list"][..], &["cleanup"], &["prune", "--keep-last", "1"]] {
         let (code, v, _) = run_json(home.dbsnap().args(cmd).arg("--dir").arg(&file));
         assert_eq!(code, 2, "{cmd:?}: {v}");
-        let msg = v["error"]["message"].as_str().unwrap();
+        let msg = &common::error_text(&v);
         assert!(
             msg.contains("is not a directory") && msg.contains("--dir"),
             "{msg}"
@@ -372,7 +372,7 @@ fn refused_flag_values_are_usage_errors_also_in_json() {
         assert_eq!(code, 2, "{args:?}: {err}");
         assert_eq!(v["error"]["kind"], "usage", "{args:?}: {v}");
         assert_eq!(v["error"]["exit_code"], 2, "{args:?}: {v}");
-        let message = v["error"]["message"].as_str().unwrap_or_default();
+        let message = &common::error_text(&v);
         assert!(message.contains(says), "{args:?}: {message}");
         assert!(err.contains(says), "{args:?}: {err}");
     }
@@ -467,26 +467,32 @@ fn a_config_path_that_exists_is_read_and_one_that_does_not_is_named() {
 #[test]
 fn the_exit_code_tables_agree_with_their_one_source() {
     let codes = dbsnap_core::error::EXIT_CODES;
-    // The README's table: the same codes, in order, with the same JSON kinds.
-    let readme =
-        std::fs::read_to_string(dbsnap_test_support::workspace_root().join("README.md")).unwrap();
-    let start = readme
-        .find("| code | JSON `error.kind` | meaning |")
-        .expect("the README's exit code table");
-    let rows: Vec<(u8, String)> = readme[start..]
-        .lines()
-        .skip(2)
-        .take_while(|l| l.starts_with('|'))
-        .map(|l| {
-            let cells: Vec<&str> = l.split(" | ").collect();
-            (
-                cells[0].trim_start_matches("| ").parse().unwrap(),
-                cells[1].trim_matches('`').to_string(),
-            )
-        })
-        .collect();
+    // The README's and docs/SCRIPTING.md's tables: the same codes, in
+    // order, with the same JSON kinds.
     let source: Vec<(u8, String)> = codes.iter().map(|c| (c.code, c.kind.to_string())).collect();
-    assert_eq!(rows, source, "README.md's exit code table");
+    for (doc, header) in [
+        ("README.md", "| code | JSON `error.kind` | meaning |"),
+        ("docs/SCRIPTING.md", "| code | `error.kind` | meaning |"),
+    ] {
+        let text =
+            std::fs::read_to_string(dbsnap_test_support::workspace_root().join(doc)).unwrap();
+        let start = text
+            .find(header)
+            .unwrap_or_else(|| panic!("{doc} has no exit code table"));
+        let rows: Vec<(u8, String)> = text[start..]
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let cells: Vec<&str> = l.split(" | ").collect();
+                (
+                    cells[0].trim_start_matches("| ").parse().unwrap(),
+                    cells[1].trim_matches('`').to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(rows, source, "{doc}'s exit code table");
+    }
     // --help and the man page list every code with its words.
     let home = Home::new();
     let (code, help, _) = run(home.dbsnap().arg("--help"));

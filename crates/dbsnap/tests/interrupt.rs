@@ -204,7 +204,7 @@ fn a_restore_waiting_for_locks_says_so_and_gives_up_with_nothing_changed() {
     let took = started.elapsed();
     assert_eq!(code, 16, "{v}");
     assert_eq!(v["error"]["kind"], "lock_timeout", "{v}");
-    let msg = v["error"]["message"].as_str().unwrap();
+    let msg = &common::error_text(&v);
     assert!(
         msg.contains("could not lock the tables within 1 s")
             && msg.contains("nothing was changed")
@@ -464,7 +464,7 @@ fn connect_timeout_bounds_a_server_that_never_answers() {
         let (code, v, _) = run_json(&mut cmd);
         let took = started.elapsed();
         assert_eq!(code, 3, "{v}");
-        let msg = v["error"]["message"].as_str().unwrap();
+        let msg = &common::error_text(&v);
         assert!(
             msg.contains(&format!(
                 "did not complete the connection within {expect} s"

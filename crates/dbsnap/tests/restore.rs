@@ -240,7 +240,7 @@ fn live_newer_is_replaced_by_swap_and_can_be_rolled_back() {
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(v["dry_run"], true, "{v}");
-    assert_eq!(v["result"]["databases"][0][0], "app", "{v}");
+    assert_eq!(v["databases"][0][0], "app", "{v}");
     assert_same(&state(&cluster, "app"), &before, "rollback --dry-run");
     let (code, out, err) = run(home
         .dbsnap()
@@ -259,7 +259,7 @@ fn live_newer_is_replaced_by_swap_and_can_be_rolled_back() {
             .arg(cluster.url("postgres")),
     );
     assert_eq!(code, 0, "{err}");
-    let restored_copy = v["result"]["databases"][0][1].as_str().unwrap().to_string();
+    let restored_copy = v["databases"][0][1].as_str().unwrap().to_string();
     assert_same(&state(&cluster, "app"), &newer, "after rollback");
     assert_same(
         &state(&cluster, &restored_copy),
@@ -551,17 +551,10 @@ fn a_pg18_snapshot_into_pg15_reports_version_noise_as_ignored() {
     let (code, v, err) = restore(&[]);
     assert_eq!(code, 14, "{err}\n{v}");
     assert!(
-        v["error"]["message"]
-            .to_string()
-            .contains("downgrade from PostgreSQL 18 to 15"),
+        common::error_text(&v).contains("downgrade from PostgreSQL 18 to 15"),
         "{v}"
     );
-    assert!(
-        v["error"]["message"]
-            .to_string()
-            .contains("--allow-downgrade"),
-        "{v}"
-    );
+    assert!(common::error_text(&v).contains("--allow-downgrade"), "{v}");
     assert!(!old
         .psql("postgres", "SELECT datname FROM pg_database")
         .contains("app"));
@@ -693,7 +686,7 @@ fn a_downgrade_names_the_objects_that_fail() {
     .arg(old.url("postgres"));
     let (code, v, err) = run_json(&mut cmd);
     assert_eq!(code, 12, "{err}\n{v}");
-    let msg = v["error"]["message"].as_str().unwrap();
+    let msg = &common::error_text(&v);
     assert!(
         msg.contains("syntax error at or near \")\" -- CREATE TABLE public.v"),
         "{msg}"

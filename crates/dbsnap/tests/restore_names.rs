@@ -102,7 +102,7 @@ fn real_names_member_names_and_exactly_what_is_named() {
         &["--dry-run"],
     );
     assert_eq!(code, 2, "{err}\n{v}");
-    let msg = v["error"]["message"].as_str().unwrap();
+    let msg = &common::error_text(&v);
     assert!(
         msg.contains("no connection names the snapshot's databases Tørture-DB, app db"),
         "{msg}"
@@ -131,10 +131,7 @@ fn real_names_member_names_and_exactly_what_is_named() {
     );
     assert_eq!(code, 2, "{v}");
     assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("has no database \"app-db\""),
+        common::error_text(&v).contains("has no database \"app-db\""),
         "{v}"
     );
 
@@ -213,7 +210,7 @@ fn same_named_databases_from_two_servers() {
         &["--only", "app-core", "--dry-run"],
     );
     assert_eq!(code, 2, "{v}");
-    let msg = v["error"]["message"].as_str().unwrap();
+    let msg = &common::error_text(&v);
     assert!(
         msg.contains(&format!(
             "2 databases named \"app-core\" (app-core.dump from 127.0.0.1:{}, app-core-2.dump from 127.0.0.1:{})",
@@ -265,10 +262,7 @@ fn same_named_databases_from_two_servers() {
     );
     assert_eq!(code, 2, "{v}");
     assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("app-core and app-core-2 would both be restored into"),
+        common::error_text(&v).contains("app-core and app-core-2 would both be restored into"),
         "{v}"
     );
     assert_eq!(

@@ -120,7 +120,7 @@ fn everything_survives(major: u32) {
     // is named before anything starts.
     let (code, v, err) = restore(&home, &cluster, &file, &app, &[]);
     assert_eq!(code, 6, "{err}\n{v}");
-    let msg = v["error"]["message"].as_str().unwrap();
+    let msg = &common::error_text(&v);
     assert!(
         msg.contains("only their owners may replace large object 7001, the snapshot's large objects (owner loowner)"),
         "{msg}"
@@ -195,7 +195,7 @@ fn everything_survives(major: u32) {
             &[&["--create"], extra].concat(),
         );
         assert_eq!(code, 2, "{err}\n{v}");
-        v["error"]["message"].as_str().unwrap().to_string()
+        common::error_text(&v)
     };
     assert!(
         roles(&[]).contains("roles the server lacks: appowner, auditor, loowner, reader, writer")

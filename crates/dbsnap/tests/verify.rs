@@ -52,7 +52,7 @@ fn verify_names_the_damaged_member_and_list_survives() {
     let (code, v, _) = run_json(home.dbsnap().arg("verify").arg("--file").arg(&flipped));
     assert_eq!(code, 10, "{v}");
     assert_eq!(v["ok"], false);
-    let msg = v["error"]["message"].as_str().unwrap();
+    let msg = &common::error_text(&v);
     assert_eq!(v["error"]["exit_code"], 10, "{v}");
     assert!(msg.contains("backend.dump"), "{msg}");
     let (_, _, err) = run(home.dbsnap().arg("verify").arg("--file").arg(&flipped));
@@ -72,7 +72,7 @@ fn verify_names_the_damaged_member_and_list_survives() {
         std::fs::write(&p, &full[..len]).unwrap();
         let (code, v, _) = run_json(home.dbsnap().arg("verify").arg("--file").arg(&p));
         assert_eq!(code, 10, "{name}: {v}");
-        let msg = v["error"]["message"].as_str().unwrap();
+        let msg = &common::error_text(&v);
         assert_eq!(v["error"]["exit_code"], 10, "{v}");
         assert!(
             msg.contains("truncated") || msg.contains("manifest"),
@@ -82,13 +82,7 @@ fn verify_names_the_damaged_member_and_list_survives() {
         let (code, v, _) = run_json(home.dbsnap().arg("extract-version").arg(&p));
         assert_eq!(code, 10, "{name}: {v}");
         if name != "tiny.tar" {
-            assert!(
-                v["error"]["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("truncated"),
-                "{name}: {v}"
-            );
+            assert!(common::error_text(&v).contains("truncated"), "{name}: {v}");
         }
     }
     // Damaged metadata; and a file that is not a tar at all.
@@ -238,7 +232,7 @@ fn a_foreign_member_with_valid_checksums_is_not_a_readable_dump() {
     w.finish().unwrap();
     let (code, v, _) = run_json(home.dbsnap().arg("verify").arg("--file").arg(&path));
     assert_eq!(code, 10, "{v}");
-    let msg = v["error"]["message"].as_str().unwrap();
+    let msg = &common::error_text(&v);
     assert_eq!(v["error"]["exit_code"], 10, "{v}");
     assert!(
         msg.contains("core.dump") && msg.contains("not a readable pg_dump archive"),

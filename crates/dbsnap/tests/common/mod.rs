@@ -91,11 +91,65 @@ pub fn run(cmd: &mut Command) -> (i32, String, String) {
     )
 }
 
-/// Runs with `--json` appended; parses stdout.
+/// Runs with `--json` appended; parses stdout, which must be one JSON
+/// envelope (`ok`, `warnings`, `result` and/or `error`, see
+/// docs/SCRIPTING.md). For the tests' convenience an object `result` is
+/// returned with the envelope's `ok`, `dry_run`, `warnings`, `error` and
+/// `log` beside its own fields; any other result stays under `result`.
 pub fn run_json(cmd: &mut Command) -> (i32, serde_json::Value, String) {
+    let (code, envelope, err) = run_envelope(cmd);
+    let mut v = envelope.clone();
+    if let Some(serde_json::Value::Object(result)) = envelope.get("result") {
+        let mut merged = result.clone();
+        for key in ["ok", "dry_run", "warnings", "error", "log"] {
+            if let Some(x) = envelope.get(key) {
+                merged.insert(key.to_string(), x.clone());
+            }
+        }
+        v = serde_json::Value::Object(merged);
+    }
+    (code, v, err)
+}
+
+/// An envelope error's words: its message, then its hint (as on stderr).
+pub fn error_text(v: &serde_json::Value) -> String {
+    let e = &v["error"];
+    match e["hint"].as_str() {
+        Some(h) => format!("{}\nhint: {h}", e["message"].as_str().unwrap_or_default()),
+        None => e["message"].as_str().unwrap_or_default().to_string(),
+    }
+}
+
+/// Runs with `--json` appended; parses stdout as the envelope and checks
+/// its shape: `ok` a boolean, `warnings` a list, an `error` with `kind`,
+/// `exit_code` and `message` exactly when not ok, and the exit code 0
+/// exactly when ok.
+pub fn run_envelope(cmd: &mut Command) -> (i32, serde_json::Value, String) {
     let (code, out, err) = run(cmd.arg("--json"));
-    let v = serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {out}\nstderr: {err}"));
+    let v: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {out}\nstderr: {err}"));
+    let ok = v["ok"]
+        .as_bool()
+        .unwrap_or_else(|| panic!("no boolean ok: {v}"));
+    assert!(v["warnings"].is_array(), "no warnings list: {v}");
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    for k in &keys {
+        assert!(
+            ["ok", "dry_run", "warnings", "result", "error", "log"].contains(&k.as_str()),
+            "{k} is not an envelope field: {v}"
+        );
+    }
+    if ok {
+        assert!(v.get("error").is_none(), "ok with an error: {v}");
+    } else {
+        let e = &v["error"];
+        assert!(
+            e["kind"].is_string() && e["exit_code"].is_u64() && e["message"].is_string(),
+            "not ok without a full error: {v}"
+        );
+        assert_eq!(e["exit_code"].as_u64(), Some(code as u64), "exit code: {v}");
+    }
+    assert_eq!(ok, code == 0, "ok is {ok}, exit code {code}: {v}\n{err}");
     (code, v, err)
 }
 
