@@ -29,11 +29,11 @@ pub async fn prepare(tx: Transaction<'_>, gid: &str, target: &str) -> Result<(),
     tx.batch_execute(&format!("PREPARE TRANSACTION {}", literal(gid)))
         .await
         .map_err(|e| PgError::from_pg(e, target, "prepare the transaction (two-phase commit)"))?;
-    // The session is outside a transaction now; this only tells the client
-    // so (the server answers "no transaction in progress", a warning).
-    tx.commit()
-        .await
-        .map_err(|e| PgError::from_pg(e, target, "end the prepared transaction's session block"))
+    // The session is outside a transaction now: the client's handle must
+    // not end it again (a COMMIT or its drop's ROLLBACK would only draw a
+    // "no transaction in progress" warning from the server).
+    std::mem::forget(tx);
+    Ok(())
 }
 
 /// Ends transaction `tx`: commits it, or with `gid` prepares it.

@@ -549,14 +549,28 @@ pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
 fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
     let cmd = Cli::command();
     clap_mangen::Man::new(cmd.clone()).render(out)?;
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let name = format!("dbsnap-{}", sub.get_name());
+    pages_of(&cmd, "dbsnap", out)
+}
+
+/// The pages of `cmd`'s visible subcommands, at every level
+/// (dbsnap-volume-snapshot-create(1), ...).
+fn pages_of(
+    cmd: &clap::Command,
+    prefix: &str,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
+        let name = format!("{prefix}-{}", sub.get_name());
         let page = sub
             .clone()
             .name(name.clone())
-            .bin_name(name)
+            .bin_name(name.clone())
             .version(env!("CARGO_PKG_VERSION"));
         clap_mangen::Man::new(page).render(out)?;
+        pages_of(sub, &name, out)?;
     }
     Ok(())
 }

@@ -40,6 +40,21 @@ fn quiet_on_closed_pipe() {
         if message.contains("Broken pipe") || message.contains("BrokenPipe") {
             std::process::exit(CLOSED_PIPE);
         }
+        // Standard output that cannot be written (a full disk, /dev/full):
+        // a storage failure in words, not a crash. Whatever the command
+        // did is done; its log says so.
+        if message.starts_with("failed printing to stdout")
+            || message.starts_with("failed to write completion file")
+        {
+            let why = match message.split_once(": ") {
+                Some((_, why)) => why,
+                None => message,
+            };
+            eprintln!(
+                "error: cannot write standard output: {why}\nhint: the command's work is done (see its log); free the disk standard output goes to, or send it elsewhere"
+            );
+            std::process::exit(i32::from(dbsnap_core::error::exit::STORAGE));
+        }
         default(info)
     }));
 }

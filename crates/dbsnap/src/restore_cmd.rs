@@ -353,8 +353,10 @@ fn confirm(plan: &Plan) -> Result<(), CoreError> {
 
 /// A yes/no question, default no; no is an error that changed nothing.
 pub(crate) fn ask(question: &str) -> Result<(), CoreError> {
+    // y or n, then Enter: a typed "y⏎" must not answer the next question too.
     let ok = dialoguer::Confirm::new()
         .with_prompt(question)
+        .wait_for_newline(true)
         .default(false)
         .interact()
         .map_err(|e| CoreError::NotConfirmed(format!("not confirmed: {e}")))?;

@@ -143,3 +143,32 @@ fn a_server_that_cannot_be_reached_is_reported_and_the_others_are_cleaned_up() {
     assert!(!err.contains("warning"), "{err}");
     assert!(created.exists());
 }
+
+#[test]
+fn a_kept_copy_cleanup_dropped_needs_no_server_afterwards() {
+    let cluster = Cluster::start(15);
+    app(&cluster);
+    let home = Home::new();
+    let file = common::create(&home, &cluster, &["app"], &[])["file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let journal = restore(&home, &cluster, &file, &[cluster.url("app")], &["--drop"]);
+    assert_eq!(common::kept_copies(&cluster), "1");
+    let (code, _, err) = run(home
+        .dbsnap()
+        .args(["cleanup", "--yes", "-d"])
+        .arg(cluster.url("postgres")));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(common::kept_copies(&cluster), "0");
+    assert!(
+        std::fs::read_to_string(&journal)
+            .unwrap()
+            .contains("\"kept_dropped\": true"),
+        "the journal records that the kept copy is gone"
+    );
+    // Its server gone, nothing sends cleanup there any more.
+    cluster.stop();
+    let (code, out, err) = run(home.dbsnap().args(["cleanup", "--dry-run"]));
+    assert_eq!(code, 0, "{out}{err}");
+}

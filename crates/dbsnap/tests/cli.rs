@@ -552,3 +552,20 @@ fn a_broken_config_stops_every_command_naming_file_line_and_key() {
         );
     }
 }
+
+#[test]
+fn standard_output_that_cannot_be_written_is_a_storage_error_not_a_crash() {
+    let home = Home::new();
+    for args in [&["list"][..], &["list", "--json"], &["completions", "bash"]] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let (code, _, err) = run(home.dbsnap().args(args).stdout(full));
+        assert_eq!(code, 9, "{args:?}: {err}");
+        assert!(
+            err.contains("cannot write standard output") && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -67,7 +67,7 @@ fn delete_asks_on_a_terminal_needs_yes_otherwise_and_has_a_dry_run() {
     let (code, out) = on_terminal(
         home.dbsnap().args(["delete", "a.tar"]),
         "Delete snapshot",
-        "n",
+        "n\r",
     );
     assert_eq!(code, 15, "{out}");
     assert!(out.contains("a.tar"), "{out}");
@@ -75,7 +75,7 @@ fn delete_asks_on_a_terminal_needs_yes_otherwise_and_has_a_dry_run() {
     let (code, out) = on_terminal(
         home.dbsnap().args(["delete", "a.tar"]),
         "Delete snapshot",
-        "y",
+        "y\r",
     );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("deleted:"), "{out}");

@@ -214,7 +214,7 @@ fn another_target_is_refused_and_a_terminal_may_confirm() {
     };
     let mut pty = on_terminal();
     pty.expect("Restore into them anyway?");
-    pty.send("n");
+    pty.send("n\r");
     let (code, screen) = pty.wait();
     assert_eq!(code, 15, "{screen}");
     assert!(
@@ -226,9 +226,9 @@ fn another_target_is_refused_and_a_terminal_may_confirm() {
     // A "yes" goes on to the usual confirmation.
     let mut pty = on_terminal();
     pty.expect("Restore into them anyway?");
-    pty.send("y");
+    pty.send("y\r");
     pty.expect("Replace the data of these databases");
-    pty.send("y");
+    pty.send("y\r");
     let (code, screen) = pty.wait();
     assert_eq!(code, 0, "{screen}");
     assert_eq!(

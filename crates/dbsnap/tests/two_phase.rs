@@ -153,6 +153,13 @@ fn killed_after_the_decision_resume_commits_every_one() {
     let (file, snapped, _) = three_databases(&cluster, &home);
     crash_at(&home, &cluster, &file, "restore-decided");
     assert_eq!(prepared(&cluster).len(), 3);
+    // rollback would wait behind the prepared renames: refused, say resume.
+    let (code, _, err) = run(home
+        .dbsnap()
+        .args(["rollback", "--yes", "-d"])
+        .arg(cluster.url("postgres")));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("run `dbsnap resume` first"), "{err}");
     let v = common::resume(&home, &cluster);
     assert!(
         v["result"][0]["actions"]

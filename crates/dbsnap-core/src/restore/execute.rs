@@ -131,6 +131,7 @@ fn new_journal(plan: &Plan, route: &str, id: &str, now: time::OffsetDateTime) ->
                 old_name: None,
                 phase: Phase::Planned,
                 prepared: None,
+                kept_dropped: false,
             })
             .collect(),
         finished: false,

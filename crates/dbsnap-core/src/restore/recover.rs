@@ -158,7 +158,7 @@ pub async fn resume(access: Access<'_>) -> Result<Vec<Resumed>, CoreError> {
                     }
                     commit::Settled::RolledBack { copy } => {
                         actions.push(format!(
-                            "{}: rolled back its prepared transaction (the run stopped before every database was prepared); the live database was not changed",
+                            "{}: rolled back its prepared transaction (the run stopped before it decided to commit); the live database was not changed",
                             db.live
                         ));
                         db.phase = if copy.is_some() {
@@ -224,6 +224,35 @@ pub async fn resume(access: Access<'_>) -> Result<Vec<Resumed>, CoreError> {
     Ok(out)
 }
 
+/// Refuses to act on databases while a journal holds prepared transactions
+/// (their locks would make it wait, and only the run's decision may
+/// finish them): `resume` does.
+fn refuse_while_prepared(journals: &[RestoreState]) -> Result<(), CoreError> {
+    let Some(st) = journals
+        .iter()
+        .find(|s| s.databases.iter().any(|d| d.phase == Phase::Prepared))
+    else {
+        return Ok(());
+    };
+    Err(CoreError::Config {
+        message: format!(
+            "restore {} left prepared transactions (two-phase commit) in {}, holding their locks",
+            st.id,
+            st.databases
+                .iter()
+                .filter(|d| d.phase == Phase::Prepared)
+                .map(|d| d.live.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        hint: "run `dbsnap resume` first: it commits or rolls them back as the run had decided"
+            .into(),
+    })
+}
+
+/// How long `rollback` waits for the locks of its rename.
+const ROLLBACK_LOCK_TIMEOUT: &str = "30s";
+
 /// What a recovery command is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Work {
@@ -248,9 +277,12 @@ pub fn routed_work(work: Work) -> Result<bool, CoreError> {
 }
 
 /// The run `rollback` would undo: `id`, else the latest that swapped a
-/// database in; an error saying there is none.
+/// database in; an error saying there is none, or that a run's prepared
+/// transactions must be finished first.
 pub fn rollback_run(id: Option<&str>) -> Result<RestoreState, CoreError> {
-    RestoreState::all()?
+    let journals = RestoreState::all()?;
+    refuse_while_prepared(&journals)?;
+    journals
         .into_iter()
         .find(|s| id.is_none_or(|i| s.id == i) && s.databases.iter().any(|d| d.phase == Phase::Swapped))
         .ok_or_else(|| CoreError::Config {
@@ -302,6 +334,11 @@ pub async fn rollback(
         }
         let restored_as = replace::copy_name(&db.live, "rolledback", &st.id);
         if !dry_run {
+            // Never wait forever behind another session's locks.
+            client
+                .batch_execute(&format!("SET lock_timeout = '{ROLLBACK_LOCK_TIMEOUT}'"))
+                .await
+                .map_err(|e| CoreError::Pg(PgError::from_pg(e, &target, "set lock_timeout")))?;
             replace::swap(&mut client, &db.live, &old, &restored_as, &target, None).await?;
             db.phase = Phase::RolledBack;
         }
@@ -410,24 +447,7 @@ pub async fn cleanup(
     let journals = RestoreState::all()?;
     // A copy a prepared swap is about to put in place must not be dropped,
     // and prepared transactions are finished by the run's decision only.
-    if let Some(st) = journals
-        .iter()
-        .find(|s| s.databases.iter().any(|d| d.phase == Phase::Prepared))
-    {
-        return Err(CoreError::Config {
-            message: format!(
-                "restore {} left prepared transactions (two-phase commit) in {}, holding their locks",
-                st.id,
-                st.databases
-                    .iter()
-                    .filter(|d| d.phase == Phase::Prepared)
-                    .map(|d| d.live.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            hint: "run `dbsnap resume` first: it commits or rolls them back as the run had decided".into(),
-        });
-    }
+    refuse_while_prepared(&journals)?;
     let mut out = Cleanup::default();
     let mut repos: BTreeMap<String, Arc<dyn Repository>> = BTreeMap::new();
     for r in
@@ -450,7 +470,41 @@ pub async fn cleanup(
             out.failed.push(ServerFailure::new(server, &e));
         }
     }
+    if drop {
+        record_dropped(journals, &out.kept, access)?;
+    }
     Ok(out)
+}
+
+/// Records in the journals that the kept copies `dropped` are gone, so
+/// that no later `cleanup` looks for them (nor asks for their server).
+fn record_dropped(
+    journals: Vec<RestoreState>,
+    dropped: &[KeptCopy],
+    access: Access<'_>,
+) -> Result<(), CoreError> {
+    for mut st in journals {
+        let mut changed = false;
+        for db in st.databases.iter_mut().filter(|d| d.may_have_kept_copy()) {
+            let server = credentials(&db.admin_conn, access)?.server();
+            let names = [
+                db.old_name.clone(),
+                db.new_name.clone(),
+                Some(replace::copy_name(&db.live, "rolledback", &st.id)),
+            ];
+            if dropped
+                .iter()
+                .any(|k| k.server == server && names.iter().flatten().any(|n| *n == k.name))
+            {
+                db.kept_dropped = true;
+                changed = true;
+            }
+        }
+        if changed {
+            st.save()?;
+        }
+    }
+    Ok(())
 }
 
 /// The servers `cleanup` must look at, by `host:port`: those of the
@@ -572,6 +626,7 @@ mod tests {
                 old_name: None,
                 phase,
                 prepared: None,
+                kept_dropped: false,
             }],
             finished: true,
             commit_decided: false,

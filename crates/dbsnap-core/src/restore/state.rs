@@ -158,6 +158,9 @@ impl DbRecord {
     /// then does `cleanup` need the server: a database created, restored in
     /// place, or whose failed copy was dropped left none there.
     pub fn may_have_kept_copy(&self) -> bool {
+        if self.kept_dropped {
+            return false;
+        }
         match self.phase {
             Phase::Swapped | Phase::RolledBack => true,
             // A created database carries the live name: not a copy.
@@ -186,6 +189,9 @@ pub struct DbRecord {
     /// `PREPARE TRANSACTION` is sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prepared: Option<PreparedTransaction>,
+    /// `cleanup --yes` dropped the copy this restore kept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kept_dropped: bool,
 }
 
 /// A transaction prepared for two-phase commit, and where: `COMMIT
@@ -371,6 +377,7 @@ mod tests {
             old_name: old.map(str::to_string),
             phase,
             prepared: None,
+            kept_dropped: false,
         }
     }
 
