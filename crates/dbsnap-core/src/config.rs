@@ -171,7 +171,7 @@ pub struct TargetConfig {
 
 /// A target's app in Kubernetes: `k8s = { workload = "deploy/core-api",
 /// namespace = "poolside", context = "prod" }`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct K8sTarget {
     /// `deploy/NAME` or `sts/NAME` whose pod template names the databases.

@@ -61,7 +61,7 @@ impl Default for CutLimits {
 }
 
 /// Hook commands for `quiesce`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QuiesceHooks {
     /// Stops the app.
     pub stop_cmd: Option<String>,

@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod prune;
 pub mod restore;
 pub mod retention;
+pub mod settings;
 
 pub use dbsnap_pg::process::{guard_children_with, run_watchdog, WATCHDOG_ARG};
 pub use dbsnap_pg::relay;

@@ -601,26 +601,9 @@ fn without_hidden(cmd: &clap::Command) -> clap::Command {
     out
 }
 
-/// The one precedence rule of every setting: the flag, else the target's
-/// value, else the config file's, else the default.
-pub fn layered<T>(
-    flag: Option<T>,
-    target: Option<T>,
-    config: Option<T>,
-    default: impl FnOnce() -> T,
-) -> T {
-    flag.or(target).or(config).unwrap_or_else(default)
-}
-
-/// The repository a command uses: `--dir`, else the target's `dir`, else
-/// the config's `dir`, else `$DBSNAP_HOME/snapshots`.
+/// The repository a command uses (see `dbsnap_core::settings::repository`).
 pub fn repo_dir(g: &GlobalArgs, config: &Config, target: Option<&TargetConfig>) -> PathBuf {
-    layered(
-        g.dir.clone(),
-        target.and_then(|t| t.dir.clone()),
-        config.dir.clone(),
-        config::default_snapshot_dir,
-    )
+    dbsnap_core::settings::repository(g.dir.as_ref(), config, target)
 }
 
 /// [`repo_dir`] as a location (a repository name resolved, a URL with its
@@ -684,7 +667,9 @@ mod tests {
 
     #[test]
     fn flag_beats_target_beats_config_beats_default() {
-        let all = |flag, target, config| layered(flag, target, config, || "default");
+        let all = |flag, target, config| {
+            dbsnap_core::settings::layered(flag, target, config, || "default")
+        };
         assert_eq!(all(Some("flag"), Some("target"), Some("config")), "flag");
         assert_eq!(all(None, Some("target"), Some("config")), "target");
         assert_eq!(all(None, None, Some("config")), "config");

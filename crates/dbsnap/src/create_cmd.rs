@@ -8,12 +8,13 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use dbsnap_archive::snapshot::{ConsistencyMethod, KubernetesOrigin};
 use dbsnap_core::config::Config;
-use dbsnap_core::consistency::{CutLimits, QuiesceHooks};
+use dbsnap_core::consistency::CutLimits;
 use dbsnap_core::create::{self, CreateOptions, Progress};
 use dbsnap_core::error::exit;
+use dbsnap_core::settings::{self, CreateFlags};
 use dbsnap_core::CoreError;
 
-use crate::cli::{layered, GlobalArgs};
+use crate::cli::GlobalArgs;
 use crate::{output, progress};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -104,94 +105,40 @@ pub struct CreateArgs {
     pub scale: crate::k8s_cmd::ScaleArgs,
 }
 
-/// Refuses stop/start commands `create` would not run: a start command
-/// without a stop command, and either given on the command line without
-/// `--consistency quiesce` (flag or the target's `consistency`). A target's
-/// own `stop_cmd`/`start_cmd` also serve `restore`, so they are not an
-/// error under another consistency method.
-fn check_create_hooks(
-    args: &CreateArgs,
-    consistency: ConsistencyMethod,
-    hooks: &QuiesceHooks,
-) -> Result<(), CoreError> {
-    if hooks.start_cmd.is_some() && hooks.stop_cmd.is_none() {
-        let from = if args.start_cmd.is_some() {
-            "--start-cmd"
-        } else {
-            "the target's start_cmd"
-        };
-        return Err(CoreError::Config {
-            message: format!("{from} is given without a stop command; it would never run"),
-            hint: "pass --stop-cmd too (with --consistency quiesce), or drop --start-cmd".into(),
-        });
-    }
-    let given: Vec<&str> = [
-        args.stop_cmd.as_ref().map(|_| "--stop-cmd"),
-        args.start_cmd.as_ref().map(|_| "--start-cmd"),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if !given.is_empty() && consistency != ConsistencyMethod::Quiesce {
-        return Err(CoreError::Config {
-            message: format!(
-                "{} {} only with --consistency quiesce (this snapshot would use {}): {} would be ignored",
-                given.join(" and "),
-                if given.len() == 1 { "runs" } else { "run" },
-                consistency.as_str(),
-                if given.len() == 1 { "it" } else { "they" },
-            ),
-            hint: "add --consistency quiesce (or consistency = \"quiesce\" in the target), or drop them"
-                .into(),
-        });
-    }
-    Ok(())
-}
-
 pub async fn create_cmd(
     args: CreateArgs,
     g: &GlobalArgs,
     config: &Config,
     show_progress: bool,
 ) -> Result<u8, CoreError> {
-    let target = match &args.target {
-        Some(t) => Some(config.target(t)?.clone()),
-        None => None,
-    };
-    let t = target.clone().unwrap_or_default();
-    if !args.databases.is_empty() && args.target.is_some() {
-        return Err(CoreError::Config {
-            message: "--database and --target both name databases".into(),
-            hint: "use one of them".into(),
-        });
-    }
-    args.k8s.check_used(&args.scale, t.k8s.as_ref())?;
-    let k8s = args.k8s.settings(t.k8s.as_ref())?;
-    if k8s.is_some() && !(args.databases.is_empty() && t.databases.is_empty()) {
+    // Every setting with more than one source, settled in one place.
+    let set = settings::create(
+        &CreateFlags {
+            databases: args.databases.clone(),
+            target: args.target.clone(),
+            prefix: args.prefix.clone(),
+            consistency: args.consistency.map(Into::into),
+            stop_cmd: args.stop_cmd.clone(),
+            start_cmd: args.start_cmd.clone(),
+            compress: args.compress.clone(),
+            pg_bin: args.pg_bin.clone(),
+            repository: g.dir.clone(),
+        },
+        config,
+    )?;
+    let target_k8s = set.k8s.as_ref();
+    args.k8s.check_used(&args.scale, target_k8s)?;
+    let k8s = args.k8s.settings(target_k8s)?;
+    if k8s.is_some() && !set.databases.is_empty() {
         return Err(CoreError::Config {
             message: "the databases are named twice: by --database (or the target's databases) and by --k8s (or the target's k8s)".into(),
             hint: "use one of them".into(),
         });
     }
-    let databases = if args.databases.is_empty() {
-        t.databases.clone()
-    } else {
-        args.databases.clone()
-    };
-    let consistency = layered(
-        args.consistency.map(Into::into),
-        t.consistency,
-        None,
-        || ConsistencyMethod::Snapshot,
-    );
-    let mut hooks = QuiesceHooks {
-        stop_cmd: args.stop_cmd.clone().or(t.stop_cmd.clone()),
-        start_cmd: args.start_cmd.clone().or(t.start_cmd.clone()),
-        described: None,
-    };
-    check_create_hooks(&args, consistency, &hooks)?;
+    let consistency = set.consistency;
+    let mut hooks = set.hooks.clone();
     if consistency == ConsistencyMethod::Quiesce || args.scale.scale.is_some() {
-        let scale = crate::k8s_cmd::scale_hooks(&args.scale, &args.k8s, t.k8s.as_ref()).await?;
+        let scale = crate::k8s_cmd::scale_hooks(&args.scale, &args.k8s, target_k8s).await?;
         if scale.is_some() && consistency != ConsistencyMethod::Quiesce {
             return Err(CoreError::Config {
                 message: "--scale stops the app only with --consistency quiesce".into(),
@@ -202,10 +149,9 @@ pub async fn create_cmd(
         let explicit = args.stop_cmd.is_some() || args.start_cmd.is_some();
         crate::k8s_cmd::merge_scale_hooks(&mut hooks, scale, explicit)?;
     }
-    let mut pg_bin = args.pg_bin.clone();
-    pg_bin.extend(config.pg_bin.iter().cloned());
+    let databases = set.databases.clone();
     let extra_members = if args.k8s_objects {
-        crate::k8s_capture::export_objects(&args.k8s, t.k8s.as_ref(), args.include_secrets, g.json)
+        crate::k8s_capture::export_objects(&args.k8s, target_k8s, args.include_secrets, g.json)
             .await?
     } else {
         Vec::new()
@@ -216,25 +162,26 @@ pub async fn create_cmd(
         databases,
         resolver,
         resolved: Vec::new(),
-        target: args.target.clone(),
+        target: set.target.clone(),
         kubernetes,
         crypto: g.crypto.clone(),
-        prefix: layered(args.prefix.clone(), t.prefix.clone(), None, || {
-            "db-snapshot".into()
-        }),
+        prefix: set.prefix.clone(),
         safety_for: None,
         consistency,
-        repo: crate::cli::repo(g, config, Some(&t)).repository(),
-        pg_bin,
+        repo: g
+            .locations
+            .resolve(&set.repository.display().to_string())
+            .repository(),
+        pg_bin: set.pg_bin.clone(),
         hooks: hooks.clone(),
-        compress: args.compress.clone().or(t.compress.clone()),
+        compress: set.compress.clone(),
         jobs: args.jobs.map(|j| j as usize),
         engine: match args.engine {
             EngineArg::Native => dbsnap_core::create::Engine::Native,
             EngineArg::PgDump => dbsnap_core::create::Engine::PgDump,
         },
-        version_spec: t.schema_version.clone(),
-        version_specs: t.schema_versions.clone(),
+        version_spec: set.version_spec.clone(),
+        version_specs: set.version_specs.clone(),
         limits: CutLimits {
             max_attempts: args.max_attempts,
             max_wait: Duration::from_secs(args.max_wait),

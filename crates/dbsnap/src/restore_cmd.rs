@@ -6,10 +6,10 @@ use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
 use dbsnap_core::config::Config;
-use dbsnap_core::consistency::QuiesceHooks;
 use dbsnap_core::create::Progress;
 use dbsnap_core::error::exit;
 use dbsnap_core::restore::{self, recover, Plan, RestoreOptions};
+use dbsnap_core::settings::{self, RestoreFlags};
 use dbsnap_core::{inspect, retention, CoreError, SnapshotRef};
 
 use crate::cli::{CleanupArgs, DeleteArgs, GlobalArgs, RestoreArgs, ResumeArgs, RollbackArgs};
@@ -71,12 +71,17 @@ async fn options(
     config: &Config,
     k8s: Option<&crate::k8s_cmd::K8sSettings>,
 ) -> Result<RestoreOptions, CoreError> {
-    // Snapshots come from --dir, else the named target's repository, else the config's.
-    let named_target = match &args.target {
-        Some(t) => Some(config.target(t)?.clone()),
-        None => None,
+    let flags = RestoreFlags {
+        target: args.target.clone(),
+        stop_cmd: args.stop_cmd.clone(),
+        start_cmd: args.start_cmd.clone(),
+        checks: args.check.clone(),
+        map: args.map.clone(),
+        pg_bin: args.pg_bin.clone(),
+        repository: g.dir.clone(),
     };
-    let dir = crate::cli::repo_dir(g, config, named_target.as_ref());
+    // Snapshots come from --dir, else the named target's repository, else the config's.
+    let dir = settings::restore_repository(&flags, config)?;
     let file = match &args.file {
         Some(f) => inspect::resolve_snapshot(f, &g.locations, || {
             Ok(g.locations.resolve(&dir.display().to_string()))
@@ -84,37 +89,14 @@ async fn options(
         None => pick_snapshot(&dir, &g.locations, &Origin::of(args, k8s))?,
     };
     let metadata = inspect::read_metadata(&file)?;
-    let target_name = args.target.clone().or(metadata.target.clone());
-    let target = match &args.target {
-        Some(t) => Some(config.target(t)?.clone()),
-        None => target_name
-            .as_ref()
-            .and_then(|t| config.targets.get(t))
-            .cloned(),
-    };
-    let t = target.clone().unwrap_or_default();
-    let mut map = BTreeMap::new();
-    for m in &args.map {
-        let (a, b) = m.split_once('=').ok_or_else(|| CoreError::Config {
-            message: format!("--map {m}: expected OLD=NEW"),
-            hint: "e.g. --map app-core=app-core-copy".into(),
-        })?;
-        map.insert(a.to_string(), b.to_string());
-    }
+    // Every setting with more than one source, settled in one place.
+    let set = settings::restore(&flags, config, metadata.target.as_deref())?;
     let mut targets = BTreeMap::new();
-    if let (Some(name), Some(t)) = (&target_name, &target) {
-        targets.insert(name.clone(), t.databases.clone());
+    if let Some(name) = &set.target {
+        targets.insert(name.clone(), set.target_databases.clone());
     }
-    let mut pg_bin = args.pg_bin.clone();
-    pg_bin.extend(config.pg_bin.iter().cloned());
-    let mut checks = t.checks.clone();
-    checks.extend(args.check.iter().cloned());
-    let mut hooks = QuiesceHooks {
-        stop_cmd: args.stop_cmd.clone().or(t.stop_cmd.clone()),
-        start_cmd: args.start_cmd.clone().or(t.start_cmd.clone()),
-        described: None,
-    };
-    let scale = crate::k8s_cmd::scale_hooks(&args.scale, &args.k8s, t.k8s.as_ref()).await?;
+    let mut hooks = set.hooks.clone();
+    let scale = crate::k8s_cmd::scale_hooks(&args.scale, &args.k8s, set.k8s.as_ref()).await?;
     let explicit = args.stop_cmd.is_some() || args.start_cmd.is_some();
     crate::k8s_cmd::merge_scale_hooks(&mut hooks, scale, explicit)?;
     Ok(RestoreOptions {
@@ -126,7 +108,7 @@ async fn options(
         into_other_origin: args.into_other_origin,
         crypto: g.crypto.clone(),
         only: args.only.clone(),
-        map,
+        map: set.map.clone(),
         drop: args.drop,
         create: args.create,
         no_owner: args.no_owner,
@@ -145,12 +127,15 @@ async fn options(
         lock_timeout: args.lock_timeout,
         resolver: dbsnap_core::direct_route(),
         // Safety snapshots: --dir, else the target's repository, else the default.
-        safety_repo: crate::cli::repo(g, config, target.as_ref()).repository(),
+        safety_repo: g
+            .locations
+            .resolve(&set.safety_repository.display().to_string())
+            .repository(),
         hooks,
-        pg_bin,
-        checks,
-        version_spec: t.schema_version.clone(),
-        version_specs: t.schema_versions.clone(),
+        pg_bin: set.pg_bin.clone(),
+        checks: set.checks.clone(),
+        version_spec: set.version_spec.clone(),
+        version_specs: set.version_specs.clone(),
     })
 }
 
