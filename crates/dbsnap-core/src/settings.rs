@@ -313,6 +313,38 @@ pub fn restore(
     })
 }
 
+/// `prune`'s policy: the `--keep-*` flags when any is given (they replace
+/// `[prune]` as a whole: a rule not given keeps nothing), else `[prune]`
+/// of the config; safety snapshots by `keep_safety_snapshots`.
+pub fn prune(
+    flags: &config::PruneConfig,
+    config: &Config,
+) -> Result<crate::prune::Policy, CoreError> {
+    let (rules, within) = if *flags == config::PruneConfig::default() {
+        let from = match &config.source {
+            Some(f) => format!("keep_within in [prune] of {}:", f.display()),
+            None => "keep_within in [prune]:".into(),
+        };
+        (config.prune.clone().unwrap_or_default(), from)
+    } else {
+        (flags.clone(), "--keep-within".to_string())
+    };
+    Ok(crate::prune::Policy {
+        last: rules.keep_last.unwrap_or(0),
+        hourly: rules.keep_hourly.unwrap_or(0),
+        daily: rules.keep_daily.unwrap_or(0),
+        weekly: rules.keep_weekly.unwrap_or(0),
+        monthly: rules.keep_monthly.unwrap_or(0),
+        yearly: rules.keep_yearly.unwrap_or(0),
+        within: rules
+            .keep_within
+            .as_deref()
+            .map(|w| crate::prune::parse_within(w, &within))
+            .transpose()?,
+        safety: config.keep_safety_snapshots(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,5 +529,32 @@ databases = ["postgres://db/bare"]
             None
         )
         .is_err());
+    }
+
+    #[test]
+    fn prune_flags_replace_the_configs_rules_as_a_whole() {
+        let c =
+            Config::parse("keep_safety_snapshots = 5\n[prune]\nkeep_last = 7\nkeep_daily = 14\n")
+                .unwrap();
+        let from_config = prune(&config::PruneConfig::default(), &c).unwrap();
+        assert_eq!(
+            (from_config.last, from_config.daily, from_config.safety),
+            (7, 14, 5)
+        );
+        let flagged = prune(
+            &config::PruneConfig {
+                keep_weekly: Some(2),
+                ..Default::default()
+            },
+            &c,
+        )
+        .unwrap();
+        assert_eq!((flagged.last, flagged.daily, flagged.weekly), (0, 0, 2));
+        assert_eq!(
+            prune(&config::PruneConfig::default(), &Config::default())
+                .unwrap()
+                .safety,
+            3
+        );
     }
 }

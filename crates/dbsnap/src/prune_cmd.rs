@@ -49,8 +49,7 @@ pub struct PinArgs {
     pub file: FileArgs,
 }
 
-/// The policy: the flags when any `--keep-*` is given, else `[prune]` of
-/// the config; safety snapshots by `keep_safety_snapshots`.
+/// The policy (see `dbsnap_core::settings::prune`).
 fn policy(args: &PruneArgs, config: &Config) -> Result<Policy, CoreError> {
     let flags = PruneConfig {
         keep_last: args.keep_last,
@@ -61,29 +60,7 @@ fn policy(args: &PruneArgs, config: &Config) -> Result<Policy, CoreError> {
         keep_yearly: args.keep_yearly,
         keep_within: args.keep_within.clone(),
     };
-    let (rules, within) = if flags == PruneConfig::default() {
-        let from = match &config.source {
-            Some(f) => format!("keep_within in [prune] of {}:", f.display()),
-            None => "keep_within in [prune]:".into(),
-        };
-        (config.prune.clone().unwrap_or_default(), from)
-    } else {
-        (flags, "--keep-within".to_string())
-    };
-    Ok(Policy {
-        last: rules.keep_last.unwrap_or(0),
-        hourly: rules.keep_hourly.unwrap_or(0),
-        daily: rules.keep_daily.unwrap_or(0),
-        weekly: rules.keep_weekly.unwrap_or(0),
-        monthly: rules.keep_monthly.unwrap_or(0),
-        yearly: rules.keep_yearly.unwrap_or(0),
-        within: rules
-            .keep_within
-            .as_deref()
-            .map(|w| prune::parse_within(w, &within))
-            .transpose()?,
-        safety: config.keep_safety_snapshots(),
-    })
+    dbsnap_core::settings::prune(&flags, config)
 }
 
 /// `dbsnap prune`.
