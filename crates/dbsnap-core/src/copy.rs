@@ -28,6 +28,18 @@ use crate::create::Progress;
 use crate::error::CoreError;
 use crate::inspect;
 
+/// What became of one snapshot in a copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyStatus {
+    /// Copied, checked and read back.
+    Copied,
+    /// The same snapshot was there already.
+    Present,
+    /// Not copied (see its error).
+    Failed,
+}
+
 /// What happened to one snapshot.
 #[derive(Debug, Clone, Serialize)]
 pub struct CopyItem {
@@ -35,9 +47,8 @@ pub struct CopyItem {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
-    /// `copied`, `present` (the same snapshot was there already) or
-    /// `failed`.
-    pub status: &'static str,
+    /// What became of it.
+    pub status: CopyStatus,
     /// Why it failed.
     pub error: Option<String>,
     /// The kind of failure, as in `--json` errors (`verify`, `storage`, …).
@@ -69,7 +80,7 @@ impl CopyReport {
     pub fn failure_code(&self) -> Option<u8> {
         self.snapshots
             .iter()
-            .find(|i| i.status == "failed")
+            .find(|i| i.status == CopyStatus::Failed)
             .map(|i| i.code)
     }
 }
@@ -120,8 +131,8 @@ pub fn copy(
         progress.phase(&format!("copying {} ({}/{total})", info.name, i + 1));
         let started = Instant::now();
         let outcome = match present.iter().find(|p| p.name == info.name) {
-            Some(there) => compare(from, to, &info, there).map(|()| "present"),
-            None => copy_one(from, to, &info, progress, i, cancel).map(|()| "copied"),
+            Some(there) => compare(from, to, &info, there).map(|()| CopyStatus::Present),
+            None => copy_one(from, to, &info, progress, i, cancel).map(|()| CopyStatus::Copied),
         };
         let pinned = pins.contains(&info.name);
         let outcome = outcome.and_then(|status| {
@@ -137,14 +148,14 @@ pub fn copy(
                 report
                     .snapshots
                     .iter()
-                    .filter(|s| s.status == "copied")
+                    .filter(|s| s.status == CopyStatus::Copied)
                     .count()
             )));
         }
         let mut item = CopyItem {
             name: info.name.clone(),
             size: info.size,
-            status: "copied",
+            status: CopyStatus::Copied,
             error: None,
             kind: None,
             code: 0,
@@ -155,13 +166,13 @@ pub fn copy(
             Ok(status) => {
                 item.status = status;
                 item.pinned = pinned;
-                if status == "copied" {
+                if status == CopyStatus::Copied {
                     report.bytes += info.size;
                 }
             }
             Err(e) => {
                 tracing::warn!(target: crate::REPORTED, "{}: {e}", info.name);
-                item.status = "failed";
+                item.status = CopyStatus::Failed;
                 item.code = e.exit_code();
                 item.kind = Some(e.kind_name());
                 item.error = Some(e.to_string());

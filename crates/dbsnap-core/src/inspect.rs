@@ -50,7 +50,7 @@ pub struct ListEntry {
     /// `ok`, or why it cannot be used: `not_snapshot`, `truncated`,
     /// `corrupt`, `unsupported` or `unreadable` (the same cause gives
     /// `verify`, `extract-version` and `restore` one exit code).
-    pub status: &'static str,
+    pub status: Status,
     /// Why the file could not be read, if it could not.
     pub error: Option<String>,
 }
@@ -73,7 +73,7 @@ impl ListEntry {
             safety_for: None,
             pinned: false,
             encrypted: false,
-            status: "ok",
+            status: Status::Ok,
             error: None,
         }
     }
@@ -225,21 +225,38 @@ fn is_damage(e: &ArchiveError) -> bool {
     }
 }
 
-/// What a snapshot that could not be read is, for `list`'s `status`:
-/// `not_snapshot`, `truncated`, `corrupt`, `unsupported` or `unreadable`.
-pub fn problem(e: &CoreError) -> &'static str {
+/// Whether a listed file can be used, and if not, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// A snapshot whose metadata and end read fine.
+    Ok,
+    /// Not a dbsnap snapshot at all.
+    NotSnapshot,
+    /// Cut short.
+    Truncated,
+    /// Damaged.
+    Corrupt,
+    /// Of a format this dbsnap does not read.
+    Unsupported,
+    /// Could not be read (the repository failed, not the file).
+    Unreadable,
+}
+
+/// What a snapshot that could not be read is, for `list`'s `status`.
+pub fn problem(e: &CoreError) -> Status {
     match e {
         CoreError::NotSnapshot { .. } | CoreError::Archive(ArchiveError::NotSnapshot(_)) => {
-            "not_snapshot"
+            Status::NotSnapshot
         }
         CoreError::Verify { message, .. } if message.starts_with("snapshot is truncated") => {
-            "truncated"
+            Status::Truncated
         }
         CoreError::Verify { message, .. } if message.starts_with("snapshot format") => {
-            "unsupported"
+            Status::Unsupported
         }
-        CoreError::Verify { .. } | CoreError::Archive(_) => "corrupt",
-        _ => "unreadable",
+        CoreError::Verify { .. } | CoreError::Archive(_) => Status::Corrupt,
+        _ => Status::Unreadable,
     }
 }
 
@@ -366,13 +383,13 @@ pub fn verify(
     // A file that is not a snapshot says what it is; a truncated snapshot is
     // called truncated, as `list` calls it, before its members are read.
     if let Err(e) = read_metadata(snapshot) {
-        if problem(&e) == "not_snapshot" {
+        if problem(&e) == Status::NotSnapshot {
             return Err(e);
         }
     }
     if let Err(e) = cheap_check(snapshot) {
         return match problem(&e) {
-            "truncated" | "corrupt" | "unsupported" => Ok(VerifyReport {
+            Status::Truncated | Status::Corrupt | Status::Unsupported => Ok(VerifyReport {
                 file: snapshot.clone(),
                 ok: false,
                 error: Some(e.to_string()),

@@ -282,7 +282,7 @@ pub fn plan(
     let mut items: Vec<Item> = rows
         .iter()
         .map(|r| Item {
-            time: (r.status == "ok")
+            time: (r.status == crate::inspect::Status::Ok)
                 .then(|| r.created_at.as_deref().and_then(inspect::parse_time))
                 .flatten(),
             group: r.target.clone().unwrap_or_default(),

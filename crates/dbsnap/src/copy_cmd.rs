@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::cli::{repo_dir, GlobalArgs};
 use crate::location::{in_flag_words, Named};
 use crate::{output, progress};
+use dbsnap_core::copy::CopyStatus;
 
 #[derive(Debug, Args)]
 pub struct CopyArgs {
@@ -63,7 +64,7 @@ fn print(r: &CopyReport, as_json: bool) {
     let failed: Vec<_> = r
         .snapshots
         .iter()
-        .filter(|s| s.status == "failed")
+        .filter(|s| s.status == CopyStatus::Failed)
         .collect();
     if as_json {
         let mut v = serde_json::to_value(r).unwrap_or_default();
@@ -86,13 +87,13 @@ fn print(r: &CopyReport, as_json: bool) {
             ""
         };
         match s.status {
-            "copied" => println!(
+            CopyStatus::Copied => println!(
                 "copied   {}  ({}, {:.1}s, checked on arrival{pinned})",
                 s.name,
                 output::human_bytes(s.size),
                 s.seconds
             ),
-            "present" => println!(
+            CopyStatus::Present => println!(
                 "present  {}  (already there: same size and manifest; `dbsnap verify` checks it in full{pinned})",
                 s.name
             ),
@@ -103,8 +104,16 @@ fn print(r: &CopyReport, as_json: bool) {
             ),
         }
     }
-    let copied = r.snapshots.iter().filter(|s| s.status == "copied").count();
-    let present = r.snapshots.iter().filter(|s| s.status == "present").count();
+    let copied = r
+        .snapshots
+        .iter()
+        .filter(|s| s.status == CopyStatus::Copied)
+        .count();
+    let present = r
+        .snapshots
+        .iter()
+        .filter(|s| s.status == CopyStatus::Present)
+        .count();
     let pinned = match r.snapshots.iter().filter(|s| s.pinned).count() {
         0 => String::new(),
         n => format!(" ({n} pinned there, as at the source)"),

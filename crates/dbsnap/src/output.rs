@@ -7,7 +7,7 @@ use std::path::Path;
 use dbsnap_archive::snapshot::Metadata;
 use dbsnap_core::create::CreateResult;
 use dbsnap_core::demo::DemoResult;
-use dbsnap_core::inspect::{self, ListEntry, VerifyReport};
+use dbsnap_core::inspect::{self, ListEntry, Status, VerifyReport};
 use dbsnap_core::retention::Removed;
 use dbsnap_core::CoreError;
 use serde_json::json;
@@ -313,7 +313,7 @@ pub(crate) fn list_lines(rows: &[ListEntry], now: OffsetDateTime) -> Vec<String>
             list_details(r)
         ));
     }
-    let unusable = rows.iter().filter(|r| r.status != "ok").count();
+    let unusable = rows.iter().filter(|r| r.status != Status::Ok).count();
     if unusable > 0 {
         lines.push(format!(
             "{unusable} file(s) marked !! cannot be restored; `dbsnap verify FILE` checks one in full"
@@ -325,13 +325,13 @@ pub(crate) fn list_lines(rows: &[ListEntry], now: OffsetDateTime) -> Vec<String>
 /// The last column of a `list` row: databases and versions, a safety
 /// snapshot's mark, or why the file cannot be used.
 fn list_details(r: &ListEntry) -> String {
-    if r.status != "ok" {
+    if r.status != Status::Ok {
         let what = match r.status {
-            "truncated" => "TRUNCATED",
-            "not_snapshot" => "NOT A SNAPSHOT",
-            "unsupported" => "UNSUPPORTED FORMAT",
-            "unreadable" => "UNREADABLE",
-            _ => "DAMAGED",
+            Status::Truncated => "TRUNCATED",
+            Status::NotSnapshot => "NOT A SNAPSHOT",
+            Status::Unsupported => "UNSUPPORTED FORMAT",
+            Status::Unreadable => "UNREADABLE",
+            Status::Corrupt | Status::Ok => "DAMAGED",
         };
         let why = r
             .error
@@ -972,7 +972,7 @@ mod tests {
         safety.safety = true;
         safety.safety_for = Some("20261122T120000Z-1".into());
         let mut cut = entry("half.tar", "2026-11-20T10:15:00+02:00");
-        cut.status = "truncated";
+        cut.status = Status::Truncated;
         cut.error = Some(
             "/repo/half.tar: snapshot is truncated: no manifest.json at the end of the file".into(),
         );
