@@ -321,7 +321,7 @@ impl Config {
         })?;
         let mut config = Self::parse(&text).map_err(|message| CoreError::Config {
             message: format!("invalid config \"{}\": {message}", path.display()),
-            hint: "see the README's dbsnap.toml section".into(),
+            hint: "every key, its flag and its default are in docs/guide/config.md".into(),
         })?;
         config.source = Some(path);
         Ok(config)

@@ -1,4 +1,4 @@
-//! Establishing one moment across several databases (README,
+//! Establishing one moment across several databases (docs/guide/create.md,
 //! "Consistency").
 //!
 //! Every method ends with one open REPEATABLE READ transaction per database

@@ -6,7 +6,7 @@ use dbsnap_pg::{PgError, PgErrorKind};
 pub use dbsnap_storage::StorageError;
 use thiserror::Error;
 
-/// Documented exit codes (see the README).
+/// Documented exit codes (see docs/SCRIPTING.md).
 pub mod exit {
     /// Success.
     pub const OK: u8 = 0;
@@ -59,7 +59,7 @@ pub mod exit {
 }
 
 /// One documented exit code: the source `--help`, the man page and the
-/// README's table are made from (a test checks the README agrees).
+/// docs/SCRIPTING.md's table are made from (a test checks they agree).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExitCode {
     /// The code.

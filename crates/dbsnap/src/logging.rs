@@ -1,5 +1,5 @@
 //! A log file per run that may change something ([`Cli::writes`], the rule
-//! the README states under logs; or with `-v`/`--log-file`) in
+//! docs/guide/create.md states under logs; or with `-v`/`--log-file`) in
 //! `$DBSNAP_HOME/logs/`, plus warnings (more with -v) on standard error.
 //! Nothing logged ever contains a password: connection settings are only
 //! ever logged through their redacted display form.

@@ -1,4 +1,5 @@
-//! `restore`: put a snapshot back, as the README's decision table says.
+//! `restore`: put a snapshot back, as the decision table of
+//! docs/guide/restore.md says.
 //!
 //! [`plan`] verifies the archive, connects to every live database, compares
 //! schema versions and decides an action per database, changing nothing.

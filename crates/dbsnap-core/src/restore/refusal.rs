@@ -65,7 +65,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The exit code (README's table).
+    /// The exit code (docs/SCRIPTING.md's table).
     pub fn code(&self) -> u8 {
         match self {
             Refusal::NoDatabase { .. } => exit::NO_DATABASE,
