@@ -27,7 +27,10 @@
 //! - Reads stream: [`Repository::open`] from the start, [`Repository::open_range`]
 //!   from an offset, without reading what comes before.
 //!
-//! Calls block: from async code run them on a blocking thread.
+//! Calls block. Object store requests run on the application's runtime
+//! (the one a repository is opened from; storage starts none): a call
+//! from a blocking thread waits there, one from async code on the
+//! multi-threaded runtime hands the worker's other tasks over first.
 
 mod local;
 mod location;

@@ -25,6 +25,8 @@ fn options(server: &Azurite) -> S3Options {
 
 #[test]
 fn the_repository_keeps_the_contract_on_azurite() {
+    let rt = dbsnap_test_support::runtime();
+    let _in = rt.enter();
     let server = Azurite::start();
     server.create_container("backups");
     let n = std::cell::Cell::new(0);

@@ -24,6 +24,8 @@ fn options(server: &S3Server) -> S3Options {
 
 #[test]
 fn the_s3_repository_keeps_the_contract_on_each_server() {
+    let rt = dbsnap_test_support::runtime();
+    let _in = rt.enter();
     for kind in KINDS {
         let server = S3Server::start(kind);
         server.create_bucket("backups");
@@ -40,6 +42,8 @@ fn the_s3_repository_keeps_the_contract_on_each_server() {
 
 #[test]
 fn a_missing_bucket_wrong_credentials_and_a_dead_endpoint_each_say_so() {
+    let rt = dbsnap_test_support::runtime();
+    let _in = rt.enter();
     let mut server = S3Server::start(S3Kind::S3sFs);
     let repo = S3Repository::with_options("s3://nosuch/x", &options(&server)).unwrap();
     match repo.list() {
@@ -63,6 +67,8 @@ fn a_missing_bucket_wrong_credentials_and_a_dead_endpoint_each_say_so() {
 
 #[test]
 fn a_server_killed_mid_upload_leaves_no_snapshot_and_the_next_sweep_aborts_the_upload() {
+    let rt = dbsnap_test_support::runtime();
+    let _in = rt.enter();
     let mut server = S3Server::start(S3Kind::S3sFs);
     server.create_bucket("backups");
     let repo = S3Repository::with_options("s3://backups/p", &options(&server)).unwrap();
@@ -111,4 +117,29 @@ fn a_server_killed_mid_upload_leaves_no_snapshot_and_the_next_sweep_aborts_the_u
     let mut back = Vec::new();
     repo.open("a.tar").unwrap().read_to_end(&mut back).unwrap();
     assert!(back.len() == 12 << 20 && back.iter().all(|&b| b == 1));
+}
+
+#[test]
+fn requests_run_on_the_application_runtime_and_storage_starts_none() {
+    // Outside a runtime there is nothing to run requests on: refused, not
+    // a runtime of storage's own.
+    let outside = S3Repository::with_options("s3://backups/x", &S3Options::default());
+    match outside {
+        Err(StorageError::Config(m)) => assert!(m.contains("runtime"), "{m}"),
+        other => panic!("opened outside a runtime: {other:?}"),
+    }
+    // From async code on the application's runtime, a call works and the
+    // worker is not stalled: a task spawned beside it still runs.
+    let server = S3Server::start(S3Kind::S3sFs);
+    server.create_bucket("backups");
+    let rt = dbsnap_test_support::runtime();
+    let opts = options(&server);
+    let listed = rt.block_on(async move {
+        let beside = tokio::spawn(async { 7 });
+        let repo = S3Repository::with_options("s3://backups/x", &opts).unwrap();
+        let listed = repo.list().map(|l| l.len());
+        (listed, beside.await.unwrap())
+    });
+    assert_eq!(listed.1, 7);
+    assert_eq!(listed.0.unwrap(), 0);
 }

@@ -378,6 +378,17 @@ impl Cluster {
     }
 }
 
+/// A multi-threaded runtime like the application's, for tests that call
+/// blocking library code (a repository) from the test thread: enter it
+/// (`let _in = rt.enter();`) and call as a blocking thread does.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a test runtime starts")
+}
+
 /// A free TCP port on the loopback interface.
 pub fn free_port() -> u16 {
     dbsnap_pg::local::free_port().expect("free port")

@@ -91,7 +91,9 @@ pub fn stale(refreshed: SystemTime) -> bool {
         > STALE_AFTER
 }
 
-/// Upload ids of this process's pending writes.
+/// Upload ids of this process's pending writes: process state by nature
+/// (a marker names a process), shared by every repository value of a
+/// bucket so that none takes another's live upload for a dead one.
 pub(super) static LIVE_UPLOADS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 fn hostname() -> String {

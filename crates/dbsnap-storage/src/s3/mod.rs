@@ -54,7 +54,7 @@
 use std::collections::BTreeSet;
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -172,25 +172,50 @@ pub fn is_url(location: &str) -> bool {
     })
 }
 
-/// The runtime every S3 request runs on (never dropped).
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("dbsnap-s3")
-            .enable_all()
-            .build()
-            .expect("the S3 runtime starts")
-    })
-}
+/// Where a repository's requests run: the application's runtime, the one
+/// the repository was opened from (storage has none of its own).
+///
+/// The repository's calls block ([`crate::Repository`]'s contract). Made
+/// from a thread that may block (a `spawn_blocking` thread, one outside
+/// the runtime), a call waits there. Made from async code on the
+/// application's multi-threaded runtime, the worker first hands its other
+/// tasks to the rest of the runtime (`block_in_place`), so that nothing
+/// else stalls while it waits.
+#[derive(Debug, Clone)]
+pub(crate) struct Io(tokio::runtime::Handle);
 
-/// Runs `f` on the S3 runtime and waits for it, from any thread.
-fn block_on<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 'static) -> T {
-    let handle = runtime().spawn(f);
-    match futures::executor::block_on(handle) {
-        Ok(v) => v,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
+impl Io {
+    /// The runtime of the calling thread.
+    fn current(location: &str) -> Result<Io, StorageError> {
+        tokio::runtime::Handle::try_current()
+            .map(Io)
+            .map_err(|_| {
+                config_error(
+                    location,
+                    "an object store repository is opened from inside the application's runtime (internal error)",
+                )
+            })
+    }
+
+    /// Runs `f` on the runtime and waits for it.
+    pub(crate) fn wait<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        tokio::task::block_in_place(|| self.0.block_on(f))
+    }
+
+    /// Starts `f` on the runtime.
+    pub(crate) fn spawn<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        self.0.spawn(f)
+    }
+
+    /// Waits for a started request.
+    pub(crate) fn join<T>(
+        &self,
+        h: tokio::task::JoinHandle<T>,
+    ) -> Result<T, tokio::task::JoinError> {
+        self.wait(h)
     }
 }
 
@@ -203,6 +228,7 @@ pub struct S3Repository {
     bucket: String,
     prefix: String,
     part_size: usize,
+    io: Io,
 }
 
 impl S3Repository {
@@ -223,6 +249,7 @@ impl S3Repository {
                     "an object store repository is written s3://BUCKET/PREFIX (or az://CONTAINER/PREFIX, gs://BUCKET/PREFIX)",
                 )
             })?;
+        let io = Io::current(url)?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let prefix = prefix.trim_matches('/').to_string();
         if bucket.is_empty() {
@@ -286,6 +313,7 @@ impl S3Repository {
                 bucket: bucket.to_string(),
                 prefix,
                 part_size,
+                io,
             });
         }
         let named_credentials = match &opts.credentials_env {
@@ -389,6 +417,7 @@ impl S3Repository {
             bucket: bucket.to_string(),
             prefix,
             part_size,
+            io,
         })
     }
 
@@ -418,7 +447,9 @@ impl S3Repository {
     fn objects(&self) -> Result<Vec<object_store::ObjectMeta>, StorageError> {
         let store = self.store.clone();
         let dir = self.dir_key();
-        let listed = block_on(async move { store.list_with_delimiter(dir.as_ref()).await });
+        let listed = self
+            .io
+            .wait(async move { store.list_with_delimiter(dir.as_ref()).await });
         listed.map(|l| l.objects).map_err(|e| self.error("", e))
     }
 
@@ -427,13 +458,15 @@ impl S3Repository {
             return Err(StorageError::NotFound(name.into()));
         }
         let (store, key) = (self.store.clone(), self.key(name));
-        block_on(async move { store.head(&key).await }).map_err(|e| self.error(name, e))
+        self.io
+            .wait(async move { store.head(&key).await })
+            .map_err(|e| self.error(name, e))
     }
 
     fn delete_key(&self, key: Key) -> Result<(), StorageError> {
         let store = self.store.clone();
         let what = key.to_string();
-        match block_on(async move { store.delete(&key).await }) {
+        match self.io.wait(async move { store.delete(&key).await }) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.error(&what, e)),
         }
@@ -465,7 +498,10 @@ impl S3Repository {
                     if let Some(m) = &marker {
                         let (store, key, id) =
                             (self.store.clone(), self.key(snapshot), m.upload_id.clone());
-                        match block_on(async move { store.abort_multipart(&key, &id).await }) {
+                        match self
+                            .io
+                            .wait(async move { store.abort_multipart(&key, &id).await })
+                        {
                             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                             // Completed or aborted already (a marker that
                             // outlived its upload).
@@ -501,7 +537,7 @@ impl S3Repository {
 
     fn get_bytes(&self, key: &Key) -> Result<Option<Bytes>, StorageError> {
         let (store, k) = (self.store.clone(), key.clone());
-        let got = block_on(async move {
+        let got = self.io.wait(async move {
             match store.get(&k).await {
                 Ok(r) => r.bytes().await.map(Some),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -646,6 +682,7 @@ impl Repository for S3Repository {
         let meta = self.head(name)?;
         Ok(Box::new(RangeReader::new(
             self.store.clone(),
+            self.io.clone(),
             meta.location,
             self.url_of(name),
             offset,
@@ -696,7 +733,8 @@ impl Repository for S3Repository {
             return self.delete_key(key);
         }
         let store = self.store.clone();
-        block_on(async move { store.put(&key, PutPayload::new()).await })
+        self.io
+            .wait(async move { store.put(&key, PutPayload::new()).await })
             .map(|_| ())
             .map_err(|e| self.error(name, e))
     }
@@ -750,10 +788,10 @@ pub(crate) fn object_store_opened(
     Ok((Arc::new(store), Key::default()))
 }
 
-/// Runs `f` on the runtime S3 requests use and waits for it, from any
-/// thread (not from inside that runtime).
-pub fn run<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 'static) -> T {
-    block_on(f)
+/// Runs `f` on the calling thread's runtime (the application's) and
+/// waits for it, as repository calls do (see [`Io`]).
+pub fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+    Io(tokio::runtime::Handle::current()).wait(f)
 }
 
 /// A failed request about `what` at `location`, with a hint where one

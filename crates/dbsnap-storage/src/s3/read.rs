@@ -7,11 +7,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use object_store::path::Path as Key;
 
-use super::{error_chain, runtime, FIRST_CHUNK, READ_AHEAD, READ_CHUNK};
+use super::{error_chain, Io, FIRST_CHUNK, READ_AHEAD, READ_CHUNK};
 
 /// Reads an object by ranged GETs, a few ahead.
 pub(super) struct RangeReader {
     store: Arc<dyn super::Store>,
+    io: Io,
     key: Key,
     location: String,
     /// Where the next request starts.
@@ -27,6 +28,7 @@ impl RangeReader {
     /// Reads `key` (`end` bytes long) from `offset`.
     pub(super) fn new(
         store: Arc<dyn super::Store>,
+        io: Io,
         key: Key,
         location: String,
         offset: u64,
@@ -34,6 +36,7 @@ impl RangeReader {
     ) -> RangeReader {
         RangeReader {
             store,
+            io,
             key,
             location,
             next: offset,
@@ -49,8 +52,10 @@ impl RangeReader {
             let to = (self.next + self.chunk).min(self.end);
             self.chunk = (self.chunk * 2).min(READ_CHUNK);
             let (store, key, range) = (self.store.clone(), self.key.clone(), self.next..to);
-            self.ahead
-                .push_back(runtime().spawn(async move { store.get_range(&key, range).await }));
+            self.ahead.push_back(
+                self.io
+                    .spawn(async move { store.get_range(&key, range).await }),
+            );
             self.next = to;
         }
     }
@@ -68,7 +73,7 @@ impl Read for RangeReader {
             let Some(first) = self.ahead.pop_front() else {
                 return Ok(0);
             };
-            self.current = match futures::executor::block_on(first) {
+            self.current = match self.io.join(first) {
                 Ok(Ok(b)) => b,
                 // A failed request is the connection's fault, not the
                 // snapshot's: a kind readers pass on as I/O, not damage.

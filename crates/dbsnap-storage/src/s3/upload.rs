@@ -11,10 +11,7 @@ use object_store::path::Path as Key;
 use object_store::PutPayload;
 
 use super::marker::{Marker, LIVE_UPLOADS};
-use super::{
-    block_on, error_chain, runtime, S3Repository, ABORT_WAIT, HEARTBEAT, MAX_PARTS,
-    PARTS_IN_FLIGHT, UPLOAD,
-};
+use super::{error_chain, S3Repository, ABORT_WAIT, HEARTBEAT, MAX_PARTS, PARTS_IN_FLIGHT, UPLOAD};
 use crate::{
     ArchiveOutput, PendingWrite, Placeholder, Repository, Scratch, SnapshotInfo, StorageError,
 };
@@ -85,13 +82,17 @@ impl S3Pending {
     /// Starts the multipart upload and its marker.
     fn start_upload(&mut self) -> io::Result<()> {
         let (store, key) = (self.repo.store.clone(), self.key.clone());
-        let id = block_on(async move { store.create_multipart(&key).await }).map_err(|e| {
-            self.fail(format!(
-                "starting the upload of {}: {}",
-                self.location(),
-                error_chain(&e)
-            ))
-        })?;
+        let id = self
+            .repo
+            .io
+            .wait(async move { store.create_multipart(&key).await })
+            .map_err(|e| {
+                self.fail(format!(
+                    "starting the upload of {}: {}",
+                    self.location(),
+                    error_chain(&e)
+                ))
+            })?;
         LIVE_UPLOADS.lock().map(|mut l| l.insert(id.clone())).ok();
         let token: u64 = rand::random();
         let marker = self
@@ -104,11 +105,11 @@ impl S3Pending {
             async move { store.put(&mkey, PutPayload::from(body)).await }
         };
         let first = put();
-        let written = block_on(first);
+        let written = self.repo.io.wait(first);
         let upload = Upload {
             id,
             marker,
-            heartbeat: runtime().spawn(async move {
+            heartbeat: self.repo.io.spawn(async move {
                 loop {
                     tokio::time::sleep(HEARTBEAT).await;
                     let _ = put().await;
@@ -153,7 +154,7 @@ impl S3Pending {
                 .await
                 .map(|p| (index, p))
         });
-        self.in_flight.push_back(runtime().spawn(fut));
+        self.in_flight.push_back(self.repo.io.spawn(fut));
         Ok(())
     }
 
@@ -161,7 +162,7 @@ impl S3Pending {
         let Some(h) = self.in_flight.pop_front() else {
             return Ok(());
         };
-        match futures::executor::block_on(h) {
+        match self.repo.io.join(h) {
             Ok(Ok((i, p))) => {
                 self.done.insert(i, p);
                 Ok(())
@@ -296,7 +297,9 @@ impl PendingWrite for S3Pending {
         if self.upload.is_none() {
             // Smaller than one part: one PUT.
             let data = self.parts.remove(&0).unwrap_or_default();
-            block_on(async move { store.put(&key, PutPayload::from(data)).await })
+            self.repo
+                .io
+                .wait(async move { store.put(&key, PutPayload::from(data)).await })
                 .map_err(|e| self.repo.error(&self.name, e))?;
         } else {
             let last = (self.written.saturating_sub(1) / self.part_size()) as usize;
@@ -315,7 +318,9 @@ impl PendingWrite for S3Pending {
                 ))));
             }
             let id = self.upload.as_ref().expect("upload").id.clone();
-            block_on(async move { store.complete_multipart(&key, &id, parts).await })
+            self.repo
+                .io
+                .wait(async move { store.complete_multipart(&key, &id, parts).await })
                 .map_err(|e| self.repo.error(&self.name, e))?;
         }
         self.committed = true;
@@ -323,7 +328,7 @@ impl PendingWrite for S3Pending {
             // The heartbeat ends before the marker goes, so that no late
             // refresh brings it back.
             u.heartbeat.abort();
-            let _ = futures::executor::block_on(u.heartbeat);
+            let _ = self.repo.io.join(u.heartbeat);
             LIVE_UPLOADS.lock().map(|mut l| l.remove(&u.id)).ok();
             // A marker left by a failure here is removed by the next sweep
             // (its upload is complete; the abort finds nothing).
@@ -349,7 +354,7 @@ impl Drop for S3Pending {
             u.id.clone(),
             u.marker,
         );
-        let aborted = block_on(async move {
+        let aborted = self.repo.io.wait(async move {
             tokio::time::timeout(ABORT_WAIT, async move {
                 store.abort_multipart(&key, &id).await?;
                 store.delete(&marker).await
