@@ -53,26 +53,27 @@ pub use location::{Location, Locations, NamedLocation};
 pub use scratch::Scratch;
 use thiserror::Error;
 
-/// Errors of a repository.
+/// Errors of a repository: what is wrong, in storage's terms; what to
+/// do (which flag or setting to change) is the application's to say.
 #[derive(Debug, Error)]
 pub enum StorageError {
     /// No such snapshot.
     #[error("snapshot \"{0}\" not found")]
     NotFound(String),
     /// The repository itself does not exist.
-    #[error("repository {0} does not exist\nhint: check --dir (or `dir` in dbsnap.toml); `dbsnap create` makes it")]
+    #[error("repository {0} does not exist")]
     NoRepository(String),
     /// The repository's location is something else (a file).
-    #[error("repository {0} is not a directory\nhint: --dir (or `dir` in dbsnap.toml) names the directory holding the snapshots, not a file")]
+    #[error("repository {0} is not a directory")]
     NotARepository(String),
     /// The bucket of an object-store repository does not exist.
-    #[error("the bucket of {0} does not exist\nhint: check --repo (or `repo` in dbsnap.toml) and the endpoint; dbsnap does not create buckets: create it with your storage's tools (e.g. `aws s3 mb s3://BUCKET`)")]
+    #[error("the bucket of {0} does not exist")]
     NoBucket(String),
     /// A snapshot of that name exists already.
     #[error("snapshot \"{0}\" already exists")]
     Exists(String),
     /// The file system is full.
-    #[error("no space left on device while writing {0}\nhint: free space or choose another --dir")]
+    #[error("no space left on device while writing {0}")]
     NoSpace(String),
     /// A repository that cannot be used as configured (a malformed URL,
     /// an unreadable CA file).
@@ -88,6 +89,9 @@ pub enum StorageError {
         /// What to do, or empty.
         hint: String,
     },
+    /// The object store's endpoint is plain HTTP, which was not allowed.
+    #[error("{0}: the endpoint is plain HTTP, and plain HTTP is not allowed for it")]
+    PlainHttp(String),
     /// Other I/O error, with the path or object concerned.
     #[error("{path}: {source}")]
     Io {

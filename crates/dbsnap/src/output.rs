@@ -95,7 +95,11 @@ pub struct ErrorDoc {
 impl ErrorDoc {
     /// `e` as a JSON error: its message and hint apart.
     pub fn of(e: &CoreError) -> ErrorDoc {
-        Self::from_text(e.kind_name(), e.exit_code(), &e.to_string())
+        let mut doc = Self::from_text(e.kind_name(), e.exit_code(), &e.to_string());
+        if doc.hint.is_none() {
+            doc.hint = crate::location::repository_hint(e);
+        }
+        doc
     }
 
     /// An error from its words (`message\nhint: hint`).
@@ -204,6 +208,9 @@ fn hook_failed(done: &str, failure: &str) -> serde_json::Value {
 /// Prints an error with its hint.
 pub fn print_error(e: &CoreError, json: bool, log: Option<&Path>) {
     eprintln!("error: {e}");
+    if let Some(h) = crate::location::repository_hint(e) {
+        eprintln!("hint: {h}");
+    }
     if let Some(l) = log {
         eprintln!("log: {}", l.display());
     }

@@ -607,7 +607,7 @@ fn remote_error(location: &str, what: &str, e: object_store::Error) -> StorageEr
             "the S3 server refused the credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or web identity or the instance role) and that they may read and write this bucket"
         }
     } else if lower.contains("url scheme is not allowed") || lower.contains("allow_http") {
-        "the endpoint is plain HTTP: pass --force-insecure (or set AWS_ALLOW_HTTP=true) to allow it"
+        return StorageError::PlainHttp(location.to_string());
     } else if lower.contains("connect")
         || lower.contains("dns")
         || lower.contains("timed out")
