@@ -46,6 +46,14 @@ pub fn repository(
     )
 }
 
+/// `copy`'s source: `--from`, else the repository every command uses
+/// (`--dir`/`--repo`, the config's `dir`, the default). The destination
+/// has one source, `--to`.
+pub fn copy_source(from: Option<&PathBuf>, dir: Option<&PathBuf>, config: &Config) -> PathBuf {
+    from.cloned()
+        .unwrap_or_else(|| repository(dir, config, None))
+}
+
 /// `pg_bin`: the flags' directories, then the config's.
 fn pg_bin(flags: &[PathBuf], config: &Config) -> Vec<PathBuf> {
     flags.iter().chain(&config.pg_bin).cloned().collect()
@@ -555,6 +563,20 @@ databases = ["postgres://db/bare"]
                 .unwrap()
                 .safety,
             3
+        );
+    }
+
+    /// `copy`'s source: --from over --dir over the config over the default.
+    #[test]
+    fn copy_from_over_dir_over_the_config_over_the_default() {
+        let c = config();
+        let (from, dir) = (PathBuf::from("/from"), PathBuf::from("/dir"));
+        assert_eq!(copy_source(Some(&from), Some(&dir), &c), from);
+        assert_eq!(copy_source(None, Some(&dir), &c), dir);
+        assert_eq!(copy_source(None, None, &c), PathBuf::from("/config/snaps"));
+        assert_eq!(
+            copy_source(None, None, &Config::default()),
+            config::default_snapshot_dir()
         );
     }
 }

@@ -9,7 +9,7 @@ use dbsnap_core::error::exit;
 use dbsnap_core::CoreError;
 use serde_json::json;
 
-use crate::cli::{repo_dir, GlobalArgs};
+use crate::cli::GlobalArgs;
 use crate::location::{in_flag_words, Named};
 use crate::{output, progress};
 use dbsnap_core::copy::CopyStatus;
@@ -34,10 +34,7 @@ pub async fn copy(
     config: &Config,
     show_progress: bool,
 ) -> Result<u8, CoreError> {
-    let from = match args.from.clone() {
-        Some(f) => f,
-        None => repo_dir(g, config, None),
-    };
+    let from = dbsnap_core::settings::copy_source(args.from.as_ref(), g.dir.as_ref(), config);
     // A source from --dir or the config keeps the storage's own hints.
     let (given_from, given_to) = (
         args.from.as_ref().map(|f| f.to_string_lossy().into_owned()),
