@@ -117,15 +117,37 @@ fn zstd_on_a_pg15_server_takes_a_newer_pg_dump() {
     std::fs::write(&sql, rich_schema_sql(5_000)).unwrap();
     cluster.psql_file("app", &sql);
     let home = Home::new();
+    // Which pg_dump runs must not depend on the host: the programs come
+    // from --pg-bin only (PATH is an empty directory), and the one other
+    // place dbsnap searches, /usr/lib/postgresql/*/bin, holds none that
+    // can write zstd (setup installs 15 there; 16 and later could).
+    let empty = tempfile::tempdir().unwrap();
+    let newer: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        newer
+            .iter()
+            .all(|v| v.to_str().and_then(|v| v.parse::<u32>().ok()).is_some_and(|v| v < 16)),
+        "this test needs /usr/lib/postgresql to hold no PostgreSQL 16 or later (found {newer:?}): dbsnap would choose its pg_dump"
+    );
+    let dbsnap = || {
+        let mut c = home.dbsnap();
+        c.env("PATH", empty.path());
+        c
+    };
     // A level zstd does not have is refused before anything connects.
     let (code, _, err) = common::run_json(
-        common::create_command(&home, &cluster, &["app"]).args(["--compress", "zstd:99"]),
+        common::create_command(&home, &cluster, &["app"])
+            .env("PATH", empty.path())
+            .args(["--compress", "zstd:99"]),
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("must be 1 to 22"), "{err}");
     let without = dbsnap_test_support::bin_dir(18);
     let (code, v, err) = common::run_json(
         common::create_command(&home, &cluster, &["app"])
+            .env("PATH", empty.path())
             .args(["--compress", "zstd:3", "--pg-bin"])
             .arg(&without),
     );
@@ -141,7 +163,7 @@ fn zstd_on_a_pg15_server_takes_a_newer_pg_dump() {
         .all(|n| !n.ends_with(".tar")));
     let with = dbsnap_test_support::zstd_bin_dir();
     let pg18 = with.to_str().unwrap();
-    let mut create = home.dbsnap();
+    let mut create = dbsnap();
     create
         .args(["create", "--compress", "zstd:3", "--pg-bin", pg18, "-d"])
         .arg(cluster.url("app"));
@@ -155,7 +177,7 @@ fn zstd_on_a_pg15_server_takes_a_newer_pg_dump() {
     );
     let file = v["file"].as_str().unwrap();
     let (code, v, err) = common::run_json(
-        home.dbsnap()
+        dbsnap()
             .args([
                 "restore",
                 "--yes",
@@ -179,18 +201,18 @@ fn zstd_on_a_pg15_server_takes_a_newer_pg_dump() {
     cluster.psql("app", "CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL); INSERT INTO schema_migrations VALUES (1, false)");
     let expected = cluster.table_checksums("app");
     for compress in ["zstd:3", "lz4"] {
-        let mut create = home.dbsnap();
+        let mut create = dbsnap();
         create
             .args(["create", "--compress", compress, "--pg-bin", pg18, "-d"])
             .arg(cluster.url("app"));
         let (code, v, err) = common::run_json(&mut create);
         assert_eq!(code, 0, "{compress}: {err}\n{v}");
         let file = v["file"].as_str().unwrap().to_string();
-        let (code, v, err) = common::run_json(home.dbsnap().args(["verify", &file]));
+        let (code, v, err) = common::run_json(dbsnap().args(["verify", &file]));
         assert_eq!(code, 0, "{compress}: {err}\n{v}");
         cluster.psql("app", "DELETE FROM orders WHERE id % 2 = 0");
         let (code, v, err) = common::run_json(
-            home.dbsnap()
+            dbsnap()
                 .args(["restore", "--yes", "--no-safety-snapshot", "--file", &file])
                 .args(["--pg-bin", pg18, "-d"])
                 .arg(cluster.url("app")),
