@@ -128,7 +128,7 @@ pub async fn backup(
     .await
     .map_err(|e| in_flag_words(e, &named))?;
     if g.json {
-        output::print_ok_json(&r);
+        output::Envelope::ok(&r).print();
     } else {
         let reread = match r.reverified {
             0 => String::new(),
@@ -181,12 +181,15 @@ pub async fn verify(
     .await
     .map_err(|e| in_flag_words(e, &[Named::from(&args.from, BACKUPS)]))?;
     if g.json {
-        let mut v = serde_json::to_value(&r).unwrap_or_default();
         // A failed verification reads like every other command's error.
-        if let Some(message) = &r.error {
-            v["error"] = json!({"kind": "verify", "exit_code": exit::VERIFY, "message": message});
-        }
-        output::print_json(&v);
+        let damaged = r
+            .error
+            .as_ref()
+            .map(|m| output::ErrorDoc::new("verify", exit::VERIFY, m.clone()));
+        output::Envelope::ok(&r)
+            .without(&["ok", "error"])
+            .error(damaged)
+            .print();
     } else {
         for d in &r.damaged {
             println!(
@@ -274,7 +277,10 @@ fn prune_at(args: BucketPruneArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
         bucket::prune(&from, &policy, plan)?
     };
     if g.json {
-        output::print_ok_json(&report);
+        output::Envelope::ok(&report)
+            .without(&["dry_run"])
+            .dry_run(report.dry_run)
+            .print();
     } else {
         print_prune(&report, report.dry_run);
         if report.dry_run && !nothing {
@@ -320,7 +326,7 @@ pub async fn restore(
         let runs = bucket::runs(&g.locations.resolve(&args.from))
             .map_err(|e| in_flag_words(e, &[Named::from(&args.from, BACKUPS)]))?;
         if g.json {
-            output::print_json(&json!({"ok": true, "runs": runs}));
+            output::Envelope::ok(&json!({ "runs": runs })).print();
         } else if runs.is_empty() {
             println!("no runs in {}", args.from);
         } else {
@@ -372,7 +378,7 @@ pub async fn restore(
     .await
     .map_err(|e| in_flag_words(e, &named))?;
     if g.json {
-        output::print_ok_json(&r);
+        output::Envelope::ok(&r).print();
     } else {
         println!(
             "run {} restored: {} objects, {} written ({}), {} already there, {:.1}s: {} -> {}",

@@ -7,7 +7,6 @@ use dbsnap_core::config::Config;
 use dbsnap_core::copy::{self, CopyReport};
 use dbsnap_core::error::exit;
 use dbsnap_core::CoreError;
-use serde_json::json;
 
 use crate::cli::GlobalArgs;
 use crate::location::{in_flag_words, Named};
@@ -64,17 +63,20 @@ fn print(r: &CopyReport, as_json: bool) {
         .filter(|s| s.status == CopyStatus::Failed)
         .collect();
     if as_json {
-        let mut v = serde_json::to_value(r).unwrap_or_default();
-        v["ok"] = json!(failed.is_empty());
-        if let Some(f) = failed.first() {
-            v["error"] = json!({
-                "kind": f.kind,
-                "exit_code": f.code,
-                "message": format!("{} of {} snapshot(s) could not be copied; first: {}: {}",
-                    failed.len(), r.snapshots.len(), f.name, f.error.as_deref().unwrap_or("")),
-            });
-        }
-        output::print_json(&v);
+        let failure = failed.first().map(|f| {
+            output::ErrorDoc::new(
+                f.kind.unwrap_or("internal"),
+                f.code,
+                format!(
+                    "{} of {} snapshot(s) could not be copied; first: {}: {}",
+                    failed.len(),
+                    r.snapshots.len(),
+                    f.name,
+                    f.error.as_deref().unwrap_or("")
+                ),
+            )
+        });
+        output::Envelope::ok(r).error(failure).print();
         return;
     }
     for s in &r.snapshots {

@@ -114,10 +114,12 @@ fn usage_error(e: clap::Error) -> ExitCode {
     }
     if json {
         let message = message.trim().trim_start_matches("error: ");
-        output::print_json(&serde_json::json!({
-            "ok": false,
-            "error": {"kind": "usage", "exit_code": dbsnap_core::error::exit::USAGE, "message": message},
-        }));
+        output::Envelope::failed(output::ErrorDoc::new(
+            "usage",
+            dbsnap_core::error::exit::USAGE,
+            message,
+        ))
+        .print();
     }
     ExitCode::from(dbsnap_core::error::exit::USAGE)
 }

@@ -117,92 +117,127 @@ impl ErrorDoc {
     }
 }
 
-/// A result as JSON: the envelope with `"ok": true`.
-pub fn print_ok_json(r: &impl serde::Serialize) {
-    print_json(&to_json(r));
-}
-
-/// `r` as JSON; a value that cannot be serialized is an internal error,
-/// never an empty success.
-pub fn to_json(r: &impl serde::Serialize) -> serde_json::Value {
-    serde_json::to_value(r).unwrap_or_else(|e| {
-        json!({ "ok": false, "error": { "kind": "internal", "exit_code": dbsnap_core::error::exit::INTERNAL,
-            "message": format!("internal: the result cannot be written as JSON: {e}") } })
-    })
-}
-
-/// Prints one command's JSON document in the [`Envelope`]: `doc` is the
-/// command's result (with `ok`, `dry_run`, `error` and `log` as written by
-/// the handlers taken out into the envelope, and a `result` field, where a
-/// handler wrapped its value in one, unwrapped).
-pub fn print_json(doc: &serde_json::Value) {
-    let mut doc = doc.clone();
-    // A result's own `error` field (a verify report's) is not the envelope's.
-    let error_is_ours = doc.get("error").is_some_and(|e| e.is_object());
-    let mut take = |key: &str| doc.as_object_mut().and_then(|o| o.remove(key));
-    let ok = take("ok").and_then(|v| v.as_bool());
-    let dry_run = take("dry_run").and_then(|v| v.as_bool());
-    let error = if error_is_ours { take("error") } else { None };
-    let error: Option<ErrorDoc> = error.map(|e| {
-        let text = e["message"].as_str().unwrap_or_default().to_string();
-        let mut d = ErrorDoc::from_text(
-            e["kind"].as_str().unwrap_or("internal"),
-            e["exit_code"].as_u64().unwrap_or(1) as u8,
-            &text,
-        );
-        if let Some(h) = e["hint"].as_str() {
-            d.hint = Some(h.to_string());
-        }
-        d
-    });
-    let log = take("log").and_then(|v| v.as_str().map(std::path::PathBuf::from));
-    // A result's warnings are the run's: the envelope has them (before those
-    // only logged), once each.
-    let mut warnings: Vec<String> = match take("warnings") {
-        Some(serde_json::Value::Array(w)) => w
-            .into_iter()
-            .filter_map(|x| x.as_str().map(String::from))
-            .collect(),
-        _ => Vec::new(),
-    };
-    for w in crate::logging::warnings() {
-        if !warnings.iter().any(|known| w.contains(known.as_str())) {
-            warnings.push(w);
+impl Envelope {
+    /// A run that did what it was asked, and what it produced. A result
+    /// that cannot be serialized is an internal error, never an empty
+    /// success.
+    pub fn ok(result: &impl serde::Serialize) -> Envelope {
+        match serde_json::to_value(result) {
+            Ok(v) => Envelope {
+                result: Some(v),
+                ..Envelope::done()
+            },
+            Err(e) => Envelope::failed(ErrorDoc::from_text(
+                "internal",
+                dbsnap_core::error::exit::INTERNAL,
+                &format!("internal: the result cannot be written as JSON: {e}"),
+            )),
         }
     }
-    let wrapped = take("result");
-    let rest_empty = doc.as_object().is_some_and(|o| o.is_empty()) || doc.is_null();
-    let result = match wrapped {
-        Some(r) if rest_empty => Some(r),
-        Some(r) => {
-            doc["result"] = r;
-            Some(doc)
+
+    /// A run that did what it was asked and has nothing to show.
+    pub fn done() -> Envelope {
+        Envelope {
+            ok: true,
+            dry_run: None,
+            warnings: Vec::new(),
+            result: None,
+            error: None,
+            log: None,
         }
-        None if rest_empty => None,
-        None => Some(doc),
-    };
-    let envelope = Envelope {
-        ok: ok.unwrap_or(error.is_none()),
-        dry_run,
-        warnings,
-        result,
-        error,
-        log,
-    };
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&envelope).unwrap_or_else(|_| "{\"ok\": false}".into())
-    );
+    }
+
+    /// A run that failed.
+    pub fn failed(error: ErrorDoc) -> Envelope {
+        Envelope::done().error(Some(error))
+    }
+
+    /// With a failure beside the result (a copy where one snapshot
+    /// failed, a verification that found damage): `ok` is false.
+    pub fn error(mut self, error: Option<ErrorDoc>) -> Envelope {
+        if let Some(e) = error {
+            self.ok = false;
+            self.error = Some(e);
+        }
+        self
+    }
+
+    /// Whether the run was a dry run (nothing was changed).
+    pub fn dry_run(mut self, dry_run: bool) -> Envelope {
+        self.dry_run = Some(dry_run);
+        self
+    }
+
+    /// Warnings the result carries (said before those only logged).
+    pub fn warnings(mut self, warnings: &[String]) -> Envelope {
+        self.warnings.extend(warnings.iter().cloned());
+        self
+    }
+
+    /// The run's log file.
+    pub fn log(mut self, log: Option<&Path>) -> Envelope {
+        self.log = log.map(Path::to_path_buf);
+        self
+    }
+
+    /// Takes a field out of the result that the envelope says instead (a
+    /// report's `ok`, `dry_run` or `warnings`, a verdict's `error` text).
+    pub fn without(mut self, fields: &[&str]) -> Envelope {
+        if let Some(o) = self.result.as_mut().and_then(|r| r.as_object_mut()) {
+            for f in fields {
+                o.remove(*f);
+            }
+        }
+        self
+    }
+
+    /// Adds a field to the result, beside what the command produced.
+    pub fn field(mut self, key: &str, value: serde_json::Value) -> Envelope {
+        if let Some(o) = self.result.as_mut().and_then(|r| r.as_object_mut()) {
+            o.insert(key.to_string(), value);
+        }
+        self
+    }
+
+    /// Prints the document on standard output, with every warning the run
+    /// logged (once each) after the result's own.
+    pub fn print(mut self) {
+        for w in crate::logging::warnings() {
+            if !self.warnings.iter().any(|known| w.contains(known.as_str())) {
+                self.warnings.push(w);
+            }
+        }
+        match serde_json::to_string_pretty(&self) {
+            Ok(text) => println!("{text}"),
+            Err(e) => println!(
+                "{{\"ok\": false, \"warnings\": [], \"error\": {{\"kind\": \"internal\", \"exit_code\": {}, \"message\": \"internal: the document cannot be written as JSON: {}\"}}}}",
+                dbsnap_core::error::exit::INTERNAL,
+                e.to_string().replace('"', "'")
+            ),
+        }
+    }
+}
+
+impl ErrorDoc {
+    /// An error of `kind` (the exit code's name) with its code and message.
+    pub fn new(kind: &str, exit_code: u8, message: impl Into<String>) -> ErrorDoc {
+        ErrorDoc {
+            kind: kind.to_string(),
+            exit_code,
+            message: message.into(),
+            hint: None,
+        }
+    }
 }
 
 /// The error of a run whose work is done but whose start command failed
 /// (exit 11): said in `--json` beside the result.
-fn hook_failed(done: &str, failure: &str) -> serde_json::Value {
-    json!(ErrorDoc::from_text(
+fn hook_failed(done: &str, failure: &str) -> ErrorDoc {
+    ErrorDoc::from_text(
         "hook",
         dbsnap_core::error::exit::HOOK,
         &format!("{done}, but the application was not started again: {failure}"),
-    ))
+    )
 }
 
 /// Prints an error with its hint.
@@ -215,11 +250,7 @@ pub fn print_error(e: &CoreError, json: bool, log: Option<&Path>) {
         eprintln!("log: {}", l.display());
     }
     if json {
-        print_json(&json!({
-            "ok": false,
-            "error": ErrorDoc::of(e),
-            "log": log,
-        }));
+        Envelope::failed(ErrorDoc::of(e)).log(log).print();
     }
 }
 
@@ -229,11 +260,15 @@ pub fn print_create(r: &CreateResult, json: bool) {
         eprintln!("warning: {w}");
     }
     if json {
-        let mut v = to_json(r);
-        if let Some(f) = &r.start_hook_failure {
-            v["error"] = hook_failed("the snapshot is complete", f);
-        }
-        print_json(&v);
+        Envelope::ok(r)
+            .without(&["warnings"])
+            .warnings(&r.warnings)
+            .error(
+                r.start_hook_failure
+                    .as_ref()
+                    .map(|f| hook_failed("the snapshot is complete", f)),
+            )
+            .print();
         return;
     }
     println!("snapshot: {}", r.file.display());
@@ -283,7 +318,7 @@ pub fn print_create(r: &CreateResult, json: bool) {
 /// Prints `list`.
 pub fn print_list(dir: &Path, rows: &[ListEntry], json: bool) {
     if json {
-        print_json(&json!({ "ok": true, "dir": dir, "snapshots": rows }));
+        Envelope::ok(&json!({ "dir": dir, "snapshots": rows })).print();
         return;
     }
     if rows.is_empty() {
@@ -407,10 +442,11 @@ pub fn print_versions(path: &dbsnap_core::SnapshotRef, m: &Metadata, json: bool)
                 })
             })
             .collect();
-        print_json(&json!({
-            "ok": true, "file": path, "version": m.version_token(), "created_at": m.created_at,
+        Envelope::ok(&json!({
+            "file": path, "version": m.version_token(), "created_at": m.created_at,
             "format_version": m.format_version, "databases": dbs,
-        }));
+        }))
+        .print();
         return;
     }
     for d in &m.databases {
@@ -424,17 +460,24 @@ pub fn print_versions(path: &dbsnap_core::SnapshotRef, m: &Metadata, json: bool)
 /// Prints `verify`.
 pub fn print_verify(r: &VerifyReport, json: bool) {
     if json {
-        let mut v = serde_json::to_value(r).unwrap_or_default();
-        v["ok"] = json!(r.ok);
         // A failed verification reads like every other command's error.
-        if let Some(message) = &r.error {
-            v["error"] = json!({
-                "kind": "verify",
-                "exit_code": dbsnap_core::error::exit::VERIFY,
-                "message": message,
-            });
-        }
-        print_json(&v);
+        let failed = match &r.error {
+            Some(message) => Some(ErrorDoc::new(
+                "verify",
+                dbsnap_core::error::exit::VERIFY,
+                message.clone(),
+            )),
+            None if !r.ok => Some(ErrorDoc::new(
+                "verify",
+                dbsnap_core::error::exit::VERIFY,
+                "the snapshot failed verification",
+            )),
+            None => None,
+        };
+        Envelope::ok(r)
+            .without(&["ok", "error"])
+            .error(failed)
+            .print();
         return;
     }
     if r.ok {
@@ -474,7 +517,14 @@ pub fn print_verify(r: &VerifyReport, json: bool) {
 /// Prints the demo's story.
 pub fn print_demo(r: &DemoResult, json: bool) {
     if json {
-        print_json(&serde_json::to_value(r).unwrap_or_default());
+        let damaged = (!r.verify.ok).then(|| {
+            ErrorDoc::new(
+                "verify",
+                dbsnap_core::error::exit::VERIFY,
+                "the demo's snapshot failed verification",
+            )
+        });
+        Envelope::ok(r).error(damaged).print();
         return;
     }
     println!("dbsnap demo");
@@ -514,7 +564,7 @@ pub fn print_demo(r: &DemoResult, json: bool) {
 /// Prints a JSON value with `"ok": true`, or runs `text` for people.
 pub fn print_value(v: &serde_json::Value, json: bool, text: impl FnOnce()) {
     if json {
-        print_json(&json!({ "ok": true, "result": v }));
+        Envelope::ok(v).print();
     } else {
         text();
     }
@@ -524,7 +574,7 @@ pub fn print_value(v: &serde_json::Value, json: bool, text: impl FnOnce()) {
 /// anything was changed (`"dry_run": true` means nothing was).
 pub fn print_dry_run_value(v: &serde_json::Value, dry_run: bool, json: bool, text: impl FnOnce()) {
     if json {
-        print_json(&json!({ "ok": true, "dry_run": dry_run, "result": v }));
+        Envelope::ok(v).dry_run(dry_run).print();
     } else {
         text();
     }
@@ -552,15 +602,19 @@ pub fn print_cleanup(
         );
     }
     if json {
-        let mut v = json!({
-            "ok": incomplete.is_none(), "dry_run": dry_run, "result": c.kept,
-            "safety_snapshots": safety, "leftovers": c.leftovers, "failed_servers": c.failed,
-        });
-        if let (Some(message), Some(first)) = (&incomplete, c.failed.first()) {
-            v["error"] =
-                json!({ "kind": first.kind, "exit_code": first.exit_code, "message": message });
-        }
-        print_json(&v);
+        let failed = match (&incomplete, c.failed.first()) {
+            (Some(message), Some(first)) => {
+                Some(ErrorDoc::new(first.kind, first.exit_code, message.clone()))
+            }
+            _ => None,
+        };
+        Envelope::ok(&json!({
+            "result": c.kept, "safety_snapshots": safety, "leftovers": c.leftovers,
+            "failed_servers": c.failed,
+        }))
+        .dry_run(dry_run)
+        .error(failed)
+        .print();
     } else {
         print_cleanup_text(c, safety, changed, dry_run);
     }
@@ -655,10 +709,11 @@ fn plural(n: usize, noun: &str) -> String {
 /// Prints a restore plan.
 pub fn print_plan(p: &dbsnap_core::restore::Plan, json: bool, dry_run: bool) {
     if json {
-        let mut v = serde_json::to_value(p).unwrap_or_default();
-        v["ok"] = json!(true);
-        v["dry_run"] = json!(dry_run);
-        print_json(&v);
+        Envelope::ok(p)
+            .without(&["warnings"])
+            .warnings(&p.warnings)
+            .dry_run(dry_run)
+            .print();
         return;
     }
     // A dry run's plan is its output (`> plan.txt`); before a confirmation
@@ -794,12 +849,14 @@ fn safety_line(p: &dbsnap_core::restore::Plan) -> &'static str {
 /// Prints the result of a restore, with the old safety snapshots it removed.
 pub fn print_restore(r: &dbsnap_core::restore::RestoreResult, pruned: &[Removed], json: bool) {
     if json {
-        let mut v = to_json(r);
-        v["removed_safety_snapshots"] = json!(pruned);
-        if let Some(f) = &r.start_hook_failure {
-            v["error"] = hook_failed("the restore is complete", f);
-        }
-        print_json(&v);
+        Envelope::ok(r)
+            .field("removed_safety_snapshots", json!(pruned))
+            .error(
+                r.start_hook_failure
+                    .as_ref()
+                    .map(|f| hook_failed("the restore is complete", f)),
+            )
+            .print();
         return;
     }
     if let Some(s) = &r.safety_snapshot {
@@ -849,7 +906,7 @@ pub fn print_restore(r: &dbsnap_core::restore::RestoreResult, pruned: &[Removed]
 /// `jump-create`'s result: the pod and the lines that open psql in it.
 pub fn print_jump_created(c: &crate::k8s_jump::JumpCreated, json: bool) {
     if json {
-        print_json(&serde_json::to_value(c).unwrap_or_default());
+        Envelope::ok(c).print();
         return;
     }
     println!(
@@ -865,7 +922,7 @@ pub fn print_jump_created(c: &crate::k8s_jump::JumpCreated, json: bool) {
 /// `jump-delete`'s result.
 pub fn print_jump_deleted(names: &[String], json: bool) {
     if json {
-        print_json(&serde_json::json!({ "deleted": names }));
+        Envelope::ok(&json!({ "deleted": names })).print();
     } else if names.is_empty() {
         println!("no jump pods to delete");
     } else {
@@ -879,7 +936,7 @@ pub fn print_jump_deleted(names: &[String], json: bool) {
 pub fn print_objects_written(out: &std::path::Path, files: &[std::path::PathBuf], json: bool) {
     if json {
         let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-        print_json(&serde_json::json!({ "out": out.display().to_string(), "files": files }));
+        Envelope::ok(&json!({ "out": out.display().to_string(), "files": files })).print();
         return;
     }
     for f in files {
@@ -895,7 +952,7 @@ pub fn print_objects_written(out: &std::path::Path, files: &[std::path::PathBuf]
 /// VolumeSnapshots with their readiness.
 pub fn print_volume_snapshots(list: &[dbsnap_k8s::volumes::VolumeSnapshot], json: bool) {
     if json {
-        print_json(&serde_json::json!({ "volume_snapshots": list }));
+        Envelope::ok(&json!({ "volume_snapshots": list })).print();
         return;
     }
     if list.is_empty() {

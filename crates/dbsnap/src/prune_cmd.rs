@@ -97,9 +97,10 @@ pub fn prune(args: PruneArgs, g: &GlobalArgs, config: &Config) -> Result<u8, Cor
         prune::carry_out(&repo, plan)?
     };
     if g.json {
-        let mut v = serde_json::to_value(&report).unwrap_or_default();
-        v["ok"] = serde_json::json!(true);
-        output::print_json(&v);
+        output::Envelope::ok(&report)
+            .without(&["dry_run"])
+            .dry_run(report.dry_run)
+            .print();
     } else {
         print_report(&report, report.dry_run, report.dry_run);
     }
@@ -154,8 +155,8 @@ pub fn pin(args: PinArgs, g: &GlobalArgs, config: &Config, pinned: bool) -> Resu
         snapshot.display()
     );
     if g.json {
-        let v = serde_json::json!({ "ok": true, "file": snapshot.display(), "pinned": pinned });
-        output::print_json(&v);
+        output::Envelope::ok(&serde_json::json!({ "file": snapshot.display(), "pinned": pinned }))
+            .print();
     } else {
         let what = if pinned {
             "pinned (prune keeps it; delete refuses it until `dbsnap unpin`)"
