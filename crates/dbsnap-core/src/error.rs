@@ -2,6 +2,7 @@
 //! documented exit code it maps to.
 
 use dbsnap_archive::snapshot::ArchiveError;
+pub use dbsnap_pg::Remedy;
 use dbsnap_pg::{PgError, PgErrorKind};
 pub use dbsnap_storage::StorageError;
 use thiserror::Error;

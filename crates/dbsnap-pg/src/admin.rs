@@ -373,9 +373,8 @@ pub async fn terminate_sessions(admin: &Client, db: &str, target: &str) -> Resul
         )
         .await
         .map_err(|e| {
-            let mut err = PgError::from_pg(e, target, &format!("end sessions on {db}"));
-            err.hint = Some("stop the application first (--stop-cmd), or grant the role pg_signal_backend".into());
-            err
+            PgError::from_pg(e, target, &format!("end sessions on {db}"))
+                .remedy(crate::error::Remedy::StopApplication)
         })?;
     Ok(rows.len() as u64)
 }

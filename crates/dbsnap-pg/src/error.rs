@@ -35,6 +35,28 @@ pub enum PgErrorKind {
     Io,
 }
 
+/// A way out that the application offers through one of its settings:
+/// this crate says which, the application says how (the flag or key that
+/// takes it), so that no library text names a command-line flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remedy {
+    /// Another session holds a lock: stop the application first, or wait
+    /// longer for the lock.
+    WaitForLocks,
+    /// The program was built without the compression asked for: another
+    /// build, or another compression.
+    OtherCompression,
+    /// The write barrier lacks privileges: a consistency method that takes
+    /// no locks, or the owner's role.
+    BarrierPrivilege,
+    /// A long transaction holds locks the write barrier needs: retry, or
+    /// a consistency method that stops the application.
+    BarrierLocked,
+    /// Sessions could not be ended: stop the application first, or grant
+    /// the role pg_signal_backend.
+    StopApplication,
+}
+
 /// An error from the PostgreSQL layer.
 #[derive(Debug)]
 pub struct PgError {
@@ -46,8 +68,11 @@ pub struct PgError {
     pub message: String,
     /// Server DETAIL.
     pub detail: Option<String>,
-    /// What to do.
+    /// What to do, in this crate's words.
     pub hint: Option<String>,
+    /// What to do through one of the application's settings (the
+    /// application words it; when set, `hint` is not).
+    pub remedy: Option<Remedy>,
     /// The server's SQLSTATE, when the server reported the error.
     pub code: Option<SqlCode>,
 }
@@ -97,6 +122,7 @@ impl PgError {
             detail: None,
             hint: None,
             code: None,
+            remedy: None,
         }
     }
 
@@ -114,6 +140,14 @@ impl PgError {
     /// Sets the hint.
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
+        self
+    }
+
+    /// Sets the way out through the application's settings (instead of a
+    /// hint).
+    pub fn remedy(mut self, remedy: Remedy) -> Self {
+        self.hint = None;
+        self.remedy = Some(remedy);
         self
     }
 
@@ -144,6 +178,7 @@ impl PgError {
                 detail: db.detail().map(str::to_string),
                 hint: db.hint().map(str::to_string).or(hint),
                 code: SqlCode::of(db.code()),
+                remedy: None,
             };
         }
         // Not a server error: the connection itself failed or broke.
@@ -160,6 +195,7 @@ impl PgError {
                         .into(),
                 ),
                 code: None,
+                remedy: None,
             };
         }
         let kind = if e.is_closed()
@@ -181,6 +217,7 @@ impl PgError {
                     .to_string()
             }),
             code: None,
+            remedy: None,
         }
     }
 }
@@ -214,6 +251,7 @@ impl From<ConnInfoError> for PgError {
             detail: None,
             hint,
             code: None,
+            remedy: None,
         }
     }
 }

@@ -22,4 +22,4 @@ pub mod twophase;
 pub use connect::{connect, server_info, ServerInfo};
 pub use conninfo::{ConnInfo, SslMode};
 pub use endpoint::Resolver;
-pub use error::{PgError, PgErrorKind};
+pub use error::{PgError, PgErrorKind, Remedy};

@@ -91,13 +91,9 @@ pub async fn lock_tables(
     client.batch_execute(&sql).await.map_err(|e| {
         let mut err = PgError::from_pg(e, target, "could not take the write barrier");
         if err.kind == crate::error::PgErrorKind::Privilege {
-            err.hint = Some(
-                "the barrier needs UPDATE, DELETE or TRUNCATE privilege on every table; use --consistency snapshot \
-                 (no locks) or connect as the owner"
-                    .into(),
-            );
+            err = err.remedy(crate::error::Remedy::BarrierPrivilege);
         } else if err.message.contains("55P03") {
-            err.hint = Some("a long transaction holds conflicting locks; retry, or use --consistency quiesce".into());
+            err = err.remedy(crate::error::Remedy::BarrierLocked);
         }
         err
     })

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::error::{PgError, PgErrorKind};
+use crate::error::{PgError, PgErrorKind, Remedy};
 
 /// One installed client program.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -146,15 +146,16 @@ pub fn classify_stderr(program: &str, stderr: &str, target: &str) -> PgError {
         // pg_dump's --lock-wait-timeout is a statement timeout on LOCK TABLE.
         || (lower.contains("statement timeout") && lower.contains("lock table"))
     {
-        (
+        return PgError::new(
             PgErrorKind::LockTimeout,
-            "another session holds a lock on a table: stop the application first, or wait longer (--max-wait for create, --lock-timeout for restore)",
+            format!("{program} failed: {tail}"),
         )
+        .on(target)
+        .remedy(Remedy::WaitForLocks);
     } else if lower.contains("does not support compression") {
-        (
-            PgErrorKind::Tooling,
-            "this build of the program lacks that compression: use a build with it (e.g. the PGDG packages), or --compress 0-9 (gzip)",
-        )
+        return PgError::new(PgErrorKind::Tooling, format!("{program} failed: {tail}"))
+            .on(target)
+            .remedy(Remedy::OtherCompression);
     } else if lower.contains("server version mismatch") {
         (
             PgErrorKind::Tooling,

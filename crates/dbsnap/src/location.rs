@@ -1,9 +1,8 @@
 //! Errors about a location in the words of the flag that gave it.
 //! dbsnap-storage says what is wrong with a location (it does not exist,
 //! it is not a directory, its bucket does not exist, the disk is full);
-//! the hint naming a flag is said here: `--from` or `--to` for copy and
-//! the bucket commands ([`in_flag_words`]), `--dir`/`--repo` for every
-//! other command ([`repository_hint`]).
+//! the hint naming a flag is said here for copy and the bucket commands
+//! (`--from`, `--to`), and in [`crate::hints`] for every other command.
 
 use dbsnap_core::error::StorageError;
 use dbsnap_core::CoreError;
@@ -87,28 +86,4 @@ pub fn in_flag_words(e: CoreError, named: &[Named<'_>]) -> CoreError {
         message: format!("{} {at}: {what}", n.flag),
         hint,
     }
-}
-
-/// What to do about a storage error that says nothing of it itself, naming
-/// `--dir`/`--repo`: the flags every command other than copy and the
-/// bucket commands names its repository with.
-pub fn repository_hint(e: &CoreError) -> Option<String> {
-    let CoreError::Storage(s) = e else {
-        return None;
-    };
-    Some(match s {
-        StorageError::NoRepository(_) => {
-            "check --dir (or `dir` in dbsnap.toml); `dbsnap create` makes it".into()
-        }
-        StorageError::NotARepository(_) => {
-            "--dir (or `dir` in dbsnap.toml) names the directory holding the snapshots, not a file"
-                .into()
-        }
-        StorageError::NoBucket(_) => "check --repo (or `repo` in dbsnap.toml) and the endpoint; dbsnap does not create buckets: create it with your storage's tools (e.g. `aws s3 mb s3://BUCKET`)".into(),
-        StorageError::NoSpace(_) => "free space or choose another --dir".into(),
-        StorageError::PlainHttp(_) => {
-            "pass --force-insecure (or set AWS_ALLOW_HTTP=true) to allow it".into()
-        }
-        _ => return None,
-    })
 }

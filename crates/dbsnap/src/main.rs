@@ -7,6 +7,7 @@ mod cli;
 mod copy_cmd;
 mod create_cmd;
 mod encryption;
+mod hints;
 mod k8s_capture;
 mod k8s_cmd;
 mod k8s_jump;

@@ -97,7 +97,7 @@ impl ErrorDoc {
     pub fn of(e: &CoreError) -> ErrorDoc {
         let mut doc = Self::from_text(e.kind_name(), e.exit_code(), &e.to_string());
         if doc.hint.is_none() {
-            doc.hint = crate::location::repository_hint(e);
+            doc.hint = crate::hints::for_error(e);
         }
         doc
     }
@@ -243,7 +243,7 @@ fn hook_failed(done: &str, failure: &str) -> ErrorDoc {
 /// Prints an error with its hint.
 pub fn print_error(e: &CoreError, json: bool, log: Option<&Path>) {
     eprintln!("error: {e}");
-    if let Some(h) = crate::location::repository_hint(e) {
+    if let Some(h) = crate::hints::for_error(e) {
         eprintln!("hint: {h}");
     }
     if let Some(l) = log {
