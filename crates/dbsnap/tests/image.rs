@@ -38,7 +38,7 @@ fn json(text: &str) -> Value {
 /// private mount namespace: its own /proc and /tmp, a /dev with only the
 /// usual device nodes and links, the image's environment, and of the host's files
 /// only `volume`, at /snapshots (as a container's volume).
-fn in_image(rootfs: &Path, env: &[String], volume: &Path, args: &[&str]) -> std::process::Output {
+fn in_image(rootfs: &Path, env: &[String], volume: &Path, args: &[&str]) -> Command {
     let script = r#"set -e
 r="$1"; v="$2"; shift 2
 mkdir -p "$r/snapshots"
@@ -63,7 +63,7 @@ exec chroot --userspec=70:70 "$r" "$@""#;
         .args(["/usr/bin/env", "-i"])
         .args(env)
         .args(args);
-    cmd.output().unwrap()
+    cmd
 }
 
 #[test]
@@ -129,17 +129,7 @@ fn the_image_is_built_runs_on_its_own_and_is_the_one_the_jump_pod_lookup_picks()
     );
     let volume = tempfile::tempdir().unwrap();
     std::os::unix::fs::chown(volume.path(), Some(70), Some(70)).unwrap();
-    let ok = |args: &[&str]| {
-        let o = in_image(&rootfs, &env, volume.path(), args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}\n{}\n{}",
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let ok = |args: &[&str]| run(&mut in_image(&rootfs, &env, volume.path(), args));
     assert_eq!(
         ok(&["dbsnap", "--version"]).trim(),
         format!("dbsnap {VERSION}")
