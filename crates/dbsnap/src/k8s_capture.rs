@@ -1,49 +1,19 @@
 //! What a namespace holds besides its databases: its objects as YAML
-//! (`create --k8s-objects`, `k8s-objects --out`) and VolumeSnapshots of
-//! its claims (`volume-snapshot create|list`).
+//! written out of a snapshot (`k8s-objects --out`; `create --k8s-objects`
+//! stores them through `dbsnap_core::k8s::export_objects`) and
+//! VolumeSnapshots of its claims (`volume-snapshot create|list`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use dbsnap_core::config::K8sTarget;
+use dbsnap_core::k8s::{k8s_error, run_id};
 use dbsnap_core::CoreError;
 use dbsnap_k8s::cluster;
 use dbsnap_k8s::scale::parse_workloads;
 
 use crate::cli::parse_duration;
-use crate::k8s_cmd::{k8s_error, run_id, ClusterFlags, K8sArgs};
-
-/// Lists the namespace's objects for `create --k8s-objects`: member names
-/// and YAML bytes.
-pub async fn export_objects(
-    k8s: &K8sArgs,
-    target: Option<&K8sTarget>,
-    include_secrets: bool,
-    quiet: bool,
-) -> Result<Vec<(String, Vec<u8>)>, CoreError> {
-    let access = k8s.pod.cluster.access(target);
-    let (client, namespace) = cluster::connect(&access).await.map_err(k8s_error)?;
-    if include_secrets && !quiet {
-        eprintln!(
-            "warning: --include-secrets stores the Secrets of namespace {namespace} in the snapshot; anyone who can read the snapshot can read them"
-        );
-    }
-    let objects = dbsnap_k8s::objects::export(&client, &namespace, include_secrets)
-        .await
-        .map_err(k8s_error)?;
-    if !quiet {
-        eprintln!(
-            "k8s: {} of namespace {namespace} {} into the snapshot",
-            crate::output::count_of(objects.len(), "object"),
-            if objects.len() == 1 { "goes" } else { "go" }
-        );
-    }
-    Ok(objects
-        .into_iter()
-        .map(|o| (o.member, o.yaml.into_bytes()))
-        .collect())
-}
+use crate::k8s_cmd::ClusterFlags;
 
 /// `dbsnap k8s-objects`.
 #[derive(Debug, Args)]

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use clap::Args;
 use dbsnap_core::config::K8sTarget;
+use dbsnap_core::hooks::shell_quote;
+use dbsnap_core::k8s::{jump_image, k8s_error, run_id};
 use dbsnap_core::CoreError;
 use dbsnap_k8s::cluster;
 
 use crate::cli::parse_duration;
-use crate::k8s_cmd::{
-    jump_image, k8s_error, run_id, shell_quote, workload_object, ClusterFlags, PodArgs,
-};
+use crate::k8s_cmd::{ClusterFlags, PodArgs};
 
 /// The shortest life of a kept jump pod.
 const MIN_TTL: Duration = Duration::from_secs(60);
@@ -83,9 +83,11 @@ pub async fn jump_create(
         cluster::discover_workload(&client, &namespace, &s.workload, s.container.as_deref())
             .await
             .map_err(k8s_error)?;
-    let object = workload_object(&client, &namespace, &s.workload).await?;
+    let object = cluster::workload_json(&client, &namespace, &s.workload)
+        .await
+        .map_err(k8s_error)?;
     // jump-create prints the reason with its result.
-    let image = jump_image(&s, &object, &discovery.container, true).await?;
+    let image = jump_image(&s, &object, &discovery.container, &|_| {}).await?;
     let run = run_id();
     let mut pod = dbsnap_k8s::jump::pod(&dbsnap_k8s::jump::JumpPod {
         run: &run,
