@@ -1,12 +1,14 @@
 //! Kubernetes as an application layer over `dbsnap-k8s`: what `--k8s`,
 //! `--scale` and `--k8s-objects` do to a run of create, restore and the
-//! recovery commands.
+//! recovery commands, and `volume-snapshot`.
 //!
 //! - [`route`]: the route to the app's databases through its cluster (a
 //!   jump pod or a port-forward), opened, used and always closed in one
 //!   place ([`with_route`], [`with_route_if`]).
 //! - [`scale`]: `--scale` as the stop/start [`QuiesceHooks`](crate::consistency::QuiesceHooks).
 //! - [`objects`]: the namespace's objects as snapshot members.
+//! - [`volumes`]: VolumeSnapshots of the namespace's claims, with the app
+//!   scaled down meanwhile.
 //!
 //! The mechanics (kube-rs, pods, tunnels, patches) stay in `dbsnap-k8s`;
 //! the settings come typed from the caller, which merges its flags over the
@@ -16,6 +18,7 @@
 pub mod objects;
 pub mod route;
 pub mod scale;
+pub mod volumes;
 
 use std::time::Duration;
 
