@@ -6,6 +6,7 @@
 //!   jump pod or a port-forward), opened, used and always closed in one
 //!   place ([`with_route`], [`with_route_if`]).
 //! - [`scale`]: `--scale` as the stop/start [`QuiesceHooks`](crate::consistency::QuiesceHooks).
+//! - [`jump`]: a jump pod kept for a person (`jump-create`).
 //! - [`objects`]: the namespace's objects as snapshot members.
 //! - [`volumes`]: VolumeSnapshots of the namespace's claims, with the app
 //!   scaled down meanwhile.
@@ -15,6 +16,7 @@
 //! target's `k8s = {...}`. Nothing here writes to the terminal: what a
 //! person should see while a route opens goes through a [`Say`] callback.
 
+pub mod jump;
 pub mod objects;
 pub mod route;
 pub mod scale;
@@ -30,7 +32,7 @@ use crate::CoreError;
 
 pub use dbsnap_k8s::pod::Reaper;
 pub use objects::export_objects;
-pub use route::{jump_image, open, run_id, with_route, with_route_if, Opened, Route};
+pub use route::{jump_image, run_id, with_route, with_route_if, Opened, Route};
 pub use scale::{merge_scale_hooks, scale_hooks, ScaleSettings};
 
 /// Where lines for a person go (one line per call, without its newline);
@@ -48,8 +50,8 @@ pub struct K8sSettings {
     /// The app's container whose environment names the databases (none:
     /// the first).
     pub container: Option<String>,
-    /// What the jump pod's image is chosen from (at [`open`], with the
-    /// workload).
+    /// What the jump pod's image is chosen from (when the route opens,
+    /// with the workload).
     pub image: ImageRequest,
     /// How long the jump pod may take to start.
     pub pod_timeout: Duration,

@@ -134,8 +134,9 @@ pub async fn with_route_if<T>(
 
 /// Connects to the cluster, discovers the app's databases (never reading
 /// a Secret), starts the jump pod and the tunnels (or the port-forward).
-/// The caller closes the route: use [`with_route`].
-pub async fn open(
+/// Private: only [`with_route`] and [`with_route_if`] open a route, and
+/// they close it.
+async fn open(
     s: &K8sSettings,
     run: &str,
     say: Say<'_>,
