@@ -11,6 +11,19 @@ fn shell(cmd: &str) -> std::process::Command {
     dbsnap_pg::process::user_command(cmd, dbsnap_storage::user_umask())
 }
 
+/// A word for a POSIX shell: as is when plain, else single-quoted (for
+/// commands dbsnap writes itself, like `--scale`'s).
+pub fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@".contains(c))
+    {
+        return word.to_string();
+    }
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
 /// Runs hook `name` (`stop` or `start`).
 pub async fn run(name: &str, cmd: &str) -> Result<(), CoreError> {
     tracing::info!(hook = name, command = cmd, "running {name} command");

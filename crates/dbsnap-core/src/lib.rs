@@ -16,6 +16,7 @@ pub mod error;
 pub mod hooks;
 pub mod housekeeping;
 pub mod inspect;
+pub mod k8s;
 pub mod prune;
 pub mod restore;
 pub mod retention;

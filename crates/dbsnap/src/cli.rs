@@ -633,15 +633,6 @@ pub fn resolve_file(
     inspect::resolve_snapshot(args.file(), &g.locations, || Ok(repo(g, config, None)))
 }
 
-/// A duration as a person says it: `5 min`, `2 h`, `90 s`.
-pub fn human_duration(d: Duration) -> String {
-    match d.as_secs() {
-        s if s >= 3600 && s % 3600 == 0 => format!("{} h", s / 3600),
-        s if s >= 60 && s % 60 == 0 => format!("{} min", s / 60),
-        s => format!("{s} s"),
-    }
-}
-
 /// A duration as PostgreSQL writes one: `500ms`, `30s`, `2min`/`2m`, `1h`;
 /// a bare number is milliseconds (like `lock_timeout`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

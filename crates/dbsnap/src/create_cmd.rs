@@ -11,6 +11,7 @@ use dbsnap_core::config::Config;
 use dbsnap_core::consistency::CutLimits;
 use dbsnap_core::create::{self, CreateOptions, Progress};
 use dbsnap_core::error::exit;
+use dbsnap_core::k8s::{run_id, Reaper};
 use dbsnap_core::settings::{self, CreateFlags};
 use dbsnap_core::CoreError;
 
@@ -138,7 +139,7 @@ pub async fn create_cmd(
     let consistency = set.consistency;
     let mut hooks = set.hooks.clone();
     if consistency == ConsistencyMethod::Quiesce || args.scale.scale.is_some() {
-        let scale = crate::k8s_cmd::scale_hooks(&args.scale, &args.k8s, target_k8s).await?;
+        let scale = args.scale.hooks(&args.k8s, target_k8s).await?;
         if scale.is_some() && consistency != ConsistencyMethod::Quiesce {
             return Err(CoreError::Config {
                 message: "--scale stops the app only with --consistency quiesce".into(),
@@ -147,12 +148,13 @@ pub async fn create_cmd(
             });
         }
         let explicit = args.stop_cmd.is_some() || args.start_cmd.is_some();
-        crate::k8s_cmd::merge_scale_hooks(&mut hooks, scale, explicit)?;
+        dbsnap_core::k8s::merge_scale_hooks(&mut hooks, scale, explicit)?;
     }
     let databases = set.databases.clone();
     let extra_members = if args.k8s_objects {
-        crate::k8s_capture::export_objects(&args.k8s, target_k8s, args.include_secrets, g.json)
-            .await?
+        let access = args.k8s.pod.cluster.access(target_k8s);
+        let say = crate::k8s_cmd::say(g.json);
+        dbsnap_core::k8s::export_objects(&access, args.include_secrets, &say).await?
     } else {
         Vec::new()
     };
@@ -195,22 +197,19 @@ pub async fn create_cmd(
     // pg_dump, and (quiesce) runs the start command (dbsnap-core's StartGuard);
     // queries still in flight are cancelled; the jump pod's guard deletes
     // it, and the reaper waits for that.
-    let reaper = dbsnap_k8s::pod::Reaper::default();
+    let reaper = Reaper::default();
     let work = async {
         let Some(k) = &k8s else {
             let opts = make_opts(databases, dbsnap_core::direct_route(), None);
             return create::create(&opts, &sink).await;
         };
-        let opened = crate::k8s_cmd::open(k, &crate::k8s_cmd::run_id(), g.json, &reaper).await?;
-        let names = opened.databases.iter().map(|d| d.name.clone()).collect();
-        let opts = make_opts(names, opened.route.resolver(), Some(opened.origin.clone()));
-        let r = create::create(&opts, &sink).await;
-        let r = match r {
-            Err(e) => Err(opened.route.explain(e).await),
-            ok => ok,
-        };
-        opened.route.close().await;
-        r
+        let say = crate::k8s_cmd::say(g.json);
+        dbsnap_core::k8s::with_route(k, &run_id(), &say, &reaper, async |opened| {
+            let names = opened.database_names();
+            let opts = make_opts(names, opened.route.resolver(), Some(opened.origin.clone()));
+            create::create(&opts, &sink).await
+        })
+        .await
     };
     let result = tokio::select! {
         r = work => r,

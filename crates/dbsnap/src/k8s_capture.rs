@@ -1,49 +1,18 @@
 //! What a namespace holds besides its databases: its objects as YAML
-//! (`create --k8s-objects`, `k8s-objects --out`) and VolumeSnapshots of
-//! its claims (`volume-snapshot create|list`).
+//! written out of a snapshot (`k8s-objects --out`; `create --k8s-objects`
+//! stores them through `dbsnap_core::k8s::export_objects`) and the flags
+//! of `volume-snapshot create|list` (taken by `dbsnap_core::k8s::volumes`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use dbsnap_core::config::K8sTarget;
+use dbsnap_core::k8s::{run_id, volumes};
 use dbsnap_core::CoreError;
-use dbsnap_k8s::cluster;
 use dbsnap_k8s::scale::parse_workloads;
 
 use crate::cli::parse_duration;
-use crate::k8s_cmd::{k8s_error, run_id, ClusterFlags, K8sArgs};
-
-/// Lists the namespace's objects for `create --k8s-objects`: member names
-/// and YAML bytes.
-pub async fn export_objects(
-    k8s: &K8sArgs,
-    target: Option<&K8sTarget>,
-    include_secrets: bool,
-    quiet: bool,
-) -> Result<Vec<(String, Vec<u8>)>, CoreError> {
-    let access = k8s.pod.cluster.access(target);
-    let (client, namespace) = cluster::connect(&access).await.map_err(k8s_error)?;
-    if include_secrets && !quiet {
-        eprintln!(
-            "warning: --include-secrets stores the Secrets of namespace {namespace} in the snapshot; anyone who can read the snapshot can read them"
-        );
-    }
-    let objects = dbsnap_k8s::objects::export(&client, &namespace, include_secrets)
-        .await
-        .map_err(k8s_error)?;
-    if !quiet {
-        eprintln!(
-            "k8s: {} of namespace {namespace} {} into the snapshot",
-            crate::output::count_of(objects.len(), "object"),
-            if objects.len() == 1 { "goes" } else { "go" }
-        );
-    }
-    Ok(objects
-        .into_iter()
-        .map(|o| (o.member, o.yaml.into_bytes()))
-        .collect())
-}
+use crate::k8s_cmd::ClusterFlags;
 
 /// `dbsnap k8s-objects`.
 #[derive(Debug, Args)]
@@ -139,51 +108,24 @@ pub async fn volume_snapshot(
     args: &VolumeSnapshotArgs,
 ) -> Result<Vec<dbsnap_k8s::volumes::VolumeSnapshot>, CoreError> {
     match &args.action {
-        VolumeSnapshotAction::List(flags) => {
-            let (client, ns) = cluster::connect(&flags.access(None))
-                .await
-                .map_err(k8s_error)?;
-            dbsnap_k8s::volumes::list(&client, &ns)
-                .await
-                .map_err(k8s_error)
-        }
+        VolumeSnapshotAction::List(flags) => volumes::list(&flags.access(None)).await,
         VolumeSnapshotAction::Create(c) => {
-            let (client, ns) = cluster::connect(&c.cluster.access(None))
-                .await
-                .map_err(k8s_error)?;
-            let workloads = match &c.scale {
+            let scale = match &c.scale {
                 Some(text) => parse_workloads(text).map_err(|e| CoreError::Config {
                     message: format!("--scale {text}: {e}"),
                     hint: "e.g. --scale sts/db,deploy/core-api".into(),
                 })?,
                 None => Vec::new(),
             };
-            dbsnap_k8s::volumes::check_claims(&client, &ns, &c.pvc)
-                .await
-                .map_err(k8s_error)?;
-            if !workloads.is_empty() {
-                dbsnap_k8s::scale::scale_down(&client, &ns, &workloads, c.wait, "--wait")
-                    .await
-                    .map_err(k8s_error)?;
-            }
-            let taken = dbsnap_k8s::volumes::create(
-                &client,
-                &ns,
-                &run_id(),
-                &c.pvc,
-                c.class.as_deref(),
-                c.wait,
-            )
-            .await;
-            // The app comes back whatever happened to the snapshots.
-            let back = if workloads.is_empty() {
-                Ok(Vec::new())
-            } else {
-                dbsnap_k8s::scale::scale_up(&client, &ns, &workloads).await
+            let request = volumes::TakeRequest {
+                access: c.cluster.access(None),
+                claims: c.pvc.clone(),
+                class: c.class.clone(),
+                scale,
+                wait: c.wait,
+                wait_setting: "--wait".into(),
             };
-            let taken = taken.map_err(k8s_error)?;
-            back.map_err(k8s_error)?;
-            Ok(taken)
+            volumes::take(&request, &run_id()).await
         }
     }
 }

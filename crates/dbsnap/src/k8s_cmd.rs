@@ -1,21 +1,19 @@
-//! `--k8s`: reaching an app's databases through its Kubernetes cluster
-//! (flags over the target's `k8s = {...}`), the route it opens, the jump
-//! pod's image and `--scale`.
+//! `--k8s` and `--scale`: their flags, settled over the target's
+//! `k8s = {...}` into the typed settings of `dbsnap_core::k8s` (which opens
+//! the route, chooses the jump pod's image and makes the scale hooks), and
+//! the hidden `k8s-scale` command the scale hooks run.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use dbsnap_archive::snapshot::KubernetesOrigin;
 use dbsnap_core::config::K8sTarget;
+use dbsnap_core::consistency::QuiesceHooks;
+use dbsnap_core::k8s::{k8s_error, K8sSettings, ScaleSettings, Via};
 use dbsnap_core::CoreError;
-use dbsnap_k8s::cluster::{self, ClusterAccess, K8sError};
-use dbsnap_k8s::discover::Discovery;
-use dbsnap_k8s::forward::ForwardRoute;
+use dbsnap_k8s::cluster::{self, ClusterAccess};
 use dbsnap_k8s::image::registry::RegistryOptions;
-use dbsnap_k8s::image::{self, Given, ImageError, ImageRequest, Resolved};
-use dbsnap_k8s::route::{ClusterRoute, Database, RouteOptions};
+use dbsnap_k8s::image::{self, Given, ImageRequest};
 use dbsnap_k8s::scale::{parse_workloads, Workload};
 
 use crate::cli::parse_duration;
@@ -28,7 +26,7 @@ pub struct K8sArgs {
     pub pod: PodArgs,
     /// How to reach the databases: `jump` (a relay in a jump pod; the password never leaves the cluster) or `port-forward` (to PostgreSQL running in the cluster; the password must be known here).
     #[arg(long, value_enum, default_value = "jump")]
-    pub via: Via,
+    pub via: ViaArg,
     /// With --via port-forward: read the password (or URL) from the app's Secret.
     #[arg(long)]
     pub read_secret: bool,
@@ -69,7 +67,7 @@ impl PodArgs {
     pub fn with_jump_route(&self) -> K8sArgs {
         K8sArgs {
             pod: self.clone(),
-            via: Via::Jump,
+            via: ViaArg::Jump,
             read_secret: false,
         }
     }
@@ -101,27 +99,14 @@ impl ClusterFlags {
     }
 }
 
-/// The route through the cluster.
+/// `--via`: the route through the cluster.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Via {
+pub enum ViaArg {
     /// A relay in a jump pod authenticates for dbsnap.
     #[default]
     Jump,
     /// Port-forward to the PostgreSQL pod behind the app's database Service.
     PortForward,
-}
-
-/// The settings in force: flags over the target's.
-#[derive(Debug, Clone)]
-pub struct K8sSettings {
-    pub workload: Workload,
-    pub access: ClusterAccess,
-    pub container: Option<String>,
-    /// What the jump pod's image is chosen from (at `open`, with the workload).
-    pub image: ImageRequest,
-    pub pod_timeout: Duration,
-    pub via: Via,
-    pub read_secret: bool,
 }
 
 impl K8sArgs {
@@ -132,12 +117,18 @@ impl K8sArgs {
             return Ok(None);
         };
         let workload = single_workload(&text)?;
-        if self.read_secret && self.via != Via::PortForward {
-            return Err(CoreError::Config {
-                message: "--read-secret applies only with --via port-forward".into(),
-                hint: "the jump pod never needs the password here; drop --read-secret".into(),
-            });
-        }
+        let via = match self.via {
+            ViaArg::Jump if self.read_secret => {
+                return Err(CoreError::Config {
+                    message: "--read-secret applies only with --via port-forward".into(),
+                    hint: "the jump pod never needs the password here; drop --read-secret".into(),
+                })
+            }
+            ViaArg::Jump => Via::Jump,
+            ViaArg::PortForward => Via::PortForward {
+                read_secret: self.read_secret,
+            },
+        };
         let image = self.image_request(&t)?;
         Ok(Some(K8sSettings {
             workload,
@@ -145,8 +136,7 @@ impl K8sArgs {
             container: self.pod.container.clone().or(t.container),
             image,
             pod_timeout: self.pod.pod_timeout,
-            via: self.via,
-            read_secret: self.read_secret,
+            via,
         }))
     }
 }
@@ -250,199 +240,14 @@ fn single_workload(text: &str) -> Result<Workload, CoreError> {
     Ok(list.remove(0))
 }
 
-/// A Kubernetes failure as dbsnap reports it.
-pub fn k8s_error(e: K8sError) -> CoreError {
-    CoreError::Kubernetes {
-        message: e.message,
-        hint: e.hint,
-    }
-}
-
-/// An open route and what it found.
-pub struct Opened {
-    pub route: Route,
-    pub databases: Vec<Database>,
-    /// The workload and namespace, as a snapshot records them.
-    pub origin: KubernetesOrigin,
-}
-
-/// The route in use.
-pub enum Route {
-    Jump(Arc<ClusterRoute>),
-    Forward(Arc<ForwardRoute>),
-}
-
-impl Route {
-    /// The route as core code uses it.
-    pub fn resolver(&self) -> Arc<dyn dbsnap_core::Resolver> {
-        match self {
-            Route::Jump(r) => r.clone(),
-            Route::Forward(r) => r.clone(),
+/// Where the library's lines for a person go: stderr, unless `quiet`
+/// (`--json`).
+pub fn say(quiet: bool) -> impl Fn(&str) + Sync {
+    move |line: &str| {
+        if !quiet {
+            eprintln!("{line}");
         }
     }
-
-    /// After a failure: if the jump pod is gone (deleted by someone, or
-    /// its deadline), says so, since the error itself only tells of lost
-    /// connections.
-    pub async fn explain(&self, e: CoreError) -> CoreError {
-        let Route::Jump(r) = self else {
-            return e;
-        };
-        if matches!(e, CoreError::Interrupted(_)) || r.pod().is_running().await {
-            return e;
-        }
-        CoreError::Kubernetes {
-            message: format!(
-                "{e}\nthe jump pod {} (namespace {}) stopped during the run, which broke its connections",
-                r.pod().name,
-                r.pod().namespace
-            ),
-            hint: "nothing was published or committed half-way; run the command again (and check who deletes pods in the namespace)".into(),
-        }
-    }
-
-    /// Deletes the jump pod (tunnels close when the route is dropped).
-    pub async fn close(&self) {
-        if let Route::Jump(r) = self {
-            r.close().await;
-        }
-    }
-}
-
-/// Connects to the cluster, discovers the app's databases (never reading
-/// a Secret), starts the jump pod and the tunnels.
-pub async fn open(
-    s: &K8sSettings,
-    run: &str,
-    quiet: bool,
-    reaper: &dbsnap_k8s::pod::Reaper,
-) -> Result<Opened, CoreError> {
-    let (client, namespace) = cluster::connect(&s.access).await.map_err(k8s_error)?;
-    let discovery =
-        cluster::discover_workload(&client, &namespace, &s.workload, s.container.as_deref())
-            .await
-            .map_err(k8s_error)?;
-    if discovery.databases.is_empty() {
-        return Err(no_databases(&s.workload, &namespace, &discovery));
-    }
-    let origin = KubernetesOrigin {
-        namespace: namespace.clone(),
-        workload: s.workload.display(),
-    };
-    if s.via == Via::PortForward {
-        let label = format!("k8s-port-forward:{namespace}/{}", s.workload.display());
-        let (route, databases) =
-            ForwardRoute::open(&client, &namespace, &discovery, &label, s.read_secret)
-                .await
-                .map_err(k8s_error)?;
-        print_found(&databases, quiet);
-        return Ok(Opened {
-            route: Route::Forward(Arc::new(route)),
-            databases,
-            origin,
-        });
-    }
-    let object = workload_object(&client, &namespace, &s.workload).await?;
-    let image = jump_image(s, &object, &discovery.container, quiet).await?;
-    let pod = dbsnap_k8s::jump::pod(&dbsnap_k8s::jump::JumpPod {
-        run,
-        workload: &object,
-        container: &discovery.container,
-        image: &image.image,
-        deadline_secs: 6 * 3600,
-    });
-    let label = format!("k8s:{namespace}/{}", s.workload.display());
-    if !quiet {
-        eprintln!(
-            "k8s: {} in namespace {namespace}: starting a jump pod (image {})",
-            s.workload.display(),
-            image.image
-        );
-    }
-    let options = RouteOptions {
-        label,
-        ready_within: s.pod_timeout,
-        reaper: reaper.clone(),
-    };
-    let (route, databases) = ClusterRoute::open(&client, &namespace, &discovery, pod, &options)
-        .await
-        .map_err(k8s_error)?;
-    print_found(&databases, quiet);
-    Ok(Opened {
-        route: Route::Jump(Arc::new(route)),
-        databases,
-        origin,
-    })
-}
-
-/// The jump pod's image for the app's workload, and why (said on stderr
-/// unless quiet, and logged).
-pub(crate) async fn jump_image(
-    s: &K8sSettings,
-    workload: &serde_json::Value,
-    container: &str,
-    quiet: bool,
-) -> Result<Resolved, CoreError> {
-    let resolved = image::resolve(&s.image, workload, container)
-        .await
-        .map_err(|e| match e {
-            ImageError::Setting { message, hint } => CoreError::Config { message, hint },
-            ImageError::Registry { message, hint } => CoreError::Kubernetes { message, hint },
-        })?;
-    tracing::info!(image = %resolved.image, reason = %resolved.reason, "jump pod image");
-    if !quiet {
-        eprintln!("k8s: {}", resolved.line());
-    }
-    Ok(resolved)
-}
-
-fn print_found(databases: &[Database], quiet: bool) {
-    if !quiet {
-        for d in databases {
-            eprintln!("k8s: database {} ({})", d.name, d.origins.join(", "));
-        }
-    }
-}
-
-fn no_databases(workload: &Workload, namespace: &str, d: &Discovery) -> CoreError {
-    let mut message = format!(
-        "no database settings found in {} (namespace {namespace}, container {})",
-        workload.display(),
-        d.container
-    );
-    for n in &d.notes {
-        message.push_str(&format!("\n  note: {n}"));
-    }
-    CoreError::Kubernetes {
-        message,
-        hint: "dbsnap looks for DATABASE_URL-style URLs and POSTGRES_*, PG*, DB_* variables; pass --container if the app has several, or give the databases with -d".into(),
-    }
-}
-
-pub(crate) async fn workload_object(
-    client: &kube::Client,
-    namespace: &str,
-    workload: &Workload,
-) -> Result<serde_json::Value, CoreError> {
-    cluster::workload_json(client, namespace, workload)
-        .await
-        .map_err(k8s_error)
-}
-
-/// The route's run id: UTC time plus this process, unique enough for a
-/// pod name.
-pub fn run_id() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    format!(
-        "{:04}{:02}{:02}t{:02}{:02}{:02}-{}",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        std::process::id()
-    )
 }
 
 /// `--scale`: stop the app by scaling its workloads to 0 (and back after).
@@ -456,115 +261,50 @@ pub struct ScaleArgs {
     pub scale_timeout: Duration,
 }
 
-/// The stop and start commands that scale `--scale`'s workloads (the
-/// target's `k8s.scale` otherwise): dbsnap itself, with the cluster access
-/// written out, so the journal can run the start command again in
-/// `dbsnap resume`. `None` when nothing is to be scaled.
-pub async fn scale_hooks(
-    scale: &ScaleArgs,
-    k8s: &K8sArgs,
-    target: Option<&K8sTarget>,
-) -> Result<Option<ScaleHooks>, CoreError> {
-    let listed = scale.scale.clone().or_else(|| {
-        target
-            .filter(|t| !t.scale.is_empty())
-            .map(|t| t.scale.join(","))
-    });
-    let Some(text) = listed else {
-        return Ok(None);
-    };
-    let workloads = parse_workloads(&text).map_err(|e| CoreError::Config {
-        message: format!("--scale {text}: {e}"),
-        hint: "e.g. --scale deploy/core-api,sts/worker".into(),
-    })?;
-    let access = k8s.pod.cluster.access(target);
-    // Resolve the namespace now: the commands must not depend on a
-    // context that could change before `resume`.
-    let (client, namespace) = cluster::connect(&access).await.map_err(k8s_error)?;
-    dbsnap_k8s::scale::preflight(&client, &namespace, &workloads)
-        .await
-        .map_err(k8s_error)?;
-    let exe = std::env::current_exe()
-        .map_err(|e| CoreError::Internal(format!("cannot find dbsnap's own executable: {e}")))?;
-    let list = workloads
-        .iter()
-        .map(Workload::display)
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut base = vec![
-        exe.display().to_string(),
-        "k8s-scale".into(),
-        "--namespace".into(),
-        namespace.clone(),
-    ];
-    if let Some(c) = &access.context {
-        base.extend(["--context".into(), c.clone()]);
-    }
-    if let Some(f) = &access.kubeconfig {
-        let f = std::path::absolute(f).unwrap_or_else(|_| f.clone());
-        base.extend(["--kubeconfig".into(), f.display().to_string()]);
-    }
-    let command = |direction: &str, extra: &[String]| {
-        let mut words = base.clone();
-        words.push(direction.into());
-        words.extend(extra.iter().cloned());
-        words.push(list.clone());
-        words
-            .iter()
-            .map(|w| shell_quote(w))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let wait = format!("{}ms", scale.scale_timeout.as_millis());
-    Ok(Some(ScaleHooks {
-        down: command("down", &["--wait".into(), wait]),
-        up: command("up", &[]),
-        described: format!(
-            "the app is stopped first (scale {list} in namespace {namespace} to 0, waiting up to {} for its pods to be gone) and scaled back after",
-            crate::cli::human_duration(scale.scale_timeout)
-        ),
-    }))
-}
-
-/// The commands `--scale` stops and starts the app with, and what they do.
-pub struct ScaleHooks {
-    pub down: String,
-    pub up: String,
-    pub described: String,
-}
-
-/// A word for a POSIX shell: as is when plain, else single-quoted.
-pub(crate) fn shell_quote(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@".contains(c))
-    {
-        return word.to_string();
-    }
-    format!("'{}'", word.replace('\'', "'\\''"))
-}
-
-/// Where the scale hooks go: `--scale` is the stop/start command, so it
-/// cannot be combined with `--stop-cmd`/`--start-cmd`.
-pub fn merge_scale_hooks(
-    hooks: &mut dbsnap_core::consistency::QuiesceHooks,
-    scale: Option<ScaleHooks>,
-    explicit: bool,
-) -> Result<(), CoreError> {
-    let Some(scale) = scale else {
-        return Ok(());
-    };
-    if explicit {
-        return Err(CoreError::Config {
-            message: "--scale and --stop-cmd/--start-cmd both stop the app".into(),
-            hint: "use one of them".into(),
+impl ScaleArgs {
+    /// What `--scale` (the target's `k8s.scale` otherwise) scales, with the
+    /// cluster flags over the target's; `None` when nothing is to be
+    /// scaled. The hooks run dbsnap itself (`dbsnap k8s-scale`).
+    pub fn settings(
+        &self,
+        k8s: &K8sArgs,
+        target: Option<&K8sTarget>,
+    ) -> Result<Option<ScaleSettings>, CoreError> {
+        let listed = self.scale.clone().or_else(|| {
+            target
+                .filter(|t| !t.scale.is_empty())
+                .map(|t| t.scale.join(","))
         });
+        let Some(text) = listed else {
+            return Ok(None);
+        };
+        let workloads = parse_workloads(&text).map_err(|e| CoreError::Config {
+            message: format!("--scale {text}: {e}"),
+            hint: "e.g. --scale deploy/core-api,sts/worker".into(),
+        })?;
+        let program = std::env::current_exe().map_err(|e| {
+            CoreError::Internal(format!("cannot find dbsnap's own executable: {e}"))
+        })?;
+        Ok(Some(ScaleSettings {
+            workloads,
+            access: k8s.pod.cluster.access(target),
+            timeout: self.scale_timeout,
+            program,
+        }))
     }
-    hooks.stop_cmd = Some(scale.down);
-    hooks.start_cmd = Some(scale.up);
-    hooks.described = Some(scale.described);
-    Ok(())
+
+    /// The stop/start hooks `--scale` asks for (checked against the
+    /// cluster), if any.
+    pub async fn hooks(
+        &self,
+        k8s: &K8sArgs,
+        target: Option<&K8sTarget>,
+    ) -> Result<Option<QuiesceHooks>, CoreError> {
+        match self.settings(k8s, target)? {
+            Some(s) => Ok(Some(dbsnap_core::k8s::scale_hooks(&s).await?)),
+            None => Ok(None),
+        }
+    }
 }
 
 /// The hidden `k8s-scale` command the scale hooks run.

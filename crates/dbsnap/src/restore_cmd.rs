@@ -8,6 +8,7 @@ use std::sync::Arc;
 use dbsnap_core::config::Config;
 use dbsnap_core::create::Progress;
 use dbsnap_core::error::exit;
+use dbsnap_core::k8s::{self, K8sSettings, Reaper};
 use dbsnap_core::restore::{self, recover, Plan, RestoreOptions};
 use dbsnap_core::settings::{self, RestoreFlags};
 use dbsnap_core::{inspect, retention, CoreError, SnapshotRef};
@@ -49,18 +50,20 @@ pub async fn run(
     let Some(k) = k8s else {
         return run_with(&args, g, config, show_progress, opts).await;
     };
-    let reaper = dbsnap_k8s::pod::Reaper::default();
-    let opened = crate::k8s_cmd::open(&k, &crate::k8s_cmd::run_id(), g.json, &reaper).await?;
-    opts.databases = opened.databases.iter().map(|d| d.name.clone()).collect();
-    opts.resolver = opened.route.resolver();
-    opts.kubernetes = Some(opened.origin.clone());
-    let r = run_with(&args, g, config, show_progress, opts).await;
-    let r = match r {
-        Err(e) => Err(opened.route.explain(e).await),
-        ok => ok,
-    };
-    opened.route.close().await;
-    r
+    let say = crate::k8s_cmd::say(g.json);
+    k8s::with_route(
+        &k,
+        &k8s::run_id(),
+        &say,
+        &Reaper::default(),
+        async |opened| {
+            opts.databases = opened.database_names();
+            opts.resolver = opened.route.resolver();
+            opts.kubernetes = Some(opened.origin.clone());
+            run_with(&args, g, config, show_progress, opts).await
+        },
+    )
+    .await
 }
 
 /// The restore's options from the flags and the config, reaching the
@@ -69,7 +72,7 @@ async fn options(
     args: &RestoreArgs,
     g: &GlobalArgs,
     config: &Config,
-    k8s: Option<&crate::k8s_cmd::K8sSettings>,
+    k8s: Option<&K8sSettings>,
 ) -> Result<RestoreOptions, CoreError> {
     let flags = RestoreFlags {
         target: args.target.clone(),
@@ -96,9 +99,9 @@ async fn options(
         targets.insert(name.clone(), set.target_databases.clone());
     }
     let mut hooks = set.hooks.clone();
-    let scale = crate::k8s_cmd::scale_hooks(&args.scale, &args.k8s, set.k8s.as_ref()).await?;
+    let scale = args.scale.hooks(&args.k8s, set.k8s.as_ref()).await?;
     let explicit = args.stop_cmd.is_some() || args.start_cmd.is_some();
-    crate::k8s_cmd::merge_scale_hooks(&mut hooks, scale, explicit)?;
+    k8s::merge_scale_hooks(&mut hooks, scale, explicit)?;
     Ok(RestoreOptions {
         file,
         databases: args.databases.clone(),
@@ -211,7 +214,7 @@ struct Origin {
 }
 
 impl Origin {
-    fn of(args: &RestoreArgs, k8s: Option<&crate::k8s_cmd::K8sSettings>) -> Origin {
+    fn of(args: &RestoreArgs, k8s: Option<&K8sSettings>) -> Origin {
         Origin {
             target: args.target.clone(),
             workload: k8s.map(|k| k.workload.display()),
@@ -364,16 +367,16 @@ pub async fn rollback(args: RollbackArgs, g: &GlobalArgs) -> Result<u8, CoreErro
         }
         ask("Swap the previous databases back in (the restored copies are kept)?")?;
     }
-    let opened = open_for_recovery(&args.k8s, g.json, true).await?;
-    let resolver = opened.as_ref().map(|o| o.route.resolver());
-    let r = recover::rollback(
-        args.id.as_deref(),
-        access(resolver.as_deref(), &args.databases, g),
-        args.dry_run,
-    )
-    .await;
-    close(opened).await;
-    let r = r?;
+    let r = with_recovery_route(&args.k8s, g.json, true, async |opened| {
+        let resolver = opened.map(|o| o.route.resolver());
+        recover::rollback(
+            args.id.as_deref(),
+            access(resolver.as_deref(), &args.databases, g),
+            args.dry_run,
+        )
+        .await
+    })
+    .await?;
     output::print_dry_run_value(
         &serde_json::to_value(&r).unwrap_or_default(),
         args.dry_run,
@@ -397,11 +400,11 @@ pub async fn rollback(args: RollbackArgs, g: &GlobalArgs) -> Result<u8, CoreErro
 /// `dbsnap resume`.
 pub async fn resume(args: ResumeArgs, g: &GlobalArgs) -> Result<u8, CoreError> {
     let needed = recover::routed_work(recover::Work::Resume)?;
-    let opened = open_for_recovery(&args.k8s, g.json, needed).await?;
-    let resolver = opened.as_ref().map(|o| o.route.resolver());
-    let r = recover::resume(access(resolver.as_deref(), &args.databases, g)).await;
-    close(opened).await;
-    let r = r?;
+    let r = with_recovery_route(&args.k8s, g.json, needed, async |opened| {
+        let resolver = opened.map(|o| o.route.resolver());
+        recover::resume(access(resolver.as_deref(), &args.databases, g)).await
+    })
+    .await?;
     output::print_value(
         &serde_json::to_value(&r).unwrap_or_default(),
         g.json,
@@ -440,18 +443,18 @@ pub async fn cleanup(args: CleanupArgs, g: &GlobalArgs, config: &Config) -> Resu
     };
     // Through the cluster only when a journal made that way, or a -d, needs a server.
     let needed = !args.databases.is_empty() || recover::routed_work(recover::Work::Cleanup)?;
-    let opened = open_for_recovery(&args.k8s, g.json, needed).await?;
-    let resolver = opened.as_ref().map(|o| o.route.resolver());
-    let servers = opened.is_some() || args.k8s.pod.k8s.is_none();
-    let cleaned = recover::cleanup(
-        access(resolver.as_deref(), &args.databases, g),
-        &repo,
-        change,
-        servers,
-    )
-    .await;
-    close(opened).await;
-    let cleaned = cleaned?;
+    let cleaned = with_recovery_route(&args.k8s, g.json, needed, async |opened| {
+        let resolver = opened.map(|o| o.route.resolver());
+        let servers = opened.is_some() || args.k8s.pod.k8s.is_none();
+        recover::cleanup(
+            access(resolver.as_deref(), &args.databases, g),
+            &repo,
+            change,
+            servers,
+        )
+        .await
+    })
+    .await?;
     output::print_cleanup(&cleaned, &safety, change, args.dry_run, g.json);
     // Non-zero only when a server that needed cleaning up was not.
     Ok(cleaned.failed.first().map_or(exit::OK, |f| f.exit_code))
@@ -529,24 +532,25 @@ fn access<'a>(
 }
 
 /// With `--k8s`: the route a restore through the cluster used, open again
-/// (a new jump pod) for rollback, resume or cleanup.
+/// (a new jump pod) for rollback, resume or cleanup while `work` runs.
 /// `needed`: whether anything needs it; a route is never opened for
 /// nothing (the flags are still checked).
-async fn open_for_recovery(
+async fn with_recovery_route<T>(
     k8s: &crate::k8s_cmd::K8sArgs,
     quiet: bool,
     needed: bool,
-) -> Result<Option<crate::k8s_cmd::Opened>, CoreError> {
-    match k8s.settings(None)? {
-        Some(s) if needed => Ok(Some(
-            crate::k8s_cmd::open(&s, &crate::k8s_cmd::run_id(), quiet, &Default::default()).await?,
-        )),
-        _ => Ok(None),
-    }
-}
-
-async fn close(opened: Option<crate::k8s_cmd::Opened>) {
-    if let Some(o) = opened {
-        o.route.close().await;
-    }
+    work: impl AsyncFnOnce(Option<&k8s::Opened>) -> Result<T, CoreError>,
+) -> Result<T, CoreError> {
+    let settings = k8s.settings(None)?;
+    let say = crate::k8s_cmd::say(quiet);
+    let run = k8s::run_id();
+    k8s::with_route_if(
+        settings.as_ref(),
+        needed,
+        &run,
+        &say,
+        &Reaper::default(),
+        work,
+    )
+    .await
 }
