@@ -2,6 +2,7 @@
 //! documented exit code it maps to.
 
 use dbsnap_archive::snapshot::ArchiveError;
+use dbsnap_k8s::hint::Hint;
 pub use dbsnap_pg::Remedy;
 use dbsnap_pg::{PgError, PgErrorKind};
 pub use dbsnap_storage::StorageError;
@@ -246,13 +247,17 @@ pub enum CoreError {
     /// Confirmation missing or declined.
     #[error("{0}")]
     NotConfirmed(String),
-    /// The cluster could not be used.
-    #[error("{message}\nhint: {hint}")]
+    /// The cluster could not be used, or a Kubernetes setting is
+    /// malformed. Its text is the message: the application words the
+    /// hint, naming the settings in it its own way.
+    #[error("{message}")]
     Kubernetes {
         /// What went wrong.
         message: String,
         /// What to do.
-        hint: String,
+        hint: Hint,
+        /// [`exit::KUBERNETES`], or [`exit::USAGE`] for a malformed setting.
+        code: u8,
     },
     /// A post-restore check failed.
     #[error("{0}\nhint: the restore was rolled back: no database changed (a warning above names any restored before the failure)")]
@@ -317,7 +322,7 @@ impl CoreError {
             CoreError::Refused { code, .. } => *code,
             CoreError::NotConfirmed(_) => exit::NOT_CONFIRMED,
             CoreError::Check(_) => exit::CHECK_FAILED,
-            CoreError::Kubernetes { .. } => exit::KUBERNETES,
+            CoreError::Kubernetes { code, .. } => *code,
             CoreError::Internal(_) => exit::INTERNAL,
             CoreError::Left { error, .. } => error.exit_code(),
         }

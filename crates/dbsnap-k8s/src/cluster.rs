@@ -14,6 +14,8 @@ use kube::{Client, Config};
 use serde_json::Value as Json;
 
 use crate::discover::{discover, Discovery};
+use crate::hint;
+use crate::hint::{Hint, Setting};
 use crate::scale::Workload;
 
 /// How to reach the cluster.
@@ -34,9 +36,20 @@ pub struct K8sError {
     /// What went wrong.
     pub message: String,
     /// What to do about it.
-    pub hint: String,
+    pub hint: Hint,
 }
 
+impl K8sError {
+    /// A failure and what to do about it.
+    pub fn new(message: impl Into<String>, hint: impl Into<Hint>) -> K8sError {
+        K8sError {
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
+/// The message, then the hint in plain words.
 impl std::fmt::Display for K8sError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}\nhint: {}", self.message, self.hint)
@@ -44,13 +57,6 @@ impl std::fmt::Display for K8sError {
 }
 
 impl std::error::Error for K8sError {}
-
-fn error(message: impl Into<String>, hint: impl Into<String>) -> K8sError {
-    K8sError {
-        message: message.into(),
-        hint: hint.into(),
-    }
-}
 
 /// A client for the cluster and the namespace to work in.
 pub async fn connect(access: &ClusterAccess) -> Result<(Client, String), K8sError> {
@@ -61,18 +67,22 @@ pub async fn connect(access: &ClusterAccess) -> Result<(Client, String), K8sErro
     let config = match &access.kubeconfig {
         Some(path) => {
             if !path.exists() {
-                return Err(error(
+                return Err(K8sError::new(
                     format!("the kubeconfig {} does not exist", path.display()),
-                    "check the path given with --kubeconfig (or the target's kubeconfig)",
+                    hint!["check the path given with ", Setting::Kubeconfig],
                 ));
             }
             let file = Kubeconfig::read_from(path).map_err(|e| {
-                error(
+                K8sError::new(
                     format!("cannot read kubeconfig {}: {e}", path.display()),
                     "check that it is a kubeconfig (kubectl --kubeconfig FILE config view)",
                 )
             })?;
-            check_context(&file, access.context.as_deref(), &path.display().to_string())?;
+            check_context(
+                &file,
+                access.context.as_deref(),
+                &path.display().to_string(),
+            )?;
             Config::from_custom_kubeconfig(file, &options)
                 .await
                 .map_err(|e| e.to_string())
@@ -81,14 +91,22 @@ pub async fn connect(access: &ClusterAccess) -> Result<(Client, String), K8sErro
             if let Ok(file) = Kubeconfig::read() {
                 check_context(&file, access.context.as_deref(), "the kubeconfig")?;
             }
-            Config::from_kubeconfig(&options).await.map_err(|e| e.to_string())
+            Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| e.to_string())
         }
         None => Config::infer().await.map_err(|e| e.to_string()),
     }
     .map_err(|e| {
-        error(
+        K8sError::new(
             format!("no usable Kubernetes configuration: {e}"),
-            "check --kubeconfig / KUBECONFIG and --context (kubectl config get-contexts lists them)",
+            hint![
+                "check ",
+                Setting::Kubeconfig,
+                " / KUBECONFIG and ",
+                Setting::Context,
+                " (kubectl config get-contexts lists them)"
+            ],
         )
     })?;
     let namespace = access
@@ -96,7 +114,7 @@ pub async fn connect(access: &ClusterAccess) -> Result<(Client, String), K8sErro
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
     let client = Client::try_from(config).map_err(|e| {
-        error(
+        K8sError::new(
             format!("cannot set up the Kubernetes client: {e}"),
             "check the kubeconfig's server and certificates",
         )
@@ -113,7 +131,7 @@ fn check_context(file: &Kubeconfig, context: Option<&str>, source: &str) -> Resu
     if names.contains(&wanted) {
         return Ok(());
     }
-    Err(error(
+    Err(K8sError::new(
         format!(
             "context {wanted} is not in {source} (it has: {})",
             if names.is_empty() {
@@ -122,27 +140,31 @@ fn check_context(file: &Kubeconfig, context: Option<&str>, source: &str) -> Resu
                 names.join(", ")
             }
         ),
-        "pick one of them with --context (kubectl config get-contexts)",
+        hint![
+            "pick one of them with ",
+            Setting::Context,
+            " (kubectl config get-contexts)"
+        ],
     ))
 }
 
 /// An API error in words: not found, RBAC (naming verb and resource), or other.
 fn api_error(e: kube::Error, verb: &str, what: &str, namespace: &str) -> K8sError {
     match &e {
-        kube::Error::Api(s) if s.code == 404 => error(
+        kube::Error::Api(s) if s.code == 404 => K8sError::new(
             format!("{what} not found in namespace {namespace}"),
-            "check the name and -n/--namespace (kubectl get deploy,sts -n NAMESPACE)",
+            hint!["check the name and ", Setting::Namespace, " (kubectl get deploy,sts -n NAMESPACE)"],
         ),
-        kube::Error::Api(s) if s.code == 403 => error(
+        kube::Error::Api(s) if s.code == 403 => K8sError::new(
             format!("RBAC denied: cannot {verb} {what} in namespace {namespace}: {}", s.message),
             format!("ask for a Role that allows {verb} on it (kubectl auth can-i {verb} ... -n {namespace})"),
         ),
         _ => match dbsnap_pg::connect::tls_problem(&e) {
-            Some(tls) => error(
+            Some(tls) => K8sError::new(
                 format!("cannot {verb} {what} in namespace {namespace}: the Kubernetes API server is not trusted: {tls}"),
                 "the kubeconfig's certificate-authority (or -data) for this cluster must be the CA that signed the API server's certificate: check the cluster entry (kubectl config view --raw --minify)",
             ),
-            None => error(
+            None => K8sError::new(
                 format!("cannot {verb} {what} in namespace {namespace}: {}", describe(&e)),
                 "check that the cluster is reachable (kubectl cluster-info)",
             ),
@@ -186,9 +208,13 @@ pub async fn discover_workload(
     let object = workload_json(client, namespace, workload).await?;
     let config_maps = read_config_maps(client, namespace, &object).await?;
     discover(&object, container, &|name| config_maps.get(name).cloned()).map_err(|e| {
-        error(
+        K8sError::new(
             format!("{}: {e}", workload.display()),
-            "pass --container NAME, or map the database in the target",
+            hint![
+                "name the container with ",
+                Setting::Container,
+                ", or map the database in the target"
+            ],
         )
     })
 }

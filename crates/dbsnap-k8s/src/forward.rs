@@ -23,14 +23,9 @@ use serde_json::Value as Json;
 
 use crate::cluster::K8sError;
 use crate::discover::{Discovery, Value};
+use crate::hint;
+use crate::hint::Setting;
 use crate::route::Database;
-
-fn error(message: impl Into<String>, hint: impl Into<String>) -> K8sError {
-    K8sError {
-        message: message.into(),
-        hint: hint.into(),
-    }
-}
 
 /// Servers are told apart by address: one tunnel each.
 type ServerKey = (Vec<String>, Vec<u16>);
@@ -75,19 +70,19 @@ impl ForwardRoute {
                 (_, Some(Value::Secret { name, key })) if read_secret => {
                     let url = read_secret_key(client, namespace, name, key).await?;
                     let info = resolve_here(&url).map_err(|e| {
-                        error(format!("the URL in Secret {name} (key {key}) is not a connection string: {e}"), "check the Secret")
+                        K8sError::new(format!("the URL in Secret {name} (key {key}) is not a connection string: {e}"), "check the Secret")
                     })?;
                     (info.to_libpq_string_without_password(), info.password)
                 }
                 _ => {
-                    return Err(error(
+                    return Err(K8sError::new(
                         format!("{}: the whole connection URL is in a Secret, which the port-forward route reads only when allowed", d.source),
-                        "add --read-secret (dbsnap then reads that Secret), or use the jump pod (drop --via port-forward)",
+                        hint!["add ", Setting::ReadSecret, " (dbsnap then reads that Secret), or use the jump pod (drop ", Setting::PortForward, ")"],
                     ))
                 }
             };
             let info = resolve_here(&name).map_err(|e| {
-                error(
+                K8sError::new(
                     format!("{}: {e}", d.source),
                     "map the database in the target",
                 )
@@ -115,7 +110,7 @@ impl ForwardRoute {
                     format!("port-forward to pod/{pod}:{port} (namespace {namespace})");
                 let dial = forward_dial(client, namespace, &pod, port);
                 let tunnel = Tunnel::open(&tunnel_label, dial).map_err(|e| {
-                    error(
+                    K8sError::new(
                         format!("cannot open a local socket for the tunnel: {e}"),
                         "check that TMPDIR is writable",
                     )
@@ -227,9 +222,9 @@ fn forward_dial(client: &Client, namespace: &str, pod: &str, port: u16) -> Dial 
 }
 
 fn not_a_service(host: &str, namespace: &str) -> K8sError {
-    error(
+    K8sError::new(
         format!("the database host {host} is not a Service in namespace {namespace}"),
-        "the port-forward route reaches PostgreSQL running in the cluster; for a database outside it, drop --via port-forward (the jump pod reaches it)",
+        hint!["the port-forward route reaches PostgreSQL running in the cluster; for a database outside it, drop ", Setting::PortForward, " (the jump pod reaches it)"],
     )
 }
 
@@ -266,16 +261,19 @@ async fn target_pod(
         return Err(not_a_service(&host, namespace));
     }
     if !in_namespace(1) {
-        return Err(error(
+        return Err(K8sError::new(
             format!("{host} is in another namespace than {namespace}"),
-            "pass -n/--namespace of the database's Service",
+            hint![
+                "name the database Service's namespace with ",
+                Setting::Namespace
+            ],
         ));
     }
     let service = services
         .get_opt(service_name)
         .await
         .map_err(|e| {
-            error(
+            K8sError::new(
                 format!(
                     "cannot read service/{service_name} in namespace {namespace}: {}",
                     crate::cluster::describe(&e)
@@ -295,16 +293,20 @@ async fn target_pod(
         })
         .unwrap_or_default();
     if selector.is_empty() {
-        return Err(error(
+        return Err(K8sError::new(
             format!("service/{service_name} selects no pods (it has no selector)"),
-            "port-forward needs a Service backed by pods; use the jump pod instead (drop --via port-forward)",
+            hint![
+                "port-forward needs a Service backed by pods; use the jump pod instead (drop ",
+                Setting::PortForward,
+                ")"
+            ],
         ));
     }
     let list = pods
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(|e| {
-            error(
+            K8sError::new(
                 format!(
                     "cannot list pods in namespace {namespace}: {}",
                     crate::cluster::describe(&e)
@@ -321,7 +323,7 @@ async fn target_pod(
             })
     });
     let pod = ready.ok_or_else(|| {
-        error(
+        K8sError::new(
             format!("no running pod behind service/{service_name} (selector {selector})"),
             "check that the database is up (kubectl get pods -l SELECTOR -n NAMESPACE)",
         )
@@ -368,14 +370,14 @@ async fn read_secret_key(
 ) -> Result<String, K8sError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secret = api.get(name).await.map_err(|e| match &e {
-        kube::Error::Api(s) if s.code == 403 => error(
+        kube::Error::Api(s) if s.code == 403 => K8sError::new(
             format!(
                 "RBAC denied: cannot get secret/{name} in namespace {namespace}: {}",
                 s.message
             ),
             "ask for get on that Secret, or give the password with PGPASSWORD / ~/.pgpass",
         ),
-        _ => error(
+        _ => K8sError::new(
             format!(
                 "cannot read secret/{name} in namespace {namespace}: {}",
                 crate::cluster::describe(&e)
@@ -387,13 +389,13 @@ async fn read_secret_key(
         .data
         .and_then(|d| d.get(key).cloned())
         .ok_or_else(|| {
-            error(
+            K8sError::new(
                 format!("secret/{name} has no key {key}"),
                 "check the app's secretKeyRef",
             )
         })?;
     String::from_utf8(bytes.0).map_err(|_| {
-        error(
+        K8sError::new(
             format!("secret/{name} key {key} is not text"),
             "check the Secret",
         )

@@ -28,6 +28,7 @@
 pub mod cluster;
 pub mod discover;
 pub mod forward;
+pub mod hint;
 pub mod image;
 pub mod jump;
 pub mod objects;

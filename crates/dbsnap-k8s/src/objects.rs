@@ -9,6 +9,8 @@ use kube::Client;
 use serde_json::{Map, Value as Json};
 
 use crate::cluster::K8sError;
+use crate::hint;
+use crate::hint::Setting;
 
 /// Where the objects go in a snapshot: `k8s/<namespace>/<kind>-<name>.yaml`.
 pub const MEMBER_PREFIX: &str = "k8s/";
@@ -35,13 +37,6 @@ pub struct Exported {
     pub yaml: String,
 }
 
-fn error(message: impl Into<String>, hint: impl Into<String>) -> K8sError {
-    K8sError {
-        message: message.into(),
-        hint: hint.into(),
-    }
-}
-
 /// Lists and cleans the namespace's objects. A kind the cluster does not
 /// serve is skipped; a kind the user may not list is an error naming it.
 pub async fn export(
@@ -62,16 +57,19 @@ pub async fn export(
             Ok(l) => l,
             Err(kube::Error::Api(s)) if s.code == 404 => continue,
             Err(kube::Error::Api(s)) if s.code == 403 => {
-                return Err(error(
+                return Err(K8sError::new(
                     format!(
                         "RBAC denied: cannot list {plural} in namespace {namespace}: {}",
                         s.message
                     ),
-                    format!("ask for a Role that allows list on {plural}, or drop --k8s-objects"),
+                    hint![
+                        format!("ask for a Role that allows list on {plural}, or drop "),
+                        Setting::ExportObjects
+                    ],
                 ))
             }
             Err(e) => {
-                return Err(error(
+                return Err(K8sError::new(
                     format!(
                         "cannot list {plural} in namespace {namespace}: {}",
                         crate::cluster::describe(&e)

@@ -16,6 +16,8 @@ use serde_json::Value as Json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, SimplexStream, WriteHalf};
 
 use crate::cluster::K8sError;
+use crate::hint;
+use crate::hint::Setting;
 use crate::jump::{MANAGED_BY, RUN_LABEL};
 
 /// Label saying what a dbsnap pod is for.
@@ -130,7 +132,7 @@ pub async fn delete_kept(
         .collect();
     if let Some(wanted) = name {
         if !names.iter().any(|n| n == wanted) {
-            return Err(error(
+            return Err(K8sError::new(
                 format!("no jump pod {wanted} made by dbsnap jump-create in namespace {namespace}"),
                 "list them with: kubectl get pods -l dbsnap.io/role=jump-kept -n NAMESPACE",
             ));
@@ -145,11 +147,11 @@ pub async fn delete_kept(
 
 fn list_error(e: kube::Error, namespace: &str) -> K8sError {
     match &e {
-        kube::Error::Api(s) if s.code == 403 => error(
+        kube::Error::Api(s) if s.code == 403 => K8sError::new(
             format!("RBAC denied: cannot list pods in namespace {namespace}: {}", s.message),
             format!("ask for a Role that allows list and delete on pods (kubectl auth can-i list pods -n {namespace})"),
         ),
-        _ => error(
+        _ => K8sError::new(
             format!("cannot list pods in namespace {namespace}: {}", crate::cluster::describe(&e)),
             "check that the cluster is reachable (kubectl cluster-info)",
         ),
@@ -178,13 +180,6 @@ impl std::fmt::Debug for JumpPod {
     }
 }
 
-fn error(message: impl Into<String>, hint: impl Into<String>) -> K8sError {
-    K8sError {
-        message: message.into(),
-        hint: hint.into(),
-    }
-}
-
 /// `host:pid` of this process, for the owner annotation.
 pub fn owner() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -206,7 +201,7 @@ impl JumpPod {
         pod["metadata"]["annotations"][OWNER_ANNOTATION] = Json::String(owner());
         let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
         let object: Pod = serde_json::from_value(pod)
-            .map_err(|e| error(format!("internal: bad pod object: {e}"), "report this"))?;
+            .map_err(|e| K8sError::new(format!("internal: bad pod object: {e}"), "report this"))?;
         let created = api
             .create(&PostParams::default(), &object)
             .await
@@ -244,7 +239,7 @@ impl JumpPod {
         let started = Instant::now();
         loop {
             let pod = self.api.get(&self.name).await.map_err(|e| {
-                error(
+                K8sError::new(
                     format!(
                         "cannot read pod/{} in namespace {}: {}",
                         self.name,
@@ -261,14 +256,18 @@ impl JumpPod {
                 State::Waiting(why) => why,
             };
             if started.elapsed() >= within {
-                return Err(error(
+                return Err(K8sError::new(
                     format!(
                         "jump pod {} in namespace {} was not ready within {} s ({last})",
                         self.name,
                         self.namespace,
                         within.as_secs()
                     ),
-                    "raise --pod-timeout, or check the namespace's events (kubectl get events -n NAMESPACE)",
+                    hint![
+                        "raise ",
+                        Setting::PodTimeout,
+                        ", or check the namespace's events (kubectl get events -n NAMESPACE)"
+                    ],
                 ));
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -278,13 +277,19 @@ impl JumpPod {
     fn failed(&self, why: &str) -> K8sError {
         let pull = why.contains("ErrImagePull") || why.contains("ImagePullBackOff");
         let hint = if pull {
-            "pass --image IMAGE (any image with PostgreSQL client tools and a shell) or --registry REGISTRY, and check the pull secret"
+            hint![
+                "name an image with ",
+                Setting::Image,
+                " (any image with PostgreSQL client tools and a shell) or a registry with ",
+                Setting::Registry,
+                ", and check the pull secret"
+            ]
         } else if why.contains("CreateContainerConfigError") {
-            "the app's pod template names a Secret or ConfigMap key that does not exist; fix the app's configuration"
+            "the app's pod template names a Secret or ConfigMap key that does not exist; fix the app's configuration".into()
         } else {
-            "check the pod's events (kubectl describe pod NAME -n NAMESPACE)"
+            "check the pod's events (kubectl describe pod NAME -n NAMESPACE)".into()
         };
-        error(
+        K8sError::new(
             format!(
                 "jump pod {} in namespace {} cannot start: {why}",
                 self.name, self.namespace
@@ -452,15 +457,15 @@ fn exec_error(e: kube::Error, pod: &str) -> String {
 /// Pod creation failures: RBAC, quota, or other.
 fn create_error(e: kube::Error, namespace: &str) -> K8sError {
     match &e {
-        kube::Error::Api(s) if s.code == 403 && s.message.contains("exceeded quota") => error(
+        kube::Error::Api(s) if s.code == 403 && s.message.contains("exceeded quota") => K8sError::new(
             format!("the namespace {namespace} has no room for the jump pod: {}", s.message),
             "free room in the ResourceQuota (or raise it), or run where a quota allows one more pod",
         ),
-        kube::Error::Api(s) if s.code == 403 => error(
+        kube::Error::Api(s) if s.code == 403 => K8sError::new(
             format!("RBAC denied: cannot create pods in namespace {namespace}: {}", s.message),
             format!("ask for a Role that allows create, get and delete on pods and create on pods/exec (kubectl auth can-i create pods -n {namespace})"),
         ),
-        _ => error(
+        _ => K8sError::new(
             format!("cannot create the jump pod in namespace {namespace}: {}", crate::cluster::describe(&e)),
             "check that the cluster is reachable (kubectl cluster-info)",
         ),

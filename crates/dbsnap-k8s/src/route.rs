@@ -29,6 +29,8 @@ use serde_json::Value as Json;
 
 use crate::cluster::K8sError;
 use crate::discover::{Discovered, Discovery};
+use crate::hint;
+use crate::hint::Setting;
 use crate::pod::{JumpPod, PodGuard};
 
 /// A database reached through the cluster.
@@ -73,13 +75,6 @@ pub struct ClusterRoute {
 impl std::fmt::Debug for ClusterRoute {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} via {:?}", self.label, self.pod)
-    }
-}
-
-fn error(message: impl Into<String>, hint: impl Into<String>) -> K8sError {
-    K8sError {
-        message: message.into(),
-        hint: hint.into(),
     }
 }
 
@@ -141,7 +136,7 @@ impl ClusterRoute {
                 _ => self.describe(&program, &args).await?,
             };
             let info = resolve_here(&name).map_err(|e| {
-                error(
+                K8sError::new(
                     format!("{}: cannot read its settings: {e}", d.source),
                     "map the database in the target",
                 )
@@ -160,7 +155,7 @@ impl ClusterRoute {
                     self.pod.name, self.pod.namespace
                 );
                 let tunnel = Tunnel::open(&label, dial).map_err(|e| {
-                    error(
+                    K8sError::new(
                         format!("cannot open a local socket for the tunnel: {e}"),
                         "check that TMPDIR is writable",
                     )
@@ -185,9 +180,9 @@ impl ClusterRoute {
         }
         let probe = "echo \"arch=$(uname -m)\"";
         let out = self.sh(probe, &[]).await.map_err(|e| {
-            error(
+            K8sError::new(
                 format!("cannot run a shell in the jump pod: {e}"),
-                "use an image with a POSIX shell (--image)",
+                hint!["use an image with a POSIX shell (", Setting::Image, ")"],
             )
         })?;
         let text = String::from_utf8_lossy(&out);
@@ -196,17 +191,17 @@ impl ClusterRoute {
             .find_map(|l| l.strip_prefix("arch="))
             .unwrap_or_default();
         if arch.trim() != std::env::consts::ARCH {
-            return Err(error(
+            return Err(K8sError::new(
                 format!("the jump pod's image has no dbsnap, and its architecture ({}) is not this dbsnap's ({})", arch.trim(), std::env::consts::ARCH),
-                "use the dbsnap image (--image or --registry; see docs/KUBERNETES.md)",
+                hint!["use the dbsnap image (", Setting::Image, " or ", Setting::Registry, "; see docs/KUBERNETES.md)"],
             ));
         }
         let exe = std::env::current_exe()
             .and_then(std::fs::read)
             .map_err(|e| {
-                error(
+                K8sError::new(
                     format!("cannot read this dbsnap's executable to copy it into the pod: {e}"),
-                    "use the dbsnap image (--image)",
+                    hint!["use the dbsnap image (", Setting::Image, ")"],
                 )
             })?;
         let dir = format!("${{TMPDIR:-/tmp}}/dbsnap-{run}");
@@ -214,17 +209,17 @@ impl ClusterRoute {
             "umask 077 && mkdir -p \"{dir}\" && cat > \"{dir}/dbsnap.part\" && chmod 700 \"{dir}/dbsnap.part\" && mv \"{dir}/dbsnap.part\" \"{dir}/dbsnap\" && echo \"{dir}/dbsnap\""
         );
         let out = self.sh(&script, &exe).await.map_err(|e| {
-            error(
+            K8sError::new(
                 format!("cannot copy dbsnap into the jump pod: {e}"),
-                "use the dbsnap image (--image)",
+                hint!["use the dbsnap image (", Setting::Image, ")"],
             )
         })?;
         let path = String::from_utf8_lossy(&out).trim().to_string();
         self.relay_dir = path.rsplit_once('/').map(|(d, _)| d.to_string());
         if !self.relay_runs(&path).await? {
-            return Err(error(
+            return Err(K8sError::new(
                 "the copy of dbsnap does not run in the jump pod's image (a musl-based image such as alpine?)",
-                "use the dbsnap image or another glibc-based image with PostgreSQL client tools (--image)",
+                hint!["use the dbsnap image or another glibc-based image with PostgreSQL client tools (", Setting::Image, ")"],
             ));
         }
         Ok(path)
@@ -248,7 +243,7 @@ impl ClusterRoute {
                     std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                Err(error(
+                Err(K8sError::new(
                     format!("cannot run commands in the jump pod: {e}"),
                     "check the connection to the cluster and run again",
                 ))
@@ -274,14 +269,14 @@ impl ClusterRoute {
         let mut command = vec![program.to_string()];
         command.extend(describe.to_args());
         let out = self.pod.run(command, &[]).await.map_err(|e| {
-            error(
+            K8sError::new(
                 format!("cannot read the database settings in the jump pod: {e}"),
                 "check the app's Secret",
             )
         })?;
         let text = String::from_utf8_lossy(&out).trim().to_string();
         if text.is_empty() {
-            return Err(error(
+            return Err(K8sError::new(
                 format!(
                     "the relay in the jump pod could not read {:?}",
                     args.url_env

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
 use crate::cluster::K8sError;
+use crate::hint;
+use crate::hint::Setting;
 
 /// The annotation holding the replica count before dbsnap scaled to 0.
 pub const REPLICAS_BEFORE: &str = "dbsnap.io/replicas-before";
@@ -144,24 +146,17 @@ pub fn autoscaler_of(hpas: &Json, workload: &Workload) -> Option<String> {
 /// What a scale-down did: each workload and the replicas it had.
 pub type Scaled = Vec<(Workload, u32)>;
 
-fn error(message: impl Into<String>, hint: impl Into<String>) -> K8sError {
-    K8sError {
-        message: message.into(),
-        hint: hint.into(),
-    }
-}
-
 fn api_error(e: kube::Error, verb: &str, what: &str, namespace: &str) -> K8sError {
     match &e {
-        kube::Error::Api(s) if s.code == 404 => error(
+        kube::Error::Api(s) if s.code == 404 => K8sError::new(
             format!("{what} not found in namespace {namespace}"),
-            "check --scale and -n/--namespace (kubectl get deploy,sts -n NAMESPACE)",
+            hint!["check ", Setting::Scale, " and ", Setting::Namespace, " (kubectl get deploy,sts -n NAMESPACE)"],
         ),
-        kube::Error::Api(s) if s.code == 403 => error(
+        kube::Error::Api(s) if s.code == 403 => K8sError::new(
             format!("RBAC denied: cannot {verb} {what} in namespace {namespace}: {}", s.message),
             format!("ask for a Role that allows get and patch on deployments and statefulsets and list on pods (kubectl auth can-i {verb} {} -n {namespace})", what.split('/').next().unwrap_or_default()),
         ),
-        _ => error(
+        _ => K8sError::new(
             format!("cannot {verb} {what} in namespace {namespace}: {}", crate::cluster::describe(&e)),
             "check that the cluster is reachable (kubectl cluster-info)",
         ),
@@ -198,9 +193,9 @@ async fn refuse_autoscaled(
     };
     for w in workloads {
         if let Some(hpa) = autoscaler_of(&list, w) {
-            return Err(error(
+            return Err(K8sError::new(
                 format!("{} is scaled by HorizontalPodAutoscaler {hpa}, which would start it again during the restore", w.display()),
-                format!("stop the app another way (--stop-cmd/--start-cmd), or remove the autoscaler for the restore (kubectl delete hpa {hpa} -n {namespace}) and apply it again after"),
+                hint!["stop the app another way (", Setting::StopCommands, format!("), or remove the autoscaler for the restore (kubectl delete hpa {hpa} -n {namespace}) and apply it again after")],
             ));
         }
     }
@@ -282,7 +277,7 @@ pub async fn scale_down(
         if started.elapsed() >= wait {
             let names: Vec<Workload> = done.iter().map(|(w, _)| w.clone()).collect();
             scale_up(client, namespace, &names).await.ok();
-            return Err(error(
+            return Err(K8sError::new(
                 format!("the app's pods were still running {} s after scaling to 0: {} (the app was scaled back; nothing was changed)", wait.as_secs(), left.join(", ")),
                 format!("raise {wait_flag}, or check what keeps the pods (kubectl describe pod NAME)"),
             ));

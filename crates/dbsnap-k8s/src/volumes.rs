@@ -11,6 +11,8 @@ use serde::Serialize;
 use serde_json::{json, Value as Json};
 
 use crate::cluster::K8sError;
+use crate::hint;
+use crate::hint::Setting;
 use crate::jump::{MANAGED_BY, RUN_LABEL};
 
 /// A VolumeSnapshot as listed.
@@ -30,13 +32,6 @@ pub struct VolumeSnapshot {
     pub error: Option<String>,
 }
 
-fn error(message: impl Into<String>, hint: impl Into<String>) -> K8sError {
-    K8sError {
-        message: message.into(),
-        hint: hint.into(),
-    }
-}
-
 fn api(client: &Client, namespace: &str) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot");
     let resource = ApiResource::from_gvk_with_plural(&gvk, "volumesnapshots");
@@ -45,15 +40,15 @@ fn api(client: &Client, namespace: &str) -> Api<DynamicObject> {
 
 fn api_error(e: kube::Error, verb: &str, namespace: &str) -> K8sError {
     match &e {
-        kube::Error::Api(s) if s.code == 404 => error(
+        kube::Error::Api(s) if s.code == 404 => K8sError::new(
             format!("the cluster has no VolumeSnapshot API (snapshot.storage.k8s.io/v1) in namespace {namespace}: {}", s.message),
             "install the CSI external-snapshotter and a VolumeSnapshotClass for the PVCs' storage",
         ),
-        kube::Error::Api(s) if s.code == 403 => error(
+        kube::Error::Api(s) if s.code == 403 => K8sError::new(
             format!("RBAC denied: cannot {verb} volumesnapshots in namespace {namespace}: {}", s.message),
             format!("ask for a Role that allows {verb} on volumesnapshots.snapshot.storage.k8s.io"),
         ),
-        _ => error(
+        _ => K8sError::new(
             format!("cannot {verb} volumesnapshots in namespace {namespace}: {}", crate::cluster::describe(&e)),
             "check that the cluster is reachable (kubectl cluster-info)",
         ),
@@ -93,7 +88,7 @@ pub async fn create(
     let mut names = Vec::new();
     for pvc in pvcs {
         let object: DynamicObject = serde_json::from_value(snapshot_object(run, pvc, class))
-            .map_err(|e| error(format!("internal: {e}"), "report this"))?;
+            .map_err(|e| K8sError::new(format!("internal: {e}"), "report this"))?;
         let created = api
             .create(&PostParams::default(), &object)
             .await
@@ -108,7 +103,7 @@ pub async fn create(
             .filter(|s| names.contains(&s.name))
             .collect();
         if let Some(failed) = ours.iter().find(|s| s.error.is_some()) {
-            return Err(error(
+            return Err(K8sError::new(
                 format!("VolumeSnapshot {} of {} failed: {}", failed.name, failed.pvc, failed.error.clone().unwrap_or_default()),
                 "check the VolumeSnapshotClass and the CSI driver (kubectl describe volumesnapshot NAME)",
             ));
@@ -122,9 +117,9 @@ pub async fn create(
                 .filter(|s| !s.ready)
                 .map(|s| s.name.clone())
                 .collect();
-            return Err(error(
+            return Err(K8sError::new(
                 format!("VolumeSnapshots not ready after {} s: {} (they were asked for and may still become ready)", wait.as_secs(), pending.join(", ")),
-                "check them with dbsnap volume-snapshot list, or raise --wait",
+                hint!["check them with dbsnap volume-snapshot list, or raise ", Setting::Wait],
             ));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -143,13 +138,13 @@ pub async fn check_claims(
         match claims.get_opt(pvc).await {
             Ok(Some(_)) => {}
             Ok(None) => {
-                return Err(error(
+                return Err(K8sError::new(
                     format!("persistentvolumeclaim {pvc} not found in namespace {namespace}"),
                     format!("name a claim that exists (kubectl get pvc -n {namespace})"),
                 ))
             }
             Err(kube::Error::Api(s)) if s.code == 403 => {
-                return Err(error(
+                return Err(K8sError::new(
                     format!(
                     "RBAC denied: cannot get persistentvolumeclaims in namespace {namespace}: {}",
                     s.message
@@ -158,7 +153,7 @@ pub async fn check_claims(
                 ))
             }
             Err(e) => {
-                return Err(error(
+                return Err(K8sError::new(
                     format!(
                         "cannot read persistentvolumeclaim {pvc} in namespace {namespace}: {}",
                         crate::cluster::describe(&e)

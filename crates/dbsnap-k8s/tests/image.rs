@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use dbsnap_k8s::hint::Setting;
 use dbsnap_k8s::image::reference::Registry as RegistryRef;
 use dbsnap_k8s::image::registry::{newest_semver_tag, Found, RegistryError, RegistryOptions};
 use dbsnap_test_support::registry::{Auth, Registry, PASSWORD, USER};
@@ -93,7 +94,11 @@ async fn a_missing_or_wrong_login_is_named_without_the_password() {
             registry.host()
         )
     );
-    assert!(e.hint().contains("docker login"), "{}", e.hint());
+    assert!(
+        e.hint().to_string().contains("docker login"),
+        "{}",
+        e.hint()
+    );
 
     registry.write_docker_config(&docker, USER, "Not-The-Password-1");
     let e = newest(&registry, "dbsnap", &o).await.unwrap_err();
@@ -147,7 +152,11 @@ async fn an_untrusted_certificate_needs_force_insecure() {
         e.to_string().contains("TLS certificate is not accepted: its certificate is not signed by a trusted certificate authority"),
         "{e}"
     );
-    assert!(e.hint().contains("--force-insecure"), "{}", e.hint());
+    assert!(
+        e.hint().settings().eq([Setting::ForceInsecure]),
+        "{}",
+        e.hint()
+    );
 
     o.force_insecure = true;
     assert_eq!(newest(&registry, "dbsnap", &o).await.unwrap().tag, "1.0.0");
@@ -172,7 +181,11 @@ async fn a_plain_http_registry_needs_force_insecure() {
             registry.host()
         )
     );
-    assert!(e.hint().contains("--force-insecure"), "{}", e.hint());
+    assert!(
+        e.hint().settings().eq([Setting::ForceInsecure]),
+        "{}",
+        e.hint()
+    );
 
     o.force_insecure = true;
     o.page_size = Some(1);

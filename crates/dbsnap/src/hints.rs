@@ -4,6 +4,7 @@
 
 use dbsnap_core::error::{Remedy, StorageError};
 use dbsnap_core::CoreError;
+use dbsnap_k8s::hint::{Hint, Setting};
 
 /// The hint for `e` that its own text leaves to the application, if any.
 pub fn for_error(e: &CoreError) -> Option<String> {
@@ -11,7 +12,34 @@ pub fn for_error(e: &CoreError) -> Option<String> {
         CoreError::Left { error, .. } => for_error(error),
         CoreError::Storage(s) => storage(s).map(str::to_string),
         CoreError::Pg(p) => p.remedy.map(|r| remedy(r).to_string()),
+        CoreError::Kubernetes { hint, .. } => Some(kubernetes(hint)),
         _ => None,
+    }
+}
+
+/// A Kubernetes hint with its settings as the command line's flags.
+pub fn kubernetes(hint: &Hint) -> String {
+    hint.render(|s| flag(s).to_string())
+}
+
+/// The flag (or flags) that set `s`.
+fn flag(s: Setting) -> &'static str {
+    match s {
+        Setting::Kubeconfig => "--kubeconfig",
+        Setting::Context => "--context",
+        Setting::Namespace => "-n/--namespace",
+        Setting::Container => "--container",
+        Setting::PodTimeout => "--pod-timeout",
+        Setting::Image => "--image",
+        Setting::Registry => "--registry",
+        Setting::ForceInsecure => "--force-insecure",
+        Setting::ReadSecret => "--read-secret",
+        Setting::PortForward => "--via port-forward",
+        Setting::ExportObjects => "--k8s-objects",
+        Setting::Wait => "--wait",
+        Setting::Scale => "--scale",
+        Setting::StopCommands => "--stop-cmd/--start-cmd",
+        Setting::Databases => "-d/--database",
     }
 }
 
@@ -71,6 +99,7 @@ mod tests {
         ] {
             texts.push(storage(&s).expect("a hint"));
         }
+        texts.extend(Setting::ALL.map(flag));
         let cli = <crate::cli::Cli as clap::CommandFactory>::command();
         let mut known = std::collections::BTreeSet::new();
         let mut stack = vec![&cli];
@@ -84,7 +113,7 @@ mod tests {
             stack.extend(c.get_subcommands());
         }
         for t in texts {
-            for word in t.split(|c: char| c.is_whitespace() || "(),;".contains(c)) {
+            for word in t.split(|c: char| c.is_whitespace() || "(),;/".contains(c)) {
                 if let Some(flag) = word.strip_prefix("--").filter(|f| !f.is_empty()) {
                     assert!(
                         known.contains(&format!("--{flag}")),

@@ -172,7 +172,7 @@ impl K8sArgs {
         if let Some(r) = &registry {
             image::reference::Registry::parse(&r.value).map_err(|e| CoreError::Config {
                 message: format!("{} {}: {e}", r.from, r.value),
-                hint: "give HOST[:PORT][/PATH], e.g. --registry registry.example.com:5000/team"
+                hint: "give HOST[:PORT][/PATH], e.g. --registry registry.example.com:5000/team; plain HTTP is allowed by --force-insecure"
                     .into(),
             })?;
         }

@@ -79,5 +79,6 @@ pub fn k8s_error(e: K8sError) -> CoreError {
     CoreError::Kubernetes {
         message: e.message,
         hint: e.hint,
+        code: crate::error::exit::KUBERNETES,
     }
 }

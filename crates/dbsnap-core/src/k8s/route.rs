@@ -15,12 +15,15 @@ use dbsnap_archive::snapshot::KubernetesOrigin;
 use dbsnap_k8s::cluster;
 use dbsnap_k8s::discover::Discovery;
 use dbsnap_k8s::forward::ForwardRoute;
+use dbsnap_k8s::hint;
+use dbsnap_k8s::hint::Setting;
 use dbsnap_k8s::image::{self, ImageError, Resolved};
 use dbsnap_k8s::pod::Reaper;
 use dbsnap_k8s::route::{ClusterRoute, Database, RouteOptions};
 use dbsnap_k8s::scale::Workload;
 
 use super::{k8s_error, K8sSettings, Say, Via};
+use crate::error::exit;
 use crate::CoreError;
 
 /// An open route and what it found.
@@ -74,6 +77,7 @@ impl Route {
                 r.pod().namespace
             ),
             hint: "nothing was published or committed half-way; run the command again (and check who deletes pods in the namespace)".into(),
+            code: exit::KUBERNETES,
         }
     }
 
@@ -211,8 +215,16 @@ pub async fn jump_image(
     let resolved = image::resolve(&s.image, workload, container)
         .await
         .map_err(|e| match e {
-            ImageError::Setting { message, hint } => CoreError::Config { message, hint },
-            ImageError::Registry { message, hint } => CoreError::Kubernetes { message, hint },
+            ImageError::Setting { message, hint } => CoreError::Kubernetes {
+                message,
+                hint,
+                code: exit::USAGE,
+            },
+            ImageError::Registry { message, hint } => CoreError::Kubernetes {
+                message,
+                hint,
+                code: exit::KUBERNETES,
+            },
         })?;
     tracing::info!(image = %resolved.image, reason = %resolved.reason, "jump pod image");
     say(&format!("k8s: {}", resolved.line()));
@@ -240,7 +252,13 @@ fn no_databases(workload: &Workload, namespace: &str, d: &Discovery) -> CoreErro
     }
     CoreError::Kubernetes {
         message,
-        hint: "dbsnap looks for DATABASE_URL-style URLs and POSTGRES_*, PG*, DB_* variables; pass --container if the app has several, or give the databases with -d".into(),
+        hint: hint![
+            "dbsnap looks for DATABASE_URL-style URLs and POSTGRES_*, PG*, DB_* variables; name the container with ",
+            Setting::Container,
+            " if the app has several, or give the databases with ",
+            Setting::Databases
+        ],
+        code: exit::KUBERNETES,
     }
 }
 

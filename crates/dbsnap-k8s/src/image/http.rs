@@ -179,7 +179,7 @@ impl Transport {
             // handshake (an HTTP answer, or a server that just hangs up)
             // means trying plain HTTP.
             Err(HttpError::NotTls | HttpError::Tls(_)) if self.force_insecure => {
-                tracing::info!(host = %url.host, "registry does not speak TLS; plain HTTP (--force-insecure)");
+                tracing::info!(host = %url.host, "registry does not speak TLS; plain HTTP, as the insecure-registry setting allows");
                 if let Ok(mut plain) = self.plain.lock() {
                     plain.insert(url.host.clone());
                 }

@@ -25,6 +25,9 @@ use serde_json::Value as Json;
 use reference::{ImageRef, Registry};
 use registry::{Found, RegistryError, RegistryOptions};
 
+use crate::hint;
+use crate::hint::{Hint, Setting};
+
 /// The image a jump pod uses when nothing better is found: Debian-based
 /// (glibc, so a copy of dbsnap runs in it) with PostgreSQL 18's client
 /// tools and a shell.
@@ -75,10 +78,10 @@ impl Resolved {
 pub enum ImageError {
     /// A setting is malformed (a configuration error).
     #[error("{message}")]
-    Setting { message: String, hint: String },
+    Setting { message: String, hint: Hint },
     /// The registry the user named failed.
     #[error("{message}")]
-    Registry { message: String, hint: String },
+    Registry { message: String, hint: Hint },
 }
 
 /// A registry lookup to make, and what its outcome means.
@@ -119,7 +122,12 @@ pub fn plan(request: &ImageRequest, workload: &Json, container: &str) -> Result<
     if let Some(given) = &request.registry {
         let registry = Registry::parse(&given.value).map_err(|e| ImageError::Setting {
             message: format!("{} {}: {e}", given.from, given.value),
-            hint: "e.g. --registry registry.example.com:5000/team".into(),
+            hint: hint![
+                "e.g. ",
+                Setting::Registry,
+                " registry.example.com:5000/team; plain HTTP is allowed by ",
+                Setting::ForceInsecure
+            ],
         })?;
         return Ok(Plan::Look(Lookup {
             repository: registry.repository(&request.image_name),
@@ -216,7 +224,9 @@ pub fn decide(
                 lookup.found,
                 lookup.image()
             ),
-            hint: format!("{}; or pass --image IMAGE", e.hint()),
+            hint: e
+                .hint()
+                .then(hint!["; or name an image with ", Setting::Image]),
         }),
         Err(e) => Ok(Resolved {
             image: DEFAULT_IMAGE.into(),
@@ -335,7 +345,7 @@ mod tests {
         };
         assert!(message.contains("from --registry"), "{message}");
         assert!(
-            hint.contains("--force-insecure") && hint.contains("--image"),
+            hint.settings().eq([Setting::ForceInsecure, Setting::Image]),
             "{hint}"
         );
 

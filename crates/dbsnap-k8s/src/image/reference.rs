@@ -20,12 +20,12 @@ pub struct Registry {
 
 impl Registry {
     /// Parses `HOST[:PORT][/PATH]` (a trailing `/` is allowed; a scheme is
-    /// not: whether plain HTTP is allowed is `--force-insecure`'s call).
+    /// not: whether plain HTTP is allowed is a setting of its own).
     pub fn parse(text: &str) -> Result<Registry, String> {
         let text = text.trim().trim_end_matches('/');
         if text.contains("://") {
             return Err(format!(
-                "\"{text}\" has a scheme; give HOST[:PORT][/PATH] (plain HTTP is allowed by --force-insecure)"
+                "\"{text}\" has a scheme; give HOST[:PORT][/PATH] without one"
             ));
         }
         let (host, path) = text.split_once('/').unwrap_or((text, ""));
@@ -277,7 +277,7 @@ mod tests {
         assert_eq!(hub.repository("dbsnap"), "library/dbsnap");
         assert!(Registry::parse("https://registry.example.com")
             .unwrap_err()
-            .contains("--force-insecure"));
+            .contains("has a scheme"));
         assert!(Registry::parse("registry.example.com:99999").is_err());
         assert!(Registry::parse("").is_err());
     }

@@ -20,6 +20,8 @@ use super::auth::{self, Challenge, Credentials};
 use super::http::{HttpError, Response, Transport, Url};
 use super::reference::Registry;
 use super::version;
+use crate::hint;
+use crate::hint::{Hint, Setting};
 
 /// Pages read at most (a guard against a registry whose `next` never ends).
 const MAX_PAGES: usize = 10_000;
@@ -115,36 +117,39 @@ pub enum RegistryError {
 
 impl RegistryError {
     /// What the user can do about it.
-    pub fn hint(&self) -> String {
+    pub fn hint(&self) -> Hint {
         const LOGIN_FILES: &str = "dbsnap reads the logins of docker login and podman login ($REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json, $DOCKER_CONFIG/config.json or ~/.docker/config.json)";
         match self {
             RegistryError::Unreachable { .. } | RegistryError::Timeout { .. } => {
                 "check the registry's host and port, and that this machine reaches it".into()
             }
             RegistryError::NotTls { .. } | RegistryError::PlainHttp { .. } => {
-                "pass --force-insecure to allow plain HTTP for this registry (the Kubernetes API stays verified)".into()
+                hint![Setting::ForceInsecure, " allows plain HTTP for this registry (the Kubernetes API stays verified)"]
             }
-            RegistryError::Untrusted { host, .. } => format!(
-                "add the registry's CA to SSL_CERT_FILE or /etc/docker/certs.d/{host}/ca.crt, or pass --force-insecure to accept its certificate unverified"
-            ),
-            RegistryError::WrongName { name, names, .. } => format!(
-                "name the registry by a name its certificate holds ({names}), or reissue the certificate with {name} in its subjectAltName; --force-insecure accepts it unverified"
-            ),
+            RegistryError::Untrusted { host, .. } => hint![
+                format!("add the registry's CA to SSL_CERT_FILE or /etc/docker/certs.d/{host}/ca.crt, or accept its certificate unverified with "),
+                Setting::ForceInsecure
+            ],
+            RegistryError::WrongName { name, names, .. } => hint![
+                format!("name the registry by a name its certificate holds ({names}), or reissue the certificate with {name} in its subjectAltName; "),
+                Setting::ForceInsecure,
+                " accepts it unverified"
+            ],
             RegistryError::Tls { .. } => {
-                "check the registry's TLS setup; --force-insecure accepts an unverified certificate, or plain HTTP".into()
+                hint!["check the registry's TLS setup; ", Setting::ForceInsecure, " accepts an unverified certificate, or plain HTTP"]
             }
-            RegistryError::NoLogin { host, .. } => format!("log in first (docker login {host}); {LOGIN_FILES}"),
+            RegistryError::NoLogin { host, .. } => format!("log in first (docker login {host}); {LOGIN_FILES}").into(),
             RegistryError::LoginRefused { host, .. } => {
-                format!("log in again (docker login {host}): the stored login is wrong or expired")
+                format!("log in again (docker login {host}): the stored login is wrong or expired").into()
             }
             RegistryError::Denied { .. } => "ask for pull access to the repository".into(),
             RegistryError::NotFound { .. } | RegistryError::NoVersionTag { .. } => {
-                "push or mirror a dbsnap image there with a version tag (see docs/KUBERNETES.md), or pass --image".into()
+                hint!["push or mirror a dbsnap image there with a version tag (see docs/KUBERNETES.md), or name an image with ", Setting::Image]
             }
             RegistryError::Protocol { .. } => {
                 "check that the address is a registry (OCI distribution API at /v2/)".into()
             }
-            RegistryError::Credentials(_) => format!("fix or remove the file; {LOGIN_FILES}"),
+            RegistryError::Credentials(_) => format!("fix or remove the file; {LOGIN_FILES}").into(),
             RegistryError::Token { .. } => "check the login for the registry (docker login)".into(),
         }
     }
@@ -448,14 +453,15 @@ mod tests {
         let e = RegistryError::NotTls {
             host: "r.example:5000".into(),
         };
-        assert!(e.hint().contains("--force-insecure"));
+        assert!(e.hint().settings().eq([Setting::ForceInsecure]));
         let e = RegistryError::Untrusted {
             host: "r.example:5000".into(),
             detail: "UnknownIssuer".into(),
         };
         assert!(e
             .hint()
+            .to_string()
             .contains("/etc/docker/certs.d/r.example:5000/ca.crt"));
-        assert!(e.hint().contains("--force-insecure"));
+        assert!(e.hint().settings().eq([Setting::ForceInsecure]));
     }
 }
