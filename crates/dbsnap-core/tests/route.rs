@@ -123,6 +123,7 @@ async fn create_and_restore_reach_databases_only_through_the_resolver() {
         no_privileges: false,
         allow_downgrade: false,
         password_prompt: None,
+        keep_safety_snapshots: dbsnap_core::retention::DEFAULT_KEEP_SAFETY_SNAPSHOTS,
         create_roles: false,
         jobs: 1,
         engine: Default::default(),

@@ -847,7 +847,8 @@ fn safety_line(p: &dbsnap_core::restore::Plan) -> &'static str {
 }
 
 /// Prints the result of a restore, with the old safety snapshots it removed.
-pub fn print_restore(r: &dbsnap_core::restore::RestoreResult, pruned: &[Removed], json: bool) {
+pub fn print_restore(r: &dbsnap_core::restore::RestoreResult, json: bool) {
+    let pruned = &r.removed_safety_snapshots;
     if json {
         Envelope::ok(r)
             .field("removed_safety_snapshots", json!(pruned))

@@ -48,7 +48,7 @@ pub async fn run(
     }
     let mut opts = options(&args, g, config, k8s.as_ref()).await?;
     let Some(k) = k8s else {
-        return run_with(&args, g, config, show_progress, opts).await;
+        return run_with(&args, g, show_progress, opts).await;
     };
     let say = crate::k8s_cmd::say(g.json);
     k8s::with_route(
@@ -60,7 +60,7 @@ pub async fn run(
             opts.databases = opened.database_names();
             opts.resolver = opened.route.resolver();
             opts.kubernetes = Some(opened.origin.clone());
-            run_with(&args, g, config, show_progress, opts).await
+            run_with(&args, g, show_progress, opts).await
         },
     )
     .await
@@ -134,6 +134,7 @@ async fn options(
             .locations
             .resolve(&set.safety_repository.display().to_string())
             .repository(),
+        keep_safety_snapshots: config.keep_safety_snapshots(),
         hooks,
         pg_bin: set.pg_bin.clone(),
         checks: set.checks.clone(),
@@ -145,7 +146,6 @@ async fn options(
 async fn run_with(
     args: &RestoreArgs,
     g: &GlobalArgs,
-    config: &Config,
     show_progress: bool,
     mut opts: RestoreOptions,
 ) -> Result<u8, CoreError> {
@@ -193,11 +193,7 @@ async fn run_with(
     let result = restore::execute(&plan, &opts, &sink).await;
     ui.finish();
     let result = result?;
-    let pruned = match &result.safety_snapshot {
-        Some(taken) => prune_after_restore(taken, config.keep_safety_snapshots()),
-        None => Vec::new(),
-    };
-    output::print_restore(&result, &pruned, g.json);
+    output::print_restore(&result, g.json);
     if let Some(f) = &result.start_hook_failure {
         eprintln!("error: the restore is complete, but the application was not started again: {f}");
         return Ok(exit::HOOK);
@@ -507,16 +503,6 @@ pub fn delete(args: DeleteArgs, g: &GlobalArgs, snapshot: &SnapshotRef) -> Resul
 /// After a restore took safety snapshot `taken`: removes the repository's
 /// safety snapshots beyond the newest `keep` (never `taken`). A failure
 /// here is a warning: the restore itself succeeded.
-fn prune_after_restore(taken: &SnapshotRef, keep: usize) -> Vec<retention::Removed> {
-    match retention::prune_safety_snapshots(&taken.repo, keep, Some(&taken.name), false) {
-        Ok(removed) => removed,
-        Err(e) => {
-            tracing::warn!("could not remove old safety snapshots: {e}");
-            Vec::new()
-        }
-    }
-}
-
 /// The journal's servers reached directly, or through `resolver` (the
 /// cluster route the restore used).
 fn access<'a>(

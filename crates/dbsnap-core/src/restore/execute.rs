@@ -94,6 +94,10 @@ pub async fn execute(
     let _ = journal.save();
     let outcome = outcome.map_err(|e| commit::explain_failure(e, &journal));
     let (databases, safety, sessions) = outcome?;
+    let removed = match &safety {
+        Some(taken) => prune_safety_snapshots(taken, opts.keep_safety_snapshots),
+        None => Vec::new(),
+    };
     Ok(RestoreResult {
         id,
         file: plan.file.clone(),
@@ -101,8 +105,20 @@ pub async fn execute(
         databases,
         sessions_terminated: sessions,
         start_hook_failure: start_failure,
+        removed_safety_snapshots: removed,
         duration_secs: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Removes the safety snapshots beyond the newest `keep` beside the one
+/// just `taken`. The restore stands whatever happens here: a failure is
+/// only logged.
+fn prune_safety_snapshots(taken: &SnapshotRef, keep: usize) -> Vec<crate::retention::Removed> {
+    crate::retention::prune_safety_snapshots(&taken.repo, keep, Some(&taken.name), false)
+        .unwrap_or_else(|e| {
+            tracing::warn!("could not remove old safety snapshots: {e}");
+            Vec::new()
+        })
 }
 
 /// The journal of a new run: every database planned, nothing done yet.

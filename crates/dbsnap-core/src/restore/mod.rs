@@ -96,6 +96,9 @@ pub struct RestoreOptions {
     pub lock_timeout: std::time::Duration,
     /// Repository for the safety snapshot.
     pub safety_repo: Arc<dyn Repository>,
+    /// How many safety snapshots to keep there: after a restore, older
+    /// ones beyond this are removed (never the one it took).
+    pub keep_safety_snapshots: usize,
     /// Stop/start hooks.
     pub hooks: QuiesceHooks,
     /// Extra directories with pg_dump/pg_restore/psql.
@@ -286,6 +289,10 @@ pub struct RestoreResult {
     pub sessions_terminated: u64,
     /// The start command failed after the restore (the restore stands).
     pub start_hook_failure: Option<String>,
+    /// Older safety snapshots removed after the restore (said beside the
+    /// result in `--json`).
+    #[serde(skip)]
+    pub removed_safety_snapshots: Vec<crate::retention::Removed>,
     /// Wall time.
     pub duration_secs: f64,
 }
