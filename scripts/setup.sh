@@ -169,38 +169,31 @@ if ! command -v age >/dev/null || ! command -v age-keygen >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age >/dev/null
 fi
 
-# The image tools (scripts/image.sh and its test): mmdebstrap makes the
-# root file system, umoci the image, skopeo the archive and the push.
-missing_image_tools=""
-for tool in mmdebstrap umoci skopeo; do
-  command -v "$tool" >/dev/null || missing_image_tools="$missing_image_tools $tool"
-done
-if [ -n "$missing_image_tools" ]; then
+# Installs from Debian the packages whose commands are missing; each
+# argument is COMMAND:PACKAGE.
+debian_tools() {
+  local missing="" pair
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null || missing="$missing ${pair#*:}"
+  done
+  [ -n "$missing" ] || return 0
   if [ "$(id -u)" != 0 ]; then
-    log "$missing_image_tools missing; run as root or apt-get install$missing_image_tools"
+    log "$missing missing; run as root or apt-get install$missing"
     exit 1
   fi
-  log "installing$missing_image_tools from Debian"
+  log "installing$missing from Debian"
   apt-get update -qq
   # shellcheck disable=SC2086
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing_image_tools >/dev/null
-fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+}
+
+# The image tools (scripts/image.sh and its test): mmdebstrap makes the
+# root file system, umoci the image, skopeo the archive and the push.
+debian_tools mmdebstrap:mmdebstrap umoci:umoci skopeo:skopeo
 
 # The systemd units' test (deploy/systemd): systemd-analyze verifies them,
 # and man finds the page their Documentation= names.
-missing_unit_tools=""
-command -v systemd-analyze >/dev/null || missing_unit_tools="$missing_unit_tools systemd"
-command -v man >/dev/null || missing_unit_tools="$missing_unit_tools man-db"
-if [ -n "$missing_unit_tools" ]; then
-  if [ "$(id -u)" != 0 ]; then
-    log "$missing_unit_tools missing; run as root or apt-get install$missing_unit_tools"
-    exit 1
-  fi
-  log "installing$missing_unit_tools from Debian"
-  apt-get update -qq
-  # shellcheck disable=SC2086
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing_unit_tools >/dev/null
-fi
+debian_tools systemd-analyze:systemd man:man-db
 
 # A real registry for the jump pod image tests (they start their own, on
 # free ports). The package would start a registry service on port 5000:
