@@ -197,26 +197,41 @@ pub fn describe(e: &kube::Error) -> String {
     format!("{e}: {deepest}")
 }
 
+/// The cluster, the namespace to work in, the app's databases and its
+/// workload as read (once).
+pub async fn reach(
+    access: &ClusterAccess,
+    workload: &Workload,
+    container: Option<&str>,
+) -> Result<(Client, String, Discovery, Json), K8sError> {
+    let (client, namespace) = connect(access).await?;
+    let (discovery, object) = discover_workload(&client, &namespace, workload, container).await?;
+    Ok((client, namespace, discovery, object))
+}
+
 /// Reads `workload` and the ConfigMaps its pod template names, and finds
-/// its databases. No Secret is read.
+/// its databases; also returns the workload as read (JSON), so callers
+/// need not read it again. No Secret is read.
 pub async fn discover_workload(
     client: &Client,
     namespace: &str,
     workload: &Workload,
     container: Option<&str>,
-) -> Result<Discovery, K8sError> {
+) -> Result<(Discovery, Json), K8sError> {
     let object = workload_json(client, namespace, workload).await?;
     let config_maps = read_config_maps(client, namespace, &object).await?;
-    discover(&object, container, &|name| config_maps.get(name).cloned()).map_err(|e| {
-        K8sError::new(
-            format!("{}: {e}", workload.display()),
-            hint![
-                "name the container with ",
-                Setting::Container,
-                ", or map the database in the target"
-            ],
-        )
-    })
+    let found =
+        discover(&object, container, &|name| config_maps.get(name).cloned()).map_err(|e| {
+            K8sError::new(
+                format!("{}: {e}", workload.display()),
+                hint![
+                    "name the container with ",
+                    Setting::Container,
+                    ", or map the database in the target"
+                ],
+            )
+        })?;
+    Ok((found, object))
 }
 
 /// The workload as the API returns it (JSON).

@@ -31,7 +31,7 @@ async fn the_app_s_databases_are_found_without_reading_its_secret() {
     assert_eq!(namespace, "poolside", "the flag beats the context");
 
     let core_api = &parse_workloads("deploy/core-api").unwrap()[0];
-    let found = discover_workload(&client, &namespace, core_api, None)
+    let (found, _) = discover_workload(&client, &namespace, core_api, None)
         .await
         .unwrap();
     let db = &found.databases[0];

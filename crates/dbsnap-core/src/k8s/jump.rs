@@ -36,14 +36,10 @@ pub async fn start_kept(
     ttl: Duration,
     run: &str,
 ) -> Result<KeptJumpPod, CoreError> {
-    let (client, namespace) = cluster::connect(&s.access).await.map_err(k8s_error)?;
-    let discovery =
-        cluster::discover_workload(&client, &namespace, &s.workload, s.container.as_deref())
+    let (client, namespace, discovery, object) =
+        cluster::reach(&s.access, &s.workload, s.container.as_deref())
             .await
             .map_err(k8s_error)?;
-    let object = cluster::workload_json(&client, &namespace, &s.workload)
-        .await
-        .map_err(k8s_error)?;
     // The caller says the reason with its result.
     let image = jump_image(s, &object, &discovery.container, &|_| {}).await?;
     let mut spec = dbsnap_k8s::jump::pod(&dbsnap_k8s::jump::JumpPod {

@@ -146,9 +146,8 @@ async fn open(
     say: Say<'_>,
     reaper: &Reaper,
 ) -> Result<Opened, CoreError> {
-    let (client, namespace) = cluster::connect(&s.access).await.map_err(k8s_error)?;
-    let discovery =
-        cluster::discover_workload(&client, &namespace, &s.workload, s.container.as_deref())
+    let (client, namespace, discovery, object) =
+        cluster::reach(&s.access, &s.workload, s.container.as_deref())
             .await
             .map_err(k8s_error)?;
     if discovery.databases.is_empty() {
@@ -171,9 +170,6 @@ async fn open(
             origin,
         });
     }
-    let object = cluster::workload_json(&client, &namespace, &s.workload)
-        .await
-        .map_err(k8s_error)?;
     let image = jump_image(s, &object, &discovery.container, say).await?;
     let pod = dbsnap_k8s::jump::pod(&dbsnap_k8s::jump::JumpPod {
         run,
