@@ -572,7 +572,18 @@ pub struct Verified {
 /// pg_dump member); its error aborts the walk.
 pub fn verify<R: Read>(
     input: R,
+    inspect: impl FnMut(&MemberVisit<'_>, &mut dyn Read) -> Result<(), ArchiveError>,
+) -> Result<Verified, ArchiveError> {
+    verify_confirming(input, inspect, &mut Vec::new())
+}
+
+/// [`verify`], also filling `confirmed` with the members that matched the
+/// manifest, in order: on a failure, those before the first that did not
+/// (none when the archive ends before its manifest, which comes last).
+pub fn verify_confirming<R: Read>(
+    input: R,
     mut inspect: impl FnMut(&MemberVisit<'_>, &mut dyn Read) -> Result<(), ArchiveError>,
+    confirmed: &mut Vec<MemberEntry>,
 ) -> Result<Verified, ArchiveError> {
     let mut ar = tar::Archive::new(crate::identify::check_start(input)?);
     let entries = ar.entries().map_err(|e| map_tar_err(e, "archive"))?;
@@ -656,7 +667,7 @@ pub fn verify<R: Read>(
             seen.last().map(|m| m.name.as_str()).unwrap_or("")
         ))
     })?;
-    check_against_manifest(&seen, &metadata, &manifest)?;
+    check_against_manifest(&seen, &metadata, &manifest, confirmed)?;
     Ok(Verified { metadata, manifest })
 }
 
@@ -667,6 +678,7 @@ fn check_against_manifest(
     seen: &[MemberEntry],
     metadata: &Metadata,
     manifest: &Manifest,
+    confirmed: &mut Vec<MemberEntry>,
 ) -> Result<(), ArchiveError> {
     for (i, want) in manifest.members.iter().enumerate() {
         let got = seen.get(i).ok_or_else(|| {
@@ -692,6 +704,7 @@ fn check_against_manifest(
                 got.name
             )));
         }
+        confirmed.push(want.clone());
     }
     if let Some(extra) = seen.get(manifest.members.len()) {
         return Err(ArchiveError::Corrupt(format!(

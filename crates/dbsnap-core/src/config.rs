@@ -34,6 +34,7 @@ pub struct Config {
     pub repositories: BTreeMap<String, RepositoryConfig>,
     /// Safety snapshots kept per repository (default 3); older ones are
     /// removed after a restore takes a new one, and by `cleanup`.
+    #[serde(default, deserialize_with = "value::count")]
     pub keep_safety_snapshots: Option<usize>,
     /// Named targets.
     #[serde(default)]
@@ -55,18 +56,25 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct PruneConfig {
     /// The newest N per target.
+    #[serde(default, deserialize_with = "value::count")]
     pub keep_last: Option<usize>,
     /// The newest of each of the last N hours with a snapshot.
+    #[serde(default, deserialize_with = "value::count")]
     pub keep_hourly: Option<usize>,
     /// ... days.
+    #[serde(default, deserialize_with = "value::count")]
     pub keep_daily: Option<usize>,
     /// ... ISO weeks.
+    #[serde(default, deserialize_with = "value::count")]
     pub keep_weekly: Option<usize>,
     /// ... months.
+    #[serde(default, deserialize_with = "value::count")]
     pub keep_monthly: Option<usize>,
     /// ... years.
+    #[serde(default, deserialize_with = "value::count")]
     pub keep_yearly: Option<usize>,
     /// Everything taken within this long (`7d`, `12h`, ...).
+    #[serde(default, deserialize_with = "value::within")]
     pub keep_within: Option<String>,
 }
 
@@ -90,6 +98,7 @@ pub struct S3Config {
     pub ca_file: Option<PathBuf>,
     /// Upload part size in MiB (default 16; S3 allows 10,000 parts, so
     /// 16 MiB parts hold snapshots up to 156 GiB).
+    #[serde(default, deserialize_with = "value::count")]
     pub part_size_mib: Option<usize>,
 }
 
@@ -111,6 +120,7 @@ pub struct RepositoryConfig {
     /// As in `[s3]`.
     pub ca_file: Option<PathBuf>,
     /// As in `[s3]`.
+    #[serde(default, deserialize_with = "value::count")]
     pub part_size_mib: Option<usize>,
     /// Environment variable holding the access key id (default: the AWS
     /// environment's credentials).
@@ -155,6 +165,7 @@ pub struct TargetConfig {
     /// Command that starts it again; always run after `stop_cmd`.
     pub start_cmd: Option<String>,
     /// pg_dump `--compress` value (e.g. `0`, `gzip:1`, `zstd:3`).
+    #[serde(default, deserialize_with = "value::compress")]
     pub compress: Option<String>,
     /// SQL checks that must return true after a restore.
     #[serde(default)]
@@ -351,6 +362,62 @@ impl Config {
                 )
             },
         })
+    }
+}
+
+/// Values checked as the file is read, so that a bad one is an error
+/// naming the file, its line and key, for every command (not only the one
+/// that uses it).
+mod value {
+    use serde::de::{Deserializer, Error, Unexpected, Visitor};
+    use serde::Deserialize;
+
+    /// A count (of snapshots, MiB, ...): a whole number, 0 or more.
+    pub fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        struct Count;
+        impl Visitor<'_> for Count {
+            type Value = usize;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a whole number, 0 or more")
+            }
+            fn visit_i64<E: Error>(self, v: i64) -> Result<usize, E> {
+                usize::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+            }
+            fn visit_u64<E: Error>(self, v: u64) -> Result<usize, E> {
+                usize::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+            }
+        }
+        d.deserialize_any(Count).map(Some)
+    }
+
+    /// A `keep_within` duration: `30m`, `12h`, `7d`, ...
+    pub fn within<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        let s = String::deserialize(d)?;
+        crate::prune::within(&s).map_err(|why| {
+            D::Error::custom(format!("\"{s}\": {why}; {}", crate::prune::WITHIN_EXAMPLE))
+        })?;
+        Ok(Some(s))
+    }
+
+    /// A pg_dump compression: `0`-`9`, `gzip[:LEVEL]`, `none`, `lz4`, `zstd`.
+    /// A level alone may be a number (`compress = 1`).
+    pub fn compress<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(
+            untagged,
+            expecting = "a compression: a level 0-9, \"gzip:LEVEL\", \"none\", \"lz4\" or \"zstd\""
+        )]
+        enum Given {
+            Text(String),
+            Level(i64),
+        }
+        let s = match Given::deserialize(d)? {
+            Given::Text(s) => s,
+            Given::Level(n) => n.to_string(),
+        };
+        crate::create::compression_level(&s)
+            .map_err(|(why, example)| D::Error::custom(format!("\"{s}\": {why}; {example}")))?;
+        Ok(Some(s))
     }
 }
 

@@ -318,7 +318,9 @@ pub struct VerifyReport {
     pub ok: bool,
     /// First failure, naming the member.
     pub error: Option<String>,
-    /// Members that passed (in order), up to the failure.
+    /// Members whose size and checksum matched the manifest, in order: all
+    /// of them when verified, those before the first failing one when not
+    /// (none when the snapshot ends before its manifest, which comes last).
     pub members: Vec<VerifiedMember>,
     /// Metadata, when readable.
     pub metadata: Option<Metadata>,
@@ -412,63 +414,66 @@ pub fn verify(
     }
     let f = open(snapshot)?;
     let mut details: Vec<(String, pgdump::PgDumpSummary)> = Vec::new();
-    let outcome = snapshot::verify(BufReader::with_capacity(1 << 20, f), |visit, reader| {
-        if visit.name.ends_with(".dump") && contents_checked {
-            let mut plain = crypto
-                .reader(snapshot, visit.name, reader)
-                .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
-            let summary = pgdump::read_archive(&mut plain).map_err(|e| match e {
-                // The connection to the repository, not the snapshot.
-                pgdump::PgDumpError::Io(e) if e.kind() == dbsnap_storage::s3::LOST => {
-                    ArchiveError::Io(e)
-                }
-                e => ArchiveError::Corrupt(format!(
-                    "member \"{}\" is not a readable pg_dump archive: {e}",
-                    visit.name
-                )),
-            })?;
-            details.push((visit.name.to_string(), summary));
-        }
-        Ok(())
-    });
-    match outcome {
-        Ok(v) => {
-            let members = v
-                .manifest
-                .members
-                .iter()
-                .map(|m| {
-                    let d = details.iter().find(|(n, _)| n == &m.name).map(|(_, s)| s);
-                    VerifiedMember {
-                        name: m.name.clone(),
-                        size: m.size,
-                        sha256: m.sha256.clone(),
-                        toc_entries: d.map(|s| s.entries.len()),
-                        data_blocks: d.map(|s| s.data_blocks),
-                        archive_version: d
-                            .map(|s| format!("{}.{}-{}", s.version.0, s.version.1, s.version.2)),
-                        facts: d
-                            .map(|s| ArchiveFacts::from_entries(&s.entries))
-                            .unwrap_or_default(),
+    let mut confirmed = Vec::new();
+    let outcome = snapshot::verify_confirming(
+        BufReader::with_capacity(1 << 20, f),
+        |visit, reader| {
+            if visit.name.ends_with(".dump") && contents_checked {
+                let mut plain = crypto
+                    .reader(snapshot, visit.name, reader)
+                    .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+                let summary = pgdump::read_archive(&mut plain).map_err(|e| match e {
+                    // The connection to the repository, not the snapshot.
+                    pgdump::PgDumpError::Io(e) if e.kind() == dbsnap_storage::s3::LOST => {
+                        ArchiveError::Io(e)
                     }
-                })
-                .collect();
-            Ok(VerifyReport {
-                file: snapshot.clone(),
-                ok: true,
-                error: None,
-                members,
-                metadata: Some(v.metadata),
-                encrypted,
-                contents_checked,
-            })
-        }
+                    e => ArchiveError::Corrupt(format!(
+                        "member \"{}\" is not a readable pg_dump archive: {e}",
+                        visit.name
+                    )),
+                })?;
+                details.push((visit.name.to_string(), summary));
+            }
+            Ok(())
+        },
+        &mut confirmed,
+    );
+    // The members that matched the manifest: all of them on success, those
+    // before the first that did not on a failure.
+    let members = confirmed
+        .iter()
+        .map(|m| {
+            let d = details.iter().find(|(n, _)| n == &m.name).map(|(_, s)| s);
+            VerifiedMember {
+                name: m.name.clone(),
+                size: m.size,
+                sha256: m.sha256.clone(),
+                toc_entries: d.map(|s| s.entries.len()),
+                data_blocks: d.map(|s| s.data_blocks),
+                archive_version: d
+                    .map(|s| format!("{}.{}-{}", s.version.0, s.version.1, s.version.2)),
+                facts: d
+                    .map(|s| ArchiveFacts::from_entries(&s.entries))
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    match outcome {
+        Ok(v) => Ok(VerifyReport {
+            file: snapshot.clone(),
+            ok: true,
+            error: None,
+            members,
+            metadata: Some(v.metadata),
+            encrypted,
+            contents_checked,
+        }),
         Err(e) if !is_damage(&e) => Err(archive_error(snapshot, e)),
         Err(e) => Ok(VerifyReport {
             file: snapshot.clone(),
             ok: false,
             error: Some(e.to_string()),
-            members: Vec::new(),
+            members,
             metadata: read_metadata(snapshot).ok(),
             encrypted,
             contents_checked,

@@ -184,10 +184,19 @@ pub fn describe(d: Duration) -> String {
 /// `what` names where the value came from (`--keep-within`, or
 /// `keep_within in [prune] of FILE`).
 pub fn parse_within(s: &str, what: &str) -> Result<Duration, CoreError> {
-    let bad = || CoreError::Config {
-        message: format!("{what} {s}: not a duration greater than 0 (at most 1000y)"),
-        hint: "a number and a unit: 30m, 12h, 7d, 4w, 6M (30 days) or 1y (365 days)".into(),
-    };
+    within(s).map_err(|why| CoreError::Config {
+        message: format!("{what} {s}: {why}"),
+        hint: WITHIN_EXAMPLE.into(),
+    })
+}
+
+/// What a good `keep_within` looks like.
+pub const WITHIN_EXAMPLE: &str =
+    "a number and a unit: 30m, 12h, 7d, 4w, 6M (30 days) or 1y (365 days)";
+
+/// [`parse_within`] in words only: on a bad value, what is wrong with it.
+pub fn within(s: &str) -> Result<Duration, String> {
+    let bad = || "not a duration greater than 0 (at most 1000y)".to_string();
     let s = s.trim();
     let unit = s.chars().last().ok_or_else(bad)?;
     let n: i64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| bad())?;

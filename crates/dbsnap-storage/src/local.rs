@@ -190,6 +190,7 @@ impl Repository for LocalRepository {
 
     fn open_range(&self, name: &str, offset: u64) -> Result<Box<dyn Read + Send>, StorageError> {
         let path = self.existing(name)?;
+        crate::warn_if_shared(&self.dir);
         let mut f = File::open(&path).map_err(|e| StorageError::io(&path, e))?;
         if offset > 0 {
             f.seek(SeekFrom::Start(offset))

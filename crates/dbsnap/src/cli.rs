@@ -338,6 +338,20 @@ impl Cli {
         self.global.json
     }
 
+    /// For a command that takes `--dry-run`, whether it was given: every
+    /// `--json` document of such a command says it (docs/SCRIPTING.md).
+    pub fn dry_run(&self) -> Option<bool> {
+        match &self.command {
+            Command::Restore(a) => Some(a.dry_run),
+            Command::Rollback(a) => Some(a.dry_run),
+            Command::Cleanup(a) => Some(a.dry_run),
+            Command::Delete(a) => Some(a.dry_run),
+            Command::Prune(a) => Some(a.dry_run),
+            Command::BucketPrune(a) => Some(a.dry_run),
+            _ => None,
+        }
+    }
+
     /// Whether the command may change something (a database, a
     /// repository or bucket, a cluster, files, dbsnap's state): such runs
     /// always write a log. One that only reads (list, verify, `volume-snapshot

@@ -13,9 +13,14 @@ pub fn for_error(e: &CoreError) -> Option<String> {
         CoreError::Storage(s) => storage(s).map(str::to_string),
         CoreError::Pg(p) => p.remedy.map(|r| remedy(r).to_string()),
         CoreError::Kubernetes { hint, .. } => Some(kubernetes(hint)),
+        CoreError::Verify { .. } => Some(DAMAGED.into()),
         _ => None,
     }
 }
+
+/// What to do about a damaged snapshot.
+pub const DAMAGED: &str =
+    "the file is damaged; use another snapshot (dbsnap list) and take a new one";
 
 /// A Kubernetes hint with its settings as the command line's flags.
 pub fn kubernetes(hint: &Hint) -> String {

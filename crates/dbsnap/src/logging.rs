@@ -92,10 +92,10 @@ pub fn init(cli: &Cli) -> Option<RunLog> {
         ),
         None => (None, None),
     };
+    let ansi = colour(std::io::stderr().is_terminal());
     let stderr_layer = fmt::layer()
-        .with_target(false)
-        .without_time()
-        .with_ansi(colour(std::io::stderr().is_terminal()))
+        .event_format(Said { ansi })
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .with_filter(stderr_level)
         .with_filter(filter::filter_fn(|m| m.target() != dbsnap_core::REPORTED))
@@ -115,6 +115,41 @@ pub fn init(cli: &Cli) -> Option<RunLog> {
         "dbsnap started"
     );
     path.map(|path| RunLog { path })
+}
+
+/// Standard error's lines: `warning: …`, `error: …` (`info: …`, `debug: …`
+/// with -v), as the binary's own messages read; the level in colour on a
+/// terminal.
+struct Said {
+    ansi: bool,
+}
+
+impl<S, N> fmt::FormatEvent<S, N> for Said
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &fmt::FmtContext<'_, S, N>,
+        mut writer: fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let (level, colour) = match *event.metadata().level() {
+            tracing::Level::ERROR => ("error", "31"),
+            tracing::Level::WARN => ("warning", "33"),
+            tracing::Level::INFO => ("info", "32"),
+            tracing::Level::DEBUG => ("debug", "34"),
+            tracing::Level::TRACE => ("trace", "35"),
+        };
+        if self.ansi {
+            write!(writer, "\x1b[{colour}m{level}\x1b[0m: ")?;
+        } else {
+            write!(writer, "{level}: ")?;
+        }
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
 }
 
 /// The warnings this run logged, for `--json`'s `warnings` (the binary's

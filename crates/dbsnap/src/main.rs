@@ -144,6 +144,7 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(e),
     };
     let json = cli.json();
+    output::command_dry_run(cli.dry_run());
     let log = logging::init(&cli);
     logging::prune(&cli, log.as_ref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -250,7 +250,7 @@ fn a_blob_damaged_at_the_same_size_is_found_and_not_carried_forward() {
                 );
             assert_eq!(code, 0, "{third}\n{err}");
             assert!(
-                err.contains(&format!("WARN the blob of \"{x}\" (blobs/{xb})"))
+                err.contains(&format!("warning: the blob of \"{x}\" (blobs/{xb})"))
                     && err.contains("copying it again"),
                 "{err}"
             );

@@ -100,7 +100,10 @@ fn global_flags_go_on_either_side_of_the_command() {
         let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
         let msg = &common::error_text(&v);
         assert!(msg.contains(missing.to_str().unwrap()), "{msg}");
-        assert!(err.contains("INFO"), "-v had no effect: {err}");
+        assert!(
+            err.contains("info: dbsnap started"),
+            "-v had no effect: {err}"
+        );
     }
     // A config file named before the command is the one read.
     let (code, _, err) = run(home
@@ -547,6 +550,62 @@ fn a_broken_config_stops_every_command_naming_file_line_and_key() {
             "{args:?}: {err}"
         );
     }
+}
+
+#[test]
+fn a_bad_value_in_the_config_is_refused_as_the_file_is_read() {
+    // Every command reads the file; each bad value stops even those that
+    // would not use it, naming the line and the key.
+    let home = Home::new();
+    let config = home.path().join("dbsnap.toml");
+    for (text, line, key, why) in [
+        (
+            "[targets.a]\ndatabases = []\ncompress = \"bogus\"\n",
+            3,
+            "compress",
+            "unknown compression",
+        ),
+        (
+            "[targets.a]\ncompress = \"zstd:99\"\n",
+            2,
+            "compress",
+            "must be 1 to 22",
+        ),
+        (
+            "[prune]\nkeep_last = 2\nkeep_within = \"2 days\"\n",
+            3,
+            "keep_within",
+            "not a duration",
+        ),
+        (
+            "keep_safety_snapshots = -1\n",
+            1,
+            "keep_safety_snapshots",
+            "a whole number",
+        ),
+        (
+            "[prune]\nkeep_daily = \"7\"\n",
+            2,
+            "keep_daily",
+            "a whole number",
+        ),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        for args in [&["list"][..], &["verify", "x.tar"], &["prune", "--dry-run"]] {
+            let (code, out, err) = run(home.dbsnap().args(args));
+            assert_eq!(code, 2, "{text}{args:?}: {out}{err}");
+            assert!(
+                err.contains(&format!("line {line}"))
+                    && err.contains(&format!("{key} ="))
+                    && err.contains(why),
+                "{text}{args:?}: {err}"
+            );
+        }
+    }
+    // A level alone may be a number.
+    std::fs::write(&config, "[targets.a]\ncompress = 1\n").unwrap();
+    let (code, _, err) = run(home.dbsnap().arg("list"));
+    assert_eq!(code, 0, "{err}");
 }
 
 #[test]

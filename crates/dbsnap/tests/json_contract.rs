@@ -113,8 +113,21 @@ fn every_command_answers_in_the_one_envelope() {
         } else {
             assert!(v.get("result").is_some(), "{args:?}: no result: {v}");
         }
-        if args.contains(&"--dry-run") && code == 0 {
-            assert_eq!(v["dry_run"], true, "{args:?}: {v}");
+        // Every document of a command that takes --dry-run says whether
+        // it was given, success or failure; no other command's has it.
+        let takes_dry_run = [
+            "restore",
+            "delete",
+            "prune",
+            "rollback",
+            "cleanup",
+            "bucket-prune",
+        ]
+        .contains(&args[0]);
+        if takes_dry_run {
+            assert_eq!(v["dry_run"], args.contains(&"--dry-run"), "{args:?}: {v}");
+        } else {
+            assert!(v.get("dry_run").is_none(), "{args:?}: {v}");
         }
     }
     // An error with a hint has both, apart.

@@ -1135,7 +1135,7 @@ fn an_answer_that_is_not_the_kubernetes_api_is_one_sentence() {
     // kube-rs's own line about the body it could not parse is not shown,
     // nor written to the log.
     assert!(
-        !err.contains("WARN") && !err.contains("Failed to parse"),
+        !err.contains("warning:") && !err.contains("Failed to parse"),
         "{err}"
     );
     assert!(

@@ -214,7 +214,7 @@ fn prune_takes_its_rules_from_the_config() {
     assert_eq!(code, 0, "{err}\n{v}");
     assert_eq!(names(&v, "removed"), [snaps[0].as_str()]);
     assert!(!exists(&home, &snaps[0]) && exists(&home, &snaps[1]) && exists(&home, &snaps[2]));
-    // A bad duration in the config is a usage error naming it.
+    // A bad duration in the config is a usage error naming its line.
     std::fs::write(&config, "[prune]\nkeep_within = \"7 days\"\n").unwrap();
     let (code, _, err) = run_json(
         home.dbsnap()
@@ -223,7 +223,7 @@ fn prune_takes_its_rules_from_the_config() {
     );
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("7 days") && err.contains("keep_within in [prune]"),
+        err.contains("7 days") && err.contains("line 2") && err.contains("keep_within ="),
         "{err}"
     );
 }

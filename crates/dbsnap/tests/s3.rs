@@ -184,6 +184,20 @@ fn wrong_credentials_a_missing_bucket_and_plain_http_each_say_what_to_do() {
     );
     assert_eq!(code, 9, "{err}");
     assert!(err.contains("refused the credentials"), "{err}");
+    // No credentials at all: the client falls back to the instance
+    // metadata service, which has none here; that is what is said.
+    let (code, _, err) = run_json(
+        dbsnap(&home, &server, tmp.path())
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .args(["list", "--repo", "s3://backups/p"]),
+    );
+    assert_eq!(code, 9, "{err}");
+    assert!(
+        err.contains("no credentials found") && err.contains("AWS_ACCESS_KEY_ID"),
+        "{err}"
+    );
+    assert!(!err.contains("refused the credentials"), "{err}");
 
     let (code, _, err) =
         run_json(dbsnap(&home, &server, tmp.path()).args(["list", "--repo", "s3://nosuch/p"]));

@@ -141,7 +141,7 @@ fn verbose_list_on_a_terminal(no_color: Option<&str>) -> String {
     }
     let (code, screen) = Pty::spawn(cmd).wait_raw();
     assert_eq!(code, 0, "{screen}");
-    assert!(screen.contains("INFO"), "{screen}");
+    assert!(screen.contains("info"), "{screen}");
     screen
 }
 

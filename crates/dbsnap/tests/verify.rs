@@ -55,6 +55,31 @@ fn verify_names_the_damaged_member_and_list_survives() {
     let msg = &common::error_text(&v);
     assert_eq!(v["error"]["exit_code"], 10, "{v}");
     assert!(msg.contains("backend.dump"), "{msg}");
+    // It names the file and says what to do, as every error does; the
+    // members that matched the manifest before the damaged one are listed.
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!("{}: ", flipped.display())),
+        "{v}"
+    );
+    assert!(
+        v["error"]["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("another snapshot")),
+        "{v}"
+    );
+    let passed: Vec<&str> = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(passed.first(), Some(&"dbsnap.json"), "{v}");
+    assert!(!passed.contains(&"backend.dump"), "{v}");
+    // list and extract-version read only the ends: they do not see it
+    // (docs/SCRIPTING.md says so).
+    let (code, v, _) = run_json(home.dbsnap().arg("extract-version").arg(&flipped));
+    assert_eq!(code, 0, "{v}");
     let (_, _, err) = run(home.dbsnap().arg("verify").arg("--file").arg(&flipped));
     assert!(
         err.contains("FAILED") && err.contains("backend.dump"),

@@ -55,7 +55,7 @@ fn no_colour_codes_in_pipes_or_log_files() {
     let home = Home::new();
     let (code, out, err) = run(create_command(&home, &cluster, &["app"]).arg("-vv"));
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("INFO"), "no -v output: {err}");
+    assert!(err.contains("info: "), "no -v output: {err}");
     assert!(!err.contains("\x1b["), "colour in a pipe: {err:?}");
     assert!(!out.contains("\x1b["), "colour in a pipe: {out:?}");
     let logs = home.logs();

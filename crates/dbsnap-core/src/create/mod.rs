@@ -33,7 +33,7 @@ mod native;
 
 use archive::write_archive;
 pub use dump::{DumpControl, DumpEngine, DumpJob, PgDumpEngine, RunningDump};
-pub use native::{gzip_level, NativeEngine, DEFAULT_LEVEL};
+pub use native::{compression_level, gzip_level, NativeEngine, DEFAULT_LEVEL};
 
 /// What to snapshot and how.
 #[derive(Debug, Clone)]

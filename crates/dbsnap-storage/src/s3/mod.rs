@@ -592,6 +592,14 @@ fn remote_error(location: &str, what: &str, e: object_store::Error) -> StorageEr
         return StorageError::Config(format!(
             "{location}: the server says the bucket name is not valid (S3 bucket names are 3 to 63 lowercase letters, digits, dots and hyphens)"
         ));
+    } else if lower.contains("169.254.169.254") || lower.contains("169.254.170.2") {
+        // No credentials in the environment: the client asked the
+        // instance (or container) metadata service, which had none.
+        return StorageError::Remote {
+            location: location.to_string(),
+            message: format!("no credentials found: none in the environment, and the instance metadata service gave none ({text})"),
+            hint: "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN), or run where an instance or container role gives them".into(),
+        };
     } else if lower.contains("signaturedoesnotmatch")
         || lower.contains("invalidaccesskeyid")
         || lower.contains("accessdenied")

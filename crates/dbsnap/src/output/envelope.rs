@@ -10,7 +10,8 @@ use super::*;
 pub struct Envelope {
     /// Whether the command did what it was asked (its exit code is 0).
     pub ok: bool,
-    /// With `--dry-run`: true (nothing was changed).
+    /// For the commands that take `--dry-run`, always: true when it was
+    /// given (nothing was changed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<bool>,
     /// Warnings the run logged, in order.
@@ -64,6 +65,15 @@ impl ErrorDoc {
             hint,
         }
     }
+}
+
+/// The run's command's `--dry-run`, when it takes one ([`command_dry_run`]).
+static DRY_RUN: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+
+/// Says, once, whether the run's command takes `--dry-run` and was given
+/// it, so that every document it prints, success or failure, says so.
+pub fn command_dry_run(dry_run: Option<bool>) {
+    let _ = DRY_RUN.set(dry_run);
 }
 
 impl Envelope {
@@ -151,6 +161,9 @@ impl Envelope {
     /// Prints the document on standard output, with every warning the run
     /// logged (once each) after the result's own.
     pub fn print(mut self) {
+        if self.dry_run.is_none() {
+            self.dry_run = DRY_RUN.get().copied().flatten();
+        }
         for w in crate::logging::warnings() {
             if !self.warnings.iter().any(|known| w.contains(known.as_str())) {
                 self.warnings.push(w);

@@ -267,21 +267,24 @@ pub fn print_versions(path: &dbsnap_core::SnapshotRef, m: &Metadata, json: bool)
 
 /// Prints `verify`.
 pub fn print_verify(r: &VerifyReport, json: bool) {
+    // A failed verification reads like every other command's error: the
+    // file and what is wrong with it, then what to do.
+    let failure = (!r.ok).then(|| {
+        let file = r.file.display().to_string();
+        let error = r
+            .error
+            .as_deref()
+            .unwrap_or("the snapshot failed verification");
+        // Most errors already start with the file.
+        let error = error.strip_prefix(&format!("{file}: ")).unwrap_or(error);
+        format!("{file}: {error}")
+    });
     if json {
-        // A failed verification reads like every other command's error.
-        let failed = match &r.error {
-            Some(message) => Some(ErrorDoc::new(
-                "verify",
-                dbsnap_core::error::exit::VERIFY,
-                message.clone(),
-            )),
-            None if !r.ok => Some(ErrorDoc::new(
-                "verify",
-                dbsnap_core::error::exit::VERIFY,
-                "the snapshot failed verification",
-            )),
-            None => None,
-        };
+        let failed = failure.map(|message| {
+            let mut doc = ErrorDoc::new("verify", dbsnap_core::error::exit::VERIFY, message);
+            doc.hint = Some(crate::hints::DAMAGED.into());
+            doc
+        });
         Envelope::ok(r)
             .without(&["ok", "error"])
             .error(failed)
@@ -290,35 +293,35 @@ pub fn print_verify(r: &VerifyReport, json: bool) {
     }
     if r.ok {
         println!("verified: {}", r.file.display());
-        for m in &r.members {
-            let extra = match (m.toc_entries, m.data_blocks) {
-                (Some(t), Some(d)) => format!(
-                    "pg_dump archive {}, {t} entries, {d} data blocks",
-                    m.archive_version.as_deref().unwrap_or("")
-                ),
-                _ => String::new(),
-            };
-            println!(
-                "  ok  {:<32} {:>10}  sha256 {}…  {extra}",
-                m.name,
-                human_bytes(m.size),
-                &m.sha256[..16]
-            );
-        }
-        if r.encrypted && !r.contents_checked {
-            println!("encrypted: checksums checked; pass --identity (or set DBSNAP_PASSPHRASE) to read the dumps inside too");
-        } else if r.encrypted {
-            println!("encrypted: decrypted with the key given and every dump read");
-        }
-    } else {
-        let file = r.file.display().to_string();
-        let error = r.error.as_deref().unwrap_or("unknown error");
-        // Most errors already start with the file.
-        let error = error.strip_prefix(&format!("{file}: ")).unwrap_or(error);
-        eprintln!("FAILED: {file}: {error}");
-        eprintln!(
-            "hint: the file is damaged; use another snapshot (dbsnap list) and take a new one"
+    }
+    for m in &r.members {
+        let extra = match (m.toc_entries, m.data_blocks) {
+            (Some(t), Some(d)) => format!(
+                "  pg_dump archive {}, {t} entries, {d} data blocks",
+                m.archive_version.as_deref().unwrap_or("")
+            ),
+            _ => String::new(),
+        };
+        let line = format!(
+            "  ok  {:<32} {:>10}  sha256 {}…{extra}",
+            m.name,
+            human_bytes(m.size),
+            &m.sha256[..16]
         );
+        // The members that passed before a failure lead up to it.
+        if r.ok {
+            println!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+    if let Some(message) = failure {
+        eprintln!("FAILED: {message}\nhint: {}", crate::hints::DAMAGED);
+    }
+    if r.encrypted && !r.contents_checked {
+        println!("encrypted: checksums checked; pass --identity (or set DBSNAP_PASSPHRASE) to read the dumps inside too");
+    } else if r.encrypted && r.ok {
+        println!("encrypted: decrypted with the key given and every dump read");
     }
 }
 

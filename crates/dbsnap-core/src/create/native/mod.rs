@@ -95,30 +95,40 @@ impl DumpEngine for NativeEngine {
 /// The zlib level of a `--compress` value (0 = none), or None when the
 /// value names another method (written by pg_dump).
 pub fn gzip_level(compress: Option<&str>) -> Result<Option<u32>, CoreError> {
-    let Some(c) = compress.map(str::trim) else {
+    let Some(c) = compress else {
         return Ok(Some(DEFAULT_LEVEL));
     };
+    compression_level(c).map_err(|(why, example)| CoreError::Config {
+        message: format!("--compress {}: {why}", c.trim()),
+        hint: example,
+    })
+}
+
+/// [`gzip_level`] of a value in words only: on a bad value, what is wrong
+/// with it and an example of a good one (the config file's check, which
+/// names the key and line instead of the flag).
+pub fn compression_level(c: &str) -> Result<Option<u32>, (String, String)> {
+    let c = c.trim();
     let (method, detail) = c.split_once(':').unwrap_or((c, ""));
-    let level = |s: &str, default: u32| -> Result<u32, CoreError> {
+    let level = |s: &str, default: u32| -> Result<u32, (String, String)> {
         let s = s.trim().trim_start_matches("level=");
         if s.is_empty() {
             return Ok(default);
         }
-        s.parse::<u32>()
-            .ok()
-            .filter(|l| *l <= 9)
-            .ok_or_else(|| CoreError::Config {
-                message: format!("--compress {c}: the level must be 0 to 9"),
-                hint: "e.g. --compress 1, --compress gzip:6 or --compress none".into(),
-            })
+        s.parse::<u32>().ok().filter(|l| *l <= 9).ok_or_else(|| {
+            (
+                "the level must be 0 to 9".to_string(),
+                "e.g. 1, gzip:6 or none".to_string(),
+            )
+        })
     };
-    let other_level = |most: u32| -> Result<Option<u32>, CoreError> {
+    let other_level = |most: u32| -> Result<Option<u32>, (String, String)> {
         let l = detail.trim().trim_start_matches("level=");
         match l.parse::<u32>() {
-            Ok(l) if !(1..=most).contains(&l) => Err(CoreError::Config {
-                message: format!("--compress {c}: the level of {method} must be 1 to {most}"),
-                hint: format!("e.g. --compress {method}:3, or --compress {method}"),
-            }),
+            Ok(l) if !(1..=most).contains(&l) => Err((
+                format!("the level of {method} must be 1 to {most}"),
+                format!("e.g. {method}:3, or {method}"),
+            )),
             _ => Ok(None),
         }
     };
@@ -128,11 +138,11 @@ pub fn gzip_level(compress: Option<&str>) -> Result<Option<u32>, CoreError> {
         "lz4" => other_level(12),
         "zstd" => other_level(22),
         digits if digits.chars().all(|d| d.is_ascii_digit()) => level(digits, 6).map(Some),
-        _ => Err(CoreError::Config {
-            message: format!("--compress {c}: unknown compression"),
-            hint: "use a level 0-9, gzip[:LEVEL], none, or lz4/zstd (restorable by pg_restore 16+)"
-                .into(),
-        }),
+        _ => Err((
+            "unknown compression".to_string(),
+            "use a level 0-9, gzip[:LEVEL], none, or lz4/zstd (restorable by pg_restore 16+)"
+                .to_string(),
+        )),
     }
 }
 
