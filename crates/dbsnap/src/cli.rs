@@ -41,7 +41,13 @@ pub fn after_help() -> String {
 
 /// Consistent, verifiable snapshots of an application's PostgreSQL databases.
 #[derive(Debug, Parser)]
-#[command(name = "dbsnap", version, about, after_help = after_help())]
+#[command(
+    name = "dbsnap",
+    version,
+    about,
+    after_help = after_help(),
+    arg_required_else_help = true
+)]
 pub struct Cli {
     /// Flags every command takes, before or after its name.
     #[command(flatten)]
@@ -53,6 +59,7 @@ pub struct Cli {
 /// Flags accepted on either side of the command name
 /// (`dbsnap --dir D list` and `dbsnap list --dir D` are the same).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Config file (default: ./dbsnap.toml, else $DBSNAP_HOME/config.toml).
     #[arg(long, global = true, value_name = "FILE")]

@@ -103,26 +103,61 @@ fn relay() -> ExitCode {
 fn usage_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     let json = std::env::args_os().skip(1).any(|a| a == "--json");
-    let message = e.render().to_string();
-    let _ = e.print();
-    if matches!(
-        e.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    ) {
-        return ExitCode::from(e.exit_code() as u8);
+    let rendered = e.render().to_string();
+    if e.kind() == ErrorKind::MissingSubcommand {
+        // clap's own words list the hidden commands too.
+        eprintln!("error: no command given\nhint: `dbsnap --help` lists the commands");
+    } else {
+        let _ = e.print();
     }
+    let (message, hint) = match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            return ExitCode::from(e.exit_code() as u8)
+        }
+        // `dbsnap` alone (or with only global flags): the help, on
+        // standard error; a script asked for JSON gets it too.
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => (
+            "no command given".to_string(),
+            "`dbsnap --help` lists the commands".to_string(),
+        ),
+        _ => usage_words(&rendered),
+    };
     if json {
-        let message = message.trim().trim_start_matches("error: ");
-        output::Envelope::failed(output::ErrorDoc::new(
-            "usage",
-            dbsnap_core::error::exit::USAGE,
-            message,
-        ))
-        .print();
+        let mut doc = output::ErrorDoc::new("usage", dbsnap_core::error::exit::USAGE, message);
+        doc.hint = Some(hint);
+        output::Envelope::failed(doc).print();
     }
     ExitCode::from(dbsnap_core::error::exit::USAGE)
+}
+
+/// A clap error's words as an error and a hint: what is wrong (with
+/// clap's tip, if any), then the command's usage and where its flags are.
+fn usage_words(rendered: &str) -> (String, String) {
+    let text = rendered.trim().trim_start_matches("error: ");
+    let (what, rest) = text.split_once("\n\nUsage: ").unwrap_or((text, ""));
+    let message = what
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let usage = rest.lines().next().unwrap_or("").trim();
+    // The command the flags were given to, as the user wrote it.
+    let command = {
+        use clap::CommandFactory;
+        let cli = cli::Cli::command();
+        std::env::args().skip(1).find(|a| {
+            cli.get_subcommands()
+                .any(|c| c.get_name() == a && c.get_name() != "help")
+        })
+    };
+    let hint = match (command, usage.is_empty()) {
+        (Some(c), true) => format!("`dbsnap {c} --help` lists its flags"),
+        (Some(c), false) => format!("usage: {usage}; `dbsnap {c} --help` lists its flags"),
+        (None, true) => "`dbsnap --help` lists the commands".to_string(),
+        (None, false) => format!("usage: {usage}; `dbsnap --help` lists the commands"),
+    };
+    (message, hint)
 }
 
 fn main() -> ExitCode {

@@ -88,7 +88,7 @@ fn a_server_that_cannot_be_reached_is_reported_and_the_others_are_cleaned_up() {
     assert_eq!(code, 3, "{err}\n{v}");
     assert_eq!(v["ok"], false, "{v}");
     assert_eq!(v["error"]["exit_code"], 3, "{v}");
-    let kept = v["result"].as_array().unwrap();
+    let kept = v["kept_copies"].as_array().unwrap();
     assert_eq!(kept.len(), 1, "{v}");
     assert_eq!(kept[0]["server"], format!("127.0.0.1:{}", reachable.port));
     let failed = &v["failed_servers"];

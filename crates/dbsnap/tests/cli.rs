@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{run, run_json, Home};
+use common::{run, run_envelope, run_json, Home};
 use dbsnap_test_support::free_port;
 
 /// A connection string nobody listens on: a command that got past its
@@ -549,6 +549,52 @@ fn a_broken_config_stops_every_command_naming_file_line_and_key() {
             err.contains("line 3") && err.contains("keep_lst"),
             "{args:?}: {err}"
         );
+    }
+}
+
+#[test]
+fn a_wrong_command_line_says_what_and_where_the_flags_are_also_in_json() {
+    let home = Home::new();
+    let (code, v, err) = run_envelope(home.dbsnap().args(["--json", "list", "--bogus"]));
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        v["error"]["message"], "unexpected argument '--bogus' found",
+        "{v}"
+    );
+    assert!(
+        v["error"]["hint"].as_str().is_some_and(
+            |h| h.contains("dbsnap list [OPTIONS]") && h.contains("`dbsnap list --help`")
+        ),
+        "{v}"
+    );
+    let (code, v, _) = run_envelope(home.dbsnap().args(["create", "--json", "--jobs", "x"]));
+    assert_eq!(code, 2);
+    assert!(
+        !v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("For more information"),
+        "{v}"
+    );
+    assert!(
+        v["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("dbsnap create --help"),
+        "{v}"
+    );
+    // No command: said in words, without the hidden commands clap lists.
+    for args in [&["--json"][..], &["--no-progress"]] {
+        let (code, out, err) = run(home.dbsnap().args(args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("no command given") && !err.contains("k8s-scale"),
+            "{err}"
+        );
+        if args == ["--json"] {
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(v["error"]["message"], "no command given", "{v}");
+        }
     }
 }
 

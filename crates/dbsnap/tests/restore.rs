@@ -273,7 +273,7 @@ fn live_newer_is_replaced_by_swap_and_can_be_rolled_back() {
             .arg(cluster.url("postgres")),
     );
     assert_eq!(code, 0);
-    assert_eq!(v["result"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["kept_copies"].as_array().unwrap().len(), 1, "{v}");
     // --dry-run wins over --yes: what would be dropped, nothing dropped.
     let (code, v, err) = run_json(
         home.dbsnap()
@@ -282,7 +282,7 @@ fn live_newer_is_replaced_by_swap_and_can_be_rolled_back() {
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(v["dry_run"], true, "{v}");
-    assert_eq!(v["result"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["kept_copies"].as_array().unwrap().len(), 1, "{v}");
     assert_eq!(common::kept_copies(&cluster), "1");
     let (code, _, err) = run_json(
         home.dbsnap()

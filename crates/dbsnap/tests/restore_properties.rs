@@ -179,7 +179,7 @@ fn everything_survives(major: u32) {
         .arg(cluster.url_as("admin2", Some(APP_PASSWORD), "postgres"));
     let (code, v, err) = run_json(&mut cmd);
     assert_eq!(code, 0, "{err}\n{v}");
-    assert_eq!(v["result"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["kept_copies"].as_array().map(Vec::len), Some(1), "{v}");
 
     // --create on another server: every role the archive names is listed
     // before anything starts; --no-owner and --no-privileges shrink the list

@@ -32,7 +32,7 @@ pub fn print_cleanup(
             _ => None,
         };
         Envelope::ok(&json!({
-            "result": c.kept, "safety_snapshots": safety, "leftovers": c.leftovers,
+            "kept_copies": c.kept, "safety_snapshots": safety, "leftovers": c.leftovers,
             "failed_servers": c.failed,
         }))
         .dry_run(dry_run)
