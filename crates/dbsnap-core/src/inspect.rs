@@ -47,6 +47,8 @@ pub struct ListEntry {
     pub pinned: bool,
     /// Its members are encrypted (age).
     pub encrypted: bool,
+    /// The last `dbsnap drill` of it, if any.
+    pub drill: Option<crate::drill::DrillRecord>,
     /// `ok`, or why it cannot be used: `not_snapshot`, `truncated`,
     /// `corrupt`, `unsupported` or `unreadable` (the same cause gives
     /// `verify`, `extract-version` and `restore` one exit code).
@@ -73,6 +75,7 @@ impl ListEntry {
             safety_for: None,
             pinned: false,
             encrypted: false,
+            drill: None,
             status: Status::Ok,
             error: None,
         }
@@ -131,10 +134,14 @@ pub fn list(repo: &Arc<dyn Repository>) -> Result<Vec<ListEntry>, CoreError> {
     let mut out = Vec::new();
     let listed = repo.list()?;
     let pinned = repo.pinned()?;
+    let drills = repo.drills()?;
     for f in listed {
         let snapshot = SnapshotRef::new(repo.clone(), &f.name);
         let mut e = ListEntry::new(&f.name, snapshot.display(), f.size);
         e.pinned = pinned.contains(&f.name);
+        e.drill = drills
+            .get(&f.name)
+            .and_then(|b| crate::drill::DrillRecord::parse(b));
         match read_metadata(&snapshot) {
             Ok(m) => {
                 e.created_at = Some(m.created_at.clone());

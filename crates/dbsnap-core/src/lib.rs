@@ -12,6 +12,7 @@ pub mod copy;
 pub mod create;
 pub mod crypt;
 pub mod demo;
+pub mod drill;
 pub mod error;
 pub mod hooks;
 pub mod housekeeping;

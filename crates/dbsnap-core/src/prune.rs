@@ -65,6 +65,8 @@ pub struct Item {
     pub pinned: bool,
     /// The newest snapshot that passes `verify`.
     pub verified: bool,
+    /// The newest snapshot whose last `dbsnap drill` passed.
+    pub drilled: bool,
 }
 
 /// Why each item stays (same order as `items`); an empty list: it goes.
@@ -84,6 +86,9 @@ pub fn decide(items: &[Item], policy: &Policy, now: OffsetDateTime) -> Vec<Vec<S
         }
         if item.verified {
             reasons[i].push("newest verified".into());
+        }
+        if item.drilled {
+            reasons[i].push("newest that passed a drill".into());
         }
     }
     let safety: Vec<usize> = order.iter().copied().filter(|&i| items[i].safety).collect();
@@ -298,8 +303,23 @@ pub fn plan(
             safety: r.safety,
             pinned: pinned.contains(&r.name),
             verified: false,
+            drilled: false,
         })
         .collect();
+    // In every group, the newest snapshot that passed a drill (the last
+    // proof that a restore works) stays whatever the rules say.
+    let mut drilled_groups = BTreeSet::new();
+    let mut order: Vec<usize> = (0..rows.len())
+        .filter(|&i| items[i].time.is_some() && !items[i].safety)
+        .collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(items[i].time));
+    for i in order {
+        if rows[i].drill.as_ref().is_some_and(|d| d.passed)
+            && drilled_groups.insert(items[i].group.clone())
+        {
+            items[i].drilled = true;
+        }
+    }
     let mut reasons = decide(&items, policy, now);
     // In every group where something would go, the newest snapshot that
     // verifies stays whatever the rules say (read in full, newest first,
@@ -430,6 +450,7 @@ mod tests {
             safety: false,
             pinned: false,
             verified: false,
+            drilled: false,
         }
     }
 
@@ -438,6 +459,26 @@ mod tests {
             .iter()
             .map(|r| !r.is_empty())
             .collect()
+    }
+
+    #[test]
+    fn the_newest_drilled_snapshot_stays_whatever_the_rules_say() {
+        let now = datetime!(2026-11-23 12:00 UTC);
+        let mut items = [
+            item(datetime!(2026-11-23 10:00 UTC)),
+            item(datetime!(2026-11-20 10:00 UTC)),
+            item(datetime!(2026-11-10 10:00 UTC)),
+        ];
+        items[1].drilled = true;
+        let policy = Policy {
+            last: 1,
+            ..Policy::default()
+        };
+        assert_eq!(kept(&items, &policy, now), [true, true, false]);
+        assert_eq!(
+            decide(&items, &policy, now)[1],
+            ["newest that passed a drill"]
+        );
     }
 
     #[test]
@@ -529,6 +570,7 @@ mod tests {
                 safety,
                 pinned,
                 verified: false,
+                drilled: false,
             });
         let policy = (
             0..5usize,

@@ -20,6 +20,7 @@ pub fn check(fresh: &dyn Fn() -> Box<dyn Repository>) {
     newest_first(&*fresh());
     names(&*fresh());
     pins(&*fresh());
+    drills(&*fresh());
 }
 
 fn read_all(repo: &dyn Repository, name: &str, offset: u64) -> Vec<u8> {
@@ -213,6 +214,39 @@ fn pins(repo: &dyn Repository) {
         "a new snapshot of the same name is not pinned"
     );
     assert!(repo.stale().unwrap().is_empty(), "a pin is not a leftover");
+}
+
+fn drills(repo: &dyn Repository) {
+    assert!(repo.drills().unwrap().is_empty());
+    for n in ["r1.tar", "r2.tar"] {
+        repo.begin(n).unwrap().commit().unwrap();
+    }
+    repo.set_drill("r1.tar", b"{\"passed\":false}").unwrap();
+    repo.set_drill("r1.tar", b"{\"passed\":true}").unwrap();
+    let got = repo.drills().unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got["r1.tar"], b"{\"passed\":true}",
+        "the newest record replaces the older"
+    );
+    // A record is not a snapshot, nor a leftover.
+    assert_eq!(names_of(repo), ["r2.tar", "r1.tar"]);
+    assert!(
+        repo.stale().unwrap().is_empty(),
+        "a drill record is not a leftover"
+    );
+    assert!(matches!(
+        repo.set_drill("none.tar", b"{}"),
+        Err(StorageError::NotFound(_))
+    ));
+    // Deleting the snapshot takes its record along.
+    repo.delete("r1.tar").unwrap();
+    assert!(repo.drills().unwrap().is_empty());
+    repo.begin("r1.tar").unwrap().commit().unwrap();
+    assert!(
+        repo.drills().unwrap().is_empty(),
+        "a new snapshot of the same name has no drill record"
+    );
 }
 
 fn newest_first(repo: &dyn Repository) {

@@ -234,6 +234,12 @@ impl Repository for Unusable {
     fn set_pinned(&self, _: &str, _: bool) -> Result<(), StorageError> {
         self.err()
     }
+    fn drills(&self) -> Result<std::collections::BTreeMap<String, Vec<u8>>, StorageError> {
+        self.err()
+    }
+    fn set_drill(&self, _: &str, _: &[u8]) -> Result<(), StorageError> {
+        self.err()
+    }
     fn scratch(&self, _: &str) -> Result<Scratch, StorageError> {
         self.err()
     }
@@ -318,7 +324,7 @@ pub trait Repository: Send + Sync + fmt::Debug {
     /// Starts writing snapshot `name` (invisible until committed).
     fn begin(&self, name: &str) -> Result<Box<dyn PendingWrite>, StorageError>;
 
-    /// Deletes a complete snapshot (and its pin, if any).
+    /// Deletes a complete snapshot (and its pin and drill record, if any).
     fn delete(&self, name: &str) -> Result<(), StorageError>;
 
     /// The names of the pinned snapshots: `prune` keeps them and `delete`
@@ -327,6 +333,13 @@ pub trait Repository: Send + Sync + fmt::Debug {
 
     /// Pins (or unpins) a complete snapshot; doing it twice is no error.
     fn set_pinned(&self, name: &str, pinned: bool) -> Result<(), StorageError>;
+
+    /// The drill records (`dbsnap drill`'s last result, a small JSON
+    /// document) of the snapshots that have one, by snapshot name.
+    fn drills(&self) -> Result<std::collections::BTreeMap<String, Vec<u8>>, StorageError>;
+
+    /// Writes (replaces) the drill record of a complete snapshot.
+    fn set_drill(&self, name: &str, record: &[u8]) -> Result<(), StorageError>;
 
     /// A scratch file for a restore reading this repository's snapshots
     /// (see [`scratch`]): beside them for a local repository (the same

@@ -27,6 +27,8 @@ const PARTIAL: &str = ".partial";
 const SPOOL: &str = ".spool-";
 /// A pin is an empty file `.<name>.pin` beside the snapshot.
 const PIN: &str = ".pin";
+/// A drill record is `.<name>.drill` beside the snapshot (JSON).
+const DRILL: &str = ".drill";
 
 /// A repository in a local directory.
 #[derive(Debug, Clone)]
@@ -66,7 +68,12 @@ impl LocalRepository {
 
     /// The path of a complete snapshot (NotFound otherwise).
     fn pin_path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!(".{name}{PIN}"))
+        self.sidecar(name, PIN)
+    }
+
+    /// The file beside snapshot `name` that holds its `kind` (pin, drill).
+    fn sidecar(&self, name: &str, kind: &str) -> PathBuf {
+        self.dir.join(format!(".{name}{kind}"))
     }
 
     fn sync_dir(&self) -> Result<(), StorageError> {
@@ -126,13 +133,15 @@ impl LocalRepository {
             }
             take(path);
         }
-        // A pin whose snapshot was removed by hand would pin a new snapshot
-        // that takes the name.
-        for name in names
-            .iter()
-            .filter(|n| n.starts_with('.') && n.ends_with(PIN))
-        {
-            let snapshot = &name[1..name.len() - PIN.len()];
+        // A pin (or drill record) whose snapshot was removed by hand would
+        // speak for a new snapshot that takes the name.
+        for name in &names {
+            let Some(snapshot) = [PIN, DRILL]
+                .iter()
+                .find_map(|kind| name.strip_prefix('.')?.strip_suffix(kind))
+            else {
+                continue;
+            };
             if is_snapshot_name(snapshot) && !names.iter().any(|n| n == snapshot) {
                 take(self.dir.join(name));
             }
@@ -242,10 +251,14 @@ impl Repository for LocalRepository {
     fn delete(&self, name: &str) -> Result<(), StorageError> {
         let path = self.existing(name)?;
         fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
-        let pin = self.pin_path(name);
-        match fs::remove_file(&pin) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(StorageError::io(&pin, e)),
-            _ => {}
+        for kind in [PIN, DRILL] {
+            let side = self.sidecar(name, kind);
+            match fs::remove_file(&side) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(StorageError::io(&side, e))
+                }
+                _ => {}
+            }
         }
         self.sync_dir()
     }
@@ -285,6 +298,36 @@ impl Repository for LocalRepository {
         };
         done.map_err(|e| StorageError::io(&pin, e))?;
         self.sync_dir()
+    }
+
+    fn drills(&self) -> Result<std::collections::BTreeMap<String, Vec<u8>>, StorageError> {
+        let Some(rd) = self.read_dir()? else {
+            return Ok(Default::default());
+        };
+        let mut out = std::collections::BTreeMap::new();
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(snapshot) = name.strip_prefix('.').and_then(|n| n.strip_suffix(DRILL)) else {
+                continue;
+            };
+            // A record left by a snapshot deleted by hand speaks for nothing.
+            if !is_snapshot_name(snapshot) || !self.dir.join(snapshot).is_file() {
+                continue;
+            }
+            match fs::read(e.path()) {
+                Ok(bytes) => {
+                    out.insert(snapshot.to_string(), bytes);
+                }
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(StorageError::io(&e.path(), err)),
+            }
+        }
+        Ok(out)
+    }
+
+    fn set_drill(&self, name: &str, record: &[u8]) -> Result<(), StorageError> {
+        self.existing(name)?;
+        crate::write_durably(&self.sidecar(name, DRILL), record)
     }
 
     fn scratch(&self, tag: &str) -> Result<Scratch, StorageError> {

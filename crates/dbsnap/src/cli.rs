@@ -15,9 +15,9 @@ use crate::{output, progress};
 
 const ENVIRONMENT: &str = "\
 Environment: DBSNAP_HOME (default ~/.dbsnap: snapshots/, logs/, state/, config.toml),
-DBSNAP_PG_BIN (extra directories with pg_dump), DBSNAP_PASSPHRASE (age encryption), and libpq's PGHOST, PGPORT,
-PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, PGSSLROOTCERT, PGAPPNAME,
-PGCONNECT_TIMEOUT, PGPASSFILE, PGSERVICE, PGSERVICEFILE.";
+DBSNAP_PG_BIN (extra directories with pg_dump), DBSNAP_PASSPHRASE and DBSNAP_IDENTITY
+(age encryption), and libpq's PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE,
+PGSSLROOTCERT, PGAPPNAME, PGCONNECT_TIMEOUT, PGPASSFILE, PGSERVICE, PGSERVICEFILE.";
 
 /// `--help`'s epilogue: the exit codes (from their one table, two
 /// columns) and the environment.
@@ -79,8 +79,8 @@ pub struct GlobalArgs {
     /// Write this run's log to FILE (read-only commands log only with this or -v).
     #[arg(long, global = true, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
-    /// age identity file (secret keys, from age-keygen) to open encrypted snapshots; repeatable (also `identity` in [encryption]; a passphrase comes from DBSNAP_PASSPHRASE).
-    #[arg(long, global = true, value_name = "FILE")]
+    /// age identity file (secret keys, from age-keygen) to open encrypted snapshots; repeatable (also DBSNAP_IDENTITY, or `identity` in [encryption]; a passphrase comes from DBSNAP_PASSPHRASE).
+    #[arg(long, global = true, value_name = "FILE", env = "DBSNAP_IDENTITY")]
     pub identity: Vec<PathBuf>,
     /// Allow plain HTTP (and, for a registry, an unverified TLS certificate) for an S3 endpoint and the jump pod image's registry; the Kubernetes API is always verified.
     #[arg(long, global = true)]
@@ -109,6 +109,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Restore a snapshot: data-only when schema versions match, drop-and-restore when the live one is newer.
     Restore(RestoreArgs),
+    /// Test-restore a snapshot (default: the target's newest) into scratch databases, check row counts and the target's checks, drop them, and record the verdict beside the snapshot (list shows it; prune keeps the newest that passed).
+    Drill(crate::drill_cmd::DrillArgs),
     /// Swap back the databases replaced by a restore (the restored copies are kept).
     Rollback(RollbackArgs),
     /// Finish an interrupted restore: start the app again, remove half-loaded copies and the run's scratch files.
@@ -169,6 +171,32 @@ pub struct DeleteArgs {
     pub dry_run: bool,
 }
 
+/// How a restore or a drill loads what it creates: the flags both take.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Do not restore ownership (everything belongs to the connecting role).
+    #[arg(long)]
+    pub no_owner: bool,
+    /// Do not restore privileges (GRANT/REVOKE), like pg_restore's -x.
+    #[arg(short = 'x', long)]
+    pub no_privileges: bool,
+    /// Restore a snapshot from a newer PostgreSQL into an older server.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    /// Never ask for a password (default: ask once per server on a terminal).
+    #[arg(short = 'w', long)]
+    pub no_password: bool,
+    /// Connections loading the databases that are replaced or created (all of them at once, tables in parallel), then building each one's indexes and constraints [default: the machine's cores].
+    #[arg(short, long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
+    /// How a replaced or created database is loaded: dbsnap's parallel COPY of the tables (pg_restore for the schema), or stock pg_restore for everything.
+    #[arg(long, value_enum, default_value_t = RestoreEngineArg::Native)]
+    pub engine: RestoreEngineArg,
+    /// Directory with pg_restore/psql/pg_dump (searched before PATH); repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Vec<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// Snapshot file: a path, or a name in --dir (default: pick from a list).
@@ -195,27 +223,9 @@ pub struct RestoreArgs {
     /// Restore into databases the snapshot was not taken from (another server, target or Kubernetes workload): the same app on a rebuilt, upgraded or external server, or a copy for testing. Without it such a restore is refused (exit 19).
     #[arg(long)]
     pub into_other_origin: bool,
-    /// Do not restore ownership (everything belongs to the connecting role).
-    #[arg(long)]
-    pub no_owner: bool,
-    /// Do not restore privileges (GRANT/REVOKE), like pg_restore's -x.
-    #[arg(short = 'x', long)]
-    pub no_privileges: bool,
     /// Create every role the snapshot names that the server lacks (NOLOGIN) before restoring.
     #[arg(long)]
     pub create_roles: bool,
-    /// Restore a snapshot from a newer PostgreSQL into an older server.
-    #[arg(long)]
-    pub allow_downgrade: bool,
-    /// Never ask for a password (default: ask once per server on a terminal).
-    #[arg(short = 'w', long)]
-    pub no_password: bool,
-    /// Connections loading the databases that are replaced or created (all of them at once, tables in parallel), then building each one's indexes and constraints [default: the machine's cores].
-    #[arg(short, long, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub jobs: Option<u32>,
-    /// How a replaced or created database is loaded: dbsnap's parallel COPY of the tables (pg_restore for the schema), or stock pg_restore for everything.
-    #[arg(long, value_enum, default_value_t = RestoreEngineArg::Native)]
-    pub engine: RestoreEngineArg,
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -238,9 +248,8 @@ pub struct RestoreArgs {
     /// SQL that must return true after the restore (repeatable).
     #[arg(long, value_name = "SQL")]
     pub check: Vec<String>,
-    /// Directory with pg_restore/psql/pg_dump (searched before PATH); repeatable.
-    #[arg(long, value_name = "DIR")]
-    pub pg_bin: Vec<PathBuf>,
+    #[command(flatten)]
+    pub load: LoadArgs,
     #[command(flatten)]
     pub k8s: crate::k8s_cmd::K8sArgs,
     #[command(flatten)]
@@ -368,6 +377,7 @@ impl Cli {
             &self.command,
             Command::Create(_)
                 | Command::Restore(_)
+                | Command::Drill(_)
                 | Command::Rollback(_)
                 | Command::Resume(_)
                 | Command::Cleanup(_)
@@ -395,6 +405,7 @@ impl Cli {
         match &mut self.command {
             Command::Create(a) => Some(&mut a.k8s.pod),
             Command::Restore(a) => Some(&mut a.k8s.pod),
+            Command::Drill(a) => Some(&mut a.k8s.pod),
             Command::Rollback(a) => Some(&mut a.k8s.pod),
             Command::Resume(a) => Some(&mut a.k8s.pod),
             Command::Cleanup(a) => Some(&mut a.k8s.pod),
@@ -412,6 +423,7 @@ impl Cli {
             Command::Verify(_) => "verify",
             Command::Demo(_) => "demo",
             Command::Restore(_) => "restore",
+            Command::Drill(_) => "drill",
             Command::Rollback(_) => "rollback",
             Command::Resume(_) => "resume",
             Command::Cleanup(_) => "cleanup",
@@ -534,6 +546,7 @@ pub async fn run(mut cli: Cli) -> Result<u8, CoreError> {
             })
         }
         Command::Restore(args) => crate::restore_cmd::run(args, &g, &config, show_progress).await,
+        Command::Drill(args) => crate::drill_cmd::run(args, &g, &config, show_progress).await,
         Command::Rollback(args) => crate::restore_cmd::rollback(args, &g).await,
         Command::Resume(args) => crate::restore_cmd::resume(args, &g).await,
         Command::Cleanup(args) => crate::restore_cmd::cleanup(args, &g, &config).await,

@@ -6,6 +6,7 @@ mod bucket_cmd;
 mod cli;
 mod copy_cmd;
 mod create_cmd;
+mod drill_cmd;
 mod encryption;
 mod hints;
 mod k8s_capture;

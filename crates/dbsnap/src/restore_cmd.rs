@@ -68,7 +68,7 @@ pub async fn run(
 
 /// The restore's options from the flags and the config, reaching the
 /// databases directly (the caller puts a cluster route in).
-async fn options(
+pub(crate) async fn options(
     args: &RestoreArgs,
     g: &GlobalArgs,
     config: &Config,
@@ -80,7 +80,7 @@ async fn options(
         start_cmd: args.start_cmd.clone(),
         checks: args.check.clone(),
         map: args.map.clone(),
-        pg_bin: args.pg_bin.clone(),
+        pg_bin: args.load.pg_bin.clone(),
         repository: g.dir.clone(),
     };
     // Snapshots come from --dir, else the named target's repository, else the config's.
@@ -114,15 +114,16 @@ async fn options(
         map: set.map.clone(),
         drop: args.drop,
         create: args.create,
-        no_owner: args.no_owner,
-        no_privileges: args.no_privileges,
-        allow_downgrade: args.allow_downgrade,
+        no_owner: args.load.no_owner,
+        no_privileges: args.load.no_privileges,
+        allow_downgrade: args.load.allow_downgrade,
         password_prompt: None,
         create_roles: args.create_roles,
         jobs: args
+            .load
             .jobs
             .unwrap_or(dbsnap_core::create::default_jobs() as u32),
-        engine: match args.engine {
+        engine: match args.load.engine {
             crate::cli::RestoreEngineArg::Native => dbsnap_core::restore::LoadEngine::Native,
             crate::cli::RestoreEngineArg::PgRestore => dbsnap_core::restore::LoadEngine::PgRestore,
         },
@@ -151,17 +152,8 @@ async fn run_with(
 ) -> Result<u8, CoreError> {
     let ui = progress::Ui::new(show_progress);
     let sink: Arc<dyn Progress> = ui.clone();
-    if interactive() && !args.no_password {
-        let ui = ui.clone();
-        opts.password_prompt = Some(Arc::new(move |server: &str| {
-            ui.suspend(|| {
-                dialoguer::Password::new()
-                    .with_prompt(format!("password for {server}"))
-                    .allow_empty_password(false)
-                    .interact()
-                    .ok()
-            })
-        }));
+    if !args.load.no_password {
+        opts.password_prompt = password_prompt(&ui);
     }
     let plan = restore::plan(&opts, &*sink).await;
     ui.finish();
@@ -201,9 +193,27 @@ async fn run_with(
     Ok(exit::OK)
 }
 
+/// On a terminal, asks for a server's password (once per server), the
+/// progress display set aside meanwhile; None without one.
+pub(crate) fn password_prompt(ui: &Arc<progress::Ui>) -> Option<restore::PasswordPrompt> {
+    if !interactive() {
+        return None;
+    }
+    let ui = ui.clone();
+    Some(Arc::new(move |server: &str| {
+        ui.suspend(|| {
+            dialoguer::Password::new()
+                .with_prompt(format!("password for {server}"))
+                .allow_empty_password(false)
+                .interact()
+                .ok()
+        })
+    }))
+}
+
 /// What the restore is for, as far as it is known before connecting: the
 /// picker lists only snapshots that may be of it.
-struct Origin {
+pub(crate) struct Origin {
     target: Option<String>,
     workload: Option<String>,
     namespace: Option<String>,
@@ -211,8 +221,13 @@ struct Origin {
 
 impl Origin {
     fn of(args: &RestoreArgs, k8s: Option<&K8sSettings>) -> Origin {
+        Origin::new(args.target.clone(), k8s)
+    }
+
+    /// The origin of a named target (or none), through a workload (or not).
+    pub(crate) fn new(target: Option<String>, k8s: Option<&K8sSettings>) -> Origin {
         Origin {
-            target: args.target.clone(),
+            target,
             workload: k8s.map(|k| k.workload.display()),
             namespace: k8s.and_then(|k| k.access.namespace.clone()),
         }
@@ -220,7 +235,7 @@ impl Origin {
 
     /// Whether a snapshot may be of this origin: what both record agrees
     /// (the server's identity is checked by the plan).
-    fn admits(&self, row: &inspect::ListEntry) -> bool {
+    pub(crate) fn admits(&self, row: &inspect::ListEntry) -> bool {
         let differs =
             |a: &Option<String>, b: Option<&String>| matches!((a, b), (Some(a), Some(b)) if a != b);
         let k = row.kubernetes.as_ref();

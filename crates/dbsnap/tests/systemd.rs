@@ -2,7 +2,8 @@
 //! nothing to say about them (with their paths pointed at this build and
 //! the man page their Documentation= names), and the command lines they
 //! run, with their environment and a config file like docs/guide/schedule.md's,
-//! snapshot a real server and keep what `[prune]` says.
+//! snapshot a real server, drill the newest snapshot and keep what `[prune]`
+//! says.
 
 mod common;
 
@@ -65,6 +66,8 @@ fn the_units_verify() {
         "dbsnap-create@app.timer",
         "dbsnap-prune.service",
         "dbsnap-prune.timer",
+        "dbsnap-drill@app.service",
+        "dbsnap-drill@app.timer",
     ];
     let out = Command::new("systemd-analyze")
         .arg("verify")
@@ -91,7 +94,11 @@ fn the_units_verify() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("perhaps"));
 
-    for service in ["dbsnap-create@.service", "dbsnap-prune.service"] {
+    for service in [
+        "dbsnap-create@.service",
+        "dbsnap-prune.service",
+        "dbsnap-drill@.service",
+    ] {
         let text = unit(service);
         for hardening in [
             "ProtectSystem=strict",
@@ -203,6 +210,26 @@ fn the_units_commands_snapshot_and_prune_as_configured() {
         std::thread::sleep(std::time::Duration::from_millis(1100));
     }
     let before = names();
+    // The drill restores the newest into scratch databases and drops them.
+    let (code, out, err) = run_service("dbsnap-drill@.service", "app", root.path());
+    assert_eq!(code, 0, "drill: {out}\n{err}");
+    assert!(out.contains("drill passed:"), "{out}");
+    assert!(
+        std::fs::read_dir(&snapshots)
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy() == format!(".{}.drill", before[2])),
+        "no drill record beside {}",
+        before[2]
+    );
+    assert_eq!(
+        cluster
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_database WHERE datname LIKE '\\_\\_dbsnap%'"
+            )
+            .trim(),
+        "0"
+    );
     let (code, out, err) = run_service("dbsnap-prune.service", "", root.path());
     assert_eq!(code, 0, "prune: {out}\n{err}");
     assert_eq!(names(), before[1..], "{out}\n{err}");

@@ -206,6 +206,7 @@ async fn assess(
             safety: false,
             pinned: false,
             verified: false,
+            drilled: false,
         })
         .collect();
     let mut reasons = match policy {

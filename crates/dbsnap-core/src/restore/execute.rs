@@ -228,6 +228,9 @@ async fn run_steps(
                     // Each database's own load (they commit together).
                     let (report, seconds) = data_only.remove(&i).unzip();
                     result.row_counts = report.as_ref().map_or(0, |r| r.tables.len());
+                    result.rows = report
+                        .as_ref()
+                        .map_or(0, |r| r.tables.iter().map(|t| t.restored_rows).sum());
                     result.data_only = report;
                     result.seconds = seconds.unwrap_or_default();
                 }
@@ -345,6 +348,7 @@ impl DbResult {
             data_only: None,
             ignored: vec![],
             row_counts: 0,
+            rows: 0,
             seconds: 0.0,
         }
     }
@@ -718,6 +722,7 @@ impl Run<'_> {
             let (out, counts) = load::restore(layout, to, meter).await?;
             result.ignored = out.ignored;
             result.row_counts = counts.len();
+            result.rows = counts.iter().map(|c| c.restored_rows).sum();
             self.opts.resolver.connect(&load_info).await?
         } else {
             let out = {
@@ -740,6 +745,7 @@ impl Run<'_> {
             result.row_counts = counts.len();
             let client = self.opts.resolver.connect(&load_info).await?;
             compare_row_counts(&client, target, &mut counts).await?;
+            result.rows = counts.iter().map(|c| c.restored_rows).sum();
             client
         };
         run_checks(&client, target, &self.opts.checks).await?;

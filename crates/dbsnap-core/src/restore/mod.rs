@@ -233,6 +233,13 @@ pub struct Plan {
     safety_crypto: Arc<crate::crypt::Crypto>,
 }
 
+impl DbPlan {
+    /// The connection settings of the live (or new) database.
+    pub(crate) fn conn(&self) -> &ConnInfo {
+        &self.info
+    }
+}
+
 impl Plan {
     /// Whether the run changes a database that exists now: only then is
     /// there anything for a safety snapshot to keep.
@@ -270,6 +277,8 @@ pub struct DbResult {
     pub ignored: Vec<String>,
     /// Tables whose row counts were checked against the snapshot.
     pub row_counts: usize,
+    /// Rows in those tables after the restore (as many as the snapshot's).
+    pub rows: u64,
     /// Seconds taken.
     pub seconds: f64,
 }

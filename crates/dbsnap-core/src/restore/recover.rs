@@ -63,8 +63,19 @@ fn same_route(st: &RestoreState, access: Access<'_>) -> Result<(), CoreError> {
 /// `-d` string), with the password a `-d` string for its server lends.
 fn credentials(conn: &str, access: Access<'_>) -> Result<ConnInfo, CoreError> {
     let mut info = access.resolver.resolve(conn)?;
-    for c in access.creds {
-        let c = access.resolver.resolve(c)?;
+    let lenders = access
+        .creds
+        .iter()
+        .map(|c| access.resolver.resolve(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    lend_password(&mut info, &lenders);
+    Ok(info)
+}
+
+/// Gives `info` (a journal's password-less connection) the password, and
+/// with it the role, of a lender for the same host and port.
+pub(crate) fn lend_password(info: &mut ConnInfo, lenders: &[ConnInfo]) {
+    for c in lenders {
         if c.hosts == info.hosts && c.ports == info.ports && info.password.is_none() {
             info.password = c.password.clone();
             if c.user != info.user && c.password.is_some() {
@@ -72,7 +83,6 @@ fn credentials(conn: &str, access: Access<'_>) -> Result<ConnInfo, CoreError> {
             }
         }
     }
-    Ok(info)
 }
 
 async fn admin(

@@ -51,7 +51,7 @@
 //! module; a caller blocks on its result without needing (or disturbing) a
 //! runtime of its own.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -101,6 +101,8 @@ pub const STALE_AFTER: Duration = Duration::from_secs(15 * 60);
 const ABORT_WAIT: Duration = Duration::from_secs(20);
 
 const PIN: &str = ".pin";
+/// A drill record is the object `.<name>.drill` beside the snapshot.
+const DRILL: &str = ".drill";
 const UPLOAD: &str = ".upload-";
 
 /// Settings of S3 repositories beyond the URL. Unset fields come from the
@@ -433,6 +435,10 @@ impl S3Repository {
         self.key(&format!(".{name}{PIN}"))
     }
 
+    fn drill_key(&self, name: &str) -> Key {
+        self.key(&format!(".{name}{DRILL}"))
+    }
+
     fn dir_key(&self) -> Option<Key> {
         (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()))
     }
@@ -515,12 +521,13 @@ impl S3Repository {
                     "{} (an unfinished upload of {snapshot})",
                     self.url_of(&name)
                 ));
-            } else if name
-                .strip_prefix('.')
-                .and_then(|n| n.strip_suffix(PIN))
+            } else if [PIN, DRILL]
+                .iter()
+                .find_map(|kind| name.strip_prefix('.')?.strip_suffix(kind))
                 .is_some_and(|s| is_snapshot_name(s) && !names.contains(s))
             {
-                // A pin whose snapshot went would pin a new one of its name.
+                // A pin (or drill record) whose snapshot went would speak
+                // for a new one of its name.
                 if remove {
                     self.delete_key(meta.location.clone())?;
                 }
@@ -716,7 +723,8 @@ impl Repository for S3Repository {
     fn delete(&self, name: &str) -> Result<(), StorageError> {
         let meta = self.head(name)?;
         self.delete_key(meta.location)?;
-        self.delete_key(self.pin_key(name))
+        self.delete_key(self.pin_key(name))?;
+        self.delete_key(self.drill_key(name))
     }
 
     fn pinned(&self) -> Result<BTreeSet<String>, StorageError> {
@@ -743,6 +751,36 @@ impl Repository for S3Repository {
         let store = self.store.clone();
         self.io
             .wait(async move { store.put(&key, PutPayload::new()).await })
+            .map(|_| ())
+            .map_err(|e| self.error(name, e))
+    }
+
+    fn drills(&self) -> Result<BTreeMap<String, Vec<u8>>, StorageError> {
+        let objects = match self.objects() {
+            Ok(o) => o,
+            Err(StorageError::NoBucket(_)) => return Ok(BTreeMap::new()),
+            Err(e) => return Err(e),
+        };
+        let names: BTreeSet<String> = objects.iter().filter_map(file_name).collect();
+        let mut out = BTreeMap::new();
+        for snapshot in names
+            .iter()
+            .filter_map(|n| n.strip_prefix('.')?.strip_suffix(DRILL))
+            .filter(|s| is_snapshot_name(s) && names.contains(*s))
+        {
+            if let Some(bytes) = self.get_bytes(&self.drill_key(snapshot))? {
+                out.insert(snapshot.to_string(), bytes.to_vec());
+            }
+        }
+        Ok(out)
+    }
+
+    fn set_drill(&self, name: &str, record: &[u8]) -> Result<(), StorageError> {
+        self.head(name)?;
+        let (store, key) = (self.store.clone(), self.drill_key(name));
+        let body = PutPayload::from(record.to_vec());
+        self.io
+            .wait(async move { store.put(&key, body).await })
             .map(|_| ())
             .map_err(|e| self.error(name, e))
     }

@@ -210,6 +210,11 @@ fn list_details(r: &ListEntry) -> String {
     if r.pinned {
         line.push_str("  [pinned]");
     }
+    if let Some(d) = &r.drill {
+        let day = d.drilled_at.get(..10).unwrap_or(&d.drilled_at);
+        let verdict = if d.passed { "passed" } else { "FAILED" };
+        line.push_str(&format!("  [drill {verdict} {day}]"));
+    }
     line
 }
 

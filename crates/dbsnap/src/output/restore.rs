@@ -317,3 +317,42 @@ pub fn print_restore(r: &dbsnap_core::restore::RestoreResult, json: bool) {
     }
     println!("done in {:.1}s (run {})", r.duration_secs, r.id);
 }
+
+/// What `drill` did: the verdict per database, the scratch databases
+/// dropped, whether the verdict was recorded.
+pub fn print_drill(r: &dbsnap_core::drill::DrillReport, json: bool) {
+    if json {
+        Envelope::ok(r).print();
+        return;
+    }
+    for name in &r.dropped_leftovers {
+        println!("dropped scratch database {name}, left by a drill killed before its end");
+    }
+    for d in &r.record.databases {
+        println!(
+            "restored {} into {} on {}: {} ({} rows), {:.1}s; row counts match the snapshot",
+            d.database,
+            d.scratch,
+            d.server,
+            plural(d.tables, "table"),
+            d.rows,
+            d.seconds
+        );
+    }
+    if r.record.checks > 0 {
+        println!(
+            "{} returned true in every database",
+            plural(r.record.checks, "check")
+        );
+    }
+    println!(
+        "drill passed: {} in {:.1}s; scratch databases dropped",
+        r.file.display(),
+        r.record.seconds,
+    );
+    if r.recorded {
+        println!("recorded beside the snapshot (`dbsnap list` shows it)");
+    } else {
+        println!("the verdict could not be recorded beside the snapshot (see the warning above)");
+    }
+}
