@@ -124,10 +124,26 @@ fn failed_verdict(e: &CoreError) -> bool {
     )
 }
 
-/// A failed check in a drill's words: a restore's own hint (rolled back,
-/// nothing changed) does not fit a scratch database.
-fn in_drill_words(e: CoreError, file: &SnapshotRef) -> CoreError {
+/// A failed check, or a signal, in a drill's words: a restore's own hint
+/// (rolled back, nothing changed) does not fit a scratch database.
+fn in_drill_words(e: CoreError, file: &SnapshotRef, dropped: bool) -> CoreError {
     match e {
+        // A restore falls back to replacing in place without CREATEDB; a drill cannot.
+        CoreError::Pg(mut pg)
+            if pg.kind == dbsnap_pg::PgErrorKind::Privilege
+                && pg.message.contains("create database") =>
+        {
+            pg.hint = Some(
+                "a drill creates its scratch databases: the role needs CREATEDB (ALTER ROLE … CREATEDB), \
+                 or drill on another server with --server"
+                    .into(),
+            );
+            pg.remedy = None;
+            CoreError::Pg(pg)
+        }
+        CoreError::Interrupted(how) if dropped => {
+            CoreError::Interrupted(format!("{how}; its scratch databases were dropped"))
+        }
         CoreError::Check(text) => {
             let what = text
                 .split_once("\nhint: ")
@@ -199,7 +215,7 @@ pub async fn drill(
         Err(e) if !failed_verdict(e) => false,
         _ => record(&file, &record_of_run),
     };
-    outcome.map_err(|e| in_drill_words(e, &file))?;
+    outcome.map_err(|e| in_drill_words(e, &file, left.is_empty()))?;
     if let Some((name, e)) = left.into_iter().next() {
         return Err(CoreError::Internal(format!(
             "the drill passed, but its scratch database {name} could not be dropped: {e}; \
@@ -274,6 +290,18 @@ fn scratch_options(opts: &DrillOptions, id: &str) -> Result<RestoreOptions, Core
             });
         }
         ro.databases = vec![server.clone()];
+    } else if !ro.databases.is_empty() {
+        // The databases a route found (`--k8s`) name the snapshot's own
+        // databases, as a target does: each scratch database goes on the
+        // server of the one it stands for.
+        let target = ro
+            .restore_target
+            .clone()
+            .or_else(|| metadata.target.clone())
+            .unwrap_or_else(|| "drill".into());
+        ro.targets
+            .insert(target.clone(), std::mem::take(&mut ro.databases));
+        ro.restore_target = Some(target);
     }
     Ok(ro)
 }

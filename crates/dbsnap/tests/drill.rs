@@ -89,6 +89,13 @@ fn listed(home: &Home, cluster: &Cluster, config: &Path, file: &str) -> serde_js
         .clone()
 }
 
+/// The drill record of the newest snapshot, as `list --json` shows it.
+fn listed_drill(home: &Home, cluster: &Cluster, config: &Path) -> serde_json::Value {
+    let (code, v, err) = run_json(dbsnap(home, cluster, config).arg("list"));
+    assert_eq!(code, 0, "{err}");
+    v["snapshots"][0]["drill"].clone()
+}
+
 fn assert_nothing_left(home: &Home, cluster: &Cluster, what: &str) {
     assert_eq!(
         scratch_databases(cluster),
@@ -383,6 +390,25 @@ fn a_drill_on_another_server_creates_nothing_on_the_target_and_refuses_a_databas
             )
             .trim(),
         "0"
+    );
+
+    // A role that may not create databases: said, nothing made, no verdict.
+    other.psql("postgres", "CREATE ROLE lowly LOGIN PASSWORD 'Low-pw-1'");
+    let before = listed_drill(&home, &cluster, &config);
+    let (code, v, _) = run_json(dbsnap(&home, &cluster, &config).args([
+        "drill",
+        "--target",
+        "app",
+        "--server",
+        &other.url_as("lowly", Some("Low-pw-1"), "postgres"),
+    ]));
+    assert_eq!(code, 6, "{v}");
+    assert!(common::error_text(&v).contains("CREATEDB"), "{v}");
+    assert_eq!(scratch_databases(&other), "");
+    assert_eq!(
+        listed_drill(&home, &cluster, &config),
+        before,
+        "a missing privilege is no verdict"
     );
 
     let (code, v, _) = run_json(dbsnap(&home, &cluster, &config).args([

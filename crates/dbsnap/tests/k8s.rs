@@ -209,6 +209,26 @@ fn create_and_restore_through_a_jump_pod_without_reading_the_secret() {
     assert_eq!(fingerprint(&s.cluster, "core"), before);
     s.assert_no_pods_left();
 
+    // A drill through the same route: scratch databases on the app's
+    // server, made and dropped by the app's role, the live one untouched.
+    let (code, out, err) = run(s
+        .dbsnap(&["drill", "--no-progress"])
+        .arg("--file")
+        .arg(&file));
+    assert_eq!(code, 0, "drill failed\nstdout: {out}\nstderr: {err}");
+    assert!(out.contains("drill passed:"), "{out}");
+    assert_eq!(fingerprint(&s.cluster, "core"), before);
+    assert_eq!(
+        s.cluster
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_database WHERE datname LIKE '\\_\\_dbsnap%'"
+            )
+            .trim(),
+        "0"
+    );
+    s.assert_no_pods_left();
+
     assert_eq!(
         s.secret_reads(),
         Vec::<String>::new(),
