@@ -8,9 +8,10 @@
 //! have one (UTC); `within D` keeps everything taken less than D ago.
 //! Whatever the rules say, these are never removed: pinned snapshots; the
 //! newest snapshot that passes `verify` (pruning never leaves only damaged
-//! snapshots); files that cannot be read as snapshots (not counted by any
-//! rule; `dbsnap delete` removes one by name). Safety snapshots have their
-//! own rule: the newest `keep_safety_snapshots` are kept.
+//! snapshots); the newest whose last `dbsnap drill` passed; files that
+//! cannot be read as snapshots (not counted by any rule; `dbsnap delete`
+//! removes one by name). Safety snapshots have their own rule: the newest
+//! `keep_safety_snapshots` are kept.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

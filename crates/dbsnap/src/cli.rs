@@ -119,7 +119,7 @@ pub enum Command {
     Cleanup(CleanupArgs),
     /// Delete a snapshot from the repository (asks on a terminal; --yes otherwise).
     Delete(DeleteArgs),
-    /// Remove the snapshots a retention policy does not keep (--keep-last/-hourly/-daily/-weekly/-monthly/-yearly/-within, per target; pinned ones and the newest verified one always stay).
+    /// Remove the snapshots a retention policy does not keep (--keep-last/-hourly/-daily/-weekly/-monthly/-yearly/-within, per target; pinned ones, the newest verified one and the newest that passed a drill always stay).
     Prune(crate::prune_cmd::PruneArgs),
     /// Copy snapshots to another repository (a directory or s3://), checking each on the way and on arrival; ones already there are skipped; pinned ones are pinned there too.
     Copy(crate::copy_cmd::CopyArgs),

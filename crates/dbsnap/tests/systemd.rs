@@ -83,6 +83,34 @@ fn the_units_verify() {
     );
     assert!(out.status.success() && said.trim().is_empty(), "{said}");
 
+    // The drill's key lines, which its comment says to add with systemctl
+    // edit, verify too (LoadCredential=, the %d specifier).
+    let drill = unit("dbsnap-drill@.service");
+    let key_lines: Vec<&str> = drill
+        .lines()
+        .filter_map(|l| l.strip_prefix("#   "))
+        .filter(|l| {
+            l.starts_with("LoadCredential=") || l.starts_with("Environment=DBSNAP_IDENTITY=")
+        })
+        .collect();
+    assert_eq!(key_lines.len(), 2, "{drill}");
+    let with_key = drill
+        .replace(INSTALLED, env!("CARGO_BIN_EXE_dbsnap"))
+        .replace(
+            "[Service]\n",
+            &format!("[Service]\n{}\n", key_lines.join("\n")),
+        );
+    std::fs::write(dir.path().join("dbsnap-drill@.service"), with_key).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.path().join("dbsnap-drill@app.service"))
+        .env("MANPATH", dir.path().join("man"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
+
     // A broken unit is not passed over: verify's warnings are what fails.
     let broken = unit("dbsnap-prune.service").replace("PrivateTmp=true", "PrivateTmp=perhaps");
     std::fs::write(dir.path().join("dbsnap-prune.service"), broken).unwrap();
