@@ -87,6 +87,19 @@ pub struct DrillRecord {
     /// The dbsnap version that ran it.
     #[serde(default)]
     pub dbsnap_version: String,
+    /// When a drill of this snapshot last passed (this one, or an earlier
+    /// one that a failure not of the snapshot's making, such as a role or
+    /// a check, did not undo; a damaged snapshot loses it).
+    #[serde(default)]
+    pub passed_at: Option<String>,
+}
+
+impl DrillRecord {
+    /// Whether a drill of the snapshot has passed and nothing since found
+    /// it damaged: what `prune` keeps.
+    pub fn proven(&self) -> bool {
+        self.passed || self.passed_at.is_some()
+    }
 }
 
 impl DrillRecord {
@@ -124,10 +137,52 @@ fn failed_verdict(e: &CoreError) -> bool {
     )
 }
 
-/// A failed check, or a signal, in a drill's words: a restore's own hint
-/// (rolled back, nothing changed) does not fit a scratch database.
-fn in_drill_words(e: CoreError, file: &SnapshotRef, dropped: bool) -> CoreError {
+/// A failure in a drill's words: a restore's own notes (rolled back,
+/// nothing changed, `resume`) do not fit scratch databases that are gone,
+/// and a scratch database is named with the database it stands for.
+fn in_drill_words(e: CoreError, file: &SnapshotRef, plan: &Plan, dropped: bool) -> CoreError {
+    let e = match e {
+        CoreError::Left { error, .. } if dropped => *error,
+        e => e,
+    };
+    // Longest first: `…_1` is the start of `…_10`.
+    let mut scratch: Vec<_> = plan.databases.iter().collect();
+    scratch.sort_by_key(|d| std::cmp::Reverse(d.live_db.len()));
+    let named = |text: &str| {
+        scratch.iter().fold(text.to_string(), |t, d| {
+            t.replace(
+                &d.live_db,
+                &format!("{} (the scratch copy of {})", d.live_db, d.snapshot_db),
+            )
+        })
+    };
+    let message = |text: &str| named(text.split_once("\nhint: ").map_or(text, |(m, _)| m));
     match e {
+        // The same exit code and kind; a restore's hint does not fit.
+        CoreError::Check(text) => CoreError::Refused {
+            message: format!("the drill of {} failed: {}", file.display(), message(&text)),
+            hint: "the scratch databases were dropped and no live database was touched; the \
+                   failure is recorded beside the snapshot (`dbsnap list`)"
+                .into(),
+            code: exit::CHECK_FAILED,
+        },
+        // pg_restore refused the snapshot's owners or grants: the drill's
+        // role cannot take them on this server.
+        CoreError::Pg(mut pg)
+            if pg.kind == dbsnap_pg::PgErrorKind::Program
+                && ["must be member of role", "OWNER TO", "role \""]
+                    .iter()
+                    .any(|w| pg.message.contains(w)) =>
+        {
+            pg.message = named(&pg.message);
+            pg.hint = Some(
+                "the drill's role cannot give objects the snapshot's owners or grants on this server: \
+                 drill as a superuser, or with --no-owner --no-privileges (everything then belongs \
+                 to the drill's role)"
+                    .into(),
+            );
+            CoreError::Pg(pg)
+        }
         // A restore falls back to replacing in place without CREATEDB; a drill cannot.
         CoreError::Pg(mut pg)
             if pg.kind == dbsnap_pg::PgErrorKind::Privilege
@@ -135,24 +190,19 @@ fn in_drill_words(e: CoreError, file: &SnapshotRef, dropped: bool) -> CoreError 
         {
             pg.hint = Some(
                 "a drill creates its scratch databases: the role needs CREATEDB (ALTER ROLE … CREATEDB), \
-                 or drill on another server with --server"
+                 or name a server where it has it with --server"
                     .into(),
             );
             pg.remedy = None;
             CoreError::Pg(pg)
         }
-        CoreError::Interrupted(how) if dropped => {
-            CoreError::Interrupted(format!("{how}; its scratch databases were dropped"))
+        CoreError::Pg(mut pg) => {
+            pg.message = named(&pg.message);
+            CoreError::Pg(pg)
         }
-        CoreError::Check(text) => {
-            let what = text
-                .split_once("\nhint: ")
-                .map_or(text.as_str(), |(m, _)| m);
-            CoreError::Check(format!(
-                "the drill of {} failed: {what}\nhint: the scratch databases were dropped and no live \
-                 database was touched; the failure is recorded beside the snapshot (`dbsnap list`)",
-                file.display()
-            ))
+        CoreError::Interrupted(how) if dropped => {
+            let by = how.split(';').next().unwrap_or_default();
+            CoreError::Interrupted(format!("{by}; the drill's scratch databases were dropped"))
         }
         e => e,
     }
@@ -174,13 +224,18 @@ pub async fn drill(
     let verdict = |outcome: Result<&[restore::DbResult], &CoreError>, plan: Option<&Plan>| {
         verdict_record(outcome, plan, &opts.restore, at, started)
     };
+    // One listener for SIGINT and SIGTERM from here to the end: a signal
+    // between two steps is not lost.
+    let stop = hooks::termination_signal();
+    tokio::pin!(stop);
+    let _ = futures::poll!(&mut stop);
     // What killed drills left goes first, whatever becomes of this one.
     let lenders = lenders(&opts.restore);
     let dropped_leftovers = sweep(opts.restore.resolver.as_ref(), &lenders).await;
     let planned = match scratch_options(opts, &id) {
         Ok(ro) => tokio::select! {
             p = restore::plan(&ro, &**progress) => p.map(|p| (ro, p)),
-            s = hooks::termination_signal() => Err(CoreError::Interrupted(format!(" by {s}"))),
+            s = &mut stop => Err(CoreError::Interrupted(format!(" by {s}"))),
         },
         Err(e) => Err(e),
     };
@@ -199,7 +254,7 @@ pub async fn drill(
     let journal = Journal::begin(&id, &plan, ro.resolver.route())?;
     let outcome = tokio::select! {
         r = restore::execute(&plan, &ro, progress) => r.map(|r| r.databases),
-        s = hooks::termination_signal() => {
+        s = &mut stop => {
             hooks::stop_everything().await;
             Err(CoreError::Interrupted(format!(" by {s}")))
         }
@@ -215,7 +270,7 @@ pub async fn drill(
         Err(e) if !failed_verdict(e) => false,
         _ => record(&file, &record_of_run),
     };
-    outcome.map_err(|e| in_drill_words(e, &file, left.is_empty()))?;
+    outcome.map_err(|e| in_drill_words(e, &file, &plan, left.is_empty()))?;
     if let Some((name, e)) = left.into_iter().next() {
         return Err(CoreError::Internal(format!(
             "the drill passed, but its scratch database {name} could not be dropped: {e}; \
@@ -341,6 +396,7 @@ fn verdict_record(
         rows: 0,
         checks: 0,
         dbsnap_version: env!("CARGO_PKG_VERSION").to_string(),
+        passed_at: None,
     };
     match outcome {
         Ok(results) => {
@@ -375,7 +431,18 @@ fn verdict_record(
 /// Writes the verdict beside the snapshot; a repository that refuses it
 /// (read-only, gone) is only a warning: the drill's outcome stands.
 fn record(file: &SnapshotRef, r: &DrillRecord) -> bool {
-    let bytes = match serde_json::to_vec_pretty(r) {
+    let mut r = r.clone();
+    if r.passed {
+        r.passed_at = Some(r.drilled_at.clone());
+    } else if r.kind.as_deref() != Some("verify") {
+        r.passed_at = file
+            .repo
+            .drills()
+            .ok()
+            .and_then(|all| all.get(&file.name).and_then(|b| DrillRecord::parse(b)))
+            .and_then(|earlier| earlier.passed_at);
+    }
+    let bytes = match serde_json::to_vec_pretty(&r) {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!("could not write the drill's record: {e}");
@@ -625,6 +692,7 @@ mod tests {
             rows: 0,
             checks: 0,
             dbsnap_version: "0.1.0".into(),
+            passed_at: Some("2026-12-01T04:00:00Z".into()),
         };
         let bytes = serde_json::to_vec(&r).unwrap();
         assert_eq!(DrillRecord::parse(&bytes), Some(r));

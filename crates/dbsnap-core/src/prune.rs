@@ -308,14 +308,16 @@ pub fn plan(
         })
         .collect();
     // In every group, the newest snapshot that passed a drill (the last
-    // proof that a restore works) stays whatever the rules say.
+    // proof that a restore works) stays whatever the rules say, also when a
+    // later drill of it failed for a reason not its own (a role, a check);
+    // one a drill found damaged has lost it.
     let mut drilled_groups = BTreeSet::new();
     let mut order: Vec<usize> = (0..rows.len())
         .filter(|&i| items[i].time.is_some() && !items[i].safety)
         .collect();
     order.sort_by_key(|&i| std::cmp::Reverse(items[i].time));
     for i in order {
-        if rows[i].drill.as_ref().is_some_and(|d| d.passed)
+        if rows[i].drill.as_ref().is_some_and(|d| d.proven())
             && drilled_groups.insert(items[i].group.clone())
         {
             items[i].drilled = true;

@@ -215,6 +215,26 @@ fn a_drill_restores_checks_drops_records_and_prune_keeps_the_newest_that_passed(
         "{why}"
     );
 
+    // A later drill of it that fails on a check of one's own does not
+    // take its protection away: it passed once and is not damaged.
+    let (code, v, _) = run_json(dbsnap(&home, &cluster, &config).args([
+        "drill",
+        "--file",
+        &file,
+        "--check",
+        "SELECT false",
+    ]));
+    assert_eq!(code, 17, "{v}");
+    let row = listed(&home, &cluster, &config, &file);
+    assert_eq!(row["drill"]["passed"], false, "{row}");
+    assert!(row["drill"]["passed_at"].is_string(), "{row}");
+    let (_, text, _) = run(dbsnap(&home, &cluster, &config).arg("list"));
+    assert!(text.contains(", passed "), "{text}");
+    let (code, v, err) =
+        run_json(dbsnap(&home, &cluster, &config).args(["prune", "--keep-last", "1", "--dry-run"]));
+    assert_eq!(code, 0, "{v}\n{err}");
+    assert!(v["kept"].to_string().contains(&file), "{v}");
+
     // Text output of a drill of a named snapshot.
     let (code, out, err) =
         run(dbsnap(&home, &cluster, &config).args(["drill", "--file", &newer[1], "--no-progress"]));
@@ -246,8 +266,13 @@ fn a_failing_check_fails_the_drill_and_a_damaged_snapshot_exits_10_both_recorded
     let message = common::error_text(&v);
     assert!(
         message.contains("SELECT count(*) = 0 FROM orders")
+            && message.contains(" (the scratch copy of ")
             && message.contains("scratch databases were dropped"),
         "{message}"
+    );
+    assert!(
+        !message.contains("rolled back"),
+        "a restore's words: {message}"
     );
     assert_nothing_left(&home, &cluster, "failed check");
     let row = listed(&home, &cluster, &config, &file);
@@ -323,7 +348,11 @@ fn ctrl_c_and_kill_9_leave_no_scratch_database_behind() {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{err}");
-    assert!(err.contains("interrupted"), "{err}");
+    assert!(
+        err.contains("interrupted by SIGINT; the drill's scratch databases were dropped"),
+        "{err}"
+    );
+    assert!(!err.contains("resume"), "{err}");
     assert_nothing_left(&home, &cluster, "Ctrl-C");
     assert!(
         listed(&home, &cluster, &config, &file)["drill"].is_null(),
@@ -391,6 +420,42 @@ fn a_drill_on_another_server_creates_nothing_on_the_target_and_refuses_a_databas
             .trim(),
         "0"
     );
+
+    // A role with CREATEDB that is no superuser cannot give the objects
+    // their owners: said with what to do; the snapshot keeps its proof.
+    other.psql(
+        "postgres",
+        "CREATE ROLE cdb LOGIN CREATEDB PASSWORD 'Cdb-pw-1'",
+    );
+    let (code, v, _) = run_json(dbsnap(&home, &cluster, &config).args([
+        "drill",
+        "--target",
+        "app",
+        "--server",
+        &other.url_as("cdb", Some("Cdb-pw-1"), "postgres"),
+    ]));
+    assert_eq!(code, 12, "{v}");
+    assert!(
+        common::error_text(&v).contains("--no-owner --no-privileges"),
+        "{v}"
+    );
+    assert_eq!(scratch_databases(&other), "");
+    let record = listed_drill(&home, &cluster, &config);
+    assert_eq!(record["passed"], false, "{record}");
+    assert!(
+        record["passed_at"].is_string(),
+        "an earlier pass stands: {record}"
+    );
+    let (code, v, err) = run_json(dbsnap(&home, &cluster, &config).args([
+        "drill",
+        "--target",
+        "app",
+        "--no-owner",
+        "--no-privileges",
+        "--server",
+        &other.url_as("cdb", Some("Cdb-pw-1"), "postgres"),
+    ]));
+    assert_eq!(code, 0, "{v}\n{err}");
 
     // A role that may not create databases: said, nothing made, no verdict.
     other.psql("postgres", "CREATE ROLE lowly LOGIN PASSWORD 'Low-pw-1'");

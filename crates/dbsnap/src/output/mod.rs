@@ -213,7 +213,11 @@ fn list_details(r: &ListEntry) -> String {
     if let Some(d) = &r.drill {
         let day = d.drilled_at.get(..10).unwrap_or(&d.drilled_at);
         let verdict = if d.passed { "passed" } else { "FAILED" };
-        line.push_str(&format!("  [drill {verdict} {day}]"));
+        line.push_str(&format!("  [drill {verdict} {day}"));
+        if let Some(then) = d.passed_at.as_deref().filter(|_| !d.passed) {
+            line.push_str(&format!(", passed {}", then.get(..10).unwrap_or(then)));
+        }
+        line.push(']');
     }
     line
 }
