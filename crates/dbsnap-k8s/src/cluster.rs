@@ -58,6 +58,22 @@ impl std::fmt::Display for K8sError {
 
 impl std::error::Error for K8sError {}
 
+/// Whether dbsnap runs in a pod and is to use its own cluster, as
+/// `Config::infer` then does: no kubeconfig or context named, none in
+/// `KUBECONFIG` or `~/.kube/config`, and the pod's service account token
+/// and `KUBERNETES_SERVICE_HOST` present.
+pub fn in_cluster(access: &ClusterAccess) -> bool {
+    let home_config = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".kube/config"))
+        .is_some_and(|p| p.exists());
+    access.kubeconfig.is_none()
+        && access.context.is_none()
+        && std::env::var_os("KUBECONFIG").is_none_or(|k| k.is_empty())
+        && !home_config
+        && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        && std::path::Path::new(crate::direct::TOKEN_PATH).is_file()
+}
+
 /// A client for the cluster and the namespace to work in.
 pub async fn connect(access: &ClusterAccess) -> Result<(Client, String), K8sError> {
     let options = KubeConfigOptions {

@@ -68,11 +68,17 @@ pub fn database_key(d: &Discovered) -> Option<String> {
         &std::collections::BTreeMap::<String, String>::new(),
     )
     .ok()?;
+    Some(connection_key(&info))
+}
+
+/// Server, port, role and database of connection settings (see
+/// [`database_key`]).
+pub fn connection_key(info: &dbsnap_pg::ConnInfo) -> String {
     let ports: Vec<u16> = (0..info.hosts.len().max(1)).map(|i| info.port(i)).collect();
-    Some(format!(
+    format!(
         "{:?} {ports:?} {:?} {:?}",
         info.hosts, info.user, info.dbname
-    ))
+    )
 }
 
 /// What [`discover`] found, and why anything was left out.

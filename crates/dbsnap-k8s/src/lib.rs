@@ -26,6 +26,7 @@
 //! See `docs/ARCHITECTURE.md` and `docs/KUBERNETES.md`.
 
 pub mod cluster;
+pub mod direct;
 pub mod discover;
 pub mod forward;
 pub mod hint;

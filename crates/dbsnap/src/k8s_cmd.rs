@@ -24,9 +24,9 @@ use crate::cli::parse_duration;
 pub struct K8sArgs {
     #[command(flatten)]
     pub pod: PodArgs,
-    /// How to reach the databases: `jump` (a relay in a jump pod; the password never leaves the cluster) or `port-forward` (to PostgreSQL running in the cluster; the password must be known here).
-    #[arg(long, value_enum, default_value = "jump")]
-    pub via: ViaArg,
+    /// How to reach the databases: `jump` (a relay in a jump pod; the password never leaves the cluster), `port-forward` (to PostgreSQL running in the cluster; the password must be known here) or `direct` (dbsnap runs in the cluster: straight to the servers, each database's URL or password from dbsnap's own environment under the app's variable name) [default: direct in a pod of the cluster, else jump].
+    #[arg(long, value_enum)]
+    pub via: Option<ViaArg>,
     /// With --via port-forward: read the password (or URL) from the app's Secret.
     #[arg(long)]
     pub read_secret: bool,
@@ -67,7 +67,7 @@ impl PodArgs {
     pub fn with_jump_route(&self) -> K8sArgs {
         K8sArgs {
             pod: self.clone(),
-            via: ViaArg::Jump,
+            via: Some(ViaArg::Jump),
             read_secret: false,
         }
     }
@@ -107,6 +107,8 @@ pub enum ViaArg {
     Jump,
     /// Port-forward to the PostgreSQL pod behind the app's database Service.
     PortForward,
+    /// Straight to the servers, from inside the cluster.
+    Direct,
 }
 
 impl K8sArgs {
@@ -118,16 +120,18 @@ impl K8sArgs {
         };
         let workload = single_workload(&text)?;
         let via = match self.via {
-            ViaArg::Jump if self.read_secret => {
+            Some(ViaArg::PortForward) => Via::PortForward {
+                read_secret: self.read_secret,
+            },
+            _ if self.read_secret => {
                 return Err(CoreError::Config {
                     message: "--read-secret applies only with --via port-forward".into(),
                     hint: "the jump pod never needs the password here; drop --read-secret".into(),
                 })
             }
-            ViaArg::Jump => Via::Jump,
-            ViaArg::PortForward => Via::PortForward {
-                read_secret: self.read_secret,
-            },
+            Some(ViaArg::Jump) => Via::Jump,
+            Some(ViaArg::Direct) => Via::Direct,
+            None => Via::Auto,
         };
         let image = self.image_request(&t)?;
         Ok(Some(K8sSettings {

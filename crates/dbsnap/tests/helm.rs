@@ -306,19 +306,34 @@ fn the_role_grants_exactly_what_the_enabled_features_need() {
         );
     }
 
+    // In the cluster the jobs reach the databases directly: discovery only.
     let base = [
         ("apps", "deployments", "get"),
         ("apps", "statefulsets", "get"),
         ("", "configmaps", "get"),
+    ];
+    let app = ["app.workload=deploy/core-api", "app.namespace=poolside"];
+    let objects = render(None, &app);
+    assert_eq!(grants(&objects), triples(&base));
+    // Through a jump pod: creating it, exec for its relay, sweeping leftovers.
+    let mut jump = app.to_vec();
+    jump.push("app.via=jump");
+    let mut want = base.to_vec();
+    want.extend([
         ("", "pods", "create"),
         ("", "pods", "get"),
         ("", "pods", "list"),
         ("", "pods", "delete"),
         ("", "pods/exec", "create"),
-    ];
-    let app = ["app.workload=deploy/core-api", "app.namespace=poolside"];
-    let objects = render(None, &app);
-    assert_eq!(grants(&objects), triples(&base));
+    ]);
+    assert_eq!(grants(&render(None, &jump)), triples(&want));
+    let (ok, said) = output(helm().args(["template", "x"]).arg(chart()).args([
+        "--set",
+        "app.workload=deploy/core-api",
+        "--set",
+        "app.via=tunnel",
+    ]));
+    assert!(!ok && said.contains("direct or jump"), "{said}");
     let role = of_kind(&objects, "Role")[0];
     assert_eq!(
         role["metadata"]["namespace"], "poolside",
@@ -338,6 +353,7 @@ fn the_role_grants_exactly_what_the_enabled_features_need() {
     want.extend([
         ("apps", "deployments", "patch"),
         ("apps", "statefulsets", "patch"),
+        ("", "pods", "list"),
         ("autoscaling", "horizontalpodautoscalers", "list"),
     ]);
     assert_eq!(grants(&render(None, &sets)), triples(&want));
@@ -387,6 +403,30 @@ fn secrets_are_references_and_contradictions_are_refused() {
         let has_identity = env.iter().any(|e| e["name"] == "DBSNAP_IDENTITY");
         assert_eq!(has_identity, name.ends_with("-drill"), "{name}");
     }
+    // In the cluster, the app's variables by reference, for the jobs that
+    // reach the databases; `--via direct` said on their command lines.
+    let core = workspace_root().join("deploy/helm/dbsnap/examples/core-api.yaml");
+    for cj in of_kind(&render(Some(&core), &[]), "CronJob") {
+        let name = cj["metadata"]["name"].as_str().unwrap();
+        let c = &cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+        let url = c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "DATABASE_URL");
+        let args = c["args"].to_string();
+        if name.ends_with("-prune") {
+            assert!(url.is_none() && !args.contains("--via"), "{name}: {c}");
+        } else {
+            assert_eq!(
+                url.unwrap()["valueFrom"]["secretKeyRef"],
+                json!({"name": "core-api-db", "key": "url"}),
+                "{name}"
+            );
+            assert!(args.contains(r#""--via","direct""#), "{name}: {args}");
+        }
+    }
+
     // Nothing in any example looks like a password, a key or a token.
     for values in value_sets().into_iter().flatten() {
         let text = std::fs::read_to_string(&values).unwrap();

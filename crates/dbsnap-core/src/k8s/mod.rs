@@ -62,10 +62,17 @@ pub struct K8sSettings {
 /// The route through the cluster.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Via {
+    /// Unless named: [`Via::Direct`] when dbsnap runs in a pod of the
+    /// cluster it uses, else [`Via::Jump`].
+    #[default]
+    Auto,
     /// A relay in a jump pod authenticates for dbsnap; the password never
     /// leaves the cluster.
-    #[default]
     Jump,
+    /// Straight to the app's servers (dbsnap runs in the cluster), each
+    /// database's secret from dbsnap's own environment under the app's
+    /// variable name (see `dbsnap_k8s::direct`).
+    Direct,
     /// Port-forward to the PostgreSQL pod behind the app's database
     /// Service; the password must be known here.
     PortForward {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use dbsnap_archive::snapshot::KubernetesOrigin;
 use dbsnap_k8s::cluster;
+use dbsnap_k8s::direct::DirectRoute;
 use dbsnap_k8s::discover::Discovery;
 use dbsnap_k8s::forward::ForwardRoute;
 use dbsnap_k8s::hint;
@@ -49,6 +50,8 @@ pub enum Route {
     Jump(Arc<ClusterRoute>),
     /// Through a port-forward to PostgreSQL in the cluster.
     Forward(Arc<ForwardRoute>),
+    /// Straight to the servers, from a pod of the cluster.
+    Direct(Arc<DirectRoute>),
 }
 
 impl Route {
@@ -57,6 +60,7 @@ impl Route {
         match self {
             Route::Jump(r) => r.clone(),
             Route::Forward(r) => r.clone(),
+            Route::Direct(r) => r.clone(),
         }
     }
 
@@ -157,6 +161,26 @@ async fn open(
         namespace: namespace.clone(),
         workload: s.workload.display(),
     };
+    let direct = match s.via {
+        Via::Direct => true,
+        Via::Auto => cluster::in_cluster(&s.access),
+        _ => false,
+    };
+    if direct {
+        let label = format!("k8s-direct:{namespace}/{}", s.workload.display());
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let (route, databases) = DirectRoute::open(&discovery, &label, &env).map_err(k8s_error)?;
+        say(&format!(
+            "k8s: {} in namespace {namespace}: reaching its databases directly from this pod",
+            s.workload.display()
+        ));
+        say_found(&databases, say);
+        return Ok(Opened {
+            route: Route::Direct(Arc::new(route)),
+            databases,
+            origin,
+        });
+    }
     if let Via::PortForward { read_secret } = s.via {
         let label = format!("k8s-port-forward:{namespace}/{}", s.workload.display());
         let (route, databases) =

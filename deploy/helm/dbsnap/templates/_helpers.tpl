@@ -28,6 +28,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- default .Release.Namespace .Values.app.namespace -}}
 {{- end -}}
 
+{{/* Whether the jobs go through jump pods. */}}
+{{- define "dbsnap.jump" -}}
+{{- if and .Values.app.workload (eq .Values.app.via "jump") -}}true{{- end -}}
+{{- end -}}
+
 {{/* Whether the jobs talk to the Kubernetes API at all. */}}
 {{- define "dbsnap.usesCluster" -}}
 {{- if .Values.app.workload -}}true{{- end -}}
@@ -37,6 +42,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "dbsnap.config" -}}
 {{- if and .Values.app.workload .Values.databases -}}
 {{- fail "set app.workload (databases found in the app) or databases (connection strings), not both" -}}
+{{- end -}}
+{{- if not (has .Values.app.via (list "direct" "jump")) -}}
+{{- fail (printf "app.via is %q: direct or jump" .Values.app.via) -}}
 {{- end -}}
 # Rendered by the dbsnap chart; see docs/guide/config.md.
 repo = {{ .Values.repository.url | toJson }}
@@ -54,7 +62,9 @@ consistency = "quiesce"
 [targets.{{ $.Values.target | toJson }}.k8s]
 workload = {{ toJson . }}
 namespace = {{ include "dbsnap.appNamespace" $ | toJson }}
+{{- if include "dbsnap.jump" $ }}
 image = {{ default (include "dbsnap.image" $) $.Values.app.jumpImage | toJson }}
+{{- end }}
 {{- with $.Values.app.container }}
 container = {{ toJson . }}
 {{- end }}
@@ -84,6 +94,9 @@ keep_within = {{ toJson . }}
 {{- $job := .job -}}
 {{- $v := .root.Values -}}
 {{- $args := list "--config" "/etc/dbsnap/dbsnap.toml" $job "--target" $v.target -}}
+{{- if and $v.app.workload (ne $job "prune") -}}
+{{- $args = concat $args (list "--via" $v.app.via) -}}
+{{- end -}}
 {{- if eq $job "create" -}}
 {{- $args = append $args "--no-progress" -}}
 {{- if $v.create.objects -}}
