@@ -228,9 +228,16 @@ pub async fn drill(
     // between two steps is not lost.
     let stop = hooks::termination_signal();
     tokio::pin!(stop);
-    let _ = futures::poll!(&mut stop);
+    if let std::task::Poll::Ready(s) = futures::poll!(&mut stop) {
+        return Err(CoreError::Interrupted(format!(" by {s}")));
+    }
     // What killed drills left goes first, whatever becomes of this one.
-    let lenders = lenders(&opts.restore);
+    let mut lenders = lenders(&opts.restore);
+    lenders.extend(
+        opts.server
+            .as_deref()
+            .and_then(|s| opts.restore.resolver.resolve(s).ok()),
+    );
     let dropped_leftovers = sweep(opts.restore.resolver.as_ref(), &lenders).await;
     let planned = match scratch_options(opts, &id) {
         Ok(ro) => tokio::select! {
@@ -251,6 +258,8 @@ pub async fn drill(
     };
     only_scratch(&plan)?;
     let servers: Vec<ConnInfo> = plan.databases.iter().map(|d| d.conn().clone()).collect();
+    let mut dropped_leftovers = dropped_leftovers;
+    dropped_leftovers.extend(sweep_servers(ro.resolver.as_ref(), &servers, at).await);
     let journal = Journal::begin(&id, &plan, ro.resolver.route())?;
     let outcome = tokio::select! {
         r = restore::execute(&plan, &ro, progress) => r.map(|r| r.databases),
@@ -290,16 +299,28 @@ pub async fn drill(
 /// `drill-YYYYMMDDtHHMMSS-PID`'s lower-case, underscore form: a valid
 /// unquoted identifier inside the scratch names.
 fn run_id(at: time::OffsetDateTime) -> String {
+    // The process id is 1 in every container: the time's nanoseconds tell
+    // two drills started in the same second apart.
     format!(
-        "{:04}{:02}{:02}t{:02}{:02}{:02}_{}",
+        "{:04}{:02}{:02}t{:02}{:02}{:02}_{}_{:08x}",
         at.year(),
         u8::from(at.month()),
         at.day(),
         at.hour(),
         at.minute(),
         at.second(),
-        std::process::id()
+        std::process::id(),
+        at.nanosecond()
     )
+}
+
+/// When a scratch database's run started, from its name.
+fn started_of(name: &str) -> Option<time::OffsetDateTime> {
+    let stamp = name.strip_prefix(SCRATCH_PREFIX)?.get(..15)?;
+    let format = time::macros::format_description!("[year][month][day]t[hour][minute][second]");
+    time::PrimitiveDateTime::parse(stamp, &format)
+        .ok()
+        .map(|t| t.assume_utc())
 }
 
 /// The connections a run names (flags, targets): they lend their
@@ -435,12 +456,21 @@ fn record(file: &SnapshotRef, r: &DrillRecord) -> bool {
     if r.passed {
         r.passed_at = Some(r.drilled_at.clone());
     } else if r.kind.as_deref() != Some("verify") {
-        r.passed_at = file
-            .repo
-            .drills()
-            .ok()
-            .and_then(|all| all.get(&file.name).and_then(|b| DrillRecord::parse(b)))
-            .and_then(|earlier| earlier.passed_at);
+        let earlier = match file.repo.drills() {
+            Ok(all) => all.get(&file.name).and_then(|b| DrillRecord::parse(b)),
+            // The earlier pass cannot be read: keep it rather than erase it.
+            Err(e) => {
+                tracing::warn!(
+                    "the drill's verdict was not recorded beside {}: the earlier one cannot be read: {e}",
+                    file.display()
+                );
+                return false;
+            }
+        };
+        r.passed_at = earlier.and_then(|e| {
+            e.passed_at
+                .or_else(|| e.passed.then(|| e.drilled_at.clone()))
+        });
     }
     let bytes = match serde_json::to_vec_pretty(&r) {
         Ok(b) => b,
@@ -604,6 +634,59 @@ fn forget_restores(names: &BTreeSet<&str>) {
     }
 }
 
+/// How old a scratch database must be before a drill that has no journal
+/// of it drops it: a run killed with its journal (a pod's emptyDir gone
+/// with the pod) leaves one only the server knows of.
+const ORPHAN_AGE: time::Duration = time::Duration::hours(24);
+
+/// Drops scratch databases on `servers` that no journal names, started
+/// more than [`ORPHAN_AGE`] before `now` and with no session: what drills
+/// that lost their journal left. Returns the names dropped.
+async fn sweep_servers(
+    route: &dyn dbsnap_pg::Resolver,
+    servers: &[ConnInfo],
+    now: time::OffsetDateTime,
+) -> Vec<String> {
+    let mut dropped = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    for info in servers {
+        let server = info.server();
+        if seen.contains(&server) {
+            continue;
+        }
+        seen.push(server.clone());
+        let Ok((admin, _)) = restore::replace::admin_client(route, info).await else {
+            continue;
+        };
+        let Ok(rows) = admin
+            .query(
+                "SELECT datname::text FROM pg_database d WHERE datname LIKE '\\_\\_dbsnap\\_drill\\_%' \
+                 AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)",
+                &[],
+            )
+            .await
+        else {
+            continue;
+        };
+        for row in rows {
+            let name: String = row.get(0);
+            if started_of(&name).is_none_or(|t| now - t <= ORPHAN_AGE) {
+                continue;
+            }
+            match restore::replace::drop_database(&admin, &name, &server).await {
+                Ok(()) => {
+                    tracing::info!("dropped scratch database {name} on {server}, left by a drill that lost its journal");
+                    dropped.push(name);
+                }
+                Err(e) => {
+                    tracing::warn!("could not drop old scratch database {name} on {server}: {e}")
+                }
+            }
+        }
+    }
+    dropped
+}
+
 /// Drops what earlier drills killed before their end left (their journals
 /// unlocked), through this run's route; returns the names dropped. One
 /// made through another route, or whose server cannot be reached now, is
@@ -678,6 +761,11 @@ mod tests {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
         assert!(name.starts_with("__dbsnap_drill_20261207t235812_"));
+        assert_eq!(
+            started_of(&name),
+            Some(time::macros::datetime!(2026-12-07 23:58:12 UTC))
+        );
+        assert_eq!(started_of("__dbsnap_drill_nonsense"), None);
     }
 
     #[test]

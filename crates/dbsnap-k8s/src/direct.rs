@@ -107,6 +107,16 @@ fn own_settings(
                 d.secret_url.as_ref().or(d.password.as_ref()),
             ));
         };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            // Never echoed: it may hold the password.
+            return Err(K8sError::new(
+                format!(
+                    "{} in dbsnap's environment is not a postgres:// or postgresql:// URL",
+                    d.source
+                ),
+                "give the job the app's own value of it",
+            ));
+        }
         return here(&url, &d.source);
     };
     let connection = d.connection.as_deref().ok_or_else(|| {
@@ -130,13 +140,24 @@ fn own_variable(source: &str) -> String {
     password_variable(source).unwrap_or(source).to_string()
 }
 
+/// Connection settings from `s` (a value of this pod's environment),
+/// libpq's environment aside for the password: the one `s` holds or the
+/// app's password variable gives, never a `PGPASSWORD` meant for another
+/// database. A parse error never quotes `s` (it may hold the password).
 fn here(s: &str, source: &str) -> Result<ConnInfo, K8sError> {
-    ConnInfo::resolve(s).map_err(|e| {
+    ConnInfo::resolve_with(s, &without_password_env()).map_err(|_| {
         K8sError::new(
-            format!("{source} in dbsnap's environment is not a connection string: {e}"),
+            format!("{source} in dbsnap's environment is not a connection string dbsnap can read"),
             "give the job the app's own value of it",
         )
     })
+}
+
+/// This process's environment without libpq's password sources.
+fn without_password_env() -> std::collections::BTreeMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| k != "PGPASSWORD" && k != "PGPASSFILE")
+        .collect()
 }
 
 fn missing(var: &str, from: Option<&Value>) -> K8sError {
@@ -167,18 +188,18 @@ impl Resolver for DirectRoute {
     /// environment gave the database.
     fn resolve(&self, named: &str) -> Result<ConnInfo, PgError> {
         let mut info = ConnInfo::resolve(named).map_err(PgError::from)?;
-        if info.password.is_none() {
-            let k = key(&info);
-            let server = |s: &ServerKey| (s.0.clone(), s.1.clone(), s.2.clone());
-            // The same server and role lend their password to another database (a scratch copy).
-            if let Some((_, p)) = self
-                .passwords
-                .iter()
-                .find(|(s, _)| *s == k)
-                .or_else(|| self.passwords.iter().find(|(s, _)| server(s) == server(&k)))
-            {
-                info.password = Some(p.clone());
-            }
+        let k = key(&info);
+        let server = |s: &ServerKey| (s.0.clone(), s.1.clone(), s.2.clone());
+        // The route's own password first (libpq's PGPASSWORD may be meant
+        // for another database); the same server and role lend theirs to
+        // another database (a drill's scratch copy).
+        if let Some((_, p)) = self
+            .passwords
+            .iter()
+            .find(|(s, _)| *s == k)
+            .or_else(|| self.passwords.iter().find(|(s, _)| server(s) == server(&k)))
+        {
+            info.password = Some(p.clone());
         }
         Ok(info)
     }
@@ -242,6 +263,11 @@ mod tests {
             .unwrap();
         assert_eq!(scratch.password.as_deref(), Some("s3cret"));
         assert_eq!(route.route(), "k8s-direct:ns/deploy/api");
+
+        // Another scheme is refused without its value (it may hold the password).
+        let odd = |name: &str| (name == "DATABASE_URL").then(|| "mysql://u:leak@h/db".to_string());
+        let e = DirectRoute::open(&d, "x", &odd).unwrap_err();
+        assert!(!e.message.contains("leak"), "{}", e.message);
 
         // A variable the pod lacks is named, with where the app takes it from.
         let e = DirectRoute::open(&d, "x", &|_| None).unwrap_err();

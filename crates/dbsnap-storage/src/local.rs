@@ -314,12 +314,14 @@ impl Repository for LocalRepository {
             if !is_snapshot_name(snapshot) || !self.dir.join(snapshot).is_file() {
                 continue;
             }
+            // One record that cannot be read is that snapshot's lack of a
+            // record, not a repository that cannot be listed.
             match fs::read(e.path()) {
                 Ok(bytes) => {
                     out.insert(snapshot.to_string(), bytes);
                 }
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                Err(err) => return Err(StorageError::io(&e.path(), err)),
+                Err(err) => tracing::warn!("cannot read {}: {err}", e.path().display()),
             }
         }
         Ok(out)

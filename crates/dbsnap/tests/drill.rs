@@ -384,6 +384,30 @@ fn ctrl_c_and_kill_9_leave_no_scratch_database_behind() {
     dropped.sort();
     assert_eq!(dropped.join(","), left, "{v}");
     assert_nothing_left(&home, &cluster, "after kill -9 and the next drill");
+
+    // A drill whose journal went with its pod (an emptyDir): the server
+    // alone knows its scratch database. A day old and unused, the next
+    // drill drops it; a recent one (a drill elsewhere may be loading it) stays.
+    cluster.create_db("__dbsnap_drill_20200101t000000_1_00000000_0");
+    let recent = format!(
+        "__dbsnap_drill_{}_1_00000000_0",
+        cluster
+            .psql(
+                "postgres",
+                "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD\"t\"HH24MISS')"
+            )
+            .trim()
+    );
+    cluster.create_db(&recent);
+    let (code, v, err) =
+        run_json(dbsnap(&home, &cluster, &config).args(["drill", "--file", &file]));
+    assert_eq!(code, 0, "{v}\n{err}");
+    assert_eq!(
+        v["dropped_leftovers"],
+        serde_json::json!(["__dbsnap_drill_20200101t000000_1_00000000_0"]),
+        "{v}"
+    );
+    assert_eq!(scratch_databases(&cluster), recent);
 }
 
 #[test]

@@ -768,8 +768,14 @@ impl Repository for S3Repository {
             .filter_map(|n| n.strip_prefix('.')?.strip_suffix(DRILL))
             .filter(|s| is_snapshot_name(s) && names.contains(*s))
         {
-            if let Some(bytes) = self.get_bytes(&self.drill_key(snapshot))? {
-                out.insert(snapshot.to_string(), bytes.to_vec());
+            // One record that cannot be read is that snapshot's lack of
+            // a record, not a repository that cannot be listed.
+            match self.get_bytes(&self.drill_key(snapshot)) {
+                Ok(Some(bytes)) => {
+                    out.insert(snapshot.to_string(), bytes.to_vec());
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("cannot read the drill record of {snapshot}: {e}"),
             }
         }
         Ok(out)

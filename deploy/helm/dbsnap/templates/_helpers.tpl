@@ -43,6 +43,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if and .Values.app.workload .Values.databases -}}
 {{- fail "set app.workload (databases found in the app) or databases (connection strings), not both" -}}
 {{- end -}}
+{{- if and .Values.app.workload .Values.drill.enabled .Values.drill.server -}}
+{{- fail "drill.server applies to databases on an external server; with app.workload the scratch databases go on the app's own servers (leave drill.server empty)" -}}
+{{- end -}}
 {{- if not (has .Values.app.via (list "direct" "jump")) -}}
 {{- fail (printf "app.via is %q: direct or jump" .Values.app.via) -}}
 {{- end -}}
