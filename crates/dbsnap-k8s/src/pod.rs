@@ -35,18 +35,46 @@ pub const OWNER_ANNOTATION: &str = "dbsnap.io/owner";
 #[derive(Debug, Clone, Default)]
 pub struct Reaper {
     pending: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Guards not dropped yet: a route shared with tasks that are still
+    /// ending (a tunnel's, a dump's) drops its guard only when the last
+    /// of them lets go.
+    live: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    dropped: std::sync::Arc<tokio::sync::Notify>,
 }
 
+/// How long [`Reaper::reap`] waits for guards the ending tasks still hold.
+const REAP_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Reaper {
-    /// Waits until every deletion started by a dropped guard is done.
+    /// Waits until every guard of the run is dropped (up to 30 s: tasks
+    /// stopped by the signal let go of the route) and every deletion a
+    /// dropped guard started is done.
     pub async fn reap(&self) {
-        let pending: Vec<_> = self
-            .pending
-            .lock()
-            .map(|mut p| std::mem::take(&mut *p))
-            .unwrap_or_default();
-        for deletion in pending {
-            let _ = deletion.await;
+        let deadline = tokio::time::Instant::now() + REAP_WITHIN;
+        loop {
+            // Registered before the check, so a drop in between is not missed.
+            let dropped = self.dropped.notified();
+            let pending: Vec<_> = self
+                .pending
+                .lock()
+                .map(|mut p| std::mem::take(&mut *p))
+                .unwrap_or_default();
+            for deletion in pending {
+                let _ = deletion.await;
+            }
+            if self.live.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                let left = self.pending.lock().map(|p| p.len()).unwrap_or(0);
+                if left == 0 {
+                    return;
+                }
+                continue;
+            }
+            if tokio::time::timeout_at(deadline, dropped).await.is_err() {
+                tracing::warn!(
+                    "jump pods still in use after {REAP_WITHIN:?}: left to their deadline"
+                );
+                return;
+            }
         }
     }
 }
@@ -90,20 +118,23 @@ impl std::ops::Deref for PodGuard {
 
 impl Drop for PodGuard {
     fn drop(&mut self) {
-        if !self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
-        let pod = self.pod.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                let deletion = rt.spawn(async move { pod.delete().await });
-                if let Ok(mut p) = self.reaper.pending.lock() {
-                    p.push(deletion);
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let pod = self.pod.clone();
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    let deletion = rt.spawn(async move { pod.delete().await });
+                    if let Ok(mut p) = self.reaper.pending.lock() {
+                        p.push(deletion);
+                    }
                 }
+                // No runtime to delete it from: its deadline ends it.
+                Err(_) => tracing::warn!("{pod:?} is left to its deadline"),
             }
-            // No runtime to delete it from: its deadline ends it.
-            Err(_) => tracing::warn!("{pod:?} is left to its deadline"),
         }
+        self.reaper
+            .live
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.reaper.dropped.notify_waiters();
     }
 }
 
@@ -211,6 +242,9 @@ impl JumpPod {
             name: created.metadata.name.unwrap_or_default(),
             namespace: namespace.to_string(),
         };
+        reaper
+            .live
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let guard = PodGuard {
             pod: jump,
             reaper: reaper.clone(),
